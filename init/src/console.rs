@@ -1,0 +1,25 @@
+//! Messages on the console, each stamped with the time since the kernel
+//! started (CLOCK_BOOTTIME, the clock printk uses).
+
+use std::io::Write;
+use std::time::Duration;
+
+use nix::time::{clock_gettime, ClockId};
+
+pub fn since_boot() -> Duration {
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// `brig: <message> [t=1.234s]`. Errors writing are ignored: a missing
+/// console must not take PID 1 down.
+pub fn say(message: &str) {
+    let t = since_boot();
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "brig: {message} [t={}.{:03}s]",
+        t.as_secs(),
+        t.subsec_millis()
+    );
+}
