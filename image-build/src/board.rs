@@ -1,0 +1,214 @@
+//! Boards (`boards/<name>.toml`) and QEMU profiles (`qemu/<name>.toml`): the
+//! declarative description of a target. Adding a board is adding a file.
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// A CPU architecture Brig builds for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    /// Debian's name for it.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    /// The Rust target device binaries are built for.
+    pub fn rust_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// The architecture of the machine running `brig`.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    #[serde(skip)]
+    pub name: String,
+    pub description: String,
+    pub arch: Arch,
+    /// Debian suite the kernel comes from.
+    #[serde(default = "default_suite")]
+    pub suite: String,
+    /// Debian kernel package (usually a metapackage such as linux-image-arm64).
+    pub kernel_package: String,
+    /// Fragments in `kernel-config/` (without `.config`) the kernel must satisfy.
+    pub kernel_config: Vec<String>,
+    /// Serial console device, without /dev (ttyS0, ttyAMA0).
+    pub console: String,
+    /// Kernel command line words besides `console=`.
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+    /// Profile in `qemu/` used by `brig run`.
+    pub qemu_profile: String,
+}
+
+fn default_suite() -> String {
+    "trixie".into()
+}
+
+impl Board {
+    pub fn load(source: &Path, name: &str) -> Result<Board> {
+        let path = source.join("boards").join(format!("{name}.toml"));
+        if !path.exists() {
+            bail!(
+                "no board {name:?}: {} does not exist (boards: {})",
+                path.display(),
+                list(source)?.join(", ")
+            );
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut board: Board =
+            toml::from_str(&text).with_context(|| format!("in board file {}", path.display()))?;
+        board.name = name.to_string();
+        Ok(board)
+    }
+
+    /// The full kernel command line.
+    pub fn kernel_cmdline(&self) -> String {
+        let mut words = vec![format!("console={}", self.console)];
+        words.extend(self.cmdline.iter().cloned());
+        words.join(" ")
+    }
+}
+
+/// Names of all boards in `boards/`, sorted.
+pub fn list(source: &Path) -> Result<Vec<String>> {
+    let dir = source.join("boards");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Some(stem) = path.file_stem() {
+                names.push(stem.to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// How `brig run` starts QEMU for a board.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuProfile {
+    /// QEMU system emulator binary.
+    pub binary: String,
+    /// Debian package that provides it (named in the error when it is missing).
+    pub package: String,
+    pub machine: String,
+    /// CPU model under KVM and under TCG (software emulation).
+    pub cpu_kvm: String,
+    pub cpu_tcg: String,
+    pub memory: String,
+    pub smp: u32,
+    /// Network card model; user networking is attached to it.
+    pub nic: String,
+    /// Any further arguments, verbatim.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+impl QemuProfile {
+    pub fn load(source: &Path, name: &str) -> Result<QemuProfile> {
+        let path = source.join("qemu").join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading QEMU profile {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in QEMU profile {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> &'static Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    }
+
+    #[test]
+    fn every_board_in_the_repo_loads_with_its_profile_and_fragments() {
+        let boards = list(repo()).unwrap();
+        assert!(
+            boards.contains(&"qemu-x86_64".to_string())
+                && boards.contains(&"qemu-aarch64".to_string())
+        );
+        for name in boards {
+            let board = Board::load(repo(), &name).unwrap();
+            QemuProfile::load(repo(), &board.qemu_profile).unwrap();
+            for fragment in &board.kernel_config {
+                let path = repo()
+                    .join("kernel-config")
+                    .join(format!("{fragment}.config"));
+                assert!(
+                    path.exists(),
+                    "board {name}: missing fragment {}",
+                    path.display()
+                );
+            }
+            assert!(board
+                .kernel_cmdline()
+                .starts_with(&format!("console={}", board.console)));
+        }
+    }
+
+    #[test]
+    fn unknown_board_lists_the_known_ones() {
+        let err = Board::load(repo(), "nosuch").unwrap_err().to_string();
+        assert!(
+            err.contains("nosuch") && err.contains("qemu-x86_64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_board_file_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("boards")).unwrap();
+        std::fs::write(
+            dir.path().join("boards/x.toml"),
+            "description = \"x\"\narch = \"x86_64\"\nkernel_pakage = \"linux-image-amd64\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Board::load(dir.path(), "x").unwrap_err());
+        assert!(
+            err.contains("boards/x.toml") && err.contains("kernel_pakage"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("boards/x.toml"), "arch = \"mips\"\n").unwrap();
+        let err = format!("{:#}", Board::load(dir.path(), "x").unwrap_err());
+        assert!(err.contains("mips"), "{err}");
+    }
+}

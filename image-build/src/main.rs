@@ -1,0 +1,170 @@
+//! `brig`: builds Brig images and boots them in QEMU.
+
+mod board;
+mod build;
+mod debian;
+mod host_tools;
+mod initramfs;
+mod kernel_config;
+mod kernel_modules;
+mod progress;
+mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use crate::board::Board;
+
+#[derive(Parser)]
+#[command(
+    name = "brig",
+    version,
+    about = "Build Brig images and boot them in QEMU"
+)]
+struct Cli {
+    /// The Brig source tree (with boards/, kernel-config/, qemu/); found from
+    /// the current directory by default.
+    #[arg(long, global = true)]
+    source: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Build a board's kernel and initramfs into out/<board>/.
+    Build {
+        #[arg(long, default_value = "qemu-x86_64")]
+        board: String,
+        /// Output directory (default: out/<board> in the source tree).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Fetch the kernel package again even if it is cached.
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// Boot a built board in QEMU.
+    Run {
+        #[arg(long, default_value = "qemu-x86_64")]
+        board: String,
+        /// Directory of the built artifacts (default: out/<board>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Host port (on 127.0.0.1) forwarded to the guest's ssh port 22.
+        #[arg(long, default_value_t = 2222)]
+        ssh_port: u16,
+        /// Also write the serial console to this file.
+        #[arg(long)]
+        serial_log: Option<PathBuf>,
+        /// No interactive console: for scripts and tests.
+        #[arg(long)]
+        headless: bool,
+        /// QMP control socket (e.g. to press the power button).
+        #[arg(long)]
+        qmp: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: qemu::Accel,
+        /// Exit QEMU when the guest reboots.
+        #[arg(long)]
+        no_reboot: bool,
+        /// Extra kernel command line words (e.g. brig.hostname=node1).
+        #[arg(long = "append", value_name = "WORD")]
+        append: Vec<String>,
+    },
+    /// List the boards.
+    Boards,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("brig: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let source = match cli.source {
+        Some(dir) => dir,
+        None => find_source()?,
+    };
+    match cli.command {
+        Commands::Build {
+            board,
+            out,
+            refresh,
+        } => {
+            let board = Board::load(&source, &board)?;
+            let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
+            build::build(&source, &board, &out, refresh)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Run {
+            board,
+            out,
+            ssh_port,
+            serial_log,
+            headless,
+            qmp,
+            accel,
+            no_reboot,
+            append,
+        } => {
+            let board = Board::load(&source, &board)?;
+            let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
+            let opts = qemu::RunOptions {
+                ssh_port,
+                serial_log,
+                headless,
+                qmp,
+                accel,
+                no_reboot,
+                append,
+            };
+            let status = qemu::run(&source, &board, &out, &opts)?;
+            Ok(if status.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Commands::Boards => {
+            for name in board::list(&source)? {
+                let board = Board::load(&source, &name)?;
+                println!(
+                    "{name:16} {:8} {}",
+                    board.arch.to_string(),
+                    board.description
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The nearest directory upwards from here with boards/ and kernel-config/.
+fn find_source() -> Result<PathBuf> {
+    let cwd = std::env::current_dir()?;
+    for dir in cwd.ancestors() {
+        if is_source(dir) {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if is_source(&built_from) {
+        return Ok(built_from);
+    }
+    bail!(
+        "not inside a Brig source tree (no boards/ and kernel-config/ above {}); use --source",
+        cwd.display()
+    )
+}
+
+fn is_source(dir: &Path) -> bool {
+    dir.join("boards").is_dir() && dir.join("kernel-config").is_dir()
+}

@@ -1,0 +1,341 @@
+//! `brig run`: boots built artifacts in QEMU. KVM is used only when it really
+//! works here (a probe boot, not just an openable /dev/kvm), otherwise TCG.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::board::{Arch, Board, QemuProfile};
+use crate::host_tools;
+use crate::progress::step;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM if a probe boot works, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub ssh_port: u16,
+    pub serial_log: Option<PathBuf>,
+    /// No console on the terminal: serial output only goes to the log.
+    pub headless: bool,
+    pub qmp: Option<PathBuf>,
+    pub accel: Accel,
+    /// Exit QEMU instead of rebooting the guest.
+    pub no_reboot: bool,
+    /// Extra kernel command line words.
+    pub append: Vec<String>,
+}
+
+/// The QEMU command line (without the binary).
+pub fn arguments(
+    profile: &QemuProfile,
+    board: &Board,
+    artifacts: &Path,
+    opts: &RunOptions,
+    kvm: bool,
+) -> Vec<String> {
+    let mut cmdline = board.kernel_cmdline();
+    for word in &opts.append {
+        cmdline.push(' ');
+        cmdline.push_str(word);
+    }
+    let mut args: Vec<String> = vec![
+        "-machine".into(),
+        profile.machine.clone(),
+        "-accel".into(),
+        if kvm { "kvm" } else { "tcg" }.into(),
+        "-cpu".into(),
+        if kvm {
+            &profile.cpu_kvm
+        } else {
+            &profile.cpu_tcg
+        }
+        .clone(),
+        "-m".into(),
+        profile.memory.clone(),
+        "-smp".into(),
+        profile.smp.to_string(),
+        "-kernel".into(),
+        artifacts.join("vmlinuz").display().to_string(),
+        "-initrd".into(),
+        artifacts.join("initramfs.img").display().to_string(),
+        "-append".into(),
+        cmdline,
+        // User networking; ssh reachable on the host's loopback only.
+        "-netdev".into(),
+        format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", opts.ssh_port),
+        "-device".into(),
+        format!("{},netdev=net0", profile.nic),
+        "-display".into(),
+        "none".into(),
+    ];
+    let log = opts.serial_log.as_ref().map(|p| p.display().to_string());
+    if opts.headless {
+        // Without a log, the serial output is discarded.
+        let path = log.unwrap_or_else(|| "/dev/null".into());
+        args.extend([
+            "-chardev".into(),
+            format!("file,id=serial0,path={path}"),
+            "-serial".into(),
+            "chardev:serial0".into(),
+        ]);
+        args.extend(["-monitor".into(), "none".into()]);
+    } else {
+        // Serial console and QEMU monitor multiplexed on the terminal
+        // (Ctrl-A X quits, Ctrl-A C switches to the monitor).
+        let mut chardev = "stdio,id=serial0,mux=on,signal=off".to_string();
+        if let Some(path) = log {
+            chardev.push_str(&format!(",logfile={path}"));
+        }
+        args.extend([
+            "-chardev".into(),
+            chardev,
+            "-serial".into(),
+            "chardev:serial0".into(),
+        ]);
+        args.extend(["-mon".into(), "chardev=serial0,mode=readline".into()]);
+    }
+    if let Some(qmp) = &opts.qmp {
+        args.extend([
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qmp.display()),
+        ]);
+    }
+    if opts.no_reboot {
+        args.push("-no-reboot".into());
+    }
+    args.extend(profile.extra_args.iter().cloned());
+    args
+}
+
+pub fn run(
+    source: &Path,
+    board: &Board,
+    artifacts: &Path,
+    opts: &RunOptions,
+) -> Result<ExitStatus> {
+    let profile = QemuProfile::load(source, &board.qemu_profile)?;
+    let qemu = host_tools::require(&profile.binary, &profile.package)?;
+    for file in ["vmlinuz", "initramfs.img"] {
+        if !artifacts.join(file).exists() {
+            bail!(
+                "{} has no {file}: run `brig build --board {}` first",
+                artifacts.display(),
+                board.name
+            );
+        }
+    }
+    let kvm = match opts.accel {
+        Accel::Tcg => false,
+        Accel::Kvm => true,
+        Accel::Auto => kvm_works(&qemu, &profile, board, artifacts),
+    };
+    step(&format!(
+        "booting {} in QEMU ({}), ssh on 127.0.0.1:{}{}",
+        board.name,
+        if kvm { "KVM" } else { "TCG software emulation" },
+        opts.ssh_port,
+        if opts.headless {
+            ""
+        } else {
+            "; Ctrl-A X quits"
+        }
+    ));
+    let args = arguments(&profile, board, artifacts, opts, kvm);
+    let mut command = Command::new(&qemu);
+    command.args(&args);
+    if opts.headless {
+        command.stdin(Stdio::null());
+    }
+    command
+        .status()
+        .with_context(|| format!("starting {}", qemu.display()))
+}
+
+/// Whether KVM can boot this board's kernel here. An openable /dev/kvm is not
+/// enough (nested virtualization may create VMs and then fail to run them),
+/// so the kernel is booted under KVM without an initramfs: reaching its
+/// "cannot mount root" panic proves it runs. The answer is cached per host
+/// boot.
+fn kvm_works(qemu: &Path, profile: &QemuProfile, board: &Board, artifacts: &Path) -> bool {
+    if Arch::host() != Some(board.arch) {
+        return false;
+    }
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return false;
+    }
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let cache = crate::debian::cache_dir()
+        .ok()
+        .map(|d| d.join(format!("kvm-probe-{}", board.arch)));
+    if let Some(cached) = cache.as_ref().and_then(|c| std::fs::read_to_string(c).ok()) {
+        if let Some(answer) = cached.strip_prefix(boot_id.trim()) {
+            return answer.trim() == "works";
+        }
+    }
+    step("checking whether KVM works here (probe boot) ...");
+    let works = probe_kvm(qemu, profile, board, artifacts).unwrap_or(false);
+    step(&format!(
+        "KVM {}",
+        if works {
+            "works"
+        } else {
+            "does not work here; using TCG"
+        }
+    ));
+    if let Some(cache) = cache {
+        let _ = std::fs::create_dir_all(cache.parent().unwrap_or(Path::new(".")));
+        let _ = std::fs::write(
+            cache,
+            format!(
+                "{} {}\n",
+                boot_id.trim(),
+                if works { "works" } else { "fails" }
+            ),
+        );
+    }
+    works
+}
+
+fn probe_kvm(qemu: &Path, profile: &QemuProfile, board: &Board, artifacts: &Path) -> Result<bool> {
+    let mut child = Command::new(qemu)
+        .args([
+            "-machine",
+            &profile.machine,
+            "-accel",
+            "kvm",
+            "-cpu",
+            &profile.cpu_kvm,
+            "-m",
+            "256M",
+        ])
+        .arg("-kernel")
+        .arg(artifacts.join("vmlinuz"))
+        .args([
+            "-append",
+            &format!("console={} panic=-1 loglevel=4", board.console),
+        ])
+        .args([
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut output = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut output);
+    }
+    Ok(output.contains("Kernel panic") && output.contains("VFS"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> &'static Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    }
+
+    fn options() -> RunOptions {
+        RunOptions {
+            ssh_port: 2222,
+            serial_log: None,
+            headless: false,
+            qmp: None,
+            accel: Accel::Auto,
+            no_reboot: false,
+            append: vec![],
+        }
+    }
+
+    fn args_for(board: &str, opts: &RunOptions, kvm: bool) -> Vec<String> {
+        let board = Board::load(repo(), board).unwrap();
+        let profile = QemuProfile::load(repo(), &board.qemu_profile).unwrap();
+        arguments(&profile, &board, Path::new("/o"), opts, kvm)
+    }
+
+    fn value_of<'a>(args: &'a [String], flag: &str) -> &'a str {
+        let i = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+        &args[i + 1]
+    }
+
+    #[test]
+    fn interactive_run_forwards_ssh_on_loopback_and_puts_the_console_on_stdio() {
+        let args = args_for("qemu-x86_64", &options(), false);
+        assert_eq!(value_of(&args, "-accel"), "tcg");
+        assert_eq!(value_of(&args, "-kernel"), "/o/vmlinuz");
+        assert!(value_of(&args, "-netdev").contains("hostfwd=tcp:127.0.0.1:2222-:22"));
+        assert!(value_of(&args, "-chardev").starts_with("stdio,"));
+        assert!(value_of(&args, "-append").starts_with("console=ttyS0"));
+        assert!(!args.contains(&"-no-reboot".to_string()));
+    }
+
+    #[test]
+    fn headless_run_logs_serial_to_a_file_and_offers_qmp() {
+        let opts = RunOptions {
+            ssh_port: 2300,
+            serial_log: Some("/tmp/serial.log".into()),
+            headless: true,
+            qmp: Some("/tmp/q.sock".into()),
+            no_reboot: true,
+            append: vec!["brig.hostname=t1".into()],
+            ..options()
+        };
+        let args = args_for("qemu-aarch64", &opts, false);
+        assert_eq!(
+            value_of(&args, "-chardev"),
+            "file,id=serial0,path=/tmp/serial.log"
+        );
+        assert_eq!(
+            value_of(&args, "-qmp"),
+            "unix:/tmp/q.sock,server=on,wait=off"
+        );
+        assert!(value_of(&args, "-netdev").contains("127.0.0.1:2300-:22"));
+        assert!(value_of(&args, "-append").starts_with("console=ttyAMA0"));
+        assert!(value_of(&args, "-append").ends_with(" brig.hostname=t1"));
+        assert!(args.contains(&"-no-reboot".to_string()));
+    }
+
+    #[test]
+    fn kvm_uses_the_kvm_cpu_model() {
+        let args = args_for("qemu-x86_64", &options(), true);
+        assert_eq!(value_of(&args, "-accel"), "kvm");
+        assert_eq!(value_of(&args, "-cpu"), "host");
+    }
+}
