@@ -52,8 +52,8 @@ struct Init {
     signals: SignalFd,
     uevents: Option<OwnedFd>,
     coldplug: Coldplug,
-    /// Power-button input devices, by raw fd (their epoll token).
-    buttons: HashMap<u64, File>,
+    /// Power-button input devices (`event0`, …), by raw fd (their epoll token).
+    buttons: HashMap<u64, (String, File)>,
 }
 
 fn main() {
@@ -253,14 +253,15 @@ impl Init {
     }
 
     fn watch_power_button(&mut self, event: &str) {
+        // Boot both drains uevents and scans /sys: the same device may come twice.
+        if self.buttons.values().any(|(name, _)| name == event) {
+            return;
+        }
         let sysfs = Path::new("/sys");
         let Some(file) = power_button::open_if_power_button(sysfs, event) else {
             return;
         };
         let token = file.as_raw_fd() as u64;
-        if self.buttons.contains_key(&token) {
-            return;
-        }
         if let Err(e) = self
             .epoll
             .add(file.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
@@ -274,11 +275,11 @@ impl Init {
             "power button: /dev/input/{event} ({})",
             name.trim()
         ));
-        self.buttons.insert(token, file);
+        self.buttons.insert(token, (event.to_string(), file));
     }
 
     fn handle_button(&mut self, token: u64) {
-        let Some(file) = self.buttons.get_mut(&token) else {
+        let Some((_, file)) = self.buttons.get_mut(&token) else {
             return;
         };
         let mut buf = [0u8; power_button::EVENT_SIZE * 16];
@@ -291,7 +292,7 @@ impl Init {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => {
                     // The device went away (ENODEV): stop watching it.
-                    if let Some(file) = self.buttons.remove(&token) {
+                    if let Some((_, file)) = self.buttons.remove(&token) {
                         let _ = self.epoll.delete(file.as_fd());
                     }
                     break;
