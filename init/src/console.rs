@@ -23,3 +23,19 @@ pub fn say(message: &str) {
         t.subsec_millis()
     );
 }
+
+/// `VmRSS` in KiB from the text of /proc/<pid>/status.
+pub fn resident_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_vmrss() {
+        let status = "Name:\tinit\nVmHWM:\t    1200 kB\nVmRSS:\t     964 kB\nThreads:\t1\n";
+        assert_eq!(super::resident_kib(status), Some(964));
+        assert_eq!(super::resident_kib("Name: x\n"), None);
+    }
+}

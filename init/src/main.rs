@@ -167,6 +167,12 @@ fn boot() -> Result<Init, String> {
     }
     say(&format!("network interfaces: {}", describe_interfaces()));
     say("ready");
+    if let Some(kib) = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| console::resident_kib(&s))
+    {
+        say(&format!("PID 1 resident memory {kib} KiB"));
+    }
     Ok(init)
 }
 

@@ -1,0 +1,202 @@
+//! `brig build` as a user meets it: the manifest, reproducible output, a
+//! kernel that lacks a required option, an offline rebuild from the cache.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::guest::{brig, built, source_dir};
+
+fn manifest(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn manifest_describes_the_image() {
+    let out = built("qemu-x86_64");
+    let m = manifest(&out);
+    assert_eq!(m["board"], "qemu-x86_64");
+    assert_eq!(m["kernel"]["package"], "linux-image-cloud-amd64");
+    let release = m["kernel"]["release"].as_str().unwrap();
+    assert!(release.ends_with("-cloud-amd64"), "{release}");
+    let debs = m["kernel"]["debs"].as_array().unwrap();
+    assert!(
+        debs.iter().any(|d| d
+            .as_str()
+            .unwrap()
+            .contains(&format!("linux-image-{release}_"))),
+        "{debs:?}"
+    );
+    // Modules asked for by kernel-config/ come with their dependencies.
+    let modules = m["modules"].as_array().unwrap();
+    let needed_by = |name: &str| {
+        modules
+            .iter()
+            .find(|x| x["name"] == name)
+            .map(|x| x["needed_by"].clone())
+    };
+    assert_eq!(needed_by("virtio_net").unwrap(), "CONFIG_VIRTIO_NET");
+    assert_eq!(needed_by("net_failover").unwrap(), "module virtio_net");
+    assert_eq!(needed_by("button").unwrap(), "CONFIG_ACPI_BUTTON");
+    // Sizes are the real file sizes.
+    let size = std::fs::metadata(out.join("initramfs.img")).unwrap().len();
+    assert_eq!(m["initramfs"]["size"].as_u64().unwrap(), size);
+    let contents = m["contents"].as_array().unwrap();
+    assert!(contents
+        .iter()
+        .any(|c| c["path"] == "/init" && c["size"] == m["brig_init_size"]));
+    assert!(contents
+        .iter()
+        .any(|c| c["path"].as_str().unwrap().ends_with("/modules.alias")));
+}
+
+#[test]
+fn same_inputs_give_identical_initramfs() {
+    let first = built("qemu-aarch64");
+    let second = tempfile::tempdir().unwrap();
+    let output = brig(
+        &[
+            "build",
+            "--board",
+            "qemu-aarch64",
+            "--out",
+            second.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let a = std::fs::read(first.join("initramfs.img")).unwrap();
+    let b = std::fs::read(second.path().join("initramfs.img")).unwrap();
+    assert!(a == b, "two builds of qemu-aarch64 differ");
+}
+
+/// A source tree like ours whose board requires one more option.
+fn source_with_fragment(extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["boards", "kernel-config", "qemu"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(source_dir().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+    let path = dir.path().join("kernel-config/x86_64.config");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(extra);
+    std::fs::write(path, text).unwrap();
+    dir
+}
+
+#[test]
+fn a_missing_kernel_option_fails_the_build_naming_it() {
+    built("qemu-x86_64"); // the kernel is in the cache from here on
+    let src =
+        source_with_fragment("CONFIG_BRIG_TEST_NO_SUCH_OPTION=y\n# CONFIG_VIRTIO_NET is not set\n");
+    let out = tempfile::tempdir().unwrap();
+    let output = brig(
+        &[
+            "--source",
+            src.path().to_str().unwrap(),
+            "build",
+            "--board",
+            "qemu-x86_64",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("CONFIG_BRIG_TEST_NO_SUCH_OPTION is required (kernel-config/x86_64.config:6) but is not set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "CONFIG_VIRTIO_NET must not be set (kernel-config/x86_64.config:7) but is =m"
+        ),
+        "{stderr}"
+    );
+    assert!(!out.path().join("initramfs.img").exists());
+}
+
+#[test]
+fn a_module_the_fragment_misnames_is_reported_with_the_fix() {
+    built("qemu-x86_64");
+    // CONFIG_ISO9660_FS is a module called `isofs`, not `iso9660_fs`.
+    let src = source_with_fragment("CONFIG_ISO9660_FS=y\n");
+    let out = tempfile::tempdir().unwrap();
+    let output = brig(
+        &[
+            "--source",
+            src.path().to_str().unwrap(),
+            "build",
+            "--board",
+            "qemu-x86_64",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("CONFIG_ISO9660_FS is built as a module, but no module named \"iso9660_fs\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("# module: <name>"), "{stderr}");
+}
+
+#[test]
+fn offline_rebuild_uses_the_cache() {
+    let first = built("qemu-x86_64");
+    let out = tempfile::tempdir().unwrap();
+    // apt honours http_proxy: a closed loopback port makes every download fail.
+    let offline = [
+        ("http_proxy", "http://127.0.0.1:9"),
+        ("https_proxy", "http://127.0.0.1:9"),
+    ];
+    let output = brig(
+        &[
+            "build",
+            "--refresh",
+            "--board",
+            "qemu-x86_64",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &offline,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("fetching failed") && stderr.contains("using the cached copy"),
+        "{stderr}"
+    );
+    assert_eq!(manifest(out.path())["kernel"], manifest(&first)["kernel"]);
+
+    // With nothing cached, offline is a clear error.
+    let empty_cache = tempfile::tempdir().unwrap();
+    let mut env = offline.to_vec();
+    env.push(("XDG_CACHE_HOME", empty_cache.path().to_str().unwrap()));
+    let output = brig(
+        &[
+            "build",
+            "--board",
+            "qemu-x86_64",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &env,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("mmdebstrap could not fetch linux-image-cloud-amd64 for amd64"),
+        "{stderr}"
+    );
+}

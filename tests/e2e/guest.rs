@@ -1,0 +1,209 @@
+//! A Brig guest in QEMU, started with `brig run --headless`, and the images
+//! the tests share.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BRIG: &str = env!("CARGO_BIN_EXE_brig");
+
+pub fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Runs `brig` with `args`, returning its output.
+pub fn brig(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BRIG);
+    command.args(args).current_dir(source_dir());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("running brig")
+}
+
+/// The artifacts directory of `board`, built once per test run.
+pub fn built(board: &str) -> PathBuf {
+    type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
+    static BUILDS: Mutex<Option<HashMap<String, Slot>>> = Mutex::new(None);
+    let slot = {
+        let mut builds = BUILDS.lock().unwrap();
+        builds
+            .get_or_insert_with(HashMap::new)
+            .entry(board.to_string())
+            .or_default()
+            .clone()
+    };
+    slot.get_or_init(|| {
+        let out = source_dir().join("target/e2e").join(board);
+        let output = brig(
+            &["build", "--board", board, "--out", out.to_str().unwrap()],
+            &[],
+        );
+        if output.status.success() {
+            Ok(out)
+        } else {
+            Err(format!(
+                "brig build --board {board} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    })
+    .clone()
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A free TCP port on loopback for ssh forwarding.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Guest {
+    child: Child,
+    serial: PathBuf,
+    qmp: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Guest {
+    /// Boots `board` from `artifacts`; QEMU exits when the guest powers off or
+    /// reboots (`--no-reboot`).
+    pub fn boot(board: &str, artifacts: &Path, append: &[&str]) -> Guest {
+        let dir = tempfile::tempdir().unwrap();
+        let serial = dir.path().join("serial.log");
+        let qmp = dir.path().join("qmp.sock");
+        let port = free_port().to_string();
+        let mut args = vec![
+            "run",
+            "--board",
+            board,
+            "--out",
+            artifacts.to_str().unwrap(),
+            "--headless",
+            "--no-reboot",
+            "--ssh-port",
+            &port,
+            "--serial-log",
+            serial.to_str().unwrap(),
+            "--qmp",
+            qmp.to_str().unwrap(),
+        ];
+        for word in append {
+            args.extend(["--append", word]);
+        }
+        let child = Command::new(BRIG)
+            .args(&args)
+            .current_dir(source_dir())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting brig run");
+        Guest {
+            child,
+            serial,
+            qmp,
+            _dir: dir,
+        }
+    }
+
+    pub fn serial(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the serial console shows `needle`; returns the console so far.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let serial = self.serial();
+            if serial.contains(needle) {
+                return serial;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "QEMU exited ({status}) before {needle:?} appeared; serial console:\n{serial}"
+                );
+            }
+            if Instant::now() > deadline {
+                panic!("{needle:?} did not appear within {timeout:?}; serial console:\n{serial}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends one QMP command and returns its `return` value.
+    pub fn qmp(&self, command: &str, arguments: Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match UnixStream::connect(&self.qmp) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("connecting to QMP {}: {e}", self.qmp.display())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap(); // greeting
+        let mut send = |cmd: Value| -> Value {
+            writeln!(writer, "{cmd}").unwrap();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                let reply: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("QMP reply {line:?}: {e}"));
+                if reply.get("event").is_some() {
+                    continue;
+                }
+                if let Some(error) = reply.get("error") {
+                    panic!("QMP {cmd} failed: {error}");
+                }
+                return reply["return"].clone();
+            }
+        };
+        send(json!({"execute": "qmp_capabilities"}));
+        send(json!({"execute": command, "arguments": arguments}))
+    }
+
+    /// Waits for QEMU to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "QEMU still running after {timeout:?}; serial console:\n{}",
+                    self.serial()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        // QEMU is brig's child: killing brig alone would orphan it, so end
+        // QEMU first, found by its unique QMP socket path.
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.qmp.to_str().unwrap())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: real images built by `brig build` (real Debian kernels),
+//! booted in QEMU by `brig run`, driven through the serial console and QMP.
+//! Images are built once per board per test run and shared by the tests.
+
+mod boot;
+mod build;
+mod guest;
