@@ -145,7 +145,8 @@ fn a_module_the_fragment_misnames_is_reported_with_the_fix() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("CONFIG_ISO9660_FS is built as a module, but no module named \"iso9660_fs\""),
+        stderr
+            .contains("CONFIG_ISO9660_FS is built as a module, but no module named \"iso9660_fs\""),
         "{stderr}"
     );
     assert!(stderr.contains("# module: <name>"), "{stderr}");
