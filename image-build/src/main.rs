@@ -53,26 +53,8 @@ enum Commands {
         /// Directory of the built artifacts (default: out/<board>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Host port (on 127.0.0.1) forwarded to the guest's ssh port 22.
-        #[arg(long, default_value_t = 2222)]
-        ssh_port: u16,
-        /// Also write the serial console to this file.
-        #[arg(long)]
-        serial_log: Option<PathBuf>,
-        /// No interactive console: for scripts and tests.
-        #[arg(long)]
-        headless: bool,
-        /// QMP control socket (e.g. to press the power button).
-        #[arg(long)]
-        qmp: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "auto")]
-        accel: qemu::Accel,
-        /// Exit QEMU when the guest reboots.
-        #[arg(long)]
-        no_reboot: bool,
-        /// Extra kernel command line words (e.g. brig.hostname=node1).
-        #[arg(long = "append", value_name = "WORD")]
-        append: Vec<String>,
+        #[command(flatten)]
+        options: qemu::RunOptions,
     },
     /// List the boards.
     Boards,
@@ -107,26 +89,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Commands::Run {
             board,
             out,
-            ssh_port,
-            serial_log,
-            headless,
-            qmp,
-            accel,
-            no_reboot,
-            append,
+            options,
         } => {
             let board = Board::load(&source, &board)?;
             let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
-            let opts = qemu::RunOptions {
-                ssh_port,
-                serial_log,
-                headless,
-                qmp,
-                accel,
-                no_reboot,
-                append,
-            };
-            let status = qemu::run(&source, &board, &out, &opts)?;
+            let status = qemu::run(&source, &board, &out, &options)?;
             Ok(if status.success() {
                 ExitCode::SUCCESS
             } else {

@@ -20,17 +20,28 @@ pub enum Accel {
     Tcg,
 }
 
-#[derive(Debug, Clone)]
+/// How to run QEMU; also the options of `brig run`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
+    /// Host port (on 127.0.0.1) forwarded to the guest's ssh port 22.
+    #[arg(long, default_value_t = 2222)]
     pub ssh_port: u16,
+    /// Also write the serial console to this file.
+    #[arg(long)]
     pub serial_log: Option<PathBuf>,
-    /// No console on the terminal: serial output only goes to the log.
+    /// No interactive console and no stdin: for scripts and tests.
+    #[arg(long)]
     pub headless: bool,
+    /// QMP control socket (e.g. to press the power button).
+    #[arg(long)]
     pub qmp: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
     pub accel: Accel,
-    /// Exit QEMU instead of rebooting the guest.
+    /// Exit QEMU when the guest reboots.
+    #[arg(long)]
     pub no_reboot: bool,
-    /// Extra kernel command line words.
+    /// Extra kernel command line words (e.g. brig.hostname=node1).
+    #[arg(long, value_name = "WORD")]
     pub append: Vec<String>,
 }
 

@@ -91,64 +91,48 @@ fn source_with_fragment(extra: &str) -> tempfile::TempDir {
     dir
 }
 
-#[test]
-fn a_missing_kernel_option_fails_the_build_naming_it() {
+/// Builds qemu-x86_64 with `extra` added to its fragment; expects the build to
+/// fail without writing an image, and returns what brig said.
+fn failed_build_with_fragment(extra: &str) -> String {
     built("qemu-x86_64"); // the kernel is in the cache from here on
-    let src =
-        source_with_fragment("CONFIG_BRIG_TEST_NO_SUCH_OPTION=y\n# CONFIG_VIRTIO_NET is not set\n");
+    let src = source_with_fragment(extra);
     let out = tempfile::tempdir().unwrap();
+    let (src_dir, out_dir) = (src.path().to_str().unwrap(), out.path().to_str().unwrap());
     let output = brig(
         &[
             "--source",
-            src.path().to_str().unwrap(),
+            src_dir,
             "build",
             "--board",
             "qemu-x86_64",
             "--out",
-            out.path().to_str().unwrap(),
+            out_dir,
         ],
         &[],
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("CONFIG_BRIG_TEST_NO_SUCH_OPTION is required (kernel-config/x86_64.config:6) but is not set"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(
-            "CONFIG_VIRTIO_NET must not be set (kernel-config/x86_64.config:7) but is =m"
-        ),
-        "{stderr}"
-    );
     assert!(!out.path().join("initramfs.img").exists());
+    stderr
+}
+
+#[test]
+fn a_missing_kernel_option_fails_the_build_naming_it() {
+    let stderr = failed_build_with_fragment(
+        "CONFIG_BRIG_TEST_NO_SUCH_OPTION=y\n# CONFIG_VIRTIO_NET is not set\n",
+    );
+    let missing = "CONFIG_BRIG_TEST_NO_SUCH_OPTION is required (kernel-config/x86_64.config:6) but is not set";
+    assert!(stderr.contains(missing), "{stderr}");
+    let forbidden = "CONFIG_VIRTIO_NET must not be set (kernel-config/x86_64.config:7) but is =m";
+    assert!(stderr.contains(forbidden), "{stderr}");
 }
 
 #[test]
 fn a_module_the_fragment_misnames_is_reported_with_the_fix() {
-    built("qemu-x86_64");
     // CONFIG_ISO9660_FS is a module called `isofs`, not `iso9660_fs`.
-    let src = source_with_fragment("CONFIG_ISO9660_FS=y\n");
-    let out = tempfile::tempdir().unwrap();
-    let output = brig(
-        &[
-            "--source",
-            src.path().to_str().unwrap(),
-            "build",
-            "--board",
-            "qemu-x86_64",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(
-        stderr
-            .contains("CONFIG_ISO9660_FS is built as a module, but no module named \"iso9660_fs\""),
-        "{stderr}"
-    );
+    let stderr = failed_build_with_fragment("CONFIG_ISO9660_FS=y\n");
+    let wrong_name = "CONFIG_ISO9660_FS is built as a module, but no module named \"iso9660_fs\"";
+    assert!(stderr.contains(wrong_name), "{stderr}");
     assert!(stderr.contains("# module: <name>"), "{stderr}");
 }
 
