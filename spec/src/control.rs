@@ -1,0 +1,123 @@
+//! The control protocol between `brigctl` and PID 1: one JSON object per
+//! line over the root-only unix socket `/run/brig/control.sock`. Every
+//! request gets one response line; `logs` with `follow` then keeps sending
+//! `Response::Log` lines until the client hangs up.
+
+use serde::{Deserialize, Serialize};
+
+pub const SOCKET: &str = "/run/brig/control.sock";
+/// Longest request line PID 1 accepts.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Ps,
+    Logs {
+        service: String,
+        #[serde(default)]
+        tail: Option<usize>,
+        #[serde(default)]
+        follow: bool,
+    },
+    Start {
+        service: String,
+    },
+    Stop {
+        service: String,
+    },
+    Restart {
+        service: String,
+    },
+    Reboot,
+    Poweroff,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Response {
+    Ok {
+        message: String,
+    },
+    Error {
+        error: String,
+    },
+    Services {
+        services: Vec<ServiceStatus>,
+    },
+    /// Log lines; with `follow`, more of these keep coming.
+    Log {
+        lines: Vec<LogLine>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    /// waiting, starting, running, ready, exited, stopping, stopped,
+    /// backoff, crash-loop, failed
+    pub state: String,
+    pub pid: Option<u32>,
+    /// Seconds since the current process started.
+    pub uptime_seconds: Option<u64>,
+    pub restarts: u32,
+    /// memory.current of its cgroup, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Why it is not running, when it is not.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Seconds since boot (CLOCK_BOOTTIME), with milliseconds.
+    pub time: f64,
+    pub service: String,
+    /// stdout, stderr, or brig (PID 1's own words about the service).
+    pub stream: String,
+    pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_single_json_lines() {
+        let r = Request::Logs {
+            service: "syslog".into(),
+            tail: Some(10),
+            follow: true,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"op":"logs","service":"syslog","tail":10,"follow":true}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"ps"}"#).unwrap(),
+            Request::Ps
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"logs","service":"x"}"#).unwrap(),
+            Request::Logs {
+                service: "x".into(),
+                tail: None,
+                follow: false
+            }
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        for bad in [
+            r#"{"op":"fly"}"#,
+            r#"{"op":"stop"}"#,
+            "not json",
+            r#"{"op":"ps","x":1}"#,
+            "",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Types shared by the host tool (`brig`), PID 1 (`brig-init`) and `brigctl`.
+
+pub mod control;
+pub mod service;

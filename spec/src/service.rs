@@ -1,0 +1,621 @@
+//! The system container spec: `system-containers/<name>/service.toml`, also
+//! the format of user-added services. See docs/service-spec.md.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Set from the directory or config key, not from the file.
+    #[serde(default, skip_deserializing)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Whether the image starts it at boot.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub rootfs: Rootfs,
+    /// Program and arguments; the program is an absolute path in the rootfs.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `root`, a name from the rootfs' /etc/passwd, or `uid[:gid]`.
+    #[serde(default = "root")]
+    pub user: String,
+    #[serde(default = "slash")]
+    pub working_dir: String,
+    /// Namespaces shared with the host instead of private ones.
+    #[serde(default)]
+    pub host_namespaces: Vec<Namespace>,
+    /// Capabilities granted beyond the default set (names without CAP_).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// All capabilities, host devices, no `no_new_privs`; for services that
+    /// manage the machine (docker).
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub read_only_root: bool,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Host device nodes made available inside (`/dev/net/tun`).
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Namespaced sysctls set inside (`net.ipv4.ip_forward = "1"`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub readiness: Readiness,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Seconds between SIGTERM and killing the whole cgroup.
+    #[serde(default = "ten")]
+    pub stop_grace_seconds: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn root() -> String {
+    "root".into()
+}
+fn slash() -> String {
+    "/".into()
+}
+fn ten() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rootfs {
+    /// Debian packages (trixie, the board's arch), with their dependencies.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Our own binaries (workspace crates), cross-built and put in /usr/bin.
+    #[serde(default)]
+    pub binaries: Vec<String>,
+    /// Files from the service directory: target path in the rootfs -> source.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// For user services: a squashfs file or a directory on the device.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    Net,
+    Pid,
+    Ipc,
+    Uts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum Mount {
+    /// A host path.
+    Bind {
+        source: String,
+        target: String,
+        #[serde(default)]
+        read_only: bool,
+    },
+    Tmpfs {
+        target: String,
+        #[serde(default, deserialize_with = "size_opt")]
+        size: Option<u64>,
+    },
+    /// A named persistent volume, kept on the state partition.
+    Volume {
+        name: String,
+        target: String,
+        #[serde(default)]
+        read_only: bool,
+    },
+}
+
+impl Mount {
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Bind { target, .. }
+            | Mount::Tmpfs { target, .. }
+            | Mount::Volume { target, .. } => target,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// memory.max in bytes (`64M`, `1G` in the file).
+    #[serde(default, deserialize_with = "size_opt")]
+    pub memory_max: Option<u64>,
+    pub pids_max: Option<u64>,
+    /// cpu.weight, 1-10000 (default 100).
+    pub cpu_weight: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum Readiness {
+    /// Ready once the process runs.
+    #[default]
+    Started,
+    /// Ready when this path (inside the container) exists: a socket, a pid file.
+    Path {
+        path: String,
+        #[serde(default = "sixty")]
+        timeout_seconds: u32,
+    },
+    /// A oneshot: ready when it exits 0.
+    Exit {
+        #[serde(default = "sixty")]
+        timeout_seconds: u32,
+    },
+    /// Ready when this command, run inside the container, exits 0.
+    Command {
+        command: Vec<String>,
+        #[serde(default = "sixty")]
+        timeout_seconds: u32,
+    },
+}
+
+fn sixty() -> u32 {
+    60
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// `64M`, `512K`, `1G`, `1024` (bytes); binary units.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size {text:?} (expected e.g. 64M, 1G)"))?;
+    let shift = match unit.trim_end_matches(['i', 'B']) {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => return Err(format!("invalid size {text:?} (expected e.g. 64M, 1G)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+fn size_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(Some(n)),
+        Size::Text(t) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Capabilities every service keeps unless privileged: enough to start as
+/// root, bind low ports and drop to a user. Docker's default set minus
+/// MKNOD, NET_RAW and SETFCAP.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "AUDIT_WRITE",
+];
+
+/// Capability names in number order (CAP_CHOWN = 0 …), Linux 6.12.
+pub const CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The capability number of `name` (with or without `CAP_`, any case).
+pub fn capability_number(name: &str) -> Option<u32> {
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    CAPABILITIES
+        .iter()
+        .position(|c| *c == bare)
+        .map(|n| n as u32)
+}
+
+/// A spec problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub file: String,
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.problem)
+        } else {
+            write!(f, "{}: `{}`: {}", self.file, self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl ServiceSpec {
+    /// Parses and validates a spec; `file` names it in errors.
+    pub fn parse(name: &str, file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
+        let mut spec: ServiceSpec = toml::from_str(text).map_err(|e| SpecError {
+            file: file.to_string(),
+            key: String::new(),
+            problem: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        spec.name = name.to_string();
+        spec.validate().map_err(|(key, problem)| SpecError {
+            file: file.to_string(),
+            key,
+            problem,
+        })?;
+        Ok(spec)
+    }
+
+    /// Checks what serde cannot; returns (key, problem).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |key: &str, problem: String| Err((key.to_string(), problem));
+        if !valid_name(&self.name) {
+            return err(
+                "name",
+                format!(
+                    "{:?} is not a valid service name (a-z, 0-9, -, _; at most 64)",
+                    self.name
+                ),
+            );
+        }
+        match self.command.first() {
+            None => return err("command", "must name a program".into()),
+            Some(p) if !p.starts_with('/') => {
+                return err(
+                    "command",
+                    format!("the program {p:?} must be an absolute path in the rootfs"),
+                )
+            }
+            _ => {}
+        }
+        if !self.working_dir.starts_with('/') {
+            return err(
+                "working_dir",
+                format!("{:?} must be an absolute path", self.working_dir),
+            );
+        }
+        let has_source = !self.rootfs.packages.is_empty()
+            || !self.rootfs.binaries.is_empty()
+            || !self.rootfs.files.is_empty();
+        if has_source && self.rootfs.image.is_some() {
+            return err(
+                "rootfs.image",
+                "an image excludes packages, binaries and files".into(),
+            );
+        }
+        if !has_source && self.rootfs.image.is_none() {
+            return err(
+                "rootfs",
+                "needs packages, binaries, files or an image".into(),
+            );
+        }
+        for target in self.rootfs.files.keys() {
+            if !target.starts_with('/') {
+                return err(
+                    &format!("rootfs.files.{target:?}"),
+                    "the target must be an absolute path".into(),
+                );
+            }
+        }
+        for cap in &self.capabilities {
+            if capability_number(cap).is_none() {
+                return err("capabilities", format!("unknown capability {cap:?}"));
+            }
+        }
+        for (i, mount) in self.mounts.iter().enumerate() {
+            let target = mount.target();
+            if !target.starts_with('/') || target.split('/').any(|p| p == "..") {
+                return err(
+                    &format!("mounts[{i}].target"),
+                    format!("{target:?} must be an absolute path without .."),
+                );
+            }
+            match mount {
+                Mount::Bind { source, .. } if !source.starts_with('/') => {
+                    return err(
+                        &format!("mounts[{i}].source"),
+                        format!("{source:?} must be an absolute host path"),
+                    )
+                }
+                Mount::Volume { name, .. } if !valid_name(name) => {
+                    return err(
+                        &format!("mounts[{i}].name"),
+                        format!("{name:?} is not a valid volume name"),
+                    )
+                }
+                _ => {}
+            }
+        }
+        for device in &self.devices {
+            if !device.starts_with("/dev/") {
+                return err("devices", format!("{device:?} is not a path under /dev"));
+            }
+        }
+        for key in self.sysctls.keys() {
+            if key.is_empty() || key.contains("..") || key.contains('/') {
+                return err("sysctls", format!("{key:?} is not a sysctl name"));
+            }
+        }
+        if let Some(weight) = self.limits.cpu_weight {
+            if !(1..=10000).contains(&weight) {
+                return err("limits.cpu_weight", format!("{weight} is outside 1-10000"));
+            }
+        }
+        if self.limits.memory_max == Some(0) || self.limits.pids_max == Some(0) {
+            return err(
+                "limits",
+                "a limit of 0 would stop the service from running at all".into(),
+            );
+        }
+        if self.depends_on.iter().any(|d| d == &self.name) {
+            return err("depends_on", "a service cannot depend on itself".into());
+        }
+        if let Readiness::Path { path, .. } = &self.readiness {
+            if !path.starts_with('/') {
+                return err(
+                    "readiness.path",
+                    format!("{path:?} must be an absolute path"),
+                );
+            }
+        }
+        if let Readiness::Command { command, .. } = &self.readiness {
+            if command.first().is_none_or(|p| !p.starts_with('/')) {
+                return err(
+                    "readiness.command",
+                    "must start with an absolute program path".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn shares(&self, ns: Namespace) -> bool {
+        self.host_namespaces.contains(&ns)
+    }
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+description = "test service"
+command = ["/bin/busybox", "sh", "-c", "echo hi"]
+env = { GREETING = "hello" }
+user = "1000:1000"
+working_dir = "/tmp"
+host_namespaces = ["net"]
+capabilities = ["NET_ADMIN", "cap_net_raw"]
+read_only_root = true
+depends_on = ["network"]
+devices = ["/dev/net/tun"]
+sysctls = { "net.ipv4.ip_forward" = "1" }
+restart = "on-failure"
+stop_grace_seconds = 3
+
+[rootfs]
+packages = ["busybox-static"]
+files = { "/etc/motd" = "motd" }
+
+[[mounts]]
+type = "bind"
+source = "/run/brig/dns/resolv.conf"
+target = "/etc/resolv.conf"
+read_only = true
+
+[[mounts]]
+type = "tmpfs"
+target = "/run"
+size = "16M"
+
+[[mounts]]
+type = "volume"
+name = "data"
+target = "/var/lib/data"
+
+[limits]
+memory_max = "64M"
+pids_max = 50
+cpu_weight = 200
+
+[readiness]
+type = "path"
+path = "/run/ready"
+"#;
+
+    fn parse(text: &str) -> Result<ServiceSpec, SpecError> {
+        ServiceSpec::parse("test", "system-containers/test/service.toml", text)
+    }
+
+    #[test]
+    fn full_spec_parses() {
+        let s = parse(FULL).unwrap();
+        assert_eq!(s.name, "test");
+        assert!(s.enabled);
+        assert_eq!(s.limits.memory_max, Some(64 << 20));
+        assert_eq!(
+            s.mounts[1],
+            Mount::Tmpfs {
+                target: "/run".into(),
+                size: Some(16 << 20)
+            }
+        );
+        assert_eq!(
+            s.readiness,
+            Readiness::Path {
+                path: "/run/ready".into(),
+                timeout_seconds: 60
+            }
+        );
+        assert_eq!(s.restart, RestartPolicy::OnFailure);
+        assert!(s.shares(Namespace::Net) && !s.shares(Namespace::Pid));
+    }
+
+    #[test]
+    fn defaults_are_private_root_always() {
+        let s = parse("command = [\"/bin/true\"]\n[rootfs]\npackages = [\"x\"]\n").unwrap();
+        assert_eq!(s.user, "root");
+        assert_eq!(s.working_dir, "/");
+        assert!(s.host_namespaces.is_empty() && !s.privileged);
+        assert_eq!(s.restart, RestartPolicy::Always);
+        assert_eq!(s.readiness, Readiness::Started);
+        assert_eq!(s.stop_grace_seconds, 10);
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let base = "command = [\"/bin/true\"]\n[rootfs]\npackages = [\"x\"]\n";
+        let e = error(&format!("{base}[limits]\nmemory_max = \"64Q\"\n"));
+        assert!(
+            e.starts_with("system-containers/test/service.toml:")
+                && e.contains("memory_max")
+                && e.contains("64Q"),
+            "{e}"
+        );
+        let e = error(&format!("comand = [\"/x\"]\n{base}"));
+        assert!(e.contains("comand"), "{e}");
+        let e = error(&format!("restart = \"sometimes\"\n{base}"));
+        assert!(e.contains("sometimes"), "{e}");
+        let e = error("command = [\"bin/true\"]\n[rootfs]\npackages = [\"x\"]\n");
+        assert_eq!(e, "system-containers/test/service.toml: `command`: the program \"bin/true\" must be an absolute path in the rootfs");
+        let e = error(&format!("capabilities = [\"FLY\"]\n{base}"));
+        assert!(
+            e.contains("`capabilities`: unknown capability \"FLY\""),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{base}[[mounts]]\ntype = \"bind\"\nsource = \"rel\"\ntarget = \"/x\"\n"
+        ));
+        assert!(e.contains("`mounts[0].source`"), "{e}");
+        let e = error(&format!(
+            "{base}[[mounts]]\ntype = \"tmpfs\"\ntarget = \"/a/../b\"\n"
+        ));
+        assert!(e.contains("`mounts[0].target`"), "{e}");
+        let e = error(&format!("depends_on = [\"test\"]\n{base}"));
+        assert!(
+            e.contains("`depends_on`: a service cannot depend on itself"),
+            "{e}"
+        );
+        let e = error("command = [\"/bin/true\"]\n");
+        assert!(e.contains("rootfs"), "{e}");
+        let e = error(&format!("{base}[limits]\ncpu_weight = 0\n"));
+        assert!(e.contains("`limits.cpu_weight`"), "{e}");
+        let e = error(&format!("{base}[readiness]\ntype = \"path\"\n"));
+        assert!(e.contains("path"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn capability_numbers() {
+        assert_eq!(capability_number("CHOWN"), Some(0));
+        assert_eq!(capability_number("cap_net_admin"), Some(12));
+        assert_eq!(capability_number("SYS_ADMIN"), Some(21));
+        assert_eq!(capability_number("CHECKPOINT_RESTORE"), Some(40));
+        assert_eq!(capability_number("NOPE"), None);
+        for cap in DEFAULT_CAPABILITIES {
+            assert!(capability_number(cap).is_some(), "{cap}");
+        }
+    }
+}
