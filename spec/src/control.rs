@@ -114,7 +114,7 @@ mod tests {
             r#"{"op":"fly"}"#,
             r#"{"op":"stop"}"#,
             "not json",
-            r#"{"op":"ps","x":1}"#,
+            r#"{"op":"stop","service":"x","y":1}"#,
             "",
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
