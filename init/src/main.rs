@@ -13,6 +13,7 @@ mod module_index;
 mod mounts;
 mod power_button;
 mod shutdown;
+mod supervisor;
 mod system;
 mod uevent;
 
