@@ -6,9 +6,11 @@
 //! Nothing here may panic the process or make it exit: every step reports its
 //! errors and the loop carries on.
 
+mod cgroup;
 mod cmdline;
 mod coldplug;
 mod console;
+mod container;
 mod module_index;
 mod mounts;
 mod power_button;

@@ -1,0 +1,156 @@
+//! cgroup v2: one leaf per service under /sys/fs/cgroup/brig/, with limits,
+//! memory accounting and `cgroup.kill`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use brig_spec::service::Limits;
+
+pub const ROOT: &str = "/sys/fs/cgroup";
+/// Parent of every service's cgroup.
+pub const SERVICES: &str = "brig";
+const CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
+
+/// Whether `root` is a cgroup2 hierarchy (it has cgroup.controllers).
+pub fn is_v2(root: &Path) -> bool {
+    root.join("cgroup.controllers").exists()
+}
+
+/// Enables the controllers services use, at the root and in `brig/`.
+/// Controllers the kernel lacks are reported, the others still enabled.
+pub fn prepare(root: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    let services = root.join(SERVICES);
+    if let Err(e) = fs::create_dir_all(&services) {
+        return vec![format!("creating {}: {e}", services.display())];
+    }
+    for dir in [root, services.as_path()] {
+        for controller in CONTROLLERS {
+            let file = dir.join("cgroup.subtree_control");
+            if let Err(e) = fs::write(&file, format!("+{controller}")) {
+                errors.push(format!("enabling {controller} in {}: {e}", file.display()));
+            }
+        }
+    }
+    errors
+}
+
+/// The files and values that apply `limits`.
+pub fn limit_files(limits: &Limits) -> Vec<(&'static str, String)> {
+    let mut files = Vec::new();
+    if let Some(bytes) = limits.memory_max {
+        files.push(("memory.max", bytes.to_string()));
+        // Without this a memory hog would only be slowed down by swap.
+        files.push(("memory.swap.max", "0".to_string()));
+    }
+    if let Some(pids) = limits.pids_max {
+        files.push(("pids.max", pids.to_string()));
+    }
+    if let Some(weight) = limits.cpu_weight {
+        files.push(("cpu.weight", weight.to_string()));
+    }
+    files
+}
+
+/// Creates (or reuses) the service's cgroup and applies its limits.
+pub fn create(root: &Path, service: &str, limits: &Limits) -> io::Result<PathBuf> {
+    let path = root.join(SERVICES).join(service);
+    match fs::create_dir(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("creating cgroup {}: {e}", path.display()),
+            ))
+        }
+    }
+    for (file, value) in limit_files(limits) {
+        match fs::write(path.join(file), &value) {
+            Ok(()) => {}
+            // No swap configured: memory.swap.max does not exist.
+            Err(e) if file == "memory.swap.max" && e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("setting {file}={value} in {}: {e}", path.display()),
+                ))
+            }
+        }
+    }
+    Ok(path)
+}
+
+/// Kills every process in the cgroup (and its descendants).
+pub fn kill(path: &Path) -> io::Result<()> {
+    fs::write(path.join("cgroup.kill"), "1")
+}
+
+/// Whether any process is left in the cgroup.
+pub fn populated(path: &Path) -> bool {
+    fs::read_to_string(path.join("cgroup.events"))
+        .map(|events| events.lines().any(|l| l == "populated 1"))
+        .unwrap_or(false)
+}
+
+pub fn memory_current(path: &Path) -> Option<u64> {
+    fs::read_to_string(path.join("memory.current"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_map_to_cgroup_files() {
+        let limits = Limits {
+            memory_max: Some(64 << 20),
+            pids_max: Some(20),
+            cpu_weight: Some(50),
+        };
+        assert_eq!(
+            limit_files(&limits),
+            [
+                ("memory.max", "67108864".to_string()),
+                ("memory.swap.max", "0".to_string()),
+                ("pids.max", "20".to_string()),
+                ("cpu.weight", "50".to_string())
+            ]
+        );
+        assert!(limit_files(&Limits::default()).is_empty());
+    }
+
+    #[test]
+    fn create_writes_limits_and_reuses_an_existing_cgroup() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join(SERVICES)).unwrap();
+        let limits = Limits {
+            memory_max: Some(1 << 20),
+            pids_max: Some(5),
+            cpu_weight: None,
+        };
+        // A plain directory stands in for cgroupfs (files are created on write).
+        let path = create(root.path(), "svc", &limits).unwrap();
+        assert_eq!(
+            fs::read_to_string(path.join("memory.max")).unwrap(),
+            "1048576"
+        );
+        assert_eq!(fs::read_to_string(path.join("pids.max")).unwrap(), "5");
+        assert_eq!(create(root.path(), "svc", &limits).unwrap(), path);
+    }
+
+    #[test]
+    fn populated_reads_cgroup_events() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert!(populated(dir.path()));
+        fs::write(dir.path().join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        assert!(!populated(dir.path()));
+        assert!(!populated(&dir.path().join("gone")));
+    }
+}
