@@ -10,8 +10,8 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use brig_spec::service::{capability_number, Mount, Namespace, ServiceSpec, DEFAULT_CAPABILITIES};
 use nix::mount::MsFlags;
@@ -299,6 +299,9 @@ pub struct Started {
     pub stderr: OwnedFd,
 }
 
+/// Start the child in the cgroup given by `clone_args.cgroup` (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// `struct clone_args` (Linux 5.7+, with `cgroup`).
 #[repr(C)]
 #[derive(Default)]
@@ -352,7 +355,7 @@ pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, String> {
         ..Default::default()
     };
     if let Some(fd) = &cgroup_fd {
-        args.flags |= libc::CLONE_INTO_CGROUP as u64;
+        args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd.as_raw_fd() as u64;
     }
     // SAFETY: clone3 without CLONE_VM duplicates the address space like fork.
@@ -689,15 +692,6 @@ pub fn set_nonblocking(fd: &OwnedFd) {
     let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags));
-}
-
-/// Wraps a raw fd received from the kernel.
-///
-/// # Safety
-/// `fd` must be open and owned by nobody else.
-pub unsafe fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: guaranteed by the caller.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 #[cfg(test)]

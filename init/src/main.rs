@@ -6,19 +6,6 @@
 //! Nothing here may panic the process or make it exit: every step reports its
 //! errors and the loop carries on.
 
-mod cgroup;
-mod cmdline;
-mod coldplug;
-mod console;
-mod container;
-mod module_index;
-mod mounts;
-mod power_button;
-mod shutdown;
-mod supervisor;
-mod system;
-mod uevent;
-
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
@@ -30,10 +17,11 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::cmdline::Cmdline;
-use crate::coldplug::{Coldplug, Outcome};
-use crate::console::say;
-use crate::system::{Linux, PowerAction, System};
+use brig_init::cmdline::Cmdline;
+use brig_init::coldplug::{Coldplug, Outcome};
+use brig_init::console::{self, say};
+use brig_init::system::{Linux, PowerAction, System};
+use brig_init::{mounts, power_button, shutdown, uevent};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const DEFAULT_HOSTNAME: &str = "brig";

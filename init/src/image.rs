@@ -1,0 +1,125 @@
+//! A container's read-only root: a squashfs image attached to a loop device
+//! and mounted, or (for user services) a directory bind-mounted read-only.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+/// The loop device detaches itself when its last user (the mount) goes.
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64`.
+#[repr(C)]
+struct LoopInfo64 {
+    device: u64,
+    inode: u64,
+    rdevice: u64,
+    offset: u64,
+    sizelimit: u64,
+    number: u32,
+    encrypt_type: u32,
+    encrypt_key_size: u32,
+    flags: u32,
+    file_name: [u8; 64],
+    crypt_name: [u8; 64],
+    encrypt_key: [u8; 32],
+    init: [u64; 2],
+}
+
+/// `struct loop_config`.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Mounts `image` read-only at `at`.
+pub fn mount(image: &Path, at: &Path) -> Result<(), String> {
+    let meta = fs::metadata(image).map_err(|e| format!("image {}: {e}", image.display()))?;
+    fs::create_dir_all(at).map_err(|e| format!("creating {}: {e}", at.display()))?;
+    if meta.is_dir() {
+        let bind = |flags| nix::mount::mount(Some(image), at, None::<&str>, flags, None::<&str>);
+        bind(MsFlags::MS_BIND | MsFlags::MS_REC)
+            .and_then(|()| bind(MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY))
+            .map_err(|e| format!("bind-mounting {} on {}: {e}", image.display(), at.display()))
+    } else {
+        let device = attach_loop(image)?;
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
+        nix::mount::mount(
+            Some(device.as_path()),
+            at,
+            Some("squashfs"),
+            flags,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            format!(
+                "mounting {} ({}) as squashfs: {e}{}",
+                image.display(),
+                device.display(),
+                if e == nix::Error::EINVAL {
+                    " (not a valid squashfs image?)"
+                } else {
+                    ""
+                }
+            )
+        })
+    }
+}
+
+/// Attaches `file` read-only to a free loop device.
+fn attach_loop(file: &Path) -> Result<PathBuf, String> {
+    let backing = File::open(file).map_err(|e| format!("opening image {}: {e}", file.display()))?;
+    let control = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .map_err(|e| format!("opening /dev/loop-control (loop module loaded?): {e}"))?;
+    // Another process may take the free device first: try again.
+    let mut last_error = String::new();
+    for _ in 0..10 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
+        let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        if n < 0 {
+            return Err(format!(
+                "finding a free loop device: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let path = PathBuf::from(format!("/dev/loop{n}"));
+        let device = OpenOptions::new()
+            .read(true)
+            .open(&path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        // SAFETY: LoopInfo64 and LoopConfig are plain integer arrays; all-zero
+        // is their documented "nothing set" value.
+        let mut config: LoopConfig = unsafe { std::mem::zeroed() };
+        config.fd = backing.as_raw_fd() as u32;
+        config.info.flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        // SAFETY: LOOP_CONFIGURE reads a `struct loop_config` we own.
+        if unsafe {
+            libc::ioctl(
+                device.as_raw_fd(),
+                LOOP_CONFIGURE,
+                &config as *const LoopConfig,
+            )
+        } == 0
+        {
+            return Ok(path);
+        }
+        last_error = format!(
+            "attaching {} to {}: {}",
+            file.display(),
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Err(last_error)
+}

@@ -1,0 +1,17 @@
+//! Brig's PID 1 and its container runtime, as a library: `brig-init` (PID 1)
+//! and `brig-container` (one container in the foreground, for tests and
+//! benchmarks) are thin binaries over it.
+
+pub mod cgroup;
+pub mod cmdline;
+pub mod coldplug;
+pub mod console;
+pub mod container;
+pub mod image;
+pub mod module_index;
+pub mod mounts;
+pub mod power_button;
+pub mod shutdown;
+pub mod supervisor;
+pub mod system;
+pub mod uevent;
