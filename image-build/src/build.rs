@@ -10,14 +10,27 @@ use serde_json::json;
 use crate::board::Board;
 use crate::initramfs::{Entry, Initramfs};
 use crate::progress::{step, timed};
-use crate::{debian, host_tools, kernel_config, kernel_modules};
+use crate::{containers, debian, host_tools, kernel_config, kernel_modules};
+use std::collections::BTreeMap;
 
 /// zstd level for the initramfs: 19 is the best ratio before the "ultra"
 /// levels, whose large windows cost memory at boot.
 const ZSTD_LEVEL: i32 = 19;
 
-pub fn build(source: &Path, board: &Board, out: &Path, refresh: bool) -> Result<()> {
+/// Where PID 1 finds the system containers: `<name>.squashfs` and `<name>.toml`.
+pub const CONTAINERS_DIR: &str = "/lib/brig/containers";
+
+pub fn build(
+    source: &Path,
+    board: &Board,
+    out: &Path,
+    refresh: bool,
+    extra_services: &[PathBuf],
+) -> Result<()> {
     let requirements = load_fragments(source, board)?;
+    let mut service_dirs = vec![source.join("system-containers")];
+    service_dirs.extend(extra_services.iter().cloned());
+    let services = containers::discover(&service_dirs)?;
     let cache = debian::cache_dir()?;
     let kernel = debian::kernel(&cache, board, refresh)?;
 
@@ -43,10 +56,16 @@ pub fn build(source: &Path, board: &Board, out: &Path, refresh: bool) -> Result<
         kernel_modules::select(&kernel.modules, &needs)
     })?;
 
-    let init = timed(
-        &format!("building brig-init for {}", board.arch.rust_target()),
-        || build_init(source, board.arch.rust_target()),
+    let mut wanted: Vec<&str> = vec!["brig-init"];
+    for service in &services {
+        wanted.extend(service.spec.rootfs.binaries.iter().map(String::as_str));
+    }
+    let target = board.arch.rust_target();
+    let binaries = timed(
+        &format!("building {} for {target}", wanted.join(", ")),
+        || cross_build(source, target, &wanted),
     )?;
+    let init = binaries["brig-init"].clone();
 
     let mut image = Initramfs::default();
     image.file(
@@ -90,6 +109,35 @@ pub fn build(source: &Path, board: &Board, out: &Path, refresh: bool) -> Result<
         format!("{}\n", board.name).into_bytes(),
     );
 
+    let images_dir = out.join("containers");
+    std::fs::create_dir_all(&images_dir)
+        .with_context(|| format!("creating {}", images_dir.display()))?;
+    let mut container_sizes = Vec::new();
+    for service in &services {
+        let name = &service.spec.name;
+        let path = images_dir.join(format!("{name}.squashfs"));
+        timed(&format!("packing system container {name}"), || {
+            containers::build_image(
+                service,
+                board,
+                &cache,
+                &binaries,
+                source_date_epoch(),
+                &path,
+            )
+        })?;
+        let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        container_sizes.push(json!({
+            "name": name, "size": data.len(), "packages": service.spec.rootfs.packages,
+        }));
+        image.file(&format!("{CONTAINERS_DIR}/{name}.squashfs"), 0o644, data);
+        image.file(
+            &format!("{CONTAINERS_DIR}/{name}.toml"),
+            0o644,
+            service.text.clone().into_bytes(),
+        );
+    }
+
     let cpio = image.to_cpio(source_date_epoch());
     let compressed = timed(
         &format!("compressing the initramfs (zstd -{ZSTD_LEVEL})"),
@@ -125,6 +173,7 @@ pub fn build(source: &Path, board: &Board, out: &Path, refresh: bool) -> Result<
             "size": compressed.len(),
             "uncompressed_size": cpio.len(),
         },
+        "containers": container_sizes,
         "modules": modules.iter().map(|m| json!({
             "name": m.name, "size": m.data.len(), "needed_by": m.reason,
         })).collect::<Vec<_>>(),
@@ -167,8 +216,9 @@ fn load_fragments(source: &Path, board: &Board) -> Result<Vec<kernel_config::Req
     Ok(all)
 }
 
-/// Cross-builds brig-init as a static musl binary; returns its path.
-fn build_init(source: &Path, target: &str) -> Result<PathBuf> {
+/// Cross-builds workspace binaries as static musl executables; returns
+/// their paths by name.
+fn cross_build(source: &Path, target: &str, bins: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if let Some(rustup) = host_tools::find("rustup") {
         let installed = Command::new(rustup)
@@ -181,25 +231,33 @@ fn build_init(source: &Path, target: &str) -> Result<PathBuf> {
             bail!("the Rust target {target} is not installed: run `rustup target add {target}`");
         }
     }
-    let status = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    command
         .current_dir(source)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "brig-init",
-            "--target",
-            target,
-        ])
+        .args(["build", "--release", "--quiet", "--target", target]);
+    for bin in bins {
+        command.args(["--bin", bin]);
+    }
+    let status = command
         .status()
         .with_context(|| format!("running {cargo}"))?;
     if !status.success() {
-        bail!("building brig-init for {target} failed ({status})");
+        bail!(
+            "building {} for {target} failed ({status})",
+            bins.join(", ")
+        );
     }
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| source.join("target"), PathBuf::from);
-    Ok(target_dir.join(target).join("release/brig-init"))
+    Ok(bins
+        .iter()
+        .map(|b| {
+            (
+                b.to_string(),
+                target_dir.join(target).join("release").join(b),
+            )
+        })
+        .collect())
 }
 
 fn source_date_epoch() -> u32 {

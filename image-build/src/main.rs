@@ -2,6 +2,7 @@
 
 mod board;
 mod build;
+mod containers;
 mod debian;
 mod host_tools;
 mod initramfs;
@@ -45,6 +46,10 @@ enum Commands {
         /// Fetch the kernel package again even if it is cached.
         #[arg(long)]
         refresh: bool,
+        /// A further directory of service specs (`<dir>/<name>/service.toml`)
+        /// to build into the image, besides system-containers/.
+        #[arg(long = "services", value_name = "DIR")]
+        services: Vec<PathBuf>,
     },
     /// Boot a built board in QEMU.
     Run {
@@ -80,10 +85,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             board,
             out,
             refresh,
+            services,
         } => {
             let board = Board::load(&source, &board)?;
             let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
-            build::build(&source, &board, &out, refresh)?;
+            build::build(&source, &board, &out, refresh, &services)?;
             Ok(ExitCode::SUCCESS)
         }
         Commands::Run {

@@ -13,5 +13,6 @@ pub mod mounts;
 pub mod power_button;
 pub mod shutdown;
 pub mod supervisor;
+pub mod switch_root;
 pub mod system;
 pub mod uevent;

@@ -1,0 +1,368 @@
+//! System container images: each service's rootfs (Debian packages for the
+//! board's arch, our cross-built binaries, files from its directory) packed
+//! into one zstd squashfs.
+//!
+//! Packages are fetched with mmdebstrap's extract variant (signed archive,
+//! nothing executed, so any arch works without emulation), trimmed (docs, man
+//! pages, locales) and cached as a tarball keyed by suite, arch and package
+//! list, so rebuilds are offline and fast. That tar, minus the paths our own
+//! files replace, plus our files, is streamed into tar2sqfs, which keeps
+//! ownership without root; all timestamps are SOURCE_DATE_EPOCH, so the same
+//! inputs give the same image.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use brig_spec::service::ServiceSpec;
+
+use crate::board::Board;
+use crate::host_tools;
+use crate::progress::step;
+
+/// What is left out of every rootfs.
+const TRIM: &[&str] = &[
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/bug",
+    "var/cache/apt",
+    "var/lib/apt/lists",
+];
+
+/// A service found in a services directory, with where it came from.
+#[derive(Debug)]
+pub struct ServiceSource {
+    pub spec: ServiceSpec,
+    pub dir: PathBuf,
+    /// The spec file's text, shipped next to the image for PID 1.
+    pub text: String,
+}
+
+/// Every `<dir>/<name>/service.toml` below `dirs`; an invalid spec fails the
+/// build with the file, key and problem.
+pub fn discover(dirs: &[PathBuf]) -> Result<Vec<ServiceSource>> {
+    let mut found: BTreeMap<String, ServiceSource> = BTreeMap::new();
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading services directory {}", dir.display()))?;
+        let mut names: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("service.toml").is_file())
+            .collect();
+        names.sort();
+        for service_dir in names {
+            let name = service_dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let file = service_dir.join("service.toml");
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let spec = ServiceSpec::parse(&name, &file.display().to_string(), &text)?;
+            if spec.rootfs.image.is_some() {
+                bail!("{}: `rootfs.image` is for services added on the device; built-in services list packages, binaries or files", file.display());
+            }
+            if let Some(other) = found.get(&name) {
+                bail!(
+                    "service {name:?} is defined twice: {} and {}",
+                    other.dir.display(),
+                    service_dir.display()
+                );
+            }
+            found.insert(
+                name,
+                ServiceSource {
+                    spec,
+                    dir: service_dir,
+                    text,
+                },
+            );
+        }
+    }
+    Ok(found.into_values().filter(|s| s.spec.enabled).collect())
+}
+
+/// Builds `service`'s squashfs at `out`. `binaries` maps a binary name to its
+/// cross-built file.
+pub fn build_image(
+    service: &ServiceSource,
+    board: &Board,
+    cache: &Path,
+    binaries: &BTreeMap<String, PathBuf>,
+    mtime: u32,
+    out: &Path,
+) -> Result<()> {
+    let spec = &service.spec;
+    // Our files, by path in the rootfs (without leading /): (mode, bytes).
+    let mut ours: BTreeMap<String, (u32, Vec<u8>)> = BTreeMap::new();
+    for name in &spec.rootfs.binaries {
+        let path = binaries
+            .get(name)
+            .with_context(|| format!("service {}: binary {name} was not built", spec.name))?;
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        ours.insert(format!("usr/bin/{name}"), (0o755, data));
+    }
+    for (target, source) in &spec.rootfs.files {
+        let path = service.dir.join(source);
+        let data = std::fs::read(&path)
+            .with_context(|| format!("service {}: reading file {}", spec.name, path.display()))?;
+        ours.insert(
+            target.trim_start_matches('/').to_string(),
+            (mode_of(&path), data),
+        );
+    }
+    let packages = if spec.rootfs.packages.is_empty() {
+        None
+    } else {
+        Some(package_tar(cache, board, &spec.rootfs.packages)?)
+    };
+
+    let tar2sqfs = host_tools::require("tar2sqfs", "squashfs-tools-ng")?;
+    let mut child = Command::new(tar2sqfs)
+        .args([
+            "--quiet",
+            "--force",
+            "--no-skip",
+            "--no-keep-time",
+            "--compressor",
+            "zstd",
+            "--comp-extra",
+            "level=19",
+        ])
+        .args([
+            "--defaults",
+            &format!("uid=0,gid=0,mode=0755,mtime={mtime}"),
+        ])
+        .arg(out)
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("starting tar2sqfs")?;
+    let stdin = child.stdin.take().context("tar2sqfs stdin")?;
+    let written = write_tar(stdin, packages.as_deref(), &ours, mtime);
+    let status = child.wait().context("waiting for tar2sqfs")?;
+    written.with_context(|| format!("streaming the rootfs of {} into tar2sqfs", spec.name))?;
+    if !status.success() {
+        bail!("tar2sqfs failed for {} ({status})", spec.name);
+    }
+    Ok(())
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| {
+            if m.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            }
+        })
+        .unwrap_or(0o644)
+}
+
+/// The package tar's entries (except those ours replace), then ours.
+fn write_tar(
+    to: impl Write,
+    packages: Option<&Path>,
+    ours: &BTreeMap<String, (u32, Vec<u8>)>,
+    mtime: u32,
+) -> Result<()> {
+    let mut out = tar::Builder::new(to);
+    if let Some(path) = packages {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut archive = tar::Archive::new(file);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let path = entry
+                .path()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            if path.is_empty() || ours.contains_key(&path) {
+                continue;
+            }
+            let mut header = entry.header().clone();
+            out.append(&mut header, &mut entry)?;
+        }
+    }
+    for (path, (mode, data)) in ours {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(*mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(mtime.into());
+        header.set_entry_type(tar::EntryType::Regular);
+        out.append_data(&mut header, path, data.as_slice())?;
+    }
+    out.into_inner()?.flush()?;
+    Ok(())
+}
+
+/// The cached, trimmed tarball of `packages` for the board's arch and suite;
+/// fetched with mmdebstrap when missing.
+fn package_tar(cache: &Path, board: &Board, packages: &[String]) -> Result<PathBuf> {
+    let mut sorted = packages.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let key = format!(
+        "{}-{}-{:016x}",
+        board.suite,
+        board.arch.debian(),
+        fnv1a(sorted.join(" ").as_bytes())
+    );
+    let dir = cache.join("rootfs");
+    let tar = dir.join(format!("{key}.tar"));
+    if tar.exists() {
+        return Ok(tar);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mmdebstrap = host_tools::require("mmdebstrap", "mmdebstrap")?;
+    step(&format!(
+        "rootfs: fetching {} ({} {}) with mmdebstrap",
+        sorted.join(" "),
+        board.suite,
+        board.arch.debian()
+    ));
+    let partial = dir.join(format!("{key}.partial.tar"));
+    let trim: Vec<String> = TRIM.iter().map(|p| format!("\"$1\"/{p}")).collect();
+    let status = Command::new(mmdebstrap)
+        .args(["--variant=extract", "--format=tar"])
+        .arg(format!("--architectures={}", board.arch.debian()))
+        .arg(format!("--include={}", sorted.join(",")))
+        .arg(format!("--extract-hook=rm -rf {}", trim.join(" ")))
+        .arg(&board.suite)
+        .arg(&partial)
+        .status()
+        .context("running mmdebstrap")?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&partial);
+        bail!(
+            "mmdebstrap could not fetch {} for {} ({status})",
+            sorted.join(" "),
+            board.arch.debian()
+        );
+    }
+    std::fs::write(
+        dir.join(format!("{key}.packages")),
+        sorted.join("\n") + "\n",
+    )?;
+    std::fs::rename(&partial, &tar)
+        .with_context(|| format!("moving {} into place", tar.display()))?;
+    Ok(tar)
+}
+
+/// FNV-1a: a stable, dependency-free hash for cache keys.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service_dir(root: &Path, name: &str, toml: &str) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("service.toml"), toml).unwrap();
+    }
+
+    #[test]
+    fn discovers_enabled_services_and_reports_bad_specs_precisely() {
+        let root = tempfile::tempdir().unwrap();
+        service_dir(
+            root.path(),
+            "b",
+            "command = [\"/bin/b\"]\n[rootfs]\npackages = [\"x\"]\n",
+        );
+        service_dir(
+            root.path(),
+            "a",
+            "command = [\"/bin/a\"]\n[rootfs]\nbinaries = [\"a\"]\n",
+        );
+        service_dir(
+            root.path(),
+            "off",
+            "enabled = false\ncommand = [\"/bin/a\"]\n[rootfs]\nbinaries = [\"a\"]\n",
+        );
+        std::fs::create_dir(root.path().join("not-a-service")).unwrap();
+        let names: Vec<String> = discover(&[root.path().into()])
+            .unwrap()
+            .into_iter()
+            .map(|s| s.spec.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+
+        service_dir(root.path(), "bad", "command = [\"/bin/a\"]\n[rootfs]\npackages = [\"x\"]\n[limits]\nmemory_max = \"lots\"\n");
+        let e = format!("{:#}", discover(&[root.path().into()]).unwrap_err());
+        assert!(
+            e.contains("bad/service.toml") && e.contains("memory_max") && e.contains("lots"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_service_defined_twice_is_an_error() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for root in [&one, &two] {
+            service_dir(
+                root.path(),
+                "dup",
+                "command = [\"/bin/a\"]\n[rootfs]\nbinaries = [\"a\"]\n",
+            );
+        }
+        let e = discover(&[one.path().into(), two.path().into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"dup\" is defined twice"), "{e}");
+    }
+
+    #[test]
+    fn our_files_replace_package_files_in_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let packages = dir.path().join("p.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&packages).unwrap());
+        for (path, data) in [("./etc/motd", "debian"), ("./etc/issue", "kept")] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, data.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap();
+        let ours = BTreeMap::from([("etc/motd".to_string(), (0o644, b"brig".to_vec()))]);
+        let mut stream = Vec::new();
+        write_tar(&mut stream, Some(&packages), &ours, 42).unwrap();
+        let mut seen = Vec::new();
+        for entry in tar::Archive::new(stream.as_slice()).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            seen.push((entry.path().unwrap().display().to_string(), text));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("etc/issue".to_string(), "kept".to_string()),
+                ("etc/motd".to_string(), "brig".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn cache_keys_are_stable() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"busybox-static"), fnv1a(b"busybox-static"));
+        assert_ne!(fnv1a(b"a b"), fnv1a(b"a c"));
+    }
+}
