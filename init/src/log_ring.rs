@@ -1,0 +1,158 @@
+//! Each service's stdout and stderr, kept by PID 1 in a bounded ring of
+//! lines (until the syslog container takes over forwarding). Partial lines
+//! are held until their newline; very long lines are split.
+
+use std::collections::VecDeque;
+
+use brig_spec::control::LogLine;
+
+/// Bytes of text kept per service.
+pub const RING_BYTES: usize = 64 * 1024;
+/// Longest line kept whole.
+pub const MAX_LINE: usize = 4096;
+
+#[derive(Debug, Default)]
+pub struct LogRing {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+    /// Unfinished line per stream (stdout, stderr).
+    partial: [Vec<u8>; 2],
+    /// Total lines ever added: lets followers ask for "everything after N".
+    pub total: u64,
+}
+
+pub const STDOUT: usize = 0;
+pub const STDERR: usize = 1;
+
+impl LogRing {
+    /// Appends output `data` of `stream`; returns the complete lines added.
+    pub fn write(&mut self, service: &str, stream: usize, data: &[u8], time: f64) -> Vec<LogLine> {
+        let mut added = Vec::new();
+        self.partial[stream].extend_from_slice(data);
+        loop {
+            let buf = &mut self.partial[stream];
+            let cut = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= MAX_LINE => Some((i, i + 1)),
+                _ if buf.len() > MAX_LINE => Some((MAX_LINE, MAX_LINE)),
+                _ => None,
+            };
+            let Some((end, next)) = cut else { break };
+            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..next);
+            let line = LogLine {
+                time,
+                service: service.into(),
+                stream: stream_name(stream).into(),
+                text,
+            };
+            added.push(line.clone());
+            self.push(line);
+        }
+        added
+    }
+
+    /// Flushes an unfinished line (the stream closed).
+    pub fn close(&mut self, service: &str, stream: usize, time: f64) -> Vec<LogLine> {
+        if self.partial[stream].is_empty() {
+            return Vec::new();
+        }
+        self.write(service, stream, b"\n", time)
+    }
+
+    /// A line PID 1 itself says about the service (started, exited, …).
+    pub fn note(&mut self, service: &str, text: String, time: f64) -> LogLine {
+        let line = LogLine {
+            time,
+            service: service.into(),
+            stream: "brig".into(),
+            text,
+        };
+        self.push(line.clone());
+        line
+    }
+
+    fn push(&mut self, line: LogLine) {
+        self.bytes += line.text.len();
+        self.total += 1;
+        self.lines.push_back(line);
+        while self.bytes > RING_BYTES {
+            match self.lines.pop_front() {
+                Some(old) => self.bytes -= old.text.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The last `n` lines (all with None).
+    pub fn tail(&self, n: Option<usize>) -> Vec<LogLine> {
+        let skip = n.map_or(0, |n| self.lines.len().saturating_sub(n));
+        self.lines.iter().skip(skip).cloned().collect()
+    }
+}
+
+fn stream_name(stream: usize) -> &'static str {
+    if stream == STDERR {
+        "stderr"
+    } else {
+        "stdout"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_on_newlines_and_partials_wait() {
+        let mut ring = LogRing::default();
+        assert_eq!(ring.write("s", STDOUT, b"hello\nwor", 1.0).len(), 1);
+        assert_eq!(ring.write("s", STDERR, b"oops\n", 1.5).len(), 1);
+        let added = ring.write("s", STDOUT, b"ld\n", 2.0);
+        assert_eq!(added[0].text, "world");
+        let texts: Vec<(String, String)> = ring
+            .tail(None)
+            .into_iter()
+            .map(|l| (l.stream, l.text))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                ("stdout".into(), "hello".into()),
+                ("stderr".into(), "oops".into()),
+                ("stdout".into(), "world".into())
+            ]
+        );
+        assert_eq!(ring.tail(Some(1))[0].text, "world");
+        assert_eq!(ring.tail(Some(10)).len(), 3);
+    }
+
+    #[test]
+    fn unfinished_line_is_flushed_on_close() {
+        let mut ring = LogRing::default();
+        ring.write("s", STDOUT, b"no newline", 1.0);
+        assert!(ring.tail(None).is_empty());
+        assert_eq!(ring.close("s", STDOUT, 2.0)[0].text, "no newline");
+        assert!(ring.close("s", STDOUT, 2.0).is_empty());
+    }
+
+    #[test]
+    fn long_lines_are_split_and_the_ring_stays_bounded() {
+        let mut ring = LogRing::default();
+        let long = vec![b'x'; MAX_LINE * 2 + 10];
+        ring.write("s", STDOUT, &long, 1.0);
+        assert_eq!(ring.tail(None).len(), 2);
+        for i in 0..10_000 {
+            ring.write("s", STDOUT, format!("line {i}\n").as_bytes(), 1.0);
+        }
+        assert!(ring.bytes <= RING_BYTES);
+        assert_eq!(ring.tail(Some(1))[0].text, "line 9999");
+        assert_eq!(ring.total, 10_002);
+    }
+
+    #[test]
+    fn invalid_utf8_is_kept_lossily() {
+        let mut ring = LogRing::default();
+        ring.write("s", STDOUT, b"a\xffb\n", 1.0);
+        assert_eq!(ring.tail(None)[0].text, "a\u{fffd}b");
+    }
+}
