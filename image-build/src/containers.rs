@@ -190,8 +190,8 @@ fn write_tar(
             if path.is_empty() || ours.contains_key(&path) {
                 continue;
             }
-            let mut header = entry.header().clone();
-            out.append(&mut header, &mut entry)?;
+            let header = entry.header().clone();
+            out.append(&header, &mut entry)?;
         }
     }
     for (path, (mode, data)) in ours {

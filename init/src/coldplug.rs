@@ -45,6 +45,30 @@ impl Coldplug {
         (Coldplug::new(index, modules_dir.to_path_buf()), problems)
     }
 
+    /// Loads a module by name with its dependencies (filesystems, loop: no
+    /// device asks for them). A module the image lacks is not an error: it
+    /// may be built into the kernel.
+    pub fn load_named(&mut self, sys: &dyn System, module: &str, outcome: &mut Outcome) {
+        let Ok(order) = self.index.load_order(module, &self.loaded) else {
+            return;
+        };
+        for path in order {
+            match sys.load_module(&self.modules_dir.join(&path)) {
+                Ok(()) => {
+                    outcome.loaded.push(crate::module_index::module_name(&path));
+                    self.loaded.insert(path);
+                }
+                Err(e) => {
+                    outcome.errors.push(format!(
+                        "loading module {}: {e}",
+                        self.modules_dir.join(&path).display()
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
     /// Loads what `modalias` needs, once per distinct modalias.
     pub fn handle_modalias(&mut self, sys: &dyn System, modalias: &str, outcome: &mut Outcome) {
         if !self.seen.insert(modalias.to_string()) {

@@ -13,6 +13,7 @@ pub mod log_ring;
 pub mod module_index;
 pub mod mounts;
 pub mod power_button;
+pub mod services;
 pub mod shutdown;
 pub mod supervisor;
 pub mod switch_root;

@@ -1,27 +1,35 @@
 //! brig-init: Brig's PID 1.
 //!
-//! Boot: early mounts, console, hostname, module coldplug, power button; then
-//! one single-threaded epoll loop over a signalfd (children, Ctrl-Alt-Del,
-//! power requests), kernel uevents (hotplug) and power-button input devices.
-//! Nothing here may panic the process or make it exit: every step reports its
-//! errors and the loop carries on.
+//! Boot: early mounts, switch from the initramfs into a tmpfs root, console,
+//! hostname, module coldplug, power button, system containers; then one
+//! single-threaded epoll loop over a signalfd (children, Ctrl-Alt-Del, power
+//! requests), kernel uevents (hotplug), power-button input devices, service
+//! output pipes and the control socket, with supervisor deadlines as the
+//! timeout. Nothing here may panic the process or make it exit: every step
+//! reports its errors and the loop carries on.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
-
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use brig_init::cmdline::Cmdline;
 use brig_init::coldplug::{Coldplug, Outcome};
 use brig_init::console::{self, say};
+use brig_init::control::{Client, Input};
+use brig_init::services::{Pipe, Services};
 use brig_init::system::{Linux, PowerAction, System};
-use brig_init::{mounts, power_button, shutdown, uevent};
+use brig_init::{cgroup, mounts, power_button, services, shutdown, switch_root, uevent};
+use brig_spec::control::{LogLine, Request, Response, SOCKET};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const DEFAULT_HOSTNAME: &str = "brig";
@@ -34,17 +42,34 @@ const SIGNALS: &[Signal] = &[
     Signal::SIGPWR,
     Signal::SIGHUP,
 ];
-const TOKEN_SIGNALS: u64 = u64::MAX;
-const TOKEN_UEVENTS: u64 = u64::MAX - 1;
+/// Modules no device asks for but system containers need.
+const CONTAINER_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
+/// How long services get to stop at shutdown before the rest goes ahead.
+const SERVICES_STOP_LIMIT: Duration = Duration::from_secs(30);
+
+/// What an fd in the epoll set is.
+enum Source {
+    Signals,
+    Uevents,
+    Button(String, File),
+    Output(Pipe),
+    Listener(UnixListener),
+    Client(Box<Client>),
+}
 
 struct Init {
     sys: Linux,
     epoll: Epoll,
     signals: SignalFd,
     uevents: Option<OwnedFd>,
+    sources: HashMap<RawFd, Source>,
     coldplug: Coldplug,
-    /// Power-button input devices (`event0`, …), by raw fd (their epoll token).
-    buttons: HashMap<u64, (String, File)>,
+    services: Services,
+    /// Echo service output on the console (`brig.service_output=console`).
+    echo_output: bool,
+    announced_ready: bool,
+    /// A power action waiting for services to stop, and until when.
+    pending_power: Option<(PowerAction, Instant)>,
 }
 
 fn main() {
@@ -61,7 +86,7 @@ fn main() {
         Err(_) => emergency("boot step crashed"),
     };
     loop {
-        if panic::catch_unwind(AssertUnwindSafe(|| init.wait_and_handle())).is_err() {
+        if panic::catch_unwind(AssertUnwindSafe(|| init.turn())).is_err() {
             say("recovered from an internal error; still serving");
         }
     }
@@ -71,8 +96,8 @@ fn boot() -> Result<Init, String> {
     let sys = Linux;
     say(&format!("brig-init {VERSION} started as PID 1"));
 
-    // Signals are taken through a signalfd in the event loop; children will
-    // get a clean mask when they are spawned.
+    // Signals are taken through a signalfd in the event loop; children get a
+    // clean mask when they are spawned.
     let mut mask = SigSet::empty();
     for &s in SIGNALS {
         mask.add(s);
@@ -92,6 +117,14 @@ fn boot() -> Result<Init, String> {
     }
     ensure_console();
     say("mounted /proc /sys /dev /dev/pts /dev/shm /run /sys/fs/cgroup");
+    if switch_root::on_initramfs(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()) {
+        match switch_root::switch(&["/proc", "/sys", "/dev", "/run"]) {
+            Ok(()) => say("switched from the initramfs to a tmpfs root"),
+            Err(e) => say(&format!(
+                "error: switching root: {e}; system containers cannot start"
+            )),
+        }
+    }
 
     let cmdline = Cmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
     let hostname = cmdline
@@ -105,19 +138,16 @@ fn boot() -> Result<Init, String> {
 
     let epoll =
         Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("creating epoll: {e}"))?;
-    epoll
-        .add(
-            signals.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNALS),
-        )
-        .map_err(|e| format!("watching signalfd: {e}"))?;
+    let mut sources = HashMap::new();
+    watch(&epoll, signals.as_fd()).map_err(|e| format!("watching signalfd: {e}"))?;
+    sources.insert(signals.as_raw_fd(), Source::Signals);
     // Subscribe before coldplug so no device added meanwhile is missed.
     let uevents = match uevent::open_socket() {
-        Ok(fd) => match epoll.add(
-            fd.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_UEVENTS),
-        ) {
-            Ok(()) => Some(fd),
+        Ok(fd) => match watch(&epoll, fd.as_fd()) {
+            Ok(()) => {
+                sources.insert(fd.as_raw_fd(), Source::Uevents);
+                Some(fd)
+            }
             Err(e) => {
                 say(&format!(
                     "error: watching uevents: {e}; hotplugged devices get no modules"
@@ -136,64 +166,167 @@ fn boot() -> Result<Init, String> {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    let modules_dir = Path::new("/lib/modules").join(&release);
-    let (coldplug, problems) = Coldplug::from_dir(&modules_dir);
+    let (coldplug, problems) = Coldplug::from_dir(&Path::new("/lib/modules").join(&release));
     for p in problems {
         say(&format!("error: module index: {p}"));
     }
+    let cgroup_root = PathBuf::from(cgroup::ROOT);
+    let cgroups = cgroup::is_v2(&cgroup_root).then_some(cgroup_root);
     let mut init = Init {
         sys,
         epoll,
         signals,
         uevents,
+        sources,
         coldplug,
-        buttons: HashMap::new(),
+        services: Services::new(Path::new(services::IMAGES), cgroups.clone()),
+        echo_output: cmdline.value("brig.service_output") == Some("console"),
+        announced_ready: false,
+        pending_power: None,
     };
 
-    let outcome = init.coldplug.scan(&init.sys, Path::new("/sys"));
+    let mut outcome = init.coldplug.scan(&init.sys, Path::new("/sys"));
     report_modules("coldplug", &outcome);
     init.drain_uevents();
     for event in power_button::event_devices(Path::new("/sys")) {
         init.watch_power_button(&event);
     }
     say(&format!("network interfaces: {}", describe_interfaces()));
-    say("ready");
-    if let Some(kib) = fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| console::resident_kib(&s))
-    {
-        say(&format!("PID 1 resident memory {kib} KiB"));
+
+    outcome = Outcome::default();
+    for module in CONTAINER_MODULES {
+        init.coldplug.load_named(&init.sys, module, &mut outcome);
     }
+    report_modules("container modules", &outcome);
+    match &cgroups {
+        Some(root) => {
+            for e in cgroup::prepare(root) {
+                say(&format!("error: cgroups: {e}"));
+            }
+        }
+        None => say("error: no cgroup2 hierarchy: services run without limits"),
+    }
+    init.open_control_socket();
+    let count = init.services.supervisor.services.len();
+    say(&format!("system containers: {count}"));
     Ok(init)
 }
 
+fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {
+    epoll.add(
+        fd,
+        EpollEvent::new(EpollFlags::EPOLLIN, fd.as_raw_fd() as u64),
+    )
+}
+
+/// Seconds since boot, for log lines.
+fn uptime() -> f64 {
+    console::since_boot().as_secs_f64()
+}
+
 impl Init {
-    fn wait_and_handle(&mut self) {
-        let mut events = [EpollEvent::empty(); 16];
-        let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+    /// One turn of the event loop: act on what is due, wait, handle events.
+    fn turn(&mut self) {
+        self.supervise();
+        let timeout = match self.services.supervisor.next_deadline() {
+            Some(deadline) => {
+                let ms = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(60_000) as u16;
+                EpollTimeout::from(ms.max(1))
+            }
+            None if self.pending_power.is_some() => EpollTimeout::from(100u16),
+            None => EpollTimeout::NONE,
+        };
+        let mut events = [EpollEvent::empty(); 32];
+        let n = match self.epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(nix::Error::EINTR) => return,
             Err(e) => {
                 say(&format!("error: waiting for events: {e}"));
-                self.sys.sleep(std::time::Duration::from_secs(1));
+                self.sys.sleep(Duration::from_secs(1));
                 return;
             }
         };
         for event in &events[..n] {
-            match event.data() {
-                TOKEN_SIGNALS => self.handle_signals(),
-                TOKEN_UEVENTS => self.drain_uevents(),
-                token => self.handle_button(token),
+            self.handle(event.data() as RawFd);
+        }
+    }
+
+    /// Lets the supervisor act, announces readiness, finishes a pending shutdown.
+    fn supervise(&mut self) {
+        let now = Instant::now();
+        for action in self.services.supervisor.tick(now) {
+            let (pipes, notes) = self.services.perform(action, now, uptime());
+            for pipe in pipes {
+                if let Err(e) = watch(&self.epoll, pipe.fd.as_fd()) {
+                    say(&format!("error: watching output of {}: {e}", pipe.service));
+                    continue;
+                }
+                self.sources
+                    .insert(pipe.fd.as_raw_fd(), Source::Output(pipe));
+            }
+            self.publish(notes);
+        }
+        if !self.announced_ready && self.services.settled() {
+            self.announced_ready = true;
+            let not_up: Vec<String> = self
+                .services
+                .status(now)
+                .into_iter()
+                .filter(|s| !matches!(s.state.as_str(), "running" | "done" | "stopped"))
+                .map(|s| format!("{} ({}: {})", s.name, s.state, s.detail.unwrap_or_default()))
+                .collect();
+            if not_up.is_empty() {
+                say("ready");
+            } else {
+                say(&format!("ready; not running: {}", not_up.join(", ")));
+            }
+            if let Some(kib) = fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| console::resident_kib(&s))
+            {
+                say(&format!("PID 1 resident memory {kib} KiB"));
+            }
+        }
+        if let Some((action, deadline)) = self.pending_power {
+            if self.services.supervisor.all_stopped() || now >= deadline {
+                self.pending_power = None;
+                let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+                let error = shutdown::shut_down(&self.sys, action, &mounts, &mut |m| say(m));
+                say(&format!(
+                    "error: the kernel refused {}: {error}; still running",
+                    action.verb()
+                ));
             }
         }
     }
 
+    fn handle(&mut self, fd: RawFd) {
+        match self.sources.get(&fd) {
+            Some(Source::Signals) => self.handle_signals(),
+            Some(Source::Uevents) => self.drain_uevents(),
+            Some(Source::Button(..)) => self.handle_button(fd),
+            Some(Source::Output(_)) => self.handle_output(fd),
+            Some(Source::Listener(_)) => self.accept_clients(fd),
+            Some(Source::Client(_)) => self.handle_client(fd),
+            None => {}
+        }
+    }
+
+    fn forget(&mut self, fd: RawFd) -> Option<Source> {
+        let source = self.sources.remove(&fd)?;
+        // SAFETY: fd is open: its owner (in `source`) is dropped only below.
+        let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        Some(source)
+    }
+
     fn handle_signals(&mut self) {
         while let Ok(Some(info)) = self.signals.read_signal() {
-            let signal = Signal::try_from(info.ssi_signo as i32).ok();
-            let request = match signal {
+            let request = match Signal::try_from(info.ssi_signo as i32).ok() {
                 Some(Signal::SIGCHLD) => {
-                    self.sys.reap_children();
+                    self.reap();
                     None
                 }
                 Some(Signal::SIGINT) => Some((PowerAction::Reboot, "Ctrl-Alt-Del")),
@@ -210,23 +343,230 @@ impl Init {
         }
     }
 
-    /// The one way to power off, reboot or halt; the control API calls this too.
+    /// The one central reaper: every exited child goes through here.
+    fn reap(&mut self) {
+        loop {
+            let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid.as_raw(), 128 + signal as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            if let Some(line) = self.services.exited(pid, code, Instant::now(), uptime()) {
+                self.publish(vec![line]);
+            }
+        }
+    }
+
+    /// The one way to power off, reboot or halt; the control API calls it too.
+    /// Services are stopped in order first; the rest happens in `supervise`.
     fn power(&mut self, action: PowerAction, reason: &str) {
+        if self.pending_power.is_some() {
+            return;
+        }
         say(&format!("{} ({reason})", action.verb()));
-        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let error = shutdown::shut_down(&self.sys, action, &mounts, &mut |m| say(m));
-        say(&format!(
-            "error: the kernel refused {}: {error}; still running",
-            action.verb()
-        ));
+        let now = Instant::now();
+        for action in self.services.supervisor.shut_down(now) {
+            let (_, notes) = self.services.perform(action, now, uptime());
+            self.publish(notes);
+        }
+        self.pending_power = Some((action, now + SERVICES_STOP_LIMIT));
+    }
+
+    /// New log lines: to followers, and to the console if asked.
+    fn publish(&mut self, lines: Vec<LogLine>) {
+        if lines.is_empty() {
+            return;
+        }
+        if self.echo_output {
+            for line in &lines {
+                say(&format!("[{}] {}", line.service, line.text));
+            }
+        }
+        let mut gone = Vec::new();
+        for (fd, source) in &mut self.sources {
+            if let Source::Client(client) = source {
+                if let Some(service) = &client.follow {
+                    let mine: Vec<LogLine> = lines
+                        .iter()
+                        .filter(|l| &l.service == service)
+                        .cloned()
+                        .collect();
+                    if !mine.is_empty() && !client.send(&Response::Log { lines: mine }) {
+                        gone.push(*fd);
+                    }
+                }
+            }
+        }
+        for fd in gone {
+            self.forget(fd);
+        }
+    }
+
+    fn handle_output(&mut self, fd: RawFd) {
+        let Some(Source::Output(pipe)) = self.sources.get(&fd) else {
+            return;
+        };
+        let (service, stream) = (pipe.service.clone(), pipe.stream);
+        let mut buf = [0u8; 8192];
+        let mut lines = Vec::new();
+        let mut closed = false;
+        loop {
+            match nix::unistd::read(&pipe.fd, &mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => lines.extend(self.services.output(&service, stream, &buf[..n], uptime())),
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::EAGAIN) => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed {
+            lines.extend(self.services.output_closed(&service, stream, uptime()));
+            self.forget(fd);
+        }
+        self.publish(lines);
+    }
+
+    fn open_control_socket(&mut self) {
+        let path = Path::new(SOCKET);
+        if let Some(dir) = path.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let _ = fs::remove_file(path);
+        let listener = match UnixListener::bind(path) {
+            Ok(l) => l,
+            Err(e) => return say(&format!("error: control socket {SOCKET}: {e}")),
+        };
+        // Root only: the socket can stop services and power the machine off.
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+        let _ = listener.set_nonblocking(true);
+        if let Err(e) = watch(&self.epoll, listener.as_fd()) {
+            return say(&format!("error: watching the control socket: {e}"));
+        }
+        self.sources
+            .insert(listener.as_raw_fd(), Source::Listener(listener));
+    }
+
+    fn accept_clients(&mut self, fd: RawFd) {
+        let Some(Source::Listener(listener)) = self.sources.get(&fd) else {
+            return;
+        };
+        let mut accepted = Vec::new();
+        while let Ok((stream, _)) = listener.accept() {
+            accepted.push(stream);
+        }
+        for stream in accepted {
+            let Ok(client) = Client::new(stream) else {
+                continue;
+            };
+            if watch(&self.epoll, client.stream.as_fd()).is_ok() {
+                self.sources
+                    .insert(client.stream.as_raw_fd(), Source::Client(Box::new(client)));
+            }
+        }
+    }
+
+    fn handle_client(&mut self, fd: RawFd) {
+        let Some(Source::Client(client)) = self.sources.get_mut(&fd) else {
+            return;
+        };
+        let inputs = client.read();
+        for input in inputs {
+            let (response, close) = match input {
+                Input::Request(request) => (self.answer(fd, request), false),
+                Input::Bad(error) => (Some(Response::Error { error }), false),
+                Input::Fatal(error) => (Some(Response::Error { error }), true),
+                Input::Closed => (None, true),
+            };
+            let sent = match (response, self.sources.get_mut(&fd)) {
+                (Some(response), Some(Source::Client(client))) => client.send(&response),
+                _ => true,
+            };
+            if close || !sent {
+                self.forget(fd);
+                return;
+            }
+        }
+    }
+
+    fn answer(&mut self, fd: RawFd, request: Request) -> Option<Response> {
+        let now = Instant::now();
+        let ok = |message: String| Response::Ok { message };
+        let known = |services: &Services, name: &str| services.supervisor.get(name).is_some();
+        Some(match request {
+            Request::Ps => Response::Services {
+                services: self.services.status(now),
+            },
+            Request::Logs {
+                service,
+                tail,
+                follow,
+            } => {
+                if !known(&self.services, &service) {
+                    return Some(Response::Error {
+                        error: format!("no service {service:?}"),
+                    });
+                }
+                let lines = self
+                    .services
+                    .rings
+                    .get(&service)
+                    .map(|r| r.tail(tail))
+                    .unwrap_or_default();
+                if follow {
+                    if let Some(Source::Client(client)) = self.sources.get_mut(&fd) {
+                        client.follow = Some(service);
+                    }
+                }
+                Response::Log { lines }
+            }
+            Request::Start { service } => match self.services.supervisor.start(&service) {
+                Ok(()) => ok(format!("starting {service}")),
+                Err(error) => Response::Error { error },
+            },
+            Request::Stop { service } => match self.services.supervisor.stop(&service, now) {
+                Ok(actions) => {
+                    for action in actions {
+                        let (_, notes) = self.services.perform(action, now, uptime());
+                        self.publish(notes);
+                    }
+                    ok(format!("stopping {service}"))
+                }
+                Err(error) => Response::Error { error },
+            },
+            Request::Restart { service } => match self.services.supervisor.restart(&service, now) {
+                Ok(actions) => {
+                    for action in actions {
+                        let (_, notes) = self.services.perform(action, now, uptime());
+                        self.publish(notes);
+                    }
+                    ok(format!("restarting {service}"))
+                }
+                Err(error) => Response::Error { error },
+            },
+            Request::Reboot => {
+                self.power(PowerAction::Reboot, "brigctl reboot");
+                ok("rebooting".into())
+            }
+            Request::Poweroff => {
+                self.power(PowerAction::PowerOff, "brigctl poweroff");
+                ok("powering off".into())
+            }
+        })
     }
 
     fn drain_uevents(&mut self) {
-        let Some(fd) = &self.uevents else { return };
+        let Some(socket) = &self.uevents else { return };
         let mut buf = vec![0u8; 8192];
         let mut outcome = Outcome::default();
         let mut new_inputs = Vec::new();
-        while let Some(n) = uevent::receive(fd, &mut buf) {
+        while let Some(n) = uevent::receive(socket, &mut buf) {
             let Some(event) = uevent::Uevent::parse(&buf[..n]) else {
                 continue;
             };
@@ -251,20 +591,19 @@ impl Init {
 
     fn watch_power_button(&mut self, event: &str) {
         // Boot both drains uevents and scans /sys: the same device may come twice.
-        if self.buttons.values().any(|(name, _)| name == event) {
+        if self
+            .sources
+            .values()
+            .any(|s| matches!(s, Source::Button(name, _) if name == event))
+        {
             return;
         }
         let sysfs = Path::new("/sys");
         let Some(file) = power_button::open_if_power_button(sysfs, event) else {
             return;
         };
-        let token = file.as_raw_fd() as u64;
-        if let Err(e) = self
-            .epoll
-            .add(file.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
-        {
-            say(&format!("error: watching power button {event}: {e}"));
-            return;
+        if let Err(e) = watch(&self.epoll, file.as_fd()) {
+            return say(&format!("error: watching power button {event}: {e}"));
         }
         let name = fs::read_to_string(sysfs.join("class/input").join(event).join("device/name"))
             .unwrap_or_default();
@@ -272,11 +611,12 @@ impl Init {
             "power button: /dev/input/{event} ({})",
             name.trim()
         ));
-        self.buttons.insert(token, (event.to_string(), file));
+        self.sources
+            .insert(file.as_raw_fd(), Source::Button(event.to_string(), file));
     }
 
-    fn handle_button(&mut self, token: u64) {
-        let Some((_, file)) = self.buttons.get_mut(&token) else {
+    fn handle_button(&mut self, fd: RawFd) {
+        let Some(Source::Button(_, file)) = self.sources.get_mut(&fd) else {
             return;
         };
         let mut buf = [0u8; power_button::EVENT_SIZE * 16];
@@ -289,9 +629,7 @@ impl Init {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => {
                     // The device went away (ENODEV): stop watching it.
-                    if let Some((_, file)) = self.buttons.remove(&token) {
-                        let _ = self.epoll.delete(file.as_fd());
-                    }
+                    self.forget(fd);
                     break;
                 }
             }
@@ -351,6 +689,7 @@ fn ensure_console() {
         .write(true)
         .open("/dev/console")
     {
+        let console: OwnedFd = console.into();
         for fd in 0..3 {
             // SAFETY: dup2 on a file descriptor we own onto the standard fds,
             // which are closed (F_GETFD failed); no Rust object owns them.
@@ -368,6 +707,6 @@ fn emergency(why: &str) -> ! {
     let sys = Linux;
     loop {
         sys.reap_children();
-        sys.sleep(std::time::Duration::from_secs(1));
+        sys.sleep(Duration::from_secs(1));
     }
 }

@@ -23,8 +23,8 @@ pub fn on_initramfs(mountinfo: &str) -> bool {
     };
     mountinfo
         .lines()
-        .filter_map(fstype)
-        .last()
+        .rev()
+        .find_map(fstype)
         .is_some_and(|t| t == "rootfs")
 }
 

@@ -1,0 +1,363 @@
+//! The system services at run time: loads the specs shipped in the image,
+//! carries out the supervisor's actions with the container runtime (image
+//! mounts, cgroups, spawn, signals, readiness checks) and keeps each
+//! service's output.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use brig_spec::control::{LogLine, ServiceStatus};
+use brig_spec::service::{Readiness, ServiceSpec};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::container::{self, Paths};
+use crate::log_ring::{self, LogRing};
+use crate::supervisor::{Action, State, Supervisor};
+use crate::{cgroup, image};
+
+/// Where `brig build` puts each service's `<name>.toml` and `<name>.squashfs`.
+pub const IMAGES: &str = "/lib/brig/containers";
+/// Runtime state: `images/<name>` (mounted images), `containers/<name>`.
+pub const RUN: &str = "/run/brig";
+/// Named volumes (moved to the state partition when there is one).
+pub const VOLUMES: &str = "/var/lib/brig/volumes";
+
+/// Reads every `<name>.toml` in `dir`. Returns the valid specs, and for the
+/// rest the name and what is wrong, so they show up as failed services.
+pub fn load_specs(dir: &Path) -> (Vec<ServiceSpec>, Vec<(String, String)>) {
+    let mut specs = Vec::new();
+    let mut broken = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (specs, broken);
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let result = std::fs::read_to_string(&file)
+            .map_err(|e| format!("reading {}: {e}", file.display()))
+            .and_then(|text| {
+                ServiceSpec::parse(&name, &file.display().to_string(), &text)
+                    .map_err(|e| e.to_string())
+            });
+        match result {
+            Ok(spec) => specs.push(spec),
+            Err(e) => broken.push((name, e)),
+        }
+    }
+    (specs, broken)
+}
+
+/// A stream of a service's output being read.
+pub struct Pipe {
+    pub service: String,
+    pub stream: usize,
+    pub fd: OwnedFd,
+}
+
+pub struct Services {
+    pub supervisor: Supervisor,
+    pub rings: HashMap<String, LogRing>,
+    images: PathBuf,
+    run: PathBuf,
+    volumes: PathBuf,
+    cgroup_root: Option<PathBuf>,
+    mounted: HashSet<String>,
+    /// Readiness command checks running: pid -> service.
+    checks: HashMap<i32, String>,
+}
+
+impl Services {
+    pub fn new(images: &Path, cgroup_root: Option<PathBuf>) -> Services {
+        let (specs, broken) = load_specs(images);
+        Services {
+            supervisor: Supervisor::new(specs, broken),
+            rings: HashMap::new(),
+            images: images.to_path_buf(),
+            run: PathBuf::from(RUN),
+            volumes: PathBuf::from(VOLUMES),
+            cgroup_root,
+            mounted: HashSet::new(),
+            checks: HashMap::new(),
+        }
+    }
+
+    fn ring(&mut self, service: &str) -> &mut LogRing {
+        self.rings.entry(service.to_string()).or_default()
+    }
+
+    /// Records PID 1's own word about a service in its log; returns the line.
+    pub fn note(&mut self, service: &str, text: String, time: f64) -> LogLine {
+        self.ring(service).note(service, text, time)
+    }
+
+    /// Carries out `action`. New output pipes are returned for the event
+    /// loop to watch; log lines produced are returned too.
+    pub fn perform(
+        &mut self,
+        action: Action,
+        now: Instant,
+        time: f64,
+    ) -> (Vec<Pipe>, Vec<LogLine>) {
+        let mut notes = Vec::new();
+        let mut pipes = Vec::new();
+        match action {
+            Action::Start(name) => match self.start(&name) {
+                Ok((pid, stdout, stderr)) => {
+                    self.supervisor.started(&name, pid, now);
+                    notes.push(self.note(&name, format!("started, pid {pid}"), time));
+                    pipes.push(Pipe {
+                        service: name.clone(),
+                        stream: log_ring::STDOUT,
+                        fd: stdout,
+                    });
+                    pipes.push(Pipe {
+                        service: name,
+                        stream: log_ring::STDERR,
+                        fd: stderr,
+                    });
+                }
+                Err(error) => {
+                    notes.push(self.note(&name, format!("cannot start: {error}"), time));
+                    self.supervisor.start_failed(&name, error, now);
+                }
+            },
+            Action::Terminate(name) => {
+                if let Some(pid) = self.supervisor.get(&name).and_then(|s| s.pid) {
+                    notes.push(self.note(&name, "stopping (SIGTERM)".into(), time));
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+                }
+            }
+            Action::KillAll(name) => {
+                notes.push(self.note(&name, "killing every process of the service".into(), time));
+                self.kill_all(&name);
+            }
+            Action::CheckReady(name) => self.check_ready(&name),
+        }
+        (pipes, notes)
+    }
+
+    fn start(&mut self, name: &str) -> Result<(i32, OwnedFd, OwnedFd), String> {
+        let spec = self
+            .supervisor
+            .get(name)
+            .ok_or("unknown service")?
+            .spec
+            .clone();
+        let lower = self.run.join("images").join(name);
+        if !self.mounted.contains(name) {
+            let source = match &spec.rootfs.image {
+                Some(path) => PathBuf::from(path),
+                None => self.images.join(format!("{name}.squashfs")),
+            };
+            image::mount(&source, &lower)?;
+            self.mounted.insert(name.to_string());
+        }
+        let cgroup = match &self.cgroup_root {
+            Some(root) => {
+                Some(cgroup::create(root, name, &spec.limits).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        let paths = Paths {
+            lower,
+            dir: self.run.join("containers").join(name),
+            volumes: self.volumes.clone(),
+            cgroup,
+        };
+        let started = container::spawn(&spec, &paths)?;
+        container::set_nonblocking(&started.stdout);
+        container::set_nonblocking(&started.stderr);
+        Ok((started.pid, started.stdout, started.stderr))
+    }
+
+    fn cgroup_of(&self, name: &str) -> Option<PathBuf> {
+        self.cgroup_root
+            .as_ref()
+            .map(|r| r.join(cgroup::SERVICES).join(name))
+    }
+
+    fn kill_all(&self, name: &str) {
+        match self.cgroup_of(name) {
+            Some(path) if cgroup::kill(&path).is_ok() => {}
+            _ => {
+                if let Some(pid) = self.supervisor.get(name).and_then(|s| s.pid) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn check_ready(&mut self, name: &str) {
+        let Some(service) = self.supervisor.get(name) else {
+            return;
+        };
+        let Some(pid) = service.pid else { return };
+        match &service.spec.readiness {
+            Readiness::Path { path, .. } => {
+                if Path::new(&format!("/proc/{pid}/root{path}")).exists() {
+                    self.supervisor.ready(name);
+                }
+            }
+            Readiness::Command { command, .. } => {
+                if !self.checks.values().any(|s| s == name) {
+                    if let Some(check) = spawn_check(pid, command) {
+                        self.checks.insert(check, name.to_string());
+                    }
+                }
+            }
+            Readiness::Started | Readiness::Exit { .. } => {}
+        }
+    }
+
+    /// A child exited. Returns a line for the log if it was a service.
+    pub fn exited(&mut self, pid: i32, code: i32, now: Instant, time: f64) -> Option<LogLine> {
+        if let Some(name) = self.checks.remove(&pid) {
+            if code == 0 {
+                self.supervisor.ready(&name);
+            }
+            return None;
+        }
+        let name = self.supervisor.exited(pid, code, now)?;
+        // Whatever the main process left behind goes with it.
+        if let Some(path) = self.cgroup_of(&name) {
+            if cgroup::populated(&path) {
+                let _ = cgroup::kill(&path);
+            }
+        }
+        let state = self
+            .supervisor
+            .get(&name)
+            .map(|s| s.state.name())
+            .unwrap_or("?");
+        Some(self.note(
+            &name,
+            format!("exited with status {code}; now {state}"),
+            time,
+        ))
+    }
+
+    /// Output arrived on a pipe; returns the complete lines.
+    pub fn output(&mut self, service: &str, stream: usize, data: &[u8], time: f64) -> Vec<LogLine> {
+        self.ring(service).write(service, stream, data, time)
+    }
+
+    pub fn output_closed(&mut self, service: &str, stream: usize, time: f64) -> Vec<LogLine> {
+        self.ring(service).close(service, stream, time)
+    }
+
+    /// `brigctl ps`.
+    pub fn status(&self, now: Instant) -> Vec<ServiceStatus> {
+        self.supervisor
+            .services
+            .iter()
+            .map(|s| ServiceStatus {
+                name: s.spec.name.clone(),
+                state: s.state.name().to_string(),
+                pid: s.pid.map(|p| p as u32),
+                uptime_seconds: s
+                    .pid
+                    .and(s.started_at)
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
+                restarts: s.restarts,
+                memory_bytes: self
+                    .cgroup_of(&s.spec.name)
+                    .and_then(|p| cgroup::memory_current(&p)),
+                detail: s.detail.clone(),
+            })
+            .collect()
+    }
+
+    /// Every enabled service has reached a settled state (up, done, or
+    /// given up on for now): the moment to say `brig: ready`.
+    pub fn settled(&self) -> bool {
+        self.supervisor
+            .services
+            .iter()
+            .all(|s| !matches!(s.state, State::Waiting | State::Starting))
+    }
+}
+
+/// Runs a readiness `command` inside the namespaces of process `pid`.
+fn spawn_check(pid: i32, command: &[String]) -> Option<i32> {
+    use std::ffi::CString;
+    let argv: Vec<CString> = command
+        .iter()
+        .filter_map(|a| CString::new(a.as_str()).ok())
+        .collect();
+    let namespaces: Vec<std::fs::File> = ["ipc", "uts", "net", "cgroup", "mnt"]
+        .iter()
+        .filter_map(|ns| std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).ok())
+        .collect();
+    // SAFETY: PID 1 is single-threaded; the child only calls setns, sigprocmask
+    // and execve before exec or _exit.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            for ns in &namespaces {
+                // SAFETY: setns on a namespace fd we opened; 0 = any type.
+                unsafe { libc::setns(ns.as_raw_fd(), 0) };
+            }
+            let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto the standard fds of this child.
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                }
+            }
+            if let Some(program) = argv.first() {
+                let _ = nix::unistd::execv(program, &argv);
+            }
+            // SAFETY: leave without running PID 1's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => Some(child.as_raw()),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_specs_are_loaded_as_failures_with_their_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("good.toml"),
+            "command = [\"/bin/true\"]\n[rootfs]\npackages = [\"x\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("bad.toml"), "command = \"not a list\"\n").unwrap();
+        std::fs::write(dir.path().join("good.squashfs"), b"").unwrap();
+        let (specs, broken) = load_specs(dir.path());
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].name, "good");
+        assert_eq!(broken.len(), 1);
+        assert_eq!(broken[0].0, "bad");
+        assert!(
+            broken[0].1.contains("bad.toml") && broken[0].1.contains("command"),
+            "{}",
+            broken[0].1
+        );
+        let services = Services::new(dir.path(), None);
+        let status = services.status(Instant::now());
+        let bad = status.iter().find(|s| s.name == "bad").unwrap();
+        assert_eq!(bad.state, "failed");
+        assert!(bad.detail.as_deref().unwrap().contains("bad.toml"));
+    }
+}
