@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
+const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 /// The loop device detaches itself when its last user (the mount) goes.
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
@@ -50,7 +50,9 @@ pub fn mount(image: &Path, at: &Path) -> Result<(), String> {
             .and_then(|()| bind(MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY))
             .map_err(|e| format!("bind-mounting {} on {}: {e}", image.display(), at.display()))
     } else {
-        let device = attach_loop(image)?;
+        // The loop device's fd stays open until the mount holds the device:
+        // with autoclear, closing it first would detach the device.
+        let (device, _open) = attach_loop(image)?;
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
         nix::mount::mount(
             Some(device.as_path()),
@@ -74,8 +76,9 @@ pub fn mount(image: &Path, at: &Path) -> Result<(), String> {
     }
 }
 
-/// Attaches `file` read-only to a free loop device.
-fn attach_loop(file: &Path) -> Result<PathBuf, String> {
+/// Attaches `file` read-only to a free loop device; returns its path and
+/// the open device.
+fn attach_loop(file: &Path) -> Result<(PathBuf, File), String> {
     let backing = File::open(file).map_err(|e| format!("opening image {}: {e}", file.display()))?;
     let control = OpenOptions::new()
         .read(true)
@@ -112,7 +115,7 @@ fn attach_loop(file: &Path) -> Result<PathBuf, String> {
             )
         } == 0
         {
-            return Ok(path);
+            return Ok((path, device));
         }
         last_error = format!(
             "attaching {} to {}: {}",

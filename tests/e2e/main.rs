@@ -5,3 +5,4 @@
 mod boot;
 mod build;
 mod guest;
+mod services;

@@ -1,0 +1,175 @@
+//! System containers in a booted image: PID 1 starts the services of
+//! tests/e2e/services/ and an `operator` service drives them with brigctl
+//! over the control socket, printing what it sees; the console carries every
+//! service's output (`brig.service_output=console`).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::guest::{brig, source_dir, Guest};
+
+/// The console line a service printed, without PID 1's prefix and timestamp.
+fn said<'a>(serial: &'a str, service: &str, starts: &str) -> Option<&'a str> {
+    let prefix = format!("brig: [{service}] {starts}");
+    serial.lines().find(|l| l.starts_with(&prefix)).map(|l| {
+        l["brig: [".len() + service.len() + 2..]
+            .rsplit_once(" [t=")
+            .map_or(l, |(text, _)| text)
+    })
+}
+
+#[test]
+fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
+    let out = tempfile::tempdir().unwrap();
+    let services = source_dir().join("tests/e2e/services");
+    let (out_dir, services_dir) = (out.path().to_str().unwrap(), services.to_str().unwrap());
+    let build = brig(
+        &[
+            "build",
+            "--board",
+            "qemu-x86_64",
+            "--out",
+            out_dir,
+            "--services",
+            services_dir,
+        ],
+        &[],
+    );
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+
+    let mut guest = Guest::boot("qemu-x86_64", out.path(), &["brig.service_output=console"]);
+    let serial = guest.wait_for("brig: [operator] OPERATOR-DONE", Duration::from_secs(300));
+    let line = |service: &str, starts: &str| {
+        said(&serial, service, starts)
+            .unwrap_or_else(|| panic!("no [{service}] {starts}… on the console:\n{serial}"))
+    };
+
+    // Namespaces, hostname, capabilities, no_new_privs.
+    assert_eq!(line("caps", "hostname"), "hostname caps pid 1");
+    // The default set (0x200405fb) plus the NET_ADMIN grant (bit 12).
+    assert_eq!(line("caps", "CapEff"), "CapEff:\t00000000200415fb");
+    assert_eq!(line("caps", "CapBnd"), "CapBnd:\t00000000200415fb");
+    assert_eq!(line("caps", "NoNewPrivs"), "NoNewPrivs:\t1");
+
+    // memory.max: the hog is OOM-killed, restarted with backoff, then crash-loops.
+    let oom: u32 = line("operator", "OOM-KILLS")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(oom >= 5, "{oom} OOM kills");
+    assert!(line("memhog", "exited with status 137").ends_with("now backoff"));
+    assert!(
+        serial.contains("brig: [memhog] exited with status 137; now crash-loop"),
+        "{serial}"
+    );
+    assert_eq!(
+        line("operator", "TICKER-MEMORY-MAX"),
+        "TICKER-MEMORY-MAX 33554432"
+    );
+
+    // pids.max: forks beyond the limit fail.
+    assert!(line("pidlimit", "sh: can't fork").contains("Resource temporarily unavailable"));
+    let pids = line("pidlimit", "pids ");
+    let current: u32 = pids
+        .split(' ')
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{pids:?}"));
+    assert!(
+        pids.ends_with(" of 8") && (2..=8).contains(&current),
+        "{pids:?}"
+    );
+
+    // Dependency order and readiness: web starts only after the oneshot
+    // setup is done, and counts as running only once its path exists.
+    let at = |needle: &str| {
+        serial
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing:\n{serial}"))
+    };
+    assert!(at("brig: [setup] exited with status 0; now done") < at("brig: [web] started"));
+    assert!(at("brig: [web] web up") < at("brig: ready"));
+
+    // brigctl ps from a container.
+    let ps: Vec<&str> = serial
+        .lines()
+        .skip_while(|l| !l.contains("[operator] PS-BEGIN"))
+        .take_while(|l| !l.contains("[operator] PS-END"))
+        .collect();
+    let row = |name: &str| {
+        ps.iter()
+            .find(|l| l.contains(&format!("] {name} ")))
+            .unwrap_or_else(|| panic!("no {name} in ps:\n{ps:#?}"))
+    };
+    assert!(row("crashy").contains("crash-loop") && row("crashy").contains("exited with status 1"));
+    assert!(row("setup").contains(" done "));
+    assert!(row("ticker").contains(" running "));
+    let json: serde_json::Value =
+        serde_json::from_str(line("operator", "JSON").trim_start_matches("JSON ")).unwrap();
+    let ticker = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ticker")
+        .unwrap();
+    assert!(ticker["memory_bytes"].as_u64().unwrap() > 0, "{ticker}");
+    assert_eq!(json["services"].as_array().unwrap().len(), 8);
+
+    // brigctl restart: SIGTERM is ignored by sh as PID 1, so after the grace
+    // period the cgroup is killed and the service starts again.
+    let restart = at("brig: [operator] restarting ticker");
+    let killed = restart
+        + serial[restart..]
+            .find("brig: [ticker] killing every process")
+            .expect("ticker killed");
+    assert!(
+        serial[killed..].contains("brig: [ticker] started, pid"),
+        "{serial}"
+    );
+    // brigctl logs shows the service's log.
+    let logs: Vec<&str> = serial
+        .lines()
+        .skip_while(|l| !l.contains("[operator] LOGS-BEGIN"))
+        .take_while(|l| !l.contains("[operator] LOGS-END"))
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("(brig) started, pid")),
+        "{logs:#?}"
+    );
+
+    // brigctl stop: nothing of the service survives in its cgroup.
+    assert_eq!(line("operator", "WEB-PROCS"), "WEB-PROCS []");
+    assert_eq!(line("operator", "WEB-SLEEPERS"), "WEB-SLEEPERS 0");
+    assert!(serial.contains("brig: [web] exited with status 137; now stopped"));
+    // A bad request gets a clear error and a failing exit code.
+    assert_eq!(
+        line("operator", "brigctl: no service"),
+        "brigctl: no service \"nosuch\""
+    );
+    assert_eq!(line("operator", "BAD-SERVICE-EXIT"), "BAD-SERVICE-EXIT 1");
+
+    // Orderly power-off stops the services first.
+    guest.qmp("system_powerdown", json!({}));
+    let status = guest.wait_exit(Duration::from_secs(90));
+    let serial = guest.serial();
+    assert!(status.success(), "{serial}");
+    let off = serial
+        .find("brig: powering off (power button)")
+        .expect("power button");
+    let ticker_stopped = off
+        + serial[off..]
+            .find("brig: [ticker] exited with status")
+            .expect("ticker stopped");
+    assert!(ticker_stopped < serial.find("brig: powering off now").unwrap());
+    assert!(
+        !serial.contains("Kernel panic") && !serial.contains("internal error"),
+        "{serial}"
+    );
+}
