@@ -144,6 +144,10 @@ pub fn build(
         || zstd::encode_all(cpio.as_slice(), ZSTD_LEVEL),
     )
     .context("compressing the initramfs")?;
+    // Zero padding to 4 bytes: the kernel skips it, and a further cpio
+    // segment appended to the image (more files) starts aligned as it must.
+    let mut compressed = compressed;
+    compressed.resize(compressed.len().next_multiple_of(4), 0);
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write(&out.join("initramfs.img"), &compressed)?;

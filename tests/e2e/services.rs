@@ -19,6 +19,41 @@ fn said<'a>(serial: &'a str, service: &str, starts: &str) -> Option<&'a str> {
     })
 }
 
+/// Appends to the image's initramfs a second cpio segment (the kernel
+/// unpacks concatenated archives) with a service whose image is garbage and
+/// one whose spec is malformed, as a damaged or hand-edited system would have.
+fn add_broken_services(artifacts: &std::path::Path) {
+    let stage = tempfile::tempdir().unwrap();
+    let dir = stage.path().join("lib/brig/containers");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("corrupt.squashfs"), vec![0x5a; 8192]).unwrap();
+    let valid =
+        "command = [\"/usr/bin/busybox\", \"true\"]\n[rootfs]\npackages = [\"busybox-static\"]\n";
+    std::fs::write(dir.join("corrupt.toml"), valid).unwrap();
+    std::fs::write(
+        dir.join("malformed.toml"),
+        format!("{valid}[limits]\nmemory_max = \"plenty\"\n"),
+    )
+    .unwrap();
+    let list = "lib\nlib/brig\nlib/brig/containers\nlib/brig/containers/corrupt.squashfs\n\
+                lib/brig/containers/corrupt.toml\nlib/brig/containers/malformed.toml\n";
+    let mut cpio = std::process::Command::new("cpio")
+        .args(["-o", "-H", "newc", "--quiet"])
+        .current_dir(stage.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cpio (Debian package cpio)");
+    std::io::Write::write_all(&mut cpio.stdin.take().unwrap(), list.as_bytes()).unwrap();
+    let archive = cpio.wait_with_output().unwrap();
+    assert!(archive.status.success());
+    let mut image = std::fs::OpenOptions::new()
+        .append(true)
+        .open(artifacts.join("initramfs.img"))
+        .unwrap();
+    std::io::Write::write_all(&mut image, &archive.stdout).unwrap();
+}
+
 #[test]
 fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
     let out = tempfile::tempdir().unwrap();
@@ -41,6 +76,8 @@ fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
         "{}",
         String::from_utf8_lossy(&build.stderr)
     );
+
+    add_broken_services(out.path());
 
     let mut guest = Guest::boot("qemu-x86_64", out.path(), &["brig.service_output=console"]);
     let serial = guest.wait_for("brig: [operator] OPERATOR-DONE", Duration::from_secs(300));
@@ -120,7 +157,31 @@ fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
         .find(|s| s["name"] == "ticker")
         .unwrap();
     assert!(ticker["memory_bytes"].as_u64().unwrap() > 0, "{ticker}");
-    assert_eq!(json["services"].as_array().unwrap().len(), 8);
+    // 9 built services, plus the corrupt image and the malformed spec.
+    assert_eq!(json["services"].as_array().unwrap().len(), 11);
+
+    // Bad input fails only the service concerned, each with a precise reason.
+    assert_eq!(
+        line("missing", "cannot start"),
+        "cannot start: exec /usr/sbin/nosuchd: ENOENT: No such file or directory"
+    );
+    let corrupt = line("corrupt", "cannot start");
+    assert!(
+        corrupt.contains("mounting /lib/brig/containers/corrupt.squashfs")
+            && corrupt.contains("as squashfs")
+            && corrupt.contains("not a valid squashfs image?"),
+        "{corrupt}"
+    );
+    assert!(
+        row("malformed").contains(" failed ") && row("malformed").contains("malformed.toml"),
+        "{}",
+        row("malformed")
+    );
+    assert!(
+        row("malformed").contains("memory_max"),
+        "{}",
+        row("malformed")
+    );
 
     // brigctl restart: SIGTERM is ignored by sh as PID 1, so after the grace
     // period the cgroup is killed and the service starts again.
