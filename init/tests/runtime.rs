@@ -1,0 +1,236 @@
+//! The container runtime on the host, as root: real containers from a real
+//! Debian rootfs (busybox-static, fetched once with mmdebstrap), run by
+//! `brig-container` with PID 1's own code. cgroup limits are tested in QEMU
+//! (tests/e2e/services.rs): this host's cgroup v2 tree has no controllers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const RUNNER: &str = env!("CARGO_BIN_EXE_brig-container");
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the runtime tests create namespaces and mounts: run them as root (CI does)"
+    );
+}
+
+/// A busybox-static rootfs for the host's architecture, fetched once.
+fn rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs");
+        if !dir.join("usr/bin/busybox").exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+            let status = Command::new("mmdebstrap")
+                .args([
+                    "--quiet",
+                    "--variant=extract",
+                    "--include=busybox-static",
+                    "trixie",
+                ])
+                .arg(&dir)
+                .status()
+                .expect("mmdebstrap (Debian package mmdebstrap)");
+            assert!(
+                status.success(),
+                "fetching busybox-static with mmdebstrap failed"
+            );
+        }
+        dir
+    })
+}
+
+/// Runs a container whose spec is `spec` (TOML, without [rootfs]).
+fn run(name: &str, spec: &str) -> Output {
+    run_on(name, spec, rootfs())
+}
+
+fn run_on(name: &str, spec: &str, image: &Path) -> Output {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let spec_dir = dir.path().join(name);
+    std::fs::create_dir(&spec_dir).unwrap();
+    let file = spec_dir.join("service.toml");
+    std::fs::write(
+        &file,
+        format!("{spec}\n[rootfs]\npackages = [\"busybox-static\"]\n"),
+    )
+    .unwrap();
+    Command::new(RUNNER)
+        .arg("--spec")
+        .arg(&file)
+        .arg("--rootfs")
+        .arg(image)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "container failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sh(script: &str) -> String {
+    format!("command = [\"/usr/bin/busybox\", \"sh\", \"-c\", {script:?}]")
+}
+
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+        .trim()
+}
+
+fn host_ns(kind: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{kind}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn private_namespaces_hostname_pid1_and_dropped_capabilities() {
+    let script = "echo pid=$$; echo host=$(busybox hostname); \
+                  for n in mnt uts pid ipc net cgroup; do echo ns_$n=$(busybox readlink /proc/self/ns/$n); done; \
+                  busybox grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Uid)' /proc/self/status";
+    let out = stdout(&run("box", &sh(script)));
+    assert_eq!(field(&out, "pid="), "1");
+    assert_eq!(field(&out, "host="), "box");
+    for ns in ["mnt", "uts", "pid", "ipc", "net", "cgroup"] {
+        assert_ne!(
+            field(&out, &format!("ns_{ns}=")),
+            host_ns(ns),
+            "{ns} namespace is the host's"
+        );
+    }
+    assert_eq!(field(&out, "CapEff:"), "00000000200405fb");
+    assert_eq!(field(&out, "CapPrm:"), "00000000200405fb");
+    assert_eq!(field(&out, "CapBnd:"), "00000000200405fb");
+    assert_eq!(field(&out, "NoNewPrivs:"), "1");
+}
+
+#[test]
+fn dropped_capabilities_are_really_gone() {
+    // CAP_SYS_ADMIN is not in the default set: mounting must fail inside.
+    let out = stdout(&run(
+        "nocap",
+        &sh("busybox mount -t tmpfs none /tmp 2>&1; echo status=$?"),
+    ));
+    assert_ne!(field(&out, "status="), "0", "{out}");
+    // busybox reports EPERM from mount(2) as "permission denied".
+    assert!(out.contains("permission denied"), "{out}");
+}
+
+#[test]
+fn host_namespaces_are_shared_only_when_asked() {
+    let script = "echo net=$(busybox readlink /proc/self/ns/net); echo pid=$(busybox readlink /proc/self/ns/pid); echo uts=$(busybox readlink /proc/self/ns/uts)";
+    let out = stdout(&run(
+        "hostnet",
+        &format!("{}\nhost_namespaces = [\"net\", \"pid\"]", sh(script)),
+    ));
+    assert_eq!(field(&out, "net="), host_ns("net"));
+    assert_eq!(field(&out, "pid="), host_ns("pid"));
+    assert_ne!(field(&out, "uts="), host_ns("uts"));
+}
+
+#[test]
+fn a_non_root_user_keeps_exactly_the_granted_capabilities() {
+    let script =
+        "busybox id -u; busybox id -g; busybox grep -E '^(CapEff|CapAmb)' /proc/self/status";
+    let spec = format!(
+        "{}\nuser = \"65534:65534\"\ncapabilities = [\"NET_ADMIN\"]",
+        sh(script)
+    );
+    let out = stdout(&run("nobody", &spec));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("65534"));
+    assert_eq!(lines.next(), Some("65534"));
+    assert_eq!(field(&out, "CapEff:"), "00000000200415fb");
+    assert_eq!(field(&out, "CapAmb:"), "00000000200415fb");
+}
+
+#[test]
+fn read_only_root_mounts_env_and_working_dir() {
+    let script = "busybox touch /x 2>&1 | busybox grep -c 'Read-only'; echo tmp=$(busybox touch /scratch/f && echo ok); \
+                  echo cwd=$(busybox pwd); echo env=$GREETING; echo vol=$(busybox cat /data/v 2>/dev/null || echo new); \
+                  echo kept > /data/v";
+    let spec = format!(
+        "{}\nread_only_root = true\nworking_dir = \"/scratch\"\nenv = {{ GREETING = \"hi there\" }}\n\
+         [[mounts]]\ntype = \"tmpfs\"\ntarget = \"/scratch\"\nsize = \"1M\"\n\
+         [[mounts]]\ntype = \"volume\"\nname = \"data\"\ntarget = \"/data\"",
+        sh(script)
+    );
+    let out = stdout(&run("ro", &spec));
+    assert_eq!(out.lines().next(), Some("1"), "{out}");
+    assert_eq!(field(&out, "tmp="), "ok");
+    assert_eq!(field(&out, "cwd="), "/scratch");
+    assert_eq!(field(&out, "env="), "hi there");
+    assert_eq!(field(&out, "vol="), "new");
+}
+
+#[test]
+fn the_exit_status_of_the_service_is_returned() {
+    let out = run("exits", &sh("exit 7"));
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[test]
+fn a_missing_binary_is_a_precise_error() {
+    let out = run("missing", "command = [\"/usr/sbin/nosuchd\"]");
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("exec /usr/sbin/nosuchd: ENOENT"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_corrupt_squashfs_is_a_precise_error() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("broken.squashfs");
+    std::fs::write(&image, vec![0xa5u8; 16384]).unwrap();
+    let out = run_on(
+        "corrupt",
+        "command = [\"/usr/bin/busybox\", \"true\"]",
+        &image,
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("mounting {} (/dev/loop", image.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not a valid squashfs image?"), "{stderr}");
+}
+
+#[test]
+fn a_real_squashfs_image_works() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("busybox.squashfs");
+    let status = Command::new("mksquashfs")
+        .arg(rootfs())
+        .arg(&image)
+        .args(["-quiet", "-comp", "zstd", "-noappend"])
+        .status()
+        .expect("mksquashfs (Debian package squashfs-tools)");
+    assert!(status.success());
+    let out = stdout(&run_on(
+        "squash",
+        &sh("echo from-squashfs; busybox grep ' / ' /proc/self/mounts"),
+        &image,
+    ));
+    assert!(out.starts_with("from-squashfs\noverlay / overlay"), "{out}");
+}
