@@ -590,6 +590,41 @@ fn switch_user(ids: &Ids, keep: u64) -> Result<(), String> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    }; // _LINUX_CAPABILITY_VERSION_3
+       // A container keeps at most what its creator holds: "privileged" asks for
+       // everything, and PID 1 itself may lack some when it runs nested.
+    let mut held = [Data::default(); 2];
+    // SAFETY: capget with a valid v3 header and room for two data words.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &header as *const Header,
+            held.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(format!(
+            "reading capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let held = u64::from(held[0].permitted) | u64::from(held[1].permitted) << 32;
+    let keep = keep & held & ((1u64 << (last_cap + 1)) - 1);
     for cap in 0..=last_cap {
         if keep & (1 << cap) == 0 {
             // SAFETY: prctl with integer arguments only.
@@ -614,23 +649,6 @@ fn switch_user(ids: &Ids, keep: u64) -> Result<(), String> {
     let uid = nix::unistd::Uid::from_raw(ids.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", ids.uid))?;
 
-    let keep = keep & ((1u64 << (last_cap + 1)) - 1);
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    }; // _LINUX_CAPABILITY_VERSION_3
     let word = |shift: u32| {
         let bits = (keep >> shift) as u32;
         Data {

@@ -234,3 +234,13 @@ fn a_real_squashfs_image_works() {
     ));
     assert!(out.starts_with("from-squashfs\noverlay / overlay"), "{out}");
 }
+
+#[test]
+fn privileged_keeps_every_capability_its_creator_holds() {
+    let out = stdout(&run("priv", &format!("{}\nprivileged = true", sh("busybox grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; busybox ls /dev/loop-control"))));
+    let held = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_eq!(field(&out, "CapEff:"), field(&held, "CapPrm:"));
+    assert_eq!(field(&out, "NoNewPrivs:"), "0");
+    // The host's /dev, not a private one.
+    assert!(out.contains("/dev/loop-control"), "{out}");
+}
