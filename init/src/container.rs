@@ -50,6 +50,12 @@ pub enum MountOp {
         link: PathBuf,
         points_to: String,
     },
+    /// A device node like the host's `source` (same type and numbers), made
+    /// with mknod: cheaper than a bind mount to set up and to tear down.
+    Device {
+        source: PathBuf,
+        target: PathBuf,
+    },
 }
 
 const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
@@ -103,11 +109,9 @@ pub fn plan_mounts(spec: &ServiceSpec, paths: &Paths) -> Vec<MountOp> {
             .map(|d| format!("/dev/{d}"))
             .chain(spec.devices.iter().cloned());
         for device in devices {
-            ops.push(MountOp::Bind {
+            ops.push(MountOp::Device {
                 source: device.clone().into(),
                 target: at(&device),
-                recursive: false,
-                read_only: false,
             });
         }
         ops.push(mount(
@@ -573,6 +577,27 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
             }
             Ok(())
         }
+        MountOp::Device { source, target } => {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let meta =
+                fs::metadata(source).map_err(|e| format!("device {}: {e}", source.display()))?;
+            let kind = if meta.file_type().is_char_device() {
+                nix::sys::stat::SFlag::S_IFCHR
+            } else if meta.file_type().is_block_device() {
+                nix::sys::stat::SFlag::S_IFBLK
+            } else {
+                return Err(format!("{} is not a device", source.display()));
+            };
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            let mode = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o777);
+            match nix::sys::stat::mknod(target, kind, mode, meta.rdev()) {
+                Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+                Err(e) => Err(format!("creating device {}: {e}", target.display())),
+            }
+        }
         MountOp::Symlink { link, points_to } => match std::os::unix::fs::symlink(points_to, link) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 Err(format!("creating symlink {}: {e}", link.display()))
@@ -754,6 +779,9 @@ mod tests {
                 MountOp::Symlink { link, points_to } => {
                     format!("link {} {points_to}", link.display())
                 }
+                MountOp::Device { source, target } => {
+                    format!("device {} {}", source.display(), target.display())
+                }
             })
             .collect()
     }
@@ -772,7 +800,7 @@ mod tests {
         }
         assert!(t.contains(&"proc /run/brig/containers/web/root/proc".to_string()));
         assert!(t.contains(&"tmpfs /run/brig/containers/web/root/dev".to_string()));
-        assert!(t.contains(&"bind /dev/null /run/brig/containers/web/root/dev/null".to_string()));
+        assert!(t.contains(&"device /dev/null /run/brig/containers/web/root/dev/null".to_string()));
         assert!(!t.iter().any(|x| x.contains("/dev/kvm")));
         let sys = ops
             .iter()
@@ -811,7 +839,7 @@ mod tests {
         );
         assert_eq!(t[n - 1], "tmpfs /run/brig/containers/web/root/scratch");
         assert!(
-            t.contains(&"bind /dev/net/tun /run/brig/containers/web/root/dev/net/tun".to_string())
+            t.contains(&"device /dev/net/tun /run/brig/containers/web/root/dev/net/tun".to_string())
         );
     }
 
