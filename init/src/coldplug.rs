@@ -49,22 +49,9 @@ impl Coldplug {
     /// device asks for them). A module the image lacks is not an error: it
     /// may be built into the kernel.
     pub fn load_named(&mut self, sys: &dyn System, module: &str, outcome: &mut Outcome) {
-        let Ok(order) = self.index.load_order(module, &self.loaded) else {
-            return;
-        };
-        for path in order {
-            match sys.load_module(&self.modules_dir.join(&path)) {
-                Ok(()) => {
-                    outcome.loaded.push(crate::module_index::module_name(&path));
-                    self.loaded.insert(path);
-                }
-                Err(e) => {
-                    outcome.errors.push(format!(
-                        "loading module {}: {e}",
-                        self.modules_dir.join(&path).display()
-                    ));
-                    return;
-                }
+        if let Ok(order) = self.index.load_order(module, &self.loaded) {
+            if let Err(e) = self.load_in_order(sys, order, outcome) {
+                outcome.errors.push(e);
             }
         }
     }
@@ -78,33 +65,32 @@ impl Coldplug {
             if self.failed.contains(&module) {
                 continue;
             }
-            let order = match self.index.load_order(&module, &self.loaded) {
-                Ok(order) => order,
-                Err(e) => {
-                    outcome
-                        .errors
-                        .push(format!("loading {module} for {modalias}: {e}"));
-                    self.failed.insert(module);
-                    continue;
-                }
-            };
-            for path in order {
-                match sys.load_module(&self.modules_dir.join(&path)) {
-                    Ok(()) => {
-                        outcome.loaded.push(crate::module_index::module_name(&path));
-                        self.loaded.insert(path);
-                    }
-                    Err(e) => {
-                        outcome.errors.push(format!(
-                            "loading module {} for {modalias}: {e}",
-                            self.modules_dir.join(&path).display()
-                        ));
-                        self.failed.insert(module.clone());
-                        break;
-                    }
-                }
+            let loaded = self
+                .index
+                .load_order(&module, &self.loaded)
+                .and_then(|order| self.load_in_order(sys, order, outcome));
+            if let Err(e) = loaded {
+                outcome.errors.push(format!("{e} (for {modalias})"));
+                self.failed.insert(module);
             }
         }
+    }
+
+    /// Loads module files (dependencies first); stops at the first failure.
+    fn load_in_order(
+        &mut self,
+        sys: &dyn System,
+        order: Vec<String>,
+        outcome: &mut Outcome,
+    ) -> Result<(), String> {
+        for path in order {
+            let file = self.modules_dir.join(&path);
+            sys.load_module(&file)
+                .map_err(|e| format!("loading module {}: {e}", file.display()))?;
+            outcome.loaded.push(crate::module_index::module_name(&path));
+            self.loaded.insert(path);
+        }
+        Ok(())
     }
 
     /// Walks `sysfs/devices` until a pass loads nothing new: loading a bus

@@ -838,9 +838,9 @@ mod tests {
             "bind /var/lib/brig/volumes/data /run/brig/containers/web/root/data"
         );
         assert_eq!(t[n - 1], "tmpfs /run/brig/containers/web/root/scratch");
-        assert!(
-            t.contains(&"device /dev/net/tun /run/brig/containers/web/root/dev/net/tun".to_string())
-        );
+        assert!(t.contains(
+            &"device /dev/net/tun /run/brig/containers/web/root/dev/net/tun".to_string()
+        ));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use brig_init::coldplug::{Coldplug, Outcome};
 use brig_init::console::{self, say};
 use brig_init::control::{Client, Input};
 use brig_init::services::{Pipe, Services};
+use brig_init::supervisor::Action;
 use brig_init::system::{Linux, PowerAction, System};
 use brig_init::{cgroup, mounts, power_button, services, shutdown, switch_root, uevent};
 use brig_spec::control::{LogLine, Request, Response, SOCKET};
@@ -530,26 +531,14 @@ impl Init {
                 Ok(()) => ok(format!("starting {service}")),
                 Err(error) => Response::Error { error },
             },
-            Request::Stop { service } => match self.services.supervisor.stop(&service, now) {
-                Ok(actions) => {
-                    for action in actions {
-                        let (_, notes) = self.services.perform(action, now, uptime());
-                        self.publish(notes);
-                    }
-                    ok(format!("stopping {service}"))
-                }
-                Err(error) => Response::Error { error },
-            },
-            Request::Restart { service } => match self.services.supervisor.restart(&service, now) {
-                Ok(actions) => {
-                    for action in actions {
-                        let (_, notes) = self.services.perform(action, now, uptime());
-                        self.publish(notes);
-                    }
-                    ok(format!("restarting {service}"))
-                }
-                Err(error) => Response::Error { error },
-            },
+            Request::Stop { service } => {
+                let actions = self.services.supervisor.stop(&service, now);
+                self.carry_out(actions, now, format!("stopping {service}"))
+            }
+            Request::Restart { service } => {
+                let actions = self.services.supervisor.restart(&service, now);
+                self.carry_out(actions, now, format!("restarting {service}"))
+            }
             Request::Reboot => {
                 self.power(PowerAction::Reboot, "brigctl reboot");
                 ok("rebooting".into())
@@ -559,6 +548,25 @@ impl Init {
                 ok("powering off".into())
             }
         })
+    }
+
+    /// Performs the supervisor's answer to a request, or reports its error.
+    fn carry_out(
+        &mut self,
+        actions: Result<Vec<Action>, String>,
+        now: Instant,
+        done: String,
+    ) -> Response {
+        match actions {
+            Ok(actions) => {
+                for action in actions {
+                    let (_, notes) = self.services.perform(action, now, uptime());
+                    self.publish(notes);
+                }
+                Response::Ok { message: done }
+            }
+            Err(error) => Response::Error { error },
+        }
     }
 
     fn drain_uevents(&mut self) {
