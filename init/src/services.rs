@@ -143,7 +143,11 @@ impl Services {
                 notes.push(self.note(&name, "killing every process of the service".into(), time));
                 self.kill_all(&name);
             }
-            Action::CheckReady(name) => self.check_ready(&name),
+            Action::CheckReady(name) => {
+                if self.check_ready(&name) {
+                    notes.push(self.note(&name, "ready".into(), time));
+                }
+            }
         }
         (pipes, notes)
     }
@@ -199,15 +203,17 @@ impl Services {
         }
     }
 
-    fn check_ready(&mut self, name: &str) {
+    /// Checks readiness; true if the service just became ready.
+    fn check_ready(&mut self, name: &str) -> bool {
         let Some(service) = self.supervisor.get(name) else {
-            return;
+            return false;
         };
-        let Some(pid) = service.pid else { return };
+        let Some(pid) = service.pid else { return false };
         match &service.spec.readiness {
             Readiness::Path { path, .. } => {
                 if Path::new(&format!("/proc/{pid}/root{path}")).exists() {
                     self.supervisor.ready(name);
+                    return true;
                 }
             }
             Readiness::Command { command, .. } => {
@@ -219,15 +225,17 @@ impl Services {
             }
             Readiness::Started | Readiness::Exit { .. } => {}
         }
+        false
     }
 
     /// A child exited. Returns a line for the log if it was a service.
     pub fn exited(&mut self, pid: i32, code: i32, now: Instant, time: f64) -> Option<LogLine> {
         if let Some(name) = self.checks.remove(&pid) {
-            if code == 0 {
-                self.supervisor.ready(&name);
+            if code != 0 {
+                return None;
             }
-            return None;
+            self.supervisor.ready(&name);
+            return Some(self.note(&name, "ready".into(), time));
         }
         let name = self.supervisor.exited(pid, code, now)?;
         // Whatever the main process left behind goes with it.

@@ -132,7 +132,8 @@ fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
             .unwrap_or_else(|| panic!("{needle:?} missing:\n{serial}"))
     };
     assert!(at("brig: [setup] exited with status 0; now done") < at("brig: [web] started"));
-    assert!(at("brig: [web] web up") < at("brig: ready"));
+    assert!(at("brig: [web] started") < at("brig: [web] ready"));
+    assert!(at("brig: [web] ready") < at("brig: ready"));
 
     // brigctl ps from a container.
     let ps: Vec<&str> = serial
