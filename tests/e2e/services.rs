@@ -134,6 +134,10 @@ fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
     assert!(at("brig: [setup] exited with status 0; now done") < at("brig: [web] started"));
     assert!(at("brig: [web] started") < at("brig: [web] ready"));
     assert!(at("brig: [web] ready") < at("brig: ready"));
+    // Command readiness: the check runs inside db's namespaces and passes
+    // only once db has created /tmp/accepting in its own root.
+    assert!(at("brig: [db] started") < at("brig: [db] ready"));
+    assert!(at("brig: [db] ready") < at("brig: ready"));
 
     // brigctl ps from a container.
     let ps: Vec<&str> = serial
@@ -158,8 +162,8 @@ fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
         .find(|s| s["name"] == "ticker")
         .unwrap();
     assert!(ticker["memory_bytes"].as_u64().unwrap() > 0, "{ticker}");
-    // 9 built services, plus the corrupt image and the malformed spec.
-    assert_eq!(json["services"].as_array().unwrap().len(), 11);
+    // 10 built services, plus the corrupt image and the malformed spec.
+    assert_eq!(json["services"].as_array().unwrap().len(), 12);
 
     // Bad input fails only the service concerned, each with a precise reason.
     assert_eq!(
