@@ -187,3 +187,54 @@ fn offline_rebuild_uses_the_cache() {
         "{stderr}"
     );
 }
+
+#[test]
+fn system_container_images_are_reproducible() {
+    let services = source_dir().join("tests/e2e/services");
+    let build = |out: &Path| {
+        let args = [
+            "build",
+            "--board",
+            "qemu-x86_64",
+            "--out",
+            out.to_str().unwrap(),
+            "--services",
+            services.to_str().unwrap(),
+        ];
+        let output = brig(&args, &[]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    build(first.path());
+    build(second.path());
+    let images = std::fs::read_dir(first.path().join("containers")).unwrap();
+    let mut compared = 0;
+    for image in images {
+        let name = image.unwrap().file_name();
+        let a = std::fs::read(first.path().join("containers").join(&name)).unwrap();
+        let b = std::fs::read(second.path().join("containers").join(&name)).unwrap();
+        assert!(a == b, "{name:?} differs between two builds");
+        compared += 1;
+    }
+    assert!(compared >= 10, "only {compared} images");
+    let a = std::fs::read(first.path().join("initramfs.img")).unwrap();
+    let b = std::fs::read(second.path().join("initramfs.img")).unwrap();
+    assert!(
+        a == b,
+        "the initramfs with services differs between two builds"
+    );
+    // The manifest lists every container with its size.
+    let m = manifest(first.path());
+    let operator = m["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "operator")
+        .unwrap();
+    assert!(operator["size"].as_u64().unwrap() > 0);
+    assert_eq!(operator["packages"][0], "busybox-static");
+}
