@@ -377,16 +377,15 @@ pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, String> {
     }
     if pid == 0 {
         drop((out_read, err_read, status_read));
-        let error = match child(
-            spec,
-            paths,
-            &mounts,
-            caps,
-            out_write.as_raw_fd(),
-            err_write.as_raw_fd(),
-        ) {
-            Err(e) => e,
-            Ok(never) => match never {},
+        // A panic here must not unwind into the copy of PID 1's event loop
+        // this child inherited: whatever happens, the child ends below.
+        let (out, err) = (out_write.as_raw_fd(), err_write.as_raw_fd());
+        let error = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            child(spec, paths, &mounts, caps, out, err)
+        })) {
+            Ok(Err(e)) => e,
+            Ok(Ok(never)) => match never {},
+            Err(_) => "internal error while setting up the container".to_string(),
         };
         let mut status = fs::File::from(status_write);
         let _ = status.write_all(error.as_bytes());
@@ -503,8 +502,11 @@ fn child(
         env.push(format!("{k}={v}"));
     }
     let envp: Vec<CString> = env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?;
-    let error = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
-    Err(format!("exec {}: {error}", spec.command[0]))
+    let program = argv.first().ok_or("the command is empty")?;
+    match nix::unistd::execve(program, &argv, &envp) {
+        Err(error) => Err(format!("exec {}: {error}", program.to_string_lossy())),
+        Ok(never) => match never {},
+    }
 }
 
 fn run_mount(op: &MountOp) -> Result<(), String> {
