@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use brig_spec::service::{capability_number, Mount, Namespace, ServiceSpec, DEFAULT_CAPABILITIES};
 use nix::mount::MsFlags;
@@ -468,6 +468,9 @@ fn child(
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         fs::write(&path, value).map_err(|e| format!("setting sysctl {key}={value}: {e}"))?;
     }
+    if !spec.privileged {
+        harden_proc()?;
+    }
     let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
     let ids = resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))?;
     switch_user(&ids, caps)?;
@@ -507,6 +510,29 @@ fn child(
         Err(error) => Err(format!("exec {}: {error}", program.to_string_lossy())),
         Ok(never) => match never {},
     }
+}
+
+/// Parts of /proc that reach beyond the container: kept read-only, or
+/// hidden behind /dev/null, as Docker and the OCI default spec do. Runs after
+/// the spec's sysctls are written.
+const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"];
+const PROC_MASKED: &[&str] = &["/proc/kcore", "/proc/keys", "/proc/timer_list"];
+
+fn harden_proc() -> Result<(), String> {
+    for path in PROC_READ_ONLY.iter().filter(|p| Path::new(p).exists()) {
+        run_mount(&MountOp::Bind {
+            source: path.into(),
+            target: path.into(),
+            recursive: true,
+            read_only: true,
+        })?;
+    }
+    for path in PROC_MASKED.iter().filter(|p| Path::new(p).exists()) {
+        let flags = MsFlags::MS_BIND;
+        nix::mount::mount(Some("/dev/null"), *path, None::<&str>, flags, None::<&str>)
+            .map_err(|e| format!("masking {path}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn run_mount(op: &MountOp) -> Result<(), String> {

@@ -244,3 +244,26 @@ fn privileged_keeps_every_capability_its_creator_holds() {
     // The host's /dev, not a private one.
     assert!(out.contains("/dev/loop-control"), "{out}");
 }
+
+#[test]
+fn sysctls_apply_inside_and_proc_is_hardened() {
+    let script = "echo fwd=$(busybox cat /proc/sys/net/ipv4/ip_forward); \
+                  echo 1 > /proc/sys/vm/overcommit_memory 2>/dev/null; echo write=$?; \
+                  echo timer_list=$(busybox wc -c < /proc/timer_list)";
+    let spec = format!(
+        "{}\nsysctls = {{ \"net.ipv4.ip_forward\" = \"1\" }}",
+        sh(script)
+    );
+    let host_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let out = stdout(&run("sysctl", &spec));
+    // Set in the container's own network namespace, not the host's.
+    assert_eq!(field(&out, "fwd="), "1");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward
+    );
+    // Host-wide sysctls cannot be written from inside, even as root.
+    assert_ne!(field(&out, "write="), "0", "{out}");
+    // Masked: on the host it has hundreds of lines.
+    assert_eq!(field(&out, "timer_list="), "0");
+}
