@@ -100,6 +100,9 @@ impl Guest {
             "--qmp",
             qmp.to_str().unwrap(),
         ];
+        // Kernel info messages could split the console lines tests read;
+        // warnings and worse (panics, "reboot: Power down") still show.
+        args.extend(["--append", "loglevel=4"]);
         for word in append {
             args.extend(["--append", word]);
         }

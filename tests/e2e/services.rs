@@ -79,13 +79,7 @@ fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
 
     add_broken_services(out.path());
 
-    // loglevel=4: kernel info messages (pids limit hits) would otherwise land
-    // in the middle of service lines on the shared console.
-    let mut guest = Guest::boot(
-        "qemu-x86_64",
-        out.path(),
-        &["brig.service_output=console", "loglevel=4"],
-    );
+    let mut guest = Guest::boot("qemu-x86_64", out.path(), &["brig.service_output=console"]);
     let serial = guest.wait_for("brig: [operator] OPERATOR-DONE", Duration::from_secs(300));
     let line = |service: &str, starts: &str| {
         said(&serial, service, starts)
