@@ -55,7 +55,16 @@ fn add_broken_services(artifacts: &std::path::Path) {
 }
 
 #[test]
-fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
+fn qemu_x86_64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
+    services_run_as_containers("qemu-x86_64");
+}
+
+#[test]
+fn qemu_aarch64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
+    services_run_as_containers("qemu-aarch64");
+}
+
+fn services_run_as_containers(board: &str) {
     let out = tempfile::tempdir().unwrap();
     let services = source_dir().join("tests/e2e/services");
     let (out_dir, services_dir) = (out.path().to_str().unwrap(), services.to_str().unwrap());
@@ -63,7 +72,7 @@ fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
         &[
             "build",
             "--board",
-            "qemu-x86_64",
+            board,
             "--out",
             out_dir,
             "--services",
@@ -79,7 +88,7 @@ fn services_run_as_containers_with_limits_readiness_restarts_and_brigctl() {
 
     add_broken_services(out.path());
 
-    let mut guest = Guest::boot("qemu-x86_64", out.path(), &["brig.service_output=console"]);
+    let mut guest = Guest::boot(board, out.path(), &["brig.service_output=console"]);
     let serial = guest.wait_for("brig: [operator] OPERATOR-DONE", Duration::from_secs(300));
     let line = |service: &str, starts: &str| {
         said(&serial, service, starts)
