@@ -1,0 +1,5 @@
+//! brig-netd, the `network` system container. This first part is the pure
+//! DHCPv4 core (wire format, leases, the RFC 2131 client state machine); the
+//! sockets, netlink and configuration come next (issue 4).
+
+pub mod dhcp4;
