@@ -3,3 +3,4 @@
 //! sockets, netlink and configuration come next (issue 4).
 
 pub mod dhcp4;
+pub mod raw_socket;

@@ -3,3 +3,4 @@
 pub mod client;
 pub mod lease;
 pub mod message;
+pub mod packet;

@@ -1,0 +1,122 @@
+//! brig-netd. For now one command, `brig-netd lease IFACE`: acquire a DHCPv4
+//! lease on IFACE over a raw socket and print it (`--release` gives it back
+//! afterwards). Configuring addresses and routes (netlink) comes next.
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use brig_netd::dhcp4::client::{Action, Client};
+use brig_netd::dhcp4::lease::Lease;
+use brig_netd::dhcp4::message::{Message, CLIENT_PORT, SERVER_PORT};
+use brig_netd::dhcp4::packet;
+use brig_netd::raw_socket::{self, RawSocket};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["lease", iface, rest @ ..] => lease(iface, rest.contains(&"--release")),
+        _ => Err("usage: brig-netd lease IFACE [--release]".to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("brig-netd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+fn lease(iface: &str, release: bool) -> Result<(), String> {
+    let (index, mac) =
+        raw_socket::interface(iface).map_err(|e| format!("interface {iface}: {e}"))?;
+    let socket = RawSocket::open(index).map_err(|e| format!("raw socket on {iface}: {e}"))?;
+    let seed = u32::from_le_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ std::process::id();
+    let mut client = Client::new(mac, seed);
+    let start = Instant::now();
+    let mut actions = client.start(start, None);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut bound = None;
+        for action in actions.drain(..) {
+            match action {
+                Action::Broadcast(m) => {
+                    send(&socket, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, &m)?
+                }
+                Action::Unicast(server, m) => send(&socket, m.ciaddr, server, &m)?,
+                Action::Configure(lease) => bound = Some(lease),
+                Action::Deconfigure(_) => {}
+            }
+        }
+        if let Some(lease) = bound {
+            print(&lease, start.elapsed());
+            if release {
+                for action in client.release(Instant::now()) {
+                    if let Action::Unicast(server, m) = action {
+                        send(&socket, m.ciaddr, server, &m)?;
+                    }
+                }
+                println!("released");
+            }
+            return Ok(());
+        }
+        if start.elapsed() > GIVE_UP {
+            return Err(format!("no lease on {iface} within {}s", GIVE_UP.as_secs()));
+        }
+        let wait = client.next_timeout().map_or(Duration::from_secs(1), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        match socket
+            .receive(&mut buf, wait)
+            .map_err(|e| format!("receiving on {iface}: {e}"))?
+        {
+            Some((n, checksum_ready)) => {
+                let Some(d) = packet::decode(&buf[..n], checksum_ready) else {
+                    continue;
+                };
+                if d.dst_port != CLIENT_PORT {
+                    continue;
+                }
+                if let Ok(m) = Message::decode(d.payload) {
+                    actions = client.receive(&m, Instant::now());
+                }
+            }
+            None => actions = client.timeout(Instant::now()),
+        }
+    }
+}
+
+fn send(socket: &RawSocket, src: Ipv4Addr, dst: Ipv4Addr, m: &Message) -> Result<(), String> {
+    let frame = packet::encode(src, dst, CLIENT_PORT, SERVER_PORT, &m.encode());
+    socket
+        .send_broadcast(&frame)
+        .map_err(|e| format!("sending: {e}"))
+}
+
+fn print(lease: &Lease, took: Duration) {
+    println!("address {}/{}", lease.address, lease.prefix);
+    println!("server {}", lease.server);
+    for r in &lease.routes {
+        println!("route {}/{} via {}", r.destination, r.prefix, r.gateway);
+    }
+    for d in &lease.dns {
+        println!("dns {d}");
+    }
+    if let Some(domain) = &lease.domain {
+        println!("domain {domain}");
+    }
+    println!(
+        "lease {}s renew {}s rebind {}s",
+        lease.lease_time.as_secs(),
+        lease.renew_after.as_secs(),
+        lease.rebind_after.as_secs()
+    );
+    println!("took {}ms", took.as_millis());
+}

@@ -1,0 +1,217 @@
+//! brig-netd's DHCPv4 client against a real DHCP server: dnsmasq in one
+//! network namespace, the client in another, joined by a veth pair. Root only;
+//! nothing leaves the namespaces this test creates.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NETD: &str = env!("CARGO_BIN_EXE_brig-netd");
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip (Debian package iproute2)");
+    assert!(status.success(), "ip {}", args.join(" "));
+}
+
+/// Two namespaces joined by a veth pair, removed on drop.
+struct Link {
+    server: String,
+    client: String,
+    dnsmasq: Option<Child>,
+    log: tempfile::NamedTempFile,
+}
+
+impl Link {
+    fn new(tag: &str) -> Link {
+        assert!(
+            nix_is_root(),
+            "these tests create network namespaces: run them as root (CI does)"
+        );
+        let id = std::process::id();
+        let (server, client) = (format!("bn-s-{tag}-{id}"), format!("bn-c-{tag}-{id}"));
+        ip(&["netns", "add", &server]);
+        ip(&["netns", "add", &client]);
+        ip(&[
+            "link", "add", "veth-s", "netns", &server, "type", "veth", "peer", "name", "veth-c",
+            "netns", &client,
+        ]);
+        ip(&[
+            "-n",
+            &server,
+            "addr",
+            "add",
+            "192.168.77.1/24",
+            "dev",
+            "veth-s",
+        ]);
+        ip(&["-n", &server, "link", "set", "veth-s", "up"]);
+        ip(&["-n", &client, "link", "set", "veth-c", "up"]);
+        Link {
+            server,
+            client,
+            dnsmasq: None,
+            log: tempfile::NamedTempFile::new().unwrap(),
+        }
+    }
+
+    fn start_dnsmasq(&mut self, extra: &[&str]) {
+        let leases = format!("{}.leases", self.log.path().display());
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.server,
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+            ])
+            .args([
+                "--interface=veth-s",
+                "--bind-interfaces",
+                "--no-ping",
+                "--log-dhcp",
+            ])
+            .arg(format!("--dhcp-leasefile={leases}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(self.log.reopen().unwrap())
+            .spawn()
+            .expect("dnsmasq (Debian package dnsmasq-base)");
+        self.dnsmasq = Some(child);
+        // dnsmasq is ready once it has said where it serves.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.server_log().contains("DHCP, sockets bound") {
+            assert!(
+                Instant::now() < deadline,
+                "dnsmasq did not start:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn lease(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.client, NETD, "lease", "veth-c"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.dnsmasq.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn a_lease_from_dnsmasq_with_routes_dns_and_release() {
+    let mut link = Link::new("full");
+    link.start_dnsmasq(&[
+        "--dhcp-range=192.168.77.50,192.168.77.99,255.255.255.0,10m",
+        "--dhcp-option=option:router,192.168.77.1",
+        "--dhcp-option=option:dns-server,192.168.77.53,192.168.77.54",
+        "--dhcp-option=option:domain-name,test.lan",
+        "--dhcp-option=option:domain-search,test.lan,example.org",
+        "--dhcp-option=option:mtu,1400",
+        "--dhcp-option=121,10.9.0.0/16,192.168.77.254,0.0.0.0/0,192.168.77.1",
+    ]);
+    let out = link.lease(&["--release"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        link.server_log()
+    );
+    let address = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("address "))
+        .unwrap();
+    let host: u8 = address
+        .trim_end_matches("/24")
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        address.starts_with("192.168.77.") && (50..=99).contains(&host),
+        "{address}"
+    );
+    assert!(stdout.contains("server 192.168.77.1\n"), "{stdout}");
+    // Option 121 wins over option 3 (RFC 3442).
+    assert!(
+        stdout.contains("route 10.9.0.0/16 via 192.168.77.254\nroute 0.0.0.0/0 via 192.168.77.1\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("dns 192.168.77.53\ndns 192.168.77.54\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("domain test.lan\n"), "{stdout}");
+    assert!(
+        stdout.contains("lease 600s renew 300s rebind 525s"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("released\n"), "{stdout}");
+    let log = link.server_log();
+    for step in [
+        "DHCPDISCOVER",
+        "DHCPOFFER",
+        "DHCPREQUEST",
+        "DHCPACK",
+        "DHCPRELEASE",
+    ] {
+        assert!(
+            log.contains(step),
+            "{step} missing from dnsmasq's log:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn a_server_that_refuses_gets_no_lease_taken() {
+    let mut link = Link::new("nak");
+    // A range of static-only addresses: dnsmasq offers nothing to unknown clients.
+    link.start_dnsmasq(&["--dhcp-range=192.168.77.0,static"]);
+    let started = Instant::now();
+    let out = Command::new("timeout")
+        .arg("15")
+        .arg("ip")
+        .args(["netns", "exec", &link.client, NETD, "lease", "veth-c"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() >= Duration::from_secs(14),
+        "gave up too early"
+    );
+    // It kept asking, with backoff, and never claimed an address.
+    let discovers = link.server_log().matches("DHCPDISCOVER").count();
+    assert!(
+        (2..=5).contains(&discovers),
+        "{discovers} DISCOVERs in 15 s:\n{}",
+        link.server_log()
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("address"));
+}
