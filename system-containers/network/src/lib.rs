@@ -3,4 +3,5 @@
 //! sockets, netlink and configuration come next (issue 4).
 
 pub mod dhcp4;
+pub mod netlink;
 pub mod raw_socket;

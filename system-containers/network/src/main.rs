@@ -1,6 +1,7 @@
 //! brig-netd. For now one command, `brig-netd lease IFACE`: acquire a DHCPv4
-//! lease on IFACE over a raw socket and print it (`--release` gives it back
-//! afterwards). Configuring addresses and routes (netlink) comes next.
+//! lease on IFACE over a raw socket and print it; `--apply` configures it on
+//! the link (netlink), `--release` gives it back afterwards. The daemon that
+//! keeps leases renewed on every interface comes next.
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use brig_netd::dhcp4::client::{Action, Client};
 use brig_netd::dhcp4::lease::Lease;
 use brig_netd::dhcp4::message::{Message, CLIENT_PORT, SERVER_PORT};
 use brig_netd::dhcp4::packet;
+use brig_netd::netlink;
 use brig_netd::raw_socket::{self, RawSocket};
 
 fn main() -> ExitCode {
@@ -20,8 +22,12 @@ fn main() -> ExitCode {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["lease", iface, rest @ ..] => lease(iface, rest.contains(&"--release")),
-        _ => Err("usage: brig-netd lease IFACE [--release]".to_string()),
+        ["lease", iface, rest @ ..] => lease(
+            iface,
+            rest.contains(&"--apply"),
+            rest.contains(&"--release"),
+        ),
+        _ => Err("usage: brig-netd lease IFACE [--apply] [--release]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,7 +40,7 @@ fn main() -> ExitCode {
 
 const GIVE_UP: Duration = Duration::from_secs(60);
 
-fn lease(iface: &str, release: bool) -> Result<(), String> {
+fn lease(iface: &str, apply: bool, release: bool) -> Result<(), String> {
     let (index, mac) =
         raw_socket::interface(iface).map_err(|e| format!("interface {iface}: {e}"))?;
     let socket = RawSocket::open(index).map_err(|e| format!("raw socket on {iface}: {e}"))?;
@@ -57,11 +63,23 @@ fn lease(iface: &str, release: bool) -> Result<(), String> {
         }
         if let Some(lease) = bound {
             print(&lease, start.elapsed());
+            let mut netlink = if apply {
+                Some(netlink::Netlink::open()?)
+            } else {
+                None
+            };
+            if let Some(nl) = &mut netlink {
+                netlink::apply(nl, index as u32, &lease)?;
+                println!("applied in {}ms", start.elapsed().as_millis());
+            }
             if release {
                 for action in client.release(Instant::now()) {
                     if let Action::Unicast(server, m) = action {
                         send(&socket, m.ciaddr, server, &m)?;
                     }
+                }
+                if let Some(nl) = &mut netlink {
+                    netlink::remove(nl, index as u32, &lease)?;
                 }
                 println!("released");
             }

@@ -215,3 +215,82 @@ fn a_server_that_refuses_gets_no_lease_taken() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("address"));
 }
+
+fn ip_output(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_lease_is_applied_to_the_link_and_removed_on_release() {
+    let mut link = Link::new("apply");
+    link.start_dnsmasq(&[
+        "--dhcp-range=192.168.77.50,192.168.77.50,255.255.255.0,10m",
+        "--dhcp-option=option:router,192.168.77.1",
+        "--dhcp-option=option:mtu,1400",
+        "--dhcp-option=121,10.9.0.0/16,192.168.77.254,0.0.0.0/0,192.168.77.1",
+    ]);
+    let out = link.lease(&["--apply"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("applied in"), "{stdout}");
+
+    let addr = ip_output(&["-n", &link.client, "-4", "addr", "show", "dev", "veth-c"]);
+    assert!(
+        addr.contains("inet 192.168.77.50/24 brd 192.168.77.255"),
+        "{addr}"
+    );
+    // The kernel counts the lease down: the address goes if it is not renewed.
+    assert!(
+        addr.contains("valid_lft 5")
+            || addr.contains("valid_lft 600")
+            || addr.contains("valid_lft 599"),
+        "{addr}"
+    );
+    let routes = ip_output(&["-n", &link.client, "-4", "route", "show"]);
+    assert!(
+        routes.contains("default via 192.168.77.1 dev veth-c proto dhcp"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.9.0.0/16 via 192.168.77.254 dev veth-c proto dhcp"),
+        "{routes}"
+    );
+    let mtu = ip_output(&["-n", &link.client, "link", "show", "dev", "veth-c"]);
+    assert!(mtu.contains("mtu 1400"), "{mtu}");
+    // The address works: the server answers a ping over it.
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &link.client,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "192.168.77.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    // Released: the address (and its routes) are gone.
+    let out = link.lease(&["--apply", "--release"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = ip_output(&["-n", &link.client, "-4", "addr", "show", "dev", "veth-c"]);
+    assert!(!addr.contains("192.168.77.50"), "{addr}");
+    assert!(!ip_output(&["-n", &link.client, "-4", "route", "show"]).contains("proto dhcp"));
+}
