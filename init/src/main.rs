@@ -258,18 +258,8 @@ impl Init {
     /// Lets the supervisor act, announces readiness, finishes a pending shutdown.
     fn supervise(&mut self) {
         let now = Instant::now();
-        for action in self.services.supervisor.tick(now) {
-            let (pipes, notes) = self.services.perform(action, now, uptime());
-            for pipe in pipes {
-                if let Err(e) = watch(&self.epoll, pipe.fd.as_fd()) {
-                    say(&format!("error: watching output of {}: {e}", pipe.service));
-                    continue;
-                }
-                self.sources
-                    .insert(pipe.fd.as_raw_fd(), Source::Output(pipe));
-            }
-            self.publish(notes);
-        }
+        let actions = self.services.supervisor.tick(now);
+        self.act(actions, now);
         if !self.announced_ready && self.services.settled() {
             self.announced_ready = true;
             let not_up: Vec<String> = self
@@ -367,11 +357,26 @@ impl Init {
         }
         say(&format!("{} ({reason})", action.verb()));
         let now = Instant::now();
-        for action in self.services.supervisor.shut_down(now) {
-            let (_, notes) = self.services.perform(action, now, uptime());
+        let actions = self.services.supervisor.shut_down(now);
+        self.act(actions, now);
+        self.pending_power = Some((action, now + SERVICES_STOP_LIMIT));
+    }
+
+    /// Carries out supervisor actions: new output pipes join the epoll set,
+    /// PID 1's notes about the services are published.
+    fn act(&mut self, actions: Vec<Action>, now: Instant) {
+        for action in actions {
+            let (pipes, notes) = self.services.perform(action, now, uptime());
+            for pipe in pipes {
+                if let Err(e) = watch(&self.epoll, pipe.fd.as_fd()) {
+                    say(&format!("error: watching output of {}: {e}", pipe.service));
+                    continue;
+                }
+                self.sources
+                    .insert(pipe.fd.as_raw_fd(), Source::Output(pipe));
+            }
             self.publish(notes);
         }
-        self.pending_power = Some((action, now + SERVICES_STOP_LIMIT));
     }
 
     /// New log lines: to followers, and to the console if asked.
@@ -559,10 +564,7 @@ impl Init {
     ) -> Response {
         match actions {
             Ok(actions) => {
-                for action in actions {
-                    let (_, notes) = self.services.perform(action, now, uptime());
-                    self.publish(notes);
-                }
+                self.act(actions, now);
                 Response::Ok { message: done }
             }
             Err(error) => Response::Error { error },

@@ -174,10 +174,6 @@ impl Supervisor {
         self.services.iter_mut().find(|s| s.spec.name == name)
     }
 
-    pub fn by_pid(&self, pid: i32) -> Option<&Service> {
-        self.services.iter().find(|s| s.pid == Some(pid))
-    }
-
     fn is_satisfied(&self, dep: &str) -> bool {
         self.get(dep)
             .is_some_and(|d| matches!(d.state, State::Running | State::Done))

@@ -97,6 +97,19 @@ impl Link {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// Runs `brig-netd lease` in the client namespace; it must succeed.
+    fn lease_ok(&self, args: &[&str]) -> String {
+        let out = self.lease(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{stderr}\nserver:\n{}",
+            self.server_log()
+        );
+        stdout
+    }
+
     fn lease(&self, args: &[&str]) -> std::process::Output {
         Command::new("ip")
             .args(["netns", "exec", &self.client, NETD, "lease", "veth-c"])
@@ -135,14 +148,7 @@ fn a_lease_from_dnsmasq_with_routes_dns_and_release() {
         "--dhcp-option=option:mtu,1400",
         "--dhcp-option=121,10.9.0.0/16,192.168.77.254,0.0.0.0/0,192.168.77.1",
     ]);
-    let out = link.lease(&["--release"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\nserver:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        link.server_log()
-    );
+    let stdout = link.lease_ok(&["--release"]);
     let address = stdout
         .lines()
         .find_map(|l| l.strip_prefix("address "))
@@ -230,13 +236,7 @@ fn a_lease_is_applied_to_the_link_and_removed_on_release() {
         "--dhcp-option=option:mtu,1400",
         "--dhcp-option=121,10.9.0.0/16,192.168.77.254,0.0.0.0/0,192.168.77.1",
     ]);
-    let out = link.lease(&["--apply"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = link.lease_ok(&["--apply"]);
     assert!(stdout.contains("applied in"), "{stdout}");
 
     let addr = ip_output(&["-n", &link.client, "-4", "addr", "show", "dev", "veth-c"]);
@@ -284,12 +284,7 @@ fn a_lease_is_applied_to_the_link_and_removed_on_release() {
     );
 
     // Released: the address (and its routes) are gone.
-    let out = link.lease(&["--apply", "--release"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    link.lease_ok(&["--apply", "--release"]);
     let addr = ip_output(&["-n", &link.client, "-4", "addr", "show", "dev", "veth-c"]);
     assert!(!addr.contains("192.168.77.50"), "{addr}");
     assert!(!ip_output(&["-n", &link.client, "-4", "route", "show"]).contains("proto dhcp"));
