@@ -1,4 +1,5 @@
 //! Types shared by the host tool (`brig`), PID 1 (`brig-init`) and `brigctl`.
 
 pub mod control;
+pub mod network;
 pub mod service;
