@@ -66,6 +66,18 @@ pub struct Match {
     pub driver: Option<String>,
 }
 
+impl Match {
+    pub fn matches(&self, name: &str, mac: &[u8; 6], driver: Option<&str>) -> bool {
+        self.name
+            .as_deref()
+            .is_none_or(|p| crate::glob::glob_match(p.as_bytes(), name.as_bytes()))
+            && self.mac.is_none_or(|m| &m == mac)
+            && self.driver.as_deref().is_none_or(|d| {
+                driver.is_some_and(|have| crate::glob::glob_match(d.as_bytes(), have.as_bytes()))
+            })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BondMode {

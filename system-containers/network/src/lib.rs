@@ -4,4 +4,6 @@
 
 pub mod dhcp4;
 pub mod netlink;
+pub mod plan;
 pub mod raw_socket;
+pub mod resolv;

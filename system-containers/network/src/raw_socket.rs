@@ -64,6 +64,7 @@ impl RawSocket {
                 std::mem::size_of::<libc::c_int>() as u32,
             )
         };
+        attach_dhcp_client_filter(&fd)?;
         Ok(RawSocket { fd, ifindex })
     }
 
@@ -142,6 +143,48 @@ impl RawSocket {
             }
         }
         Ok(Some((n as usize, complete)))
+    }
+}
+
+/// Keeps only unfragmented UDP to port 68 in the kernel: without it every IP
+/// packet on the interface would wake the daemon while the socket is open.
+fn attach_dhcp_client_filter(fd: &OwnedFd) -> io::Result<()> {
+    // Classic BPF over the IPv4 header (SOCK_DGRAM: no link header).
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let program = [
+        op(0x30, 0, 0, 9),      // ldb [9]             IP protocol
+        op(0x15, 0, 6, 17),     // jeq #17 ? next : drop
+        op(0x28, 0, 0, 6),      // ldh [6]             flags, fragment offset
+        op(0x45, 4, 0, 0x1fff), // jset #0x1fff ? drop : next
+        op(0xb1, 0, 0, 0),      // ldxb 4*([0]&0xf)    IP header length
+        op(0x48, 0, 0, 2),      // ldh [x+2]           UDP destination port
+        op(0x15, 0, 1, 68),     // jeq #68 ? accept : drop
+        op(0x06, 0, 0, 0xffff), // accept
+        op(0x06, 0, 0, 0),      // drop
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the program outlives the call; the kernel copies it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &prog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl AsRawFd for RawSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 }
 

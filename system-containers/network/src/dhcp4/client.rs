@@ -40,7 +40,8 @@ pub enum State {
     Requesting {
         offer: Message,
     },
-    /// INIT-REBOOT: asking to keep a remembered address.
+    /// INIT-REBOOT: asking to keep a remembered address. With a lease
+    /// still held (the link came back), silence keeps it (RFC 2131 3.7).
     Rebooting {
         address: Ipv4Addr,
     },
@@ -108,16 +109,18 @@ impl Client {
 
     /// Starts acquiring: INIT-REBOOT with a remembered address, else DISCOVER.
     pub fn start(&mut self, now: Instant, remembered: Option<Ipv4Addr>) -> Vec<Action> {
-        self.started = Some(now);
-        self.tries = 0;
         match remembered {
-            Some(address) => {
-                self.state = State::Rebooting { address };
-                self.new_xid();
-                vec![self.send_request(now, Some(address), None, None)]
-            }
+            Some(address) => self.reboot(now, address),
             None => self.discover(now),
         }
+    }
+
+    fn reboot(&mut self, now: Instant, address: Ipv4Addr) -> Vec<Action> {
+        self.started = Some(now);
+        self.tries = 0;
+        self.state = State::Rebooting { address };
+        self.new_xid();
+        vec![self.send_request(now, Some(address), None, None)]
     }
 
     fn new_xid(&mut self) {
@@ -281,6 +284,15 @@ impl Client {
             }
             State::Rebooting { address } => {
                 if self.tries >= 2 {
+                    if let (Some(lease), Some(bound_at)) = (lease, bound_at) {
+                        if now < bound_at + lease.lease_time {
+                            // No answer to the check: keep using the lease
+                            // and carry on with its renewal times.
+                            self.state = State::Bound;
+                            self.timer = Some((bound_at + lease.renew_after).max(now));
+                            return Vec::new();
+                        }
+                    }
                     return self.restart(now);
                 }
                 vec![self.send_request(now, Some(address), None, None)]
@@ -312,6 +324,15 @@ impl Client {
                 self.timer = Some((now + wait).min(deadline));
                 vec![action]
             }
+        }
+    }
+
+    /// The link came back (cable plugged in again): check the lease with
+    /// the network we are now on (INIT-REBOOT); with no lease, start over.
+    pub fn link_returned(&mut self, now: Instant) -> Vec<Action> {
+        match self.lease.as_ref().map(|l| l.address) {
+            Some(address) => self.reboot(now, address),
+            None => self.discover(now),
         }
     }
 
@@ -587,6 +608,46 @@ mod tests {
         assert!(
             matches!(&actions[..], [Action::Deconfigure(old), Action::Configure(new)]
             if old.address == ADDRESS && new.address == Ipv4Addr::new(10, 0, 2, 16))
+        );
+    }
+
+    #[test]
+    fn link_back_checks_the_lease_and_keeps_it_when_nobody_answers() {
+        let t = Instant::now();
+        let mut c = bound(t, 1000);
+        let later = t + Duration::from_secs(100);
+        let request = sent(&c.link_returned(later)).clone();
+        assert_eq!(request.kind(), Some(MessageType::Request));
+        assert_eq!(request.address(code::REQUESTED_IP), Some(ADDRESS));
+        assert!(
+            request.ciaddr.is_unspecified(),
+            "INIT-REBOOT, not a renewal"
+        );
+        let mut at = c.next_timeout().unwrap();
+        let mut actions = c.timeout(at);
+        while !actions.is_empty() {
+            at = c.next_timeout().unwrap();
+            actions = c.timeout(at);
+        }
+        assert_eq!(c.state, State::Bound, "silence keeps the lease");
+        assert_eq!(c.lease.as_ref().map(|l| l.address), Some(ADDRESS));
+        assert_eq!(
+            c.next_timeout(),
+            Some(t + Duration::from_secs(500)),
+            "renewal time unchanged"
+        );
+    }
+
+    #[test]
+    fn link_back_on_another_network_drops_the_lease_on_nak() {
+        let t = Instant::now();
+        let mut c = bound(t, 1000);
+        let request = sent(&c.link_returned(t)).clone();
+        let nak = reply(&request, MessageType::Nak, 0);
+        let actions = c.receive(&nak, t);
+        assert!(
+            matches!(&actions[..], [Action::Deconfigure(l), Action::Broadcast(d)]
+            if l.address == ADDRESS && d.kind() == Some(MessageType::Discover))
         );
     }
 }
