@@ -1,7 +1,9 @@
-//! brig-netd, the `network` system container. This first part is the pure
-//! DHCPv4 core (wire format, leases, the RFC 2131 client state machine); the
-//! sockets, netlink and configuration come next (issue 4).
+//! brig-netd, the `network` system container: DHCPv4 (wire format, leases,
+//! the RFC 2131 client state machine), static configuration over rtnetlink,
+//! resolv.conf for the other containers, and the daemon that ties them
+//! together. See docs/network.md.
 
+pub mod daemon;
 pub mod dhcp4;
 pub mod netlink;
 pub mod plan;

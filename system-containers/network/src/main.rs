@@ -1,18 +1,21 @@
-//! brig-netd. For now one command, `brig-netd lease IFACE`: acquire a DHCPv4
-//! lease on IFACE over a raw socket and print it; `--apply` configures it on
-//! the link (netlink), `--release` gives it back afterwards. The daemon that
-//! keeps leases renewed on every interface comes next.
+//! brig-netd: `brig-netd run` is the network service's daemon;
+//! `brig-netd lease IFACE` acquires one DHCPv4 lease and prints it
+//! (`--apply` configures it on the link, `--release` gives it back): a
+//! debugging tool.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use brig_netd::daemon::{Daemon, Options};
 use brig_netd::dhcp4::client::{Action, Client};
 use brig_netd::dhcp4::lease::Lease;
 use brig_netd::dhcp4::message::{Message, CLIENT_PORT, SERVER_PORT};
 use brig_netd::dhcp4::packet;
 use brig_netd::netlink;
 use brig_netd::raw_socket::{self, RawSocket};
+use brig_spec::network::STATUS_SOCKET;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,12 +25,13 @@ fn main() -> ExitCode {
         .collect::<Vec<_>>()
         .as_slice()
     {
+        ["run", rest @ ..] => run(rest),
         ["lease", iface, rest @ ..] => lease(
             iface,
             rest.contains(&"--apply"),
             rest.contains(&"--release"),
         ),
-        _ => Err("usage: brig-netd lease IFACE [--apply] [--release]".to_string()),
+        _ => Err(USAGE.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -36,6 +40,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+const USAGE: &str =
+    "usage: brig-netd run [--config FILE] [--state DIR] [--dns DIR] [--ntp DIR] [--socket PATH]
+       brig-netd lease IFACE [--apply] [--release]";
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let mut options = Options {
+        config: Some(PathBuf::from("/etc/brig/network.yaml")),
+        state_dir: PathBuf::from("/var/lib/brig-netd"),
+        dns_dir: PathBuf::from("/run/brig/dns"),
+        ntp_dir: PathBuf::from("/run/brig/ntp"),
+        status_socket: PathBuf::from(STATUS_SOCKET),
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match *flag {
+            "--config" => options.config = Some(value),
+            "--state" => options.state_dir = value,
+            "--dns" => options.dns_dir = value,
+            "--ntp" => options.ntp_dir = value,
+            "--socket" => options.status_socket = value,
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    Daemon::new(options)?.run()
 }
 
 const GIVE_UP: Duration = Duration::from_secs(60);

@@ -102,6 +102,11 @@ impl Client {
         self.rng
     }
 
+    /// When the current lease was granted.
+    pub fn bound_at(&self) -> Option<Instant> {
+        self.bound_at
+    }
+
     /// When `timeout` should be called next.
     pub fn next_timeout(&self) -> Option<Instant> {
         self.timer
