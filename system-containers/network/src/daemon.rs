@@ -47,7 +47,8 @@ struct Dhcp {
     raw: Option<RawSocket>,
     /// Bound to the leased address: carries unicast renewals and releases.
     udp: Option<UdpSocket>,
-    started: Instant,
+    /// When acquiring started, until the first lease: for the boot log.
+    acquiring_since: Option<Instant>,
 }
 
 pub struct Daemon {
@@ -223,7 +224,7 @@ impl Daemon {
             client: Client::new(state.mac.unwrap_or_default(), seed(&state)),
             raw: None,
             udp: None,
-            started: Instant::now(),
+            acquiring_since: None,
         });
         let index = state.index;
         let carrier = state.carrier;
@@ -304,7 +305,7 @@ impl Daemon {
         let now = Instant::now();
         let actions = match d.client.state {
             State::Init => {
-                d.started = now;
+                d.acquiring_since = Some(now);
                 let remembered = m
                     .state
                     .mac
@@ -385,7 +386,11 @@ impl Daemon {
                     }
                 }
                 Action::Configure(lease) => {
-                    let took = d.started.elapsed();
+                    let took = d
+                        .acquiring_since
+                        .take()
+                        .map(|t| format!(", {} ms after the link came up", t.elapsed().as_millis()))
+                        .unwrap_or_default();
                     let mut routes = netlink::lease_routes(&lease, overrides.route_metric);
                     if !overrides.use_routes {
                         routes.clear();
@@ -402,12 +407,11 @@ impl Daemon {
                     }
                     match result {
                         Ok(()) => say(&format!(
-                            "{name}: bound {}/{} from {} for {}s ({} ms after start)",
+                            "{name}: bound {}/{} from {} for {}s{took}",
                             lease.address,
                             lease.prefix,
                             lease.server,
                             lease.lease_time.as_secs(),
-                            took.as_millis()
                         )),
                         Err(e) => say(&format!("{name}: applying the lease: {e}")),
                     }

@@ -2,139 +2,12 @@
 //! network namespace, the client in another, joined by a veth pair. Root only;
 //! nothing leaves the namespaces this test creates.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const NETD: &str = env!("CARGO_BIN_EXE_brig-netd");
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip")
-        .args(args)
-        .status()
-        .expect("ip (Debian package iproute2)");
-    assert!(status.success(), "ip {}", args.join(" "));
-}
-
-/// Two namespaces joined by a veth pair, removed on drop.
-struct Link {
-    server: String,
-    client: String,
-    dnsmasq: Option<Child>,
-    log: tempfile::NamedTempFile,
-}
-
-impl Link {
-    fn new(tag: &str) -> Link {
-        assert!(
-            nix_is_root(),
-            "these tests create network namespaces: run them as root (CI does)"
-        );
-        let id = std::process::id();
-        let (server, client) = (format!("bn-s-{tag}-{id}"), format!("bn-c-{tag}-{id}"));
-        ip(&["netns", "add", &server]);
-        ip(&["netns", "add", &client]);
-        ip(&[
-            "link", "add", "veth-s", "netns", &server, "type", "veth", "peer", "name", "veth-c",
-            "netns", &client,
-        ]);
-        ip(&[
-            "-n",
-            &server,
-            "addr",
-            "add",
-            "192.168.77.1/24",
-            "dev",
-            "veth-s",
-        ]);
-        ip(&["-n", &server, "link", "set", "veth-s", "up"]);
-        ip(&["-n", &client, "link", "set", "veth-c", "up"]);
-        Link {
-            server,
-            client,
-            dnsmasq: None,
-            log: tempfile::NamedTempFile::new().unwrap(),
-        }
-    }
-
-    fn start_dnsmasq(&mut self, extra: &[&str]) {
-        let leases = format!("{}.leases", self.log.path().display());
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.server,
-                "dnsmasq",
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--port=0",
-            ])
-            .args([
-                "--interface=veth-s",
-                "--bind-interfaces",
-                "--no-ping",
-                "--log-dhcp",
-            ])
-            .arg(format!("--dhcp-leasefile={leases}"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(self.log.reopen().unwrap())
-            .spawn()
-            .expect("dnsmasq (Debian package dnsmasq-base)");
-        self.dnsmasq = Some(child);
-        // dnsmasq is ready once it has said where it serves.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.server_log().contains("DHCP, sockets bound") {
-            assert!(
-                Instant::now() < deadline,
-                "dnsmasq did not start:\n{}",
-                self.server_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn server_log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    /// Runs `brig-netd lease` in the client namespace; it must succeed.
-    fn lease_ok(&self, args: &[&str]) -> String {
-        let out = self.lease(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{stderr}\nserver:\n{}",
-            self.server_log()
-        );
-        stdout
-    }
-
-    fn lease(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.client, NETD, "lease", "veth-c"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.dnsmasq.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-        for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use common::{ip_output, Link, NETD};
 
 #[test]
 fn a_lease_from_dnsmasq_with_routes_dns_and_release() {
@@ -220,11 +93,6 @@ fn a_server_that_refuses_gets_no_lease_taken() {
         link.server_log()
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("address"));
-}
-
-fn ip_output(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
