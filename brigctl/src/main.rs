@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use brig_spec::control::{LogLine, Request, Response, ServiceStatus, SOCKET};
+use brig_spec::network::{NetworkStatus, STATUS_SOCKET};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -45,6 +46,13 @@ enum Command {
     Stop { service: String },
     /// Stop a service and start it again.
     Restart { service: String },
+    /// Interfaces, addresses, routes, DNS and DHCP leases (from the
+    /// network container).
+    Network {
+        /// The network container's status socket.
+        #[arg(long, default_value = STATUS_SOCKET)]
+        status_socket: PathBuf,
+    },
     /// Stop all services in order and reboot.
     Reboot,
     /// Stop all services in order and power off.
@@ -64,6 +72,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<ExitCode, String> {
     let (request, follow) = match &cli.command {
+        Command::Network { status_socket } => return network(status_socket, cli.json),
         Command::Ps => (Request::Ps, false),
         Command::Logs {
             service,
@@ -141,6 +150,100 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     Ok(code)
 }
 
+/// Asks brig-netd (not PID 1) for the network's state.
+fn network(socket: &PathBuf, json: bool) -> Result<ExitCode, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "connecting to the network container at {} (is it running? `brigctl ps`): {e}",
+            socket.display()
+        )
+    })?;
+    stream
+        .write_all(b"status\n")
+        .map_err(|e| format!("asking the network container: {e}"))?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .map_err(|e| format!("reading the network container's answer: {e}"))?;
+    let status: NetworkStatus =
+        serde_json::from_str(&reply).map_err(|e| format!("unexpected answer {reply:?}: {e}"))?;
+    if json {
+        print!("{reply}");
+    } else {
+        print!("{}", network_text(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn network_text(status: &NetworkStatus) -> String {
+    let mut out = format!(
+        "{:<12} {:<9} {:<6} {:>5}  {:<17}  {:<10} ADDRESSES\n",
+        "INTERFACE", "KIND", "STATE", "MTU", "MAC", "CONFIG"
+    );
+    for i in &status.interfaces {
+        let state = match (i.up, i.carrier) {
+            (false, _) => "down",
+            (true, false) => "no-carrier",
+            (true, true) => "up",
+        };
+        out += &format!(
+            "{:<12} {:<9} {:<6} {:>5}  {:<17}  {:<10} {}\n",
+            i.name,
+            i.kind,
+            state,
+            i.mtu,
+            i.mac,
+            i.config.as_deref().unwrap_or("-"),
+            i.addresses.join(" ")
+        );
+    }
+    let leases: Vec<_> = status
+        .interfaces
+        .iter()
+        .filter_map(|i| Some((&i.name, i.dhcp4.as_ref()?)))
+        .collect();
+    if !leases.is_empty() {
+        out += "\nDHCPv4\n";
+        for (name, l) in leases {
+            out += &format!("{name}: {}", l.state);
+            if let (Some(a), Some(s)) = (&l.address, &l.server) {
+                out += &format!(" {a} from {s}");
+            }
+            if let (Some(r), Some(e)) = (l.renew_in, l.expires_in) {
+                out += &format!(", renews in {}, expires in {}", duration(r), duration(e));
+            }
+            out += "\n";
+        }
+    }
+    out += "\nROUTES\n";
+    for r in &status.routes {
+        out += &r.destination;
+        if let Some(g) = &r.gateway {
+            out += &format!(" via {g}");
+        }
+        out += &format!(" dev {} proto {}", r.interface, r.protocol);
+        if let Some(m) = r.metric {
+            out += &format!(" metric {m}");
+        }
+        out += "\n";
+    }
+    out += &format!(
+        "\nDNS {}\n",
+        if status.dns.is_empty() {
+            "(none)".to_string()
+        } else {
+            status.dns.join(" ")
+        }
+    );
+    if !status.search.is_empty() {
+        out += &format!("SEARCH {}\n", status.search.join(" "));
+    }
+    for e in &status.config_errors {
+        out += &format!("CONFIG ERROR {e}\n");
+    }
+    out
+}
+
 fn print_services(services: &[ServiceStatus]) {
     println!(
         "{:<16} {:<11} {:>7} {:>9} {:>8} {:>9}  DETAIL",
@@ -192,6 +295,61 @@ fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_status_as_text() {
+        use brig_spec::network::{InterfaceStatus, LeaseStatus, RouteStatus};
+        let status = NetworkStatus {
+            interfaces: vec![InterfaceStatus {
+                name: "eth0".into(),
+                mac: "52:54:00:12:34:56".into(),
+                kind: "ethernet".into(),
+                up: true,
+                carrier: true,
+                mtu: 1500,
+                addresses: vec!["10.0.2.15/24".into()],
+                config: Some("default".into()),
+                dhcp4: Some(LeaseStatus {
+                    state: "bound".into(),
+                    address: Some("10.0.2.15/24".into()),
+                    server: Some("10.0.2.2".into()),
+                    renew_in: Some(43_000),
+                    rebind_in: Some(75_000),
+                    expires_in: Some(86_000),
+                }),
+            }],
+            routes: vec![RouteStatus {
+                destination: "default".into(),
+                gateway: Some("10.0.2.2".into()),
+                interface: "eth0".into(),
+                protocol: "dhcp".into(),
+                metric: None,
+            }],
+            dns: vec!["10.0.2.3".into()],
+            search: vec![],
+            config_errors: vec!["network config: `x`: bad".into()],
+        };
+        let text = network_text(&status);
+        assert!(
+            text.contains(
+                "eth0         ethernet  up      1500  52:54:00:12:34:56  default    10.0.2.15/24"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("eth0: bound 10.0.2.15/24 from 10.0.2.2, renews in 11h, expires in 23h"),
+            "{text}"
+        );
+        assert!(
+            text.contains("default via 10.0.2.2 dev eth0 proto dhcp\n"),
+            "{text}"
+        );
+        assert!(text.contains("DNS 10.0.2.3\n"), "{text}");
+        assert!(
+            text.contains("CONFIG ERROR network config: `x`: bad"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn human_units() {

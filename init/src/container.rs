@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use brig_spec::network::DNS_DIR;
 use brig_spec::service::{capability_number, Mount, Namespace, ServiceSpec, DEFAULT_CAPABILITIES};
 use nix::mount::MsFlags;
 
@@ -163,6 +164,19 @@ pub fn plan_mounts(spec: &ServiceSpec, paths: &Paths) -> Vec<MountOp> {
         NOSUID_NODEV_NOEXEC | ro,
         "",
     ));
+    if spec.shares(Namespace::Net) {
+        // DNS as the network container keeps it, updated in place.
+        ops.push(MountOp::Bind {
+            source: DNS_DIR.into(),
+            target: at(DNS_DIR),
+            recursive: false,
+            read_only: true,
+        });
+        ops.push(MountOp::Symlink {
+            link: at("/etc/resolv.conf"),
+            points_to: format!("{DNS_DIR}/resolv.conf"),
+        });
+    }
     for m in &spec.mounts {
         ops.push(match m {
             Mount::Bind {
@@ -333,6 +347,9 @@ pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, String> {
     for sub in ["upper", "work", "root"] {
         let dir = paths.dir.join(sub);
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    if spec.shares(Namespace::Net) {
+        fs::create_dir_all(DNS_DIR).map_err(|e| format!("creating {DNS_DIR}: {e}"))?;
     }
     for m in &spec.mounts {
         if let Mount::Volume { name, .. } = m {
@@ -626,12 +643,18 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
                 Err(e) => Err(format!("creating device {}: {e}", target.display())),
             }
         }
-        MountOp::Symlink { link, points_to } => match std::os::unix::fs::symlink(points_to, link) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                Err(format!("creating symlink {}: {e}", link.display()))
+        MountOp::Symlink { link, points_to } => {
+            // Replaces what the image has there (an /etc/resolv.conf file).
+            if let Some(parent) = link.parent() {
+                let _ = fs::create_dir_all(parent);
             }
-            _ => Ok(()),
-        },
+            if fs::read_link(link).is_ok_and(|t| &t == points_to) {
+                return Ok(());
+            }
+            let _ = fs::remove_file(link);
+            std::os::unix::fs::symlink(points_to, link)
+                .map_err(|e| format!("creating symlink {}: {e}", link.display()))
+        }
     }
 }
 
@@ -847,6 +870,20 @@ mod tests {
             .unwrap();
         assert!(matches!(sys, MountOp::Mount { flags, .. } if !flags.contains(MsFlags::MS_RDONLY)));
         assert_eq!(capability_mask(&spec("privileged = true")), u64::MAX);
+    }
+
+    #[test]
+    fn host_network_services_see_the_dns_the_network_container_writes() {
+        let t = targets(&plan_mounts(&spec("host_namespaces = [\"net\"]"), &paths()));
+        assert!(t.contains(
+            &"bind /run/brig/dns /run/brig/containers/web/root/run/brig/dns ro".to_string()
+        ));
+        assert!(t.contains(
+            &"link /run/brig/containers/web/root/etc/resolv.conf /run/brig/dns/resolv.conf"
+                .to_string()
+        ));
+        let private = targets(&plan_mounts(&spec(""), &paths()));
+        assert!(!private.iter().any(|m| m.contains("resolv.conf")));
     }
 
     #[test]

@@ -173,6 +173,12 @@ fn boot() -> Result<Init, String> {
     }
     let cgroup_root = PathBuf::from(cgroup::ROOT);
     let cgroups = cgroup::is_v2(&cgroup_root).then_some(cgroup_root);
+    // Directories system containers share through bind mounts.
+    for dir in services::SHARED_DIRS {
+        if let Err(e) = fs::create_dir_all(dir) {
+            say(&format!("error: creating {dir}: {e}"));
+        }
+    }
     let mut init = Init {
         sys,
         epoll,

@@ -22,6 +22,15 @@ use crate::{cgroup, image};
 pub const IMAGES: &str = "/lib/brig/containers";
 /// Runtime state: `images/<name>` (mounted images), `containers/<name>`.
 pub const RUN: &str = "/run/brig";
+/// Runtime directories that system containers share through bind mounts:
+/// DNS and NTP sources written by the network container, its status
+/// socket, and the config PID 1 hands out.
+pub const SHARED_DIRS: &[&str] = &[
+    brig_spec::network::DNS_DIR,
+    brig_spec::network::NTP_DIR,
+    "/run/brig/network",
+    "/run/brig/config",
+];
 /// Named volumes (moved to the state partition when there is one).
 pub const VOLUMES: &str = "/var/lib/brig/volumes";
 
