@@ -171,8 +171,16 @@ fn services_run_as_containers(board: &str) {
         .find(|s| s["name"] == "ticker")
         .unwrap();
     assert!(ticker["memory_bytes"].as_u64().unwrap() > 0, "{ticker}");
-    // 10 built services, plus the corrupt image and the malformed spec.
-    assert_eq!(json["services"].as_array().unwrap().len(), 12);
+    // 10 built services, the system containers, plus the corrupt image and
+    // the malformed spec.
+    let system_containers = std::fs::read_dir(source_dir().join("system-containers"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("service.toml").exists())
+        .count();
+    assert_eq!(
+        json["services"].as_array().unwrap().len(),
+        10 + system_containers + 2
+    );
 
     // Bad input fails only the service concerned, each with a precise reason.
     assert_eq!(
