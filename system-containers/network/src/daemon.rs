@@ -17,6 +17,7 @@ use brig_spec::network::{
 use netlink_packet_route::route::RouteProtocol;
 
 use crate::dhcp4::client::{Action, Client, State};
+use crate::chrony;
 use crate::dhcp4::message::{Message, CLIENT_PORT, SERVER_PORT};
 use crate::dhcp4::packet;
 use crate::netlink::{self, LinkMonitor, LinkState, Netlink, RouteSpec};
@@ -63,6 +64,7 @@ pub struct Daemon {
     listener: UnixListener,
     signals: OwnedFd,
     dns_written: Option<String>,
+    ntp_written: Option<String>,
 }
 
 fn say(text: &str) {
@@ -99,6 +101,7 @@ impl Daemon {
             listener,
             signals: termination_signals()?,
             dns_written: None,
+            ntp_written: None,
         })
     }
 
@@ -355,6 +358,7 @@ impl Daemon {
         let name = m.state.name.clone();
         let overrides = m.assignment.settings.dhcp4_overrides.clone();
         let mut dns_changed = false;
+        let mut new_address = false;
         for action in actions {
             let Some(d) = m.dhcp.as_mut() else { return };
             match action {
@@ -421,7 +425,9 @@ impl Daemon {
                         .map(|a| a.ip())
                         != Some(IpAddr::V4(lease.address))
                     {
+                        // A new address, not a renewal: names may resolve now.
                         d.udp = None;
+                        new_address = true;
                     }
                     if let Some(mac) = m.state.mac {
                         remember_lease(&self.options.state_dir, &mac, lease.address);
@@ -443,6 +449,9 @@ impl Daemon {
         }
         if dns_changed {
             self.write_dns();
+        }
+        if new_address {
+            self.tell_chrony(chrony::Command::Refresh);
         }
     }
 
@@ -482,9 +491,28 @@ impl Daemon {
                 Ok(()) => self.dns_written = Some(text),
                 Err(e) => say(&e),
             }
-            let ntp_path = self.options.ntp_dir.join("dhcp.sources");
-            if let Err(e) = write_atomically(&ntp_path, &resolv::render_ntp_sources(&ntp)) {
-                say(&e);
+        }
+        let text = resolv::render_ntp_sources(&ntp);
+        if self.ntp_written.as_deref() != Some(&text) {
+            let path = self.options.ntp_dir.join("dhcp.sources");
+            match write_atomically(&path, &text) {
+                Ok(()) => {
+                    self.ntp_written = Some(text);
+                    self.tell_chrony(chrony::Command::ReloadSources);
+                }
+                Err(e) => say(&e),
+            }
+        }
+    }
+
+    /// Best effort: chronyd may not run (yet), and time keeps working
+    /// without the hint, only later.
+    fn tell_chrony(&self, command: chrony::Command) {
+        // The socket chronyd binds (system-containers/ntp/chrony.conf).
+        let socket = self.options.ntp_dir.join("chronyd.sock");
+        if socket.exists() {
+            if let Err(e) = chrony::send(&socket, command) {
+                say(&format!("telling chronyd to {command:?}: {e}"));
             }
         }
     }

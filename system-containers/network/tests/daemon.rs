@@ -1,6 +1,6 @@
 //! The brig-netd daemon (`brig-netd run`) against dnsmasq across network
 //! namespaces: leases applied with routes and DNS, renew, rebind, release,
-//! INIT-REBOOT after a restart, cable pulled and plugged back (also into
+//! INIT-REBOOT after a restart, DHCP's NTP servers handed to chronyd, cable pulled and plugged back (also into
 //! another network), static configuration, garbage and silent servers.
 //! Root only; nothing leaves the namespaces the tests create.
 
@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ip, ip_output, Link, Netd};
+use common::{ip, ip_output, Chronyd, Link, Netd};
 
 const DHCP: &str = "network:
   version: 2
@@ -53,7 +53,10 @@ fn renews_then_rebinds_to_another_server_and_releases_on_stop() {
         "--dhcp-option=option:ntp-server,192.168.77.1",
         "--dhcp-option=121,10.9.0.0/16,192.168.77.254,0.0.0.0/0,192.168.77.1",
     ]);
-    let netd = Netd::start(&link, DHCP);
+    // chronyd as the ntp container runs it, told about DHCP's NTP server.
+    let dir = tempfile::tempdir().unwrap();
+    let chronyd = Chronyd::start(&link.client, &dir.path().join("ntp"));
+    let netd = Netd::start_in(&link, DHCP, dir);
     netd.wait_for(
         "veth-c: bound 192.168.77.50/24 from 192.168.77.1",
         1,
@@ -83,6 +86,9 @@ fn renews_then_rebinds_to_another_server_and_releases_on_stop() {
     );
     let ntp = std::fs::read_to_string(netd.dir.path().join("ntp/dhcp.sources")).unwrap();
     assert!(ntp.contains("server 192.168.77.1 iburst"), "{ntp}");
+    let sources = chronyd.sources();
+    assert!(sources.contains("192.168.77.1"), "{sources}");
+    assert!(!netd.log().contains("telling chronyd"), "{}", netd.log());
     let iface = netd.interface("veth-c");
     assert_eq!(iface["config"], "client");
     assert_eq!(iface["dhcp4"]["state"], "bound");

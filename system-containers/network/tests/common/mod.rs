@@ -275,3 +275,83 @@ impl Drop for Netd {
         }
     }
 }
+
+/// chrony from Debian, unpacked by scripts/setup-host (a test peer, never a
+/// host service).
+pub fn chrony_dir() -> PathBuf {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/host-tools/chrony"
+    ));
+    assert!(
+        dir.join("usr/sbin/chronyd").exists(),
+        "no chronyd in {}: run scripts/setup-host",
+        dir.display()
+    );
+    dir
+}
+
+/// chronyd in namespace `netns` as the ntp container runs it, except that it
+/// never touches the clock (-x): reads `ntp_dir` as its sourcedir and
+/// listens for commands on `<ntp_dir>/chronyd.sock`.
+pub struct Chronyd {
+    child: Child,
+    socket: PathBuf,
+    netns: String,
+    _conf: tempfile::NamedTempFile,
+}
+
+impl Chronyd {
+    pub fn start(netns: &str, ntp_dir: &std::path::Path) -> Chronyd {
+        let socket = ntp_dir.join("chronyd.sock");
+        let mut conf = tempfile::NamedTempFile::new().unwrap();
+        use std::io::Write;
+        write!(
+            conf,
+            "cmdport 0\nport 0\nbindcmdaddress {socket}\npidfile {dir}/chronyd.pid\nsourcedir {dir}\n",
+            socket = socket.display(),
+            dir = ntp_dir.display()
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(chrony_dir().join("usr/sbin/chronyd"))
+            .args(["-x", "-d", "-u", "root", "-f"])
+            .arg(conf.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "chronyd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Chronyd {
+            child,
+            socket,
+            netns: netns.into(),
+            _conf: conf,
+        }
+    }
+
+    /// `chronyc sources` (numeric).
+    pub fn sources(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(chrony_dir().join("usr/bin/chronyc"))
+            .arg("-h")
+            .arg(&self.socket)
+            .args(["-n", "sources"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Chronyd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
