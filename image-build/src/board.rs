@@ -24,6 +24,14 @@ impl Arch {
         }
     }
 
+    /// Debian's multiarch directory name (`/usr/lib/<triplet>`).
+    pub fn multiarch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-linux-gnu",
+            Arch::Aarch64 => "aarch64-linux-gnu",
+        }
+    }
+
     /// The Rust target device binaries are built for.
     pub fn rust_target(self) -> &'static str {
         match self {

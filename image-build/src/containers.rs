@@ -20,6 +20,7 @@ use brig_spec::service::ServiceSpec;
 
 use crate::board::Board;
 use crate::host_tools;
+use crate::keep::{self, Node};
 use crate::progress::step;
 
 /// What is left out of every rootfs.
@@ -145,7 +146,9 @@ pub fn build_image(
         .spawn()
         .context("starting tar2sqfs")?;
     let stdin = child.stdin.take().context("tar2sqfs stdin")?;
-    let written = write_tar(stdin, packages.as_deref(), &ours, mtime);
+    let keep =
+        (!spec.rootfs.keep.is_empty()).then(|| (&spec.rootfs.keep[..], board.arch.multiarch()));
+    let written = write_tar(stdin, packages.as_deref(), keep, &ours, mtime);
     let status = child.wait().context("waiting for tar2sqfs")?;
     written.with_context(|| format!("streaming the rootfs of {} into tar2sqfs", spec.name))?;
     if !status.success() {
@@ -167,10 +170,12 @@ fn mode_of(path: &Path) -> u32 {
         .unwrap_or(0o644)
 }
 
-/// The package tar's entries (except those ours replace), then ours.
+/// The package tar's entries (except those ours replace; with `keep`, only
+/// the paths it keeps and needs, see keep.rs), then ours.
 fn write_tar(
     to: impl Write,
     packages: Option<&Path>,
+    keep: Option<(&[String], &str)>,
     ours: &BTreeMap<String, (u32, Vec<u8>)>,
     mtime: u32,
 ) -> Result<()> {
@@ -178,8 +183,8 @@ fn write_tar(
     if let Some(path) = packages {
         let file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut archive = tar::Archive::new(file);
-        for entry in archive.entries()? {
+        let mut entries = Vec::new();
+        for entry in tar::Archive::new(file).entries()? {
             let mut entry = entry?;
             let path = entry
                 .path()?
@@ -190,8 +195,50 @@ fn write_tar(
             if path.is_empty() || ours.contains_key(&path) {
                 continue;
             }
-            let header = entry.header().clone();
-            out.append(&header, &mut entry)?;
+            // From the entry, not its header: names past 100 bytes live in
+            // GNU extension entries the header does not carry.
+            let link = entry.link_name()?.map(|l| l.to_string_lossy().into_owned());
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data)?;
+            entries.push(PackageEntry {
+                path,
+                header: entry.header().clone(),
+                link,
+                data,
+            });
+        }
+        // mmdebstrap's extract variant does not merge /usr: trixie's
+        // packages ship everything under /usr, and programs expect the
+        // loader at /lib64 or /lib.
+        for dir in ["bin", "sbin", "lib", "lib64"] {
+            let usr = format!("usr/{dir}");
+            let has = |p: &str| entries.iter().any(|e| e.path == p);
+            if !has(dir) && has(&usr) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_mtime(mtime.into());
+                entries.push(PackageEntry {
+                    path: dir.to_string(),
+                    header,
+                    link: Some(usr),
+                    data: Vec::new(),
+                });
+            }
+        }
+        let kept = match keep {
+            Some((paths, triplet)) => Some(keep::closure(&tree_of(&entries), paths, triplet)?),
+            None => None,
+        };
+        for e in &entries {
+            if !kept.as_ref().is_none_or(|k| k.contains(&e.path)) {
+                continue;
+            }
+            let mut header = e.header.clone();
+            match &e.link {
+                Some(target) => out.append_link(&mut header, &e.path, target)?,
+                None => out.append_data(&mut header, &e.path, e.data.as_slice())?,
+            }
         }
     }
     for (path, (mode, data)) in ours {
@@ -206,6 +253,34 @@ fn write_tar(
     }
     out.into_inner()?.flush()?;
     Ok(())
+}
+
+/// An entry of the cached package tar, read into memory.
+struct PackageEntry {
+    path: String,
+    header: tar::Header,
+    /// Symlink or hard link target.
+    link: Option<String>,
+    data: Vec<u8>,
+}
+
+/// The package tar as a tree for keep::closure.
+fn tree_of(entries: &[PackageEntry]) -> BTreeMap<String, Node> {
+    entries
+        .iter()
+        .map(|e| {
+            let node = match (e.header.entry_type(), &e.link) {
+                (tar::EntryType::Directory, _) => Node::Dir,
+                // A hard link names its target from the root.
+                (tar::EntryType::Link, Some(l)) => {
+                    Node::Symlink(format!("/{}", l.trim_start_matches("./")))
+                }
+                (_, Some(l)) => Node::Symlink(l.clone()),
+                _ => Node::File(e.data.clone()),
+            };
+            (e.path.clone(), node)
+        })
+        .collect()
 }
 
 /// The cached, trimmed tarball of `packages` for the board's arch and suite;
@@ -342,7 +417,7 @@ mod tests {
         b.into_inner().unwrap();
         let ours = BTreeMap::from([("etc/motd".to_string(), (0o644, b"brig".to_vec()))]);
         let mut stream = Vec::new();
-        write_tar(&mut stream, Some(&packages), &ours, 42).unwrap();
+        write_tar(&mut stream, Some(&packages), None, &ours, 42).unwrap();
         let mut seen = Vec::new();
         for entry in tar::Archive::new(stream.as_slice()).entries().unwrap() {
             let mut entry = entry.unwrap();

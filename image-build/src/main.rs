@@ -6,6 +6,7 @@ mod containers;
 mod debian;
 mod host_tools;
 mod initramfs;
+mod keep;
 mod kernel_config;
 mod kernel_modules;
 mod progress;

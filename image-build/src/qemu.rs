@@ -43,6 +43,10 @@ pub struct RunOptions {
     /// Extra kernel command line words (e.g. brig.hostname=node1).
     #[arg(long, value_name = "WORD")]
     pub append: Vec<String>,
+    /// Start the guest's clock at this UTC date (2001-01-01 or
+    /// 2001-01-01T12:00:00) instead of now: to watch NTP set it.
+    #[arg(long, value_name = "DATE")]
+    pub rtc_base: Option<String>,
 }
 
 /// The QEMU command line (without the binary).
@@ -88,6 +92,9 @@ pub fn arguments(
         "-display".into(),
         "none".into(),
     ];
+    if let Some(date) = &opts.rtc_base {
+        args.extend(["-rtc".into(), format!("base={date}")]);
+    }
     let log = opts.serial_log.as_ref().map(|p| p.display().to_string());
     if opts.headless {
         // Without a log, the serial output is discarded.
@@ -289,6 +296,7 @@ mod tests {
             accel: Accel::Auto,
             no_reboot: false,
             append: vec![],
+            rtc_base: None,
         }
     }
 
@@ -326,6 +334,7 @@ mod tests {
             qmp: Some("/tmp/q.sock".into()),
             no_reboot: true,
             append: vec!["brig.hostname=t1".into()],
+            rtc_base: Some("2001-01-01".into()),
             ..options()
         };
         let args = args_for("qemu-aarch64", &opts, false);
@@ -341,6 +350,8 @@ mod tests {
         assert!(value_of(&args, "-append").starts_with("console=ttyAMA0"));
         assert!(value_of(&args, "-append").ends_with(" brig.hostname=t1"));
         assert!(args.contains(&"-no-reboot".to_string()));
+        assert_eq!(value_of(&args, "-rtc"), "base=2001-01-01");
+        assert!(!args_for("qemu-aarch64", &options(), false).contains(&"-rtc".to_string()));
     }
 
     #[test]

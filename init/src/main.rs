@@ -174,8 +174,10 @@ fn boot() -> Result<Init, String> {
     let cgroup_root = PathBuf::from(cgroup::ROOT);
     let cgroups = cgroup::is_v2(&cgroup_root).then_some(cgroup_root);
     // Directories system containers share through bind mounts.
-    for dir in services::SHARED_DIRS {
-        if let Err(e) = fs::create_dir_all(dir) {
+    for (dir, mode) in services::SHARED_DIRS {
+        let made = fs::create_dir_all(dir)
+            .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(*mode)));
+        if let Err(e) = made {
             say(&format!("error: creating {dir}: {e}"));
         }
     }

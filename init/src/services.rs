@@ -24,12 +24,14 @@ pub const IMAGES: &str = "/lib/brig/containers";
 pub const RUN: &str = "/run/brig";
 /// Runtime directories that system containers share through bind mounts:
 /// DNS and NTP sources written by the network container, its status
-/// socket, and the config PID 1 hands out.
-pub const SHARED_DIRS: &[&str] = &[
-    brig_spec::network::DNS_DIR,
-    brig_spec::network::NTP_DIR,
-    "/run/brig/network",
-    "/run/brig/config",
+/// socket, and the config PID 1 hands out; with their modes. The NTP one
+/// also holds chronyd's command socket, which chronyd refuses to create in a
+/// directory others can enter.
+pub const SHARED_DIRS: &[(&str, u32)] = &[
+    (brig_spec::network::DNS_DIR, 0o755),
+    (brig_spec::network::NTP_DIR, 0o750),
+    ("/run/brig/network", 0o755),
+    ("/run/brig/config", 0o755),
 ];
 /// Named volumes (moved to the state partition when there is one).
 pub const VOLUMES: &str = "/var/lib/brig/volumes";

@@ -79,6 +79,11 @@ pub struct Rootfs {
     /// Debian packages (trixie, the board's arch), with their dependencies.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// When set, only these paths of the packages (files or directories, and
+    /// the shared libraries their programs need) go into the image: a
+    /// program without the dependencies of its package's maintainer scripts.
+    #[serde(default)]
+    pub keep: Vec<String>,
     /// Our own binaries (workspace crates), cross-built and put in /usr/bin.
     #[serde(default)]
     pub binaries: Vec<String>,
@@ -369,6 +374,17 @@ impl ServiceSpec {
                 "needs packages, binaries, files or an image".into(),
             );
         }
+        if !self.rootfs.keep.is_empty() && self.rootfs.packages.is_empty() {
+            return err("rootfs.keep", "keeps paths of `packages`: list some".into());
+        }
+        for path in &self.rootfs.keep {
+            if !path.starts_with('/') || path.split('/').any(|p| p == "..") {
+                return err(
+                    "rootfs.keep",
+                    format!("{path:?} must be an absolute path without .."),
+                );
+            }
+        }
         for target in self.rootfs.files.keys() {
             if !target.starts_with('/') {
                 return err(
@@ -594,6 +610,16 @@ path = "/run/ready"
         assert!(e.contains("`limits.cpu_weight`"), "{e}");
         let e = error(&format!("{base}[readiness]\ntype = \"path\"\n"));
         assert!(e.contains("path"), "{e}");
+        let e = error(&format!("{base}keep = [\"usr/sbin/x\"]\n"));
+        assert!(
+            e.contains("`rootfs.keep`: \"usr/sbin/x\" must be an absolute path"),
+            "{e}"
+        );
+        let e = error("command = [\"/bin/true\"]\n[rootfs]\nbinaries = [\"x\"]\nkeep = [\"/x\"]\n");
+        assert!(
+            e.contains("`rootfs.keep`: keeps paths of `packages`"),
+            "{e}"
+        );
     }
 
     #[test]

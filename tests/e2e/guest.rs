@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::isolated_net::IsolatedNet;
+
 pub const BRIG: &str = env!("CARGO_BIN_EXE_brig");
 
 pub fn source_dir() -> PathBuf {
@@ -75,12 +77,19 @@ pub struct Guest {
     serial: PathBuf,
     qmp: PathBuf,
     _dir: tempfile::TempDir,
+    /// Dropped after QEMU is gone.
+    _net: IsolatedNet,
 }
 
 impl Guest {
     /// Boots `board` from `artifacts`; QEMU exits when the guest powers off or
     /// reboots (`--no-reboot`).
     pub fn boot(board: &str, artifacts: &Path, append: &[&str]) -> Guest {
+        Guest::boot_with(board, artifacts, append, &[])
+    }
+
+    /// As `boot`, with more `brig run` options.
+    pub fn boot_with(board: &str, artifacts: &Path, append: &[&str], options: &[&str]) -> Guest {
         let dir = tempfile::tempdir().unwrap();
         let serial = dir.path().join("serial.log");
         let qmp = dir.path().join("qmp.sock");
@@ -106,7 +115,10 @@ impl Guest {
         for word in append {
             args.extend(["--append", word]);
         }
-        let child = Command::new(BRIG)
+        args.extend(options);
+        let net = IsolatedNet::new();
+        let child = net
+            .command(BRIG)
             .args(&args)
             .current_dir(source_dir())
             .stdin(Stdio::null())
@@ -117,6 +129,7 @@ impl Guest {
             serial,
             qmp,
             _dir: dir,
+            _net: net,
         }
     }
 

@@ -1,8 +1,11 @@
 //! End-to-end tests: real images built by `brig build` (real Debian kernels),
-//! booted in QEMU by `brig run`, driven through the serial console and QMP.
+//! booted in QEMU by `brig run` (each in a network namespace of its own),
+//! driven through the serial console and QMP.
 //! Images are built once per board per test run and shared by the tests.
 
 mod boot;
 mod build;
 mod guest;
+mod isolated_net;
+mod network;
 mod services;

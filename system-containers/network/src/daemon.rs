@@ -16,8 +16,8 @@ use brig_spec::network::{
 };
 use netlink_packet_route::route::RouteProtocol;
 
-use crate::dhcp4::client::{Action, Client, State};
 use crate::chrony;
+use crate::dhcp4::client::{Action, Client, State};
 use crate::dhcp4::message::{Message, CLIENT_PORT, SERVER_PORT};
 use crate::dhcp4::packet;
 use crate::netlink::{self, LinkMonitor, LinkState, Netlink, RouteSpec};

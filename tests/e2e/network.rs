@@ -1,0 +1,134 @@
+//! Networking and time in a booted image: the network container takes its
+//! address from QEMU's DHCP server, names resolve through the DNS it hands
+//! out, and the ntp container sets a clock that starts in 2001 from an NTP
+//! server (the test's, see isolated_net.rs). A `netcheck` service looks at
+//! all this from a host-network container with brigctl, busybox and chronyc.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::guest::{brig, source_dir, Guest};
+
+#[test]
+fn qemu_x86_64_gets_an_address_resolves_names_and_sets_its_clock_from_ntp() {
+    network_and_time("qemu-x86_64");
+}
+
+#[test]
+fn qemu_aarch64_gets_an_address_resolves_names_and_sets_its_clock_from_ntp() {
+    network_and_time("qemu-aarch64");
+}
+
+/// What `service` printed after `marker ` on the console.
+fn said<'a>(serial: &'a str, service: &str, marker: &str) -> &'a str {
+    let prefix = format!("brig: [{service}] {marker} ");
+    serial
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|l| l.rsplit_once(" [t=").map_or(l, |(text, _)| text))
+        .unwrap_or_else(|| panic!("no {marker} from {service} on the console:\n{serial}"))
+}
+
+/// The boot time PID 1 stamped on the first console line containing `needle`.
+fn stamp(serial: &str, needle: &str) -> f64 {
+    let line = serial
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not on the console:\n{serial}"));
+    line.rsplit_once("[t=")
+        .and_then(|(_, t)| t.trim_end_matches("s]").parse().ok())
+        .unwrap_or_else(|| panic!("no time stamp in {line:?}"))
+}
+
+fn network_and_time(board: &str) {
+    let out = tempfile::tempdir().unwrap();
+    let services = source_dir().join("tests/e2e/network-services");
+    let build = brig(
+        &[
+            "build",
+            "--board",
+            board,
+            "--out",
+            out.path().to_str().unwrap(),
+            "--services",
+            services.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+
+    // The clock starts in 2001, as a Raspberry Pi's would start in 1970.
+    let mut guest = Guest::boot_with(
+        board,
+        out.path(),
+        &["brig.service_output=console"],
+        &["--rtc-base", "2001-01-01"],
+    );
+    let serial = guest.wait_for("brig: [netcheck] NETCHECK-DONE", Duration::from_secs(300));
+
+    // The lease from QEMU's DHCP server, applied: address, route, DNS.
+    let bound = "brig: [network] brig-netd: eth0: bound 10.0.2.15/24 from 10.0.2.2";
+    assert!(serial.contains(bound), "{serial}");
+    let table: Vec<&str> = serial
+        .lines()
+        .skip_while(|l| !l.contains("[netcheck] NETWORK-BEGIN"))
+        .take_while(|l| !l.contains("[netcheck] NETWORK-END"))
+        .collect();
+    let table = table.join("\n");
+    for expected in [
+        "] eth0 ",
+        "10.0.2.15/24",
+        "eth0: bound 10.0.2.15/24 from 10.0.2.2, renews in",
+        "default via 10.0.2.2 dev eth0 proto dhcp",
+        "DNS 10.0.2.3",
+    ] {
+        assert!(table.contains(expected), "{expected:?} not in:\n{table}");
+    }
+    let status: serde_json::Value = serde_json::from_str(said(&serial, "netcheck", "JSON"))
+        .unwrap_or_else(|e| panic!("brigctl network --json: {e}\n{serial}"));
+    let eth0 = status["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "eth0")
+        .unwrap_or_else(|| panic!("no eth0 in {status}"));
+    assert_eq!(eth0["dhcp4"]["state"], "bound", "{eth0}");
+    assert_eq!(eth0["dhcp4"]["address"], "10.0.2.15/24", "{eth0}");
+    assert_eq!(status["dns"][0], "10.0.2.3", "{status}");
+
+    // Names resolve through the DNS the lease named (QEMU's proxy, here
+    // answered by the test's dnsmasq).
+    let lookup = said(&serial, "netcheck", "LOOKUP");
+    assert!(lookup.contains("192.0.2.77"), "{lookup}");
+
+    // The ntp container is up before `brig: ready`; it found the default
+    // pool through that DNS, and stepped the clock from 2001 to now.
+    assert!(stamp(&serial, "brig: [ntp] ready") <= stamp(&serial, "brig: ready"));
+    let tracking = said(&serial, "netcheck", "TRACKING");
+    assert!(
+        tracking.contains("Reference ID : 0A000202") && tracking.contains("Leap status : Normal"),
+        "{tracking}"
+    );
+    assert!(serial.contains("System clock was stepped"), "{serial}");
+    let guest_clock: i64 = said(&serial, "netcheck", "CLOCK").parse().unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - guest_clock).abs() < 600,
+        "guest clock {guest_clock}, host {now}"
+    );
+
+    // Figures for the record (not assertions): netd start to address, and
+    // its resident memory.
+    let took = stamp(&serial, bound) - stamp(&serial, "brig: [network] started");
+    eprintln!(
+        "{board}: network started -> eth0 bound: {:.0} ms; brig-netd {}",
+        took * 1000.0,
+        said(&serial, "netcheck", "NETD-RSS")
+    );
+}
