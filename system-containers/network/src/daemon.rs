@@ -3,7 +3,7 @@
 //! resolv.conf and the DHCP NTP servers, answers status requests, and
 //! releases its leases on SIGTERM.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use brig_spec::network::{
-    format_mac, InterfaceStatus, LeaseStatus, NetworkConfig, NetworkStatus, RouteStatus, Settings,
+    format_mac, DeviceKind, InterfaceStatus, LeaseStatus, NetworkConfig, NetworkStatus,
+    RouteStatus, Settings,
 };
 use netlink_packet_route::route::RouteProtocol;
 
@@ -65,6 +66,11 @@ pub struct Daemon {
     signals: OwnedFd,
     dns_written: Option<String>,
     ntp_written: Option<String>,
+    /// Bonds, bridges and VLANs already created (or that failed): each is
+    /// tried once, not at every link event.
+    virtual_tried: BTreeSet<String>,
+    /// (port, master) pairs tried likewise.
+    ports_tried: BTreeSet<(u32, u32)>,
 }
 
 fn say(text: &str) {
@@ -102,6 +108,8 @@ impl Daemon {
             signals: termination_signals()?,
             dns_written: None,
             ntp_written: None,
+            virtual_tried: BTreeSet::new(),
+            ports_tried: BTreeSet::new(),
         })
     }
 
@@ -111,6 +119,7 @@ impl Daemon {
         for link in self.netlink.links()? {
             self.link_seen(link);
         }
+        self.reconcile_virtual();
         self.write_dns();
         say("running");
         let mut buf = vec![0u8; 4096];
@@ -165,6 +174,7 @@ impl Daemon {
                 for index in removed {
                     self.link_removed(index);
                 }
+                self.reconcile_virtual();
             }
             if fds[2].revents != 0 {
                 self.serve_status();
@@ -200,7 +210,24 @@ impl Daemon {
     fn link_seen(&mut self, state: LinkState) {
         if let Some(m) = self.links.get_mut(&state.index) {
             let was = m.state.carrier;
+            let mac_changed = m.state.mac != state.mac;
             m.state = state.clone();
+            // A bridge or bond takes its first port's MAC: the DHCP client's
+            // identity changes, and answers go to the new address.
+            if let (true, Some(d), Some(mac)) = (mac_changed, m.dhcp.as_mut(), state.mac) {
+                if d.client.lease.is_none() {
+                    say(&format!(
+                        "{}: MAC address now {}; asking DHCP again",
+                        state.name,
+                        format_mac(&mac)
+                    ));
+                    d.client = Client::new(mac, seed(&state));
+                    if state.carrier {
+                        self.carrier_changed(state.index, true);
+                    }
+                    return;
+                }
+            }
             if state.carrier != was {
                 self.carrier_changed(state.index, state.carrier);
             }
@@ -241,6 +268,86 @@ impl Daemon {
         );
         if carrier {
             self.carrier_changed(index, true);
+        }
+    }
+
+    /// Creates the bonds, bridges and VLANs of the config that do not exist
+    /// yet (a VLAN once its parent link is there), and makes the links of
+    /// member entries ports of their bond or bridge. Run after link changes;
+    /// the new links then arrive as link events and get their own config.
+    fn reconcile_virtual(&mut self) {
+        let all: Vec<LinkState> = self
+            .links
+            .values()
+            .map(|m| m.state.clone())
+            .chain(self.others.values().cloned())
+            .collect();
+        let named = |name: &str| all.iter().find(|l| l.name == name).map(|l| l.index);
+        // The link a config entry stands for: the one it claimed, or for a
+        // bond or bridge the one of that name.
+        let link_of = |entry: &str| {
+            self.links
+                .iter()
+                .find(|(_, m)| m.assignment.entry.as_deref() == Some(entry))
+                .map(|(i, _)| *i)
+                .or_else(|| named(entry))
+        };
+        let mut create = Vec::new();
+        for d in plan::virtual_devices(&self.config) {
+            if named(&d.id).is_some() || self.virtual_tried.contains(&d.id) {
+                continue;
+            }
+            let parent = match &d.kind {
+                DeviceKind::Vlan { link, .. } => match link_of(link) {
+                    Some(index) => Some(index),
+                    None => continue,
+                },
+                _ => None,
+            };
+            create.push((d.clone(), parent));
+        }
+        let mut ports = Vec::new();
+        for (index, m) in &self.links {
+            let Some(entry) = &m.assignment.entry else {
+                continue;
+            };
+            let Some(master) = plan::master_of(&self.config, entry) else {
+                continue;
+            };
+            let Some(master_index) = named(&master.id) else {
+                continue;
+            };
+            if m.state.master != Some(master_index)
+                && !self.ports_tried.contains(&(*index, master_index))
+            {
+                let primary = matches!(&master.kind,
+                    DeviceKind::Bond { primary: Some(p), .. } if p == entry);
+                ports.push((
+                    *index,
+                    m.state.name.clone(),
+                    master_index,
+                    master.id.clone(),
+                    primary,
+                ));
+            }
+        }
+        for (device, parent) in create {
+            self.virtual_tried.insert(device.id.clone());
+            match self.netlink.create_link(&device.id, &device.kind, parent) {
+                Ok(()) => say(&format!("{}: created", device.id)),
+                Err(e) => say(&format!("{}: {e}", device.id)),
+            }
+        }
+        for (index, name, master, master_name, primary) in ports {
+            self.ports_tried.insert((index, master));
+            let mut result = self.netlink.set_master(index, master);
+            if primary {
+                result = result.and_then(|()| self.netlink.set_bond_primary(master, index));
+            }
+            match result {
+                Ok(()) => say(&format!("{name}: port of {master_name}")),
+                Err(e) => say(&format!("{name}: {e}")),
+            }
         }
     }
 

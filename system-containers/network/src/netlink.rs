@@ -5,15 +5,16 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, RawFd};
 
-use brig_spec::network::Cidr;
+use brig_spec::network::{BondMode, Cidr, DeviceKind};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
 use netlink_packet_route::link::{
-    InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+    BondLacpRate, BondMode as KernelBondMode, BridgeStpState, InfoBond, InfoBridge, InfoData,
+    InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -49,6 +50,8 @@ pub struct LinkState {
     pub up: bool,
     pub carrier: bool,
     pub mtu: u32,
+    /// The bond or bridge it is a port of.
+    pub master: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,6 +279,105 @@ impl Netlink {
         )
     }
 
+    /// Creates the bond, bridge or VLAN `name` (a VLAN on link `parent`).
+    pub fn create_link(
+        &mut self,
+        name: &str,
+        kind: &DeviceKind,
+        parent: Option<u32>,
+    ) -> Result<(), String> {
+        let (info_kind, data) = match kind {
+            DeviceKind::Bond {
+                mode,
+                mii_monitor_ms,
+                lacp_fast,
+                ..
+            } => {
+                let mut options = vec![
+                    InfoBond::Mode(KernelBondMode::from(mode.kernel_value())),
+                    InfoBond::MiiMon(*mii_monitor_ms),
+                ];
+                if *mode == BondMode::Lacp {
+                    options.push(InfoBond::AdLacpRate(if *lacp_fast {
+                        BondLacpRate::Fast
+                    } else {
+                        BondLacpRate::Slow
+                    }));
+                }
+                (InfoKind::Bond, InfoData::Bond(options))
+            }
+            DeviceKind::Bridge {
+                stp,
+                forward_delay_s,
+                ..
+            } => {
+                let mut options = vec![InfoBridge::StpState(if *stp {
+                    BridgeStpState::KernelStp
+                } else {
+                    BridgeStpState::Disabled
+                })];
+                // The kernel counts in hundredths of a second (USER_HZ).
+                options.extend(forward_delay_s.map(|s| InfoBridge::ForwardDelay(s * 100)));
+                (InfoKind::Bridge, InfoData::Bridge(options))
+            }
+            DeviceKind::Vlan { vlan_id, .. } => {
+                (InfoKind::Vlan, InfoData::Vlan(vec![InfoVlan::Id(*vlan_id)]))
+            }
+            DeviceKind::Ethernet { .. } => return Err(format!("{name} is not a virtual device")),
+        };
+        let mut link = LinkMessage::default();
+        link.attributes.push(LinkAttribute::IfName(name.into()));
+        if let Some(parent) = parent {
+            link.attributes.push(LinkAttribute::Link(parent));
+        }
+        link.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(info_kind),
+            LinkInfo::Data(data),
+        ]));
+        self.request(
+            RouteNetlinkMessage::NewLink(link),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &format!("creating {name}"),
+        )
+    }
+
+    /// Makes link `index` a port of bond or bridge `master`. Bonds take only
+    /// ports that are down; the bond brings them up, a bridge does not.
+    pub fn set_master(&mut self, index: u32, master: u32) -> Result<(), String> {
+        let mut down = LinkMessage::default();
+        down.header.index = index;
+        down.header.change_mask = LinkFlags::Up;
+        self.request(
+            RouteNetlinkMessage::SetLink(down),
+            0,
+            &format!("taking link {index} down"),
+        )?;
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.attributes.push(LinkAttribute::Controller(master));
+        self.request(
+            RouteNetlinkMessage::SetLink(link),
+            0,
+            &format!("adding link {index} to link {master}"),
+        )?;
+        self.link_up(index, None)
+    }
+
+    /// Sets a bond's primary port.
+    pub fn set_bond_primary(&mut self, bond: u32, port: u32) -> Result<(), String> {
+        let mut link = LinkMessage::default();
+        link.header.index = bond;
+        link.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bond),
+            LinkInfo::Data(InfoData::Bond(vec![InfoBond::Primary(port)])),
+        ]));
+        self.request(
+            RouteNetlinkMessage::SetLink(link),
+            0,
+            &format!("making link {port} the primary port of bond {bond}"),
+        )
+    }
+
     pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<(), String> {
         let mut link = LinkMessage::default();
         link.header.index = index;
@@ -405,6 +507,7 @@ fn link_state(link: &LinkMessage) -> LinkState {
             LinkAttribute::IfName(name) => state.name = name.clone(),
             LinkAttribute::Address(bytes) => state.mac = bytes.as_slice().try_into().ok(),
             LinkAttribute::Mtu(mtu) => state.mtu = *mtu,
+            LinkAttribute::Controller(master) => state.master = Some(*master),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(kind) = info {

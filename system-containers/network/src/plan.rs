@@ -1,7 +1,7 @@
 //! Which configuration each link gets: pure, from the network config and
 //! what the kernel reports about the link.
 
-use brig_spec::network::{DeviceKind, NetworkConfig, Settings};
+use brig_spec::network::{Device, DeviceKind, NetworkConfig, Settings};
 
 /// What the daemon knows of a link when deciding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +40,20 @@ impl Assignment {
     }
 }
 
-/// The assignment for one link: the first `ethernets:` entry (in document
-/// order) that matches it; otherwise, for a physical link, the default.
+/// The assignment for one link: a bond, bridge or VLAN is the entry of its
+/// name; an Ethernet link the first `ethernets:` entry (in document order)
+/// that matches it; otherwise, for a physical link, the default.
 pub fn assign(config: &NetworkConfig, link: &LinkInfo) -> Option<Assignment> {
+    if let Some(d) = config
+        .devices
+        .iter()
+        .find(|d| d.id == link.name && !matches!(d.kind, DeviceKind::Ethernet { .. }))
+    {
+        return Some(Assignment {
+            entry: Some(d.id.clone()),
+            settings: d.settings.clone(),
+        });
+    }
     if !link.ethernet {
         return None;
     }
@@ -60,6 +71,28 @@ pub fn assign(config: &NetworkConfig, link: &LinkInfo) -> Option<Assignment> {
         None if link.physical => Some(Assignment::default_dhcp()),
         None => None,
     }
+}
+
+/// The bonds and bridges to create, then the VLANs (which may sit on a bond).
+pub fn virtual_devices(config: &NetworkConfig) -> impl Iterator<Item = &Device> {
+    let kind = |d: &&Device| match d.kind {
+        DeviceKind::Ethernet { .. } => 2,
+        DeviceKind::Bond { .. } | DeviceKind::Bridge { .. } => 0,
+        DeviceKind::Vlan { .. } => 1,
+    };
+    let mut devices: Vec<&Device> = config.devices.iter().filter(|d| kind(d) < 2).collect();
+    devices.sort_by_key(kind);
+    devices.into_iter()
+}
+
+/// The bond or bridge whose `interfaces` list config entry `entry`.
+pub fn master_of<'a>(config: &'a NetworkConfig, entry: &str) -> Option<&'a Device> {
+    config.devices.iter().find(|d| match &d.kind {
+        DeviceKind::Bond { interfaces, .. } | DeviceKind::Bridge { interfaces, .. } => {
+            interfaces.iter().any(|i| i == entry)
+        }
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -134,5 +167,46 @@ ethernets:
         );
         veth.name = "veth9".into();
         assert_eq!(assign(&c, &veth), None);
+    }
+
+    #[test]
+    fn bonds_bridges_and_vlans_claim_their_members_and_their_own_links() {
+        let c = config(
+            "version: 2
+ethernets:
+  port1: {match: {name: 'ens3'}}
+  port2: {match: {name: 'ens4'}}
+  lan: {match: {name: 'ens5'}}
+bonds:
+  bond0:
+    interfaces: [port1, port2]
+    parameters: {mode: active-backup, primary: port1}
+    dhcp4: true
+bridges:
+  br0: {interfaces: [lan], addresses: [10.1.0.1/24]}
+vlans:
+  bond0.42: {id: 42, link: bond0, addresses: [10.42.0.2/24]}
+",
+        );
+        let order: Vec<&str> = virtual_devices(&c).map(|d| d.id.as_str()).collect();
+        assert_eq!(order, ["bond0", "br0", "bond0.42"]);
+        assert_eq!(master_of(&c, "port2").unwrap().id, "bond0");
+        assert_eq!(master_of(&c, "lan").unwrap().id, "br0");
+        assert!(master_of(&c, "bond0").is_none());
+
+        // A member is claimed by its entry: no default DHCP on it.
+        let port = assign(&c, &link("ens4", true)).unwrap();
+        assert_eq!(port.entry.as_deref(), Some("port2"));
+        assert!(!port.settings.dhcp4);
+        // The bond's own link, which is not an Ethernet one to match.
+        let mut bond = link("bond0", false);
+        bond.ethernet = false;
+        let a = assign(&c, &bond).unwrap();
+        assert_eq!(a.entry.as_deref(), Some("bond0"));
+        assert!(a.settings.dhcp4);
+        bond.name = "bond0.42".into();
+        assert_eq!(assign(&c, &bond).unwrap().settings.addresses.len(), 1);
+        bond.name = "bond1".into();
+        assert_eq!(assign(&c, &bond), None);
     }
 }

@@ -23,6 +23,8 @@ pub struct Link {
     pub client: String,
     dnsmasq: Option<Child>,
     log: tempfile::NamedTempFile,
+    /// Where dnsmasq serves DHCP in the server namespace.
+    pub dhcp_interface: String,
 }
 
 impl Link {
@@ -55,7 +57,38 @@ impl Link {
             client,
             dnsmasq: None,
             log: tempfile::NamedTempFile::new().unwrap(),
+            dhcp_interface: "veth-s".into(),
         }
+    }
+
+    /// A second cable between the namespaces: veth-s2 to veth-c2.
+    pub fn second_pair(&self) {
+        ip(&[
+            "link",
+            "add",
+            "veth-s2",
+            "netns",
+            &self.server,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-c2",
+            "netns",
+            &self.client,
+        ]);
+        ip(&["-n", &self.server, "link", "set", "veth-s2", "up"]);
+        ip(&["-n", &self.client, "link", "set", "veth-c2", "up"]);
+    }
+
+    /// `command` run in the client namespace, its output.
+    pub fn client_output(&self, command: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client])
+            .args(command)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn start_dnsmasq(&mut self, extra: &[&str]) {
@@ -70,12 +103,8 @@ impl Link {
                 "--conf-file=/dev/null",
                 "--port=0",
             ])
-            .args([
-                "--interface=veth-s",
-                "--bind-interfaces",
-                "--no-ping",
-                "--log-dhcp",
-            ])
+            .arg(format!("--interface={}", self.dhcp_interface))
+            .args(["--bind-interfaces", "--no-ping", "--log-dhcp"])
             .arg(format!("--dhcp-leasefile={leases}"))
             .args(extra)
             .stdout(Stdio::null())
