@@ -47,6 +47,13 @@ pub struct RunOptions {
     /// 2001-01-01T12:00:00) instead of now: to watch NTP set it.
     #[arg(long, value_name = "DATE")]
     pub rtc_base: Option<String>,
+    /// Network cards, each on its own QEMU user network (netdevs net0,
+    /// net1, ...; MACs 52:54:00:12:34:56 upwards); ssh goes to the first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub nics: u8,
+    /// An extra QEMU argument, as is (repeat for several).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub qemu_arg: Vec<String>,
 }
 
 /// The QEMU command line (without the binary).
@@ -84,14 +91,27 @@ pub fn arguments(
         artifacts.join("initramfs.img").display().to_string(),
         "-append".into(),
         cmdline,
-        // User networking; ssh reachable on the host's loopback only.
-        "-netdev".into(),
-        format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", opts.ssh_port),
-        "-device".into(),
-        format!("{},netdev=net0", profile.nic),
         "-display".into(),
         "none".into(),
     ];
+    // User networking; ssh reachable on the host's loopback only.
+    for n in 0..opts.nics {
+        let forward = if n == 0 {
+            format!(",hostfwd=tcp:127.0.0.1:{}-:22", opts.ssh_port)
+        } else {
+            String::new()
+        };
+        args.extend([
+            "-netdev".into(),
+            format!("user,id=net{n}{forward}"),
+            "-device".into(),
+            format!(
+                "{},netdev=net{n},mac=52:54:00:12:34:{:02x}",
+                profile.nic,
+                0x56 + n
+            ),
+        ]);
+    }
     if let Some(date) = &opts.rtc_base {
         args.extend(["-rtc".into(), format!("base={date}")]);
     }
@@ -131,6 +151,8 @@ pub fn arguments(
         args.push("-no-reboot".into());
     }
     args.extend(profile.extra_args.iter().cloned());
+    // The user's last, so they can add to (or override) all of the above.
+    args.extend(opts.qemu_arg.iter().cloned());
     args
 }
 
@@ -297,6 +319,8 @@ mod tests {
             no_reboot: false,
             append: vec![],
             rtc_base: None,
+            nics: 1,
+            qemu_arg: vec![],
         }
     }
 
@@ -351,6 +375,21 @@ mod tests {
         assert!(value_of(&args, "-append").ends_with(" brig.hostname=t1"));
         assert!(args.contains(&"-no-reboot".to_string()));
         assert_eq!(value_of(&args, "-rtc"), "base=2001-01-01");
+        let opts = RunOptions {
+            nics: 2,
+            qemu_arg: vec![
+                "-object".into(),
+                "filter-dump,id=d,netdev=net1,file=x".into(),
+            ],
+            ..options()
+        };
+        let args = args_for("qemu-x86_64", &opts, false).join(" ");
+        assert!(
+            args.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56")
+                && args.contains("-netdev user,id=net1 -device virtio-net-pci,netdev=net1,mac=52:54:00:12:34:57")
+                && args.ends_with("-object filter-dump,id=d,netdev=net1,file=x"),
+            "{args}"
+        );
         assert!(!args_for("qemu-aarch64", &options(), false).contains(&"-rtc".to_string()));
     }
 

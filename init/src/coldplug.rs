@@ -9,6 +9,17 @@ use std::path::{Path, PathBuf};
 use crate::module_index::ModuleIndex;
 use crate::system::System;
 
+/// Module options, as distributions set them in modprobe.d: modules that
+/// would otherwise create devices of their own when loaded (a `bond0` in
+/// balance-rr mode before the network container asks for its own).
+fn options(module: &str) -> &'static str {
+    match module {
+        "bonding" => "max_bonds=0",
+        "dummy" => "numdummies=0",
+        _ => "",
+    }
+}
+
 pub struct Coldplug {
     index: ModuleIndex,
     modules_dir: PathBuf,
@@ -56,6 +67,24 @@ impl Coldplug {
         }
     }
 
+    /// Loads a module named `name` or the modules an alias `name` stands for
+    /// (modprobe's lookup). False if neither exists in the image.
+    pub fn load_alias_or_name(
+        &mut self,
+        sys: &dyn System,
+        name: &str,
+        outcome: &mut Outcome,
+    ) -> bool {
+        let modules = match self.index.load_order(name, &self.loaded) {
+            Ok(_) => vec![name.to_string()],
+            Err(_) => self.index.modules_for(name),
+        };
+        for module in &modules {
+            self.load_named(sys, module, outcome);
+        }
+        !modules.is_empty()
+    }
+
     /// Loads what `modalias` needs, once per distinct modalias.
     pub fn handle_modalias(&mut self, sys: &dyn System, modalias: &str, outcome: &mut Outcome) {
         if !self.seen.insert(modalias.to_string()) {
@@ -85,9 +114,10 @@ impl Coldplug {
     ) -> Result<(), String> {
         for path in order {
             let file = self.modules_dir.join(&path);
-            sys.load_module(&file)
+            let name = crate::module_index::module_name(&path);
+            sys.load_module(&file, options(&name))
                 .map_err(|e| format!("loading module {}: {e}", file.display()))?;
-            outcome.loaded.push(crate::module_index::module_name(&path));
+            outcome.loaded.push(name);
             self.loaded.insert(path);
         }
         Ok(())

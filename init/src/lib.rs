@@ -10,6 +10,7 @@ pub mod container;
 pub mod control;
 pub mod image;
 pub mod log_ring;
+pub mod modprobe;
 pub mod module_index;
 pub mod mounts;
 pub mod power_button;

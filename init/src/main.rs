@@ -25,7 +25,7 @@ use brig_init::control::{Client, Input};
 use brig_init::services::{Pipe, Services};
 use brig_init::supervisor::Action;
 use brig_init::system::{Linux, PowerAction, System};
-use brig_init::{cgroup, mounts, power_button, services, shutdown, switch_root, uevent};
+use brig_init::{cgroup, modprobe, mounts, power_button, services, shutdown, switch_root, uevent};
 use brig_spec::control::{LogLine, Request, Response, SOCKET};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -74,6 +74,11 @@ struct Init {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.first().is_some_and(|a| a.ends_with("modprobe")) {
+        // Run by the kernel as its module loader, not as init.
+        std::process::exit(modprobe::main(&Linux, &modules_dir(), &args[1..]));
+    }
     if std::process::id() != 1 {
         eprintln!("brig-init: this is Brig's PID 1 and only runs as the kernel's init");
         std::process::exit(1);
@@ -91,6 +96,14 @@ fn main() {
             say("recovered from an internal error; still serving");
         }
     }
+}
+
+/// The running kernel's modules in the image.
+fn modules_dir() -> PathBuf {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Path::new("/lib/modules").join(release)
 }
 
 fn boot() -> Result<Init, String> {
@@ -125,6 +138,13 @@ fn boot() -> Result<Init, String> {
                 "error: switching root: {e}; system containers cannot start"
             )),
         }
+    }
+
+    // Modules the kernel asks for later (a bond, a bridge) come through us.
+    let _ = fs::create_dir_all("/sbin");
+    let _ = fs::remove_file(modprobe::PATH);
+    if let Err(e) = std::os::unix::fs::symlink("/init", modprobe::PATH) {
+        say(&format!("error: creating {}: {e}", modprobe::PATH));
     }
 
     let cmdline = Cmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
@@ -164,10 +184,7 @@ fn boot() -> Result<Init, String> {
         }
     };
 
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (coldplug, problems) = Coldplug::from_dir(&Path::new("/lib/modules").join(&release));
+    let (coldplug, problems) = Coldplug::from_dir(&modules_dir());
     for p in problems {
         say(&format!("error: module index: {p}"));
     }

@@ -43,7 +43,8 @@ pub trait System {
     /// Unmounts `target`; `detach` falls back to a lazy unmount.
     fn unmount(&self, target: &str, detach: bool) -> io::Result<()>;
     fn remount_read_only(&self, target: &str) -> io::Result<()>;
-    fn load_module(&self, path: &Path) -> io::Result<()>;
+    /// Loads the module file at `path` with `params` ("name=value ...").
+    fn load_module(&self, path: &Path, params: &str) -> io::Result<()>;
     fn set_hostname(&self, name: &str) -> io::Result<()>;
     /// Sends `signal` to every process but PID 1.
     fn kill_all(&self, signal: Signal) -> io::Result<()>;
@@ -91,9 +92,9 @@ impl System for Linux {
         nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(errno)
     }
 
-    fn load_module(&self, path: &Path) -> io::Result<()> {
+    fn load_module(&self, path: &Path, params: &str) -> io::Result<()> {
         let file = File::open(path)?;
-        let params = CString::default();
+        let params = CString::new(params).map_err(|_| io::ErrorKind::InvalidInput)?;
         // Modules are stored uncompressed (the initramfs is compressed as a
         // whole), so no MODULE_INIT_COMPRESSED_FILE flag is needed.
         match nix::kmod::finit_module(&file, &params, nix::kmod::ModuleInitFlags::empty()) {
@@ -214,11 +215,15 @@ pub mod fake {
         fn remount_read_only(&self, target: &str) -> io::Result<()> {
             self.record(format!("remount-ro {target}"))
         }
-        fn load_module(&self, path: &Path) -> io::Result<()> {
+        fn load_module(&self, path: &Path, params: &str) -> io::Result<()> {
             if let Some(hook) = &self.on_load {
                 hook(path);
             }
-            self.record(format!("load {}", path.display()))
+            if params.is_empty() {
+                self.record(format!("load {}", path.display()))
+            } else {
+                self.record(format!("load {} {params}", path.display()))
+            }
         }
         fn set_hostname(&self, name: &str) -> io::Result<()> {
             self.record(format!("hostname {name}"))

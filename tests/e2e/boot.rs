@@ -25,7 +25,8 @@ fn assert_clean(serial: &str) {
 
 fn power_button_powers_off(board: &str, button: &str) {
     let mut guest = Guest::boot(board, &built(board), &["brig.hostname=e2e-node"]);
-    let serial = guest.wait_for("brig: ready", BOOT);
+    // PID 1 reports its memory just after `brig: ready`.
+    let serial = guest.wait_for("brig: PID 1 resident memory", BOOT);
     // Coldplug found the virtio NIC through modules.alias and loaded its driver.
     assert!(
         serial.contains("network interfaces: eth0 (virtio_net)"),

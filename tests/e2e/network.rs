@@ -3,6 +3,7 @@
 //! out, and the ntp container sets a clock that starts in 2001 from an NTP
 //! server (the test's, see isolated_net.rs). A `netcheck` service looks at
 //! all this from a host-network container with brigctl, busybox and chronyc.
+//! Then bonds, VLANs and bridges from a network config, on three NICs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +17,111 @@ fn qemu_x86_64_gets_an_address_resolves_names_and_sets_its_clock_from_ntp() {
 #[test]
 fn qemu_aarch64_gets_an_address_resolves_names_and_sets_its_clock_from_ntp() {
     network_and_time("qemu-aarch64");
+}
+
+#[test]
+fn qemu_x86_64_builds_a_bond_a_vlan_and_a_bridge_and_fails_over() {
+    virtual_devices("qemu-x86_64");
+}
+
+/// The image with the netcheck service, built once per board.
+fn image(board: &str) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    let services = source_dir().join("tests/e2e/network-services");
+    let build = brig(
+        &[
+            "build",
+            "--board",
+            board,
+            "--out",
+            out.path().to_str().unwrap(),
+            "--services",
+            services.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    out
+}
+
+/// VLAN IDs of the 802.1Q-tagged frames in a pcap capture.
+fn vlan_ids(pcap: &[u8]) -> Vec<u16> {
+    let mut ids = Vec::new();
+    let mut at = 24; // the global header
+    while at + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &pcap[at + 16..(at + 16 + len).min(pcap.len())];
+        if frame.len() >= 16 && frame[12..14] == [0x81, 0x00] {
+            ids.push(u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff);
+        }
+        at += 16 + len;
+    }
+    ids
+}
+
+/// Three NICs; netcheck writes a config with an active-backup bond of the
+/// first two, a VLAN on it and a bridge on the third, and restarts the
+/// network container. PID 1 loads bonding, 8021q and bridge when the kernel
+/// asks. The test captures the first NIC's frames, then cuts its link.
+fn virtual_devices(board: &str) {
+    let out = image(board);
+    let capture = out.path().join("nic0.pcap");
+    let dump = format!(
+        "filter-dump,id=dump0,netdev=net0,file={}",
+        capture.display()
+    );
+    let mut guest = Guest::boot_with(
+        board,
+        out.path(),
+        &["brig.service_output=console", "brig.netcheck=virtual"],
+        &["--nics", "3", "--qemu-arg", "-object", "--qemu-arg", &dump],
+    );
+    let serial = guest.wait_for("brig: [netcheck] FAILOVER-READY", Duration::from_secs(300));
+    for said in [
+        "brig: [network] brig-netd: bond0: created",
+        "brig: [network] brig-netd: eth0: port of bond0",
+        "brig: [network] brig-netd: eth1: port of bond0",
+        "brig: [network] brig-netd: br0: created",
+        "brig: [network] brig-netd: eth2: port of br0",
+        "brig: [network] brig-netd: vlan42: created",
+        "brig: [network] brig-netd: bond0: bound 10.0.2.15/24 from 10.0.2.2",
+    ] {
+        assert!(
+            serial.contains(said),
+            "{said:?} not on the console:\n{serial}"
+        );
+    }
+    let bond = said(&serial, "netcheck", "BOND");
+    for expected in [
+        "Bonding Mode: fault-tolerance (active-backup)",
+        "Primary Slave: eth0",
+        "Currently Active Slave: eth0|",
+        "Slave Interface: eth1",
+    ] {
+        assert!(bond.contains(expected), "{expected:?} not in {bond}");
+    }
+    let vlan = said(&serial, "netcheck", "VLAN");
+    assert!(
+        vlan.contains("VID: 42") && vlan.contains("Device: bond0"),
+        "{vlan}"
+    );
+    assert_eq!(said(&serial, "netcheck", "BRIDGE-PORTS"), "eth2");
+    let ids = vlan_ids(&std::fs::read(&capture).unwrap());
+    assert!(ids.contains(&42), "no frame tagged 42 on NIC 0: {ids:?}");
+
+    // The primary's link goes down: the bond moves to eth1 and the box
+    // still resolves names through it.
+    guest.qmp("set_link", serde_json::json!({"name": "net0", "up": false}));
+    let serial = guest.wait_for("brig: [netcheck] NETCHECK-DONE", Duration::from_secs(120));
+    assert_eq!(
+        said(&serial, "netcheck", "ACTIVE-AFTER"),
+        "Currently Active Slave: eth1"
+    );
+    assert!(said(&serial, "netcheck", "LOOKUP-AFTER").contains("192.0.2.77"));
 }
 
 /// What `service` printed after `marker ` on the console.
@@ -40,25 +146,7 @@ fn stamp(serial: &str, needle: &str) -> f64 {
 }
 
 fn network_and_time(board: &str) {
-    let out = tempfile::tempdir().unwrap();
-    let services = source_dir().join("tests/e2e/network-services");
-    let build = brig(
-        &[
-            "build",
-            "--board",
-            board,
-            "--out",
-            out.path().to_str().unwrap(),
-            "--services",
-            services.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    let out = image(board);
 
     // The clock starts in 2001, as a Raspberry Pi's would start in 1970.
     let mut guest = Guest::boot_with(

@@ -793,7 +793,7 @@ fn link_info(state: &LinkState) -> LinkInfo {
     LinkInfo {
         index: state.index,
         name: state.name.clone(),
-        mac: state.mac.unwrap_or_default(),
+        mac: state.permanent_mac.or(state.mac).unwrap_or_default(),
         driver,
         physical: state.ether && state.kind.is_none() && sys.join("device").exists(),
         ethernet: state.ether

@@ -43,6 +43,9 @@ pub struct LinkState {
     pub index: u32,
     pub name: String,
     pub mac: Option<[u8; 6]>,
+    /// The hardware's own MAC, which a bond does not change: what `match:
+    /// macaddress` compares.
+    pub permanent_mac: Option<[u8; 6]>,
     /// ARPHRD_ETHER
     pub ether: bool,
     /// rtnetlink's link kind (veth, bridge, vlan, bond...); None for hardware.
@@ -363,7 +366,8 @@ impl Netlink {
         self.link_up(index, None)
     }
 
-    /// Sets a bond's primary port.
+    /// Sets a bond's primary port (RTM_NEWLINK on the existing bond: the
+    /// kernel applies link-kind options only there, not in RTM_SETLINK).
     pub fn set_bond_primary(&mut self, bond: u32, port: u32) -> Result<(), String> {
         let mut link = LinkMessage::default();
         link.header.index = bond;
@@ -372,7 +376,7 @@ impl Netlink {
             LinkInfo::Data(InfoData::Bond(vec![InfoBond::Primary(port)])),
         ]));
         self.request(
-            RouteNetlinkMessage::SetLink(link),
+            RouteNetlinkMessage::NewLink(link),
             0,
             &format!("making link {port} the primary port of bond {bond}"),
         )
@@ -506,6 +510,9 @@ fn link_state(link: &LinkMessage) -> LinkState {
         match attr {
             LinkAttribute::IfName(name) => state.name = name.clone(),
             LinkAttribute::Address(bytes) => state.mac = bytes.as_slice().try_into().ok(),
+            LinkAttribute::PermAddress(bytes) => {
+                state.permanent_mac = bytes.as_slice().try_into().ok()
+            }
             LinkAttribute::Mtu(mtu) => state.mtu = *mtu,
             LinkAttribute::Controller(master) => state.master = Some(*master),
             LinkAttribute::LinkInfo(infos) => {

@@ -8,6 +8,8 @@ use brig_spec::network::{Device, DeviceKind, NetworkConfig, Settings};
 pub struct LinkInfo {
     pub index: u32,
     pub name: String,
+    /// For `match: macaddress`: the permanent MAC when the kernel reports one
+    /// (a bond gives its ports its own).
     pub mac: [u8; 6],
     /// The kernel driver (sysfs `device/driver`), for `match: driver:`.
     pub driver: Option<String>,
