@@ -172,6 +172,8 @@ fn network_and_time(board: &str) {
         "eth0: bound 10.0.2.15/24 from 10.0.2.2, renews in",
         "default via 10.0.2.2 dev eth0 proto dhcp",
         "DNS 10.0.2.3",
+        // SLAAC from QEMU's router advertisements.
+        "fec0::5054:ff:fe12:3456/64",
     ] {
         assert!(table.contains(expected), "{expected:?} not in:\n{table}");
     }

@@ -47,6 +47,9 @@ YAML
   echo "NETCHECK-DONE"
   exec $B sleep 100000
 fi
+# IPv6: QEMU's router advertises fec0::/64; the kernel takes an address (SLAAC).
+slaac() { brigctl network | $B grep -q 'fec0::'; }
+wait_for 30 slaac
 echo "NETWORK-BEGIN"; brigctl network; echo "NETWORK-END"
 echo "JSON $(brigctl network --json)"
 echo "LOOKUP $($B nslookup brig-e2e.test 2>&1 | $B tr '\n' ' ')"
