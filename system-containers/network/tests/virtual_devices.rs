@@ -36,6 +36,39 @@ fn bond_state(link: &Link, bond: &str, texts: &[&str], within: Duration) -> Stri
     }
 }
 
+/// The server's address on `device` (its bridge or bond), dnsmasq serving
+/// there, and netd with a bond of both client ports and `parameters`.
+fn serve_and_bond(link: &mut Link, device: &str, parameters: &str) -> Netd {
+    ip(&[
+        "-n",
+        &link.server,
+        "addr",
+        "add",
+        "192.168.77.1/24",
+        "dev",
+        device,
+    ]);
+    ip(&["-n", &link.server, "link", "set", device, "up"]);
+    link.dhcp_interface = device.into();
+    link.start_dnsmasq(&["--dhcp-range=192.168.77.50,192.168.77.60,255.255.255.0,2m"]);
+    Netd::start(
+        link,
+        &format!(
+            "network:
+  version: 2
+  ethernets:
+    port1: {{match: {{name: veth-c}}}}
+    port2: {{match: {{name: veth-c2}}}}
+  bonds:
+    bond0:
+      interfaces: [port1, port2]
+      parameters: {parameters}
+      dhcp4: true
+"
+        ),
+    )
+}
+
 #[test]
 #[ignore = "needs a kernel with bonding (this CI host's has none and cannot load modules)"]
 fn active_backup_bond_gets_a_lease_and_fails_over_when_the_primary_cable_is_pulled() {
@@ -55,31 +88,10 @@ fn active_backup_bond_gets_a_lease_and_fails_over_when_the_primary_cable_is_pull
         "dev",
         "veth-s",
     ]);
-    ip(&[
-        "-n",
-        &link.server,
-        "addr",
-        "add",
-        "192.168.77.1/24",
-        "dev",
+    let netd = serve_and_bond(
+        &mut link,
         "br-s",
-    ]);
-    ip(&["-n", &link.server, "link", "set", "br-s", "up"]);
-    link.dhcp_interface = "br-s".into();
-    link.start_dnsmasq(&["--dhcp-range=192.168.77.50,192.168.77.60,255.255.255.0,2m"]);
-    let netd = Netd::start(
-        &link,
-        "network:
-  version: 2
-  ethernets:
-    port1: {match: {name: veth-c}}
-    port2: {match: {name: veth-c2}}
-  bonds:
-    bond0:
-      interfaces: [port1, port2]
-      parameters: {mode: active-backup, primary: port1, mii-monitor-interval: 100}
-      dhcp4: true
-",
+        "{mode: active-backup, primary: port1, mii-monitor-interval: 100}",
     );
     netd.wait_for("bond0: bound 192.168.77.", 1, Duration::from_secs(30));
     for said in [
@@ -149,31 +161,10 @@ fn lacp_bond_aggregates_with_its_partner_and_gets_a_lease() {
         ip(&["-n", &link.server, "link", "set", port, "down"]);
         ip(&["-n", &link.server, "link", "set", port, "master", "bond-s"]);
     }
-    ip(&[
-        "-n",
-        &link.server,
-        "addr",
-        "add",
-        "192.168.77.1/24",
-        "dev",
+    let netd = serve_and_bond(
+        &mut link,
         "bond-s",
-    ]);
-    ip(&["-n", &link.server, "link", "set", "bond-s", "up"]);
-    link.dhcp_interface = "bond-s".into();
-    link.start_dnsmasq(&["--dhcp-range=192.168.77.50,192.168.77.60,255.255.255.0,2m"]);
-    let netd = Netd::start(
-        &link,
-        "network:
-  version: 2
-  ethernets:
-    port1: {match: {name: veth-c}}
-    port2: {match: {name: veth-c2}}
-  bonds:
-    bond0:
-      interfaces: [port1, port2]
-      parameters: {mode: 802.3ad, lacp-rate: fast, mii-monitor-interval: 100}
-      dhcp4: true
-",
+        "{mode: 802.3ad, lacp-rate: fast, mii-monitor-interval: 100}",
     );
     netd.wait_for("bond0: bound 192.168.77.", 1, Duration::from_secs(60));
     let state = bond_state(
