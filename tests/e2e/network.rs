@@ -24,6 +24,56 @@ fn qemu_x86_64_builds_a_bond_a_vlan_and_a_bridge_and_fails_over() {
     virtual_devices("qemu-x86_64");
 }
 
+#[test]
+fn qemu_x86_64_runs_an_lacp_bond_and_a_vlan_against_dnsmasq_inside_the_guest() {
+    let board = "qemu-x86_64";
+    let out = image(board);
+    let mut guest = Guest::boot(
+        board,
+        out.path(),
+        &["brig.service_output=console", "brig.netlab"],
+    );
+    // Done, or given up (the script stops at the first failing step).
+    let serial = guest.wait_for("brig: [netlab] exited", Duration::from_secs(300));
+    assert!(serial.contains("brig: [netlab] NETLAB-DONE"), "{serial}");
+    let bond = said(&serial, "netlab", "BOND");
+    assert!(
+        bond.contains("Bonding Mode: IEEE 802.3ad Dynamic link aggregation")
+            && bond.contains("LACP rate: fast"),
+        "{bond}"
+    );
+    // Both ports in one aggregator, the partner's system known.
+    let aggregators: Vec<&str> = bond
+        .split('|')
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("Aggregator ID:"))
+        .collect();
+    assert_eq!(aggregators.len(), 3, "the bond's and each port's: {bond}");
+    assert!(bond.contains("Number of ports: 2"), "{bond}");
+    assert!(aggregators.iter().all(|a| *a == aggregators[0]), "{bond}");
+    assert!(
+        bond.contains("Partner Mac Address:")
+            && !bond.contains("Partner Mac Address: 00:00:00:00:00:00"),
+        "{bond}"
+    );
+    let vlan = said(&serial, "netlab", "VLAN");
+    assert!(
+        vlan.contains("vlan42@veth-c3") && vlan.contains("vlan protocol 802.1Q id 42"),
+        "{vlan}"
+    );
+    // Leases from dnsmasq's two ranges, on the bond and on the VLAN.
+    let addresses = said(&serial, "netlab", "ADDRESSES");
+    assert!(
+        addresses.contains("bond0 inet 192.168.77.")
+            && addresses.contains("vlan42 inet 192.168.42."),
+        "{addresses}"
+    );
+    let netd = said(&serial, "netlab", "NETD");
+    assert!(netd.contains("bond0: bound 192.168.77."), "{netd}");
+    assert!(serial.contains("brig: [netlab] PING-BOND ok"), "{serial}");
+    assert!(serial.contains("brig: [netlab] PING-VLAN ok"), "{serial}");
+}
+
 /// The image with the netcheck service, built once per board.
 fn image(board: &str) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();

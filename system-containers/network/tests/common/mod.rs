@@ -23,8 +23,6 @@ pub struct Link {
     pub client: String,
     dnsmasq: Option<Child>,
     log: tempfile::NamedTempFile,
-    /// Where dnsmasq serves DHCP in the server namespace.
-    pub dhcp_interface: String,
 }
 
 impl Link {
@@ -57,28 +55,7 @@ impl Link {
             client,
             dnsmasq: None,
             log: tempfile::NamedTempFile::new().unwrap(),
-            dhcp_interface: "veth-s".into(),
         }
-    }
-
-    /// A second cable between the namespaces: veth-s2 to veth-c2.
-    pub fn second_pair(&self) {
-        ip(&[
-            "link",
-            "add",
-            "veth-s2",
-            "netns",
-            &self.server,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth-c2",
-            "netns",
-            &self.client,
-        ]);
-        ip(&["-n", &self.server, "link", "set", "veth-s2", "up"]);
-        ip(&["-n", &self.client, "link", "set", "veth-c2", "up"]);
     }
 
     /// `command` run in the client namespace, its output.
@@ -103,8 +80,12 @@ impl Link {
                 "--conf-file=/dev/null",
                 "--port=0",
             ])
-            .arg(format!("--interface={}", self.dhcp_interface))
-            .args(["--bind-interfaces", "--no-ping", "--log-dhcp"])
+            .args([
+                "--interface=veth-s",
+                "--bind-interfaces",
+                "--no-ping",
+                "--log-dhcp",
+            ])
             .arg(format!("--dhcp-leasefile={leases}"))
             .args(extra)
             .stdout(Stdio::null())
