@@ -486,7 +486,7 @@ fn child(
         fs::write(&path, value).map_err(|e| format!("setting sysctl {key}={value}: {e}"))?;
     }
     if !spec.privileged {
-        harden_proc()?;
+        harden_proc(spec.owns_host_network())?;
     }
     let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
     let ids = resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))?;
@@ -535,7 +535,9 @@ fn child(
 const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"];
 const PROC_MASKED: &[&str] = &["/proc/kcore", "/proc/keys", "/proc/timer_list"];
 
-fn harden_proc() -> Result<(), String> {
+/// `writable_net`: /proc/sys/net stays writable (per-link settings such as
+/// accept_ra), for a service that already owns the host's network.
+fn harden_proc(writable_net: bool) -> Result<(), String> {
     for path in PROC_READ_ONLY.iter().filter(|p| Path::new(p).exists()) {
         run_mount(&MountOp::Bind {
             source: path.into(),
@@ -543,6 +545,15 @@ fn harden_proc() -> Result<(), String> {
             recursive: true,
             read_only: true,
         })?;
+    }
+    if writable_net {
+        let net = "/proc/sys/net";
+        nix::mount::mount(Some(net), net, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .and_then(|()| {
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+                nix::mount::mount(None::<&str>, net, None::<&str>, flags, None::<&str>)
+            })
+            .map_err(|e| format!("keeping {net} writable: {e}"))?;
     }
     for path in PROC_MASKED.iter().filter(|p| Path::new(p).exists()) {
         let flags = MsFlags::MS_BIND;

@@ -315,6 +315,17 @@ impl fmt::Display for SpecError {
 impl std::error::Error for SpecError {}
 
 impl ServiceSpec {
+    /// Shares the host's network namespace with NET_ADMIN: the network
+    /// container. It may already reconfigure every link, so /proc/sys/net
+    /// stays writable for it (accept_ra and the like).
+    pub fn owns_host_network(&self) -> bool {
+        self.shares(Namespace::Net)
+            && self
+                .capabilities
+                .iter()
+                .any(|c| capability_number(c) == capability_number("NET_ADMIN"))
+    }
+
     /// Parses and validates a spec; `file` names it in errors.
     pub fn parse(name: &str, file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         let mut spec: ServiceSpec = toml::from_str(text).map_err(|e| SpecError {
@@ -553,6 +564,20 @@ path = "/run/ready"
         );
         assert_eq!(s.restart, RestartPolicy::OnFailure);
         assert!(s.shares(Namespace::Net) && !s.shares(Namespace::Pid));
+    }
+
+    #[test]
+    fn only_host_network_with_net_admin_owns_the_network() {
+        let spec = |extra: &str| {
+            parse(&format!(
+                "{extra}command = [\"/x\"]\n[rootfs]\nbinaries = [\"x\"]\n"
+            ))
+            .unwrap()
+        };
+        let both = "host_namespaces = [\"net\"]\ncapabilities = [\"cap_net_admin\"]\n";
+        assert!(spec(both).owns_host_network());
+        assert!(!spec("host_namespaces = [\"net\"]\n").owns_host_network());
+        assert!(!spec("capabilities = [\"NET_ADMIN\"]\n").owns_host_network());
     }
 
     #[test]

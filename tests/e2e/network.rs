@@ -160,6 +160,8 @@ fn virtual_devices(board: &str) {
         "{vlan}"
     );
     assert_eq!(said(&serial, "netcheck", "BRIDGE-PORTS"), "eth2");
+    // The network container may write /proc/sys/net (accept-ra: false).
+    assert_eq!(said(&serial, "netcheck", "BRIDGE-ACCEPT-RA"), "0");
     let ids = vlan_ids(&std::fs::read(&capture).unwrap());
     assert!(ids.contains(&42), "no frame tagged 42 on NIC 0: {ids:?}");
 

@@ -370,6 +370,14 @@ impl Daemon {
             report(self.netlink.set_mac(index, mac));
         }
         report(self.netlink.link_up(index, s.mtu));
+        if let Some(accept) = s.accept_ra {
+            // Router advertisements are the kernel's job; this is its switch.
+            let path = format!("/proc/sys/net/ipv6/conf/{}/accept_ra", state.name);
+            report(
+                std::fs::write(&path, if accept { "1" } else { "0" })
+                    .map_err(|e| format!("writing {path}: {e}")),
+            );
+        }
         for address in &s.addresses {
             report(self.netlink.add_static_address(index, *address));
         }

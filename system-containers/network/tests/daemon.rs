@@ -241,6 +241,7 @@ fn static_addresses_routes_and_dns_and_a_broken_entry_reported() {
         - {to: 10.20.0.0/16, via: 192.168.77.254, metric: 50}
         - {to: '2001:db8:99::/48', via: '2001:db8:77::1'}
       mtu: 1400
+      accept-ra: false
       nameservers: {addresses: [192.168.77.1, '2001:db8:77::1'], search: [a.example, b.example]}
     typo:
       match: {name: eth9}
@@ -254,6 +255,17 @@ fn static_addresses_routes_and_dns_and_a_broken_entry_reported() {
         "{}",
         netd.log()
     );
+    // accept-ra: false reaches the kernel (on by default for a host).
+    let accept_ra = || link.client_output(&["cat", "/proc/sys/net/ipv6/conf/veth-c/accept_ra"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while accept_ra().trim() != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "accept_ra {}",
+            accept_ra()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let status = netd.status();
     assert!(
         status["config_errors"][0]

@@ -24,7 +24,7 @@ network:
       parameters: {mode: active-backup, primary: nic0, mii-monitor-interval: 100}
       dhcp4: true
   bridges:
-    br0: {interfaces: [nic2], addresses: [192.168.60.2/24], parameters: {stp: false}}
+    br0: {interfaces: [nic2], addresses: [192.168.60.2/24], accept-ra: false, parameters: {stp: false}}
   vlans:
     vlan42: {id: 42, link: bond0, addresses: [192.168.42.2/24]}
 YAML
@@ -37,6 +37,7 @@ YAML
   echo "BOND $($B tr '\n' '|' < /proc/net/bonding/bond0)"
   echo "VLAN $($B tr -s ' \n' ' ' < /proc/net/vlan/vlan42)"
   echo "BRIDGE-PORTS $($B ls /sys/class/net/br0/brif)"
+  echo "BRIDGE-ACCEPT-RA $($B cat /proc/sys/net/ipv6/conf/br0/accept_ra)"
   # Tagged frames on the wire (the test captures the first NIC's traffic).
   $B ping -c 2 -W 1 192.168.42.1 >/dev/null 2>&1
   echo "FAILOVER-READY"
