@@ -265,7 +265,7 @@ struct PackageEntry {
 }
 
 /// The package tar as a tree for keep::closure.
-fn tree_of(entries: &[PackageEntry]) -> BTreeMap<String, Node> {
+fn tree_of(entries: &[PackageEntry]) -> BTreeMap<String, Node<'_>> {
     entries
         .iter()
         .map(|e| {
@@ -276,7 +276,7 @@ fn tree_of(entries: &[PackageEntry]) -> BTreeMap<String, Node> {
                     Node::Symlink(format!("/{}", l.trim_start_matches("./")))
                 }
                 (_, Some(l)) => Node::Symlink(l.clone()),
-                _ => Node::File(e.data.clone()),
+                _ => Node::File(&e.data),
             };
             (e.path.clone(), node)
         })

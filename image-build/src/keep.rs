@@ -12,16 +12,16 @@ use object::{elf, Endianness, FileKind};
 
 /// One entry of the package tree (paths relative to the root, no `./`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
+pub enum Node<'a> {
     Dir,
-    File(Vec<u8>),
+    File(&'a [u8]),
     Symlink(String),
 }
 
 /// The paths to put in the image: `keep`, and what they need.
 /// `triplet` is the multiarch directory (`x86_64-linux-gnu`).
 pub fn closure(
-    tree: &BTreeMap<String, Node>,
+    tree: &BTreeMap<String, Node<'_>>,
     keep: &[String],
     triplet: &str,
 ) -> Result<BTreeSet<String>> {
@@ -91,7 +91,7 @@ pub fn closure(
 /// Follows `path` through the tree as the kernel would, adding each symlink
 /// passed to `links`; the final path, or None if it does not exist.
 fn resolve(
-    tree: &BTreeMap<String, Node>,
+    tree: &BTreeMap<String, Node<'_>>,
     path: &str,
     links: &mut BTreeSet<String>,
 ) -> Option<String> {
@@ -187,7 +187,7 @@ fn parse_elf<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Option<Needs> {
 mod tests {
     use super::*;
 
-    fn tree(entries: &[(&str, Node)]) -> BTreeMap<String, Node> {
+    fn tree<'a>(entries: &[(&str, Node<'a>)]) -> BTreeMap<String, Node<'a>> {
         entries
             .iter()
             .map(|(p, n)| (p.to_string(), n.clone()))
@@ -206,7 +206,7 @@ mod tests {
             ),
             ("usr/lib", Node::Dir),
             ("usr/lib/x86_64-linux-gnu", Node::Dir),
-            ("usr/lib/x86_64-linux-gnu/ld.so", Node::File(vec![])),
+            ("usr/lib/x86_64-linux-gnu/ld.so", Node::File(&[])),
             ("loop", Node::Symlink("/loop".into())),
         ]);
         let mut links = BTreeSet::new();
@@ -257,18 +257,18 @@ mod tests {
         let mut entries = vec![
             ("usr".to_string(), Node::Dir),
             ("usr/bin".to_string(), Node::Dir),
-            ("usr/bin/prog".to_string(), Node::File(exe)),
+            ("usr/bin/prog".to_string(), Node::File(&exe)),
             ("usr/lib".to_string(), Node::Dir),
         ];
         let interp = interp.trim_start_matches('/').to_string();
         for (i, _) in interp.match_indices('/') {
             entries.push((interp[..i].to_string(), Node::Dir));
         }
-        entries.push((interp.clone(), Node::File(vec![])));
+        entries.push((interp.clone(), Node::File(&[])));
         for lib in &needs.libraries {
-            entries.push((format!("usr/lib/{lib}"), Node::File(vec![])));
+            entries.push((format!("usr/lib/{lib}"), Node::File(&[])));
         }
-        let mut t: BTreeMap<String, Node> = entries.into_iter().collect();
+        let mut t: BTreeMap<String, Node<'_>> = entries.into_iter().collect();
         let kept = closure(&t, &["/usr/bin/prog".into()], "x86_64-linux-gnu").unwrap();
         assert!(kept.contains(&interp));
         assert!(kept.contains(&format!("usr/lib/{}", needs.libraries[0])));
