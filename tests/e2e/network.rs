@@ -265,6 +265,21 @@ fn network_and_time(board: &str) {
         "guest clock {guest_clock}, host {now}"
     );
 
+    // The clock turned back to 2001 with ntp stopped: chronyd restores the
+    // last known time from its drift file as it starts, before any server
+    // answers.
+    let back: i64 = said(&serial, "netcheck", "CLOCK-BACK").parse().unwrap();
+    let restored: i64 = said(&serial, "netcheck", "CLOCK-RESTORED").parse().unwrap();
+    assert!(back < 1_000_000_000, "clock not turned back: {back}");
+    assert!(
+        restored >= guest_clock,
+        "restored {restored} < {guest_clock}"
+    );
+    assert!(
+        serial.contains("System time restored from driftfile"),
+        "{serial}"
+    );
+
     // Figures for the record (not assertions): netd start to address, and
     // its resident memory.
     let took = stamp(&serial, bound) - stamp(&serial, "brig: [network] started");

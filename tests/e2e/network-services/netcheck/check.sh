@@ -58,4 +58,14 @@ echo "NETD-RSS $($B grep VmRSS /proc/$($B pidof brig-netd)/status)"
 wait_for 120 synced
 echo "TRACKING $(chronyc -n -h /run/brig/ntp/chronyd.sock tracking | $B tr -s ' \n' ' ')"
 echo "CLOCK $($B date -u +%s)"
+# The last known time: chronyd keeps it in its drift file when it stops and
+# restores it at start (-s). Stop ntp, turn the clock back to 2001 (as a Pi
+# without RTC boots), start ntp again.
+brigctl stop ntp
+$B date -u -s "2001-01-01 00:00:00" >/dev/null
+echo "CLOCK-BACK $($B date -u +%s)"
+brigctl start ntp
+ntp_up() { chronyc -n -h /run/brig/ntp/chronyd.sock tracking; }
+wait_for 30 ntp_up
+echo "CLOCK-RESTORED $($B date -u +%s)"
 echo "NETCHECK-DONE"
