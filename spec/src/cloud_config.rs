@@ -1,0 +1,374 @@
+//! cloud-init user data: what PID 1 reads from a datasource. A document is
+//! `#cloud-config` YAML, a `#!` script, or empty. Of cloud-config, the keys
+//! Brig applies so far are parsed into types; keys cloud-init knows that
+//! Brig does not apply yet, and unknown keys, are reported, never silently
+//! dropped. A bad value loses only its own key: the rest still applies.
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// One problem in the user data, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "cloud-config: {}", self.problem)
+        } else {
+            write!(f, "cloud-config: `{}`: {}", self.key, self.problem)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserData {
+    Empty,
+    CloudConfig(CloudConfig),
+    /// A `#!` script: run once per instance by the console (issue 5).
+    Script(Vec<u8>),
+}
+
+/// The cloud-config keys Brig applies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CloudConfig {
+    pub hostname: Option<String>,
+    pub fqdn: Option<String>,
+    pub ssh_authorized_keys: Vec<String>,
+    pub ntp: Option<Ntp>,
+    /// The `network:` section (network config v2), for the network
+    /// container, which validates it itself.
+    pub network: Option<Value>,
+}
+
+/// cloud-init's `ntp:` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ntp {
+    pub enabled: bool,
+    pub servers: Vec<String>,
+    pub pools: Vec<String>,
+}
+
+/// cloud-init keys that Brig does not apply yet: reported as such.
+const NOT_YET: &[&str] = &[
+    "users",
+    "write_files",
+    "bootcmd",
+    "runcmd",
+    "timezone",
+    "mounts",
+    "brig",
+];
+/// cloud-init keys with no meaning on Brig (no package manager, no
+/// distribution-specific setup): accepted and ignored, as they are harmless.
+const IGNORED: &[&str] = &[
+    "packages",
+    "package_update",
+    "package_upgrade",
+    "package_reboot_if_required",
+    "manage_etc_hosts",
+    "preserve_hostname",
+    "final_message",
+];
+
+impl CloudConfig {
+    /// The hostname to set: `hostname`, else the first label of `fqdn`.
+    pub fn effective_hostname(&self) -> Option<&str> {
+        self.hostname
+            .as_deref()
+            .or_else(|| self.fqdn.as_deref().and_then(|f| f.split('.').next()))
+    }
+}
+
+impl Ntp {
+    /// chrony configuration for these servers and pools (what replaces the
+    /// ntp container's default pool); empty when NTP is disabled.
+    pub fn chrony_sources(&self) -> String {
+        let mut text = String::from("# From cloud-config `ntp:` (written by brig-init).\n");
+        if self.enabled {
+            for s in &self.servers {
+                text += &format!("server {s} iburst\n");
+            }
+            for p in &self.pools {
+                text += &format!("pool {p} iburst\n");
+            }
+        }
+        text
+    }
+}
+
+/// Parses user data. Problems are reported with the key concerned; whatever
+/// is valid is kept.
+pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
+    let text = String::from_utf8_lossy(data);
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return (UserData::Empty, Vec::new());
+    }
+    if trimmed.starts_with("#!") {
+        return (UserData::Script(data.to_vec()), Vec::new());
+    }
+    if !trimmed.starts_with("#cloud-config") {
+        let first = trimmed.lines().next().unwrap_or_default();
+        return (
+            UserData::Empty,
+            vec![Problem {
+                key: String::new(),
+                problem: format!(
+                    "user data starts with {first:?}: expected `#cloud-config` or a `#!` script"
+                ),
+            }],
+        );
+    }
+    let mut problems = Vec::new();
+    let document: Value = match serde_saphyr::from_str(&text) {
+        Ok(Value::Null) => Value::Object(Default::default()),
+        Ok(v) => v,
+        Err(e) => {
+            let problem = e.to_string().lines().collect::<Vec<_>>().join(" ");
+            problems.push(Problem {
+                key: String::new(),
+                problem: format!("not valid YAML: {problem}"),
+            });
+            return (UserData::Empty, problems);
+        }
+    };
+    let Some(map) = document.as_object() else {
+        problems.push(Problem {
+            key: String::new(),
+            problem: "expected a mapping of keys".into(),
+        });
+        return (UserData::Empty, problems);
+    };
+    let mut config = CloudConfig::default();
+    for (key, value) in map {
+        let mut problem = |p: String| {
+            problems.push(Problem {
+                key: key.clone(),
+                problem: p,
+            })
+        };
+        match key.as_str() {
+            "hostname" => match host_name(value, 64) {
+                Ok(h) => config.hostname = Some(h),
+                Err(e) => problem(e),
+            },
+            "fqdn" => match host_name(value, 253) {
+                Ok(h) => config.fqdn = Some(h),
+                Err(e) => problem(e),
+            },
+            "ssh_authorized_keys" => match ssh_keys(value) {
+                Ok(keys) => config.ssh_authorized_keys = keys,
+                Err(e) => problem(e),
+            },
+            "ntp" => match ntp(value) {
+                Ok(n) => config.ntp = Some(n),
+                Err((sub, e)) => problems.push(Problem {
+                    key: if sub.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{key}.{sub}")
+                    },
+                    problem: e,
+                }),
+            },
+            "network" => config.network = Some(value.clone()),
+            k if NOT_YET.contains(&k) => problem("not applied by this Brig version yet".into()),
+            k if IGNORED.contains(&k) => {}
+            _ => problem("unknown key, ignored".into()),
+        }
+    }
+    (UserData::CloudConfig(config), problems)
+}
+
+/// A host name (RFC 1123 labels: letters, digits, inner hyphens).
+fn host_name(value: &Value, max: usize) -> Result<String, String> {
+    let Some(name) = value.as_str() else {
+        return Err(format!("expected a string, not {value}"));
+    };
+    let valid_label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > max || !name.split('.').all(valid_label) {
+        return Err(format!(
+            "{name:?} is not a valid host name (letters, digits, inner hyphens, dot-separated, at most {max} characters)"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// A list of OpenSSH public keys, one line each.
+fn ssh_keys(value: &Value) -> Result<Vec<String>, String> {
+    let list = match value {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().ok_or(format!("expected strings, not {i}")))
+            .collect::<Result<_, _>>()?,
+        other => return Err(format!("expected a list of keys, not {other}")),
+    };
+    list.into_iter()
+        .map(|k| {
+            let k = k.trim();
+            let kind = k.split_whitespace().next().unwrap_or_default();
+            let known = kind.starts_with("ssh-")
+                || kind.starts_with("ecdsa-")
+                || kind.starts_with("sk-");
+            if !known || k.contains('\n') || k.split_whitespace().count() < 2 {
+                Err(format!(
+                    "{:?} is not an OpenSSH public key (type, then base64)",
+                    k.chars().take(40).collect::<String>()
+                ))
+            } else {
+                Ok(k.to_string())
+            }
+        })
+        .collect()
+}
+
+/// `ntp:`: enabled, servers, pools (other cloud-init sub-keys are ignored:
+/// Brig's NTP client is always chrony).
+fn ntp(value: &Value) -> Result<Ntp, (String, String)> {
+    let Some(map) = value.as_object() else {
+        return Err((String::new(), format!("expected a mapping, not {value}")));
+    };
+    let names = |key: &str| -> Result<Vec<String>, (String, String)> {
+        let Some(v) = map.get(key) else {
+            return Ok(Vec::new());
+        };
+        let Some(items) = v.as_array() else {
+            return Err((key.into(), format!("expected a list, not {v}")));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let name = item.as_str().unwrap_or_default();
+                // A name or address only: it goes into chrony's configuration.
+                let ok = !name.is_empty()
+                    && name.len() <= 253
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+                if ok {
+                    Ok(name.to_string())
+                } else {
+                    Err((
+                        format!("{key}[{i}]"),
+                        format!("{item} is not a host name or address"),
+                    ))
+                }
+            })
+            .collect()
+    };
+    let enabled = match map.get("enabled") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(("enabled".into(), format!("expected true or false, not {v}"))),
+    };
+    Ok(Ntp {
+        enabled,
+        servers: names("servers")?,
+        pools: names("pools")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> (CloudConfig, Vec<String>) {
+        let (data, problems) = parse_user_data(text.as_bytes());
+        let UserData::CloudConfig(c) = data else {
+            panic!("not cloud-config: {data:?} {problems:?}")
+        };
+        (c, problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn the_keys_brig_applies() {
+        let (c, problems) = config(
+            "#cloud-config
+hostname: node1
+fqdn: node1.example.com
+ssh_authorized_keys:
+  - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0bOsbYm+dKo6zV3Vdh6Su5Usm1h7OD4KgQr/5ioApd user@host
+ntp:
+  enabled: true
+  servers: [ntp1.example.com, 192.0.2.123]
+  pools: [0.pool.example.org]
+network:
+  version: 2
+  ethernets: {eth0: {dhcp4: true}}
+packages: [htop]
+",
+        );
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(c.effective_hostname(), Some("node1"));
+        assert_eq!(c.ssh_authorized_keys.len(), 1);
+        let ntp = c.ntp.unwrap();
+        assert_eq!(
+            ntp.chrony_sources().lines().skip(1).collect::<Vec<_>>(),
+            [
+                "server ntp1.example.com iburst",
+                "server 192.0.2.123 iburst",
+                "pool 0.pool.example.org iburst"
+            ]
+        );
+        assert_eq!(c.network.unwrap()["ethernets"]["eth0"]["dhcp4"], true);
+    }
+
+    #[test]
+    fn a_bad_value_loses_only_its_key_and_nothing_is_silently_dropped() {
+        let (c, problems) = config(
+            "#cloud-config
+hostname: 'bad name'
+fqdn: box.example.com
+ssh_authorized_keys: [not-a-key]
+ntp: {servers: [\"ntp.example.com\\ninclude /etc/shadow\"]}
+runcmd: [ls]
+colour: blue
+",
+        );
+        assert_eq!(c.effective_hostname(), Some("box"), "from fqdn");
+        assert!(c.ssh_authorized_keys.is_empty() && c.ntp.is_none());
+        assert_eq!(
+            problems,
+            [
+                "cloud-config: `colour`: unknown key, ignored",
+                "cloud-config: `hostname`: \"bad name\" is not a valid host name (letters, digits, inner hyphens, dot-separated, at most 64 characters)",
+                "cloud-config: `ntp.servers[0]`: \"ntp.example.com\\ninclude /etc/shadow\" is not a host name or address",
+                "cloud-config: `runcmd`: not applied by this Brig version yet",
+                "cloud-config: `ssh_authorized_keys`: \"not-a-key\" is not an OpenSSH public key (type, then base64)",
+            ]
+        );
+    }
+
+    #[test]
+    fn scripts_empty_data_and_garbage() {
+        assert!(matches!(
+            parse_user_data(b"#!/bin/sh\necho hi\n").0,
+            UserData::Script(_)
+        ));
+        assert_eq!(parse_user_data(b"  \n").0, UserData::Empty);
+        let (data, problems) = parse_user_data(b"hostname: x\n");
+        assert_eq!(data, UserData::Empty);
+        assert!(problems[0].problem.contains("expected `#cloud-config`"));
+        let (data, problems) = parse_user_data(b"#cloud-config\nhostname: [unclosed\n");
+        assert_eq!(data, UserData::Empty);
+        assert!(problems[0].problem.starts_with("not valid YAML"), "{problems:?}");
+        let (data, _) = parse_user_data(b"#cloud-config\n");
+        assert_eq!(data, UserData::CloudConfig(CloudConfig::default()));
+        let (_, problems) = parse_user_data(b"#cloud-config\n- a\n");
+        assert_eq!(problems[0].problem, "expected a mapping of keys");
+        let (c, _) = config("#cloud-config\nntp: {enabled: false, servers: [a.example]}\n");
+        assert_eq!(c.ntp.unwrap().chrony_sources().lines().count(), 1);
+    }
+}
