@@ -11,6 +11,7 @@ mod kernel_config;
 mod kernel_modules;
 mod progress;
 mod qemu;
+mod seed;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

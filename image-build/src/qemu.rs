@@ -51,9 +51,25 @@ pub struct RunOptions {
     /// net1, ...; MACs 52:54:00:12:34:56 upwards); ssh goes to the first.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub nics: u8,
+    /// cloud-init user data for the guest, on a NoCloud seed disk (a FAT
+    /// volume labelled CIDATA) made from this file.
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// The seed's meta-data (default: an instance id from the user data).
+    #[arg(long, value_name = "FILE")]
+    pub meta_data: Option<PathBuf>,
+    /// The seed's network-config (network config version 2).
+    #[arg(long, value_name = "FILE")]
+    pub network_config: Option<PathBuf>,
     /// An extra QEMU argument, as is (repeat for several).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_arg: Vec<String>,
+}
+
+impl RunOptions {
+    fn wants_seed(&self) -> bool {
+        self.user_data.is_some() || self.meta_data.is_some() || self.network_config.is_some()
+    }
 }
 
 /// The QEMU command line (without the binary).
@@ -110,6 +126,13 @@ pub fn arguments(
                 profile.nic,
                 0x56 + n
             ),
+        ]);
+    }
+    if opts.wants_seed() {
+        let seed = artifacts.join(crate::seed::FILE);
+        args.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=virtio,readonly=on", seed.display()),
         ]);
     }
     if let Some(date) = &opts.rtc_base {
@@ -189,6 +212,20 @@ pub fn run(
             "; Ctrl-A X quits"
         }
     ));
+    if opts.wants_seed() {
+        let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .transpose()
+        };
+        let files = crate::seed::files(
+            read(&opts.user_data)?.as_deref(),
+            read(&opts.meta_data)?.as_deref(),
+            read(&opts.network_config)?.as_deref(),
+        );
+        let seed = crate::seed::make(artifacts, &files)?;
+        step(&format!("NoCloud seed {}", seed.display()));
+    }
     let args = arguments(&profile, board, artifacts, opts, kvm);
     let mut command = Command::new(&qemu);
     command.args(&args);
@@ -321,6 +358,9 @@ mod tests {
             rtc_base: None,
             nics: 1,
             qemu_arg: vec![],
+            user_data: None,
+            meta_data: None,
+            network_config: None,
         }
     }
 
@@ -359,6 +399,7 @@ mod tests {
             no_reboot: true,
             append: vec!["brig.hostname=t1".into()],
             rtc_base: Some("2001-01-01".into()),
+            user_data: Some("user-data.yaml".into()),
             ..options()
         };
         let args = args_for("qemu-aarch64", &opts, false);
@@ -375,6 +416,10 @@ mod tests {
         assert!(value_of(&args, "-append").ends_with(" brig.hostname=t1"));
         assert!(args.contains(&"-no-reboot".to_string()));
         assert_eq!(value_of(&args, "-rtc"), "base=2001-01-01");
+        assert_eq!(
+            value_of(&args, "-drive"),
+            "file=/o/nocloud-seed.img,format=raw,if=virtio,readonly=on"
+        );
         let opts = RunOptions {
             nics: 2,
             qemu_arg: vec![

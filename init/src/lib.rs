@@ -8,6 +8,7 @@ pub mod coldplug;
 pub mod console;
 pub mod container;
 pub mod control;
+pub mod datasource;
 pub mod image;
 pub mod log_ring;
 pub mod modprobe;

@@ -25,7 +25,9 @@ use brig_init::control::{Client, Input};
 use brig_init::services::{Pipe, Services};
 use brig_init::supervisor::Action;
 use brig_init::system::{Linux, PowerAction, System};
-use brig_init::{cgroup, modprobe, mounts, power_button, services, shutdown, switch_root, uevent};
+use brig_init::{
+    cgroup, datasource, modprobe, mounts, power_button, services, shutdown, switch_root, uevent,
+};
 use brig_spec::control::{LogLine, Request, Response, SOCKET};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -224,6 +226,7 @@ fn boot() -> Result<Init, String> {
         init.coldplug.load_named(&init.sys, module, &mut outcome);
     }
     report_modules("container modules", &outcome);
+    read_config(&init.sys);
     match &cgroups {
         Some(root) => {
             for e in cgroup::prepare(root) {
@@ -236,6 +239,43 @@ fn boot() -> Result<Init, String> {
     let count = init.services.supervisor.services.len();
     say(&format!("system containers: {count}"));
     Ok(init)
+}
+
+/// cloud-init config from a local datasource: the host name now, files
+/// under /run/brig/config for the system containers. Problems are reported
+/// and the rest applies.
+fn read_config(sys: &dyn System) {
+    let seed = match datasource::find_nocloud(sys) {
+        Ok(Some(seed)) => seed,
+        Ok(None) => {
+            say("config: no datasource found; defaults apply");
+            return;
+        }
+        Err(e) => {
+            say(&format!("error: config: {e}; defaults apply"));
+            return;
+        }
+    };
+    say(&format!("config: from {}", seed.source));
+    let plan = datasource::plan(&seed);
+    for problem in &plan.problems {
+        say(&format!("config: {problem}"));
+    }
+    if let Some(name) = &plan.hostname {
+        match sys.set_hostname(name) {
+            Ok(()) => say(&format!("hostname {name} (from config)")),
+            Err(e) => say(&format!("error: setting hostname {name:?}: {e}")),
+        }
+    }
+    for (path, text) in &plan.files {
+        let written = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::write(path, text));
+        if let Err(e) = written {
+            say(&format!("error: config: writing {}: {e}", path.display()));
+        }
+    }
 }
 
 fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {

@@ -185,6 +185,50 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
     (UserData::CloudConfig(config), problems)
 }
 
+/// The datasource's meta data (NoCloud's `meta-data` file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaData {
+    pub instance_id: Option<String>,
+    pub local_hostname: Option<String>,
+}
+
+/// Parses meta data (YAML; other keys are the datasource's business).
+pub fn parse_meta_data(text: &str) -> (MetaData, Vec<Problem>) {
+    let mut meta = MetaData::default();
+    let mut problems = Vec::new();
+    let value: Value = match serde_saphyr::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let problem = e.to_string().lines().collect::<Vec<_>>().join(" ");
+            problems.push(Problem {
+                key: "meta-data".into(),
+                problem: format!("not valid YAML: {problem}"),
+            });
+            return (meta, problems);
+        }
+    };
+    if let Some(id) = value.get("instance-id") {
+        match id {
+            Value::String(s) => meta.instance_id = Some(s.clone()),
+            Value::Number(n) => meta.instance_id = Some(n.to_string()),
+            other => problems.push(Problem {
+                key: "meta-data.instance-id".into(),
+                problem: format!("expected a string, not {other}"),
+            }),
+        }
+    }
+    if let Some(name) = value.get("local-hostname") {
+        match host_name(name, 64) {
+            Ok(h) => meta.local_hostname = Some(h),
+            Err(e) => problems.push(Problem {
+                key: "meta-data.local-hostname".into(),
+                problem: e,
+            }),
+        }
+    }
+    (meta, problems)
+}
+
 /// A host name (RFC 1123 labels: letters, digits, inner hyphens).
 fn host_name(value: &Value, max: usize) -> Result<String, String> {
     let Some(name) = value.as_str() else {
@@ -218,9 +262,8 @@ fn ssh_keys(value: &Value) -> Result<Vec<String>, String> {
         .map(|k| {
             let k = k.trim();
             let kind = k.split_whitespace().next().unwrap_or_default();
-            let known = kind.starts_with("ssh-")
-                || kind.starts_with("ecdsa-")
-                || kind.starts_with("sk-");
+            let known =
+                kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
             if !known || k.contains('\n') || k.split_whitespace().count() < 2 {
                 Err(format!(
                     "{:?} is not an OpenSSH public key (type, then base64)",
@@ -352,6 +395,20 @@ colour: blue
     }
 
     #[test]
+    fn meta_data() {
+        let (m, problems) = parse_meta_data("instance-id: iid-local01\nlocal-hostname: cloudy\n");
+        assert!(problems.is_empty());
+        assert_eq!(m.instance_id.as_deref(), Some("iid-local01"));
+        assert_eq!(m.local_hostname.as_deref(), Some("cloudy"));
+        let (m, problems) = parse_meta_data("instance-id: 7\nlocal-hostname: 'no way'\n");
+        assert_eq!(m.instance_id.as_deref(), Some("7"));
+        assert_eq!(problems[0].key, "meta-data.local-hostname");
+        assert!(parse_meta_data("{").1[0]
+            .problem
+            .starts_with("not valid YAML"));
+    }
+
+    #[test]
     fn scripts_empty_data_and_garbage() {
         assert!(matches!(
             parse_user_data(b"#!/bin/sh\necho hi\n").0,
@@ -363,7 +420,10 @@ colour: blue
         assert!(problems[0].problem.contains("expected `#cloud-config`"));
         let (data, problems) = parse_user_data(b"#cloud-config\nhostname: [unclosed\n");
         assert_eq!(data, UserData::Empty);
-        assert!(problems[0].problem.starts_with("not valid YAML"), "{problems:?}");
+        assert!(
+            problems[0].problem.starts_with("not valid YAML"),
+            "{problems:?}"
+        );
         let (data, _) = parse_user_data(b"#cloud-config\n");
         assert_eq!(data, UserData::CloudConfig(CloudConfig::default()));
         let (_, problems) = parse_user_data(b"#cloud-config\n- a\n");

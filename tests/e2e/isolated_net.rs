@@ -3,8 +3,9 @@
 //! tries (chrony's default pool, say). The peers, on the namespace's
 //! loopback, which the guest sees as 10.0.2.2 (and its DNS proxy 10.0.2.3
 //! forwards to):
-//! - dnsmasq, DNS only: `brig-e2e.test` is 192.0.2.77 and the NTP pool
-//!   (pool.ntp.org, the ntp container's default) is 10.0.2.2;
+//! - dnsmasq, DNS only: `brig-e2e.test` is 192.0.2.77; the NTP pool
+//!   (pool.ntp.org, the ntp container's default) and `ntp.brig-e2e.test` are
+//!   10.0.2.2;
 //! - chronyd as an NTP server (serving the host's clock, never setting it).
 
 use std::path::PathBuf;
@@ -65,6 +66,7 @@ impl IsolatedNet {
                 "--listen-address=127.0.0.1",
                 "--bind-interfaces",
                 "--address=/brig-e2e.test/192.0.2.77",
+                "--address=/ntp.brig-e2e.test/10.0.2.2",
                 "--address=/pool.ntp.org/10.0.2.2",
             ])
             .arg(format!("--pid-file={}", pid_file.display()))

@@ -200,14 +200,50 @@ fn stamp(serial: &str, needle: &str) -> f64 {
 fn network_and_time(board: &str) {
     let out = image(board);
 
+    // cloud-config on a NoCloud seed: a host name, the network config (DHCP
+    // plus a search domain), NTP servers instead of the default pool.
+    let user_data = out.path().join("user-data.yaml");
+    std::fs::write(
+        &user_data,
+        "#cloud-config
+hostname: brig-e2e-node
+ntp:
+  servers: [ntp.brig-e2e.test]
+network:
+  version: 2
+  ethernets:
+    lan:
+      match: {macaddress: '52:54:00:12:34:56'}
+      dhcp4: true
+      nameservers: {search: [brig-e2e.test]}
+",
+    )
+    .unwrap();
     // The clock starts in 2001, as a Raspberry Pi's would start in 1970.
     let mut guest = Guest::boot_with(
         board,
         out.path(),
         &["brig.service_output=console"],
-        &["--rtc-base", "2001-01-01"],
+        &[
+            "--rtc-base",
+            "2001-01-01",
+            "--user-data",
+            user_data.to_str().unwrap(),
+        ],
     );
     let serial = guest.wait_for("brig: [netcheck] NETCHECK-DONE", Duration::from_secs(300));
+
+    // The config came from the seed volume.
+    for said in [
+        "brig: config: from /dev/vda (NoCloud, vfat)",
+        "brig: hostname brig-e2e-node (from config)",
+        "brig: [network] brig-netd: eth0: configuring from lan",
+    ] {
+        assert!(
+            serial.contains(said),
+            "{said:?} not on the console:\n{serial}"
+        );
+    }
 
     // The lease from QEMU's DHCP server, applied: address, route, DNS.
     let bound = "brig: [network] brig-netd: eth0: bound 10.0.2.15/24 from 10.0.2.2";
@@ -224,6 +260,7 @@ fn network_and_time(board: &str) {
         "eth0: bound 10.0.2.15/24 from 10.0.2.2, renews in",
         "default via 10.0.2.2 dev eth0 proto dhcp",
         "DNS 10.0.2.3",
+        "SEARCH brig-e2e.test",
         // SLAAC from QEMU's router advertisements.
         "fec0::5054:ff:fe12:3456/64",
     ] {
@@ -246,8 +283,13 @@ fn network_and_time(board: &str) {
     let lookup = said(&serial, "netcheck", "LOOKUP");
     assert!(lookup.contains("192.0.2.77"), "{lookup}");
 
-    // The ntp container is up before `brig: ready`; it found the default
-    // pool through that DNS, and stepped the clock from 2001 to now.
+    // The ntp container is up before `brig: ready`; it found the server
+    // cloud-config names through that DNS, and stepped the clock from 2001
+    // to now.
+    assert!(
+        serial.contains("Selected source 10.0.2.2 (ntp.brig-e2e.test)"),
+        "{serial}"
+    );
     assert!(stamp(&serial, "brig: [ntp] ready") <= stamp(&serial, "brig: ready"));
     let tracking = said(&serial, "netcheck", "TRACKING");
     assert!(

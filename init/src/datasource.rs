@@ -1,0 +1,234 @@
+//! Where PID 1 finds cloud-init configuration at boot, and what it makes of
+//! it. So far: NoCloud from a volume labelled `cidata` or `CIDATA` (vfat or
+//! ISO 9660) holding `user-data`, `meta-data` and `network-config`. The
+//! config goes to the system containers as files under /run/brig/config;
+//! every problem is reported and the rest still applies.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use brig_spec::cloud_config::{parse_meta_data, parse_user_data, UserData};
+use nix::mount::MsFlags;
+
+use crate::system::System;
+
+/// What a seed volume held.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Seed {
+    /// Where it came from, for the boot log.
+    pub source: String,
+    pub user_data: Option<Vec<u8>>,
+    pub meta_data: Option<String>,
+    pub network_config: Option<String>,
+}
+
+/// What to do with a seed: the host name to set and the files to write.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub hostname: Option<String>,
+    pub files: Vec<(PathBuf, String)>,
+    pub problems: Vec<String>,
+}
+
+/// Where the network container reads its config (network config v2).
+pub const NETWORK_FILE: &str = brig_spec::network::CONFIG_FILE;
+/// Replaces the ntp container's default servers (chrony's confdir).
+pub const NTP_SERVERS_FILE: &str = "/run/brig/config/ntp/servers.conf";
+/// Where a seed volume is mounted while it is read.
+const SEED_MOUNT: &str = "/run/brig/seed";
+/// Enough of a volume's start to see a FAT boot sector and an ISO 9660
+/// primary volume descriptor (sector 16 of 2048 bytes).
+const HEAD: usize = 0x8000 + 2048;
+
+/// The filesystem type and label of a volume, from its first bytes.
+pub fn probe(head: &[u8]) -> Option<(&'static str, String)> {
+    let text = |bytes: &[u8]| {
+        let label = String::from_utf8_lossy(bytes).trim_end().to_string();
+        (!label.is_empty()).then_some(label)
+    };
+    if head.len() >= HEAD && head[0x8000] == 1 && &head[0x8001..0x8006] == b"CD001" {
+        return Some(("iso9660", text(&head[0x8000 + 40..0x8000 + 72])?));
+    }
+    if head.len() >= 512 && head[510..512] == [0x55, 0xAA] {
+        // FAT32 keeps its extended boot record further in than FAT12/16.
+        if &head[82..87] == b"FAT32" && head[66] == 0x29 {
+            return Some(("vfat", text(&head[71..82])?));
+        }
+        if head[54..57] == *b"FAT" && head[38] == 0x29 {
+            return Some(("vfat", text(&head[43..54])?));
+        }
+    }
+    None
+}
+
+/// Looks for a NoCloud volume among the block devices and reads it.
+pub fn find_nocloud(sys: &dyn System) -> Result<Option<Seed>, String> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/block")
+        .map_err(|e| format!("listing /sys/class/block: {e}"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !["loop", "ram", "zram"].iter().any(|p| n.starts_with(p)))
+        .collect();
+    names.sort();
+    for name in names {
+        let device = format!("/dev/{name}");
+        let mut head = vec![0u8; HEAD];
+        let read = fs::File::open(&device).and_then(|mut f| {
+            let mut filled = 0;
+            while filled < HEAD {
+                match f.read(&mut head[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            Ok(filled)
+        });
+        let Ok(filled) = read else { continue };
+        let Some((fstype, label)) = probe(&head[..filled]) else {
+            continue;
+        };
+        if !label.eq_ignore_ascii_case("cidata") {
+            continue;
+        }
+        return read_seed(sys, &device, fstype).map(Some);
+    }
+    Ok(None)
+}
+
+fn read_seed(sys: &dyn System, device: &str, fstype: &str) -> Result<Seed, String> {
+    sys.create_dir_all(SEED_MOUNT)
+        .map_err(|e| format!("creating {SEED_MOUNT}: {e}"))?;
+    sys.mount(device, SEED_MOUNT, fstype, MsFlags::MS_RDONLY, "")
+        .map_err(|e| format!("mounting {device} ({fstype}): {e}"))?;
+    let at = Path::new(SEED_MOUNT);
+    let seed = Seed {
+        source: format!("{device} (NoCloud, {fstype})"),
+        user_data: fs::read(at.join("user-data")).ok(),
+        meta_data: fs::read_to_string(at.join("meta-data")).ok(),
+        network_config: fs::read_to_string(at.join("network-config")).ok(),
+    };
+    if let Err(e) = sys.unmount(SEED_MOUNT, true) {
+        return Err(format!("unmounting {device}: {e}"));
+    }
+    Ok(seed)
+}
+
+/// What `seed` asks for. The host name: user data's, else meta data's
+/// `local-hostname`. Network config: the seed's `network-config` file, else
+/// user data's `network:` section (written as JSON, which is YAML).
+pub fn plan(seed: &Seed) -> Plan {
+    let mut plan = Plan::default();
+    let (meta, problems) = parse_meta_data(seed.meta_data.as_deref().unwrap_or(""));
+    plan.problems.extend(problems.iter().map(|p| p.to_string()));
+    let (user, problems) = parse_user_data(seed.user_data.as_deref().unwrap_or_default());
+    plan.problems.extend(problems.iter().map(|p| p.to_string()));
+    let config = match user {
+        UserData::CloudConfig(c) => Some(c),
+        UserData::Script(_) => {
+            plan.problems
+                .push("user data is a script: scripts do not run in this Brig version yet".into());
+            None
+        }
+        UserData::Empty => None,
+    };
+    plan.hostname = config
+        .as_ref()
+        .and_then(|c| c.effective_hostname().map(String::from))
+        .or(meta.local_hostname);
+    let network = match (
+        &seed.network_config,
+        config.as_ref().and_then(|c| c.network.as_ref()),
+    ) {
+        (Some(text), _) => Some(text.clone()),
+        (None, Some(section)) => Some(format!("{{\"network\": {section}}}\n")),
+        (None, None) => None,
+    };
+    if let Some(text) = network {
+        plan.files.push((NETWORK_FILE.into(), text));
+    }
+    if let Some(ntp) = config.as_ref().and_then(|c| c.ntp.as_ref()) {
+        plan.files
+            .push((NTP_SERVERS_FILE.into(), ntp.chrony_sources()));
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fat16(label: &[u8; 11]) -> Vec<u8> {
+        let mut head = vec![0u8; HEAD];
+        head[38] = 0x29;
+        head[43..54].copy_from_slice(label);
+        head[54..62].copy_from_slice(b"FAT16   ");
+        head[510] = 0x55;
+        head[511] = 0xAA;
+        head
+    }
+
+    #[test]
+    fn labels_of_fat_and_iso9660_volumes() {
+        assert_eq!(
+            probe(&fat16(b"cidata     ")),
+            Some(("vfat", "cidata".into()))
+        );
+        let mut fat32 = vec![0u8; 512];
+        fat32[66] = 0x29;
+        fat32[71..82].copy_from_slice(b"CIDATA     ");
+        fat32[82..90].copy_from_slice(b"FAT32   ");
+        fat32[510..512].copy_from_slice(&[0x55, 0xAA]);
+        assert_eq!(probe(&fat32), Some(("vfat", "CIDATA".into())));
+        let mut iso = vec![0u8; HEAD];
+        iso[0x8000] = 1;
+        iso[0x8001..0x8006].copy_from_slice(b"CD001");
+        iso[0x8000 + 40..0x8000 + 72].copy_from_slice(&[b' '; 32]);
+        iso[0x8000 + 40..0x8000 + 46].copy_from_slice(b"cidata");
+        assert_eq!(probe(&iso), Some(("iso9660", "cidata".into())));
+        assert_eq!(probe(&[0u8; 4096]), None);
+        assert_eq!(probe(&fat16(b"           ")), None, "no label");
+        assert_eq!(probe(&[0x55; 100]), None, "short");
+    }
+
+    #[test]
+    fn a_seed_becomes_a_hostname_and_config_files() {
+        let seed = Seed {
+            source: "/dev/vdb".into(),
+            user_data: Some(
+                b"#cloud-config\nhostname: node7\nntp: {servers: [ntp.example.com]}\n\
+                  network: {version: 2, ethernets: {eth0: {dhcp4: true}}}\nrumcmd: [x]\n"
+                    .to_vec(),
+            ),
+            meta_data: Some("instance-id: i-1\nlocal-hostname: meta-name\n".into()),
+            network_config: None,
+        };
+        let p = plan(&seed);
+        assert_eq!(p.hostname.as_deref(), Some("node7"));
+        assert_eq!(p.problems, ["cloud-config: `rumcmd`: unknown key, ignored"]);
+        let network = &p.files[0];
+        assert_eq!(network.0, Path::new(NETWORK_FILE));
+        let parsed = brig_spec::network::NetworkConfig::parse(&network.1);
+        assert!(
+            parsed.errors.is_empty() && parsed.config.devices.len() == 1,
+            "{parsed:?}"
+        );
+        assert_eq!(p.files[1].0, Path::new(NTP_SERVERS_FILE));
+        assert!(p.files[1].1.contains("server ntp.example.com iburst"));
+
+        // The seed's network-config file wins; meta data names the host
+        // when user data does not; a script is reported, not run.
+        let seed = Seed {
+            user_data: Some(b"#!/bin/sh\necho hi\n".to_vec()),
+            network_config: Some("version: 2\n".into()),
+            ..seed
+        };
+        let p = plan(&seed);
+        assert_eq!(p.hostname.as_deref(), Some("meta-name"));
+        assert_eq!(
+            p.files,
+            [(PathBuf::from(NETWORK_FILE), "version: 2\n".into())]
+        );
+        assert!(p.problems[0].contains("script"), "{:?}", p.problems);
+    }
+}
