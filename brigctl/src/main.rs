@@ -212,6 +212,12 @@ fn network_text(status: &NetworkStatus) -> String {
             if let (Some(r), Some(e)) = (l.renew_in, l.expires_in) {
                 out += &format!(", renews in {}, expires in {}", duration(r), duration(e));
             }
+            if let Some(h) = &l.hostname {
+                out += &format!(", host name {h}");
+            }
+            if !l.ntp.is_empty() {
+                out += &format!(", NTP {}", l.ntp.join(" "));
+            }
             out += "\n";
         }
     }
@@ -316,6 +322,8 @@ mod tests {
                     renew_in: Some(43_000),
                     rebind_in: Some(75_000),
                     expires_in: Some(86_000),
+                    hostname: Some("guest".into()),
+                    ntp: vec!["10.0.2.2".into()],
                 }),
             }],
             routes: vec![RouteStatus {
@@ -337,7 +345,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("eth0: bound 10.0.2.15/24 from 10.0.2.2, renews in 11h, expires in 23h"),
+            text.contains("eth0: bound 10.0.2.15/24 from 10.0.2.2, renews in 11h, expires in 23h, host name guest, NTP 10.0.2.2"),
             "{text}"
         );
         assert!(

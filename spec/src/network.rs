@@ -899,6 +899,13 @@ pub struct LeaseStatus {
     pub renew_in: Option<u64>,
     pub rebind_in: Option<u64>,
     pub expires_in: Option<u64>,
+    /// The host name the server offered (shown, not applied: the host name
+    /// comes from config, see docs/network.md).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The NTP servers it offered (handed to the ntp container).
+    #[serde(default)]
+    pub ntp: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -759,6 +759,10 @@ fn lease_status(client: &Client, now: Instant) -> LeaseStatus {
         renew_in: lease.and_then(|l| left(l.renew_after)),
         rebind_in: lease.and_then(|l| left(l.rebind_after)),
         expires_in: lease.and_then(|l| left(l.lease_time)),
+        hostname: lease.and_then(|l| l.hostname.clone()),
+        ntp: lease
+            .map(|l| l.ntp.iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default(),
     }
 }
 

@@ -93,6 +93,7 @@ fn renews_then_rebinds_to_another_server_and_releases_on_stop() {
     assert_eq!(iface["config"], "client");
     assert_eq!(iface["dhcp4"]["state"], "bound");
     assert_eq!(iface["dhcp4"]["server"], "192.168.77.1");
+    assert_eq!(iface["dhcp4"]["ntp"][0], "192.168.77.1");
 
     // Renewal at T1: a unicast REQUEST that the server ACKs.
     netd.wait_for(
