@@ -1,6 +1,7 @@
 //! Where PID 1 finds cloud-init configuration at boot, and what it makes of
-//! it. So far: NoCloud from a volume labelled `cidata` or `CIDATA` (vfat or
-//! ISO 9660) holding `user-data`, `meta-data` and `network-config`. The
+//! it. So far: user data on the kernel command line (`brig.config=`,
+//! base64), then NoCloud from a volume labelled `cidata` or `CIDATA` (vfat
+//! or ISO 9660) holding `user-data`, `meta-data` and `network-config`. The
 //! config goes to the system containers as files under /run/brig/config;
 //! every problem is reported and the rest still applies.
 
@@ -60,6 +61,17 @@ pub fn probe(head: &[u8]) -> Option<(&'static str, String)> {
         }
     }
     None
+}
+
+/// User data from the kernel command line: `brig.config=` with base64.
+pub fn from_cmdline(value: &str) -> Result<Seed, String> {
+    let user_data = brig_spec::cloud_config::decode_base64(value)
+        .map_err(|e| format!("brig.config= on the kernel command line: {e}"))?;
+    Ok(Seed {
+        source: "the kernel command line (brig.config=)".into(),
+        user_data: Some(user_data),
+        ..Seed::default()
+    })
 }
 
 /// Looks for a NoCloud volume among the block devices and reads it.
@@ -189,6 +201,18 @@ mod tests {
         assert_eq!(probe(&[0u8; 4096]), None);
         assert_eq!(probe(&fat16(b"           ")), None, "no label");
         assert_eq!(probe(&[0x55; 100]), None, "short");
+    }
+
+    #[test]
+    fn user_data_on_the_command_line() {
+        // "#cloud-config\nhostname: from-cmdline\n"
+        let seed = from_cmdline("I2Nsb3VkLWNvbmZpZwpob3N0bmFtZTogZnJvbS1jbWRsaW5lCg==").unwrap();
+        assert_eq!(plan(&seed).hostname.as_deref(), Some("from-cmdline"));
+        let e = from_cmdline("%%%").unwrap_err();
+        assert!(
+            e.starts_with("brig.config= on the kernel command line: not valid base64"),
+            "{e}"
+        );
     }
 
     #[test]

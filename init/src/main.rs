@@ -226,7 +226,7 @@ fn boot() -> Result<Init, String> {
         init.coldplug.load_named(&init.sys, module, &mut outcome);
     }
     report_modules("container modules", &outcome);
-    read_config(&init.sys);
+    read_config(&init.sys, &cmdline);
     match &cgroups {
         Some(root) => {
             for e in cgroup::prepare(root) {
@@ -244,8 +244,12 @@ fn boot() -> Result<Init, String> {
 /// cloud-init config from a local datasource: the host name now, files
 /// under /run/brig/config for the system containers. Problems are reported
 /// and the rest applies.
-fn read_config(sys: &dyn System) {
-    let seed = match datasource::find_nocloud(sys) {
+fn read_config(sys: &dyn System, cmdline: &Cmdline) {
+    let found = match cmdline.value("brig.config") {
+        Some(value) => datasource::from_cmdline(value).map(Some),
+        None => datasource::find_nocloud(sys),
+    };
+    let seed = match found {
         Ok(Some(seed)) => seed,
         Ok(None) => {
             say("config: no datasource found; defaults apply");

@@ -185,6 +185,15 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
     (UserData::CloudConfig(config), problems)
 }
 
+/// User data given as base64 (the kernel command line's `brig.config=`).
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim()))
+        .map_err(|e| format!("not valid base64: {e}"))
+}
+
 /// The datasource's meta data (NoCloud's `meta-data` file).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetaData {
@@ -392,6 +401,21 @@ colour: blue
                 "cloud-config: `ssh_authorized_keys`: \"not-a-key\" is not an OpenSSH public key (type, then base64)",
             ]
         );
+    }
+
+    #[test]
+    fn base64_user_data() {
+        assert_eq!(
+            decode_base64("I2Nsb3VkLWNvbmZpZwo=").unwrap(),
+            b"#cloud-config\n"
+        );
+        assert_eq!(
+            decode_base64("I2Nsb3VkLWNvbmZpZwo").unwrap(),
+            b"#cloud-config\n"
+        );
+        assert!(decode_base64("not base64!")
+            .unwrap_err()
+            .starts_with("not valid base64"));
     }
 
     #[test]

@@ -70,8 +70,19 @@ fn qemu_aarch64_boots_and_the_gpio_power_button_powers_it_off() {
 #[test]
 fn ctrl_alt_del_reboots_in_order() {
     let board = "qemu-x86_64";
-    let mut guest = Guest::boot(board, &built(board), &[]);
-    guest.wait_for("brig: ready", BOOT);
+    // User data can also come on the kernel command line, base64-encoded:
+    // "#cloud-config\nhostname: from-cmdline\n".
+    let config = "brig.config=I2Nsb3VkLWNvbmZpZwpob3N0bmFtZTogZnJvbS1jbWRsaW5lCg==";
+    let mut guest = Guest::boot(board, &built(board), &[config]);
+    let serial = guest.wait_for("brig: ready", BOOT);
+    assert!(
+        serial.contains("brig: config: from the kernel command line (brig.config=)"),
+        "{serial}"
+    );
+    assert!(
+        serial.contains("brig: hostname from-cmdline (from config)"),
+        "{serial}"
+    );
     let keys: Vec<_> = ["ctrl", "alt", "delete"]
         .iter()
         .map(|k| json!({"type": "qcode", "data": k}))
