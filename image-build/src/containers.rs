@@ -146,9 +146,12 @@ pub fn build_image(
         .spawn()
         .context("starting tar2sqfs")?;
     let stdin = child.stdin.take().context("tar2sqfs stdin")?;
-    let keep =
-        (!spec.rootfs.keep.is_empty()).then(|| (&spec.rootfs.keep[..], board.arch.multiarch()));
-    let written = write_tar(stdin, packages.as_deref(), keep, &ours, mtime);
+    let selection = Selection {
+        keep: &spec.rootfs.keep,
+        drop: &spec.rootfs.drop,
+        triplet: board.arch.multiarch(),
+    };
+    let written = write_tar(stdin, packages.as_deref(), &selection, &ours, mtime);
     let status = child.wait().context("waiting for tar2sqfs")?;
     written.with_context(|| format!("streaming the rootfs of {} into tar2sqfs", spec.name))?;
     if !status.success() {
@@ -170,12 +173,21 @@ fn mode_of(path: &Path) -> u32 {
         .unwrap_or(0o644)
 }
 
+/// Which of the packages' paths go into the image (`rootfs.keep`, `rootfs.drop`).
+struct Selection<'a> {
+    keep: &'a [String],
+    drop: &'a [String],
+    /// The multiarch directory, where the loader looks for libraries.
+    triplet: &'a str,
+}
+
 /// The package tar's entries (except those ours replace; with `keep`, only
-/// the paths it keeps and needs, see keep.rs), then ours.
+/// the paths it keeps and needs, see keep.rs; without those `drop` names),
+/// then ours.
 fn write_tar(
     to: impl Write,
     packages: Option<&Path>,
-    keep: Option<(&[String], &str)>,
+    selection: &Selection,
     ours: &BTreeMap<String, (u32, Vec<u8>)>,
     mtime: u32,
 ) -> Result<()> {
@@ -216,6 +228,7 @@ fn write_tar(
             if !has(dir) && has(&usr) {
                 let mut header = tar::Header::new_gnu();
                 header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
                 header.set_mode(0o777);
                 header.set_mtime(mtime.into());
                 entries.push(PackageEntry {
@@ -226,9 +239,39 @@ fn write_tar(
                 });
             }
         }
-        let kept = match keep {
-            Some((paths, triplet)) => Some(keep::closure(&tree_of(&entries), paths, triplet)?),
-            None => None,
+        if let Some(bundle) = ca_bundle(&entries, mtime) {
+            entries.push(bundle);
+        }
+        if !selection.drop.is_empty() {
+            entries.retain(|e| !keep::dropped(selection.drop, &e.path));
+            // What is left must still run: every program's libraries and
+            // every hard link's target are still there.
+            let files: Vec<String> = entries
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.header.entry_type(),
+                        tar::EntryType::Regular | tar::EntryType::Link
+                    )
+                })
+                .map(|e| format!("/{}", e.path))
+                .collect();
+            keep::closure(
+                &tree_of(&entries),
+                &files,
+                selection.triplet,
+                "a file left in",
+            )
+            .context("rootfs.drop left out something that is still needed")?;
+        }
+        let kept = match selection.keep {
+            [] => None,
+            paths => Some(keep::closure(
+                &tree_of(&entries),
+                paths,
+                selection.triplet,
+                "rootfs.keep",
+            )?),
         };
         for e in &entries {
             if !kept.as_ref().is_none_or(|k| k.contains(&e.path)) {
@@ -262,6 +305,46 @@ struct PackageEntry {
     /// Symlink or hard link target.
     link: Option<String>,
     data: Vec<u8>,
+}
+
+/// ca-certificates' bundle, which its maintainer script would make (the
+/// packages are unpacked, not installed): every certificate it ships, in
+/// name order, at the path OpenSSL and curl read.
+fn ca_bundle(entries: &[PackageEntry], mtime: u32) -> Option<PackageEntry> {
+    const BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+    if entries.iter().any(|e| e.path == BUNDLE) {
+        return None;
+    }
+    let mut certs: Vec<&PackageEntry> = entries
+        .iter()
+        .filter(|e| {
+            e.path.starts_with("usr/share/ca-certificates/")
+                && e.path.ends_with(".crt")
+                && e.header.entry_type() == tar::EntryType::Regular
+        })
+        .collect();
+    if certs.is_empty() {
+        return None;
+    }
+    certs.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut data = Vec::new();
+    for cert in certs {
+        data.extend_from_slice(&cert.data);
+        if !data.ends_with(b"\n") {
+            data.push(b'\n');
+        }
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(mtime.into());
+    Some(PackageEntry {
+        path: BUNDLE.into(),
+        header,
+        link: None,
+        data,
+    })
 }
 
 /// The package tar as a tree for keep::closure.
@@ -403,34 +486,147 @@ mod tests {
         assert!(e.contains("\"dup\" is defined twice"), "{e}");
     }
 
-    #[test]
-    fn our_files_replace_package_files_in_the_stream() {
-        let dir = tempfile::tempdir().unwrap();
-        let packages = dir.path().join("p.tar");
+    /// A package tar of regular files, directories for paths ending in `/`
+    /// and hard links for `=target` data.
+    fn package_tar_of(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+        let packages = dir.join("p.tar");
         let mut b = tar::Builder::new(std::fs::File::create(&packages).unwrap());
-        for (path, data) in [("./etc/motd", "debian"), ("./etc/issue", "kept")] {
+        for (path, data) in files {
             let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
             h.set_mode(0o644);
-            b.append_data(&mut h, path, data.as_bytes()).unwrap();
+            h.set_size(0);
+            if path.ends_with('/') {
+                h.set_entry_type(tar::EntryType::Directory);
+                b.append_data(&mut h, path, std::io::empty()).unwrap();
+                continue;
+            }
+            match data.strip_prefix('=') {
+                Some(target) => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    b.append_link(&mut h, path, target).unwrap();
+                }
+                None => {
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, path, data.as_bytes()).unwrap();
+                }
+            }
         }
         b.into_inner().unwrap();
-        let ours = BTreeMap::from([("etc/motd".to_string(), (0o644, b"brig".to_vec()))]);
-        let mut stream = Vec::new();
-        write_tar(&mut stream, Some(&packages), None, &ours, 42).unwrap();
+        packages
+    }
+
+    const ALL: Selection = Selection {
+        keep: &[],
+        drop: &[],
+        triplet: "x86_64-linux-gnu",
+    };
+
+    /// The entries of a stream: path and text.
+    fn read_stream(stream: &[u8]) -> Vec<(String, String)> {
         let mut seen = Vec::new();
-        for entry in tar::Archive::new(stream.as_slice()).entries().unwrap() {
+        for entry in tar::Archive::new(stream).entries().unwrap() {
             let mut entry = entry.unwrap();
             let mut text = String::new();
             std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
             seen.push((entry.path().unwrap().display().to_string(), text));
         }
+        seen
+    }
+
+    #[test]
+    fn our_files_replace_package_files_in_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let packages = package_tar_of(
+            dir.path(),
+            &[("./etc/motd", "debian"), ("./etc/issue", "kept")],
+        );
+        let ours = BTreeMap::from([("etc/motd".to_string(), (0o644, b"brig".to_vec()))]);
+        let mut stream = Vec::new();
+        write_tar(&mut stream, Some(&packages), &ALL, &ours, 42).unwrap();
         assert_eq!(
-            seen,
+            read_stream(&stream),
             [
                 ("etc/issue".to_string(), "kept".to_string()),
                 ("etc/motd".to_string(), "brig".to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn certificates_are_bundled_as_the_maintainer_script_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let packages = package_tar_of(
+            dir.path(),
+            &[
+                ("./usr/share/ca-certificates/mozilla/B.crt", "b"),
+                ("./usr/share/ca-certificates/mozilla/A.crt", "a\n"),
+            ],
+        );
+        let mut stream = Vec::new();
+        write_tar(&mut stream, Some(&packages), &ALL, &BTreeMap::new(), 42).unwrap();
+        let seen = read_stream(&stream);
+        assert_eq!(
+            seen.last().unwrap(),
+            &(
+                "etc/ssl/certs/ca-certificates.crt".to_string(),
+                "a\nb\n".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn dropped_paths_are_left_out_unless_something_left_in_needs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let packages = package_tar_of(
+            dir.path(),
+            &[
+                ("./usr/", ""),
+                ("./usr/bin/", ""),
+                ("./usr/bin/keep", "k"),
+                ("./usr/lib/", ""),
+                ("./usr/lib/systemd/", ""),
+                ("./usr/lib/systemd/a", "a"),
+                ("./usr/lib/systemd/b", "b"),
+            ],
+        );
+        let drop = ["/usr/lib/systemd".to_string()];
+        let selection = Selection { drop: &drop, ..ALL };
+        let mut stream = Vec::new();
+        write_tar(
+            &mut stream,
+            Some(&packages),
+            &selection,
+            &BTreeMap::new(),
+            42,
+        )
+        .unwrap();
+        let paths: Vec<String> = read_stream(&stream).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            paths,
+            ["usr", "usr/bin", "usr/bin/keep", "usr/lib", "bin", "lib"]
+        );
+
+        // A hard link left in whose target is dropped would break the image.
+        let packages = package_tar_of(
+            dir.path(),
+            &[
+                ("./usr/lib/systemd/a", "a"),
+                ("./usr/bin/a", "=./usr/lib/systemd/a"),
+            ],
+        );
+        let e = write_tar(
+            Vec::new(),
+            Some(&packages),
+            &selection,
+            &BTreeMap::new(),
+            42,
+        )
+        .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("rootfs.drop left out something that is still needed")
+                && e.contains("/usr/bin/a (needed by a file left in)"),
+            "{e}"
         );
     }
 

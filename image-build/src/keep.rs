@@ -18,12 +18,28 @@ pub enum Node<'a> {
     Symlink(String),
 }
 
+/// Whether `rootfs.drop` leaves out `path` (relative, no leading `/`): a
+/// pattern names it or a directory above it; `*` matches within a component.
+pub fn dropped(patterns: &[String], path: &str) -> bool {
+    let components: Vec<&str> = path.split('/').collect();
+    patterns.iter().any(|pattern| {
+        let wanted: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+        wanted.len() <= components.len()
+            && wanted
+                .iter()
+                .zip(&components)
+                .all(|(w, c)| brig_spec::glob::glob_match(w.as_bytes(), c.as_bytes()))
+    })
+}
+
 /// The paths to put in the image: `keep`, and what they need.
-/// `triplet` is the multiarch directory (`x86_64-linux-gnu`).
+/// `triplet` is the multiarch directory (`x86_64-linux-gnu`); `asked_by`
+/// names who wants `keep`, for errors.
 pub fn closure(
     tree: &BTreeMap<String, Node<'_>>,
     keep: &[String],
     triplet: &str,
+    asked_by: &str,
 ) -> Result<BTreeSet<String>> {
     let search: Vec<String> = [
         format!("lib/{triplet}"),
@@ -35,7 +51,7 @@ pub fn closure(
     let mut kept = BTreeSet::new();
     let mut queue: VecDeque<(String, String)> = keep
         .iter()
-        .map(|p| (p.clone(), "rootfs.keep".to_string()))
+        .map(|p| (p.clone(), asked_by.to_string()))
         .collect();
     while let Some((path, wanted_by)) = queue.pop_front() {
         let Some(real) = resolve(tree, &path, &mut kept) else {
@@ -195,6 +211,24 @@ mod tests {
     }
 
     #[test]
+    fn dropped_paths_and_what_is_under_them() {
+        let drop = ["/usr/lib/systemd".to_string(), "/usr/lib/*/perl*".into()];
+        assert!(dropped(&drop, "usr/lib/systemd"));
+        assert!(dropped(&drop, "usr/lib/systemd/systemd-executor"));
+        assert!(dropped(
+            &drop,
+            "usr/lib/x86_64-linux-gnu/perl-base/strict.pm"
+        ));
+        assert!(dropped(&drop, "usr/lib/aarch64-linux-gnu/perl5"));
+        assert!(!dropped(&drop, "usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(
+            !dropped(&drop, "usr/lib/systemd-extra"),
+            "whole components only"
+        );
+        assert!(!dropped(&drop, "usr/lib"), "not the directories above");
+    }
+
+    #[test]
     fn symlinks_are_followed_through_directories_and_kept() {
         let t = tree(&[
             ("lib64", Node::Symlink("usr/lib64".into())),
@@ -229,11 +263,23 @@ mod tests {
             None
         );
 
-        let kept = closure(&t, &["/usr/lib64".into()], "x86_64-linux-gnu").unwrap();
+        let kept = closure(
+            &t,
+            &["/usr/lib64".into()],
+            "x86_64-linux-gnu",
+            "rootfs.keep",
+        )
+        .unwrap();
         assert!(kept.contains("usr/lib/x86_64-linux-gnu/ld.so"), "{kept:?}");
         assert!(kept.contains("usr/lib/x86_64-linux-gnu") && kept.contains("usr"));
         assert!(!kept.contains("loop"));
-        let e = closure(&t, &["/etc/nothing".into()], "x86_64-linux-gnu").unwrap_err();
+        let e = closure(
+            &t,
+            &["/etc/nothing".into()],
+            "x86_64-linux-gnu",
+            "rootfs.keep",
+        )
+        .unwrap_err();
         assert!(
             e.to_string()
                 .contains("/etc/nothing (needed by rootfs.keep) is not in the packages"),
@@ -269,12 +315,24 @@ mod tests {
             entries.push((format!("usr/lib/{lib}"), Node::File(&[])));
         }
         let mut t: BTreeMap<String, Node<'_>> = entries.into_iter().collect();
-        let kept = closure(&t, &["/usr/bin/prog".into()], "x86_64-linux-gnu").unwrap();
+        let kept = closure(
+            &t,
+            &["/usr/bin/prog".into()],
+            "x86_64-linux-gnu",
+            "rootfs.keep",
+        )
+        .unwrap();
         assert!(kept.contains(&interp));
         assert!(kept.contains(&format!("usr/lib/{}", needs.libraries[0])));
 
         t.remove(&format!("usr/lib/{}", needs.libraries[0]));
-        let e = closure(&t, &["/usr/bin/prog".into()], "x86_64-linux-gnu").unwrap_err();
+        let e = closure(
+            &t,
+            &["/usr/bin/prog".into()],
+            "x86_64-linux-gnu",
+            "rootfs.keep",
+        )
+        .unwrap_err();
         assert!(
             e.to_string().contains(&format!(
                 "usr/bin/prog needs {}, which is not in the packages",

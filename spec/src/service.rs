@@ -84,6 +84,12 @@ pub struct Rootfs {
     /// program without the dependencies of its package's maintainer scripts.
     #[serde(default)]
     pub keep: Vec<String>,
+    /// Paths of the packages left out (with what is under them), `*` within
+    /// a path component: for a broad rootfs (a shell) without what only
+    /// maintainer scripts or other init systems use. The build fails if a
+    /// program left in needs something dropped.
+    #[serde(default)]
+    pub drop: Vec<String>,
     /// Our own binaries (workspace crates), cross-built and put in /usr/bin.
     #[serde(default)]
     pub binaries: Vec<String>,
@@ -388,12 +394,17 @@ impl ServiceSpec {
         if !self.rootfs.keep.is_empty() && self.rootfs.packages.is_empty() {
             return err("rootfs.keep", "keeps paths of `packages`: list some".into());
         }
-        for path in &self.rootfs.keep {
-            if !path.starts_with('/') || path.split('/').any(|p| p == "..") {
-                return err(
-                    "rootfs.keep",
-                    format!("{path:?} must be an absolute path without .."),
-                );
+        if !self.rootfs.drop.is_empty() && self.rootfs.packages.is_empty() {
+            return err("rootfs.drop", "drops paths of `packages`: list some".into());
+        }
+        for (key, paths) in [
+            ("rootfs.keep", &self.rootfs.keep),
+            ("rootfs.drop", &self.rootfs.drop),
+        ] {
+            for path in paths {
+                if !path.starts_with('/') || path.split('/').any(|p| p == "..") {
+                    return err(key, format!("{path:?} must be an absolute path without .."));
+                }
             }
         }
         for target in self.rootfs.files.keys() {
@@ -638,6 +649,11 @@ path = "/run/ready"
         let e = error(&format!("{base}keep = [\"usr/sbin/x\"]\n"));
         assert!(
             e.contains("`rootfs.keep`: \"usr/sbin/x\" must be an absolute path"),
+            "{e}"
+        );
+        let e = error(&format!("{base}drop = [\"/usr/../etc\"]\n"));
+        assert!(
+            e.contains("`rootfs.drop`: \"/usr/../etc\" must be an absolute path"),
             "{e}"
         );
         let e = error("command = [\"/bin/true\"]\n[rootfs]\nbinaries = [\"x\"]\nkeep = [\"/x\"]\n");
