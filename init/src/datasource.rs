@@ -10,6 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use brig_spec::cloud_config::{parse_meta_data, parse_user_data, UserData};
+use brig_spec::console;
 use nix::mount::MsFlags;
 
 use crate::system::System;
@@ -163,6 +164,11 @@ pub fn plan(seed: &Seed) -> Plan {
         plan.files
             .push((NTP_SERVERS_FILE.into(), ntp.chrony_sources()));
     }
+    if let Some(c) = &config {
+        // Serialising plain data cannot fail.
+        let json = serde_json::to_string_pretty(&c.console).unwrap_or_default();
+        plan.files.push((console::CONFIG_PATH.into(), json + "\n"));
+    }
     plan
 }
 
@@ -239,6 +245,9 @@ mod tests {
         );
         assert_eq!(p.files[1].0, Path::new(NTP_SERVERS_FILE));
         assert!(p.files[1].1.contains("server ntp.example.com iburst"));
+        assert_eq!(p.files[2].0, Path::new(console::CONFIG_PATH));
+        let accounts: console::ConsoleConfig = serde_json::from_str(&p.files[2].1).unwrap();
+        assert_eq!(accounts, console::ConsoleConfig::default());
 
         // The seed's network-config file wins; meta data names the host
         // when user data does not; a script is reported, not run.

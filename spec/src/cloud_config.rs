@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::console::{self, ConsoleConfig};
+
 /// One problem in the user data, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -43,6 +45,10 @@ pub struct CloudConfig {
     /// The `network:` section (network config v2), for the network
     /// container, which validates it itself.
     pub network: Option<Value>,
+    /// Accounts and login settings for the console container (`users`,
+    /// `user`, `ssh_authorized_keys`, `ssh_pwauth`, `disable_root`,
+    /// `brig.console`).
+    pub console: ConsoleConfig,
 }
 
 /// cloud-init's `ntp:` key.
@@ -55,14 +61,17 @@ pub struct Ntp {
 
 /// cloud-init keys that Brig does not apply yet: reported as such.
 const NOT_YET: &[&str] = &[
-    "users",
     "write_files",
     "bootcmd",
     "runcmd",
     "timezone",
     "mounts",
-    "brig",
+    "ssh_keys",
+    "chpasswd",
+    "password",
 ];
+/// Sections of `brig:` that are still to come.
+const BRIG_NOT_YET: &[&str] = &["services", "docker", "logging", "sysctl", "modules"];
 /// cloud-init keys with no meaning on Brig (no package manager, no
 /// distribution-specific setup): accepted and ignored, as they are harmless.
 const IGNORED: &[&str] = &[
@@ -145,6 +154,8 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
         return (UserData::Empty, problems);
     };
     let mut config = CloudConfig::default();
+    let mut users = None;
+    let mut default_user = console::Account::default_user();
     for (key, value) in map {
         let mut problem = |p: String| {
             problems.push(Problem {
@@ -177,12 +188,100 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
                 }),
             },
             "network" => config.network = Some(value.clone()),
+            "users" => {
+                let (entries, found) = console::parse_users(value);
+                users = Some(entries);
+                problems.extend(found.into_iter().map(|p| sub_problem(key, p)));
+            }
+            "user" => {
+                let (account, found) = console::parse_default_user(value);
+                default_user = account;
+                problems.extend(found.into_iter().map(|p| sub_problem(key, p)));
+            }
+            "ssh_pwauth" => match value {
+                Value::Bool(b) => config.console.ssh_password_auth = *b,
+                other => problem(format!("expected true or false, not {other}")),
+            },
+            "disable_root" => match value {
+                Value::Bool(b) => config.console.root_login = !b,
+                other => problem(format!("expected true or false, not {other}")),
+            },
+            "brig" => brig_section(value, &mut config, &mut problems),
             k if NOT_YET.contains(&k) => problem("not applied by this Brig version yet".into()),
             k if IGNORED.contains(&k) => {}
             _ => problem("unknown key, ignored".into()),
         }
     }
+    let (accounts, found) =
+        console::resolve_users(users, default_user, &config.ssh_authorized_keys);
+    config.console.users = accounts;
+    problems.extend(found.into_iter().map(|p| sub_problem("users", p)));
+    if let Some(name) = &config.console.autologin {
+        if !config.console.users.iter().any(|a| &a.name == name) {
+            problems.push(Problem {
+                key: "brig.console.autologin".into(),
+                problem: format!("there is no user {name:?}; no autologin"),
+            });
+            config.console.autologin = None;
+        }
+    }
     (UserData::CloudConfig(config), problems)
+}
+
+fn sub_problem(key: &str, (sub, problem): console::KeyProblem) -> Problem {
+    let key = match sub.as_str() {
+        "" => key.to_string(),
+        s if s.starts_with('[') => format!("{key}{s}"),
+        s => format!("{key}.{s}"),
+    };
+    Problem { key, problem }
+}
+
+/// Brig's own settings (`brig:`).
+fn brig_section(value: &Value, config: &mut CloudConfig, problems: &mut Vec<Problem>) {
+    let Some(map) = value.as_object() else {
+        problems.push(Problem {
+            key: "brig".into(),
+            problem: format!("expected a mapping, not {value}"),
+        });
+        return;
+    };
+    for (key, value) in map {
+        let mut problem = |sub: &str, p: String| {
+            problems.push(Problem {
+                key: format!("brig.{key}{sub}"),
+                problem: p,
+            })
+        };
+        match key.as_str() {
+            "console" => {
+                let Some(console) = value.as_object() else {
+                    problem("", format!("expected a mapping, not {value}"));
+                    continue;
+                };
+                for (sub, v) in console {
+                    match (sub.as_str(), v) {
+                        ("autologin", Value::Bool(false)) => config.console.autologin = None,
+                        ("autologin", Value::Bool(true)) => {
+                            config.console.autologin = Some(console::DEFAULT_USER.into())
+                        }
+                        ("autologin", Value::String(name)) => {
+                            config.console.autologin = Some(name.clone())
+                        }
+                        ("autologin", other) => problem(
+                            ".autologin",
+                            format!("expected true, false or a user name, not {other}"),
+                        ),
+                        (other, _) => problem(&format!(".{other}"), "unknown key, ignored".into()),
+                    }
+                }
+            }
+            k if BRIG_NOT_YET.contains(&k) => {
+                problem("", "not applied by this Brig version yet".into())
+            }
+            _ => problem("", "unknown key, ignored".into()),
+        }
+    }
 }
 
 /// User data given as base64 (the kernel command line's `brig.config=`).
@@ -258,7 +357,7 @@ fn host_name(value: &Value, max: usize) -> Result<String, String> {
 }
 
 /// A list of OpenSSH public keys, one line each.
-fn ssh_keys(value: &Value) -> Result<Vec<String>, String> {
+pub(crate) fn ssh_keys(value: &Value) -> Result<Vec<String>, String> {
     let list = match value {
         Value::String(s) => vec![s.as_str()],
         Value::Array(items) => items
@@ -400,6 +499,45 @@ colour: blue
                 "cloud-config: `runcmd`: not applied by this Brig version yet",
                 "cloud-config: `ssh_authorized_keys`: \"not-a-key\" is not an OpenSSH public key (type, then base64)",
             ]
+        );
+    }
+
+    #[test]
+    fn login_settings_and_the_brig_section() {
+        let (c, problems) = config(
+            "#cloud-config
+ssh_pwauth: true
+disable_root: false
+users: [default, {name: alice}]
+brig:
+  console: {autologin: alice, colour: red}
+  docker: {}
+  flying: yes
+",
+        );
+        assert_eq!(
+            problems,
+            [
+                "cloud-config: `brig.console.colour`: unknown key, ignored",
+                "cloud-config: `brig.docker`: not applied by this Brig version yet",
+                "cloud-config: `brig.flying`: unknown key, ignored",
+            ]
+        );
+        assert!(c.console.ssh_password_auth && c.console.root_login);
+        assert_eq!(c.console.autologin.as_deref(), Some("alice"));
+        assert_eq!(c.console.users.len(), 2);
+        let (c, problems) = config("#cloud-config\nbrig: {console: {autologin: zed}}\n");
+        assert_eq!(c.console.autologin, None);
+        assert_eq!(
+            problems,
+            ["cloud-config: `brig.console.autologin`: there is no user \"zed\"; no autologin"]
+        );
+        let (c, _) = config("#cloud-config\nbrig: {console: {autologin: true}}\n");
+        assert_eq!(c.console.autologin.as_deref(), Some("brig"));
+        let (_, problems) = config("#cloud-config\nusers: [{name: 'X'}]\n");
+        assert!(
+            problems[0].starts_with("cloud-config: `users[0].name`: \"X\""),
+            "{problems:?}"
         );
     }
 

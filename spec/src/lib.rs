@@ -1,6 +1,7 @@
 //! Types shared by the host tool (`brig`), PID 1 (`brig-init`) and `brigctl`.
 
 pub mod cloud_config;
+pub mod console;
 pub mod control;
 pub mod glob;
 pub mod network;

@@ -1,0 +1,551 @@
+//! Who may log in to the console container and how: what PID 1 makes of
+//! cloud-config `users`, `user`, `ssh_authorized_keys`, `ssh_pwauth`,
+//! `disable_root` and `brig.console`, handed to the console container as
+//! JSON (`/run/brig/config/console.json`). Validated here, so the console
+//! only renders it into /etc/passwd, /etc/shadow, sudoers and sshd config.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where PID 1 writes it and the console container reads it.
+pub const CONFIG_PATH: &str = "/run/brig/config/console.json";
+
+/// The default user's name (cloud-init's `default` entry in `users`).
+pub const DEFAULT_USER: &str = "brig";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleConfig {
+    pub users: Vec<Account>,
+    /// sshd `PasswordAuthentication` (cloud-config `ssh_pwauth`).
+    #[serde(default)]
+    pub ssh_password_auth: bool,
+    /// Root may log in over ssh with a key (cloud-config `disable_root:
+    /// false`); it then gets the default user's keys, as with cloud-init.
+    #[serde(default)]
+    pub root_login: bool,
+    /// Log this user in on the serial console without a password
+    /// (`brig.console.autologin`).
+    #[serde(default)]
+    pub autologin: Option<String>,
+}
+
+/// One login account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub name: String,
+    #[serde(default)]
+    pub gecos: String,
+    /// Chosen by the console (from 1000 up) when not given.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// The primary group's name; a group named after the user when absent.
+    #[serde(default)]
+    pub primary_group: Option<String>,
+    /// Supplementary groups, created when missing.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// sudoers rules for this user, e.g. `ALL=(ALL) NOPASSWD:ALL`.
+    #[serde(default)]
+    pub sudo: Vec<String>,
+    pub shell: String,
+    /// `/home/<name>` when not given.
+    #[serde(default)]
+    pub home: Option<String>,
+    pub create_home: bool,
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    /// A crypt(3) hash (`$6$…`, `$y$…`).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// The password cannot be used (keys still can): cloud-init's default.
+    pub lock_password: bool,
+}
+
+impl Default for ConsoleConfig {
+    /// No config at all: the default user, without keys (so nobody can log
+    /// in over ssh until keys are given), password login off.
+    fn default() -> Self {
+        ConsoleConfig {
+            users: vec![Account::default_user()],
+            ssh_password_auth: false,
+            root_login: false,
+            autologin: None,
+        }
+    }
+}
+
+impl Account {
+    /// `brig`: uid 1000, passwordless sudo, bash.
+    pub fn default_user() -> Self {
+        Account {
+            name: DEFAULT_USER.into(),
+            gecos: "Brig".into(),
+            uid: Some(1000),
+            primary_group: None,
+            groups: vec!["adm".into(), "sudo".into()],
+            sudo: vec!["ALL=(ALL) NOPASSWD:ALL".into()],
+            shell: "/bin/bash".into(),
+            home: None,
+            create_home: true,
+            ssh_authorized_keys: Vec::new(),
+            password_hash: None,
+            lock_password: true,
+        }
+    }
+
+    /// A user named in `users` with cloud-init's defaults.
+    fn named(name: String) -> Self {
+        Account {
+            name,
+            gecos: String::new(),
+            uid: None,
+            groups: Vec::new(),
+            sudo: Vec::new(),
+            ..Account::default_user()
+        }
+    }
+
+    pub fn home(&self) -> String {
+        self.home
+            .clone()
+            .unwrap_or_else(|| format!("/home/{}", self.name))
+    }
+}
+
+/// A user or group name as useradd accepts it by default.
+pub fn valid_name(name: &str) -> bool {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    (1..=32).contains(&name.len())
+        && body
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// One problem: the sub-key (relative to the cloud-config key) and what.
+pub type KeyProblem = (String, String);
+
+/// `users:` — a list of `default`, names and mappings. Returns the
+/// accounts in order (`default` as the default user) and the problems; a
+/// bad entry is left out, a bad key of an entry loses only that key.
+pub fn parse_users(value: &Value) -> (Vec<UserEntry>, Vec<KeyProblem>) {
+    let mut problems = Vec::new();
+    let items: Vec<Value> = match value {
+        // cloud-init also takes "default, alice" and a single mapping.
+        Value::String(s) => s
+            .split(',')
+            .map(|n| Value::String(n.trim().into()))
+            .collect(),
+        Value::Array(items) => items.clone(),
+        Value::Object(_) => vec![value.clone()],
+        other => {
+            problems.push((String::new(), format!("expected a list, not {other}")));
+            return (Vec::new(), problems);
+        }
+    };
+    let mut entries = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("[{i}]");
+        match item {
+            Value::String(s) if s == "default" => entries.push(UserEntry::Default),
+            Value::String(name) if valid_name(name) => {
+                entries.push(UserEntry::Account(Box::new(Account::named(name.clone()))))
+            }
+            Value::Object(_) => {
+                let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+                if name == "default" {
+                    entries.push(UserEntry::Default);
+                    continue;
+                }
+                if !valid_name(name) {
+                    problems.push((
+                        format!("{at}.name"),
+                        format!("{name:?} is not a valid user name (lower case letters, digits, _ and -; at most 32); entry left out"),
+                    ));
+                    continue;
+                }
+                let mut account = Account::named(name.into());
+                apply_user_keys(&mut account, item, &at, &mut problems);
+                entries.push(UserEntry::Account(Box::new(account)));
+            }
+            other => problems.push((
+                at,
+                format!("{other} is not a user name or a mapping; entry left out"),
+            )),
+        }
+    }
+    (entries, problems)
+}
+
+/// An entry of `users:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserEntry {
+    /// `default`: the default user, as `user:` and `ssh_authorized_keys` make it.
+    Default,
+    Account(Box<Account>),
+}
+
+/// `user:` — settings for the default user (a name renames it).
+pub fn parse_default_user(value: &Value) -> (Account, Vec<KeyProblem>) {
+    let mut problems = Vec::new();
+    let mut account = Account::default_user();
+    match value {
+        Value::String(name) if valid_name(name) => account.name = name.clone(),
+        Value::Object(map) => {
+            if let Some(name) = map.get("name") {
+                match name.as_str() {
+                    Some(n) if valid_name(n) => account.name = n.into(),
+                    _ => problems.push((
+                        "name".into(),
+                        format!("{name} is not a valid user name; the default user keeps its name"),
+                    )),
+                }
+            }
+            apply_user_keys(&mut account, value, "", &mut problems);
+        }
+        other => problems.push((
+            String::new(),
+            format!("{other} is not a user name or a mapping"),
+        )),
+    }
+    (account, problems)
+}
+
+/// Keys of a cloud-init user mapping, applied to `account`.
+fn apply_user_keys(account: &mut Account, item: &Value, at: &str, problems: &mut Vec<KeyProblem>) {
+    let Some(map) = item.as_object() else { return };
+    for (key, value) in map {
+        let sub = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        let result: Result<(), String> = match key.as_str() {
+            "name" => Ok(()),
+            "gecos" => text_line(value).map(|g| account.gecos = g),
+            "uid" => match value {
+                Value::Number(n) => n
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n > 0 && *n < 65534)
+                    .map(|n| account.uid = Some(n))
+                    .ok_or_else(|| format!("{n} is not a uid (1-65533)")),
+                Value::String(s) => s
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0 && *n < 65534)
+                    .map(|n| account.uid = Some(n))
+                    .ok_or_else(|| format!("{s:?} is not a uid (1-65533)")),
+                other => Err(format!("expected a number, not {other}")),
+            },
+            "primary_group" => match value.as_str() {
+                Some(g) if valid_name(g) => {
+                    account.primary_group = Some(g.into());
+                    Ok(())
+                }
+                _ => Err(format!("{value} is not a valid group name")),
+            },
+            "groups" => group_list(value).map(|g| account.groups = g),
+            "sudo" => sudo_rules(value).map(|r| account.sudo = r),
+            "shell" => match value.as_str() {
+                Some(s) if s.starts_with('/') && !s.contains(['\n', ':']) => {
+                    account.shell = s.into();
+                    Ok(())
+                }
+                _ => Err(format!("{value} is not an absolute path")),
+            },
+            "homedir" => match value.as_str() {
+                Some(h)
+                    if h.starts_with('/')
+                        && !h.contains(['\n', ':'])
+                        && !h.split('/').any(|c| c == "..") =>
+                {
+                    account.home = Some(h.into());
+                    Ok(())
+                }
+                _ => Err(format!("{value} is not an absolute path")),
+            },
+            "no_create_home" => boolean(value).map(|b| account.create_home = !b),
+            "ssh_authorized_keys" => {
+                crate::cloud_config::ssh_keys(value).map(|k| account.ssh_authorized_keys = k)
+            }
+            "lock_passwd" => boolean(value).map(|b| account.lock_password = b),
+            "passwd" | "hashed_passwd" => match value.as_str() {
+                Some(h) if crypt_hash(h) => {
+                    account.password_hash = Some(h.into());
+                    Ok(())
+                }
+                _ => Err(
+                    "expected a crypt(3) hash such as `mkpasswd --method=SHA-512` prints ($6$...); plain text passwords are not accepted"
+                        .into(),
+                ),
+            },
+            "plain_text_passwd" => Err(
+                "plain text passwords are not accepted: give `hashed_passwd` (mkpasswd --method=SHA-512)".into(),
+            ),
+            // Accepted for compatibility; they change nothing here.
+            "system" | "no_user_group" | "no_log_init" | "create_groups" => Ok(()),
+            "ssh_import_id" => Err("not supported (it fetches keys from the internet): list the keys in `ssh_authorized_keys`".into()),
+            _ => Err("unknown or unsupported user key, ignored".into()),
+        };
+        if let Err(e) = result {
+            problems.push((sub, e));
+        }
+    }
+}
+
+fn boolean(value: &Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| format!("expected true or false, not {value}"))
+}
+
+/// A one-line text without `:` (it goes into /etc/passwd).
+fn text_line(value: &Value) -> Result<String, String> {
+    match value.as_str() {
+        Some(s) if !s.contains(['\n', ':']) => Ok(s.into()),
+        _ => Err(format!("{value} is not one line of text without ':'")),
+    }
+}
+
+/// `groups`: "a, b" or a list.
+fn group_list(value: &Value) -> Result<Vec<String>, String> {
+    let names: Vec<String> = match value {
+        Value::String(s) => s.split(',').map(|g| g.trim().to_string()).collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| i.to_string())
+            })
+            .collect(),
+        other => return Err(format!("expected a list of group names, not {other}")),
+    };
+    match names.iter().find(|g| !valid_name(g)) {
+        Some(bad) => Err(format!("{bad:?} is not a valid group name")),
+        None => Ok(names),
+    }
+}
+
+/// `sudo`: a rule, a list of rules, or false/null for none.
+fn sudo_rules(value: &Value) -> Result<Vec<String>, String> {
+    let rules: Vec<&Value> = match value {
+        Value::Null | Value::Bool(false) => return Ok(Vec::new()),
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    rules
+        .into_iter()
+        .map(|r| match r.as_str() {
+            // One line: each rule is written as "<user> <rule>" in sudoers.
+            Some(s) if !s.trim().is_empty() && !s.contains('\n') => Ok(s.trim().to_string()),
+            _ => Err(format!(
+                "{r} is not a sudoers rule (e.g. \"ALL=(ALL) NOPASSWD:ALL\")"
+            )),
+        })
+        .collect()
+}
+
+/// A crypt(3) hash: `$id$...` in crypt's alphabet, or `*`/`!` for none.
+fn crypt_hash(h: &str) -> bool {
+    let alphabet = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"./$=,-".contains(&b))
+    };
+    (h.starts_with('$') && h.len() > 10 && alphabet(h)) || h == "*" || h == "!"
+}
+
+/// The accounts: `users` when given (with `default` standing for the
+/// default user), else the default user alone. Top-level
+/// `ssh_authorized_keys` go to the default user; problems when there is
+/// none or names repeat.
+pub fn resolve_users(
+    users: Option<Vec<UserEntry>>,
+    default_user: Account,
+    default_keys: &[String],
+) -> (Vec<Account>, Vec<KeyProblem>) {
+    let mut problems = Vec::new();
+    let mut default_user = default_user;
+    default_user
+        .ssh_authorized_keys
+        .extend(default_keys.iter().cloned());
+    let entries = users.unwrap_or_else(|| vec![UserEntry::Default]);
+    let has_default = entries.contains(&UserEntry::Default);
+    if !has_default && !default_keys.is_empty() {
+        problems.push((
+            String::new(),
+            "`ssh_authorized_keys` are for the default user, and `users` does not list `default`: the keys are not used".into(),
+        ));
+    }
+    let mut accounts: Vec<Account> = Vec::new();
+    for entry in entries {
+        let account = match entry {
+            UserEntry::Default => default_user.clone(),
+            UserEntry::Account(a) => *a,
+        };
+        if accounts.iter().any(|a| a.name == account.name) {
+            problems.push((
+                String::new(),
+                format!(
+                    "user {:?} is listed twice; the first entry counts",
+                    account.name
+                ),
+            ));
+            continue;
+        }
+        accounts.push(account);
+    }
+    (accounts, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(text: &str) -> Value {
+        serde_saphyr::from_str(text).unwrap()
+    }
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0bOsbYm+dKo6zV3Vdh6Su5Usm1h7OD4KgQr/5ioApd user@host";
+
+    #[test]
+    fn users_as_cloud_init_documents_them() {
+        let (entries, problems) = parse_users(&yaml(&format!(
+            "
+- default
+- name: alice
+  gecos: Alice Example
+  groups: users, docker
+  sudo: ALL=(ALL) NOPASSWD:ALL
+  shell: /bin/bash
+  lock_passwd: false
+  hashed_passwd: $6$rounds=4096$salt$abcdefghijklmnop
+  ssh_authorized_keys: ['{KEY}']
+- name: bob
+  uid: 1500
+  sudo: false
+  homedir: /srv/bob
+  primary_group: staff
+- carol
+"
+        )));
+        assert!(problems.is_empty(), "{problems:?}");
+        let (accounts, problems) =
+            resolve_users(Some(entries), Account::default_user(), &[KEY.into()]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["brig", "alice", "bob", "carol"]);
+        assert_eq!(accounts[0].ssh_authorized_keys, [KEY]);
+        assert_eq!(accounts[0].sudo, ["ALL=(ALL) NOPASSWD:ALL"]);
+        let alice = &accounts[1];
+        assert_eq!(alice.groups, ["users", "docker"]);
+        assert_eq!(alice.sudo, ["ALL=(ALL) NOPASSWD:ALL"]);
+        assert!(!alice.lock_password && alice.password_hash.is_some());
+        assert_eq!(alice.ssh_authorized_keys, [KEY]);
+        let bob = &accounts[2];
+        assert_eq!(
+            (bob.uid, bob.home(), bob.sudo.len()),
+            (Some(1500), "/srv/bob".into(), 0)
+        );
+        assert_eq!(bob.primary_group.as_deref(), Some("staff"));
+        assert_eq!(accounts[3].home(), "/home/carol");
+        assert!(accounts[3].lock_password);
+    }
+
+    #[test]
+    fn without_users_there_is_the_default_user_and_user_changes_it() {
+        let (accounts, _) = resolve_users(None, Account::default_user(), &[KEY.into()]);
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(accounts[0].name, "brig");
+        assert_eq!(accounts[0].ssh_authorized_keys, [KEY]);
+        let (user, problems) = parse_default_user(&yaml("name: admin\nshell: /bin/sh\n"));
+        assert!(problems.is_empty());
+        let (accounts, _) = resolve_users(None, user, &[]);
+        assert_eq!(
+            (accounts[0].name.as_str(), accounts[0].shell.as_str()),
+            ("admin", "/bin/sh")
+        );
+        assert_eq!(
+            accounts[0].sudo,
+            ["ALL=(ALL) NOPASSWD:ALL"],
+            "still the default user"
+        );
+    }
+
+    #[test]
+    fn bad_entries_and_keys_are_reported_and_left_out() {
+        let (entries, problems) = parse_users(&yaml(
+            "
+- name: Root Beer
+- name: dave
+  passwd: hunter2
+  groups: [wheel, 'bad group']
+  shell: bash
+  uid: 0
+  ssh_import_id: [gh:dave]
+  sudo: \"ALL=(ALL) ALL\\nroot ALL=(ALL) ALL\"
+- 42
+",
+        ));
+        let problems: Vec<String> = problems.iter().map(|(k, p)| format!("{k}: {p}")).collect();
+        assert_eq!(entries.len(), 1, "only dave");
+        let UserEntry::Account(dave) = &entries[0] else {
+            panic!()
+        };
+        assert!(dave.password_hash.is_none() && dave.groups.is_empty() && dave.sudo.is_empty());
+        assert_eq!(dave.shell, "/bin/bash");
+        assert_eq!(dave.uid, None);
+        for expected in [
+            "[0].name: \"Root Beer\" is not a valid user name",
+            "[1].passwd: expected a crypt(3) hash",
+            "[1].groups: \"bad group\" is not a valid group name",
+            "[1].shell: \"bash\" is not an absolute path",
+            "[1].uid: 0 is not a uid",
+            "[1].ssh_import_id: not supported",
+            "[1].sudo: ",
+            "[2]: 42 is not a user name or a mapping",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected}: {problems:#?}"
+            );
+        }
+
+        let (entries, _) = parse_users(&yaml("[{name: alice}]"));
+        let (accounts, problems) =
+            resolve_users(Some(entries), Account::default_user(), &[KEY.into()]);
+        assert_eq!(accounts.len(), 1);
+        assert!(
+            problems[0].1.contains("does not list `default`"),
+            "{problems:?}"
+        );
+        let (entries, _) = parse_users(&yaml("[default, brig]"));
+        let (accounts, problems) = resolve_users(Some(entries), Account::default_user(), &[]);
+        assert_eq!(accounts.len(), 1);
+        assert!(problems[0].1.contains("listed twice"));
+    }
+
+    #[test]
+    fn names() {
+        for good in ["brig", "_svc", "a-b_c1", "machine$"] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in ["", "Brig", "1abc", "a b", "a:b", &"x".repeat(33)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_config_survives_json() {
+        let config = ConsoleConfig::default();
+        let text = serde_json::to_string(&config).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ConsoleConfig>(&text).unwrap(),
+            config
+        );
+    }
+}
