@@ -23,6 +23,10 @@ use crate::host_tools;
 use crate::keep::{self, Node};
 use crate::progress::step;
 
+/// Where the cached package tar holds each package's file list (not put
+/// into images).
+const PACKAGE_LISTS: &str = ".brig-packages";
+
 /// What is left out of every rootfs.
 const TRIM: &[&str] = &[
     "usr/share/doc",
@@ -196,6 +200,7 @@ fn write_tar(
         let file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut entries = Vec::new();
+        let mut package_files = BTreeMap::new();
         for entry in tar::Archive::new(file).entries()? {
             let mut entry = entry?;
             let path = entry
@@ -205,6 +210,17 @@ fn write_tar(
                 .trim_end_matches('/')
                 .to_string();
             if path.is_empty() || ours.contains_key(&path) {
+                continue;
+            }
+            if let Some(name) = path.strip_prefix(&format!("{PACKAGE_LISTS}/")) {
+                let mut list = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut list)?;
+                if let Some(package) = name.strip_suffix(".list") {
+                    package_files.insert(package.to_string(), list);
+                }
+                continue;
+            }
+            if path == PACKAGE_LISTS {
                 continue;
             }
             // From the entry, not its header: names past 100 bytes live in
@@ -243,7 +259,9 @@ fn write_tar(
             entries.push(bundle);
         }
         if !selection.drop.is_empty() {
-            entries.retain(|e| !keep::dropped(selection.drop, &e.path));
+            let dropped = keep::dropped_files(selection.drop, &package_files)?;
+            entries
+                .retain(|e| !dropped.contains(&e.path) && !keep::dropped(selection.drop, &e.path));
             // What is left must still run: every program's libraries and
             // every hard link's target are still there.
             let files: Vec<String> = entries
@@ -372,8 +390,9 @@ fn package_tar(cache: &Path, board: &Board, packages: &[String]) -> Result<PathB
     let mut sorted = packages.to_vec();
     sorted.sort();
     sorted.dedup();
+    // v2: with the package file lists.
     let key = format!(
-        "{}-{}-{:016x}",
+        "v2-{}-{}-{:016x}",
         board.suite,
         board.arch.debian(),
         fnv1a(sorted.join(" ").as_bytes())
@@ -393,10 +412,16 @@ fn package_tar(cache: &Path, board: &Board, packages: &[String]) -> Result<PathB
     ));
     let partial = dir.join(format!("{key}.partial.tar"));
     let trim: Vec<String> = TRIM.iter().map(|p| format!("\"$1\"/{p}")).collect();
+    // Each package's file list, for `rootfs.drop` by package name.
+    let lists = format!(
+        "mkdir \"$1\"/{PACKAGE_LISTS} && for deb in \"$1\"/var/cache/apt/archives/*.deb; do \
+         dpkg-deb --fsys-tarfile \"$deb\" | tar -t > \"$1\"/{PACKAGE_LISTS}/$(dpkg-deb --field \"$deb\" Package).list || exit 1; done"
+    );
     let status = Command::new(mmdebstrap)
         .args(["--variant=extract", "--format=tar"])
         .arg(format!("--architectures={}", board.arch.debian()))
         .arg(format!("--include={}", sorted.join(",")))
+        .arg(format!("--extract-hook={lists}"))
         .arg(format!("--extract-hook=rm -rf {}", trim.join(" ")))
         .arg(&board.suite)
         .arg(&partial)

@@ -19,17 +19,53 @@ pub enum Node<'a> {
 }
 
 /// Whether `rootfs.drop` leaves out `path` (relative, no leading `/`): a
-/// pattern names it or a directory above it; `*` matches within a component.
+/// path pattern (`/…`) names it or a directory above it; `*` matches within
+/// a component.
 pub fn dropped(patterns: &[String], path: &str) -> bool {
     let components: Vec<&str> = path.split('/').collect();
-    patterns.iter().any(|pattern| {
-        let wanted: Vec<&str> = pattern.trim_matches('/').split('/').collect();
-        wanted.len() <= components.len()
-            && wanted
-                .iter()
-                .zip(&components)
-                .all(|(w, c)| brig_spec::glob::glob_match(w.as_bytes(), c.as_bytes()))
-    })
+    patterns
+        .iter()
+        .filter(|p| p.starts_with('/'))
+        .any(|pattern| {
+            let wanted: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+            wanted.len() <= components.len()
+                && wanted
+                    .iter()
+                    .zip(&components)
+                    .all(|(w, c)| brig_spec::glob::glob_match(w.as_bytes(), c.as_bytes()))
+        })
+}
+
+/// The files `rootfs.drop` leaves out by package name: each named
+/// package's files (`lists`: package -> `tar -t` of its contents) that no
+/// other package also ships. Directories stay.
+pub fn dropped_files(
+    drop: &[String],
+    lists: &BTreeMap<String, String>,
+) -> Result<BTreeSet<String>> {
+    let paths = |list: &str| -> Vec<String> {
+        list.lines()
+            .filter(|l| !l.ends_with('/'))
+            .map(|l| l.trim_start_matches("./").to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let packages: Vec<&String> = drop.iter().filter(|d| !d.starts_with('/')).collect();
+    let mut files = BTreeSet::new();
+    for package in &packages {
+        let Some(list) = lists.get(*package) else {
+            bail!("rootfs.drop: package {package:?} is not among the packages fetched");
+        };
+        files.extend(paths(list));
+    }
+    for (package, list) in lists {
+        if !packages.contains(&package) {
+            for path in paths(list) {
+                files.remove(&path);
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// The paths to put in the image: `keep`, and what they need.
@@ -226,6 +262,29 @@ mod tests {
             "whole components only"
         );
         assert!(!dropped(&drop, "usr/lib"), "not the directories above");
+    }
+
+    #[test]
+    fn dropped_packages_lose_the_files_no_other_package_ships() {
+        let lists = BTreeMap::from([
+            (
+                "systemd".to_string(),
+                "./\n./usr/\n./usr/bin/systemctl\n./usr/lib/shared.conf\n".to_string(),
+            ),
+            (
+                "openssh-server".into(),
+                "./usr/\n./usr/lib/shared.conf\n".into(),
+            ),
+        ]);
+        let files = dropped_files(&["systemd".into(), "/usr/x".into()], &lists).unwrap();
+        assert_eq!(files.into_iter().collect::<Vec<_>>(), ["usr/bin/systemctl"]);
+        let e = dropped_files(&["perl".into()], &lists)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "rootfs.drop: package \"perl\" is not among the packages fetched"
+        );
     }
 
     #[test]

@@ -84,8 +84,9 @@ pub struct Rootfs {
     /// program without the dependencies of its package's maintainer scripts.
     #[serde(default)]
     pub keep: Vec<String>,
-    /// Paths of the packages left out (with what is under them), `*` within
-    /// a path component: for a broad rootfs (a shell) without what only
+    /// What of the packages is left out: package names (their files that no
+    /// other package ships) and absolute paths (with what is under them, `*`
+    /// within a component). For a broad rootfs (a shell) without what only
     /// maintainer scripts or other init systems use. The build fails if a
     /// program left in needs something dropped.
     #[serde(default)]
@@ -397,14 +398,30 @@ impl ServiceSpec {
         if !self.rootfs.drop.is_empty() && self.rootfs.packages.is_empty() {
             return err("rootfs.drop", "drops paths of `packages`: list some".into());
         }
-        for (key, paths) in [
-            ("rootfs.keep", &self.rootfs.keep),
-            ("rootfs.drop", &self.rootfs.drop),
-        ] {
-            for path in paths {
-                if !path.starts_with('/') || path.split('/').any(|p| p == "..") {
-                    return err(key, format!("{path:?} must be an absolute path without .."));
-                }
+        let absolute = |path: &str| path.starts_with('/') && !path.split('/').any(|p| p == "..");
+        for path in &self.rootfs.keep {
+            if !absolute(path) {
+                return err(
+                    "rootfs.keep",
+                    format!("{path:?} must be an absolute path without .."),
+                );
+            }
+        }
+        let package_name = |name: &str| {
+            name.len() >= 2
+                && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        };
+        for item in &self.rootfs.drop {
+            if !absolute(item) && !package_name(item) {
+                return err(
+                    "rootfs.drop",
+                    format!(
+                        "{item:?} is neither an absolute path without .. nor a Debian package name"
+                    ),
+                );
             }
         }
         for target in self.rootfs.files.keys() {
@@ -653,7 +670,7 @@ path = "/run/ready"
         );
         let e = error(&format!("{base}drop = [\"/usr/../etc\"]\n"));
         assert!(
-            e.contains("`rootfs.drop`: \"/usr/../etc\" must be an absolute path"),
+            e.contains("`rootfs.drop`: \"/usr/../etc\" is neither an absolute path"),
             "{e}"
         );
         let e = error("command = [\"/bin/true\"]\n[rootfs]\nbinaries = [\"x\"]\nkeep = [\"/x\"]\n");

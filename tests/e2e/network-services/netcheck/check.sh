@@ -62,6 +62,10 @@ echo "CLOCK $($B date -u +%s)"
 # restores it at start (-s). Stop ntp, turn the clock back to 2001 (as a Pi
 # without RTC boots), start ntp again.
 brigctl stop ntp
+# `brigctl stop` returns once the stop has begun; chronyd writes the drift
+# file as it exits, which must happen before the clock goes back.
+ntp_stopped() { brigctl ps | $B grep -q '^ntp .*stopped'; }
+wait_for 30 ntp_stopped
 $B date -u -s "2001-01-01 00:00:00" >/dev/null
 echo "CLOCK-BACK $($B date -u +%s)"
 brigctl start ntp
