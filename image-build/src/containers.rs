@@ -129,6 +129,9 @@ pub fn build_image(
         Some(package_tar(cache, board, &spec.rootfs.packages)?)
     };
 
+    // Made under another name and renamed when whole: a failed build never
+    // leaves a truncated image where the last good one was.
+    let partial = out.with_extension("partial");
     let tar2sqfs = host_tools::require("tar2sqfs", "squashfs-tools-ng")?;
     let mut child = Command::new(tar2sqfs)
         .args([
@@ -145,7 +148,7 @@ pub fn build_image(
             "--defaults",
             &format!("uid=0,gid=0,mode=0755,mtime={mtime}"),
         ])
-        .arg(out)
+        .arg(&partial)
         .stdin(Stdio::piped())
         .spawn()
         .context("starting tar2sqfs")?;
@@ -157,11 +160,20 @@ pub fn build_image(
     };
     let written = write_tar(stdin, packages.as_deref(), &selection, &ours, mtime);
     let status = child.wait().context("waiting for tar2sqfs")?;
-    written.with_context(|| format!("streaming the rootfs of {} into tar2sqfs", spec.name))?;
-    if !status.success() {
-        bail!("tar2sqfs failed for {} ({status})", spec.name);
+    let finished = written
+        .with_context(|| format!("streaming the rootfs of {} into tar2sqfs", spec.name))
+        .and_then(|()| match status.success() {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!(
+                "tar2sqfs failed for {} ({status})",
+                spec.name
+            )),
+        });
+    if let Err(e) = finished {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
     }
-    Ok(())
+    std::fs::rename(&partial, out).with_context(|| format!("moving {} into place", out.display()))
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -260,27 +272,40 @@ fn write_tar(
         }
         if !selection.drop.is_empty() {
             let dropped = keep::dropped_files(selection.drop, &package_files)?;
-            entries
-                .retain(|e| !dropped.contains(&e.path) && !keep::dropped(selection.drop, &e.path));
+            let is_dropped = |e: &PackageEntry| {
+                dropped.contains(&e.path) || keep::dropped(selection.drop, &e.path)
+            };
             // What is left must still run: every program's libraries and
-            // every hard link's target are still there.
-            let files: Vec<String> = entries
-                .iter()
-                .filter(|e| {
-                    matches!(
-                        e.header.entry_type(),
-                        tar::EntryType::Regular | tar::EntryType::Link
-                    )
-                })
-                .map(|e| format!("/{}", e.path))
-                .collect();
-            keep::closure(
-                &tree_of(&entries),
-                &files,
-                selection.triplet,
-                "a file left in",
-            )
-            .context("rootfs.drop left out something that is still needed")?;
+            // every hard link's target are still there, unless they were
+            // missing before (plugins whose loader finds their libraries
+            // itself, such as glibc's gconv modules).
+            {
+                let after = tree_of(entries.iter().filter(|e| !is_dropped(e)));
+                let files: Vec<String> = entries
+                    .iter()
+                    .filter(|e| {
+                        !is_dropped(e)
+                            && matches!(
+                                e.header.entry_type(),
+                                tar::EntryType::Regular | tar::EntryType::Link
+                            )
+                    })
+                    .map(|e| format!("/{}", e.path))
+                    .collect();
+                let check = |tree: &BTreeMap<String, Node>, files: &[String]| {
+                    keep::closure(tree, files, selection.triplet, "a file left in")
+                };
+                if check(&after, &files).is_err() {
+                    let before = tree_of(&entries);
+                    for file in files.chunks(1) {
+                        if check(&before, file).is_ok() {
+                            check(&after, file)
+                                .context("rootfs.drop left out something that is still needed")?;
+                        }
+                    }
+                }
+            }
+            entries.retain(|e| !is_dropped(e));
         }
         let kept = match selection.keep {
             [] => None,
@@ -366,9 +391,9 @@ fn ca_bundle(entries: &[PackageEntry], mtime: u32) -> Option<PackageEntry> {
 }
 
 /// The package tar as a tree for keep::closure.
-fn tree_of(entries: &[PackageEntry]) -> BTreeMap<String, Node<'_>> {
+fn tree_of<'a>(entries: impl IntoIterator<Item = &'a PackageEntry>) -> BTreeMap<String, Node<'a>> {
     entries
-        .iter()
+        .into_iter()
         .map(|e| {
             let node = match (e.header.entry_type(), &e.link) {
                 (tar::EntryType::Directory, _) => Node::Dir,
@@ -635,6 +660,10 @@ mod tests {
         let packages = package_tar_of(
             dir.path(),
             &[
+                ("./usr/", ""),
+                ("./usr/bin/", ""),
+                ("./usr/lib/", ""),
+                ("./usr/lib/systemd/", ""),
                 ("./usr/lib/systemd/a", "a"),
                 ("./usr/bin/a", "=./usr/lib/systemd/a"),
             ],

@@ -137,7 +137,7 @@ pub fn plan(seed: &Seed) -> Plan {
     let (user, problems) = parse_user_data(seed.user_data.as_deref().unwrap_or_default());
     plan.problems.extend(problems.iter().map(|p| p.to_string()));
     let config = match user {
-        UserData::CloudConfig(c) => Some(c),
+        UserData::CloudConfig(c) => Some(*c),
         UserData::Script(_) => {
             plan.problems
                 .push("user data is a script: scripts do not run in this Brig version yet".into());

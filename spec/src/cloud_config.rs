@@ -30,7 +30,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserData {
     Empty,
-    CloudConfig(CloudConfig),
+    CloudConfig(Box<CloudConfig>),
     /// A `#!` script: run once per instance by the console (issue 5).
     Script(Vec<u8>),
 }
@@ -215,6 +215,10 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
     let (accounts, found) =
         console::resolve_users(users, default_user, &config.ssh_authorized_keys);
     config.console.users = accounts;
+    if config.console.root_login {
+        // As cloud-init: root gets the default user's keys.
+        config.console.root_authorized_keys = config.ssh_authorized_keys.clone();
+    }
     problems.extend(found.into_iter().map(|p| sub_problem("users", p)));
     if let Some(name) = &config.console.autologin {
         if !config.console.users.iter().any(|a| &a.name == name) {
@@ -225,7 +229,7 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
             config.console.autologin = None;
         }
     }
-    (UserData::CloudConfig(config), problems)
+    (UserData::CloudConfig(Box::new(config)), problems)
 }
 
 fn sub_problem(key: &str, (sub, problem): console::KeyProblem) -> Problem {
@@ -440,7 +444,7 @@ mod tests {
         let UserData::CloudConfig(c) = data else {
             panic!("not cloud-config: {data:?} {problems:?}")
         };
-        (c, problems.iter().map(|p| p.to_string()).collect())
+        (*c, problems.iter().map(|p| p.to_string()).collect())
     }
 
     #[test]
@@ -587,7 +591,7 @@ brig:
             "{problems:?}"
         );
         let (data, _) = parse_user_data(b"#cloud-config\n");
-        assert_eq!(data, UserData::CloudConfig(CloudConfig::default()));
+        assert_eq!(data, UserData::CloudConfig(Box::default()));
         let (_, problems) = parse_user_data(b"#cloud-config\n- a\n");
         assert_eq!(problems[0].problem, "expected a mapping of keys");
         let (c, _) = config("#cloud-config\nntp: {enabled: false, servers: [a.example]}\n");

@@ -23,6 +23,9 @@ pub struct ConsoleConfig {
     /// false`); it then gets the default user's keys, as with cloud-init.
     #[serde(default)]
     pub root_login: bool,
+    /// Root's keys when `root_login`: the default user's from config.
+    #[serde(default)]
+    pub root_authorized_keys: Vec<String>,
     /// Log this user in on the serial console without a password
     /// (`brig.console.autologin`).
     #[serde(default)]
@@ -69,6 +72,7 @@ impl Default for ConsoleConfig {
             users: vec![Account::default_user()],
             ssh_password_auth: false,
             root_login: false,
+            root_authorized_keys: Vec::new(),
             autologin: None,
         }
     }

@@ -76,9 +76,11 @@ pub struct Guest {
     child: Child,
     serial: PathBuf,
     qmp: PathBuf,
+    /// Host port (in `net`) forwarded to the guest's port 22.
+    ssh_port: String,
     _dir: tempfile::TempDir,
     /// Dropped after QEMU is gone.
-    _net: IsolatedNet,
+    net: IsolatedNet,
 }
 
 impl Guest {
@@ -128,9 +130,84 @@ impl Guest {
             child,
             serial,
             qmp,
+            ssh_port: port,
             _dir: dir,
-            _net: net,
+            net,
         }
+    }
+
+    /// Runs `command` over ssh as `user` with the private key `key`,
+    /// trusting the host keys in `known_hosts` (added there on first use).
+    /// Only after `brig: ready`: before the guest has its lease, QEMU
+    /// delivers the connection late.
+    pub fn ssh(&self, user: &str, key: &Path, known_hosts: &Path, command: &str) -> Output {
+        self.ssh_with(user, key, known_hosts, &[], command)
+    }
+
+    /// As `ssh`, with more ssh options.
+    pub fn ssh_with(
+        &self,
+        user: &str,
+        key: &Path,
+        known_hosts: &Path,
+        options: &[&str],
+        command: &str,
+    ) -> Output {
+        self.net
+            .command("ssh")
+            .args(["-p", &self.ssh_port, "-i"])
+            .arg(key)
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=30",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .args(options)
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ssh")
+    }
+
+    /// As `ssh`, for a command that must succeed: its standard output.
+    pub fn ssh_ok(&self, user: &str, key: &Path, known_hosts: &Path, command: &str) -> String {
+        let out = self.ssh(user, key, known_hosts, command);
+        assert!(
+            out.status.success(),
+            "ssh {user}: {command:?} failed ({}): {}{}\nserial console:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.serial()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Copies `file` into `user`'s home with scp.
+    pub fn scp_to(&self, user: &str, key: &Path, known_hosts: &Path, file: &Path) {
+        let status = self
+            .net
+            .command("scp")
+            .args(["-q", "-P", &self.ssh_port, "-i"])
+            .arg(key)
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .arg(file)
+            .arg(format!("{user}@127.0.0.1:"))
+            .status()
+            .expect("running scp");
+        assert!(status.success(), "scp {} failed: {status}", file.display());
     }
 
     pub fn serial(&self) -> String {

@@ -5,6 +5,7 @@
 
 mod boot;
 mod build;
+mod console;
 mod guest;
 mod isolated_net;
 mod network;

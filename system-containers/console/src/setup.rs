@@ -1,0 +1,314 @@
+//! What the console does to its own root filesystem before sshd starts:
+//! writes the rendered accounts, makes missing homes, keeps ssh host keys.
+//! Each step reports what went wrong and the others still happen, so a bad
+//! entry never locks everyone out.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::accounts::{Home, Rendered};
+
+/// The gid of group `shadow` (accounts.rs), which may read /etc/shadow.
+const SHADOW_GID: u32 = 42;
+
+/// Writes `data` to `path` with `mode`, owned by root and `gid`: to a
+/// temporary file first, synced, then renamed over, then the directory
+/// synced, so a power cut leaves the old file or the new, never a part.
+pub fn write_file(path: &Path, data: &[u8], mode: u32, gid: u32) -> Result<(), String> {
+    let what = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(what)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = dir.join(format!(".{name}.new"));
+    let mut file = fs::File::create(&temporary).map_err(what)?;
+    file.write_all(data).map_err(what)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(what)?;
+    chown(&temporary, Some(0), Some(gid)).map_err(what)?;
+    file.sync_all().map_err(what)?;
+    fs::rename(&temporary, path).map_err(what)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
+}
+
+/// /etc/passwd, shadow, group, gshadow, sudoers rules, authorized keys and
+/// sshd's settings. Returns the problems; the account files themselves
+/// failing is an error (nobody could log in).
+pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, String> {
+    write_file(&etc.join("passwd"), r.passwd.as_bytes(), 0o644, 0)?;
+    write_file(&etc.join("shadow"), r.shadow.as_bytes(), 0o640, SHADOW_GID)?;
+    write_file(&etc.join("group"), r.group.as_bytes(), 0o644, 0)?;
+    write_file(
+        &etc.join("gshadow"),
+        r.gshadow.as_bytes(),
+        0o640,
+        SHADOW_GID,
+    )?;
+    let mut problems = Vec::new();
+    for (user, rules) in &r.sudoers {
+        let path = etc.join("sudoers.d").join(format!("90-brig-{user}"));
+        if let Err(e) = write_file(&path, rules.as_bytes(), 0o440, 0) {
+            problems.push(e);
+            continue;
+        }
+        // sudo refuses to run at all with a broken sudoers file: check
+        // each user's rules and drop those visudo rejects.
+        if let Some(error) = visudo_rejects(&path) {
+            problems.push(format!(
+                "user {user:?}: sudo rules rejected, none applied: {error}"
+            ));
+            let _ = fs::remove_file(&path);
+        }
+    }
+    for (user, keys) in &r.authorized_keys {
+        let path = etc.join("ssh/authorized_keys").join(user);
+        if let Err(e) = write_file(&path, keys.as_bytes(), 0o644, 0) {
+            problems.push(e);
+        }
+    }
+    if let Err(e) = write_file(
+        &etc.join("ssh/sshd_config.d/brig.conf"),
+        r.sshd_config.as_bytes(),
+        0o644,
+        0,
+    ) {
+        problems.push(e);
+    }
+    Ok(problems)
+}
+
+/// visudo's complaint about a sudoers file, if any (None when it is
+/// accepted, or when there is no visudo to ask).
+fn visudo_rejects(path: &Path) -> Option<String> {
+    let out = Command::new("/usr/sbin/visudo")
+        .args(["-c", "-q", "-f"])
+        .arg(path)
+        .output()
+        .ok()?;
+    (!out.status.success()).then(|| {
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    })
+}
+
+/// Makes each missing home from /etc/skel, owned by its user, mode 0700.
+/// An existing home (from the volume) is left as it is.
+pub fn make_homes(homes: &[Home], skel: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for home in homes {
+        let path = Path::new(&home.path);
+        if path.exists() {
+            continue;
+        }
+        let made = (|| -> std::io::Result<()> {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::create_dir(path)?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+            chown(path, Some(home.uid), Some(home.gid))?;
+            if let Ok(entries) = fs::read_dir(skel) {
+                for entry in entries.flatten() {
+                    if entry.file_type()?.is_file() {
+                        let target = path.join(entry.file_name());
+                        fs::copy(entry.path(), &target)?;
+                        chown(&target, Some(home.uid), Some(home.gid))?;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = made {
+            problems.push(format!(
+                "user {:?}: making home {}: {e}",
+                home.user, home.path
+            ));
+        }
+    }
+    problems
+}
+
+/// The host key types generated, strongest first.
+pub const HOST_KEY_TYPES: &[&str] = &["ed25519", "ecdsa", "rsa"];
+
+pub fn host_key_path(dir: &Path, kind: &str) -> PathBuf {
+    dir.join(format!("ssh_host_{kind}_key"))
+}
+
+/// Keeps the host keys in `dir` (a volume: the same keys across restarts
+/// and, with a state partition, reboots); makes those missing with
+/// ssh-keygen, atomically. Returns a line per key for the console.
+pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+    let mut lines = Vec::new();
+    for kind in HOST_KEY_TYPES {
+        let key = host_key_path(dir, kind);
+        let public = key.with_extension("pub");
+        let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
+        if !(complete(&key) && complete(&public)) {
+            generate(dir, kind, &key, comment)?;
+            lines.push(format!("generated the {kind} host key"));
+        }
+        let fingerprint = Command::new("/usr/bin/ssh-keygen")
+            .arg("-l")
+            .arg("-f")
+            .arg(&public)
+            .output()
+            .map_err(|e| format!("running ssh-keygen -l: {e}"))?;
+        lines.push(format!(
+            "host key {}",
+            String::from_utf8_lossy(&fingerprint.stdout).trim()
+        ));
+    }
+    Ok(lines)
+}
+
+/// One key pair: made under temporary names, synced, then renamed into
+/// place (public key first: a private key present means the pair is whole).
+fn generate(dir: &Path, kind: &str, key: &Path, comment: &str) -> Result<(), String> {
+    let temporary = dir.join(format!(".new_ssh_host_{kind}_key"));
+    let temporary_pub = temporary.with_extension("pub");
+    let _ = fs::remove_file(&temporary);
+    let _ = fs::remove_file(&temporary_pub);
+    let out = Command::new("/usr/bin/ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-C", comment, "-f"])
+        .arg(&temporary)
+        .output()
+        .map_err(|e| format!("running ssh-keygen: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ssh-keygen -t {kind} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let sync = |p: &Path| {
+        fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("syncing {}: {e}", p.display()))
+    };
+    sync(&temporary)?;
+    sync(&temporary_pub)?;
+    let rename = |from: &Path, to: &Path| {
+        fs::rename(from, to)
+            .map_err(|e| format!("renaming {} to {}: {e}", from.display(), to.display()))
+    };
+    rename(&temporary_pub, &key.with_extension("pub"))?;
+    rename(&temporary, key)?;
+    sync(dir)
+}
+
+/// /etc/hosts naming this machine, so sudo and others resolve it.
+pub fn hosts_file(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_replaced_whole_with_their_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc/shadow");
+        write_file(&path, b"old\n", 0o640, 0).unwrap();
+        write_file(&path, b"new\n", 0o600, 0).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new\n");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let left: Vec<_> = fs::read_dir(dir.path().join("etc")).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn homes_come_from_skel_and_existing_ones_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let skel = dir.path().join("skel");
+        fs::create_dir(&skel).unwrap();
+        fs::write(skel.join(".profile"), "# profile\n").unwrap();
+        let existing = dir.path().join("home/old");
+        fs::create_dir_all(&existing).unwrap();
+        fs::write(existing.join("notes"), "mine").unwrap();
+        let (uid, gid) = (nix_like::getuid(), nix_like::getgid());
+        let homes = [
+            Home {
+                user: "new".into(),
+                path: dir.path().join("home/new").display().to_string(),
+                uid,
+                gid,
+            },
+            Home {
+                user: "old".into(),
+                path: existing.display().to_string(),
+                uid,
+                gid,
+            },
+        ];
+        assert!(make_homes(&homes, &skel).is_empty());
+        let new = dir.path().join("home/new");
+        assert_eq!(
+            fs::read_to_string(new.join(".profile")).unwrap(),
+            "# profile\n"
+        );
+        assert_eq!(
+            fs::metadata(&new).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(fs::read_to_string(existing.join("notes")).unwrap(), "mine");
+        assert!(
+            !existing.join(".profile").exists(),
+            "an existing home is left alone"
+        );
+    }
+
+    mod nix_like {
+        pub fn getuid() -> u32 {
+            // SAFETY: getuid cannot fail and touches no memory.
+            unsafe { libc::getuid() }
+        }
+        pub fn getgid() -> u32 {
+            // SAFETY: getgid cannot fail and touches no memory.
+            unsafe { libc::getgid() }
+        }
+    }
+
+    #[test]
+    fn host_keys_are_made_once_and_kept() {
+        if !Path::new("/usr/bin/ssh-keygen").exists() {
+            panic!("ssh-keygen is needed (openssh-client; scripts/setup-host installs it)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lines = host_keys(dir.path(), "root@test").unwrap();
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("generated")).count(),
+            3
+        );
+        assert!(lines.iter().any(|l| l.contains("(ED25519)")), "{lines:?}");
+        let before = fs::read(host_key_path(dir.path(), "ed25519")).unwrap();
+        // A half-made pair (no public key) is made again; whole ones stay.
+        fs::remove_file(host_key_path(dir.path(), "rsa").with_extension("pub")).unwrap();
+        let lines = host_keys(dir.path(), "root@test").unwrap();
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("generated"))
+                .collect::<Vec<_>>(),
+            ["generated the rsa host key"]
+        );
+        assert_eq!(
+            fs::read(host_key_path(dir.path(), "ed25519")).unwrap(),
+            before
+        );
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 6, "no temporary files: {names:?}");
+    }
+}

@@ -1,0 +1,207 @@
+//! The console container as a user meets it: ssh in with a key given in
+//! cloud-config, sudo, brigctl, the host's processes, scp; other users,
+//! refused logins, host keys kept across a restart, and autologin on the
+//! serial console.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::guest::{built, Guest};
+
+const BOOT: Duration = Duration::from_secs(240);
+
+/// A fresh ed25519 key pair in `dir`: the private key's path and the public key.
+fn key_pair(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status()
+        .expect("running ssh-keygen");
+    assert!(status.success());
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
+
+fn console(board: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (brig_key, brig_public) = key_pair(dir.path(), "brig-key");
+    let (alice_key, alice_public) = key_pair(dir.path(), "alice-key");
+    let known_hosts = dir.path().join("known_hosts");
+    let user_data = dir.path().join("user-data");
+    std::fs::write(
+        &user_data,
+        format!(
+            "#cloud-config
+hostname: console-e2e
+ssh_authorized_keys:
+  - {brig_public}
+users:
+  - default
+  - name: alice
+    gecos: Alice Example
+    groups: [users]
+    ssh_authorized_keys: ['{alice_public}']
+  - name: Bad Name
+brig:
+  console: {{autologin: true}}
+"
+        ),
+    )
+    .unwrap();
+    let mut guest = Guest::boot_with(
+        board,
+        &built(board),
+        &["brig.service_output=console"],
+        &["--user-data", user_data.to_str().unwrap()],
+    );
+    let serial = guest.wait_for("brig: ready", BOOT);
+    assert!(
+        serial.contains("[console] accounts: brig, alice"),
+        "{serial}"
+    );
+    assert!(
+        serial.contains("`users[2].name`: \"Bad Name\" is not a valid user name"),
+        "{serial}"
+    );
+    assert!(
+        serial.contains("(ED25519)"),
+        "no host key fingerprint:\n{serial}"
+    );
+
+    // The default user: key login, passwordless sudo, brigctl, the host's
+    // processes (netd runs in another container), the tools the issue lists.
+    let ssh =
+        |user: &str, key: &Path, command: &str| guest.ssh_ok(user, key, &known_hosts, command);
+    let out = ssh(
+        "brig",
+        &brig_key,
+        "id -un; hostname; sudo -n id -u; ps -e -o comm= | grep -c '^brig-netd$'; \
+         curl --version | head -1; nano --version | head -1; less --version | head -1; \
+         ip -br link show lo; grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt; \
+         echo shell=$SHELL home=$HOME",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..4], ["brig", "console-e2e", "0", "1"], "{out}");
+    assert!(lines[4].starts_with("curl "), "{out}");
+    assert!(lines[5].contains("nano"), "{out}");
+    assert!(lines[6].starts_with("less "), "{out}");
+    assert!(lines[7].starts_with("lo "), "{out}");
+    assert!(
+        lines[8].parse::<u32>().unwrap() > 100,
+        "certificates: {out}"
+    );
+    assert_eq!(lines[9], "shell=/bin/bash home=/home/brig", "{out}");
+    let ps = ssh("brig", &brig_key, "sudo brigctl ps");
+    for service in ["console", "network", "ntp"] {
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with(service) && l.contains("running")),
+            "{ps}"
+        );
+    }
+
+    // Another user from `users`, with her own key and no sudo.
+    let out = ssh(
+        "alice",
+        &alice_key,
+        "id; getent passwd alice; sudo -n true 2>&1 || echo no-sudo",
+    );
+    assert!(out.contains("groups=1001(alice),100(users)"), "{out}");
+    assert!(
+        out.contains("alice:x:1001:1001:Alice Example:/home/alice:/bin/bash"),
+        "{out}"
+    );
+    assert!(out.contains("no-sudo"), "{out}");
+
+    // What must be refused: root, the wrong key for a user, passwords.
+    let password = [
+        "-o",
+        "PreferredAuthentications=password,keyboard-interactive",
+    ];
+    for (user, key, options) in [
+        ("root", &brig_key, &[][..]),
+        ("alice", &brig_key, &[]),
+        ("brig", &alice_key, &[]),
+        ("brig", &brig_key, &password),
+    ] {
+        let out = guest.ssh_with(user, key, &known_hosts, options, "true");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains("Permission denied (publickey)"),
+            "{user} {options:?}: {said}"
+        );
+    }
+
+    // scp (the sftp protocol underneath), and the file is there.
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello from the host\n").unwrap();
+    guest.scp_to("brig", &brig_key, &known_hosts, &file);
+    assert_eq!(
+        ssh("brig", &brig_key, "cat hello.txt"),
+        "hello from the host\n"
+    );
+
+    // Autologin on the serial console: the prompt of brig's shell.
+    guest.wait_for("brig@console-e2e:~$", Duration::from_secs(30));
+
+    // Restarting the console keeps the host keys (known_hosts would refuse
+    // changed ones) and the home directory.
+    let _ = guest.ssh(
+        "brig",
+        &brig_key,
+        &known_hosts,
+        "sudo brigctl restart console",
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let out = loop {
+        let out = guest.ssh("brig", &brig_key, &known_hosts, "cat hello.txt");
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !said.contains("IDENTIFICATION HAS CHANGED"),
+            "host keys changed: {said}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no ssh after the restart: {said}\n{}",
+            guest.serial()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_eq!(out, "hello from the host\n");
+    let serial = guest.serial();
+    let generated = serial.matches("generated the ed25519 host key").count();
+    assert_eq!(
+        generated, 1,
+        "keys generated again after the restart:\n{serial}"
+    );
+
+    // For the record: the console's start to sshd listening.
+    let stamp = |needle: &str| -> f64 {
+        let line = serial.lines().find(|l| l.contains(needle)).unwrap();
+        line.rsplit("[t=")
+            .next()
+            .unwrap()
+            .trim_end_matches("s]")
+            .parse()
+            .unwrap()
+    };
+    eprintln!(
+        "{board}: console started -> ready {:.0} ms (first boot: host keys generated)",
+        (stamp("[console] ready") - stamp("[console] started")) * 1000.0
+    );
+}
+
+#[test]
+fn qemu_x86_64_console_over_ssh() {
+    console("qemu-x86_64");
+}
+
+#[test]
+fn qemu_aarch64_console_over_ssh() {
+    console("qemu-aarch64");
+}
