@@ -129,7 +129,7 @@ pub fn arguments(
         ]);
     }
     if opts.wants_seed() {
-        let seed = artifacts.join(crate::seed::FILE);
+        let seed = crate::seed::path(artifacts);
         args.extend([
             "-drive".into(),
             format!("file={},format=raw,if=virtio,readonly=on", seed.display()),
@@ -232,9 +232,13 @@ pub fn run(
     if opts.headless {
         command.stdin(Stdio::null());
     }
-    command
+    let status = command
         .status()
-        .with_context(|| format!("starting {}", qemu.display()))
+        .with_context(|| format!("starting {}", qemu.display()));
+    if opts.wants_seed() {
+        let _ = std::fs::remove_file(crate::seed::path(artifacts));
+    }
+    status
 }
 
 /// Whether KVM can boot this board's kernel here. An openable /dev/kvm is not
@@ -418,7 +422,10 @@ mod tests {
         assert_eq!(value_of(&args, "-rtc"), "base=2001-01-01");
         assert_eq!(
             value_of(&args, "-drive"),
-            "file=/o/nocloud-seed.img,format=raw,if=virtio,readonly=on"
+            format!(
+                "file=/o/nocloud-seed-{}.img,format=raw,if=virtio,readonly=on",
+                std::process::id()
+            )
         );
         let opts = RunOptions {
             nics: 2,

@@ -9,8 +9,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::host_tools;
 
-/// The seed's file name in the artifacts directory (made anew each run).
-pub const FILE: &str = "nocloud-seed.img";
+/// The seed's path in the artifacts directory: made anew by each `brig run`
+/// (named by its process, so guests booted side by side from the same
+/// artifacts each get their own) and removed when QEMU exits.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(format!("nocloud-seed-{}.img", std::process::id()))
+}
 
 /// Files for the seed: `meta-data` defaults to an instance id derived from
 /// the user data, so new user data is a new instance.
@@ -40,10 +44,10 @@ pub fn files(
 pub fn make(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
     let mkfs = host_tools::require("mkfs.vfat", "dosfstools")?;
     let mcopy = host_tools::require("mcopy", "mtools")?;
-    let image = dir.join(FILE);
+    let image = path(dir);
     let _ = std::fs::remove_file(&image);
     // mcopy names the files on the volume after the files it copies.
-    let stage = dir.join("nocloud-seed");
+    let stage = image.with_extension("files");
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
     let mut staged = Vec::new();
