@@ -296,6 +296,11 @@ impl Drop for Guest {
             .arg("-f")
             .arg(self.qmp.to_str().unwrap())
             .status();
+        // brig then cleans up after QEMU (its NoCloud seed) and exits.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
