@@ -26,12 +26,11 @@ pub fn files(
     let user_data = user_data.unwrap_or(b"#cloud-config\n");
     let meta_data = match meta_data {
         Some(m) => m.to_vec(),
-        None => {
-            let id = user_data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-            format!("instance-id: brig-{id:016x}\n").into_bytes()
-        }
+        None => format!(
+            "instance-id: {}\n",
+            brig_spec::cloud_config::default_instance_id(user_data)
+        )
+        .into_bytes(),
     };
     let mut files = vec![("user-data", user_data.to_vec()), ("meta-data", meta_data)];
     if let Some(n) = network_config {

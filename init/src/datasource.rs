@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use brig_spec::cloud_config::{parse_meta_data, parse_user_data, UserData};
+use brig_spec::cloud_config::{default_instance_id, parse_meta_data, parse_user_data, UserData};
 use brig_spec::console;
 use nix::mount::MsFlags;
 
@@ -136,14 +136,32 @@ pub fn plan(seed: &Seed) -> Plan {
     plan.problems.extend(problems.iter().map(|p| p.to_string()));
     let (user, problems) = parse_user_data(seed.user_data.as_deref().unwrap_or_default());
     plan.problems.extend(problems.iter().map(|p| p.to_string()));
-    let config = match user {
-        UserData::CloudConfig(c) => Some(*c),
-        UserData::Script(_) => {
-            plan.problems
-                .push("user data is a script: scripts do not run in this Brig version yet".into());
-            None
+    let user_data = seed.user_data.as_deref().unwrap_or_default();
+    let instance_id = meta
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| default_instance_id(user_data));
+    let (config, console) = match user {
+        UserData::CloudConfig(c) => {
+            let console = c.console.clone();
+            (Some(*c), Some(console))
         }
-        UserData::Empty => None,
+        UserData::Script(script) => match String::from_utf8(script) {
+            // Run once per instance by the console, as cloud-init does.
+            Ok(text) => (
+                None,
+                Some(console::ConsoleConfig {
+                    scripts: vec![text],
+                    ..Default::default()
+                }),
+            ),
+            Err(_) => {
+                plan.problems
+                    .push("user data is a script that is not UTF-8 text; not run".into());
+                (None, None)
+            }
+        },
+        UserData::Empty => (None, None),
     };
     plan.hostname = config
         .as_ref()
@@ -164,9 +182,10 @@ pub fn plan(seed: &Seed) -> Plan {
         plan.files
             .push((NTP_SERVERS_FILE.into(), ntp.chrony_sources()));
     }
-    if let Some(c) = &config {
+    if let Some(mut console) = console {
+        console.instance_id = instance_id;
         // Serialising plain data cannot fail.
-        let json = serde_json::to_string_pretty(&c.console).unwrap_or_default();
+        let json = serde_json::to_string_pretty(&console).unwrap_or_default();
         plan.files.push((console::CONFIG_PATH.into(), json + "\n"));
     }
     plan
@@ -247,10 +266,11 @@ mod tests {
         assert!(p.files[1].1.contains("server ntp.example.com iburst"));
         assert_eq!(p.files[2].0, Path::new(console::CONFIG_PATH));
         let accounts: console::ConsoleConfig = serde_json::from_str(&p.files[2].1).unwrap();
-        assert_eq!(accounts, console::ConsoleConfig::default());
+        assert_eq!(accounts.users, console::ConsoleConfig::default().users);
+        assert_eq!(accounts.instance_id, "i-1", "from meta data");
 
         // The seed's network-config file wins; meta data names the host
-        // when user data does not; a script is reported, not run.
+        // when user data does not; a script goes to the console.
         let seed = Seed {
             user_data: Some(b"#!/bin/sh\necho hi\n".to_vec()),
             network_config: Some("version: 2\n".into()),
@@ -259,9 +279,22 @@ mod tests {
         let p = plan(&seed);
         assert_eq!(p.hostname.as_deref(), Some("meta-name"));
         assert_eq!(
-            p.files,
-            [(PathBuf::from(NETWORK_FILE), "version: 2\n".into())]
+            p.files[0],
+            (PathBuf::from(NETWORK_FILE), "version: 2\n".into())
         );
-        assert!(p.problems[0].contains("script"), "{:?}", p.problems);
+        let console: console::ConsoleConfig = serde_json::from_str(&p.files[1].1).unwrap();
+        assert_eq!(console.scripts, ["#!/bin/sh\necho hi\n"]);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+
+        // Without meta data the instance is the user data.
+        let p = plan(&Seed {
+            meta_data: None,
+            ..seed
+        });
+        let console: console::ConsoleConfig = serde_json::from_str(&p.files[1].1).unwrap();
+        assert_eq!(
+            console.instance_id,
+            default_instance_id(b"#!/bin/sh\necho hi\n")
+        );
     }
 }

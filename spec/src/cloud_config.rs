@@ -9,6 +9,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::console::{self, ConsoleConfig};
+use crate::steps;
 
 /// One problem in the user data, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,16 +61,7 @@ pub struct Ntp {
 }
 
 /// cloud-init keys that Brig does not apply yet: reported as such.
-const NOT_YET: &[&str] = &[
-    "write_files",
-    "bootcmd",
-    "runcmd",
-    "timezone",
-    "mounts",
-    "ssh_keys",
-    "chpasswd",
-    "password",
-];
+const NOT_YET: &[&str] = &["timezone", "mounts", "ssh_keys", "chpasswd", "password"];
 /// Sections of `brig:` that are still to come.
 const BRIG_NOT_YET: &[&str] = &["services", "docker", "logging", "sysctl", "modules"];
 /// cloud-init keys with no meaning on Brig (no package manager, no
@@ -134,7 +126,7 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
         );
     }
     let mut problems = Vec::new();
-    let document: Value = match serde_saphyr::from_str(&text) {
+    let document: Value = match load_yaml(&text, &mut problems) {
         Ok(Value::Null) => Value::Object(Default::default()),
         Ok(v) => v,
         Err(e) => {
@@ -207,6 +199,18 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
                 other => problem(format!("expected true or false, not {other}")),
             },
             "brig" => brig_section(value, &mut config, &mut problems),
+            "write_files" => {
+                let (files, found) = steps::parse_write_files(value);
+                config.console.write_files = files;
+                problems.extend(found.into_iter().map(|p| sub_problem(key, p)));
+            }
+            "bootcmd" | "runcmd" => match steps::shell_script(value) {
+                Ok(script) if key == "bootcmd" => config.console.bootcmd = Some(script),
+                Ok(script) => config.console.runcmd = Some(script),
+                Err(p) => {
+                    problems.push(sub_problem(key, (p.0, format!("{}; none of it runs", p.1))))
+                }
+            },
             k if NOT_YET.contains(&k) => problem("not applied by this Brig version yet".into()),
             k if IGNORED.contains(&k) => {}
             _ => problem("unknown key, ignored".into()),
@@ -286,6 +290,50 @@ fn brig_section(value: &Value, config: &mut CloudConfig, problems: &mut Vec<Prob
             _ => problem("", "unknown key, ignored".into()),
         }
     }
+}
+
+/// cloud-config YAML as cloud-init (PyYAML, YAML 1.1) reads it: `0644` is
+/// octal. `!!binary` that is not text cannot be a string: the document is
+/// read again with it as its base64 text, and that is reported.
+pub(crate) fn load_yaml(
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> Result<Value, serde_saphyr::Error> {
+    let options = |ignore_binary| {
+        let mut options = serde_saphyr::Options::default();
+        options.legacy_octal_numbers = true;
+        options.ignore_binary_tag_for_string = ignore_binary;
+        options
+    };
+    let binary_not_text = |e: &serde_saphyr::Error| {
+        let mut e = e;
+        while let serde_saphyr::Error::WithSnippet { error, .. } = e {
+            e = error;
+        }
+        matches!(e, serde_saphyr::Error::BinaryNotUtf8 { .. })
+    };
+    match serde_saphyr::from_str_with_options(text, options(false)) {
+        Err(e) if binary_not_text(&e) => {
+            let line = e.location().map_or(0, |l| l.line());
+            problems.push(Problem {
+                key: String::new(),
+                problem: format!(
+                    "line {line}: `!!binary` data that is not text is kept as its base64 text; for write_files use `encoding: b64`"
+                ),
+            });
+            serde_saphyr::from_str_with_options(text, options(true))
+        }
+        other => other,
+    }
+}
+
+/// The instance id when the datasource gives none: derived from the user
+/// data, so new user data is a new instance (per-instance steps run again).
+pub fn default_instance_id(user_data: &[u8]) -> String {
+    let hash = user_data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("brig-{hash:016x}")
 }
 
 /// User data given as base64 (the kernel command line's `brig.config=`).
@@ -488,7 +536,7 @@ hostname: 'bad name'
 fqdn: box.example.com
 ssh_authorized_keys: [not-a-key]
 ntp: {servers: [\"ntp.example.com\\ninclude /etc/shadow\"]}
-runcmd: [ls]
+mounts: []
 colour: blue
 ",
         );
@@ -499,8 +547,8 @@ colour: blue
             [
                 "cloud-config: `colour`: unknown key, ignored",
                 "cloud-config: `hostname`: \"bad name\" is not a valid host name (letters, digits, inner hyphens, dot-separated, at most 64 characters)",
+                "cloud-config: `mounts`: not applied by this Brig version yet",
                 "cloud-config: `ntp.servers[0]`: \"ntp.example.com\\ninclude /etc/shadow\" is not a host name or address",
-                "cloud-config: `runcmd`: not applied by this Brig version yet",
                 "cloud-config: `ssh_authorized_keys`: \"not-a-key\" is not an OpenSSH public key (type, then base64)",
             ]
         );

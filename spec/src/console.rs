@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::steps::WriteFile;
+
 /// Where PID 1 writes it and the console container reads it.
 pub const CONFIG_PATH: &str = "/run/brig/config/console.json";
 
@@ -30,6 +32,21 @@ pub struct ConsoleConfig {
     /// (`brig.console.autologin`).
     #[serde(default)]
     pub autologin: Option<String>,
+    /// The datasource's instance id: per-instance steps run once for it.
+    #[serde(default)]
+    pub instance_id: String,
+    /// `write_files`, in the console, at each boot.
+    #[serde(default)]
+    pub write_files: Vec<WriteFile>,
+    /// `bootcmd` as a shell script: each boot, before sshd starts.
+    #[serde(default)]
+    pub bootcmd: Option<String>,
+    /// `runcmd` as a shell script: once per instance, after sshd starts.
+    #[serde(default)]
+    pub runcmd: Option<String>,
+    /// User-data scripts (`#!`): once per instance, after `runcmd`.
+    #[serde(default)]
+    pub scripts: Vec<String>,
 }
 
 /// One login account.
@@ -74,6 +91,11 @@ impl Default for ConsoleConfig {
             root_login: false,
             root_authorized_keys: Vec::new(),
             autologin: None,
+            instance_id: String::new(),
+            write_files: Vec::new(),
+            bootcmd: None,
+            runcmd: None,
+            scripts: Vec::new(),
         }
     }
 }

@@ -6,3 +6,4 @@ pub mod control;
 pub mod glob;
 pub mod network;
 pub mod service;
+pub mod steps;

@@ -348,7 +348,7 @@ mod tests {
             ssh_password_auth: true,
             root_login: true,
             root_authorized_keys: vec![KEY.into()],
-            autologin: None,
+            ..ConsoleConfig::default()
         };
         let r = render(&config);
         // alice gets the first free uid after brig's 1000 and bob's 1001.

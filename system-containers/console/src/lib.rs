@@ -6,3 +6,4 @@
 pub mod accounts;
 pub mod gettys;
 pub mod setup;
+pub mod steps;

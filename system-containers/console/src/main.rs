@@ -1,6 +1,7 @@
 //! brig-console: sets up the console container from the config PID 1 wrote
-//! (/run/brig/config/console.json), then runs sshd and a getty on each
-//! console, respawning gettys as users log out. sshd exiting ends the
+//! (/run/brig/config/console.json) — accounts, host keys, write_files and
+//! bootcmd — then runs sshd and a getty on each console, respawning gettys
+//! as users log out, with runcmd and user-data scripts beside them. sshd exiting ends the
 //! container, so PID 1's restart policy and crash-loop state apply to it.
 
 use std::fs;
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use brig_console::{accounts, gettys, setup};
+use brig_console::{accounts, gettys, setup, steps};
 use brig_spec::console::{ConsoleConfig, CONFIG_PATH};
 
 /// The volume with the ssh host keys.
@@ -31,9 +32,15 @@ fn main() -> ExitCode {
         }
     };
     let config = load_config();
-    if let Err(e) = prepare(&config) {
-        say(&format!("error: {e}"));
-        return ExitCode::FAILURE;
+    let rendered = match prepare(&config) {
+        Ok(rendered) => rendered,
+        Err(e) => {
+            say(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    for line in steps::per_boot(&config, &rendered.passwd, &rendered.group) {
+        say(&line);
     }
     run(&config, &signals)
 }
@@ -57,7 +64,7 @@ fn load_config() -> ConsoleConfig {
 }
 
 /// Accounts, homes, /etc/hosts, host keys, sshd's runtime directory.
-fn prepare(config: &ConsoleConfig) -> Result<(), String> {
+fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, String> {
     let rendered = accounts::render(config);
     let mut problems = rendered.problems.clone();
     problems.extend(setup::write_accounts(&rendered, Path::new("/etc"))?);
@@ -83,12 +90,13 @@ fn prepare(config: &ConsoleConfig) -> Result<(), String> {
         setup::hosts_file(&hostname).as_bytes(),
         0o644,
         0,
+        0,
     )?;
     for line in setup::host_keys(Path::new(HOST_KEYS), &format!("root@{hostname}"))? {
         say(&line);
     }
     fs::create_dir_all("/run/sshd").map_err(|e| format!("making /run/sshd: {e}"))?;
-    Ok(())
+    Ok(rendered)
 }
 
 struct Getty {
@@ -112,6 +120,14 @@ fn run(config: &ConsoleConfig, signals: &libc::sigset_t) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // runcmd and user-data scripts: beside sshd, so users can log in while
+    // they run.
+    let instance_steps = config.clone();
+    std::thread::spawn(move || {
+        for line in steps::per_instance(&instance_steps) {
+            say(&line);
+        }
+    });
     let active = fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
     let mut gettys: Vec<Getty> = gettys::commands(&active, config.autologin.as_deref())
         .into_iter()

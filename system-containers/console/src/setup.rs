@@ -14,10 +14,10 @@ use crate::accounts::{Home, Rendered};
 /// The gid of group `shadow` (accounts.rs), which may read /etc/shadow.
 const SHADOW_GID: u32 = 42;
 
-/// Writes `data` to `path` with `mode`, owned by root and `gid`: to a
+/// Writes `data` to `path` with `mode`, owned by `uid` and `gid`: to a
 /// temporary file first, synced, then renamed over, then the directory
 /// synced, so a power cut leaves the old file or the new, never a part.
-pub fn write_file(path: &Path, data: &[u8], mode: u32, gid: u32) -> Result<(), String> {
+pub fn write_file(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(), String> {
     let what = |e: std::io::Error| format!("writing {}: {e}", path.display());
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).map_err(what)?;
@@ -27,7 +27,7 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32, gid: u32) -> Result<(), S
     file.write_all(data).map_err(what)?;
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(what)?;
-    chown(&temporary, Some(0), Some(gid)).map_err(what)?;
+    chown(&temporary, Some(uid), Some(gid)).map_err(what)?;
     file.sync_all().map_err(what)?;
     fs::rename(&temporary, path).map_err(what)?;
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
@@ -37,19 +37,26 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32, gid: u32) -> Result<(), S
 /// sshd's settings. Returns the problems; the account files themselves
 /// failing is an error (nobody could log in).
 pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, String> {
-    write_file(&etc.join("passwd"), r.passwd.as_bytes(), 0o644, 0)?;
-    write_file(&etc.join("shadow"), r.shadow.as_bytes(), 0o640, SHADOW_GID)?;
-    write_file(&etc.join("group"), r.group.as_bytes(), 0o644, 0)?;
+    write_file(&etc.join("passwd"), r.passwd.as_bytes(), 0o644, 0, 0)?;
+    write_file(
+        &etc.join("shadow"),
+        r.shadow.as_bytes(),
+        0o640,
+        0,
+        SHADOW_GID,
+    )?;
+    write_file(&etc.join("group"), r.group.as_bytes(), 0o644, 0, 0)?;
     write_file(
         &etc.join("gshadow"),
         r.gshadow.as_bytes(),
         0o640,
+        0,
         SHADOW_GID,
     )?;
     let mut problems = Vec::new();
     for (user, rules) in &r.sudoers {
         let path = etc.join("sudoers.d").join(format!("90-brig-{user}"));
-        if let Err(e) = write_file(&path, rules.as_bytes(), 0o440, 0) {
+        if let Err(e) = write_file(&path, rules.as_bytes(), 0o440, 0, 0) {
             problems.push(e);
             continue;
         }
@@ -64,7 +71,7 @@ pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, String> {
     }
     for (user, keys) in &r.authorized_keys {
         let path = etc.join("ssh/authorized_keys").join(user);
-        if let Err(e) = write_file(&path, keys.as_bytes(), 0o644, 0) {
+        if let Err(e) = write_file(&path, keys.as_bytes(), 0o644, 0, 0) {
             problems.push(e);
         }
     }
@@ -72,6 +79,7 @@ pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, String> {
         &etc.join("ssh/sshd_config.d/brig.conf"),
         r.sshd_config.as_bytes(),
         0o644,
+        0,
         0,
     ) {
         problems.push(e);
@@ -215,8 +223,8 @@ mod tests {
     fn files_are_replaced_whole_with_their_mode() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("etc/shadow");
-        write_file(&path, b"old\n", 0o640, 0).unwrap();
-        write_file(&path, b"new\n", 0o600, 0).unwrap();
+        write_file(&path, b"old\n", 0o640, 0, 0).unwrap();
+        write_file(&path, b"new\n", 0o600, 0, 0).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new\n");
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
