@@ -30,7 +30,22 @@ pub struct Seed {
 pub struct Plan {
     pub hostname: Option<String>,
     pub files: Vec<(PathBuf, String)>,
+    /// `brig.sysctl`: (dotted or slashed name, value).
+    pub sysctl: Vec<(String, String)>,
+    /// `brig.modules`.
+    pub modules: Vec<String>,
     pub problems: Vec<String>,
+}
+
+/// Where a sysctl lives under /proc/sys.
+pub fn sysctl_path(name: &str) -> PathBuf {
+    // As sysctl(8): dots separate levels unless slashes are used.
+    let relative = if name.contains('/') {
+        name.to_string()
+    } else {
+        name.replace('.', "/")
+    };
+    Path::new("/proc/sys").join(relative)
 }
 
 /// Where the network container reads its config (network config v2).
@@ -182,6 +197,10 @@ pub fn plan(seed: &Seed) -> Plan {
         plan.files
             .push((NTP_SERVERS_FILE.into(), ntp.chrony_sources()));
     }
+    if let Some(c) = &config {
+        plan.sysctl = c.sysctl.clone();
+        plan.modules = c.modules.clone();
+    }
     if let Some(mut console) = console {
         console.instance_id = instance_id;
         // Serialising plain data cannot fail.
@@ -237,6 +256,18 @@ mod tests {
         assert!(
             e.starts_with("brig.config= on the kernel command line: not valid base64"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn sysctl_names_map_to_proc() {
+        assert_eq!(
+            sysctl_path("vm.swappiness"),
+            Path::new("/proc/sys/vm/swappiness")
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.42/forwarding"),
+            Path::new("/proc/sys/net/ipv4/conf/eth0.42/forwarding")
         );
     }
 

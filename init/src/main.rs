@@ -226,7 +226,23 @@ fn boot() -> Result<Init, String> {
         init.coldplug.load_named(&init.sys, module, &mut outcome);
     }
     report_modules("container modules", &outcome);
-    read_config(&init.sys, &cmdline);
+    if let Some(plan) = read_config(&init.sys, &cmdline) {
+        // Before any service starts: they are host-wide settings.
+        for (name, value) in &plan.sysctl {
+            let path = datasource::sysctl_path(name);
+            match fs::write(&path, value) {
+                Ok(()) => say(&format!("sysctl {name} = {value} (from config)")),
+                Err(e) => say(&format!("error: config: sysctl {name} = {value}: {e}")),
+            }
+        }
+        if !plan.modules.is_empty() {
+            outcome = Outcome::default();
+            for module in &plan.modules {
+                init.coldplug.load_named(&init.sys, module, &mut outcome);
+            }
+            report_modules("modules from config", &outcome);
+        }
+    }
     match &cgroups {
         Some(root) => {
             for e in cgroup::prepare(root) {
@@ -244,7 +260,7 @@ fn boot() -> Result<Init, String> {
 /// cloud-init config from a local datasource: the host name now, files
 /// under /run/brig/config for the system containers. Problems are reported
 /// and the rest applies.
-fn read_config(sys: &dyn System, cmdline: &Cmdline) {
+fn read_config(sys: &dyn System, cmdline: &Cmdline) -> Option<datasource::Plan> {
     let found = match cmdline.value("brig.config") {
         Some(value) => datasource::from_cmdline(value).map(Some),
         None => datasource::find_nocloud(sys),
@@ -253,11 +269,11 @@ fn read_config(sys: &dyn System, cmdline: &Cmdline) {
         Ok(Some(seed)) => seed,
         Ok(None) => {
             say("config: no datasource found; defaults apply");
-            return;
+            return None;
         }
         Err(e) => {
             say(&format!("error: config: {e}; defaults apply"));
-            return;
+            return None;
         }
     };
     say(&format!("config: from {}", seed.source));
@@ -280,6 +296,7 @@ fn read_config(sys: &dyn System, cmdline: &Cmdline) {
             say(&format!("error: config: writing {}: {e}", path.display()));
         }
     }
+    Some(plan)
 }
 
 fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {

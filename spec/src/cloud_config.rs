@@ -50,6 +50,10 @@ pub struct CloudConfig {
     /// `user`, `ssh_authorized_keys`, `ssh_pwauth`, `disable_root`,
     /// `brig.console`).
     pub console: ConsoleConfig,
+    /// `brig.sysctl`: kernel settings PID 1 writes at boot, by dotted name.
+    pub sysctl: Vec<(String, String)>,
+    /// `brig.modules`: kernel modules PID 1 loads at boot.
+    pub modules: Vec<String>,
 }
 
 /// cloud-init's `ntp:` key.
@@ -63,7 +67,7 @@ pub struct Ntp {
 /// cloud-init keys that Brig does not apply yet: reported as such.
 const NOT_YET: &[&str] = &["timezone", "mounts", "ssh_keys", "chpasswd", "password"];
 /// Sections of `brig:` that are still to come.
-const BRIG_NOT_YET: &[&str] = &["services", "docker", "logging", "sysctl", "modules"];
+const BRIG_NOT_YET: &[&str] = &["services", "docker", "logging"];
 /// cloud-init keys with no meaning on Brig (no package manager, no
 /// distribution-specific setup): accepted and ignored, as they are harmless.
 const IGNORED: &[&str] = &[
@@ -281,6 +285,65 @@ fn brig_section(value: &Value, config: &mut CloudConfig, problems: &mut Vec<Prob
                             format!("expected true, false or a user name, not {other}"),
                         ),
                         (other, _) => problem(&format!(".{other}"), "unknown key, ignored".into()),
+                    }
+                }
+            }
+            "sysctl" => {
+                let Some(settings) = value.as_object() else {
+                    problem(
+                        "",
+                        format!("expected a mapping of names to values, not {value}"),
+                    );
+                    continue;
+                };
+                for (name, v) in settings {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => u8::from(*b).to_string(),
+                        other => {
+                            problem(
+                                &format!(".{name}"),
+                                format!("expected a value, not {other}"),
+                            );
+                            continue;
+                        }
+                    };
+                    let valid_name = !name.is_empty()
+                        && name.split(['.', '/']).all(|part| {
+                            !part.is_empty()
+                                && part != ".."
+                                && part
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+                        });
+                    if !valid_name {
+                        problem(
+                            &format!(".{name}"),
+                            "not a sysctl name such as vm.swappiness".into(),
+                        );
+                    } else if text.contains('\n') {
+                        problem(&format!(".{name}"), "a value is one line".into());
+                    } else {
+                        config.sysctl.push((name.clone(), text));
+                    }
+                }
+            }
+            "modules" => {
+                let Some(names) = value.as_array() else {
+                    problem("", format!("expected a list of module names, not {value}"));
+                    continue;
+                };
+                for (i, name) in names.iter().enumerate() {
+                    match name.as_str() {
+                        Some(n)
+                            if !n.is_empty()
+                                && n.bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)) =>
+                        {
+                            config.modules.push(n.to_string())
+                        }
+                        _ => problem(&format!("[{i}]"), format!("{name} is not a module name")),
                     }
                 }
             }
@@ -583,6 +646,25 @@ brig:
         assert_eq!(
             problems,
             ["cloud-config: `brig.console.autologin`: there is no user \"zed\"; no autologin"]
+        );
+        let (c, problems) = config(
+            "#cloud-config\nbrig:\n  sysctl: {vm.swappiness: 10, net/ipv4/ip_forward: true, '../x': 1, kernel.a: [1]}\n  modules: [wireguard, 'evil/../x']\n",
+        );
+        assert_eq!(
+            c.sysctl,
+            [
+                ("net/ipv4/ip_forward".to_string(), "1".to_string()),
+                ("vm.swappiness".into(), "10".into())
+            ]
+        );
+        assert_eq!(c.modules, ["wireguard"]);
+        assert_eq!(
+            problems,
+            [
+                "cloud-config: `brig.modules[1]`: \"evil/../x\" is not a module name",
+                "cloud-config: `brig.sysctl.../x`: not a sysctl name such as vm.swappiness",
+                "cloud-config: `brig.sysctl.kernel.a`: expected a value, not [1]",
+            ]
         );
         let (c, _) = config("#cloud-config\nbrig: {console: {autologin: true}}\n");
         assert_eq!(c.console.autologin.as_deref(), Some("brig"));

@@ -1,7 +1,7 @@
 //! The console container as a user meets it: ssh in with a key given in
 //! cloud-config, sudo, brigctl, the host's processes, scp; other users,
-//! refused logins, host keys kept across a restart, and autologin on the
-//! serial console.
+//! refused logins, write_files, bootcmd and runcmd, host keys kept across a
+//! restart, and autologin on the serial console.
 
 use std::path::Path;
 use std::process::Command;
@@ -46,15 +46,48 @@ users:
   - name: Bad Name
 brig:
   console: {{autologin: true}}
+  sysctl: {{vm.swappiness: 13}}
+  modules: [dummy]
+write_files:
+  - path: /etc/brig-e2e/plain.conf
+    content: |
+      greeting = hello
+    permissions: '0640'
+    owner: alice:users
+  - path: /home/brig/from-b64
+    encoding: b64
+    content: aGVsbG8gZnJvbSBiYXNlNjQK
+    owner: brig
+  - path: /etc/brig-e2e/gz
+    encoding: gz+b64
+    content: H4sIAAAAAAAAA8tIzcnJ5wIAIDA6NgYAAAA=
+  - path: /etc/brig-e2e/plain.conf
+    content: |
+      more = yes
+    append: true
+  - path: relative/path
+    content: nope
+bootcmd:
+  - echo \"bootcmd ran as $(id -un) for $INSTANCE_ID\" > /run/bootcmd-proof
+runcmd:
+  - [ sh, -c, 'echo runcmd ran > /home/brig/runcmd-proof' ]
+  - echo \"$(date +%s)\" >> /var/lib/cloud/runcmd-count
 "
         ),
     )
     .unwrap();
+    let meta_data = dir.path().join("meta-data");
+    std::fs::write(&meta_data, "instance-id: iid-console-e2e\n").unwrap();
     let mut guest = Guest::boot_with(
         board,
         &built(board),
         &["brig.service_output=console"],
-        &["--user-data", user_data.to_str().unwrap()],
+        &[
+            "--user-data",
+            user_data.to_str().unwrap(),
+            "--meta-data",
+            meta_data.to_str().unwrap(),
+        ],
     );
     let serial = guest.wait_for("brig: ready", BOOT);
     assert!(
@@ -80,7 +113,7 @@ brig:
         "id -un; hostname; sudo -n id -u; ps -e -o comm= | grep -c '^brig-netd$'; \
          curl --version | head -1; nano --version | head -1; less --version | head -1; \
          ip -br link show lo; grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt; \
-         echo shell=$SHELL home=$HOME",
+         echo shell=$SHELL home=$HOME; cat /proc/sys/vm/swappiness; ls -d /sys/module/dummy",
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..4], ["brig", "console-e2e", "0", "1"], "{out}");
@@ -93,6 +126,8 @@ brig:
         "certificates: {out}"
     );
     assert_eq!(lines[9], "shell=/bin/bash home=/home/brig", "{out}");
+    // brig.sysctl and brig.modules, applied by PID 1 before the services.
+    assert_eq!(&lines[10..], ["13", "/sys/module/dummy"], "{out}");
     let ps = ssh("brig", &brig_key, "sudo brigctl ps");
     for service in ["console", "network", "ntp"] {
         assert!(
@@ -101,6 +136,27 @@ brig:
             "{ps}"
         );
     }
+
+    // write_files: contents decoded, modes, owners, append; a bad entry is
+    // reported and left out. bootcmd ran before sshd, runcmd after.
+    let out = ssh(
+        "brig",
+        &brig_key,
+        "sudo stat -c '%a %U:%G' /etc/brig-e2e/plain.conf; sudo cat /etc/brig-e2e/plain.conf; \
+         stat -c '%a %U:%G' from-b64; cat from-b64; cat /etc/brig-e2e/gz; cat /run/bootcmd-proof; \
+         for i in $(seq 60); do [ -f runcmd-proof ] && break; sleep 1; done; cat runcmd-proof",
+    );
+    assert_eq!(
+        out,
+        "640 alice:users\ngreeting = hello\nmore = yes\n\
+         644 brig:brig\nhello from base64\nhello\n\
+         bootcmd ran as root for iid-console-e2e\nruncmd ran\n",
+        "{out}"
+    );
+    assert!(
+        serial.contains("`write_files[4].path`: \"relative/path\" is not an absolute file path"),
+        "{serial}"
+    );
 
     // Another user from `users`, with her own key and no sudo.
     let out = ssh(
@@ -178,6 +234,23 @@ brig:
     assert_eq!(
         generated, 1,
         "keys generated again after the restart:\n{serial}"
+    );
+    // Per boot and per instance steps did not run again with the restart.
+    let count = guest.ssh_ok(
+        "brig",
+        &brig_key,
+        &known_hosts,
+        "wc -l < /var/lib/cloud/runcmd-count",
+    );
+    assert_eq!(count.trim(), "1", "runcmd ran again");
+    assert!(
+        serial.contains("runcmd and scripts already ran for instance \"iid-console-e2e\""),
+        "{serial}"
+    );
+    assert_eq!(
+        serial.matches("[console] bootcmd: done").count(),
+        1,
+        "{serial}"
     );
 
     // For the record: the console's start to sshd listening.
