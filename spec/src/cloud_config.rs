@@ -65,7 +65,7 @@ pub struct Ntp {
 }
 
 /// cloud-init keys that Brig does not apply yet: reported as such.
-const NOT_YET: &[&str] = &["timezone", "mounts", "ssh_keys", "chpasswd", "password"];
+const NOT_YET: &[&str] = &["mounts", "ssh_keys", "chpasswd", "password"];
 /// Sections of `brig:` that are still to come.
 const BRIG_NOT_YET: &[&str] = &["services", "docker", "logging"];
 /// cloud-init keys with no meaning on Brig (no package manager, no
@@ -203,6 +203,21 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
                 other => problem(format!("expected true or false, not {other}")),
             },
             "brig" => brig_section(value, &mut config, &mut problems),
+            "timezone" => match value.as_str() {
+                Some(tz)
+                    if !tz.is_empty()
+                        && !tz.starts_with('/')
+                        && !tz.split('/').any(|p| p == ".." || p.is_empty())
+                        && tz
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_+-/".contains(&b)) =>
+                {
+                    config.console.timezone = Some(tz.to_string())
+                }
+                _ => problem(format!(
+                    "{value} is not a time zone name such as Europe/Berlin"
+                )),
+            },
             "write_files" => {
                 let (files, found) = steps::parse_write_files(value);
                 config.console.write_files = files;
@@ -665,6 +680,18 @@ brig:
                 "cloud-config: `brig.sysctl.../x`: not a sysctl name such as vm.swappiness",
                 "cloud-config: `brig.sysctl.kernel.a`: expected a value, not [1]",
             ]
+        );
+        let (c, problems) = config("#cloud-config\ntimezone: America/Argentina/Buenos_Aires\n");
+        assert!(problems.is_empty());
+        assert_eq!(
+            c.console.timezone.as_deref(),
+            Some("America/Argentina/Buenos_Aires")
+        );
+        let (c, problems) = config("#cloud-config\ntimezone: ../../etc/shadow\n");
+        assert_eq!(c.console.timezone, None);
+        assert!(
+            problems[0].contains("is not a time zone name"),
+            "{problems:?}"
         );
         let (c, _) = config("#cloud-config\nbrig: {console: {autologin: true}}\n");
         assert_eq!(c.console.autologin.as_deref(), Some("brig"));

@@ -47,6 +47,9 @@ pub struct ConsoleConfig {
     /// User-data scripts (`#!`): once per instance, after `runcmd`.
     #[serde(default)]
     pub scripts: Vec<String>,
+    /// `timezone`: a tz database name such as `Europe/Berlin`.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// One login account.
@@ -96,6 +99,7 @@ impl Default for ConsoleConfig {
             bootcmd: None,
             runcmd: None,
             scripts: Vec::new(),
+            timezone: None,
         }
     }
 }

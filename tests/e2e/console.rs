@@ -35,6 +35,7 @@ fn console(board: &str) {
         format!(
             "#cloud-config
 hostname: console-e2e
+timezone: Europe/Berlin
 ssh_authorized_keys:
   - {brig_public}
 users:
@@ -113,7 +114,8 @@ runcmd:
         "id -un; hostname; sudo -n id -u; ps -e -o comm= | grep -c '^brig-netd$'; \
          curl --version | head -1; nano --version | head -1; less --version | head -1; \
          ip -br link show lo; grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt; \
-         echo shell=$SHELL home=$HOME; cat /proc/sys/vm/swappiness; ls -d /sys/module/dummy",
+         echo shell=$SHELL home=$HOME; cat /proc/sys/vm/swappiness; ls -d /sys/module/dummy; \
+         cat /etc/timezone; date +%Z",
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..4], ["brig", "console-e2e", "0", "1"], "{out}");
@@ -127,7 +129,10 @@ runcmd:
     );
     assert_eq!(lines[9], "shell=/bin/bash home=/home/brig", "{out}");
     // brig.sysctl and brig.modules, applied by PID 1 before the services.
-    assert_eq!(&lines[10..], ["13", "/sys/module/dummy"], "{out}");
+    assert_eq!(&lines[10..12], ["13", "/sys/module/dummy"], "{out}");
+    // timezone: the console's local time.
+    assert_eq!(lines[12], "Europe/Berlin", "{out}");
+    assert!(["CET", "CEST"].contains(&lines[13]), "{out}");
     let ps = ssh("brig", &brig_key, "sudo brigctl ps");
     for service in ["console", "network", "ntp"] {
         assert!(

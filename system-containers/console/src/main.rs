@@ -92,6 +92,9 @@ fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, String> {
         0,
         0,
     )?;
+    if let Some(zone) = &config.timezone {
+        say(&setup::timezone(zone, Path::new("/")));
+    }
     for line in setup::host_keys(Path::new(HOST_KEYS), &format!("root@{hostname}"))? {
         say(&line);
     }

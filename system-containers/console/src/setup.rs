@@ -208,6 +208,29 @@ fn generate(dir: &Path, kind: &str, key: &Path, comment: &str) -> Result<(), Str
     sync(dir)
 }
 
+/// The console's time zone (`root` is `/` but for tests): /etc/localtime
+/// a link into tzdata, /etc/timezone its name. A line for the log.
+pub fn timezone(zone: &str, root: &Path) -> String {
+    let zoneinfo = Path::new("/usr/share/zoneinfo").join(zone);
+    if !root
+        .join(zoneinfo.strip_prefix("/").unwrap_or(&zoneinfo))
+        .is_file()
+    {
+        return format!("error: config: `timezone`: no time zone {zone:?} in tzdata; UTC stays");
+    }
+    let localtime = root.join("etc/localtime");
+    let made = (|| -> std::io::Result<()> {
+        fs::create_dir_all(root.join("etc"))?;
+        let _ = fs::remove_file(&localtime);
+        std::os::unix::fs::symlink(&zoneinfo, &localtime)?;
+        fs::write(root.join("etc/timezone"), format!("{zone}\n"))
+    })();
+    match made {
+        Ok(()) => format!("time zone {zone}"),
+        Err(e) => format!("error: setting the time zone {zone}: {e}"),
+    }
+}
+
 /// /etc/hosts naming this machine, so sudo and others resolve it.
 pub fn hosts_file(hostname: &str) -> String {
     format!(
@@ -218,6 +241,31 @@ pub fn hosts_file(hostname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_zones_link_into_tzdata() {
+        let root = tempfile::tempdir().unwrap();
+        let zone = root.path().join("usr/share/zoneinfo/Europe");
+        fs::create_dir_all(&zone).unwrap();
+        fs::write(zone.join("Berlin"), "TZif").unwrap();
+        assert_eq!(
+            timezone("Europe/Berlin", root.path()),
+            "time zone Europe/Berlin"
+        );
+        assert_eq!(
+            fs::read_link(root.path().join("etc/localtime")).unwrap(),
+            Path::new("/usr/share/zoneinfo/Europe/Berlin")
+        );
+        assert_eq!(
+            fs::read_to_string(root.path().join("etc/timezone")).unwrap(),
+            "Europe/Berlin\n"
+        );
+        let e = timezone("Mars/Olympus_Mons", root.path());
+        assert!(
+            e.starts_with("error: config: `timezone`: no time zone"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn files_are_replaced_whole_with_their_mode() {
