@@ -9,6 +9,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::console::{self, ConsoleConfig};
+use crate::mime;
 use crate::steps;
 
 /// One problem in the user data, with the key it concerns.
@@ -106,31 +107,51 @@ impl Ntp {
     }
 }
 
-/// Parses user data. Problems are reported with the key concerned; whatever
-/// is valid is kept.
+/// Parses user data: `#cloud-config`, a `#!` script, or MIME multipart
+/// with parts of those kinds. Problems are reported with the key concerned;
+/// whatever is valid is kept.
 pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
+    let mut problems = Vec::new();
     let text = String::from_utf8_lossy(data);
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
-        return (UserData::Empty, Vec::new());
+        return (UserData::Empty, problems);
+    }
+    if data.starts_with(&[0x1f, 0x8b]) {
+        problems.push(Problem {
+            key: String::new(),
+            problem: "gzip-compressed user data is not supported: give it uncompressed".into(),
+        });
+        return (UserData::Empty, problems);
     }
     if trimmed.starts_with("#!") {
-        return (UserData::Script(data.to_vec()), Vec::new());
+        return (UserData::Script(data.to_vec()), problems);
+    }
+    if mime::is_multipart(&text) {
+        return multipart(data, problems);
     }
     if !trimmed.starts_with("#cloud-config") {
         let first = trimmed.lines().next().unwrap_or_default();
-        return (
-            UserData::Empty,
-            vec![Problem {
-                key: String::new(),
-                problem: format!(
-                    "user data starts with {first:?}: expected `#cloud-config` or a `#!` script"
-                ),
-            }],
-        );
+        problems.push(Problem {
+            key: String::new(),
+            problem: format!(
+                "user data starts with {first:?}: expected `#cloud-config`, a `#!` script or MIME multipart"
+            ),
+        });
+        return (UserData::Empty, problems);
     }
-    let mut problems = Vec::new();
-    let document: Value = match load_yaml(&text, &mut problems) {
+    match document(&text, &mut problems) {
+        Some(map) => {
+            let config = from_document(&map, &mut problems);
+            (UserData::CloudConfig(Box::new(config)), problems)
+        }
+        None => (UserData::Empty, problems),
+    }
+}
+
+/// A `#cloud-config` document's top-level mapping, or None (reported).
+fn document(text: &str, problems: &mut Vec<Problem>) -> Option<serde_json::Map<String, Value>> {
+    let document: Value = match load_yaml(text, problems) {
         Ok(Value::Null) => Value::Object(Default::default()),
         Ok(v) => v,
         Err(e) => {
@@ -139,16 +160,83 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
                 key: String::new(),
                 problem: format!("not valid YAML: {problem}"),
             });
+            return None;
+        }
+    };
+    match document {
+        Value::Object(map) => Some(map),
+        _ => {
+            problems.push(Problem {
+                key: String::new(),
+                problem: "expected a mapping of keys".into(),
+            });
+            None
+        }
+    }
+}
+
+/// MIME multipart user data: cloud-config parts merged in order (a later
+/// part's keys replace an earlier part's; mappings merge key by key),
+/// scripts kept in order for the console.
+fn multipart(data: &[u8], mut problems: Vec<Problem>) -> (UserData, Vec<Problem>) {
+    let parts = match mime::parts(data) {
+        Ok(parts) => parts,
+        Err(e) => {
+            problems.push(Problem {
+                key: String::new(),
+                problem: format!("MIME multipart: {e}"),
+            });
             return (UserData::Empty, problems);
         }
     };
-    let Some(map) = document.as_object() else {
-        problems.push(Problem {
-            key: String::new(),
-            problem: "expected a mapping of keys".into(),
-        });
-        return (UserData::Empty, problems);
-    };
+    let mut merged = serde_json::Map::new();
+    let mut scripts = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let name = format!("MIME part {} ({})", i + 1, part.content_type);
+        let text = String::from_utf8_lossy(&part.body);
+        let mut found = Vec::new();
+        match part.content_type.as_str() {
+            "text/cloud-config" => {
+                if let Some(map) = document(&text, &mut found) {
+                    merge(&mut merged, map);
+                }
+            }
+            "text/x-shellscript" => match String::from_utf8(part.body.clone()) {
+                Ok(script) if script.starts_with("#!") => scripts.push(script),
+                _ => found.push(Problem {
+                    key: String::new(),
+                    problem: "a shell script starts with #! and is text; not run".into(),
+                }),
+            },
+            other => found.push(Problem {
+                key: String::new(),
+                problem: format!("{other} parts are not supported; ignored"),
+            }),
+        }
+        problems.extend(found.into_iter().map(|p| Problem {
+            problem: format!("{name}: {}", p.problem),
+            ..p
+        }));
+    }
+    let mut config = from_document(&merged, &mut problems);
+    config.console.scripts.extend(scripts);
+    (UserData::CloudConfig(Box::new(config)), problems)
+}
+
+/// Merges `later` into `earlier`: mappings key by key, anything else replaced.
+fn merge(earlier: &mut serde_json::Map<String, Value>, later: serde_json::Map<String, Value>) {
+    for (key, value) in later {
+        match (earlier.get_mut(&key), value) {
+            (Some(Value::Object(old)), Value::Object(new)) => merge(old, new),
+            (_, value) => {
+                earlier.insert(key, value);
+            }
+        }
+    }
+}
+
+/// The keys Brig applies, from a cloud-config document's mapping.
+fn from_document(map: &serde_json::Map<String, Value>, problems: &mut Vec<Problem>) -> CloudConfig {
     let mut config = CloudConfig::default();
     let mut users = None;
     let mut default_user = console::Account::default_user();
@@ -202,7 +290,7 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
                 Value::Bool(b) => config.console.root_login = !b,
                 other => problem(format!("expected true or false, not {other}")),
             },
-            "brig" => brig_section(value, &mut config, &mut problems),
+            "brig" => brig_section(value, &mut config, problems),
             "timezone" => match value.as_str() {
                 Some(tz)
                     if !tz.is_empty()
@@ -252,7 +340,7 @@ pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
             config.console.autologin = None;
         }
     }
-    (UserData::CloudConfig(Box::new(config)), problems)
+    config
 }
 
 fn sub_problem(key: &str, (sub, problem): console::KeyProblem) -> Problem {
@@ -700,6 +788,54 @@ brig:
             problems[0].starts_with("cloud-config: `users[0].name`: \"X\""),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn multipart_parts_merge_in_order() {
+        let message = "Content-Type: multipart/mixed; boundary=\"XX\"
+MIME-Version: 1.0
+
+--XX
+Content-Type: text/cloud-config
+
+#cloud-config
+hostname: first
+ntp: {servers: [a.example]}
+brig: {sysctl: {vm.swappiness: 1}}
+--XX
+Content-Type: text/x-shellscript
+
+#!/bin/sh
+echo one
+--XX
+Content-Type: text/cloud-config
+
+#cloud-config
+hostname: second
+brig: {modules: [dummy]}
+--XX
+Content-Type: text/cloud-boothook
+
+#!/bin/sh
+--XX--
+";
+        let (data, problems) = parse_user_data(message.as_bytes());
+        let UserData::CloudConfig(c) = data else {
+            panic!("{data:?}")
+        };
+        assert_eq!(c.hostname.as_deref(), Some("second"));
+        assert_eq!(c.ntp.unwrap().servers, ["a.example"]);
+        assert_eq!(c.sysctl.len(), 1, "mappings merge key by key");
+        assert_eq!(c.modules, ["dummy"]);
+        assert_eq!(c.console.scripts, ["#!/bin/sh\necho one"]);
+        let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            problems,
+            ["cloud-config: MIME part 4 (text/cloud-boothook): text/cloud-boothook parts are not supported; ignored"]
+        );
+        let (data, problems) = parse_user_data(&[0x1f, 0x8b, 8, 0]);
+        assert_eq!(data, UserData::Empty);
+        assert!(problems[0].problem.starts_with("gzip-compressed"));
     }
 
     #[test]
