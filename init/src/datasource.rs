@@ -9,14 +9,17 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use brig_spec::cloud_config::{default_instance_id, parse_meta_data, parse_user_data, UserData};
+use brig_spec::cloud_config::{
+    default_instance_id, interpret, merge, parse_meta_data, read_user_data,
+};
 use brig_spec::console;
 use nix::mount::MsFlags;
+use serde_json::{Map, Value};
 
 use crate::system::System;
 
 /// What a seed volume held.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seed {
     /// Where it came from, for the boot log.
     pub source: String,
@@ -48,6 +51,9 @@ pub fn sysctl_path(name: &str) -> PathBuf {
     Path::new("/proc/sys").join(relative)
 }
 
+/// The effective cloud-config (datasource and local settings merged), for
+/// `brigctl config get` and `export`.
+pub const EFFECTIVE_FILE: &str = brig_spec::cloud_config::EFFECTIVE_FILE;
 /// Where the network container reads its config (network config v2).
 pub const NETWORK_FILE: &str = brig_spec::network::CONFIG_FILE;
 /// Replaces the ntp container's default servers (chrony's confdir).
@@ -77,6 +83,20 @@ pub fn probe(head: &[u8]) -> Option<(&'static str, String)> {
         }
     }
     None
+}
+
+/// The settings made with `brigctl config set`: a JSON mapping at `path`,
+/// none when the file does not exist.
+pub fn local_settings(path: &Path) -> Result<Map<String, Value>, String> {
+    match fs::read_to_string(path) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err(format!("{}: not a mapping", path.display())),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
 }
 
 /// User data from the kernel command line: `brig.config=` with base64.
@@ -142,42 +162,31 @@ fn read_seed(sys: &dyn System, device: &str, fstype: &str) -> Result<Seed, Strin
     Ok(seed)
 }
 
-/// What `seed` asks for. The host name: user data's, else meta data's
-/// `local-hostname`. Network config: the seed's `network-config` file, else
-/// user data's `network:` section (written as JSON, which is YAML).
-pub fn plan(seed: &Seed) -> Plan {
+/// What `seed` asks for, with the settings made with `brigctl config set`
+/// (`local`) merged over its cloud-config. The host name: user data's, else
+/// meta data's `local-hostname`. Network config: the seed's
+/// `network-config` file, else user data's `network:` section (written as
+/// JSON, which is YAML).
+pub fn plan(seed: &Seed, local: &Map<String, Value>) -> Plan {
     let mut plan = Plan::default();
     let (meta, problems) = parse_meta_data(seed.meta_data.as_deref().unwrap_or(""));
     plan.problems.extend(problems.iter().map(|p| p.to_string()));
-    let (user, problems) = parse_user_data(seed.user_data.as_deref().unwrap_or_default());
-    plan.problems.extend(problems.iter().map(|p| p.to_string()));
     let user_data = seed.user_data.as_deref().unwrap_or_default();
+    let (read, mut problems) = read_user_data(user_data);
+    let read = match read {
+        None if local.is_empty() => None,
+        read => {
+            let mut user = read.unwrap_or_default();
+            merge(&mut user.document, local.clone());
+            Some(user)
+        }
+    };
+    let config = read.map(|user| interpret(&user, &mut problems));
+    plan.problems.extend(problems.iter().map(|p| p.to_string()));
     let instance_id = meta
         .instance_id
         .clone()
         .unwrap_or_else(|| default_instance_id(user_data));
-    let (config, console) = match user {
-        UserData::CloudConfig(c) => {
-            let console = c.console.clone();
-            (Some(*c), Some(console))
-        }
-        UserData::Script(script) => match String::from_utf8(script) {
-            // Run once per instance by the console, as cloud-init does.
-            Ok(text) => (
-                None,
-                Some(console::ConsoleConfig {
-                    scripts: vec![text],
-                    ..Default::default()
-                }),
-            ),
-            Err(_) => {
-                plan.problems
-                    .push("user data is a script that is not UTF-8 text; not run".into());
-                (None, None)
-            }
-        },
-        UserData::Empty => (None, None),
-    };
     plan.hostname = config
         .as_ref()
         .and_then(|c| c.effective_hostname().map(String::from))
@@ -193,20 +202,22 @@ pub fn plan(seed: &Seed) -> Plan {
     if let Some(text) = network {
         plan.files.push((NETWORK_FILE.into(), text));
     }
-    if let Some(ntp) = config.as_ref().and_then(|c| c.ntp.as_ref()) {
+    let Some(config) = config else {
+        return plan;
+    };
+    if let Some(ntp) = &config.ntp {
         plan.files
             .push((NTP_SERVERS_FILE.into(), ntp.chrony_sources()));
     }
-    if let Some(c) = &config {
-        plan.sysctl = c.sysctl.clone();
-        plan.modules = c.modules.clone();
-    }
-    if let Some(mut console) = console {
-        console.instance_id = instance_id;
-        // Serialising plain data cannot fail.
-        let json = serde_json::to_string_pretty(&console).unwrap_or_default();
-        plan.files.push((console::CONFIG_PATH.into(), json + "\n"));
-    }
+    plan.sysctl = config.sysctl.clone();
+    plan.modules = config.modules.clone();
+    let mut console = config.console.clone();
+    console.instance_id = instance_id;
+    // Serialising plain data cannot fail.
+    let json = serde_json::to_string_pretty(&console).unwrap_or_default();
+    plan.files.push((console::CONFIG_PATH.into(), json + "\n"));
+    let json = serde_json::to_string_pretty(&config.document).unwrap_or_default();
+    plan.files.push((EFFECTIVE_FILE.into(), json + "\n"));
     plan
 }
 
@@ -251,7 +262,10 @@ mod tests {
     fn user_data_on_the_command_line() {
         // "#cloud-config\nhostname: from-cmdline\n"
         let seed = from_cmdline("I2Nsb3VkLWNvbmZpZwpob3N0bmFtZTogZnJvbS1jbWRsaW5lCg==").unwrap();
-        assert_eq!(plan(&seed).hostname.as_deref(), Some("from-cmdline"));
+        assert_eq!(
+            plan(&seed, &Map::new()).hostname.as_deref(),
+            Some("from-cmdline")
+        );
         let e = from_cmdline("%%%").unwrap_err();
         assert!(
             e.starts_with("brig.config= on the kernel command line: not valid base64"),
@@ -283,7 +297,7 @@ mod tests {
             meta_data: Some("instance-id: i-1\nlocal-hostname: meta-name\n".into()),
             network_config: None,
         };
-        let p = plan(&seed);
+        let p = plan(&seed, &Map::new());
         assert_eq!(p.hostname.as_deref(), Some("node7"));
         assert_eq!(p.problems, ["cloud-config: `rumcmd`: unknown key, ignored"]);
         let network = &p.files[0];
@@ -307,7 +321,7 @@ mod tests {
             network_config: Some("version: 2\n".into()),
             ..seed
         };
-        let p = plan(&seed);
+        let p = plan(&seed, &Map::new());
         assert_eq!(p.hostname.as_deref(), Some("meta-name"));
         assert_eq!(
             p.files[0],
@@ -318,14 +332,47 @@ mod tests {
         assert!(p.problems.is_empty(), "{:?}", p.problems);
 
         // Without meta data the instance is the user data.
-        let p = plan(&Seed {
-            meta_data: None,
-            ..seed
-        });
+        let p = plan(
+            &Seed {
+                meta_data: None,
+                ..seed.clone()
+            },
+            &Map::new(),
+        );
         let console: console::ConsoleConfig = serde_json::from_str(&p.files[1].1).unwrap();
         assert_eq!(
             console.instance_id,
             default_instance_id(b"#!/bin/sh\necho hi\n")
         );
+    }
+
+    #[test]
+    fn local_settings_merge_over_the_datasource() {
+        let seed = Seed {
+            source: "/dev/vdb".into(),
+            user_data: Some(
+                b"#cloud-config\nhostname: from-seed\nbrig: {sysctl: {vm.swappiness: 1}}\n"
+                    .to_vec(),
+            ),
+            ..Seed::default()
+        };
+        let local: Map<String, Value> =
+            serde_json::from_str(r#"{"hostname": "from-local", "brig": {"modules": ["dummy"]}}"#)
+                .unwrap();
+        let p = plan(&seed, &local);
+        assert_eq!(p.hostname.as_deref(), Some("from-local"));
+        assert_eq!(p.sysctl.len(), 1, "the seed's brig keys stay");
+        assert_eq!(p.modules, ["dummy"]);
+        let effective = &p
+            .files
+            .iter()
+            .find(|(f, _)| f == Path::new(EFFECTIVE_FILE))
+            .unwrap()
+            .1;
+        let effective: Value = serde_json::from_str(effective).unwrap();
+        assert_eq!(effective["hostname"], "from-local");
+        // Local settings alone, without any datasource.
+        let p = plan(&Seed::default(), &local);
+        assert_eq!(p.hostname.as_deref(), Some("from-local"));
     }
 }

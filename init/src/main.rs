@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -28,6 +28,7 @@ use brig_init::system::{Linux, PowerAction, System};
 use brig_init::{
     cgroup, datasource, modprobe, mounts, power_button, services, shutdown, switch_root, uevent,
 };
+use brig_spec::cloud_config::LOCAL_FILE;
 use brig_spec::control::{LogLine, Request, Response, SOCKET};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -266,18 +267,37 @@ fn read_config(sys: &dyn System, cmdline: &Cmdline) -> Option<datasource::Plan> 
         None => datasource::find_nocloud(sys),
     };
     let seed = match found {
-        Ok(Some(seed)) => seed,
-        Ok(None) => {
+        Ok(seed) => seed,
+        Err(e) => {
+            say(&format!("error: config: {e}"));
+            None
+        }
+    };
+    let local = datasource::local_settings(Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
+        say(&format!(
+            "error: config: {e}; those settings are not applied"
+        ));
+        Default::default()
+    });
+    let seed = match seed {
+        Some(seed) => seed,
+        None if local.is_empty() => {
             say("config: no datasource found; defaults apply");
             return None;
         }
-        Err(e) => {
-            say(&format!("error: config: {e}; defaults apply"));
-            return None;
-        }
+        None => datasource::Seed {
+            source: "no datasource".into(),
+            ..Default::default()
+        },
     };
+    if !local.is_empty() {
+        say(&format!(
+            "config: {} settings from `brigctl config set` ({LOCAL_FILE}) apply over the datasource",
+            local.len()
+        ));
+    }
     say(&format!("config: from {}", seed.source));
-    let plan = datasource::plan(&seed);
+    let plan = datasource::plan(&seed, &local);
     for problem in &plan.problems {
         say(&format!("config: {problem}"));
     }
@@ -288,10 +308,20 @@ fn read_config(sys: &dyn System, cmdline: &Cmdline) -> Option<datasource::Plan> 
         }
     }
     for (path, text) in &plan.files {
+        // Root's only: config can hold password hashes and keys.
         let written = path
             .parent()
             .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| fs::write(path, text));
+            .and_then(|()| {
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
+            })
+            .and_then(|mut f| f.write_all(text.as_bytes()));
         if let Err(e) = written {
             say(&format!("error: config: writing {}: {e}", path.display()));
         }

@@ -12,6 +12,13 @@ use crate::console::{self, ConsoleConfig};
 use crate::mime;
 use crate::steps;
 
+/// Where PID 1 writes the effective cloud-config (JSON), which `brigctl
+/// config get` and `export` read.
+pub const EFFECTIVE_FILE: &str = "/run/brig/config/cloud-config.json";
+/// Settings made with `brigctl config set`, merged over the datasource's
+/// cloud-config at each boot (on the state partition when there is one).
+pub const LOCAL_FILE: &str = "/var/lib/brig/config/local.json";
+
 /// One problem in the user data, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -32,9 +39,17 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserData {
     Empty,
+    /// cloud-config, scripts (`console.scripts`), or both from MIME parts.
     CloudConfig(Box<CloudConfig>),
-    /// A `#!` script: run once per instance by the console (issue 5).
-    Script(Vec<u8>),
+}
+
+/// User data read but not yet interpreted: the cloud-config document (MIME
+/// parts merged) and the `#!` scripts. Local settings merge into the
+/// document before `interpret`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserDocument {
+    pub document: serde_json::Map<String, Value>,
+    pub scripts: Vec<String>,
 }
 
 /// The cloud-config keys Brig applies.
@@ -55,6 +70,8 @@ pub struct CloudConfig {
     pub sysctl: Vec<(String, String)>,
     /// `brig.modules`: kernel modules PID 1 loads at boot.
     pub modules: Vec<String>,
+    /// The document all this came from (parts merged), for `brigctl config`.
+    pub document: serde_json::Map<String, Value>,
 }
 
 /// cloud-init's `ntp:` key.
@@ -111,42 +128,68 @@ impl Ntp {
 /// with parts of those kinds. Problems are reported with the key concerned;
 /// whatever is valid is kept.
 pub fn parse_user_data(data: &[u8]) -> (UserData, Vec<Problem>) {
+    let (read, mut problems) = read_user_data(data);
+    match read {
+        Some(user) => {
+            let config = interpret(&user, &mut problems);
+            (UserData::CloudConfig(Box::new(config)), problems)
+        }
+        None => (UserData::Empty, problems),
+    }
+}
+
+/// The first half of `parse_user_data`: what kind of user data it is, the
+/// document and scripts it holds. None when there is nothing usable.
+pub fn read_user_data(data: &[u8]) -> (Option<UserDocument>, Vec<Problem>) {
     let mut problems = Vec::new();
     let text = String::from_utf8_lossy(data);
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
-        return (UserData::Empty, problems);
+        return (None, problems);
     }
-    if data.starts_with(&[0x1f, 0x8b]) {
+    let mut fail = |problem: String| {
         problems.push(Problem {
             key: String::new(),
-            problem: "gzip-compressed user data is not supported: give it uncompressed".into(),
+            problem,
         });
-        return (UserData::Empty, problems);
+        None
+    };
+    if data.starts_with(&[0x1f, 0x8b]) {
+        let none = fail("gzip-compressed user data is not supported: give it uncompressed".into());
+        return (none, problems);
     }
     if trimmed.starts_with("#!") {
-        return (UserData::Script(data.to_vec()), problems);
+        let read = match String::from_utf8(data.to_vec()) {
+            Ok(script) => Some(UserDocument {
+                scripts: vec![script],
+                ..UserDocument::default()
+            }),
+            Err(_) => fail("user data is a script that is not UTF-8 text; not run".into()),
+        };
+        return (read, problems);
     }
     if mime::is_multipart(&text) {
         return multipart(data, problems);
     }
     if !trimmed.starts_with("#cloud-config") {
         let first = trimmed.lines().next().unwrap_or_default();
-        problems.push(Problem {
-            key: String::new(),
-            problem: format!(
-                "user data starts with {first:?}: expected `#cloud-config`, a `#!` script or MIME multipart"
-            ),
-        });
-        return (UserData::Empty, problems);
+        let none = fail(format!(
+            "user data starts with {first:?}: expected `#cloud-config`, a `#!` script or MIME multipart"
+        ));
+        return (none, problems);
     }
-    match document(&text, &mut problems) {
-        Some(map) => {
-            let config = from_document(&map, &mut problems);
-            (UserData::CloudConfig(Box::new(config)), problems)
-        }
-        None => (UserData::Empty, problems),
-    }
+    let read = document(&text, &mut problems).map(|document| UserDocument {
+        document,
+        scripts: Vec::new(),
+    });
+    (read, problems)
+}
+
+/// The second half of `parse_user_data`: the keys Brig applies.
+pub fn interpret(user: &UserDocument, problems: &mut Vec<Problem>) -> CloudConfig {
+    let mut config = from_document(&user.document, problems);
+    config.console.scripts.extend(user.scripts.iter().cloned());
+    config
 }
 
 /// A `#cloud-config` document's top-level mapping, or None (reported).
@@ -178,7 +221,7 @@ fn document(text: &str, problems: &mut Vec<Problem>) -> Option<serde_json::Map<S
 /// MIME multipart user data: cloud-config parts merged in order (a later
 /// part's keys replace an earlier part's; mappings merge key by key),
 /// scripts kept in order for the console.
-fn multipart(data: &[u8], mut problems: Vec<Problem>) -> (UserData, Vec<Problem>) {
+fn multipart(data: &[u8], mut problems: Vec<Problem>) -> (Option<UserDocument>, Vec<Problem>) {
     let parts = match mime::parts(data) {
         Ok(parts) => parts,
         Err(e) => {
@@ -186,7 +229,7 @@ fn multipart(data: &[u8], mut problems: Vec<Problem>) -> (UserData, Vec<Problem>
                 key: String::new(),
                 problem: format!("MIME multipart: {e}"),
             });
-            return (UserData::Empty, problems);
+            return (None, problems);
         }
     };
     let mut merged = serde_json::Map::new();
@@ -218,13 +261,15 @@ fn multipart(data: &[u8], mut problems: Vec<Problem>) -> (UserData, Vec<Problem>
             ..p
         }));
     }
-    let mut config = from_document(&merged, &mut problems);
-    config.console.scripts.extend(scripts);
-    (UserData::CloudConfig(Box::new(config)), problems)
+    let read = UserDocument {
+        document: merged,
+        scripts,
+    };
+    (Some(read), problems)
 }
 
 /// Merges `later` into `earlier`: mappings key by key, anything else replaced.
-fn merge(earlier: &mut serde_json::Map<String, Value>, later: serde_json::Map<String, Value>) {
+pub fn merge(earlier: &mut serde_json::Map<String, Value>, later: serde_json::Map<String, Value>) {
     for (key, value) in later {
         match (earlier.get_mut(&key), value) {
             (Some(Value::Object(old)), Value::Object(new)) => merge(old, new),
@@ -236,8 +281,14 @@ fn merge(earlier: &mut serde_json::Map<String, Value>, later: serde_json::Map<St
 }
 
 /// The keys Brig applies, from a cloud-config document's mapping.
-fn from_document(map: &serde_json::Map<String, Value>, problems: &mut Vec<Problem>) -> CloudConfig {
-    let mut config = CloudConfig::default();
+pub fn from_document(
+    map: &serde_json::Map<String, Value>,
+    problems: &mut Vec<Problem>,
+) -> CloudConfig {
+    let mut config = CloudConfig {
+        document: map.clone(),
+        ..CloudConfig::default()
+    };
     let mut users = None;
     let mut default_user = console::Account::default_user();
     for (key, value) in map {
@@ -869,10 +920,8 @@ Content-Type: text/cloud-boothook
 
     #[test]
     fn scripts_empty_data_and_garbage() {
-        assert!(matches!(
-            parse_user_data(b"#!/bin/sh\necho hi\n").0,
-            UserData::Script(_)
-        ));
+        let (c, _) = config("#!/bin/sh\necho hi\n");
+        assert_eq!(c.console.scripts, ["#!/bin/sh\necho hi\n"]);
         assert_eq!(parse_user_data(b"  \n").0, UserData::Empty);
         let (data, problems) = parse_user_data(b"hostname: x\n");
         assert_eq!(data, UserData::Empty);
