@@ -9,6 +9,8 @@ use brig_spec::control::{LogLine, Request, Response, ServiceStatus, SOCKET};
 use brig_spec::network::{NetworkStatus, STATUS_SOCKET};
 use clap::{Parser, Subcommand};
 
+mod config;
+
 #[derive(Parser)]
 #[command(
     name = "brigctl",
@@ -53,10 +55,32 @@ enum Command {
         #[arg(long, default_value = STATUS_SOCKET)]
         status_socket: PathBuf,
     },
+    /// The machine's cloud-config: get, set, unset, export, validate.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Stop all services in order and reboot.
     Reboot,
     /// Stop all services in order and power off.
     Poweroff,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print a value of the effective cloud-config by dotted key
+    /// (`hostname`, `brig.console.autologin`, `users[1].name`).
+    Get { key: String },
+    /// Save a setting over the datasource's; it applies from the next boot.
+    /// VALUE is YAML: `true`, `10`, `[a, b]`, `{k: v}`, or text.
+    Set { key: String, value: String },
+    /// Remove a saved setting: the datasource's value applies again.
+    Unset { key: String },
+    /// Print the effective cloud-config.
+    Export,
+    /// Check cloud-config user data (default: what this machine booted with)
+    /// and print every problem with its line and column.
+    Validate { file: Option<PathBuf> },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +97,19 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<ExitCode, String> {
     let (request, follow) = match &cli.command {
         Command::Network { status_socket } => return network(status_socket, cli.json),
+        Command::Config { action } => match action {
+            ConfigAction::Get { key } => return config::get(key, cli.json),
+            ConfigAction::Export => return config::export(),
+            ConfigAction::Validate { file } => return config::validate(file.as_deref()),
+            ConfigAction::Set { key, value } => (
+                Request::ConfigSet {
+                    key: key.clone(),
+                    value: brig_spec::key_path::parse_value(value),
+                },
+                false,
+            ),
+            ConfigAction::Unset { key } => (Request::ConfigUnset { key: key.clone() }, false),
+        },
         Command::Ps => (Request::Ps, false),
         Command::Logs {
             service,

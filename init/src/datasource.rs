@@ -54,6 +54,8 @@ pub fn sysctl_path(name: &str) -> PathBuf {
 /// The effective cloud-config (datasource and local settings merged), for
 /// `brigctl config get` and `export`.
 pub const EFFECTIVE_FILE: &str = brig_spec::cloud_config::EFFECTIVE_FILE;
+/// The user data as the datasource gave it, for `brigctl config validate`.
+pub const USER_DATA_FILE: &str = brig_spec::cloud_config::USER_DATA_FILE;
 /// Where the network container reads its config (network config v2).
 pub const NETWORK_FILE: &str = brig_spec::network::CONFIG_FILE;
 /// Replaces the ntp container's default servers (chrony's confdir).
@@ -97,6 +99,56 @@ pub fn local_settings(path: &Path) -> Result<Map<String, Value>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
         Err(e) => Err(format!("reading {}: {e}", path.display())),
     }
+}
+
+/// Where the last datasource's files are kept: a machine that boots once
+/// without its datasource (a seed disk detached) keeps its users and keys.
+pub const SAVED_DIR: &str = "/var/lib/brig/config/datasource";
+
+/// Keeps `seed`'s files in `dir`, each replaced atomically.
+pub fn save(seed: &Seed, dir: &Path) -> Result<(), String> {
+    let what = |e: std::io::Error| format!("saving the datasource in {}: {e}", dir.display());
+    fs::create_dir_all(dir).map_err(what)?;
+    for (name, data) in [
+        ("user-data", seed.user_data.clone()),
+        ("meta-data", seed.meta_data.clone().map(String::into_bytes)),
+        (
+            "network-config",
+            seed.network_config.clone().map(String::into_bytes),
+        ),
+    ] {
+        let path = dir.join(name);
+        let Some(data) = data else {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(what(e)),
+                _ => continue,
+            }
+        };
+        let temporary = dir.join(format!(".{name}.new"));
+        let written = fs::File::create(&temporary).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &data)?;
+            f.sync_all()
+        });
+        written
+            .and_then(|()| fs::rename(&temporary, &path))
+            .map_err(what)?;
+    }
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
+}
+
+/// The datasource saved by an earlier boot, if any.
+pub fn saved(dir: &Path) -> Option<Seed> {
+    let read = |name: &str| fs::read(dir.join(name)).ok();
+    let user_data = read("user-data")?;
+    Some(Seed {
+        source: format!(
+            "{} (saved at an earlier boot; no datasource now)",
+            dir.display()
+        ),
+        user_data: Some(user_data),
+        meta_data: read("meta-data").map(|d| String::from_utf8_lossy(&d).into_owned()),
+        network_config: read("network-config").map(|d| String::from_utf8_lossy(&d).into_owned()),
+    })
 }
 
 /// User data from the kernel command line: `brig.config=` with base64.
@@ -202,6 +254,12 @@ pub fn plan(seed: &Seed, local: &Map<String, Value>) -> Plan {
     if let Some(text) = network {
         plan.files.push((NETWORK_FILE.into(), text));
     }
+    if let Some(data) = &seed.user_data {
+        plan.files.push((
+            USER_DATA_FILE.into(),
+            String::from_utf8_lossy(data).into_owned(),
+        ));
+    }
     let Some(config) = config else {
         return plan;
     };
@@ -285,6 +343,16 @@ mod tests {
         );
     }
 
+    /// The text of the file the plan writes at `path`.
+    fn file<'a>(plan: &'a Plan, path: &str) -> &'a str {
+        &plan
+            .files
+            .iter()
+            .find(|(p, _)| p == Path::new(path))
+            .unwrap_or_else(|| panic!("no {path} in {:?}", plan.files))
+            .1
+    }
+
     #[test]
     fn a_seed_becomes_a_hostname_and_config_files() {
         let seed = Seed {
@@ -307,10 +375,10 @@ mod tests {
             parsed.errors.is_empty() && parsed.config.devices.len() == 1,
             "{parsed:?}"
         );
-        assert_eq!(p.files[1].0, Path::new(NTP_SERVERS_FILE));
-        assert!(p.files[1].1.contains("server ntp.example.com iburst"));
-        assert_eq!(p.files[2].0, Path::new(console::CONFIG_PATH));
-        let accounts: console::ConsoleConfig = serde_json::from_str(&p.files[2].1).unwrap();
+        assert!(file(&p, NTP_SERVERS_FILE).contains("server ntp.example.com iburst"));
+        let accounts: console::ConsoleConfig =
+            serde_json::from_str(file(&p, console::CONFIG_PATH)).unwrap();
+        assert!(file(&p, USER_DATA_FILE).starts_with("#cloud-config\nhostname: node7"));
         assert_eq!(accounts.users, console::ConsoleConfig::default().users);
         assert_eq!(accounts.instance_id, "i-1", "from meta data");
 
@@ -327,7 +395,8 @@ mod tests {
             p.files[0],
             (PathBuf::from(NETWORK_FILE), "version: 2\n".into())
         );
-        let console: console::ConsoleConfig = serde_json::from_str(&p.files[1].1).unwrap();
+        let console: console::ConsoleConfig =
+            serde_json::from_str(file(&p, console::CONFIG_PATH)).unwrap();
         assert_eq!(console.scripts, ["#!/bin/sh\necho hi\n"]);
         assert!(p.problems.is_empty(), "{:?}", p.problems);
 
@@ -339,10 +408,44 @@ mod tests {
             },
             &Map::new(),
         );
-        let console: console::ConsoleConfig = serde_json::from_str(&p.files[1].1).unwrap();
+        let console: console::ConsoleConfig =
+            serde_json::from_str(file(&p, console::CONFIG_PATH)).unwrap();
         assert_eq!(
             console.instance_id,
             default_instance_id(b"#!/bin/sh\necho hi\n")
+        );
+    }
+
+    #[test]
+    fn the_datasource_is_kept_for_boots_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved_dir = dir.path().join("datasource");
+        assert_eq!(saved(&saved_dir), None);
+        let seed = Seed {
+            source: "/dev/vdb".into(),
+            user_data: Some(b"#cloud-config\nhostname: kept\n".to_vec()),
+            meta_data: Some("instance-id: i-1\n".into()),
+            network_config: Some("version: 2\n".into()),
+        };
+        save(&seed, &saved_dir).unwrap();
+        let again = saved(&saved_dir).unwrap();
+        assert_eq!(again.user_data, seed.user_data);
+        assert_eq!(again.network_config, seed.network_config);
+        assert!(again.source.contains("saved at an earlier boot"));
+        // A newer datasource without network-config: the old one goes.
+        save(
+            &Seed {
+                network_config: None,
+                ..seed
+            },
+            &saved_dir,
+        )
+        .unwrap();
+        assert_eq!(saved(&saved_dir).unwrap().network_config, None);
+        assert_eq!(
+            fs::read_dir(&saved_dir).unwrap().count(),
+            2,
+            "no temporary files"
         );
     }
 

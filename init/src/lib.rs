@@ -10,6 +10,7 @@ pub mod container;
 pub mod control;
 pub mod datasource;
 pub mod image;
+pub mod local_config;
 pub mod log_ring;
 pub mod modprobe;
 pub mod module_index;

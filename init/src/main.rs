@@ -26,7 +26,8 @@ use brig_init::services::{Pipe, Services};
 use brig_init::supervisor::Action;
 use brig_init::system::{Linux, PowerAction, System};
 use brig_init::{
-    cgroup, datasource, modprobe, mounts, power_button, services, shutdown, switch_root, uevent,
+    cgroup, datasource, local_config, modprobe, mounts, power_button, services, shutdown,
+    switch_root, uevent,
 };
 use brig_spec::cloud_config::LOCAL_FILE;
 use brig_spec::control::{LogLine, Request, Response, SOCKET};
@@ -266,11 +267,18 @@ fn read_config(sys: &dyn System, cmdline: &Cmdline) -> Option<datasource::Plan> 
         Some(value) => datasource::from_cmdline(value).map(Some),
         None => datasource::find_nocloud(sys),
     };
+    let saved_dir = Path::new(datasource::SAVED_DIR);
     let seed = match found {
-        Ok(seed) => seed,
+        Ok(Some(seed)) => {
+            if let Err(e) = datasource::save(&seed, saved_dir) {
+                say(&format!("error: config: {e}"));
+            }
+            Some(seed)
+        }
+        Ok(None) => datasource::saved(saved_dir),
         Err(e) => {
             say(&format!("error: config: {e}"));
-            None
+            datasource::saved(saved_dir)
         }
     };
     let local = datasource::local_settings(Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
@@ -327,6 +335,17 @@ fn read_config(sys: &dyn System, cmdline: &Cmdline) -> Option<datasource::Plan> 
         }
     }
     Some(plan)
+}
+
+/// The answer to a config change, also said on the console.
+fn config_change(result: Result<String, String>) -> Response {
+    match result {
+        Ok(message) => {
+            say(&format!("config: {message}"));
+            Response::Ok { message }
+        }
+        Err(error) => Response::Error { error },
+    }
 }
 
 fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {
@@ -667,6 +686,14 @@ impl Init {
             Request::Poweroff => {
                 self.power(PowerAction::PowerOff, "brigctl poweroff");
                 ok("powering off".into())
+            }
+            Request::ConfigSet { key, value } => config_change(local_config::change(
+                Path::new(LOCAL_FILE),
+                &key,
+                Some(value),
+            )),
+            Request::ConfigUnset { key } => {
+                config_change(local_config::change(Path::new(LOCAL_FILE), &key, None))
             }
         })
     }

@@ -31,6 +31,18 @@ pub enum Request {
     },
     Reboot,
     Poweroff,
+    /// Saves a setting over the datasource's cloud-config (`brigctl config
+    /// set`); applies from the next boot.
+    #[serde(rename = "config-set")]
+    ConfigSet {
+        key: String,
+        value: serde_json::Value,
+    },
+    /// Removes a saved setting (`brigctl config unset`).
+    #[serde(rename = "config-unset")]
+    ConfigUnset {
+        key: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +109,14 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"op":"ps"}"#).unwrap(),
             Request::Ps
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::ConfigSet {
+                key: "hostname".into(),
+                value: "x".into()
+            })
+            .unwrap(),
+            r#"{"op":"config-set","key":"hostname","value":"x"}"#
         );
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"op":"logs","service":"x"}"#).unwrap(),

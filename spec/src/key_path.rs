@@ -121,6 +121,20 @@ pub fn unset(document: &mut Map<String, Value>, path: &str) -> Result<bool, Stri
     })
 }
 
+/// A value given on a command line, read as YAML: `true`, `10`, `[a, b]`,
+/// `{k: v}`; anything else (or a YAML error) is the text itself.
+pub fn parse_value(text: &str) -> Value {
+    match crate::cloud_config::load_yaml(text, &mut Vec::new()) {
+        Ok(Value::Null)
+            if !text.trim().is_empty() && text.trim() != "null" && text.trim() != "~" =>
+        {
+            Value::String(text.to_string())
+        }
+        Ok(value) => value,
+        Err(_) => Value::String(text.to_string()),
+    }
+}
+
 /// Where each key path starts in YAML `text`: (line, column), both from 1.
 /// Mapping entries are located at their key, list items at the item.
 pub fn locations(text: &str) -> BTreeMap<String, (usize, usize)> {
@@ -237,6 +251,24 @@ mod tests {
         for bad in ["", ".a", "a..b", "a[x]", "a[1", "a[1]b"] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn values_from_the_command_line_are_typed() {
+        assert_eq!(parse_value("true"), json!(true));
+        assert_eq!(parse_value("10"), json!(10));
+        assert_eq!(parse_value("[a, b]"), json!(["a", "b"]));
+        assert_eq!(
+            parse_value("{autologin: brig}"),
+            json!({"autologin": "brig"})
+        );
+        assert_eq!(parse_value("Europe/Berlin"), json!("Europe/Berlin"));
+        assert_eq!(
+            parse_value("a: b: c"),
+            json!("a: b: c"),
+            "a YAML error is text"
+        );
+        assert_eq!(parse_value("~"), Value::Null);
     }
 
     #[test]

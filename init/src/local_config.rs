@@ -1,0 +1,120 @@
+//! Settings made with `brigctl config set`: kept in a JSON mapping
+//! (`LOCAL_FILE`) that is merged over the datasource's cloud-config at each
+//! boot. A value is checked before it is saved, and saved atomically.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use brig_spec::cloud_config::{interpret, UserDocument};
+use brig_spec::key_path;
+use serde_json::{Map, Value};
+
+use crate::datasource::local_settings;
+
+/// `local` with `key` set to `value` (or removed, for None), if the result
+/// is valid cloud-config at that key.
+pub fn updated(
+    local: &Map<String, Value>,
+    key: &str,
+    value: Option<Value>,
+) -> Result<Map<String, Value>, String> {
+    let mut next = local.clone();
+    match value {
+        Some(value) => key_path::set(&mut next, key, value)?,
+        None => {
+            if !key_path::unset(&mut next, key)? {
+                return Err(format!("{key} is not set"));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    interpret(
+        &UserDocument {
+            document: next.clone(),
+            scripts: Vec::new(),
+        },
+        &mut problems,
+    );
+    let concerns = |k: &str| {
+        k == key
+            || k.starts_with(&format!("{key}."))
+            || k.starts_with(&format!("{key}["))
+            || key.starts_with(&format!("{k}."))
+            || key.starts_with(&format!("{k}["))
+    };
+    match problems.iter().find(|p| concerns(&p.key)) {
+        Some(problem) => Err(format!("not saved: {problem}")),
+        None => Ok(next),
+    }
+}
+
+/// Sets or removes `key` in the file at `path`; a message for the user.
+pub fn change(path: &Path, key: &str, value: Option<Value>) -> Result<String, String> {
+    let local = local_settings(path)?;
+    let shown = value.as_ref().map(Value::to_string);
+    let next = updated(&local, key, value)?;
+    save(path, &next)?;
+    Ok(match shown {
+        Some(v) => format!("{key} = {v} saved; it applies from the next boot"),
+        None => format!("{key} removed; the datasource's value applies from the next boot"),
+    })
+}
+
+/// Write, sync, rename, sync the directory: a power cut leaves the old
+/// settings or the new, never a part.
+fn save(path: &Path, settings: &Map<String, Value>) -> Result<(), String> {
+    let what = |e: std::io::Error| format!("saving {}: {e}", path.display());
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(what)?;
+    let temporary = path.with_extension("json.new");
+    let text = serde_json::to_string_pretty(settings).unwrap_or_default() + "\n";
+    let mut file = fs::File::create(&temporary).map_err(what)?;
+    file.write_all(text.as_bytes()).map_err(what)?;
+    file.sync_all().map_err(what)?;
+    fs::rename(&temporary, path).map_err(what)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_are_checked_before_they_are_saved() {
+        let local = Map::new();
+        let next = updated(&local, "hostname", Some(json!("node-9"))).unwrap();
+        assert_eq!(next["hostname"], "node-9");
+        let e = updated(&local, "hostname", Some(json!("not a name"))).unwrap_err();
+        assert!(e.starts_with("not saved: cloud-config: `hostname`:"), "{e}");
+        let e = updated(&local, "brig.sysctl", Some(json!([1]))).unwrap_err();
+        assert!(e.contains("`brig.sysctl`"), "{e}");
+        let next = updated(&local, "brig.console.autologin", Some(json!(true))).unwrap();
+        assert_eq!(next["brig"]["console"]["autologin"], true);
+        let e = updated(&next, "ntp", None).unwrap_err();
+        assert_eq!(e, "ntp is not set");
+        assert!(updated(&next, "brig.console", None).unwrap()["brig"]
+            .as_object()
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn settings_are_saved_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config/local.json");
+        let said = change(&path, "hostname", Some(json!("node-9"))).unwrap();
+        assert_eq!(
+            said,
+            "hostname = \"node-9\" saved; it applies from the next boot"
+        );
+        change(&path, "timezone", Some(json!("Europe/Berlin"))).unwrap();
+        let saved = local_settings(&path).unwrap();
+        assert_eq!(saved["hostname"], "node-9");
+        assert_eq!(saved["timezone"], "Europe/Berlin");
+        change(&path, "hostname", None).unwrap();
+        assert!(!local_settings(&path).unwrap().contains_key("hostname"));
+        assert_eq!(fs::read_dir(dir.path().join("config")).unwrap().count(), 1);
+    }
+}
