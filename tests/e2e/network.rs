@@ -181,7 +181,9 @@ fn said<'a>(serial: &'a str, service: &str, marker: &str) -> &'a str {
     let prefix = format!("brig: [{service}] {marker} ");
     serial
         .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
+        // Anywhere in the line: a getty's login prompt on the serial
+        // console has no line break after it.
+        .find_map(|l| l.find(&prefix).map(|at| &l[at + prefix.len()..]))
         .map(|l| l.rsplit_once(" [t=").map_or(l, |(text, _)| text))
         .unwrap_or_else(|| panic!("no {marker} from {service} on the console:\n{serial}"))
 }
