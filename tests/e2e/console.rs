@@ -163,6 +163,38 @@ runcmd:
         "{serial}"
     );
 
+    // brigctl config: values from user data, a setting saved for the next
+    // boot, a bad one refused, every problem of the user data placed.
+    let out = ssh(
+        "brig",
+        &brig_key,
+        "sudo brigctl config get hostname; sudo brigctl config get users[1].gecos; \
+         sudo brigctl config set timezone Asia/Tokyo; sudo brigctl config get timezone; \
+         sudo brigctl config set hostname 'not a name' 2>&1 || echo refused; \
+         sudo brigctl config validate || echo invalid",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "console-e2e", "{out}");
+    assert_eq!(lines[1], "Alice Example", "{out}");
+    assert_eq!(
+        lines[2], "timezone = \"Asia/Tokyo\" saved; it applies from the next boot",
+        "{out}"
+    );
+    assert_eq!(
+        lines[3], "Europe/Berlin",
+        "the running config is the boot's: {out}"
+    );
+    assert!(
+        lines[4].contains("not saved: cloud-config: `hostname`"),
+        "{out}"
+    );
+    assert_eq!(lines[5], "refused", "{out}");
+    assert!(
+        out.contains("/run/brig/config/user-data:12:5: cloud-config: `users[2].name`"),
+        "{out}"
+    );
+    assert!(out.ends_with("invalid\n"), "{out}");
+
     // Another user from `users`, with her own key and no sudo.
     let out = ssh(
         "alice",
