@@ -240,7 +240,14 @@ fn boot() -> Result<Init, String> {
         if !plan.modules.is_empty() {
             outcome = Outcome::default();
             for module in &plan.modules {
-                init.coldplug.load_named(&init.sys, module, &mut outcome);
+                if !init
+                    .coldplug
+                    .load_alias_or_name(&init.sys, module, &mut outcome)
+                {
+                    outcome.errors.push(format!(
+                        "module {module} is not in this image (kernel-config/ selects the modules images carry)"
+                    ));
+                }
             }
             report_modules("modules from config", &outcome);
         }

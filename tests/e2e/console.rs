@@ -48,7 +48,7 @@ users:
 brig:
   console: {{autologin: true}}
   sysctl: {{vm.swappiness: 13}}
-  modules: [dummy]
+  modules: [veth]
 write_files:
   - path: /etc/brig-e2e/plain.conf
     content: |
@@ -114,7 +114,7 @@ runcmd:
         "id -un; hostname; sudo -n id -u; ps -e -o comm= | grep -c '^brig-netd$'; \
          curl --version | head -1; nano --version | head -1; less --version | head -1; \
          ip -br link show lo; grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt; \
-         echo shell=$SHELL home=$HOME; cat /proc/sys/vm/swappiness; ls -d /sys/module/dummy; \
+         echo shell=$SHELL home=$HOME; cat /proc/sys/vm/swappiness; ls -d /sys/module/veth; \
          cat /etc/timezone; date +%Z",
     );
     let lines: Vec<&str> = out.lines().collect();
@@ -129,7 +129,7 @@ runcmd:
     );
     assert_eq!(lines[9], "shell=/bin/bash home=/home/brig", "{out}");
     // brig.sysctl and brig.modules, applied by PID 1 before the services.
-    assert_eq!(&lines[10..12], ["13", "/sys/module/dummy"], "{out}");
+    assert_eq!(&lines[10..12], ["13", "/sys/module/veth"], "{out}");
     // timezone: the console's local time.
     assert_eq!(lines[12], "Europe/Berlin", "{out}");
     assert!(["CET", "CEST"].contains(&lines[13]), "{out}");
