@@ -48,7 +48,7 @@ users:
 brig:
   console: {{autologin: true}}
   sysctl: {{vm.swappiness: 13}}
-  modules: [veth]
+  modules: [veth, no_such_module]
 write_files:
   - path: /etc/brig-e2e/plain.conf
     content: |
@@ -102,6 +102,10 @@ runcmd:
     assert!(
         serial.contains("(ED25519)"),
         "no host key fingerprint:\n{serial}"
+    );
+    assert!(
+        serial.contains("module no_such_module is not in this image"),
+        "{serial}"
     );
 
     // The default user: key login, passwordless sudo, brigctl, the host's
