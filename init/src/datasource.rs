@@ -6,7 +6,6 @@
 //! every problem is reported and the rest still applies.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use brig_spec::cloud_config::{
@@ -17,6 +16,7 @@ use nix::mount::MsFlags;
 use serde_json::{Map, Value};
 
 use crate::system::System;
+use crate::volume;
 
 /// What a seed volume held.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +37,10 @@ pub struct Plan {
     pub sysctl: Vec<(String, String)>,
     /// `brig.modules`.
     pub modules: Vec<String>,
+    /// `mounts`.
+    pub mounts: Vec<brig_spec::mounts::MountEntry>,
+    /// `brig.services`.
+    pub services: Vec<brig_spec::service::ServiceSpec>,
     pub problems: Vec<String>,
 }
 
@@ -62,31 +66,6 @@ pub const NETWORK_FILE: &str = brig_spec::network::CONFIG_FILE;
 pub const NTP_SERVERS_FILE: &str = "/run/brig/config/ntp/servers.conf";
 /// Where a seed volume is mounted while it is read.
 const SEED_MOUNT: &str = "/run/brig/seed";
-/// Enough of a volume's start to see a FAT boot sector and an ISO 9660
-/// primary volume descriptor (sector 16 of 2048 bytes).
-const HEAD: usize = 0x8000 + 2048;
-
-/// The filesystem type and label of a volume, from its first bytes.
-pub fn probe(head: &[u8]) -> Option<(&'static str, String)> {
-    let text = |bytes: &[u8]| {
-        let label = String::from_utf8_lossy(bytes).trim_end().to_string();
-        (!label.is_empty()).then_some(label)
-    };
-    if head.len() >= HEAD && head[0x8000] == 1 && &head[0x8001..0x8006] == b"CD001" {
-        return Some(("iso9660", text(&head[0x8000 + 40..0x8000 + 72])?));
-    }
-    if head.len() >= 512 && head[510..512] == [0x55, 0xAA] {
-        // FAT32 keeps its extended boot record further in than FAT12/16.
-        if &head[82..87] == b"FAT32" && head[66] == 0x29 {
-            return Some(("vfat", text(&head[71..82])?));
-        }
-        if head[54..57] == *b"FAT" && head[38] == 0x29 {
-            return Some(("vfat", text(&head[43..54])?));
-        }
-    }
-    None
-}
-
 /// The settings made with `brigctl config set`: a JSON mapping at `path`,
 /// none when the file does not exist.
 pub fn local_settings(path: &Path) -> Result<Map<String, Value>, String> {
@@ -164,36 +143,16 @@ pub fn from_cmdline(value: &str) -> Result<Seed, String> {
 
 /// Looks for a NoCloud volume among the block devices and reads it.
 pub fn find_nocloud(sys: &dyn System) -> Result<Option<Seed>, String> {
-    let mut names: Vec<String> = fs::read_dir("/sys/class/block")
-        .map_err(|e| format!("listing /sys/class/block: {e}"))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !["loop", "ram", "zram"].iter().any(|p| n.starts_with(p)))
-        .collect();
-    names.sort();
-    for name in names {
-        let device = format!("/dev/{name}");
-        let mut head = vec![0u8; HEAD];
-        let read = fs::File::open(&device).and_then(|mut f| {
-            let mut filled = 0;
-            while filled < HEAD {
-                match f.read(&mut head[filled..])? {
-                    0 => break,
-                    n => filled += n,
-                }
-            }
-            Ok(filled)
-        });
-        let Ok(filled) = read else { continue };
-        let Some((fstype, label)) = probe(&head[..filled]) else {
-            continue;
-        };
-        if !label.eq_ignore_ascii_case("cidata") {
-            continue;
-        }
-        return read_seed(sys, &device, fstype).map(Some);
+    let found = volume::scan()?.into_iter().find(|(_, v)| {
+        v.label
+            .as_deref()
+            .is_some_and(|l| l.eq_ignore_ascii_case("cidata"))
+            && ["vfat", "iso9660"].contains(&v.fstype)
+    });
+    match found {
+        Some((device, v)) => read_seed(sys, &device, v.fstype).map(Some),
+        None => Ok(None),
     }
-    Ok(None)
 }
 
 fn read_seed(sys: &dyn System, device: &str, fstype: &str) -> Result<Seed, String> {
@@ -269,6 +228,8 @@ pub fn plan(seed: &Seed, local: &Map<String, Value>) -> Plan {
     }
     plan.sysctl = config.sysctl.clone();
     plan.modules = config.modules.clone();
+    plan.mounts = config.mounts.clone();
+    plan.services = config.services.clone();
     let mut console = config.console.clone();
     console.instance_id = instance_id;
     // Serialising plain data cannot fail.
@@ -282,39 +243,6 @@ pub fn plan(seed: &Seed, local: &Map<String, Value>) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fat16(label: &[u8; 11]) -> Vec<u8> {
-        let mut head = vec![0u8; HEAD];
-        head[38] = 0x29;
-        head[43..54].copy_from_slice(label);
-        head[54..62].copy_from_slice(b"FAT16   ");
-        head[510] = 0x55;
-        head[511] = 0xAA;
-        head
-    }
-
-    #[test]
-    fn labels_of_fat_and_iso9660_volumes() {
-        assert_eq!(
-            probe(&fat16(b"cidata     ")),
-            Some(("vfat", "cidata".into()))
-        );
-        let mut fat32 = vec![0u8; 512];
-        fat32[66] = 0x29;
-        fat32[71..82].copy_from_slice(b"CIDATA     ");
-        fat32[82..90].copy_from_slice(b"FAT32   ");
-        fat32[510..512].copy_from_slice(&[0x55, 0xAA]);
-        assert_eq!(probe(&fat32), Some(("vfat", "CIDATA".into())));
-        let mut iso = vec![0u8; HEAD];
-        iso[0x8000] = 1;
-        iso[0x8001..0x8006].copy_from_slice(b"CD001");
-        iso[0x8000 + 40..0x8000 + 72].copy_from_slice(&[b' '; 32]);
-        iso[0x8000 + 40..0x8000 + 46].copy_from_slice(b"cidata");
-        assert_eq!(probe(&iso), Some(("iso9660", "cidata".into())));
-        assert_eq!(probe(&[0u8; 4096]), None);
-        assert_eq!(probe(&fat16(b"           ")), None, "no label");
-        assert_eq!(probe(&[0x55; 100]), None, "short");
-    }
 
     #[test]
     fn user_data_on_the_command_line() {

@@ -22,3 +22,5 @@ pub mod supervisor;
 pub mod switch_root;
 pub mod system;
 pub mod uevent;
+pub mod user_mounts;
+pub mod volume;

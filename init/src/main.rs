@@ -27,7 +27,7 @@ use brig_init::supervisor::Action;
 use brig_init::system::{Linux, PowerAction, System};
 use brig_init::{
     cgroup, datasource, local_config, modprobe, mounts, power_button, services, shutdown,
-    switch_root, uevent,
+    switch_root, uevent, user_mounts, volume,
 };
 use brig_spec::cloud_config::LOCAL_FILE;
 use brig_spec::control::{LogLine, Request, Response, SOCKET};
@@ -202,6 +202,12 @@ fn boot() -> Result<Init, String> {
             say(&format!("error: creating {dir}: {e}"));
         }
     }
+    // Where the user's disks go (cloud-config `mounts`); containers bind them.
+    for dir in brig_spec::mounts::MOUNT_ROOTS {
+        if let Err(e) = fs::create_dir_all(dir) {
+            say(&format!("error: creating {dir}: {e}"));
+        }
+    }
     let mut init = Init {
         sys,
         epoll,
@@ -250,6 +256,27 @@ fn boot() -> Result<Init, String> {
                 }
             }
             report_modules("modules from config", &outcome);
+        }
+        if !plan.mounts.is_empty() {
+            let volumes = volume::scan().unwrap_or_else(|e| {
+                say(&format!("error: mounts: {e}"));
+                Vec::new()
+            });
+            for line in user_mounts::mount_all(&init.sys, &plan.mounts, &volumes) {
+                match line {
+                    Ok(done) => say(&done),
+                    Err(e) => say(&format!("error: {e}")),
+                }
+            }
+        }
+        for spec in plan.services {
+            let name = spec.name.clone();
+            match init.services.supervisor.add(spec) {
+                Ok(()) => say(&format!("config: service {name} added (brig.services)")),
+                Err(e) => say(&format!(
+                    "error: config: `brig.services.{name}`: {e}; not added"
+                )),
+            }
         }
     }
     match &cgroups {

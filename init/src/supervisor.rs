@@ -100,17 +100,7 @@ impl Supervisor {
     /// `specs` in a stable order; errors found while loading (a name with an
     /// error) are added as failed services so that they show in `ps`.
     pub fn new(specs: Vec<ServiceSpec>, broken: Vec<(String, String)>) -> Supervisor {
-        let mut services: Vec<Service> = specs
-            .into_iter()
-            .map(|spec| {
-                let state = if spec.enabled {
-                    State::Waiting
-                } else {
-                    State::Stopped
-                };
-                Service::new(spec, state, None)
-            })
-            .collect();
+        let mut services: Vec<Service> = specs.into_iter().map(Service::from_spec).collect();
         for (name, error) in broken {
             let spec = ServiceSpec {
                 name,
@@ -164,6 +154,19 @@ impl Supervisor {
             }
         }
         None
+    }
+
+    /// Adds a service from config (`brig.services`) before the first tick.
+    pub fn add(&mut self, spec: ServiceSpec) -> Result<(), String> {
+        if self.get(&spec.name).is_some() {
+            return Err(format!(
+                "a service named {:?} exists already (a system container); name it otherwise",
+                spec.name
+            ));
+        }
+        self.services.push(Service::from_spec(spec));
+        self.check_graph();
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<&Service> {
@@ -451,6 +454,16 @@ impl Supervisor {
 }
 
 impl Service {
+    /// Waiting to start, or stopped when the spec is not enabled.
+    fn from_spec(spec: ServiceSpec) -> Service {
+        let state = if spec.enabled {
+            State::Waiting
+        } else {
+            State::Stopped
+        };
+        Service::new(spec, state, None)
+    }
+
     fn new(spec: ServiceSpec, state: State, detail: Option<String>) -> Service {
         Service {
             spec,
@@ -573,6 +586,22 @@ mod tests {
         assert!(starts(&sup.tick(t)).contains(&"syslog"));
         sup.started("syslog", 11, t);
         assert_eq!(starts(&sup.tick(t)), ["console"]);
+    }
+
+    #[test]
+    fn services_from_config_join_the_graph_and_cannot_take_a_system_name() {
+        let t = Instant::now();
+        let mut sup = Supervisor::new(vec![spec("network", &[])], vec![]);
+        assert!(sup
+            .add(spec("network", &[]))
+            .unwrap_err()
+            .contains("exists already"));
+        sup.add(spec("web", &["network"])).unwrap();
+        sup.add(spec("orphan", &["nowhere"])).unwrap();
+        assert_eq!(sup.get("orphan").unwrap().state, State::Failed);
+        assert_eq!(starts(&sup.tick(t)), ["network"]);
+        sup.started("network", 10, t);
+        assert_eq!(starts(&sup.tick(t)), ["web"]);
     }
 
     #[test]

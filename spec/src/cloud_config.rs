@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::console::{self, ConsoleConfig};
 use crate::mime;
+use crate::mounts::{self, MountEntry};
+use crate::service::ServiceSpec;
 use crate::steps;
 
 /// Where PID 1 writes the effective cloud-config (JSON), which `brigctl
@@ -73,6 +75,10 @@ pub struct CloudConfig {
     pub sysctl: Vec<(String, String)>,
     /// `brig.modules`: kernel modules PID 1 loads at boot.
     pub modules: Vec<String>,
+    /// `mounts`: the user's disks, mounted by PID 1 before the services.
+    pub mounts: Vec<MountEntry>,
+    /// `brig.services`: the user's own services, beside the system's.
+    pub services: Vec<ServiceSpec>,
     /// The document all this came from (parts merged), for `brigctl config`.
     pub document: serde_json::Map<String, Value>,
 }
@@ -86,9 +92,15 @@ pub struct Ntp {
 }
 
 /// cloud-init keys that Brig does not apply yet: reported as such.
-const NOT_YET: &[&str] = &["mounts", "ssh_keys", "chpasswd", "password"];
+const NOT_YET: &[&str] = &[
+    "mount_default_fields",
+    "swap",
+    "ssh_keys",
+    "chpasswd",
+    "password",
+];
 /// Sections of `brig:` that are still to come.
-const BRIG_NOT_YET: &[&str] = &["services", "docker", "logging"];
+const BRIG_NOT_YET: &[&str] = &["docker", "logging"];
 /// cloud-init keys with no meaning on Brig (no package manager, no
 /// distribution-specific setup): accepted and ignored, as they are harmless.
 const IGNORED: &[&str] = &[
@@ -365,6 +377,11 @@ pub fn from_document(
                 config.console.write_files = files;
                 problems.extend(found.into_iter().map(|p| sub_problem(key, p)));
             }
+            "mounts" => {
+                let (entries, found) = mounts::parse(value);
+                config.mounts = entries;
+                problems.extend(found.into_iter().map(|p| sub_problem(key, p)));
+            }
             "bootcmd" | "runcmd" => match steps::shell_script(value) {
                 Ok(script) if key == "bootcmd" => config.console.bootcmd = Some(script),
                 Ok(script) => config.console.runcmd = Some(script),
@@ -501,6 +518,28 @@ fn brig_section(value: &Value, config: &mut CloudConfig, problems: &mut Vec<Prob
                             config.modules.push(n.to_string())
                         }
                         _ => problem(&format!("[{i}]"), format!("{name} is not a module name")),
+                    }
+                }
+            }
+            "services" => {
+                let Some(services) = value.as_object() else {
+                    problem(
+                        "",
+                        format!("expected a mapping of service names to specs, not {value}"),
+                    );
+                    continue;
+                };
+                for (name, spec) in services {
+                    match ServiceSpec::from_config(name, spec) {
+                        Ok(spec) => config.services.push(spec),
+                        Err((sub, p)) => {
+                            let sub = if sub.is_empty() {
+                                String::new()
+                            } else {
+                                format!(".{sub}")
+                            };
+                            problem(&format!(".{name}{sub}"), format!("{p}; service not added"))
+                        }
                     }
                 }
             }
@@ -749,6 +788,65 @@ packages: [htop]
     }
 
     #[test]
+    fn user_services_in_the_brig_section() {
+        let (c, problems) = config(
+            "#cloud-config
+brig:
+  services:
+    web:
+      rootfs: {image: /mnt/apps/web.squashfs}
+      command: [/bin/busybox, httpd, -f, -p, '8080']
+      host_namespaces: [net]
+      depends_on: [network]
+      limits: {memory_max: 32M, pids_max: 16}
+      mounts: [{type: bind, source: /mnt/apps/www, target: /www, read_only: true}]
+    no-image:
+      rootfs: {}
+      command: [/bin/true]
+    built:
+      rootfs: {packages: [nginx], image: /mnt/x}
+      command: [/usr/sbin/nginx]
+    typo:
+      rootfs: {image: /mnt/x}
+      comand: [/bin/true]
+    Bad:
+      rootfs: {image: /mnt/x}
+      command: [/bin/true]
+",
+        );
+        assert_eq!(c.services.len(), 1);
+        let web = &c.services[0];
+        assert_eq!(web.name, "web");
+        assert_eq!(web.limits.memory_max, Some(32 << 20));
+        assert_eq!(web.rootfs.image.as_deref(), Some("/mnt/apps/web.squashfs"));
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        let about = |name: &str| {
+            problems
+                .iter()
+                .find(|p| p.contains(name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert!(
+            about("brig.services.no-image.rootfs.image").contains("missing"),
+            "{problems:#?}"
+        );
+        assert!(
+            about("brig.services.built.rootfs`").contains("built into images"),
+            "{problems:#?}"
+        );
+        assert!(
+            about("brig.services.typo").contains("unknown field `comand`"),
+            "{problems:#?}"
+        );
+        assert!(
+            about("brig.services.Bad.name").contains("not a valid service name"),
+            "{problems:#?}"
+        );
+        assert!(problems.iter().all(|p| p.ends_with("service not added")));
+    }
+
+    #[test]
     fn a_bad_value_loses_only_its_key_and_nothing_is_silently_dropped() {
         let (c, problems) = config(
             "#cloud-config
@@ -756,7 +854,8 @@ hostname: 'bad name'
 fqdn: box.example.com
 ssh_authorized_keys: [not-a-key]
 ntp: {servers: [\"ntp.example.com\\ninclude /etc/shadow\"]}
-mounts: []
+mounts: [[vdb, /etc]]
+chpasswd: {expire: false}
 colour: blue
 ",
         );
@@ -765,9 +864,10 @@ colour: blue
         assert_eq!(
             problems,
             [
+                "cloud-config: `chpasswd`: not applied by this Brig version yet",
                 "cloud-config: `colour`: unknown key, ignored",
                 "cloud-config: `hostname`: \"bad name\" is not a valid host name (letters, digits, inner hyphens, dot-separated, at most 64 characters)",
-                "cloud-config: `mounts`: not applied by this Brig version yet",
+                "cloud-config: `mounts[0]`: mount point \"/etc\" must be a path under /mnt or /media (what containers see of the host); entry left out",
                 "cloud-config: `ntp.servers[0]`: \"ntp.example.com\\ninclude /etc/shadow\" is not a host name or address",
                 "cloud-config: `ssh_authorized_keys`: \"not-a-key\" is not an OpenSSH public key (type, then base64)",
             ]

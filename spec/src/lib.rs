@@ -6,6 +6,7 @@ pub mod control;
 pub mod glob;
 pub mod key_path;
 pub mod mime;
+pub mod mounts;
 pub mod network;
 pub mod service;
 pub mod steps;

@@ -349,6 +349,48 @@ impl ServiceSpec {
         Ok(spec)
     }
 
+    /// A user service from cloud-config (`brig.services.<name>`): the same
+    /// fields as a service.toml, with its root from `rootfs.image` (a
+    /// squashfs file or a directory on the machine), as nothing is built
+    /// for it. Errors are (key below the service, problem).
+    pub fn from_config(
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<ServiceSpec, (String, String)> {
+        let mut spec: ServiceSpec =
+            serde_json::from_value(value.clone()).map_err(|e| (String::new(), e.to_string()))?;
+        spec.name = name.to_string();
+        let built = &spec.rootfs;
+        if !(built.packages.is_empty()
+            && built.keep.is_empty()
+            && built.drop.is_empty()
+            && built.binaries.is_empty()
+            && built.files.is_empty())
+        {
+            return Err((
+                "rootfs".into(),
+                "packages, keep, drop, binaries and files are built into images (system-containers/); a service from config names its rootfs.image".into(),
+            ));
+        }
+        match &spec.rootfs.image {
+            Some(image) if image.starts_with('/') && !image.split('/').any(|p| p == "..") => {}
+            Some(image) => {
+                return Err((
+                    "rootfs.image".into(),
+                    format!("{image:?} must be an absolute path without .."),
+                ))
+            }
+            None => {
+                return Err((
+                    "rootfs.image".into(),
+                    "missing: a squashfs file or a directory on the machine".into(),
+                ))
+            }
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+
     /// Checks what serde cannot; returns (key, problem).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |key: &str, problem: String| Err((key.to_string(), problem));

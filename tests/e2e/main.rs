@@ -10,3 +10,4 @@ mod guest;
 mod isolated_net;
 mod network;
 mod services;
+mod user_services;

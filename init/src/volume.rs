@@ -1,0 +1,181 @@
+//! What a block device holds, from its first bytes: the filesystem type,
+//! label and UUID, for finding seed volumes (NoCloud `cidata`, ConfigDrive
+//! `config-2`) and the disks cloud-config `mounts` names by `LABEL=` or
+//! `UUID=`. Read directly, as blkid would, so PID 1 needs no blkid.
+
+use std::fs;
+use std::io::Read;
+
+/// Enough of a volume's start to see a FAT boot sector, the ext2/3/4
+/// superblock (at 1024) and an ISO 9660 primary volume descriptor (sector
+/// 16 of 2048 bytes).
+pub const HEAD: usize = 0x8000 + 2048;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Volume {
+    /// The type to mount it with: `vfat`, `iso9660`, `ext4`, `squashfs`.
+    pub fstype: &'static str,
+    pub label: Option<String>,
+    /// As blkid prints it: ext4 `1b4e28ba-2fa1-…` (lower case), FAT
+    /// `ABCD-1234`.
+    pub uuid: Option<String>,
+}
+
+/// The filesystem on a volume, from its first bytes.
+pub fn probe(head: &[u8]) -> Option<Volume> {
+    let text = |bytes: &[u8]| {
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        let label = String::from_utf8_lossy(&bytes[..end])
+            .trim_end()
+            .to_string();
+        (!label.is_empty()).then_some(label)
+    };
+    let volume = |fstype, label, uuid| {
+        Some(Volume {
+            fstype,
+            label,
+            uuid,
+        })
+    };
+    if head.len() >= HEAD && head[0x8000] == 1 && &head[0x8001..0x8006] == b"CD001" {
+        return volume("iso9660", text(&head[0x8000 + 40..0x8000 + 72]), None);
+    }
+    if head.len() >= 2048 && head[1024 + 0x38..1024 + 0x3A] == [0x53, 0xEF] {
+        let sb = &head[1024..2048];
+        let u = &sb[0x68..0x78];
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            hex(&u[0..4]),
+            hex(&u[4..6]),
+            hex(&u[6..8]),
+            hex(&u[8..10]),
+            hex(&u[10..16])
+        );
+        // The ext4 driver mounts ext2 and ext3 too.
+        return volume("ext4", text(&sb[0x78..0x88]), Some(uuid));
+    }
+    if head.len() >= 4 && &head[0..4] == b"hsqs" {
+        return volume("squashfs", None, None);
+    }
+    if head.len() >= 512 && head[510..512] == [0x55, 0xAA] {
+        let fat_id = |at: usize| {
+            let id = u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+            Some(format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF))
+        };
+        // FAT32 keeps its extended boot record further in than FAT12/16.
+        if &head[82..87] == b"FAT32" && head[66] == 0x29 {
+            return volume(
+                "vfat",
+                text(&head[71..82]).filter(|l| l != "NO NAME"),
+                fat_id(67),
+            );
+        }
+        if head[54..57] == *b"FAT" && head[38] == 0x29 {
+            return volume(
+                "vfat",
+                text(&head[43..54]).filter(|l| l != "NO NAME"),
+                fat_id(39),
+            );
+        }
+    }
+    None
+}
+
+/// Every block device (but loop, ram and zram devices) with the volume on
+/// it, by device path, in name order. Unreadable devices are skipped.
+pub fn scan() -> Result<Vec<(String, Volume)>, String> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/block")
+        .map_err(|e| format!("listing /sys/class/block: {e}"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !["loop", "ram", "zram"].iter().any(|p| n.starts_with(p)))
+        .collect();
+    names.sort();
+    let mut found = Vec::new();
+    for name in names {
+        let device = format!("/dev/{name}");
+        let mut head = vec![0u8; HEAD];
+        let read = fs::File::open(&device).and_then(|mut f| {
+            let mut filled = 0;
+            while filled < HEAD {
+                match f.read(&mut head[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            Ok(filled)
+        });
+        let Ok(filled) = read else { continue };
+        if let Some(volume) = probe(&head[..filled]) {
+            found.push((device, volume));
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fat16(label: &[u8; 11]) -> Vec<u8> {
+        let mut head = vec![0u8; HEAD];
+        head[38] = 0x29;
+        head[39..43].copy_from_slice(&0x1234_ABCDu32.to_le_bytes());
+        head[43..54].copy_from_slice(label);
+        head[54..62].copy_from_slice(b"FAT16   ");
+        head[510] = 0x55;
+        head[511] = 0xAA;
+        head
+    }
+
+    fn labelled(fstype: &'static str, label: &str) -> Option<Volume> {
+        Some(Volume {
+            fstype,
+            label: Some(label.into()),
+            uuid: None,
+        })
+    }
+
+    #[test]
+    fn fat_and_iso9660_volumes() {
+        let fat = probe(&fat16(b"cidata     ")).unwrap();
+        assert_eq!((fat.fstype, fat.label.as_deref()), ("vfat", Some("cidata")));
+        assert_eq!(fat.uuid.as_deref(), Some("1234-ABCD"));
+        let mut fat32 = vec![0u8; 512];
+        fat32[66] = 0x29;
+        fat32[71..82].copy_from_slice(b"CIDATA     ");
+        fat32[82..90].copy_from_slice(b"FAT32   ");
+        fat32[510..512].copy_from_slice(&[0x55, 0xAA]);
+        assert_eq!(probe(&fat32).unwrap().label.as_deref(), Some("CIDATA"));
+        let mut iso = vec![0u8; HEAD];
+        iso[0x8000] = 1;
+        iso[0x8001..0x8006].copy_from_slice(b"CD001");
+        iso[0x8000 + 40..0x8000 + 72].copy_from_slice(&[b' '; 32]);
+        iso[0x8000 + 40..0x8000 + 48].copy_from_slice(b"config-2");
+        assert_eq!(probe(&iso), labelled("iso9660", "config-2"));
+        assert_eq!(probe(&[0u8; 4096]), None);
+        assert_eq!(probe(&fat16(b"NO NAME    ")).unwrap().label, None);
+        assert_eq!(probe(&[0x55; 100]), None, "short");
+    }
+
+    #[test]
+    fn ext4_label_and_uuid_and_squashfs() {
+        let mut head = vec![0u8; 4096];
+        head[1024 + 0x38..1024 + 0x3A].copy_from_slice(&[0x53, 0xEF]);
+        head[1024 + 0x68..1024 + 0x78].copy_from_slice(&[
+            0x1b, 0x4e, 0x28, 0xba, 0x2f, 0xa1, 0x11, 0xd2, 0x88, 0x3f, 0x00, 0x16, 0xd3, 0xcc,
+            0xa4, 0x27,
+        ]);
+        head[1024 + 0x78..1024 + 0x7c].copy_from_slice(b"data");
+        let v = probe(&head).unwrap();
+        assert_eq!((v.fstype, v.label.as_deref()), ("ext4", Some("data")));
+        assert_eq!(
+            v.uuid.as_deref(),
+            Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+        );
+        let mut sq = vec![0u8; 4096];
+        sq[0..4].copy_from_slice(b"hsqs");
+        assert_eq!(probe(&sq).unwrap().fstype, "squashfs");
+    }
+}
