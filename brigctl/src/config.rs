@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use brig_spec::cloud_config::{parse_user_data, EFFECTIVE_FILE, USER_DATA_FILE};
+use brig_spec::cloud_config::{report, EFFECTIVE_FILE, USER_DATA_FILE};
 use brig_spec::key_path;
 use serde_json::{Map, Value};
 
@@ -71,54 +71,5 @@ pub fn validate(file: Option<&Path>) -> Result<ExitCode, String> {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
-    }
-}
-
-/// The problems in user data `data`, each placed in the source if it can be.
-pub fn report(name: &str, data: &[u8]) -> Vec<String> {
-    let (_, problems) = parse_user_data(data);
-    let locations = key_path::locations(&String::from_utf8_lossy(data));
-    problems
-        .iter()
-        .map(|p| match key_path::locate(&locations, &p.key) {
-            Some((line, column)) if !p.key.is_empty() => format!("{name}:{line}:{column}: {p}"),
-            _ => format!("{name}: {p}"),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_problem_with_its_line_and_column() {
-        let data = b"#cloud-config
-hostname: 'bad name'
-users:
-  - default
-  - name: alice
-    shell: bash
-colour: blue
-";
-        assert_eq!(
-            report("user-data", data),
-            [
-                "user-data:7:1: cloud-config: `colour`: unknown key, ignored",
-                "user-data:2:1: cloud-config: `hostname`: \"bad name\" is not a valid host name (letters, digits, inner hyphens, dot-separated, at most 64 characters)",
-                "user-data:6:5: cloud-config: `users[1].shell`: \"bash\" is not an absolute path",
-            ]
-        );
-        let broken = report("u", b"#cloud-config\nhostname: [x\n");
-        assert_eq!(broken.len(), 1);
-        assert!(
-            broken[0].starts_with("u: cloud-config: not valid YAML:"),
-            "{broken:?}"
-        );
-        assert!(
-            broken[0].contains("line"),
-            "YAML errors carry their place: {broken:?}"
-        );
-        assert!(report("ok", b"#cloud-config\nhostname: fine\n").is_empty());
     }
 }

@@ -17,6 +17,34 @@ use std::collections::BTreeMap;
 /// levels, whose large windows cost memory at boot.
 const ZSTD_LEVEL: i32 = 19;
 
+/// The image's default cloud-config (`brig build --user-data`).
+pub const DEFAULT_CONFIG: &str = brig_spec::cloud_config::DEFAULT_FILE;
+
+/// User data to bake into the image, refused with every problem placed
+/// (`FILE:LINE:COLUMN`) rather than found at boot.
+fn default_config(path: &Path) -> Result<Vec<u8>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let problems = brig_spec::cloud_config::report(&path.display().to_string(), &data);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the user data to bake into the image has problems:\n{}",
+            problems.join("\n")
+        );
+    }
+    if String::from_utf8_lossy(&data).trim().is_empty() {
+        anyhow::bail!(
+            "{} is empty: nothing to bake into the image",
+            path.display()
+        );
+    }
+    step(&format!(
+        "default config from {} ({} bytes)",
+        path.display(),
+        data.len()
+    ));
+    Ok(data)
+}
+
 /// Where PID 1 finds the system containers: `<name>.squashfs` and `<name>.toml`.
 pub const CONTAINERS_DIR: &str = "/lib/brig/containers";
 
@@ -26,7 +54,10 @@ pub fn build(
     out: &Path,
     refresh: bool,
     extra_services: &[PathBuf],
+    user_data: Option<&Path>,
 ) -> Result<()> {
+    // Checked first: a mistake in it should not wait for the whole build.
+    let default_config = user_data.map(default_config).transpose()?;
     let requirements = load_fragments(source, board)?;
     let mut service_dirs = vec![source.join("system-containers")];
     service_dirs.extend(extra_services.iter().cloned());
@@ -109,6 +140,11 @@ pub fn build(
         format!("{}\n", board.name).into_bytes(),
     );
 
+    if let Some(data) = &default_config {
+        // Root's only, as all config: it can hold password hashes.
+        image.file(DEFAULT_CONFIG, 0o600, data.clone());
+    }
+
     let images_dir = out.join("containers");
     std::fs::create_dir_all(&images_dir)
         .with_context(|| format!("creating {}", images_dir.display()))?;
@@ -178,6 +214,7 @@ pub fn build(
             "uncompressed_size": cpio.len(),
         },
         "containers": container_sizes,
+        "default_config": default_config.as_ref().map(|d| json!({"path": DEFAULT_CONFIG, "size": d.len()})),
         "modules": modules.iter().map(|m| json!({
             "name": m.name, "size": m.data.len(), "needed_by": m.reason,
         })).collect::<Vec<_>>(),

@@ -52,6 +52,10 @@ enum Commands {
         /// to build into the image, besides system-containers/.
         #[arg(long = "services", value_name = "DIR")]
         services: Vec<PathBuf>,
+        /// cloud-init user data baked into the image as its default config:
+        /// a datasource's config merges over it (docs/config.md).
+        #[arg(long, value_name = "FILE")]
+        user_data: Option<PathBuf>,
     },
     /// Boot a built board in QEMU.
     Run {
@@ -88,10 +92,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             refresh,
             services,
+            user_data,
         } => {
             let board = Board::load(&source, &board)?;
             let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
-            build::build(&source, &board, &out, refresh, &services)?;
+            build::build(
+                &source,
+                &board,
+                &out,
+                refresh,
+                &services,
+                user_data.as_deref(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Commands::Run {

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use brig_spec::cloud_config::{
-    default_instance_id, interpret, merge, parse_meta_data, read_user_data,
+    default_instance_id, interpret, merge, parse_meta_data, read_user_data, DEFAULT_FILE,
 };
 use brig_spec::console;
 use nix::mount::MsFlags;
@@ -173,31 +173,44 @@ fn read_seed(sys: &dyn System, device: &str, fstype: &str) -> Result<Seed, Strin
     Ok(seed)
 }
 
-/// What `seed` asks for, with the settings made with `brigctl config set`
-/// (`local`) merged over its cloud-config. The host name: user data's, else
-/// meta data's `local-hostname`. Network config: the seed's
+/// What `seed` asks for, over the image's default user data (`default`,
+/// from `brig build --user-data`) and under the settings made with `brigctl
+/// config set` (`local`): cloud-config documents merge in that order
+/// (mappings key by key), scripts of both run. The host name: user data's,
+/// else meta data's `local-hostname`. Network config: the seed's
 /// `network-config` file, else user data's `network:` section (written as
 /// JSON, which is YAML).
-pub fn plan(seed: &Seed, local: &Map<String, Value>) -> Plan {
+pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> Plan {
     let mut plan = Plan::default();
     let (meta, problems) = parse_meta_data(seed.meta_data.as_deref().unwrap_or(""));
     plan.problems.extend(problems.iter().map(|p| p.to_string()));
+    let mut base = None;
+    if let Some(data) = default {
+        let (read, problems) = read_user_data(data);
+        plan.problems
+            .extend(problems.iter().map(|p| format!("{DEFAULT_FILE}: {p}")));
+        base = read;
+    }
     let user_data = seed.user_data.as_deref().unwrap_or_default();
     let (read, mut problems) = read_user_data(user_data);
-    let read = match read {
-        None if local.is_empty() => None,
-        read => {
-            let mut user = read.unwrap_or_default();
+    let read = match (base, read) {
+        (None, None) if local.is_empty() => None,
+        (base, read) => {
+            let mut user = base.unwrap_or_default();
+            if let Some(read) = read {
+                merge(&mut user.document, read.document);
+                user.scripts.extend(read.scripts);
+            }
             merge(&mut user.document, local.clone());
             Some(user)
         }
     };
     let config = read.map(|user| interpret(&user, &mut problems));
     plan.problems.extend(problems.iter().map(|p| p.to_string()));
-    let instance_id = meta
-        .instance_id
-        .clone()
-        .unwrap_or_else(|| default_instance_id(user_data));
+    let instance_id = meta.instance_id.clone().unwrap_or_else(|| {
+        let all = [default.unwrap_or_default(), user_data].concat();
+        default_instance_id(&all)
+    });
     plan.hostname = config
         .as_ref()
         .and_then(|c| c.effective_hostname().map(String::from))
@@ -213,7 +226,7 @@ pub fn plan(seed: &Seed, local: &Map<String, Value>) -> Plan {
     if let Some(text) = network {
         plan.files.push((NETWORK_FILE.into(), text));
     }
-    if let Some(data) = &seed.user_data {
+    if let Some(data) = seed.user_data.as_deref().or(default) {
         plan.files.push((
             USER_DATA_FILE.into(),
             String::from_utf8_lossy(data).into_owned(),
@@ -249,7 +262,7 @@ mod tests {
         // "#cloud-config\nhostname: from-cmdline\n"
         let seed = from_cmdline("I2Nsb3VkLWNvbmZpZwpob3N0bmFtZTogZnJvbS1jbWRsaW5lCg==").unwrap();
         assert_eq!(
-            plan(&seed, &Map::new()).hostname.as_deref(),
+            plan(&seed, None, &Map::new()).hostname.as_deref(),
             Some("from-cmdline")
         );
         let e = from_cmdline("%%%").unwrap_err();
@@ -293,7 +306,7 @@ mod tests {
             meta_data: Some("instance-id: i-1\nlocal-hostname: meta-name\n".into()),
             network_config: None,
         };
-        let p = plan(&seed, &Map::new());
+        let p = plan(&seed, None, &Map::new());
         assert_eq!(p.hostname.as_deref(), Some("node7"));
         assert_eq!(p.problems, ["cloud-config: `rumcmd`: unknown key, ignored"]);
         let network = &p.files[0];
@@ -317,7 +330,7 @@ mod tests {
             network_config: Some("version: 2\n".into()),
             ..seed
         };
-        let p = plan(&seed, &Map::new());
+        let p = plan(&seed, None, &Map::new());
         assert_eq!(p.hostname.as_deref(), Some("meta-name"));
         assert_eq!(
             p.files[0],
@@ -334,6 +347,7 @@ mod tests {
                 meta_data: None,
                 ..seed.clone()
             },
+            None,
             &Map::new(),
         );
         let console: console::ConsoleConfig =
@@ -390,7 +404,7 @@ mod tests {
         let local: Map<String, Value> =
             serde_json::from_str(r#"{"hostname": "from-local", "brig": {"modules": ["dummy"]}}"#)
                 .unwrap();
-        let p = plan(&seed, &local);
+        let p = plan(&seed, None, &local);
         assert_eq!(p.hostname.as_deref(), Some("from-local"));
         assert_eq!(p.sysctl.len(), 1, "the seed's brig keys stay");
         assert_eq!(p.modules, ["dummy"]);
@@ -403,7 +417,51 @@ mod tests {
         let effective: Value = serde_json::from_str(effective).unwrap();
         assert_eq!(effective["hostname"], "from-local");
         // Local settings alone, without any datasource.
-        let p = plan(&Seed::default(), &local);
+        let p = plan(&Seed::default(), None, &local);
         assert_eq!(p.hostname.as_deref(), Some("from-local"));
+    }
+
+    #[test]
+    fn the_images_default_config_is_under_the_datasource_and_local_settings() {
+        let default = b"#cloud-config\nhostname: baked\ntimezone: Europe/Paris\n\
+brig: {sysctl: {vm.swappiness: 7, kernel.panic: 5}}\ncolour: red\n";
+        // Alone: it applies, and its problems say where they come from.
+        let p = plan(&Seed::default(), Some(default), &Map::new());
+        assert_eq!(p.hostname.as_deref(), Some("baked"));
+        assert_eq!(p.sysctl.len(), 2);
+        assert_eq!(
+            p.problems,
+            ["cloud-config: `colour`: unknown key, ignored"],
+            "problems of the merged document"
+        );
+        let seed = Seed {
+            source: "/dev/vdb".into(),
+            user_data: Some(
+                b"#cloud-config\nhostname: from-seed\nbrig: {sysctl: {vm.swappiness: 1}}\n"
+                    .to_vec(),
+            ),
+            ..Seed::default()
+        };
+        let local: Map<String, Value> =
+            serde_json::from_str(r#"{"timezone": "Asia/Tokyo"}"#).unwrap();
+        let p = plan(&seed, Some(default), &local);
+        assert_eq!(p.hostname.as_deref(), Some("from-seed"));
+        let mut sysctl = p.sysctl.clone();
+        sysctl.sort();
+        assert_eq!(
+            sysctl,
+            [
+                ("kernel.panic".into(), "5".into()),
+                ("vm.swappiness".into(), "1".into())
+            ],
+            "mappings merge key by key"
+        );
+        let console = &p
+            .files
+            .iter()
+            .find(|(f, _)| f == Path::new(console::CONFIG_PATH))
+            .unwrap()
+            .1;
+        assert!(console.contains("Asia/Tokyo"), "{console}");
     }
 }

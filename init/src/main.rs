@@ -29,7 +29,7 @@ use brig_init::{
     cgroup, datasource, local_config, modprobe, mounts, power_button, services, shutdown,
     switch_root, uevent, user_mounts, volume,
 };
-use brig_spec::cloud_config::LOCAL_FILE;
+use brig_spec::cloud_config::{DEFAULT_FILE, LOCAL_FILE};
 use brig_spec::control::{LogLine, Request, Response, SOCKET};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -321,9 +321,22 @@ fn read_config(sys: &dyn System, cmdline: &Cmdline) -> Option<datasource::Plan> 
         ));
         Default::default()
     });
+    let default = match fs::read(DEFAULT_FILE) {
+        Ok(data) => {
+            say(&format!(
+                "config: the image's default config ({DEFAULT_FILE}) applies under the datasource"
+            ));
+            Some(data)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            say(&format!("error: config: reading {DEFAULT_FILE}: {e}"));
+            None
+        }
+    };
     let seed = match seed {
         Some(seed) => seed,
-        None if local.is_empty() => {
+        None if local.is_empty() && default.is_none() => {
             say("config: no datasource found; defaults apply");
             return None;
         }
@@ -339,7 +352,7 @@ fn read_config(sys: &dyn System, cmdline: &Cmdline) -> Option<datasource::Plan> 
         ));
     }
     say(&format!("config: from {}", seed.source));
-    let plan = datasource::plan(&seed, &local);
+    let plan = datasource::plan(&seed, default.as_deref(), &local);
     for problem in &plan.problems {
         say(&format!("config: {problem}"));
     }

@@ -20,6 +20,9 @@ pub const EFFECTIVE_FILE: &str = "/run/brig/config/cloud-config.json";
 /// Where PID 1 puts the user data the machine booted with, for `brigctl
 /// config validate`.
 pub const USER_DATA_FILE: &str = "/run/brig/config/user-data";
+/// The image's default user data (`brig build --user-data`): the datasource's
+/// config merges over it.
+pub const DEFAULT_FILE: &str = "/etc/brig/user-data";
 /// Settings made with `brigctl config set`, merged over the datasource's
 /// cloud-config at each boot (on the state partition when there is one).
 pub const LOCAL_FILE: &str = "/var/lib/brig/config/local.json";
@@ -595,6 +598,21 @@ pub fn default_instance_id(user_data: &[u8]) -> String {
     format!("brig-{hash:016x}")
 }
 
+/// The problems in user data `data`, each placed in the source if it can
+/// be (`name:line:column: …`), as `brigctl config validate` and `brig build
+/// --user-data` report them.
+pub fn report(name: &str, data: &[u8]) -> Vec<String> {
+    let (_, problems) = parse_user_data(data);
+    let locations = crate::key_path::locations(&String::from_utf8_lossy(data));
+    problems
+        .iter()
+        .map(|p| match crate::key_path::locate(&locations, &p.key) {
+            Some((line, column)) if !p.key.is_empty() => format!("{name}:{line}:{column}: {p}"),
+            _ => format!("{name}: {p}"),
+        })
+        .collect()
+}
+
 /// User data given as base64 (the kernel command line's `brig.config=`).
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
@@ -1041,5 +1059,36 @@ Content-Type: text/cloud-boothook
         assert_eq!(problems[0].problem, "expected a mapping of keys");
         let (c, _) = config("#cloud-config\nntp: {enabled: false, servers: [a.example]}\n");
         assert_eq!(c.ntp.unwrap().chrony_sources().lines().count(), 1);
+    }
+
+    #[test]
+    fn every_problem_with_its_line_and_column() {
+        let data = b"#cloud-config
+hostname: 'bad name'
+users:
+  - default
+  - name: alice
+    shell: bash
+colour: blue
+";
+        assert_eq!(
+            report("user-data", data),
+            [
+                "user-data:7:1: cloud-config: `colour`: unknown key, ignored",
+                "user-data:2:1: cloud-config: `hostname`: \"bad name\" is not a valid host name (letters, digits, inner hyphens, dot-separated, at most 64 characters)",
+                "user-data:6:5: cloud-config: `users[1].shell`: \"bash\" is not an absolute path",
+            ]
+        );
+        let broken = report("u", b"#cloud-config\nhostname: [x\n");
+        assert_eq!(broken.len(), 1);
+        assert!(
+            broken[0].starts_with("u: cloud-config: not valid YAML:"),
+            "{broken:?}"
+        );
+        assert!(
+            broken[0].contains("line"),
+            "YAML errors carry their place: {broken:?}"
+        );
+        assert!(report("ok", b"#cloud-config\nhostname: fine\n").is_empty());
     }
 }

@@ -319,3 +319,99 @@ fn qemu_x86_64_console_over_ssh() {
 fn qemu_aarch64_console_over_ssh() {
     console("qemu-aarch64");
 }
+
+/// `brig build --user-data`: an image with its own default config. Problems
+/// in the file stop the build with their place in it; a good one boots with
+/// the key and settings it bakes in, under the seed's config.
+#[test]
+fn qemu_x86_64_image_with_a_default_config() {
+    let board = "qemu-x86_64";
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "#cloud-config\nusers:\n  - name: Bad Name\n").unwrap();
+    let refused = crate::guest::brig(
+        &[
+            "build",
+            "--board",
+            board,
+            "--out",
+            out.to_str().unwrap(),
+            "--user-data",
+            bad.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{}:3:5: cloud-config: `users[0].name`",
+            bad.display()
+        )),
+        "{said}"
+    );
+
+    let (key, public) = key_pair(dir.path(), "baked-key");
+    let baked = dir.path().join("default.yaml");
+    std::fs::write(
+        &baked,
+        format!(
+            "#cloud-config
+hostname: baked-default
+timezone: Europe/Paris
+ssh_authorized_keys: ['{public}']
+write_files:
+  - path: /etc/baked
+    content: from the image
+"
+        ),
+    )
+    .unwrap();
+    let built = crate::guest::brig(
+        &[
+            "build",
+            "--board",
+            board,
+            "--out",
+            out.to_str().unwrap(),
+            "--user-data",
+            baked.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(
+        manifest.contains("\"path\": \"/etc/brig/user-data\""),
+        "{manifest}"
+    );
+
+    // The seed's config merges over the default: its host name wins, the
+    // default's key, time zone and files stay.
+    let seed = dir.path().join("user-data");
+    std::fs::write(&seed, "#cloud-config\nhostname: from-seed\n").unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let mut guest = Guest::boot_with(board, &out, &[], &["--user-data", seed.to_str().unwrap()]);
+    let serial = guest.wait_for("brig: ready", BOOT);
+    assert!(
+        serial.contains(
+            "the image's default config (/etc/brig/user-data) applies under the datasource"
+        ),
+        "{serial}"
+    );
+    let got = guest.ssh_ok(
+        "brig",
+        &key,
+        &known_hosts,
+        "hostname; cat /etc/timezone /etc/baked; echo; sudo brigctl config get timezone",
+    );
+    assert_eq!(
+        got, "from-seed\nEurope/Paris\nfrom the image\nEurope/Paris\n",
+        "{got}"
+    );
+}
