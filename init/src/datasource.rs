@@ -141,36 +141,101 @@ pub fn from_cmdline(value: &str) -> Result<Seed, String> {
     })
 }
 
-/// Looks for a NoCloud volume among the block devices and reads it.
-pub fn find_nocloud(sys: &dyn System) -> Result<Option<Seed>, String> {
-    let found = volume::scan()?.into_iter().find(|(_, v)| {
-        v.label
-            .as_deref()
-            .is_some_and(|l| l.eq_ignore_ascii_case("cidata"))
-            && ["vfat", "iso9660"].contains(&v.fstype)
-    });
-    match found {
-        Some((device, v)) => read_seed(sys, &device, v.fstype).map(Some),
-        None => Ok(None),
+/// The FAT label of a boot partition that may carry `user-data` (with
+/// `meta-data` and `network-config`, as NoCloud): SD cards are edited on
+/// another computer, where only the boot partition is readable.
+pub const BOOT_LABEL: &str = "BRIG_BOOT";
+
+/// Looks for a datasource among the block devices, in order: a NoCloud
+/// volume (`cidata`), the boot partition's `user-data`, an OpenStack
+/// ConfigDrive (`config-2`); reads the first found.
+pub fn find_local(sys: &dyn System) -> Result<Option<Seed>, String> {
+    let volumes = volume::scan()?;
+    let labelled = |label: &str, types: &[&str]| {
+        volumes.iter().find(|(_, v)| {
+            v.label
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case(label))
+                && types.contains(&v.fstype)
+        })
+    };
+    if let Some((device, v)) = labelled("cidata", &["vfat", "iso9660"]) {
+        let source = format!("{device} (NoCloud, {})", v.fstype);
+        return read_volume(sys, device, v.fstype, |at| Ok(nocloud(at, source))).map(Some);
+    }
+    if let Some((device, v)) = labelled(BOOT_LABEL, &["vfat"]) {
+        let source = format!("{device} (boot partition {BOOT_LABEL})");
+        let seed = read_volume(sys, device, v.fstype, |at| Ok(nocloud(at, source)))?;
+        if seed.user_data.is_some() {
+            return Ok(Some(seed));
+        }
+    }
+    if let Some((device, v)) = labelled("config-2", &["vfat", "iso9660"]) {
+        let source = format!("{device} (OpenStack ConfigDrive, {})", v.fstype);
+        return read_volume(sys, device, v.fstype, |at| config_drive(at, source)).map(Some);
+    }
+    Ok(None)
+}
+
+/// NoCloud's files in directory `at`.
+fn nocloud(at: &Path, source: String) -> Seed {
+    Seed {
+        source,
+        user_data: fs::read(at.join("user-data")).ok(),
+        meta_data: fs::read_to_string(at.join("meta-data")).ok(),
+        network_config: fs::read_to_string(at.join("network-config")).ok(),
     }
 }
 
-fn read_seed(sys: &dyn System, device: &str, fstype: &str) -> Result<Seed, String> {
+/// An OpenStack ConfigDrive in directory `at`: `openstack/latest/user_data`
+/// and `meta_data.json` (its `uuid`, `hostname` and `public_keys` become
+/// NoCloud meta data). `network_data.json` is OpenStack's own format, not
+/// read: the network container's DHCP default applies unless user data
+/// has `network:`.
+pub fn config_drive(at: &Path, source: String) -> Result<Seed, String> {
+    let dir = at.join("openstack/latest");
+    let meta_path = dir.join("meta_data.json");
+    let text = fs::read_to_string(&meta_path)
+        .map_err(|e| format!("ConfigDrive: reading {}: {e}", meta_path.display()))?;
+    let meta: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("ConfigDrive: {}: {e}", meta_path.display()))?;
+    let mut nocloud_meta = Map::new();
+    if let Some(uuid) = meta.get("uuid") {
+        nocloud_meta.insert("instance-id".into(), uuid.clone());
+    }
+    if let Some(name) = meta.get("hostname").and_then(Value::as_str) {
+        // OpenStack gives a full name (`vm1.novalocal`): its first label.
+        let short = name.split('.').next().unwrap_or(name);
+        nocloud_meta.insert("local-hostname".into(), Value::String(short.into()));
+    }
+    if let Some(keys) = meta.get("public_keys") {
+        nocloud_meta.insert("public-keys".into(), keys.clone());
+    }
+    Ok(Seed {
+        source,
+        user_data: fs::read(dir.join("user_data")).ok(),
+        // JSON is YAML: the meta data parser reads it as it is.
+        meta_data: Some(Value::Object(nocloud_meta).to_string()),
+        network_config: None,
+    })
+}
+
+/// Mounts `device` read-only, reads it with `read`, unmounts it.
+fn read_volume(
+    sys: &dyn System,
+    device: &str,
+    fstype: &str,
+    read: impl FnOnce(&Path) -> Result<Seed, String>,
+) -> Result<Seed, String> {
     sys.create_dir_all(SEED_MOUNT)
         .map_err(|e| format!("creating {SEED_MOUNT}: {e}"))?;
     sys.mount(device, SEED_MOUNT, fstype, MsFlags::MS_RDONLY, "")
         .map_err(|e| format!("mounting {device} ({fstype}): {e}"))?;
-    let at = Path::new(SEED_MOUNT);
-    let seed = Seed {
-        source: format!("{device} (NoCloud, {fstype})"),
-        user_data: fs::read(at.join("user-data")).ok(),
-        meta_data: fs::read_to_string(at.join("meta-data")).ok(),
-        network_config: fs::read_to_string(at.join("network-config")).ok(),
-    };
+    let seed = read(Path::new(SEED_MOUNT));
     if let Err(e) = sys.unmount(SEED_MOUNT, true) {
         return Err(format!("unmounting {device}: {e}"));
     }
-    Ok(seed)
+    seed
 }
 
 /// What `seed` asks for, over the image's default user data (`default`,
@@ -194,12 +259,24 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
     let user_data = seed.user_data.as_deref().unwrap_or_default();
     let (read, mut problems) = read_user_data(user_data);
     let read = match (base, read) {
-        (None, None) if local.is_empty() => None,
+        (None, None) if local.is_empty() && meta.public_keys.is_empty() => None,
         (base, read) => {
             let mut user = base.unwrap_or_default();
             if let Some(read) = read {
                 merge(&mut user.document, read.document);
                 user.scripts.extend(read.scripts);
+            }
+            if !meta.public_keys.is_empty() {
+                let keys = user
+                    .document
+                    .entry("ssh_authorized_keys")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::String(one) = keys {
+                    *keys = Value::Array(vec![Value::String(one.clone())]);
+                }
+                if let Value::Array(list) = keys {
+                    list.extend(meta.public_keys.iter().cloned().map(Value::String));
+                }
             }
             merge(&mut user.document, local.clone());
             Some(user)
@@ -463,5 +540,35 @@ brig: {sysctl: {vm.swappiness: 7, kernel.panic: 5}}\ncolour: red\n";
             .unwrap()
             .1;
         assert!(console.contains("Asia/Tokyo"), "{console}");
+    }
+
+    #[test]
+    fn an_openstack_config_drive_becomes_user_and_meta_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let latest = dir.path().join("openstack/latest");
+        fs::create_dir_all(&latest).unwrap();
+        fs::write(latest.join("user_data"), "#cloud-config\ntimezone: UTC\n").unwrap();
+        fs::write(
+            latest.join("meta_data.json"),
+            r#"{"uuid": "83679162-1378-4288-a2d4-70e13ec132aa", "hostname": "vm1.novalocal",
+                "name": "vm1", "public_keys": {"mykey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7 me@host"}}"#,
+        )
+        .unwrap();
+        let seed = config_drive(dir.path(), "/dev/sr0".into()).unwrap();
+        let p = plan(&seed, None, &Map::new());
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(p.hostname.as_deref(), Some("vm1"));
+        let console: console::ConsoleConfig =
+            serde_json::from_str(file(&p, console::CONFIG_PATH)).unwrap();
+        assert_eq!(console.instance_id, "83679162-1378-4288-a2d4-70e13ec132aa");
+        let brig = console.users.iter().find(|u| u.name == "brig").unwrap();
+        assert_eq!(
+            brig.ssh_authorized_keys,
+            ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7 me@host"]
+        );
+        // Without meta_data.json it is not a ConfigDrive.
+        fs::remove_file(latest.join("meta_data.json")).unwrap();
+        let err = config_drive(dir.path(), "/dev/sr0".into()).unwrap_err();
+        assert!(err.contains("meta_data.json"), "{err}");
     }
 }

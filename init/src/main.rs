@@ -299,7 +299,7 @@ fn boot() -> Result<Init, String> {
 fn read_config(sys: &dyn System, cmdline: &Cmdline) -> Option<datasource::Plan> {
     let found = match cmdline.value("brig.config") {
         Some(value) => datasource::from_cmdline(value).map(Some),
-        None => datasource::find_nocloud(sys),
+        None => datasource::find_local(sys),
     };
     let saved_dir = Path::new(datasource::SAVED_DIR);
     let seed = match found {

@@ -627,6 +627,9 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
 pub struct MetaData {
     pub instance_id: Option<String>,
     pub local_hostname: Option<String>,
+    /// `public-keys`: for the default user, beside user data's keys (as
+    /// cloud-init does with a cloud's key pairs).
+    pub public_keys: Vec<String>,
 }
 
 /// Parses meta data (YAML; other keys are the datasource's business).
@@ -659,6 +662,21 @@ pub fn parse_meta_data(text: &str) -> (MetaData, Vec<Problem>) {
             Ok(h) => meta.local_hostname = Some(h),
             Err(e) => problems.push(Problem {
                 key: "meta-data.local-hostname".into(),
+                problem: e,
+            }),
+        }
+    }
+    if let Some(keys) = value.get("public-keys") {
+        // A key, a list of keys, or (EC2, ConfigDrive) a mapping of key
+        // names to keys.
+        let listed = match keys {
+            Value::Object(named) => Value::Array(named.values().cloned().collect()),
+            other => other.clone(),
+        };
+        match ssh_keys(&listed) {
+            Ok(keys) => meta.public_keys = keys,
+            Err(e) => problems.push(Problem {
+                key: "meta-data.public-keys".into(),
                 problem: e,
             }),
         }

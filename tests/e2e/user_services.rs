@@ -1,7 +1,8 @@
 //! The user's own disks and services from cloud-config: a data disk found by
 //! its label and mounted under /mnt (`mounts`), and a service whose rootfs
 //! is a squashfs file on that disk (`brig.services`), serving files from the
-//! disk; broken entries are reported and the rest still comes up.
+//! disk; broken entries are reported and the rest still comes up. The
+//! config itself is on a boot partition (`BRIG_BOOT`), as on an SD card.
 
 use std::path::Path;
 use std::process::Command;
@@ -89,20 +90,33 @@ brig:
         ),
     )
     .unwrap();
-    let drive = format!("file={},format=raw,if=virtio", disk.display());
+    // The config comes from a boot partition's user-data, as on an SD card
+    // edited on another computer.
+    let boot = dir.path().join("boot.img");
+    run(Command::new("mkfs.vfat")
+        .args(["-n", "BRIG_BOOT", "-C"])
+        .arg(&boot)
+        .arg("8192"));
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&boot)
+        .arg(&user_data)
+        .arg("::user-data"));
+    let drive = |image: &Path| format!("--qemu-arg=file={},format=raw,if=virtio", image.display());
     let mut guest = Guest::boot_with(
         board,
         &built(board),
         &["brig.service_output=console"],
         &[
-            "--user-data",
-            user_data.to_str().unwrap(),
             "--qemu-arg=-drive",
-            &format!("--qemu-arg={drive}"),
+            &drive(&boot),
+            "--qemu-arg=-drive",
+            &drive(&disk),
         ],
     );
     let serial = guest.wait_for("brig: ready", BOOT);
     for said in [
+        "config: from /dev/vda (boot partition BRIG_BOOT)",
         "mounts: LABEL=appdata on /mnt/apps: /dev/vdb (ext4) mounted",
         "error: mounts: /dev/vdz on /mnt/nothing: no such device, or no filesystem Brig recognises on /dev/vdz",
         "`mounts[2]`: mount point \"/etc\" must be a path under /mnt or /media",
@@ -131,7 +145,10 @@ brig:
             .to_string()
     };
     assert!(line("web").contains("running"), "{ps}");
-    assert!(line("missing-image").contains("failed"), "{ps}");
+    assert!(
+        line("missing-image").contains("/mnt/apps/nowhere.squashfs: No such file or directory"),
+        "{ps}"
+    );
     let logs = ssh("sudo brigctl logs missing-image");
     assert!(
         logs.contains("/mnt/apps/nowhere.squashfs: No such file or directory"),
