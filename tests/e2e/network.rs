@@ -233,7 +233,9 @@ network:
             user_data.to_str().unwrap(),
         ],
     );
-    let serial = guest.wait_for("brig: [netcheck] NETCHECK-DONE", Duration::from_secs(300));
+    guest.wait_for("brig: [netcheck] NETCHECK-DONE", Duration::from_secs(300));
+    // The console's first boot (host keys made under TCG) may end later.
+    let serial = guest.wait_for("brig: ready", Duration::from_secs(300));
 
     // The config came from the seed volume.
     for said in [

@@ -58,6 +58,14 @@ echo "BOND $($IP netns exec cli $B cat /proc/net/bonding/bond0 | $B tr '\n' '|')
 echo "VLAN $($IP -n cli -d link show vlan42 | $B tr -s ' \n' ' ')"
 echo "ADDRESSES $($IP -n cli -4 -o addr show | $B tr -s ' \n' ' ')"
 echo "DNSMASQ $($B tail -n 20 /tmp/lab/dnsmasq.log | $B tr '\n' '|')"
-$IP netns exec cli $B ping -c 1 -W 2 192.168.77.1 >/dev/null && echo "PING-BOND ok"
-$IP netns exec cli $B ping -c 1 -W 2 192.168.42.1 >/dev/null && echo "PING-VLAN ok"
+# A few tries: under a loaded host the first echo can be lost while the
+# bond's ports settle.
+ping_ok() {
+  for _ in 1 2 3 4 5; do
+    $IP netns exec cli $B ping -c 1 -W 2 "$1" >/dev/null && return 0
+  done
+  return 1
+}
+ping_ok 192.168.77.1 && echo "PING-BOND ok"
+ping_ok 192.168.42.1 && echo "PING-VLAN ok"
 echo "NETLAB-DONE"
