@@ -1,9 +1,11 @@
 //! Where PID 1 finds cloud-init configuration at boot, and what it makes of
-//! it. So far: user data on the kernel command line (`brig.config=`,
-//! base64), then NoCloud from a volume labelled `cidata` or `CIDATA` (vfat
-//! or ISO 9660) holding `user-data`, `meta-data` and `network-config`. The
-//! config goes to the system containers as files under /run/brig/config;
-//! every problem is reported and the rest still applies.
+//! it. In order: user data on the kernel command line (`brig.config=`,
+//! base64); a NoCloud volume (`cidata`, vfat or ISO 9660) with `user-data`,
+//! `meta-data` and `network-config`; the boot partition's `user-data`
+//! (`BRIG_BOOT`); an OpenStack ConfigDrive (`config-2`); else the last one
+//! saved. The image's default config (`brig build --user-data`) lies under
+//! it. The config goes to the system containers as files under
+//! /run/brig/config; every problem is reported and the rest still applies.
 
 use std::fs;
 use std::path::{Path, PathBuf};

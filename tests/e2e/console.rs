@@ -322,7 +322,7 @@ fn qemu_aarch64_console_over_ssh() {
 
 /// `brig build --user-data`: an image with its own default config. Problems
 /// in the file stop the build with their place in it; a good one boots with
-/// the key and settings it bakes in, under the seed's config.
+/// the key and settings it bakes in, under an OpenStack ConfigDrive's.
 #[test]
 fn qemu_x86_64_image_with_a_default_config() {
     let board = "qemu-x86_64";
@@ -391,19 +391,56 @@ write_files:
         "{manifest}"
     );
 
-    // The seed's config merges over the default: its host name wins, the
-    // default's key, time zone and files stay.
-    let seed = dir.path().join("user-data");
-    std::fs::write(&seed, "#cloud-config\nhostname: from-seed\n").unwrap();
-    let known_hosts = dir.path().join("known_hosts");
-    let mut guest = Guest::boot_with(board, &out, &[], &["--user-data", seed.to_str().unwrap()]);
-    let serial = guest.wait_for("brig: ready", BOOT);
-    assert!(
-        serial.contains(
-            "the image's default config (/etc/brig/user-data) applies under the datasource"
+    // An OpenStack ConfigDrive's config merges over the default: its time
+    // zone wins, the default's host name (user data names hosts before meta
+    // data does), key and files stay; its key pair is the default user's too.
+    let (drive_key, drive_public) = key_pair(dir.path(), "drive-key");
+    let tree = dir.path().join("drive");
+    std::fs::create_dir_all(tree.join("openstack/latest")).unwrap();
+    std::fs::write(
+        tree.join("openstack/latest/user_data"),
+        "#cloud-config\ntimezone: Asia/Tokyo\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tree.join("openstack/latest/meta_data.json"),
+        format!(
+            r#"{{"uuid": "4bd0bd4b-5f2c-4f3e-9a5d-2f0a36d5e1aa", "hostname": "from-drive.novalocal", "public_keys": {{"e2e": "{drive_public}"}}}}"#
         ),
-        "{serial}"
+    )
+    .unwrap();
+    let drive = dir.path().join("config-2.img");
+    for command in [
+        Command::new("mkfs.vfat")
+            .args(["-n", "config-2", "-C"])
+            .arg(&drive)
+            .arg("4096"),
+        Command::new("mcopy")
+            .arg("-s")
+            .arg("-i")
+            .arg(&drive)
+            .arg(tree.join("openstack"))
+            .arg("::"),
+    ] {
+        assert!(command.status().unwrap().success(), "{command:?}");
+    }
+    let known_hosts = dir.path().join("known_hosts");
+    let mut guest = Guest::boot_with(
+        board,
+        &out,
+        &[],
+        &[
+            "--qemu-arg=-drive",
+            &format!("--qemu-arg=file={},format=raw,if=virtio", drive.display()),
+        ],
     );
+    let serial = guest.wait_for("brig: ready", BOOT);
+    for said in [
+        "the image's default config (/etc/brig/user-data) applies under the datasource",
+        "config: from /dev/vda (OpenStack ConfigDrive, vfat)",
+    ] {
+        assert!(serial.contains(said), "{said:?} not in:\n{serial}");
+    }
     let got = guest.ssh_ok(
         "brig",
         &key,
@@ -411,7 +448,11 @@ write_files:
         "hostname; cat /etc/timezone /etc/baked; echo; sudo brigctl config get timezone",
     );
     assert_eq!(
-        got, "from-seed\nEurope/Paris\nfrom the image\nEurope/Paris\n",
+        got, "baked-default\nAsia/Tokyo\nfrom the image\nAsia/Tokyo\n",
         "{got}"
+    );
+    assert_eq!(
+        guest.ssh_ok("brig", &drive_key, &known_hosts, "id -un"),
+        "brig\n"
     );
 }
