@@ -425,6 +425,7 @@ write_files:
         assert!(command.status().unwrap().success(), "{command:?}");
     }
     let known_hosts = dir.path().join("known_hosts");
+    let powered_on = Instant::now();
     let mut guest = Guest::boot_with(
         board,
         &out,
@@ -446,6 +447,12 @@ write_files:
         &key,
         &known_hosts,
         "hostname; cat /etc/timezone /etc/baked; echo; sudo brigctl config get timezone",
+    );
+    // For the record (not a test): QEMU started to the first ssh command
+    // done, first boot (host keys made), TCG.
+    eprintln!(
+        "{board}: power-on to an ssh login: {:.1} s",
+        powered_on.elapsed().as_secs_f64()
     );
     assert_eq!(
         got, "baked-default\nAsia/Tokyo\nfrom the image\nAsia/Tokyo\n",
