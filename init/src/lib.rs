@@ -9,6 +9,7 @@ pub mod console;
 pub mod container;
 pub mod control;
 pub mod datasource;
+pub mod http;
 pub mod image;
 pub mod local_config;
 pub mod log_ring;
