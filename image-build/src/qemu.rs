@@ -61,6 +61,11 @@ pub struct RunOptions {
     /// The seed's network-config (network config version 2).
     #[arg(long, value_name = "FILE")]
     pub network_config: Option<PathBuf>,
+    /// An option for the first card's user network, as QEMU spells it
+    /// (repeat for several): `net=169.254.169.0/24`,
+    /// `guestfwd=tcp:169.254.169.254:80-cmd:my-metadata-server`.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub user_net: Vec<String>,
     /// An extra QEMU argument, as is (repeat for several).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_arg: Vec<String>,
@@ -113,7 +118,13 @@ pub fn arguments(
     // User networking; ssh reachable on the host's loopback only.
     for n in 0..opts.nics {
         let forward = if n == 0 {
-            format!(",hostfwd=tcp:127.0.0.1:{}-:22", opts.ssh_port)
+            let mut text = format!(",hostfwd=tcp:127.0.0.1:{}-:22", opts.ssh_port);
+            for option in &opts.user_net {
+                text += ",";
+                // QEMU reads a doubled comma as a comma inside a value.
+                text += &option.replace(',', ",,");
+            }
+            text
         } else {
             String::new()
         };
@@ -361,6 +372,7 @@ mod tests {
             append: vec![],
             rtc_base: None,
             nics: 1,
+            user_net: vec![],
             qemu_arg: vec![],
             user_data: None,
             meta_data: None,
@@ -429,6 +441,10 @@ mod tests {
         );
         let opts = RunOptions {
             nics: 2,
+            user_net: vec![
+                "net=169.254.169.0/24".into(),
+                "guestfwd=tcp:169.254.169.254:80-cmd:serve a,b".into(),
+            ],
             qemu_arg: vec![
                 "-object".into(),
                 "filter-dump,id=d,netdev=net1,file=x".into(),
@@ -437,7 +453,7 @@ mod tests {
         };
         let args = args_for("qemu-x86_64", &opts, false).join(" ");
         assert!(
-            args.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56")
+            args.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,net=169.254.169.0/24,guestfwd=tcp:169.254.169.254:80-cmd:serve a,,b -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56")
                 && args.contains("-netdev user,id=net1 -device virtio-net-pci,netdev=net1,mac=52:54:00:12:34:57")
                 && args.ends_with("-object filter-dump,id=d,netdev=net1,file=x"),
             "{args}"

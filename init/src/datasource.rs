@@ -20,8 +20,8 @@ use serde_json::{Map, Value};
 use crate::system::System;
 use crate::volume;
 
-/// What a seed volume held.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a datasource gave.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Seed {
     /// Where it came from, for the boot log.
     pub source: String,

@@ -22,6 +22,7 @@ use brig_init::cmdline::Cmdline;
 use brig_init::coldplug::{Coldplug, Outcome};
 use brig_init::console::{self, say};
 use brig_init::control::{Client, Input};
+use brig_init::network_datasource::{self, Dmi, Remote};
 use brig_init::services::{Pipe, Services};
 use brig_init::supervisor::Action;
 use brig_init::system::{Linux, PowerAction, System};
@@ -48,6 +49,9 @@ const SIGNALS: &[Signal] = &[
     Signal::SIGHUP,
 ];
 /// Modules no device asks for but system containers need.
+/// The system container that brings the network up (network datasources
+/// wait for it).
+const NETWORK_SERVICE: &str = "network";
 const CONTAINER_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
 /// How long services get to stop at shutdown before the rest goes ahead.
 const SERVICES_STOP_LIMIT: Duration = Duration::from_secs(30);
@@ -60,6 +64,12 @@ enum Source {
     Output(Pipe),
     Listener(UnixListener),
     Client(Box<Client>),
+    /// The helper fetching config over the network, and what it wrote.
+    Datasource {
+        remote: Remote,
+        fd: OwnedFd,
+        data: Vec<u8>,
+    },
 }
 
 struct Init {
@@ -141,6 +151,14 @@ fn boot() -> Result<Init, String> {
             Err(e) => say(&format!(
                 "error: switching root: {e}; system containers cannot start"
             )),
+        }
+    }
+
+    // Names in config URLs resolve with the network container's DNS.
+    let resolv = format!("{}/resolv.conf", brig_spec::network::DNS_DIR);
+    if let Err(e) = std::os::unix::fs::symlink(&resolv, "/etc/resolv.conf") {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            say(&format!("error: linking /etc/resolv.conf to {resolv}: {e}"));
         }
     }
 
@@ -234,50 +252,13 @@ fn boot() -> Result<Init, String> {
         init.coldplug.load_named(&init.sys, module, &mut outcome);
     }
     report_modules("container modules", &outcome);
-    if let Some(plan) = read_config(&init.sys, &cmdline) {
-        // Before any service starts: they are host-wide settings.
-        for (name, value) in &plan.sysctl {
-            let path = datasource::sysctl_path(name);
-            match fs::write(&path, value) {
-                Ok(()) => say(&format!("sysctl {name} = {value} (from config)")),
-                Err(e) => say(&format!("error: config: sysctl {name} = {value}: {e}")),
+    match config_source(&init.sys, &cmdline) {
+        ConfigSource::Found(found) => {
+            if let Some(plan) = read_config(&init.sys, found) {
+                init.apply_config(plan);
             }
         }
-        if !plan.modules.is_empty() {
-            outcome = Outcome::default();
-            for module in &plan.modules {
-                if !init
-                    .coldplug
-                    .load_alias_or_name(&init.sys, module, &mut outcome)
-                {
-                    outcome.errors.push(format!(
-                        "module {module} is not in this image (kernel-config/ selects the modules images carry)"
-                    ));
-                }
-            }
-            report_modules("modules from config", &outcome);
-        }
-        if !plan.mounts.is_empty() {
-            let volumes = volume::scan().unwrap_or_else(|e| {
-                say(&format!("error: mounts: {e}"));
-                Vec::new()
-            });
-            for line in user_mounts::mount_all(&init.sys, &plan.mounts, &volumes) {
-                match line {
-                    Ok(done) => say(&done),
-                    Err(e) => say(&format!("error: {e}")),
-                }
-            }
-        }
-        for spec in plan.services {
-            let name = spec.name.clone();
-            match init.services.supervisor.add(spec) {
-                Ok(()) => say(&format!("config: service {name} added (brig.services)")),
-                Err(e) => say(&format!(
-                    "error: config: `brig.services.{name}`: {e}; not added"
-                )),
-            }
-        }
+        ConfigSource::Network(remote) => init.fetch_config(remote),
     }
     match &cgroups {
         Some(root) => {
@@ -293,14 +274,52 @@ fn boot() -> Result<Init, String> {
     Ok(init)
 }
 
+/// Where the config comes from: found on the machine (or not), or to be
+/// fetched over the network.
+enum ConfigSource {
+    Found(Result<Option<datasource::Seed>, String>),
+    Network(Remote),
+}
+
+/// In order: `brig.config=` (base64 here, a URL over the network), the
+/// local volumes, then `ds=nocloud;s=` or the EC2 metadata service when the
+/// command line or DMI names them.
+fn config_source(sys: &dyn System, cmdline: &Cmdline) -> ConfigSource {
+    let remote = || match network_datasource::wanted(cmdline, &Dmi::read()) {
+        Ok(remote) => remote,
+        Err(e) => {
+            say(&format!("error: config: {e}"));
+            None
+        }
+    };
+    match cmdline.value("brig.config") {
+        Some(value) if !value.contains("://") => {
+            return ConfigSource::Found(datasource::from_cmdline(value).map(Some))
+        }
+        Some(_) => {
+            return match remote() {
+                Some(r) => ConfigSource::Network(r),
+                None => ConfigSource::Found(Ok(None)),
+            }
+        }
+        None => {}
+    }
+    match datasource::find_local(sys) {
+        Ok(None) => match remote() {
+            Some(r) => ConfigSource::Network(r),
+            None => ConfigSource::Found(Ok(None)),
+        },
+        found => ConfigSource::Found(found),
+    }
+}
+
 /// cloud-init config from a local datasource: the host name now, files
 /// under /run/brig/config for the system containers. Problems are reported
 /// and the rest applies.
-fn read_config(sys: &dyn System, cmdline: &Cmdline) -> Option<datasource::Plan> {
-    let found = match cmdline.value("brig.config") {
-        Some(value) => datasource::from_cmdline(value).map(Some),
-        None => datasource::find_local(sys),
-    };
+fn read_config(
+    sys: &dyn System,
+    found: Result<Option<datasource::Seed>, String>,
+) -> Option<datasource::Plan> {
     let saved_dir = Path::new(datasource::SAVED_DIR);
     let seed = match found {
         Ok(Some(seed)) => {
@@ -408,6 +427,117 @@ fn uptime() -> f64 {
 }
 
 impl Init {
+    /// Applies what config asks of PID 1 itself: sysctls, modules, mounts
+    /// and the user's services (the rest went to files for the containers).
+    fn apply_config(&mut self, plan: datasource::Plan) {
+        // Before the services they concern start: host-wide settings.
+        for (name, value) in &plan.sysctl {
+            let path = datasource::sysctl_path(name);
+            match fs::write(&path, value) {
+                Ok(()) => say(&format!("sysctl {name} = {value} (from config)")),
+                Err(e) => say(&format!("error: config: sysctl {name} = {value}: {e}")),
+            }
+        }
+        if !plan.modules.is_empty() {
+            let mut outcome = Outcome::default();
+            for module in &plan.modules {
+                if !self
+                    .coldplug
+                    .load_alias_or_name(&self.sys, module, &mut outcome)
+                {
+                    outcome.errors.push(format!(
+                        "module {module} is not in this image (kernel-config/ selects the modules images carry)"
+                    ));
+                }
+            }
+            report_modules("modules from config", &outcome);
+        }
+        if !plan.mounts.is_empty() {
+            let volumes = volume::scan().unwrap_or_else(|e| {
+                say(&format!("error: mounts: {e}"));
+                Vec::new()
+            });
+            for line in user_mounts::mount_all(&self.sys, &plan.mounts, &volumes) {
+                match line {
+                    Ok(done) => say(&done),
+                    Err(e) => say(&format!("error: {e}")),
+                }
+            }
+        }
+        for spec in plan.services {
+            let name = spec.name.clone();
+            match self.services.supervisor.add(spec) {
+                Ok(()) => say(&format!("config: service {name} added (brig.services)")),
+                Err(e) => say(&format!(
+                    "error: config: `brig.services.{name}`: {e}; not added"
+                )),
+            }
+        }
+    }
+
+    /// Starts only the network container, fetches the config in a helper
+    /// process, and goes on in `config_fetched`.
+    fn fetch_config(&mut self, remote: Remote) {
+        say(&format!(
+            "config: no local datasource; fetching from {remote} once the network is up"
+        ));
+        match network_datasource::spawn(&remote) {
+            Ok((_pid, fd)) => match watch(&self.epoll, fd.as_fd()) {
+                Ok(()) => {
+                    self.services.supervisor.hold_all_but(NETWORK_SERVICE);
+                    self.sources.insert(
+                        fd.as_raw_fd(),
+                        Source::Datasource {
+                            remote,
+                            fd,
+                            data: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) => self
+                    .config_fetched(&remote, Err(format!("watching the datasource helper: {e}"))),
+            },
+            Err(e) => self.config_fetched(&remote, Err(e)),
+        }
+    }
+
+    /// The network datasource answered (or not): configure as a local one
+    /// would have, restart the network container if its config changed,
+    /// and let the other services start.
+    fn config_fetched(&mut self, remote: &Remote, found: Result<datasource::Seed, String>) {
+        let found = found.map(Some).map_err(|e| format!("{remote}: {e}"));
+        let network_before = fs::read(datasource::NETWORK_FILE).ok();
+        if let Some(plan) = read_config(&self.sys, found) {
+            self.apply_config(plan);
+        }
+        if fs::read(datasource::NETWORK_FILE).ok() != network_before {
+            say("config: the network config changed; restarting the network container");
+            let now = Instant::now();
+            match self.services.supervisor.restart(NETWORK_SERVICE, now) {
+                Ok(actions) => self.act(actions, now),
+                Err(e) => say(&format!("error: restarting {NETWORK_SERVICE}: {e}")),
+            }
+        }
+        self.services.supervisor.release();
+    }
+
+    fn handle_datasource(&mut self, fd: RawFd) {
+        let Some(Source::Datasource { data, fd: pipe, .. }) = self.sources.get_mut(&fd) else {
+            return;
+        };
+        let mut buf = [0u8; 16384];
+        match nix::unistd::read(&*pipe, &mut buf) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => {
+                data.extend_from_slice(&buf[..n]);
+                return;
+            }
+        }
+        if let Some(Source::Datasource { remote, data, .. }) = self.forget(fd) {
+            self.config_fetched(&remote, network_datasource::outcome(&data));
+        }
+    }
+
     /// One turn of the event loop: act on what is due, wait, handle events.
     fn turn(&mut self) {
         self.supervise();
@@ -484,6 +614,7 @@ impl Init {
             Some(Source::Output(_)) => self.handle_output(fd),
             Some(Source::Listener(_)) => self.accept_clients(fd),
             Some(Source::Client(_)) => self.handle_client(fd),
+            Some(Source::Datasource { .. }) => self.handle_datasource(fd),
             None => {}
         }
     }

@@ -94,6 +94,9 @@ pub struct Service {
 pub struct Supervisor {
     pub services: Vec<Service>,
     shutting_down: bool,
+    /// While config is fetched over the network, only these services (the
+    /// network container and what it needs) may start.
+    hold: Option<HashSet<String>>,
 }
 
 impl Supervisor {
@@ -111,6 +114,7 @@ impl Supervisor {
         let mut supervisor = Supervisor {
             services,
             shutting_down: false,
+            hold: None,
         };
         supervisor.check_graph();
         supervisor
@@ -154,6 +158,25 @@ impl Supervisor {
             }
         }
         None
+    }
+
+    /// Holds back every service but `name` and what it depends on, until
+    /// `release`.
+    pub fn hold_all_but(&mut self, name: &str) {
+        let mut allowed = HashSet::new();
+        let mut next = vec![name.to_string()];
+        while let Some(n) = next.pop() {
+            if allowed.insert(n.clone()) {
+                if let Some(s) = self.get(&n) {
+                    next.extend(s.spec.depends_on.iter().cloned());
+                }
+            }
+        }
+        self.hold = Some(allowed);
+    }
+
+    pub fn release(&mut self) {
+        self.hold = None;
     }
 
     /// Adds a service from config (`brig.services`) before the first tick.
@@ -212,7 +235,9 @@ impl Supervisor {
             let s = &self.services[i];
             let due = match &s.state {
                 State::Waiting => {
-                    !self.shutting_down && s.spec.depends_on.iter().all(|d| self.is_satisfied(d))
+                    !self.shutting_down
+                        && self.hold.as_ref().is_none_or(|h| h.contains(&s.spec.name))
+                        && s.spec.depends_on.iter().all(|d| self.is_satisfied(d))
                 }
                 State::Backoff { until } | State::CrashLoop { until } => {
                     !self.shutting_down && *until <= now
@@ -602,6 +627,28 @@ mod tests {
         assert_eq!(starts(&sup.tick(t)), ["network"]);
         sup.started("network", 10, t);
         assert_eq!(starts(&sup.tick(t)), ["web"]);
+    }
+
+    #[test]
+    fn a_hold_lets_only_the_network_and_its_needs_start() {
+        let t = Instant::now();
+        let mut sup = Supervisor::new(
+            vec![
+                spec("base", &[]),
+                spec("network", &["base"]),
+                spec("console", &["network"]),
+                spec("other", &[]),
+            ],
+            vec![],
+        );
+        sup.hold_all_but("network");
+        assert_eq!(starts(&sup.tick(t)), ["base"]);
+        sup.started("base", 10, t);
+        assert_eq!(starts(&sup.tick(t)), ["network"]);
+        sup.started("network", 11, t);
+        assert!(starts(&sup.tick(t)).is_empty(), "console and other wait");
+        sup.release();
+        assert_eq!(starts(&sup.tick(t)), ["console", "other"]);
     }
 
     #[test]
