@@ -8,6 +8,7 @@ mod build;
 mod console;
 mod guest;
 mod isolated_net;
+mod metadata;
 mod network;
 mod services;
 mod user_services;
