@@ -90,6 +90,10 @@ fn qemu_x86_64_gets_its_config_from_an_ec2_metadata_service() {
     // Only the network came up before the config; the console after it.
     assert!(stamp(&serial, "[network] started") < fetched, "{serial}");
     assert!(fetched < stamp(&serial, "[console] started"), "{serial}");
+    eprintln!(
+        "{board}: network container started -> config from the metadata service {:.0} ms",
+        (fetched - stamp(&serial, "[network] started")) * 1000.0
+    );
 
     // The key from user data and the instance's key pair both log in; the
     // host name is user data's (it comes before meta data's).
