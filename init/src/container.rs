@@ -344,6 +344,17 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 /// Starts the container. Blocks until the child has exec'd the service (or
 /// failed, with the child's own account of what went wrong).
 pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, String> {
+    spawn_in(spec, paths, None)
+}
+
+/// As `spawn`; a service with a private network joins `netns` (prepared
+/// ahead, `netns::prepare`) instead of creating one.
+pub fn spawn_in(
+    spec: &ServiceSpec,
+    paths: &Paths,
+    netns: Option<&OwnedFd>,
+) -> Result<Started, String> {
+    let netns = netns.filter(|_| !spec.shares(Namespace::Net));
     for sub in ["upper", "work", "root"] {
         let dir = paths.dir.join(sub);
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -370,8 +381,12 @@ pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, String> {
     let mounts = plan_mounts(spec, paths);
     let caps = capability_mask(spec);
 
+    let mut flags = clone_flags(spec);
+    if netns.is_some() {
+        flags &= !(libc::CLONE_NEWNET as u64);
+    }
     let mut args = CloneArgs {
-        flags: clone_flags(spec),
+        flags,
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
@@ -398,7 +413,15 @@ pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, String> {
         // this child inherited: whatever happens, the child ends below.
         let (out, err) = (out_write.as_raw_fd(), err_write.as_raw_fd());
         let error = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            child(spec, paths, &mounts, caps, out, err)
+            child(
+                spec,
+                paths,
+                netns.map(AsRawFd::as_raw_fd),
+                &mounts,
+                caps,
+                out,
+                err,
+            )
         })) {
             Ok(Err(e)) => e,
             Ok(Ok(never)) => match never {},
@@ -430,6 +453,7 @@ type Never = std::convert::Infallible;
 fn child(
     spec: &ServiceSpec,
     paths: &Paths,
+    netns: Option<RawFd>,
     mounts: &[MountOp],
     caps: u64,
     out: RawFd,
@@ -442,6 +466,19 @@ fn child(
         if unsafe { libc::dup2(from, to) } < 0 {
             return Err(format!("dup2: {}", std::io::Error::last_os_error()));
         }
+    }
+    // Before /sys is mounted, which shows the namespace's interfaces.
+    match netns {
+        // SAFETY: setns on an fd the parent keeps open across the clone.
+        Some(fd) if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 => {
+            return Err(format!(
+                "joining the prepared network namespace: {}",
+                std::io::Error::last_os_error()
+            ))
+        }
+        Some(_) => {}
+        None if !spec.shares(Namespace::Net) => crate::netns::loopback_up()?,
+        None => {}
     }
     let sys = |what: String, r: nix::Result<()>| r.map_err(|e| format!("{what}: {e}"));
     sys(

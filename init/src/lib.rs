@@ -16,6 +16,7 @@ pub mod log_ring;
 pub mod modprobe;
 pub mod module_index;
 pub mod mounts;
+pub mod netns;
 pub mod network_datasource;
 pub mod power_button;
 pub mod services;

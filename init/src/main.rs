@@ -572,6 +572,11 @@ impl Init {
         let now = Instant::now();
         let actions = self.services.supervisor.tick(now);
         self.act(actions, now);
+        if self.pending_power.is_none() {
+            if let Some(e) = self.services.prepare_ahead() {
+                say(&format!("error: {e}"));
+            }
+        }
         if !self.announced_ready && self.services.settled() {
             self.announced_ready = true;
             let not_up: Vec<String> = self

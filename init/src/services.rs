@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use brig_spec::control::{LogLine, ServiceStatus};
-use brig_spec::service::{Readiness, ServiceSpec};
+use brig_spec::service::{Namespace, Readiness, ServiceSpec};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::container::{self, Paths};
 use crate::log_ring::{self, LogRing};
 use crate::supervisor::{Action, State, Supervisor};
-use crate::{cgroup, image};
+use crate::{cgroup, image, netns};
 
 /// Where `brig build` puts each service's `<name>.toml` and `<name>.squashfs`.
 pub const IMAGES: &str = "/lib/brig/containers";
@@ -33,6 +33,9 @@ pub const SHARED_DIRS: &[(&str, u32)] = &[
     ("/run/brig/network", 0o755),
     ("/run/brig/config", 0o755),
 ];
+/// Network namespaces kept prepared: a restart, or a few services starting
+/// together, need not create theirs.
+const NETNS_AHEAD: usize = 2;
 /// Named volumes (moved to the state partition when there is one).
 pub const VOLUMES: &str = "/var/lib/brig/volumes";
 
@@ -87,6 +90,8 @@ pub struct Services {
     mounted: HashSet<String>,
     /// Readiness command checks running: pid -> service.
     checks: HashMap<i32, String>,
+    /// Network namespaces prepared while idle, for services' (re)starts.
+    netns: netns::Pool,
 }
 
 impl Services {
@@ -101,6 +106,22 @@ impl Services {
             cgroup_root,
             mounted: HashSet::new(),
             checks: HashMap::new(),
+            netns: netns::Pool::new(NETNS_AHEAD),
+        }
+    }
+
+    /// Prepares a network namespace ahead if fewer than `NETNS_AHEAD` are
+    /// ready; on failure stops trying (starts then create their own) and
+    /// says why, once.
+    pub fn prepare_ahead(&mut self) -> Option<String> {
+        match self.netns.refill_one() {
+            Ok(_) => None,
+            Err(e) => {
+                self.netns = netns::Pool::new(0);
+                Some(format!(
+                    "{e}; services create their network namespaces as they start"
+                ))
+            }
         }
     }
 
@@ -191,7 +212,12 @@ impl Services {
             volumes: self.volumes.clone(),
             cgroup,
         };
-        let started = container::spawn(&spec, &paths)?;
+        let netns = if spec.shares(Namespace::Net) {
+            None
+        } else {
+            self.netns.take()
+        };
+        let started = container::spawn_in(&spec, &paths, netns.as_ref())?;
         container::set_nonblocking(&started.stdout);
         container::set_nonblocking(&started.stderr);
         Ok((started.pid, started.stdout, started.stderr))

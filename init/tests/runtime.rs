@@ -48,6 +48,11 @@ fn run(name: &str, spec: &str) -> Output {
 }
 
 fn run_on(name: &str, spec: &str, image: &Path) -> Output {
+    run_with(name, spec, image, &[])
+}
+
+/// As `run_on`, with further brig-container arguments.
+fn run_with(name: &str, spec: &str, image: &Path, extra: &[&str]) -> Output {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let spec_dir = dir.path().join(name);
@@ -65,6 +70,7 @@ fn run_on(name: &str, spec: &str, image: &Path) -> Output {
         .arg(image)
         .arg("--state")
         .arg(dir.path().join("state"))
+        .args(extra)
         .output()
         .unwrap()
 }
@@ -117,6 +123,17 @@ fn private_namespaces_hostname_pid1_and_dropped_capabilities() {
     assert_eq!(field(&out, "CapPrm:"), "00000000200405fb");
     assert_eq!(field(&out, "CapBnd:"), "00000000200405fb");
     assert_eq!(field(&out, "NoNewPrivs:"), "1");
+}
+
+#[test]
+fn a_private_network_has_its_loopback_up_fresh_or_prepared_ahead() {
+    let script = "echo net=$(busybox readlink /proc/self/ns/net); busybox ip -o link show lo; busybox ip -o addr show lo";
+    for extra in [&[][..], &["--netns-ahead"][..]] {
+        let out = stdout(&run_with("lo", &sh(script), rootfs(), extra));
+        assert_ne!(field(&out, "net="), host_ns("net"), "{extra:?}");
+        assert!(out.contains("<LOOPBACK,UP,LOWER_UP>"), "{extra:?}: {out}");
+        assert!(out.contains("inet 127.0.0.1/8"), "{extra:?}: {out}");
+    }
 }
 
 #[test]
