@@ -21,6 +21,7 @@ pub mod network_datasource;
 pub mod power_button;
 pub mod services;
 pub mod shutdown;
+pub mod state;
 pub mod supervisor;
 pub mod switch_root;
 pub mod system;

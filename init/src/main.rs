@@ -27,7 +27,7 @@ use brig_init::services::{Pipe, Services};
 use brig_init::supervisor::Action;
 use brig_init::system::{Linux, PowerAction, System};
 use brig_init::{
-    cgroup, datasource, local_config, modprobe, mounts, power_button, services, shutdown,
+    cgroup, datasource, local_config, modprobe, mounts, power_button, services, shutdown, state,
     switch_root, uevent, user_mounts, volume,
 };
 use brig_spec::cloud_config::{DEFAULT_FILE, LOCAL_FILE};
@@ -252,6 +252,20 @@ fn boot() -> Result<Init, String> {
         init.coldplug.load_named(&init.sys, module, &mut outcome);
     }
     report_modules("container modules", &outcome);
+    // Before the config: the saved config and datasource live on it.
+    let volumes = volume::scan().unwrap_or_else(|e| {
+        say(&format!("error: {e}"));
+        Vec::new()
+    });
+    if volumes
+        .iter()
+        .any(|(_, v)| v.label.as_deref() == Some(state::LABEL))
+    {
+        outcome = Outcome::default();
+        init.coldplug.load_named(&init.sys, "ext4", &mut outcome);
+        report_modules("state partition", &outcome);
+    }
+    say(&state::mount(&init.sys, &volumes).describe());
     match config_source(&init.sys, &cmdline) {
         ConfigSource::Found(found) => {
             if let Some(plan) = read_config(&init.sys, found) {

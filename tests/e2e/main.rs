@@ -11,4 +11,5 @@ mod isolated_net;
 mod metadata;
 mod network;
 mod services;
+mod state;
 mod user_services;

@@ -1,0 +1,102 @@
+//! The state partition: with an ext4 volume labelled BRIG_STATE attached,
+//! what the machine keeps survives a reboot: the ssh host keys, homes, a
+//! setting made with `brigctl config set`, and the datasource itself (the
+//! second boot has no seed disk), while per-instance steps do not run again.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::guest::{built, Guest};
+
+const BOOT: Duration = Duration::from_secs(240);
+
+fn run(command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed");
+}
+
+#[test]
+fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
+    let board = "qemu-x86_64";
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.img");
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-L", "BRIG_STATE"])
+        .arg(&state)
+        .arg("256M"));
+    let key = dir.path().join("key");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key));
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let user_data = dir.path().join("user-data");
+    std::fs::write(
+        &user_data,
+        format!(
+            "#cloud-config\nhostname: stateful\nssh_authorized_keys: ['{}']\n\
+             runcmd:\n  - echo ran >> /var/lib/cloud/runcmd-count\n",
+            public.trim()
+        ),
+    )
+    .unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let state_drive = format!("--qemu-arg=file={},format=raw,if=virtio", state.display());
+    let host_key = "cat /var/lib/ssh/ssh_host_ed25519_key.pub";
+
+    // First boot: seed disk and state disk.
+    let mut guest = Guest::boot_with(
+        board,
+        &built(board),
+        &["brig.service_output=console"],
+        &[
+            "--user-data",
+            user_data.to_str().unwrap(),
+            "--qemu-arg=-drive",
+            &state_drive,
+        ],
+    );
+    let serial = guest.wait_for("brig: ready", BOOT);
+    assert!(
+        serial.contains("state: /dev/vdb (BRIG_STATE, ext4) mounted at /var/lib/brig"),
+        "{serial}"
+    );
+    let ssh = |guest: &Guest, command: &str| guest.ssh_ok("brig", &key, &known_hosts, command);
+    let first_key = ssh(&guest, host_key);
+    ssh(
+        &guest,
+        "echo kept > ~/kept.txt; sudo brigctl config set timezone Asia/Tokyo >/dev/null; \
+         for i in $(seq 60); do [ -f /var/lib/cloud/runcmd-count ] && break; sleep 1; done",
+    );
+    let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl reboot");
+    guest.wait_exit(Duration::from_secs(120));
+    drop(guest);
+
+    // Second boot: the state disk only.
+    let mut guest = Guest::boot_with(
+        board,
+        &built(board),
+        &["brig.service_output=console"],
+        &["--qemu-arg=-drive", &state_drive],
+    );
+    let serial = guest.wait_for("brig: ready", BOOT);
+    for said in [
+        "state: /dev/vda (BRIG_STATE, ext4) mounted at /var/lib/brig",
+        "config: from /var/lib/brig/config/datasource (saved at an earlier boot; no datasource now)",
+        "hostname stateful (from config)",
+        "runcmd and scripts already ran for instance",
+    ] {
+        assert!(serial.contains(said), "{said:?} not in:\n{serial}");
+    }
+    assert!(
+        !serial.contains("generated the ed25519 host key"),
+        "{serial}"
+    );
+    assert_eq!(ssh(&guest, host_key), first_key, "the host key changed");
+    let out = ssh(
+        &guest,
+        "cat ~/kept.txt /etc/timezone; wc -l < /var/lib/cloud/runcmd-count",
+    );
+    assert_eq!(out, "kept\nAsia/Tokyo\n1\n", "{out}");
+}
