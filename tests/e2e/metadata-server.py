@@ -2,6 +2,7 @@
 """An EC2-style instance metadata service for the end-to-end tests, in
 IMDSv2-only mode: PUT /latest/api/token gives a session token, and every
 GET without it is refused (401), as an instance with "HttpTokens: required".
+Paths under /nocloud/ are served without a token, as a NoCloud seed URL.
 
 QEMU runs it for each guest connection to 169.254.169.254:80 (guestfwd with
 cmd:), the connection on stdin and stdout. Python's own HTTP server parses
@@ -47,7 +48,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.answer(400)
 
     def do_GET(self):
-        if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
+        # /nocloud/ is a plain web server for NoCloud seed URLs; the rest is
+        # the metadata service, which wants its token.
+        nocloud = self.path.startswith("/nocloud/")
+        if not nocloud and self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
             return self.answer(401)
         relative = os.path.normpath(self.path.removeprefix("/latest/")).lstrip("/")
         path = os.path.join(root, relative)

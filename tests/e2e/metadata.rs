@@ -1,7 +1,8 @@
 //! Config from the network: an EC2-style metadata service (IMDSv2 only,
 //! tests/e2e/metadata-server.py) at 169.254.169.254, reached through QEMU's
 //! user network (guestfwd), on a machine whose DMI says "Amazon EC2". PID 1
-//! starts the network container alone, fetches, then the rest.
+//! starts the network container alone, fetches, then the rest. And a
+//! NoCloud seed URL (`ds=nocloud;s=`) served by the same test server.
 
 use std::path::Path;
 use std::process::Command;
@@ -123,5 +124,57 @@ fn qemu_x86_64_gets_its_config_from_an_ec2_metadata_service() {
     assert!(
         requests.contains("GET /latest/user-data AQAEAbrig-e2e-token== 200"),
         "{requests}"
+    );
+}
+
+/// `ds=nocloud;s=http://…/` on the kernel command line: the seed's files
+/// from a web server (the same test server, its /nocloud/ directory).
+#[test]
+fn qemu_x86_64_gets_its_config_from_a_nocloud_seed_url() {
+    let board = "qemu-x86_64";
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = key_pair(dir.path(), "seed-key");
+    let root = dir.path().join("www");
+    let seed = root.join("nocloud");
+    std::fs::create_dir_all(&seed).unwrap();
+    std::fs::write(
+        seed.join("user-data"),
+        format!("#cloud-config\nhostname: seeded-over-http\nssh_authorized_keys: ['{public}']\n"),
+    )
+    .unwrap();
+    std::fs::write(seed.join("meta-data"), "instance-id: iid-http-seed\n").unwrap();
+    let log = dir.path().join("requests.log");
+    let server = source_dir().join("tests/e2e/metadata-server.py");
+    let forward = format!(
+        "guestfwd=tcp:169.254.169.254:80-cmd:python3 {} {} {}",
+        server.display(),
+        root.display(),
+        log.display()
+    );
+    let known_hosts = dir.path().join("known_hosts");
+    let mut guest = Guest::boot_with(
+        board,
+        &built(board),
+        &["ds=nocloud;s=http://169.254.169.254/nocloud/"],
+        &["--user-net", "net=169.254.169.0/24", "--user-net", &forward],
+    );
+    let serial = guest.wait_for("brig: ready", BOOT);
+    assert!(
+        serial.contains("config: from http://169.254.169.254:80/nocloud/ (NoCloud seed URL)"),
+        "{serial}"
+    );
+    let out = guest.ssh_ok("brig", &key, &known_hosts, "hostname");
+    assert_eq!(out, "seeded-over-http\n", "{out}");
+    let requests = std::fs::read_to_string(&log).unwrap();
+    for line in [
+        "GET /nocloud/user-data - 200",
+        "GET /nocloud/meta-data - 200",
+        "GET /nocloud/network-config - 404",
+    ] {
+        assert!(requests.contains(line), "{line:?} not in:\n{requests}");
+    }
+    assert!(
+        !requests.contains("/latest/"),
+        "no metadata service asked: {requests}"
     );
 }
