@@ -48,10 +48,10 @@ const SIGNALS: &[Signal] = &[
     Signal::SIGPWR,
     Signal::SIGHUP,
 ];
-/// Modules no device asks for but system containers need.
 /// The system container that brings the network up (network datasources
 /// wait for it).
 const NETWORK_SERVICE: &str = "network";
+/// Modules no device asks for but system containers need.
 const CONTAINER_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
 /// How long services get to stop at shutdown before the rest goes ahead.
 const SERVICES_STOP_LIMIT: Duration = Duration::from_secs(30);
@@ -327,9 +327,9 @@ fn config_source(sys: &dyn System, cmdline: &Cmdline) -> ConfigSource {
     }
 }
 
-/// cloud-init config from a local datasource: the host name now, files
-/// under /run/brig/config for the system containers. Problems are reported
-/// and the rest applies.
+/// cloud-init config from what the datasource gave (or the saved one when
+/// it gave nothing): the host name now, files under /run/brig/config for
+/// the system containers. Problems are reported and the rest applies.
 fn read_config(
     sys: &dyn System,
     found: Result<Option<datasource::Seed>, String>,
@@ -496,7 +496,7 @@ impl Init {
             "config: no local datasource; fetching from {remote} once the network is up"
         ));
         match network_datasource::spawn(&remote) {
-            Ok((_pid, fd)) => match watch(&self.epoll, fd.as_fd()) {
+            Ok(fd) => match watch(&self.epoll, fd.as_fd()) {
                 Ok(()) => {
                     self.services.supervisor.hold_all_but(NETWORK_SERVICE);
                     self.sources.insert(

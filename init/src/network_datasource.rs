@@ -247,7 +247,7 @@ impl Fetch for Network {
 
 /// Starts a child process that reads `remote` and writes the outcome as
 /// JSON (`{"Ok": seed}` or `{"Err": why}`) to the returned pipe.
-pub fn spawn(remote: &Remote) -> Result<(i32, OwnedFd), String> {
+pub fn spawn(remote: &Remote) -> Result<OwnedFd, String> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("making a pipe: {e}"))?;
     // SAFETY: PID 1 is single-threaded, so the child has a consistent heap;
@@ -273,7 +273,8 @@ pub fn spawn(remote: &Remote) -> Result<(i32, OwnedFd), String> {
             // SAFETY: leave without running PID 1's destructors.
             unsafe { libc::_exit(0) }
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => Ok((child.as_raw(), read_end)),
+        // The central reaper collects the helper when it exits.
+        Ok(nix::unistd::ForkResult::Parent { .. }) => Ok(read_end),
         Err(e) => Err(format!("forking the datasource helper: {e}")),
     }
 }
