@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use brig_spec::control::{LogLine, Request, Response, ServiceStatus, SOCKET};
+use brig_spec::control::{LogLine, Request, Response, ServiceStatus, SystemStatus, SOCKET};
 use brig_spec::network::{NetworkStatus, STATUS_SOCKET};
 use clap::{Parser, Subcommand};
 
@@ -30,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The machine: version, board, kernel, boot, state partition, uptime.
+    Status,
     /// List the system services.
     Ps,
     /// Show a service's output.
@@ -110,6 +112,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             ),
             ConfigAction::Unset { key } => (Request::ConfigUnset { key: key.clone() }, false),
         },
+        Command::Status => (Request::Status, false),
         Command::Ps => (Request::Ps, false),
         Command::Logs {
             service,
@@ -177,6 +180,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 }
                 Response::Services { services } => print_services(&services),
                 Response::Log { lines } => print_lines(&lines),
+                Response::Status { status } => print!("{}", status_text(&status)),
             }
         }
         let _ = std::io::stdout().flush();
@@ -185,6 +189,39 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         }
     }
     Ok(code)
+}
+
+fn status_text(status: &SystemStatus) -> String {
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let state = match (
+        &status.state.device,
+        status.state.size_bytes,
+        status.state.used_bytes,
+    ) {
+        (Some(device), Some(size), Some(used)) => format!(
+            "{device} at /var/lib/brig: {:.1} MiB of {:.1} MiB used ({:.0}%)",
+            mib(used),
+            mib(size),
+            used as f64 * 100.0 / size.max(1) as f64
+        ),
+        (Some(device), ..) => format!("{device} at /var/lib/brig"),
+        (None, ..) => status
+            .state
+            .detail
+            .trim_start_matches("state: ")
+            .to_string(),
+    };
+    let up = status.uptime_seconds;
+    format!(
+        "version  {}\nboard    {}\nkernel   {}\nboot     {}\nuptime   {}h {:02}m {:02}s\nstate    {state}\n",
+        status.version,
+        status.board,
+        status.kernel,
+        status.boot,
+        up / 3600,
+        up / 60 % 60,
+        up % 60
+    )
 }
 
 /// Asks brig-netd (not PID 1) for the network's state.
@@ -405,5 +442,37 @@ mod tests {
         assert_eq!(size(512), "512B");
         assert_eq!(size(64 << 20), "64M");
         assert_eq!(size(300 << 10), "300K");
+    }
+
+    #[test]
+    fn status_with_and_without_a_state_partition() {
+        use brig_spec::control::StateStatus;
+        let mut status = SystemStatus {
+            version: "0.1.0".into(),
+            board: "qemu-x86_64".into(),
+            kernel: "6.12.117+deb13-cloud-amd64".into(),
+            boot: "kernel and initramfs".into(),
+            uptime_seconds: 3725,
+            state: StateStatus {
+                device: Some("/dev/vdb".into()),
+                size_bytes: Some(256 << 20),
+                used_bytes: Some(64 << 20),
+                detail: "state: /dev/vdb (BRIG_STATE, ext4) mounted at /var/lib/brig".into(),
+            },
+        };
+        assert_eq!(
+            status_text(&status),
+            "version  0.1.0\nboard    qemu-x86_64\nkernel   6.12.117+deb13-cloud-amd64\n\
+             boot     kernel and initramfs\nuptime   1h 02m 05s\n\
+             state    /dev/vdb at /var/lib/brig: 64.0 MiB of 256.0 MiB used (25%)\n"
+        );
+        status.state = StateStatus {
+            device: None,
+            size_bytes: None,
+            used_bytes: None,
+            detail: "state: no state partition (BRIG_STATE): running from RAM".into(),
+        };
+        assert!(status_text(&status)
+            .ends_with("state    no state partition (BRIG_STATE): running from RAM\n"));
     }
 }

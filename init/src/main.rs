@@ -31,7 +31,7 @@ use brig_init::{
     switch_root, uevent, user_mounts, volume,
 };
 use brig_spec::cloud_config::{DEFAULT_FILE, LOCAL_FILE};
-use brig_spec::control::{LogLine, Request, Response, SOCKET};
+use brig_spec::control::{LogLine, Request, Response, SystemStatus, SOCKET};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -85,6 +85,9 @@ struct Init {
     announced_ready: bool,
     /// A power action waiting for services to stop, and until when.
     pending_power: Option<(PowerAction, Instant)>,
+    /// How this boot reached PID 1, for `brigctl status`.
+    boot: &'static str,
+    state: state::State,
 }
 
 fn main() {
@@ -145,7 +148,9 @@ fn boot() -> Result<Init, String> {
     }
     ensure_console();
     say("mounted /proc /sys /dev /dev/pts /dev/shm /run /sys/fs/cgroup");
-    if switch_root::on_initramfs(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()) {
+    let on_initramfs =
+        switch_root::on_initramfs(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    if on_initramfs {
         match switch_root::switch(&["/proc", "/sys", "/dev", "/run"]) {
             Ok(()) => say("switched from the initramfs to a tmpfs root"),
             Err(e) => say(&format!(
@@ -237,6 +242,12 @@ fn boot() -> Result<Init, String> {
         echo_output: cmdline.value("brig.service_output") == Some("console"),
         announced_ready: false,
         pending_power: None,
+        boot: if on_initramfs {
+            "kernel and initramfs"
+        } else {
+            "a root filesystem"
+        },
+        state: state::State::Absent,
     };
 
     let mut outcome = init.coldplug.scan(&init.sys, Path::new("/sys"));
@@ -265,7 +276,8 @@ fn boot() -> Result<Init, String> {
         init.coldplug.load_named(&init.sys, "ext4", &mut outcome);
         report_modules("state partition", &outcome);
     }
-    say(&state::mount(&init.sys, &volumes).describe());
+    init.state = state::mount(&init.sys, &volumes);
+    say(&init.state.describe());
     match config_source(&init.sys, &cmdline) {
         ConfigSource::Found(found) => {
             if let Some(plan) = read_config(&init.sys, found) {
@@ -441,6 +453,22 @@ fn uptime() -> f64 {
 }
 
 impl Init {
+    fn status(&self) -> SystemStatus {
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        SystemStatus {
+            version: VERSION.to_string(),
+            board: fs::read_to_string("/etc/brig/board")
+                .map(|b| b.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            kernel,
+            boot: self.boot.to_string(),
+            uptime_seconds: console::since_boot().as_secs(),
+            state: self.state.status(),
+        }
+    }
+
     /// Applies what config asks of PID 1 itself: sysctls, modules, mounts
     /// and the user's services (the rest went to files for the containers).
     fn apply_config(&mut self, plan: datasource::Plan) {
@@ -838,6 +866,9 @@ impl Init {
         let ok = |message: String| Response::Ok { message };
         let known = |services: &Services, name: &str| services.supervisor.get(name).is_some();
         Some(match request {
+            Request::Status => Response::Status {
+                status: self.status(),
+            },
             Request::Ps => Response::Services {
                 services: self.services.status(now),
             },

@@ -5,6 +5,7 @@
 //! runs from RAM and says so. A volume that does not mount is reported and
 //! left as it is.
 
+use brig_spec::control::StateStatus;
 use nix::mount::MsFlags;
 
 use crate::system::System;
@@ -41,6 +42,31 @@ impl State {
             State::Unusable { device, error } => format!(
                 "error: state: {device} ({LABEL}): {error}; running from RAM, the volume is left untouched"
             ),
+        }
+    }
+}
+
+impl State {
+    /// For `brigctl status`: the device and how full it is.
+    pub fn status(&self) -> StateStatus {
+        let (device, usage) = match self {
+            State::Mounted { device } => (
+                Some(device.clone()),
+                // The field types differ between C libraries and arches.
+                #[allow(clippy::unnecessary_cast)]
+                nix::sys::statvfs::statvfs(MOUNT_POINT).ok().map(|v| {
+                    let block = v.fragment_size() as u64;
+                    let size = v.blocks() as u64 * block;
+                    (size, size - v.blocks_free() as u64 * block)
+                }),
+            ),
+            _ => (None, None),
+        };
+        StateStatus {
+            device,
+            size_bytes: usage.map(|u| u.0),
+            used_bytes: usage.map(|u| u.1),
+            detail: self.describe(),
         }
     }
 }

@@ -13,6 +13,8 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Request {
     Ps,
+    /// The machine: version, board, boot, state partition, uptime.
+    Status,
     Logs {
         service: String,
         #[serde(default)]
@@ -61,6 +63,32 @@ pub enum Response {
     Log {
         lines: Vec<LogLine>,
     },
+    Status {
+        status: SystemStatus,
+    },
+}
+
+/// `brigctl status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemStatus {
+    pub version: String,
+    pub board: String,
+    pub kernel: String,
+    /// How this boot reached PID 1: "kernel and initramfs", ...
+    pub boot: String,
+    pub uptime_seconds: u64,
+    pub state: StateStatus,
+}
+
+/// The state partition, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateStatus {
+    /// The device mounted at /var/lib/brig; None when running from RAM.
+    pub device: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub used_bytes: Option<u64>,
+    /// What PID 1 said about it at boot.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

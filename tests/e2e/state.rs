@@ -64,6 +64,15 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
     );
     let ssh = |guest: &Guest, command: &str| guest.ssh_ok("brig", &key, &known_hosts, command);
     let first_key = ssh(&guest, host_key);
+    let status = ssh(&guest, "sudo brigctl status");
+    for line in [
+        "board    qemu-x86_64\n",
+        "boot     kernel and initramfs\n",
+        "state    /dev/vdb at /var/lib/brig: ",
+    ] {
+        assert!(status.contains(line), "{line:?} not in:\n{status}");
+    }
+    assert!(status.contains(" MiB of 2"), "a 256 MB partition: {status}");
     ssh(
         &guest,
         "echo kept > ~/kept.txt; sudo brigctl config set timezone Asia/Tokyo >/dev/null; \
