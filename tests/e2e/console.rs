@@ -462,4 +462,10 @@ write_files:
         guest.ssh_ok("brig", &drive_key, &known_hosts, "id -un"),
         "brig\n"
     );
+    // Without a state partition, the machine says it runs from RAM.
+    let status = guest.ssh_ok("brig", &key, &known_hosts, "sudo brigctl status");
+    assert!(
+        status.contains("state    no state partition (BRIG_STATE): running from RAM"),
+        "{status}"
+    );
 }
