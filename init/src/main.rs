@@ -51,6 +51,9 @@ const SIGNALS: &[Signal] = &[
 /// The system container that brings the network up (network datasources
 /// wait for it).
 const NETWORK_SERVICE: &str = "network";
+/// The system container with the filesystem tools (e2fsck) PID 1 runs
+/// before the services.
+const STORAGE_TOOLS: &str = "storage";
 /// Modules no device asks for but system containers need.
 const CONTAINER_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
 /// How long services get to stop at shutdown before the rest goes ahead.
@@ -263,6 +266,14 @@ fn boot() -> Result<Init, String> {
         init.coldplug.load_named(&init.sys, module, &mut outcome);
     }
     report_modules("container modules", &outcome);
+    match &cgroups {
+        Some(root) => {
+            for e in cgroup::prepare(root) {
+                say(&format!("error: cgroups: {e}"));
+            }
+        }
+        None => say("error: no cgroup2 hierarchy: services run without limits"),
+    }
     // Before the config: the saved config and datasource live on it.
     let volumes = volume::scan().unwrap_or_else(|e| {
         say(&format!("error: {e}"));
@@ -276,7 +287,12 @@ fn boot() -> Result<Init, String> {
         init.coldplug.load_named(&init.sys, "ext4", &mut outcome);
         report_modules("state partition", &outcome);
     }
-    init.state = state::mount(&init.sys, &volumes);
+    let services = &mut init.services;
+    init.state = state::mount(&init.sys, &volumes, &mut |device| {
+        let (code, output) =
+            services.run_tool(STORAGE_TOOLS, &["/usr/sbin/e2fsck", "-p", device])?;
+        state::fsck_verdict(code, &output)
+    });
     say(&init.state.describe());
     match config_source(&init.sys, &cmdline) {
         ConfigSource::Found(found) => {
@@ -285,14 +301,6 @@ fn boot() -> Result<Init, String> {
             }
         }
         ConfigSource::Network(remote) => init.fetch_config(remote),
-    }
-    match &cgroups {
-        Some(root) => {
-            for e in cgroup::prepare(root) {
-                say(&format!("error: cgroups: {e}"));
-            }
-        }
-        None => say("error: no cgroup2 hierarchy: services run without limits"),
     }
     init.open_control_socket();
     let count = init.services.supervisor.services.len();

@@ -4,6 +4,7 @@
 //! service's output.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -191,6 +192,16 @@ impl Services {
             .ok_or("unknown service")?
             .spec
             .clone();
+        let started = self.spawn(&spec)?;
+        container::set_nonblocking(&started.stdout);
+        container::set_nonblocking(&started.stderr);
+        Ok((started.pid, started.stdout, started.stderr))
+    }
+
+    /// Mounts the service's image if needed, makes its cgroup, and starts
+    /// its container as `spec` says.
+    fn spawn(&mut self, spec: &ServiceSpec) -> Result<container::Started, String> {
+        let name = spec.name.as_str();
         let lower = self.run.join("images").join(name);
         if !self.mounted.contains(name) {
             let source = match &spec.rootfs.image {
@@ -217,10 +228,39 @@ impl Services {
         } else {
             self.netns.take()
         };
-        let started = container::spawn_in(&spec, &paths, netns.as_ref())?;
-        container::set_nonblocking(&started.stdout);
-        container::set_nonblocking(&started.stderr);
-        Ok((started.pid, started.stdout, started.stderr))
+        container::spawn_in(spec, &paths, netns.as_ref())
+    }
+
+    /// Runs `command` in a container of service `name`'s image and waits
+    /// for it: for the tools PID 1 needs before the services start (before
+    /// its event loop, so it may wait here). Returns the exit code and the
+    /// output (stdout, then stderr).
+    pub fn run_tool(&mut self, name: &str, command: &[&str]) -> Result<(i32, String), String> {
+        let mut spec = self
+            .supervisor
+            .get(name)
+            .ok_or_else(|| format!("this image has no {name} container"))?
+            .spec
+            .clone();
+        spec.command = command.iter().map(|c| c.to_string()).collect();
+        let started = self.spawn(&spec)?;
+        // One stream after the other: the tools say little, far less than a
+        // pipe holds, so stderr cannot fill up while stdout is read.
+        let mut output = String::new();
+        for stream in [started.stdout, started.stderr] {
+            let _ = std::fs::File::from(stream).read_to_string(&mut output);
+        }
+        let code = loop {
+            match nix::sys::wait::waitpid(Pid::from_raw(started.pid), None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code,
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
+                    break 128 + signal as i32
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(format!("waiting for {}: {e}", command.join(" "))),
+            }
+        };
+        Ok((code, output))
     }
 
     fn cgroup_of(&self, name: &str) -> Option<PathBuf> {

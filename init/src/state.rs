@@ -71,8 +71,30 @@ impl State {
     }
 }
 
-/// Finds the state partition among `volumes` and mounts it.
-pub fn mount(sys: &dyn System, volumes: &[(String, Volume)]) -> State {
+/// What e2fsck's exit code (`-p`, preen) means for mounting: Ok with a word
+/// for the console, or why the volume must be left alone.
+pub fn fsck_verdict(code: i32, output: &str) -> Result<String, String> {
+    let said = output
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    match code {
+        0 => Ok("clean".into()),
+        1 | 2 => Ok(format!("errors corrected ({said})")),
+        _ => Err(format!("e2fsck could not repair it (exit {code}): {said}")),
+    }
+}
+
+/// Finds the state partition among `volumes`, checks it with `check`
+/// (e2fsck: what it said, or why not to mount) and mounts it.
+pub fn mount(
+    sys: &dyn System,
+    volumes: &[(String, Volume)],
+    check: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> State {
     let mut found = volumes
         .iter()
         .filter(|(_, v)| v.label.as_deref() == Some(LABEL));
@@ -90,6 +112,10 @@ pub fn mount(sys: &dyn System, volumes: &[(String, Volume)]) -> State {
     }
     if volume.fstype != "ext4" {
         return unusable(format!("it holds {}, not ext4", volume.fstype));
+    }
+    match check(device) {
+        Ok(said) => crate::console::say(&format!("state: e2fsck {device}: {said}")),
+        Err(e) => return unusable(e),
     }
     if let Err(e) = sys.create_dir_all(MOUNT_POINT) {
         return unusable(format!("creating {MOUNT_POINT}: {e}"));
@@ -123,7 +149,7 @@ mod tests {
             ("/dev/vda".to_string(), volume("cidata", "vfat")),
             ("/dev/vdb".to_string(), volume(LABEL, "ext4")),
         ];
-        let state = mount(&sys, &volumes);
+        let state = mount(&sys, &volumes, &mut |_| Ok("clean".into()));
         assert_eq!(
             state,
             State::Mounted {
@@ -131,7 +157,7 @@ mod tests {
             }
         );
         assert_eq!(sys.calls(), ["mount /var/lib/brig ext4 /dev/vdb"]);
-        assert!(mount(&sys, &volumes[..1])
+        assert!(mount(&sys, &volumes[..1], &mut |_| Ok("clean".into()))
             .describe()
             .contains("running from RAM"));
     }
@@ -143,13 +169,13 @@ mod tests {
             ("/dev/vdb".to_string(), volume(LABEL, "ext4")),
             ("/dev/vdc".to_string(), volume(LABEL, "ext4")),
         ];
-        let state = mount(&sys, &two).describe();
+        let state = mount(&sys, &two, &mut |_| Ok("clean".into())).describe();
         assert!(
             state.contains("/dev/vdc is labelled BRIG_STATE too"),
             "{state}"
         );
         let fat = vec![("/dev/vdb".to_string(), volume(LABEL, "vfat"))];
-        assert!(mount(&sys, &fat)
+        assert!(mount(&sys, &fat, &mut |_| Ok("clean".into()))
             .describe()
             .contains("holds vfat, not ext4"));
         assert!(sys.calls().is_empty(), "nothing mounted: {:?}", sys.calls());
@@ -157,11 +183,38 @@ mod tests {
         failing
             .failures
             .insert("mount /var/lib/brig".into(), libc::EUCLEAN);
-        let state = mount(&failing, &two[..1]);
+        let state = mount(&failing, &two[..1], &mut |_| Ok("clean".into()));
         assert!(
             matches!(&state, State::Unusable { error, .. } if error.starts_with("mounting: ")),
             "{state:?}"
         );
         assert!(state.describe().contains("left untouched"));
+    }
+
+    #[test]
+    fn what_fsck_says_decides() {
+        assert_eq!(
+            fsck_verdict(0, "BRIG_STATE: clean, 11/65536 files"),
+            Ok("clean".into())
+        );
+        assert_eq!(
+            fsck_verdict(1, "BRIG_STATE: 12/65536 files (0.0% non-contiguous)"),
+            Ok("errors corrected (BRIG_STATE: 12/65536 files (0.0% non-contiguous))".into())
+        );
+        let refused = fsck_verdict(
+            4,
+            "BRIG_STATE: UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY.\n\t(i.e., without -a or -p options)",
+        )
+        .unwrap_err();
+        assert!(refused.contains("exit 4"), "{refused}");
+        assert!(fsck_verdict(8, "ext2fs_check_desc: Corrupt group descriptor").is_err());
+        // An unusable verdict stops the mount, and nothing is mounted.
+        let sys = Recorder::default();
+        let volumes = vec![("/dev/vdb".to_string(), volume(LABEL, "ext4"))];
+        let state = mount(&sys, &volumes, &mut |_| {
+            Err("e2fsck could not repair it (exit 4): x".into())
+        });
+        assert!(state.describe().contains("exit 4"), "{state:?}");
+        assert!(sys.calls().is_empty());
     }
 }

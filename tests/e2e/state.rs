@@ -95,6 +95,7 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         "config: from /var/lib/brig/config/datasource (saved at an earlier boot; no datasource now)",
         "hostname stateful (from config)",
         "runcmd and scripts already ran for instance",
+        "state: e2fsck /dev/vda: clean",
     ] {
         assert!(serial.contains(said), "{said:?} not in:\n{serial}");
     }
@@ -108,4 +109,57 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         "cat ~/kept.txt /etc/timezone; wc -l < /var/lib/cloud/runcmd-count",
     );
     assert_eq!(out, "kept\nAsia/Tokyo\n1\n", "{out}");
+    drop(guest);
+
+    // A state partition broken beyond what e2fsck -p repairs (its root
+    // directory's inode cleared, the filesystem marked as having errors):
+    // Brig says why and runs from RAM; the volume is neither repaired nor
+    // made anew (the same UUID, the same damage), for the user to rescue.
+    for request in ["clri <2>", "ssv state 2"] {
+        run(Command::new("debugfs")
+            .args(["-w", "-R", request])
+            .arg(&state));
+    }
+    let uuid = || {
+        let out = Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(&state)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("Filesystem UUID:"))
+            .unwrap_or_else(|| panic!("no UUID in {text}"))
+            .to_string()
+    };
+    let uuid_before = uuid();
+    let mut guest = Guest::boot_with(
+        board,
+        &built(board),
+        &[],
+        &["--qemu-arg=-drive", &state_drive],
+    );
+    let serial = guest.wait_for("brig: ready", BOOT);
+    assert!(
+        serial.contains("error: state: /dev/vda (BRIG_STATE): e2fsck could not repair it (exit 4)"),
+        "{serial}"
+    );
+    assert!(
+        serial.contains("running from RAM, the volume is left untouched"),
+        "{serial}"
+    );
+    guest.qmp("system_powerdown", serde_json::json!({}));
+    guest.wait_exit(Duration::from_secs(120));
+    drop(guest);
+    assert_eq!(uuid(), uuid_before);
+    let check = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        said.contains("Root inode is not a directory"),
+        "the damage is still there: {said}"
+    );
 }
