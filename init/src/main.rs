@@ -288,10 +288,24 @@ fn boot() -> Result<Init, String> {
         report_modules("state partition", &outcome);
     }
     let services = &mut init.services;
-    init.state = state::mount(&init.sys, &volumes, &mut |device| {
+    init.state = state::mount(&init.sys, &volumes, &mut |device, grow| {
+        if !grow {
+            let (code, output) =
+                services.run_tool(STORAGE_TOOLS, &["/usr/sbin/e2fsck", "-p", device])?;
+            return state::fsck_verdict(code, &output).map(|said| format!("e2fsck: {said}"));
+        }
+        // resize2fs wants a full check first; both offline, before the
+        // mount (from its container resize2fs would not see PID 1's mount).
         let (code, output) =
-            services.run_tool(STORAGE_TOOLS, &["/usr/sbin/e2fsck", "-p", device])?;
-        state::fsck_verdict(code, &output)
+            services.run_tool(STORAGE_TOOLS, &["/usr/sbin/e2fsck", "-f", "-p", device])?;
+        let checked = state::fsck_verdict(code, &output)?;
+        let (code, output) = services.run_tool(STORAGE_TOOLS, &["/usr/sbin/resize2fs", device])?;
+        let said = output.trim().lines().last().unwrap_or_default().to_string();
+        Ok(match code {
+            0 => format!("e2fsck: {checked}; grown to fill the disk: {said}"),
+            // Not growing is no reason to run from RAM.
+            _ => format!("e2fsck: {checked}; error: resize2fs failed (exit {code}): {said}"),
+        })
     });
     say(&init.state.describe());
     match config_source(&init.sys, &cmdline) {

@@ -88,12 +88,22 @@ pub fn fsck_verdict(code: i32, output: &str) -> Result<String, String> {
     }
 }
 
+/// Less than this left over on the device is not worth growing into.
+const GROW_MARGIN: u64 = 8 << 20;
+
+/// Whether the filesystem should grow to fill its device (a disk image
+/// written to a larger disk).
+pub fn should_grow(volume: &Volume) -> bool {
+    matches!((volume.fs_bytes, volume.device_bytes), (Some(fs), Some(dev)) if dev > fs + GROW_MARGIN)
+}
+
 /// Finds the state partition among `volumes`, checks it with `check`
-/// (e2fsck: what it said, or why not to mount) and mounts it.
+/// (e2fsck, and resize2fs when told to grow it: what they said, or why not
+/// to mount) and mounts it.
 pub fn mount(
     sys: &dyn System,
     volumes: &[(String, Volume)],
-    check: &mut dyn FnMut(&str) -> Result<String, String>,
+    check: &mut dyn FnMut(&str, bool) -> Result<String, String>,
 ) -> State {
     let mut found = volumes
         .iter()
@@ -113,8 +123,8 @@ pub fn mount(
     if volume.fstype != "ext4" {
         return unusable(format!("it holds {}, not ext4", volume.fstype));
     }
-    match check(device) {
-        Ok(said) => crate::console::say(&format!("state: e2fsck {device}: {said}")),
+    match check(device, should_grow(volume)) {
+        Ok(said) => crate::console::say(&format!("state: {device}: {said}")),
         Err(e) => return unusable(e),
     }
     if let Err(e) = sys.create_dir_all(MOUNT_POINT) {
@@ -139,6 +149,7 @@ mod tests {
             fstype,
             label: Some(label.into()),
             uuid: None,
+            ..Volume::default()
         }
     }
 
@@ -149,7 +160,7 @@ mod tests {
             ("/dev/vda".to_string(), volume("cidata", "vfat")),
             ("/dev/vdb".to_string(), volume(LABEL, "ext4")),
         ];
-        let state = mount(&sys, &volumes, &mut |_| Ok("clean".into()));
+        let state = mount(&sys, &volumes, &mut |_, _| Ok("clean".into()));
         assert_eq!(
             state,
             State::Mounted {
@@ -157,7 +168,7 @@ mod tests {
             }
         );
         assert_eq!(sys.calls(), ["mount /var/lib/brig ext4 /dev/vdb"]);
-        assert!(mount(&sys, &volumes[..1], &mut |_| Ok("clean".into()))
+        assert!(mount(&sys, &volumes[..1], &mut |_, _| Ok("clean".into()))
             .describe()
             .contains("running from RAM"));
     }
@@ -169,13 +180,13 @@ mod tests {
             ("/dev/vdb".to_string(), volume(LABEL, "ext4")),
             ("/dev/vdc".to_string(), volume(LABEL, "ext4")),
         ];
-        let state = mount(&sys, &two, &mut |_| Ok("clean".into())).describe();
+        let state = mount(&sys, &two, &mut |_, _| Ok("clean".into())).describe();
         assert!(
             state.contains("/dev/vdc is labelled BRIG_STATE too"),
             "{state}"
         );
         let fat = vec![("/dev/vdb".to_string(), volume(LABEL, "vfat"))];
-        assert!(mount(&sys, &fat, &mut |_| Ok("clean".into()))
+        assert!(mount(&sys, &fat, &mut |_, _| Ok("clean".into()))
             .describe()
             .contains("holds vfat, not ext4"));
         assert!(sys.calls().is_empty(), "nothing mounted: {:?}", sys.calls());
@@ -183,7 +194,7 @@ mod tests {
         failing
             .failures
             .insert("mount /var/lib/brig".into(), libc::EUCLEAN);
-        let state = mount(&failing, &two[..1], &mut |_| Ok("clean".into()));
+        let state = mount(&failing, &two[..1], &mut |_, _| Ok("clean".into()));
         assert!(
             matches!(&state, State::Unusable { error, .. } if error.starts_with("mounting: ")),
             "{state:?}"
@@ -211,10 +222,33 @@ mod tests {
         // An unusable verdict stops the mount, and nothing is mounted.
         let sys = Recorder::default();
         let volumes = vec![("/dev/vdb".to_string(), volume(LABEL, "ext4"))];
-        let state = mount(&sys, &volumes, &mut |_| {
+        let state = mount(&sys, &volumes, &mut |_, _| {
             Err("e2fsck could not repair it (exit 4): x".into())
         });
         assert!(state.describe().contains("exit 4"), "{state:?}");
         assert!(sys.calls().is_empty());
+    }
+
+    #[test]
+    fn a_filesystem_smaller_than_its_device_grows() {
+        let sized = |fs: u64, dev: u64| Volume {
+            fs_bytes: Some(fs),
+            device_bytes: Some(dev),
+            ..volume(LABEL, "ext4")
+        };
+        assert!(should_grow(&sized(256 << 20, 1 << 30)));
+        assert!(
+            !should_grow(&sized(256 << 20, (256 << 20) + (1 << 20))),
+            "a little slack"
+        );
+        assert!(!should_grow(&volume(LABEL, "ext4")), "sizes unknown");
+        let sys = Recorder::default();
+        let volumes = vec![("/dev/vdb".to_string(), sized(256 << 20, 1 << 30))];
+        let mut asked = None;
+        mount(&sys, &volumes, &mut |device, grow| {
+            asked = Some((device.to_string(), grow));
+            Ok("grown".into())
+        });
+        assert_eq!(asked, Some(("/dev/vdb".into(), true)));
     }
 }

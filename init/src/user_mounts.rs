@@ -133,6 +133,7 @@ mod tests {
                     fstype: "ext4",
                     label: Some("data".into()),
                     uuid: Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427".into()),
+                    ..Volume::default()
                 },
             ),
             (
@@ -141,6 +142,7 @@ mod tests {
                     fstype: "vfat",
                     label: None,
                     uuid: Some("1234-ABCD".into()),
+                    ..Volume::default()
                 },
             ),
         ]

@@ -19,6 +19,10 @@ pub struct Volume {
     /// As blkid prints it: ext4 `1b4e28ba-2fa1-…` (lower case), FAT
     /// `ABCD-1234`.
     pub uuid: Option<String>,
+    /// The filesystem's own size (ext4), to see whether it fills its device.
+    pub fs_bytes: Option<u64>,
+    /// The block device's size (set by `scan`).
+    pub device_bytes: Option<u64>,
 }
 
 /// The filesystem on a volume, from its first bytes.
@@ -35,6 +39,7 @@ pub fn probe(head: &[u8]) -> Option<Volume> {
             fstype,
             label,
             uuid,
+            ..Volume::default()
         })
     };
     if head.len() >= HEAD && head[0x8000] == 1 && &head[0x8001..0x8006] == b"CD001" {
@@ -52,8 +57,25 @@ pub fn probe(head: &[u8]) -> Option<Volume> {
             hex(&u[8..10]),
             hex(&u[10..16])
         );
+        let le32 = |at: usize| {
+            u64::from(u32::from_le_bytes([
+                sb[at],
+                sb[at + 1],
+                sb[at + 2],
+                sb[at + 3],
+            ]))
+        };
+        // Block count: low 32 bits, and the high ones with the 64bit feature.
+        let mut blocks = le32(0x04);
+        if le32(0x60) & 0x80 != 0 {
+            blocks |= le32(0x150) << 32;
+        }
+        let block_size = 1024u64 << le32(0x18).min(6);
         // The ext4 driver mounts ext2 and ext3 too.
-        return volume("ext4", text(&sb[0x78..0x88]), Some(uuid));
+        return Some(Volume {
+            fs_bytes: Some(blocks * block_size),
+            ..volume("ext4", text(&sb[0x78..0x88]), Some(uuid))?
+        });
     }
     if head.len() >= 4 && &head[0..4] == b"hsqs" {
         return volume("squashfs", None, None);
@@ -107,7 +129,11 @@ pub fn scan() -> Result<Vec<(String, Volume)>, String> {
             Ok(filled)
         });
         let Ok(filled) = read else { continue };
-        if let Some(volume) = probe(&head[..filled]) {
+        if let Some(mut volume) = probe(&head[..filled]) {
+            volume.device_bytes = fs::read_to_string(format!("/sys/class/block/{name}/size"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(|sectors| sectors * 512);
             found.push((device, volume));
         }
     }
@@ -133,7 +159,7 @@ mod tests {
         Some(Volume {
             fstype,
             label: Some(label.into()),
-            uuid: None,
+            ..Volume::default()
         })
     }
 
@@ -168,8 +194,12 @@ mod tests {
             0xa4, 0x27,
         ]);
         head[1024 + 0x78..1024 + 0x7c].copy_from_slice(b"data");
+        // 65536 blocks of 4 KiB (log2(4096/1024) = 2).
+        head[1024 + 0x04..1024 + 0x08].copy_from_slice(&65536u32.to_le_bytes());
+        head[1024 + 0x18] = 2;
         let v = probe(&head).unwrap();
         assert_eq!((v.fstype, v.label.as_deref()), ("ext4", Some("data")));
+        assert_eq!(v.fs_bytes, Some(256 << 20));
         assert_eq!(
             v.uuid.as_deref(),
             Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427")

@@ -1,4 +1,5 @@
-//! The state partition: with an ext4 volume labelled BRIG_STATE attached,
+//! The state partition: with an ext4 volume labelled BRIG_STATE attached
+//! (smaller than its disk: it grows to fill it),
 //! what the machine keeps survives a reboot: the ssh host keys, homes, a
 //! setting made with `brigctl config set`, and the datasource itself (the
 //! second boot has no seed disk), while per-instance steps do not run again.
@@ -26,6 +27,8 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         .args(["-q", "-L", "BRIG_STATE"])
         .arg(&state)
         .arg("256M"));
+    // A 256 MB filesystem on a 1 GB disk: it grows to fill it at first boot.
+    run(Command::new("truncate").args(["-s", "1G"]).arg(&state));
     let key = dir.path().join("key");
     run(Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -58,10 +61,12 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         ],
     );
     let serial = guest.wait_for("brig: ready", BOOT);
-    assert!(
-        serial.contains("state: /dev/vdb (BRIG_STATE, ext4) mounted at /var/lib/brig"),
-        "{serial}"
-    );
+    for said in [
+        "state: /dev/vdb: e2fsck: clean; grown to fill the disk: The filesystem on /dev/vdb is now 262144 (4k) blocks long.",
+        "state: /dev/vdb (BRIG_STATE, ext4) mounted at /var/lib/brig",
+    ] {
+        assert!(serial.contains(said), "{said:?} not in:\n{serial}");
+    }
     let ssh = |guest: &Guest, command: &str| guest.ssh_ok("brig", &key, &known_hosts, command);
     let first_key = ssh(&guest, host_key);
     let status = ssh(&guest, "sudo brigctl status");
@@ -72,7 +77,10 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
     ] {
         assert!(status.contains(line), "{line:?} not in:\n{status}");
     }
-    assert!(status.contains(" MiB of 2"), "a 256 MB partition: {status}");
+    assert!(
+        status.contains(" MiB of 9"),
+        "grown to about 1 GB: {status}"
+    );
     ssh(
         &guest,
         "echo kept > ~/kept.txt; sudo brigctl config set timezone Asia/Tokyo >/dev/null; \
@@ -95,7 +103,7 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         "config: from /var/lib/brig/config/datasource (saved at an earlier boot; no datasource now)",
         "hostname stateful (from config)",
         "runcmd and scripts already ran for instance",
-        "state: e2fsck /dev/vda: clean",
+        "state: /dev/vda: e2fsck: clean\n",
     ] {
         assert!(serial.contains(said), "{said:?} not in:\n{serial}");
     }
