@@ -285,7 +285,9 @@ fn boot() -> Result<Init, String> {
     {
         outcome = Outcome::default();
         init.coldplug.load_named(&init.sys, "ext4", &mut outcome);
-        report_modules("state partition", &outcome);
+        if !outcome.loaded.is_empty() || !outcome.errors.is_empty() {
+            report_modules("state partition", &outcome);
+        }
     }
     let services = &mut init.services;
     init.state = state::mount(&init.sys, &volumes, &mut |device, grow| {
@@ -300,7 +302,14 @@ fn boot() -> Result<Init, String> {
             services.run_tool(STORAGE_TOOLS, &["/usr/sbin/e2fsck", "-f", "-p", device])?;
         let checked = state::fsck_verdict(code, &output)?;
         let (code, output) = services.run_tool(STORAGE_TOOLS, &["/usr/sbin/resize2fs", device])?;
-        let said = output.trim().lines().last().unwrap_or_default().to_string();
+        // "The filesystem on … is now N blocks long", not the version banner.
+        let said = output
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("resize2fs "))
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         Ok(match code {
             0 => format!("e2fsck: {checked}; grown to fill the disk: {said}"),
             // Not growing is no reason to run from RAM.
