@@ -306,7 +306,7 @@ fn boot() -> Result<Init, String> {
         let said = output
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with("resize2fs "))
-            .last()
+            .next_back()
             .unwrap_or_default()
             .trim()
             .to_string();
