@@ -305,8 +305,7 @@ fn boot() -> Result<Init, String> {
         // "The filesystem on … is now N blocks long", not the version banner.
         let said = output
             .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with("resize2fs "))
-            .next_back()
+            .rfind(|l| !l.trim().is_empty() && !l.starts_with("resize2fs "))
             .unwrap_or_default()
             .trim()
             .to_string();
