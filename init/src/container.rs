@@ -9,13 +9,14 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use brig_spec::network::DNS_DIR;
 use brig_spec::service::{capability_number, Mount, Namespace, ServiceSpec, DEFAULT_CAPABILITIES};
 use nix::mount::MsFlags;
+
+use crate::clone::{self, CloneArgs, CLONE_INTO_CGROUP};
 
 /// Where a container's pieces live on the host.
 #[derive(Debug, Clone)]
@@ -317,26 +318,6 @@ pub struct Started {
     pub stderr: OwnedFd,
 }
 
-/// Start the child in the cgroup given by `clone_args.cgroup` (Linux 5.7).
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// `struct clone_args` (Linux 5.7+, with `cgroup`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))
 }
@@ -377,9 +358,17 @@ pub fn spawn_in(
     };
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
-    let (status_read, status_write) = pipe()?;
     let mounts = plan_mounts(spec, paths);
     let caps = capability_mask(spec);
+    let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+    let argv: Vec<CString> = spec
+        .command
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<_, _>>()?;
+    if argv.is_empty() {
+        return Err("the command is empty".into());
+    }
 
     let mut flags = clone_flags(spec);
     if netns.is_some() {
@@ -394,54 +383,42 @@ pub fn spawn_in(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd.as_raw_fd() as u64;
     }
-    // SAFETY: clone3 without CLONE_VM duplicates the address space like fork.
-    // PID 1 is single-threaded, so the child may allocate and run ordinary
-    // Rust code before it execs; `args` outlives the call.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if pid < 0 {
-        return Err(format!("clone3: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop((out_read, err_read, status_read));
-        // A panic here must not unwind into the copy of PID 1's event loop
-        // this child inherited: whatever happens, the child ends below.
-        let (out, err) = (out_write.as_raw_fd(), err_write.as_raw_fd());
+    // The child runs in this process's memory until it execs (clone.rs):
+    // what it must keep alive through exec, and its account of a failure,
+    // it leaves in these slots, which are freed here.
+    let mut envp: Vec<CString> = Vec::new();
+    let mut failure: Option<String> = None;
+    let (out, err) = (out_write.as_raw_fd(), err_write.as_raw_fd());
+    let netns_fd = netns.map(AsRawFd::as_raw_fd);
+    let pid = clone::spawn(&args, || {
+        // A panic must not unwind out of the child: it ends below, always.
         let error = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            child(
-                spec,
-                paths,
-                netns.map(AsRawFd::as_raw_fd),
-                &mounts,
+            let plan = ChildPlan {
+                netns: netns_fd,
+                mounts: &mounts,
                 caps,
-                out,
-                err,
-            )
+                stdout: out,
+                stderr: err,
+                argv: &argv,
+            };
+            child(spec, paths, &plan, &mut envp)
         })) {
             Ok(Err(e)) => e,
             Ok(Ok(never)) => match never {},
             Err(_) => "internal error while setting up the container".to_string(),
         };
-        let mut status = fs::File::from(status_write);
-        let _ = status.write_all(error.as_bytes());
-        // SAFETY: leaving the child without running the parent's destructors
-        // or atexit handlers, which belong to PID 1.
-        unsafe { libc::_exit(127) };
-    }
-    drop((out_write, err_write, status_write));
-    // The status pipe is close-on-exec: EOF without data means exec worked.
-    let mut message = String::new();
-    let _ = fs::File::from(status_read).read_to_string(&mut message);
-    if !message.is_empty() {
+        failure = Some(error);
+        // SAFETY: ending the child without running destructors, which
+        // belong to PID 1 (the child shares its memory).
+        unsafe { libc::_exit(127) }
+    })
+    .map_err(|e| format!("clone3: {e}"))?;
+    drop((out_write, err_write, envp));
+    if let Some(message) = failure {
         return Err(message);
     }
     Ok(Started {
-        pid: pid as i32,
+        pid,
         stdout: out_read,
         stderr: err_read,
     })
@@ -449,26 +426,37 @@ pub fn spawn_in(
 
 type Never = std::convert::Infallible;
 
+/// What the parent worked out for the child, borrowed by it.
+struct ChildPlan<'a> {
+    netns: Option<RawFd>,
+    mounts: &'a [MountOp],
+    caps: u64,
+    /// Write ends of the pipes PID 1 reads.
+    stdout: RawFd,
+    stderr: RawFd,
+    argv: &'a [CString],
+}
+
 /// The child: runs in the new namespaces and cgroup; only returns an error.
+/// It shares PID 1's memory until exec (clone.rs): what must live through
+/// the exec goes into `envp`, which the parent owns; everything else it
+/// allocates is dropped before.
 fn child(
     spec: &ServiceSpec,
     paths: &Paths,
-    netns: Option<RawFd>,
-    mounts: &[MountOp],
-    caps: u64,
-    out: RawFd,
-    err: RawFd,
+    plan: &ChildPlan,
+    envp: &mut Vec<CString>,
 ) -> Result<Never, String> {
     // Output to the pipes PID 1 reads; stdin from /dev/null.
     let null = fs::File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
-    for (from, to) in [(null.as_raw_fd(), 0), (out, 1), (err, 2)] {
+    for (from, to) in [(null.as_raw_fd(), 0), (plan.stdout, 1), (plan.stderr, 2)] {
         // SAFETY: dup2 onto the standard descriptors of this fresh child.
         if unsafe { libc::dup2(from, to) } < 0 {
             return Err(format!("dup2: {}", std::io::Error::last_os_error()));
         }
     }
     // Before /sys is mounted, which shows the namespace's interfaces.
-    match netns {
+    match plan.netns {
         // SAFETY: setns on an fd the parent keeps open across the clone.
         Some(fd) if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 => {
             return Err(format!(
@@ -491,7 +479,7 @@ fn child(
             None::<&str>,
         ),
     )?;
-    for op in mounts {
+    for op in plan.mounts {
         run_mount(op)?;
     }
     let root = paths.dir.join("root");
@@ -525,9 +513,12 @@ fn child(
     if !spec.privileged {
         harden_proc(spec.owns_host_network())?;
     }
-    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
-    let ids = resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))?;
-    switch_user(&ids, caps)?;
+    {
+        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+        let ids = resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))?;
+        switch_user(&ids, plan.caps)?;
+        *envp = environment(spec, &ids.home)?;
+    }
     if !spec.privileged {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -542,28 +533,27 @@ fn child(
         format!("chdir {}", spec.working_dir),
         nix::unistd::chdir(spec.working_dir.as_str()),
     )?;
+    let program = &plan.argv[0];
+    match nix::unistd::execve(program, plan.argv, envp) {
+        Err(error) => Err(format!("exec {}: {error}", program.to_string_lossy())),
+        Ok(never) => match never {},
+    }
+}
 
-    let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
-    let argv: Vec<CString> = spec
-        .command
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<Result<_, _>>()?;
+/// The service's environment: PATH, HOME, HOSTNAME, then the spec's `env`.
+fn environment(spec: &ServiceSpec, home: &str) -> Result<Vec<CString>, String> {
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        format!("HOME={}", ids.home),
+        format!("HOME={home}"),
         format!("HOSTNAME={}", spec.name),
     ];
     for (k, v) in &spec.env {
         env.retain(|e| !e.starts_with(&format!("{k}=")));
         env.push(format!("{k}={v}"));
     }
-    let envp: Vec<CString> = env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?;
-    let program = argv.first().ok_or("the command is empty")?;
-    match nix::unistd::execve(program, &argv, &envp) {
-        Err(error) => Err(format!("exec {}: {error}", program.to_string_lossy())),
-        Ok(never) => match never {},
-    }
+    env.into_iter()
+        .map(|e| CString::new(e).map_err(|e| format!("the environment {e}")))
+        .collect()
 }
 
 /// Parts of /proc that reach beyond the container: kept read-only, or
@@ -575,31 +565,40 @@ const PROC_MASKED: &[&str] = &["/proc/kcore", "/proc/keys", "/proc/timer_list"];
 /// `writable_net`: /proc/sys/net stays writable (per-link settings such as
 /// accept_ra), for a service that already owns the host's network.
 fn harden_proc(writable_net: bool) -> Result<(), String> {
-    for path in PROC_READ_ONLY.iter().filter(|p| Path::new(p).exists()) {
-        run_mount(&MountOp::Bind {
-            source: path.into(),
-            target: path.into(),
-            recursive: true,
-            read_only: true,
-        })?;
+    let bind = |source: &str, target: &str, flags: MsFlags| {
+        nix::mount::mount(Some(source), target, None::<&str>, flags, None::<&str>)
+    };
+    let remount = |target: &str, flags: MsFlags| {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
+        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+    };
+    // What this kernel lacks (ENOENT) needs no fence.
+    for path in PROC_READ_ONLY {
+        match bind(path, path, MsFlags::MS_BIND | MsFlags::MS_REC) {
+            Err(nix::Error::ENOENT) => continue,
+            r => r.and_then(|()| remount(path, MsFlags::MS_RDONLY)),
+        }
+        .map_err(|e| format!("making {path} read-only: {e}"))?;
     }
     if writable_net {
         let net = "/proc/sys/net";
-        nix::mount::mount(Some(net), net, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .and_then(|()| {
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-                nix::mount::mount(None::<&str>, net, None::<&str>, flags, None::<&str>)
-            })
+        bind(net, net, MsFlags::MS_BIND)
+            .and_then(|()| remount(net, MsFlags::empty()))
             .map_err(|e| format!("keeping {net} writable: {e}"))?;
     }
-    for path in PROC_MASKED.iter().filter(|p| Path::new(p).exists()) {
-        let flags = MsFlags::MS_BIND;
-        nix::mount::mount(Some("/dev/null"), *path, None::<&str>, flags, None::<&str>)
-            .map_err(|e| format!("masking {path}: {e}"))?;
+    for path in PROC_MASKED {
+        match bind("/dev/null", path, MsFlags::MS_BIND) {
+            Ok(()) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(format!("masking {path}: {e}")),
+        }
     }
     Ok(())
 }
 
+/// Each operation is tried first and its missing target made only when it
+/// fails for that: most targets exist already (in the image, or in /dev
+/// just mounted), and every path lookup through the overlay costs time on
+/// the start's path.
 fn run_mount(op: &MountOp) -> Result<(), String> {
     match op {
         MountOp::Mount {
@@ -609,17 +608,18 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
             flags,
             data,
         } => {
-            fs::create_dir_all(target)
-                .map_err(|e| format!("creating mount point {}: {e}", target.display()))?;
             let data = (!data.is_empty()).then_some(data.as_str());
-            nix::mount::mount(
-                Some(source.as_str()),
-                target,
-                Some(fstype.as_str()),
-                *flags,
-                data,
-            )
-            .map_err(|e| format!("mounting {fstype} on {}: {e}", target.display()))
+            let mount = || {
+                nix::mount::mount(
+                    Some(source.as_str()),
+                    target,
+                    Some(fstype.as_str()),
+                    *flags,
+                    data,
+                )
+            };
+            if_missing(mount, || fs::create_dir_all(target))
+                .map_err(|e| format!("mounting {fstype} on {}: {e}", target.display()))
         }
         MountOp::Bind {
             source,
@@ -627,14 +627,26 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
             recursive,
             read_only,
         } => {
-            let meta = fs::metadata(source)
-                .map_err(|e| format!("bind source {}: {e}", source.display()))?;
-            if meta.is_dir() {
-                fs::create_dir_all(target)
-            } else {
+            let mut flags = MsFlags::MS_BIND;
+            if *recursive {
+                flags |= MsFlags::MS_REC;
+            }
+            let bind = || {
+                nix::mount::mount(
+                    Some(source.as_path()),
+                    target,
+                    None::<&str>,
+                    flags,
+                    None::<&str>,
+                )
+            };
+            // A missing target is made like the source: a directory or a file.
+            let make_target = || {
+                if fs::metadata(source)?.is_dir() {
+                    return fs::create_dir_all(target);
+                }
                 if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                    fs::create_dir_all(parent)?;
                 }
                 fs::OpenOptions::new()
                     .create(true)
@@ -642,31 +654,19 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
                     .write(true)
                     .open(target)
                     .map(drop)
-            }
-            .map_err(|e| format!("creating bind target {}: {e}", target.display()))?;
-            let mut flags = MsFlags::MS_BIND;
-            if *recursive {
-                flags |= MsFlags::MS_REC;
-            }
-            let fail = |e: nix::Error| {
+            };
+            let fail = |e: String| {
                 format!(
                     "bind-mounting {} on {}: {e}",
                     source.display(),
                     target.display()
                 )
             };
-            nix::mount::mount(
-                Some(source.as_path()),
-                target,
-                None::<&str>,
-                flags,
-                None::<&str>,
-            )
-            .map_err(fail)?;
+            if_missing(bind, make_target).map_err(fail)?;
             if *read_only {
                 let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
                 nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-                    .map_err(fail)?;
+                    .map_err(|e| fail(e.to_string()))?;
             }
             Ok(())
         }
@@ -681,28 +681,53 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
             } else {
                 return Err(format!("{} is not a device", source.display()));
             };
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-            }
             let mode = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o777);
-            match nix::sys::stat::mknod(target, kind, mode, meta.rdev()) {
-                Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
-                Err(e) => Err(format!("creating device {}: {e}", target.display())),
-            }
+            let mknod = || match nix::sys::stat::mknod(target, kind, mode, meta.rdev()) {
+                Err(nix::Error::EEXIST) => Ok(()),
+                other => other,
+            };
+            if_missing(mknod, || create_parent(target))
+                .map_err(|e| format!("creating device {}: {e}", target.display()))
         }
         MountOp::Symlink { link, points_to } => {
-            // Replaces what the image has there (an /etc/resolv.conf file).
-            if let Some(parent) = link.parent() {
-                let _ = fs::create_dir_all(parent);
-            }
-            if fs::read_link(link).is_ok_and(|t| &t == points_to) {
-                return Ok(());
-            }
-            let _ = fs::remove_file(link);
-            std::os::unix::fs::symlink(points_to, link)
-                .map_err(|e| format!("creating symlink {}: {e}", link.display()))
+            let symlink = || std::os::unix::fs::symlink(points_to, link);
+            let made = match symlink() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    create_parent(link).and_then(|()| symlink())
+                }
+                // Replaces what the image has there (an /etc/resolv.conf file).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if fs::read_link(link).is_ok_and(|t| t == Path::new(points_to)) {
+                        return Ok(());
+                    }
+                    fs::remove_file(link).and_then(|()| symlink())
+                }
+                other => other,
+            };
+            made.map_err(|e| format!("creating symlink {}: {e}", link.display()))
         }
+    }
+}
+
+/// Runs `attempt`; if it fails with ENOENT, runs `make` (which creates what
+/// was missing) and tries once more.
+fn if_missing(
+    attempt: impl Fn() -> nix::Result<()>,
+    make: impl FnOnce() -> std::io::Result<()>,
+) -> Result<(), String> {
+    match attempt() {
+        Err(nix::Error::ENOENT) => {
+            make().map_err(|e| format!("creating it: {e}"))?;
+            attempt().map_err(|e| e.to_string())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) => fs::create_dir_all(parent),
+        None => Ok(()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! benchmarks) are thin binaries over it.
 
 pub mod cgroup;
+pub mod clone;
 pub mod cmdline;
 pub mod coldplug;
 pub mod console;
