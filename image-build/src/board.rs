@@ -32,6 +32,14 @@ impl Arch {
         }
     }
 
+    /// UEFI's name for it, in `BOOT<X64>.EFI` and systemd-boot's file names.
+    pub fn efi(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x64",
+            Arch::Aarch64 => "aa64",
+        }
+    }
+
     /// The Rust target device binaries are built for.
     pub fn rust_target(self) -> &'static str {
         match self {

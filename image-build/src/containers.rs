@@ -470,7 +470,7 @@ fn package_tar(cache: &Path, board: &Board, packages: &[String]) -> Result<PathB
 }
 
 /// FNV-1a: a stable, dependency-free hash for cache keys.
-fn fnv1a(data: &[u8]) -> u64 {
+pub fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

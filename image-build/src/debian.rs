@@ -65,6 +65,35 @@ pub fn kernel(cache: &Path, board: &Board, refresh: bool) -> Result<Kernel> {
 }
 
 fn fetch(entry: &Path, board: &Board) -> Result<()> {
+    step(&format!(
+        "kernel: fetching {} ({} {}) with mmdebstrap",
+        board.kernel_package,
+        board.suite,
+        board.arch.debian()
+    ));
+    extract(
+        entry,
+        board,
+        &board.kernel_package,
+        &[("/boot", "boot"), ("/usr/lib/modules", "modules")],
+        "linux-image-*.deb",
+        |dir| load(dir).map(drop),
+    )
+}
+
+/// Unpacks `package` (and its dependencies) for the board's architecture
+/// with mmdebstrap, keeps the `dirs` (path in the package → name under
+/// `entry`) and the sha256 of the `.deb`s matching `debs` (apt already
+/// verified them against the signed index); `check` must accept the result
+/// before it replaces what `entry` held.
+fn extract(
+    entry: &Path,
+    board: &Board,
+    package: &str,
+    dirs: &[(&str, &str)],
+    debs: &str,
+    check: impl Fn(&Path) -> Result<()>,
+) -> Result<()> {
     let mmdebstrap = host_tools::require("mmdebstrap", "mmdebstrap")?;
     let partial = entry.with_extension("partial");
     if partial.exists() {
@@ -72,25 +101,20 @@ fn fetch(entry: &Path, board: &Board) -> Result<()> {
             .with_context(|| format!("removing {}", partial.display()))?;
     }
     std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    step(&format!(
-        "kernel: fetching {} ({} {}) with mmdebstrap",
-        board.kernel_package,
-        board.suite,
-        board.arch.debian()
-    ));
     // The extract variant unpacks the package and its dependencies without
     // running any of their scripts, so no emulation of the target is needed.
-    // Hooks copy out only /boot and the modules, and record the kernel
-    // packages' hashes (apt already verified them against the signed index).
     let out = partial.display().to_string();
-    let status = Command::new(mmdebstrap)
+    let mut command = Command::new(mmdebstrap);
+    command
         .args(["--variant=extract", "--format=null"])
         .arg(format!("--architectures={}", board.arch.debian()))
-        .arg(format!("--include={}", board.kernel_package))
-        .arg(format!("--extract-hook=sync-out /boot {out}/boot"))
-        .arg(format!("--extract-hook=sync-out /usr/lib/modules {out}/modules"))
+        .arg(format!("--include={package}"));
+    for (from, to) in dirs {
+        command.arg(format!("--extract-hook=sync-out {from} {out}/{to}"));
+    }
+    let status = command
         .arg(format!(
-            "--extract-hook=cd \"$1\"/var/cache/apt/archives && sha256sum linux-image-*.deb > {out}/packages.sha256"
+            "--extract-hook=cd \"$1\"/var/cache/apt/archives && sha256sum {debs} > {out}/packages.sha256"
         ))
         .arg(&board.suite)
         .arg("/dev/null")
@@ -98,18 +122,69 @@ fn fetch(entry: &Path, board: &Board) -> Result<()> {
         .context("running mmdebstrap")?;
     if !status.success() {
         bail!(
-            "mmdebstrap could not fetch {} for {} ({status})",
-            board.kernel_package,
+            "mmdebstrap could not fetch {package} for {} ({status})",
             board.arch.debian()
         );
     }
-    load(&partial).context("checking what mmdebstrap fetched")?;
+    check(&partial).context("checking what mmdebstrap fetched")?;
     if entry.exists() {
         std::fs::remove_dir_all(entry).with_context(|| format!("replacing {}", entry.display()))?;
     }
     std::fs::rename(&partial, entry)
         .with_context(|| format!("moving {} into place", partial.display()))?;
     Ok(())
+}
+
+/// systemd-boot's EFI binary for the board's architecture, from Debian's
+/// `systemd-boot-efi`: from the cache, or fetched when absent or `refresh`.
+pub fn boot_loader(cache: &Path, board: &Board, refresh: bool) -> Result<PathBuf> {
+    const PACKAGE: &str = "systemd-boot-efi";
+    let entry = cache.join("boot-loaders").join(format!(
+        "{}-{}-{PACKAGE}",
+        board.suite,
+        board.arch.debian()
+    ));
+    let binary = |dir: &Path| {
+        dir.join("efi")
+            .join(format!("systemd-boot{}.efi", board.arch.efi()))
+    };
+    let exists = |dir: &Path| -> Result<()> {
+        let path = binary(dir);
+        if !path.is_file() {
+            bail!("{PACKAGE} has no {}", path.display());
+        }
+        Ok(())
+    };
+    let cached = entry.join("packages.sha256").exists() && exists(&entry).is_ok();
+    if cached && !refresh {
+        step(&format!(
+            "boot loader: systemd-boot from cache {}",
+            entry.display()
+        ));
+        return Ok(binary(&entry));
+    }
+    step(&format!(
+        "boot loader: fetching {PACKAGE} ({} {}) with mmdebstrap",
+        board.suite,
+        board.arch.debian()
+    ));
+    match extract(
+        &entry,
+        board,
+        PACKAGE,
+        &[("/usr/lib/systemd/boot/efi", "efi")],
+        "systemd-boot-efi*.deb",
+        exists,
+    ) {
+        Ok(()) => Ok(binary(&entry)),
+        Err(e) if cached => {
+            step(&format!(
+                "boot loader: fetching failed ({e:#}); using the cached copy"
+            ));
+            Ok(binary(&entry))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn load(entry: &Path) -> Result<Kernel> {

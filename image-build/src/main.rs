@@ -4,6 +4,7 @@ mod board;
 mod build;
 mod containers;
 mod debian;
+mod disk;
 mod host_tools;
 mod initramfs;
 mod keep;

@@ -1,0 +1,452 @@
+//! Disk images (`brig build --format raw|qcow2`), booted with UEFI:
+//!
+//! | # | label | what |
+//! |---|---|---|
+//! | 1 | `BRIG_BOOT` | EFI system partition (FAT32): systemd-boot, kernel, initramfs |
+//! | 2 | `BRIG_SYSTEM` | the system squashfs: every system container, read-only |
+//! | - | (free) | where PID 1 makes `BRIG_STATE` (ext4) on first boot |
+//!
+//! The table math and bytes are `brig_spec::gpt`; the FAT volume is made by
+//! mkfs.vfat and mtools (as NoCloud seeds are), the squashfs by tar2sqfs,
+//! qcow2 by qemu-img. Same inputs give the same bytes: GUIDs and the FAT
+//! volume id derive from the contents, timestamps from SOURCE_DATE_EPOCH.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use brig_spec::gpt::{self, Guid, Partition, Table, SECTOR};
+
+use crate::host_tools;
+
+pub const MIB: u64 = 1 << 20;
+/// Labels PID 1 looks for (partition names; the FAT volume label too).
+pub const BOOT_LABEL: &str = "BRIG_BOOT";
+pub const SYSTEM_LABEL: &str = "BRIG_SYSTEM";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Kernel and initramfs, booted directly (QEMU's -kernel, a PXE server).
+    Kernel,
+    /// A GPT disk image booting with UEFI, raw bytes (`dd` to a disk).
+    #[value(alias = "disk")]
+    Raw,
+    /// The same disk image as a qcow2 file (QEMU, OpenStack, libvirt).
+    Qcow2,
+}
+
+impl Format {
+    pub fn is_disk(self) -> bool {
+        self != Format::Kernel
+    }
+}
+
+/// Sizes of the image and of its partitions, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub disk: u64,
+    pub boot: u64,
+    /// Default: what the system squashfs needs, with room to spare.
+    pub system: Option<u64>,
+}
+
+/// A size as users write it: `1G`, `512M`, `64MiB`, or bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 1G, 512M)"))?;
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Where each partition goes: the pure part of laying out the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub disk_sectors: u64,
+    pub boot: (u64, u64),
+    pub system: (u64, u64),
+}
+
+/// Less than this left after the system partition is refused: the state
+/// partition would be too small to hold anything worth keeping.
+pub const MIN_STATE: u64 = 64 * MIB;
+
+pub fn layout(sizes: &Sizes, system_bytes: u64) -> Result<Layout, String> {
+    let round = |b: u64| b.next_multiple_of(MIB);
+    let boot = round(sizes.boot);
+    if boot < 34 * MIB {
+        return Err(format!(
+            "the boot partition must be at least 34 MiB (FAT32), not {} MiB",
+            boot / MIB
+        ));
+    }
+    // Room for the system partition to take a larger image later.
+    let system = match sizes.system {
+        Some(s) if round(s) < system_bytes => {
+            return Err(format!(
+                "the system squashfs is {} MiB and does not fit a {} MiB system partition",
+                system_bytes.div_ceil(MIB),
+                round(s) / MIB
+            ))
+        }
+        Some(s) => round(s),
+        None => round(system_bytes * 2).max(256 * MIB),
+    };
+    let disk = sizes.disk.next_multiple_of(SECTOR);
+    let used = MIB + boot + system;
+    if disk < used + MIN_STATE + MIB {
+        return Err(format!(
+            "a {} MiB disk is too small: the boot ({} MiB) and system ({} MiB) partitions need {} MiB, plus {} MiB for state",
+            disk / MIB,
+            boot / MIB,
+            system / MIB,
+            used.div_ceil(MIB) + 1,
+            MIN_STATE / MIB
+        ));
+    }
+    let first = MIB / SECTOR;
+    let boot_sectors = boot / SECTOR;
+    let system_sectors = system / SECTOR;
+    Ok(Layout {
+        disk_sectors: disk / SECTOR,
+        boot: (first, first + boot_sectors - 1),
+        system: (first + boot_sectors, first + boot_sectors + system_sectors - 1),
+    })
+}
+
+/// A GUID derived from `seed` and `salt`: stable for the same inputs.
+pub fn derived_guid(seed: &[u8], salt: &str) -> Guid {
+    let hash = |extra: u8| {
+        let mut data = Vec::with_capacity(seed.len() + salt.len() + 1);
+        data.extend_from_slice(seed);
+        data.extend_from_slice(salt.as_bytes());
+        data.push(extra);
+        crate::containers::fnv1a(&data).to_le_bytes()
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&hash(0));
+    bytes[8..].copy_from_slice(&hash(1));
+    Guid::from_random(bytes)
+}
+
+/// The GPT for `layout`, with GUIDs derived from `seed` (the contents).
+pub fn table(layout: &Layout, seed: &[u8]) -> Result<Table, String> {
+    let mut table = Table::new(derived_guid(seed, "disk"));
+    table.add(
+        Partition {
+            type_guid: gpt::types::efi_system(),
+            unique_guid: derived_guid(seed, BOOT_LABEL),
+            first_lba: layout.boot.0,
+            last_lba: layout.boot.1,
+            attributes: 0,
+            name: BOOT_LABEL.into(),
+        },
+        layout.disk_sectors,
+    )?;
+    table.add(
+        Partition {
+            type_guid: gpt::types::linux_filesystem(),
+            unique_guid: derived_guid(seed, SYSTEM_LABEL),
+            first_lba: layout.system.0,
+            last_lba: layout.system.1,
+            // Bit 60: read-only, as the UEFI spec's attribute for the OS.
+            attributes: 1 << 60,
+            name: SYSTEM_LABEL.into(),
+        },
+        layout.disk_sectors,
+    )?;
+    Ok(table)
+}
+
+/// The system squashfs from `files` (path in it → bytes), zstd at a low
+/// level: the container images in it are compressed already.
+pub fn system_image(files: &[(String, Vec<u8>)], mtime: u32, out: &Path) -> Result<()> {
+    let tar2sqfs = host_tools::require("tar2sqfs", "squashfs-tools-ng")?;
+    let mut child = Command::new(tar2sqfs)
+        .args(["--quiet", "--force", "--no-skip", "--no-keep-time"])
+        .args(["--compressor", "zstd", "--comp-extra", "level=3"])
+        .args([
+            "--defaults",
+            &format!("uid=0,gid=0,mode=0755,mtime={mtime}"),
+        ])
+        .arg(out)
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("starting tar2sqfs")?;
+    let stdin = child.stdin.take().context("tar2sqfs stdin")?;
+    let mut tar = tar::Builder::new(stdin);
+    let mut written = Ok(());
+    for (path, data) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime.into());
+        header.set_entry_type(tar::EntryType::Regular);
+        written = tar.append_data(&mut header, path, data.as_slice());
+        if written.is_err() {
+            break;
+        }
+    }
+    let finished = written.and_then(|()| tar.into_inner()).map(drop);
+    let status = child.wait().context("waiting for tar2sqfs")?;
+    finished.context("streaming the system files into tar2sqfs")?;
+    if !status.success() {
+        bail!("tar2sqfs failed making the system image ({status})");
+    }
+    Ok(())
+}
+
+/// The EFI system partition's FAT32 volume, `bytes` long, holding `files`
+/// (path on the volume → bytes), written to `out`.
+pub fn boot_volume(
+    files: &[(String, Vec<u8>)],
+    bytes: u64,
+    volume_id: u32,
+    mtime: u32,
+    out: &Path,
+) -> Result<()> {
+    let mkfs = host_tools::require("mkfs.vfat", "dosfstools")?;
+    let mmd = host_tools::require("mmd", "mtools")?;
+    let mcopy = host_tools::require("mcopy", "mtools")?;
+    let _ = std::fs::remove_file(out);
+    let run = |command: &mut Command, what: &str| -> Result<()> {
+        // mtools writes FAT timestamps in local time.
+        let output = command.env("TZ", "UTC").output().with_context(|| format!("running {what}"))?;
+        if !output.status.success() {
+            bail!(
+                "{what} failed on {}: {}",
+                out.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    run(
+        Command::new(&mkfs)
+            .args(["-F", "32", "-n", BOOT_LABEL, "--invariant", "-i"])
+            .arg(format!("{volume_id:08X}"))
+            .arg("-C")
+            .arg(out)
+            .arg((bytes / 1024).to_string()),
+        "mkfs.vfat",
+    )?;
+    let stage = out.with_extension("files");
+    let _ = std::fs::remove_dir_all(&stage);
+    let mut dirs: Vec<String> = Vec::new();
+    for (path, _) in files {
+        let mut at = Path::new(path).parent();
+        let mut chain = Vec::new();
+        while let Some(dir) = at.filter(|d| !d.as_os_str().is_empty()) {
+            chain.push(dir.display().to_string());
+            at = dir.parent();
+        }
+        for dir in chain.into_iter().rev() {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    if !dirs.is_empty() {
+        let mut command = Command::new(&mmd);
+        command.arg("-i").arg(out);
+        for dir in &dirs {
+            command.arg(format!("::/{dir}"));
+        }
+        run(&mut command, "mmd")?;
+    }
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.into());
+    for (path, data) in files {
+        let staged = stage.join(path);
+        std::fs::create_dir_all(staged.parent().unwrap_or(&stage))
+            .with_context(|| format!("creating {}", stage.display()))?;
+        let mut file =
+            File::create(&staged).with_context(|| format!("staging {}", staged.display()))?;
+        file.write_all(data)
+            .and_then(|()| file.set_modified(time))
+            .with_context(|| format!("staging {}", staged.display()))?;
+        drop(file);
+        run(
+            Command::new(&mcopy)
+                .args(["-m", "-i"])
+                .arg(out)
+                .arg(&staged)
+                .arg(format!("::/{path}")),
+            "mcopy",
+        )?;
+    }
+    let _ = std::fs::remove_dir_all(&stage);
+    Ok(())
+}
+
+/// Writes the raw disk: the table, then each partition's contents; the
+/// file is sparse where nothing is written. Returns its path.
+pub fn write_raw(
+    table: &Table,
+    layout: &Layout,
+    boot: &Path,
+    system: &Path,
+    out: &Path,
+) -> Result<PathBuf> {
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    file.set_len(layout.disk_sectors * SECTOR)
+        .with_context(|| format!("sizing {}", out.display()))?;
+    let write = |at: u64, data: &[u8]| {
+        file.write_all_at(data, at)
+            .with_context(|| format!("writing {}", out.display()))
+    };
+    write(0, &table.primary(layout.disk_sectors))?;
+    write(
+        Table::backup_offset(layout.disk_sectors),
+        &table.backup(layout.disk_sectors),
+    )?;
+    for (path, (first, last)) in [(boot, layout.boot), (system, layout.system)] {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        if data.len() as u64 > (last + 1 - first) * SECTOR {
+            bail!("{} does not fit its partition", path.display());
+        }
+        write(first * SECTOR, &data)?;
+    }
+    file.sync_all()
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(out.to_path_buf())
+}
+
+/// The raw image converted to qcow2 with qemu-img.
+pub fn to_qcow2(raw: &Path, out: &Path) -> Result<()> {
+    let qemu_img = host_tools::require("qemu-img", "qemu-utils")?;
+    let output = Command::new(qemu_img)
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(raw)
+        .arg(out)
+        .output()
+        .context("running qemu-img")?;
+    if !output.status.success() {
+        bail!(
+            "qemu-img could not convert {} to qcow2: {}",
+            raw.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_users_write_them() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("big").unwrap_err().contains("not a size"));
+    }
+
+    #[test]
+    fn the_layout_aligns_partitions_and_leaves_room_for_state() {
+        let sizes = Sizes {
+            disk: 1 << 30,
+            boot: 64 * MIB,
+            system: None,
+        };
+        let l = layout(&sizes, 40 * MIB).unwrap();
+        assert_eq!(l.disk_sectors, 2 * 1024 * 1024);
+        assert_eq!(l.boot, (2048, 2048 + 64 * 2048 - 1));
+        // At least 256 MiB, so a larger system image fits later.
+        assert_eq!(l.system, (65 * 2048, 321 * 2048 - 1));
+        let l = layout(&sizes, 200 * MIB).unwrap();
+        assert_eq!(l.system.1 + 1 - l.system.0, 400 * 2048);
+    }
+
+    #[test]
+    fn sizes_that_cannot_work_are_refused_with_the_numbers() {
+        let sizes = Sizes {
+            disk: 300 * MIB,
+            boot: 64 * MIB,
+            system: None,
+        };
+        let e = layout(&sizes, 40 * MIB).unwrap_err();
+        assert!(e.contains("a 300 MiB disk is too small"), "{e}");
+        let e = layout(
+            &Sizes {
+                system: Some(32 * MIB),
+                disk: 1 << 30,
+                ..sizes
+            },
+            40 * MIB,
+        )
+        .unwrap_err();
+        assert!(e.contains("does not fit a 32 MiB system partition"), "{e}");
+        let e = layout(
+            &Sizes {
+                boot: 16 * MIB,
+                disk: 1 << 30,
+                ..sizes
+            },
+            40 * MIB,
+        )
+        .unwrap_err();
+        assert!(e.contains("at least 34 MiB"), "{e}");
+    }
+
+    #[test]
+    fn guids_are_stable_for_the_same_contents_and_differ_otherwise() {
+        assert_eq!(derived_guid(b"a", "disk"), derived_guid(b"a", "disk"));
+        assert_ne!(derived_guid(b"a", "disk"), derived_guid(b"b", "disk"));
+        assert_ne!(derived_guid(b"a", "disk"), derived_guid(b"a", "BRIG_BOOT"));
+    }
+
+    /// The table as util-linux reads it: the real tool agrees on every
+    /// partition's place, type and name.
+    #[test]
+    fn sfdisk_reads_the_table_we_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = Sizes {
+            disk: 512 * MIB,
+            boot: 64 * MIB,
+            system: None,
+        };
+        let l = layout(&sizes, 10 * MIB).unwrap();
+        let t = table(&l, b"contents").unwrap();
+        let boot = dir.path().join("boot");
+        let system = dir.path().join("system");
+        std::fs::write(&boot, b"boot").unwrap();
+        std::fs::write(&system, b"system").unwrap();
+        let raw = write_raw(&t, &l, &boot, &system, &dir.path().join("disk.img")).unwrap();
+        let sfdisk = host_tools::find("sfdisk").expect("sfdisk (util-linux fdisk) is needed");
+        let output = Command::new(sfdisk).arg("--json").arg(&raw).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(!stderr.contains("GPT PMBR size mismatch") && !stderr.contains("corrupt"), "{stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let table = &json["partitiontable"];
+        assert_eq!(table["label"], "gpt");
+        assert_eq!(table["id"], t.disk_guid.to_string());
+        let parts = table["partitions"].as_array().unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0]["start"], 2048);
+        assert_eq!(parts[0]["size"], 64 * 2048);
+        assert_eq!(parts[0]["type"], gpt::types::EFI_SYSTEM);
+        assert_eq!(parts[0]["name"], BOOT_LABEL);
+        assert_eq!(parts[1]["start"], 65 * 2048);
+        assert_eq!(parts[1]["name"], SYSTEM_LABEL);
+        assert_eq!(parts[1]["attrs"], "GUID:60");
+    }
+}
