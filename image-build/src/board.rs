@@ -155,6 +155,20 @@ pub struct QemuProfile {
     /// Any further arguments, verbatim.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// UEFI firmware for booting disk images, if the machine has one here.
+    #[serde(default)]
+    pub uefi: Option<Uefi>,
+}
+
+/// UEFI firmware files as a Debian package installs them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uefi {
+    /// The firmware code (read-only flash).
+    pub code: String,
+    /// The variable store template; each boot gets its own copy.
+    pub vars: String,
+    pub package: String,
 }
 
 impl QemuProfile {

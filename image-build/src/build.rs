@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::board::Board;
+use crate::disk::{self, Format};
 use crate::initramfs::{Entry, Initramfs};
 use crate::progress::{step, timed};
 use crate::{containers, debian, host_tools, kernel_config, kernel_modules};
@@ -48,6 +49,13 @@ fn default_config(path: &Path) -> Result<Vec<u8>> {
 /// Where PID 1 finds the system containers: `<name>.squashfs` and `<name>.toml`.
 pub const CONTAINERS_DIR: &str = "/lib/brig/containers";
 
+/// What to make: the format and, for disk images, the sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub format: Format,
+    pub sizes: disk::Sizes,
+}
+
 pub fn build(
     source: &Path,
     board: &Board,
@@ -55,6 +63,7 @@ pub fn build(
     refresh: bool,
     extra_services: &[PathBuf],
     user_data: Option<&Path>,
+    output: &Output,
 ) -> Result<()> {
     // Checked first: a mistake in it should not wait for the whole build.
     let default_config = user_data.map(default_config).transpose()?;
@@ -64,6 +73,11 @@ pub fn build(
     let services = containers::discover(&service_dirs)?;
     let cache = debian::cache_dir()?;
     let kernel = debian::kernel(&cache, board, refresh)?;
+    let boot_loader = output
+        .format
+        .is_disk()
+        .then(|| debian::boot_loader(&cache, board, refresh))
+        .transpose()?;
 
     let config_text = std::fs::read_to_string(&kernel.config)
         .with_context(|| format!("reading kernel config {}", kernel.config.display()))?;
@@ -145,6 +159,7 @@ pub fn build(
         image.file(DEFAULT_CONFIG, 0o600, data.clone());
     }
 
+    let mut system_files: Vec<(String, Vec<u8>)> = Vec::new();
     let images_dir = out.join("containers");
     std::fs::create_dir_all(&images_dir)
         .with_context(|| format!("creating {}", images_dir.display()))?;
@@ -166,13 +181,45 @@ pub fn build(
         container_sizes.push(json!({
             "name": name, "size": data.len(), "packages": service.spec.rootfs.packages,
         }));
-        image.file(&format!("{CONTAINERS_DIR}/{name}.squashfs"), 0o644, data);
-        image.file(
-            &format!("{CONTAINERS_DIR}/{name}.toml"),
-            0o644,
-            service.text.clone().into_bytes(),
-        );
+        let spec = service.text.clone().into_bytes();
+        if output.format.is_disk() {
+            // On the system partition, mounted over /lib/brig.
+            system_files.push((format!("containers/{name}.squashfs"), data));
+            system_files.push((format!("containers/{name}.toml"), spec));
+        } else {
+            image.file(&format!("{CONTAINERS_DIR}/{name}.squashfs"), 0o644, data);
+            image.file(&format!("{CONTAINERS_DIR}/{name}.toml"), 0o644, spec);
+        }
     }
+    let system = if output.format.is_disk() {
+        let path = out.join("system.squashfs");
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        timed("packing the system partition (squashfs)", || {
+            disk::system_image(&system_files, source_date_epoch(), &path)
+        })?;
+        let seed = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        Some((path, seed))
+    } else {
+        None
+    };
+    let mut cmdline = board.kernel_cmdline();
+    let layout = match &system {
+        Some((_, bytes)) => {
+            let layout = disk::layout(&output.sizes, bytes.len() as u64).map_err(|e| {
+                anyhow::anyhow!("disk image: {e} (see --disk-size, --boot-size, --system-size)")
+            })?;
+            let table =
+                disk::table(&layout, bytes).map_err(|e| anyhow::anyhow!("disk image: {e}"))?;
+            let (_, system) = table
+                .find(disk::SYSTEM_LABEL)
+                .context("the system partition")?;
+            // PID 1 finds its system partition by this, even with several
+            // Brig disks attached.
+            cmdline.push_str(&format!(" brig.system=PARTUUID={}", system.unique_guid));
+            Some((layout, table))
+        }
+        None => None,
+    };
 
     let cpio = image.to_cpio(source_date_epoch());
     let compressed = timed(
@@ -189,10 +236,25 @@ pub fn build(
     write(&out.join("initramfs.img"), &compressed)?;
     std::fs::copy(&kernel.vmlinuz, out.join("vmlinuz"))
         .with_context(|| format!("copying {} to {}", kernel.vmlinuz.display(), out.display()))?;
-    write(
-        &out.join("cmdline"),
-        format!("{}\n", board.kernel_cmdline()).as_bytes(),
-    )?;
+    write(&out.join("cmdline"), format!("{cmdline}\n").as_bytes())?;
+    let disk_image = match (&layout, &system, &boot_loader) {
+        (Some((layout, table)), Some((system, _)), Some(loader)) => Some(write_disk(
+            board,
+            out,
+            output,
+            layout,
+            table,
+            system,
+            loader,
+            &cmdline,
+            &compressed,
+        )?),
+        _ => {
+            remove_disk_images(board, out);
+            let _ = std::fs::remove_file(out.join("system.squashfs"));
+            None
+        }
+    };
 
     let vmlinuz_size = std::fs::metadata(out.join("vmlinuz"))?.len();
     let manifest = json!({
@@ -206,7 +268,15 @@ pub fn build(
             "debs": kernel.debs,
             "vmlinuz_size": vmlinuz_size,
         },
-        "cmdline": board.kernel_cmdline(),
+        "cmdline": cmdline,
+        "format": format!("{:?}", output.format).to_lowercase(),
+        "disk": disk_image.as_ref().map(|(path, layout)| json!({
+            "path": path.file_name().map(|n| n.to_string_lossy().to_string()),
+            "size": layout.disk_bytes(),
+            "boot_partition": {"first_sector": layout.boot.0, "last_sector": layout.boot.1},
+            "system_partition": {"first_sector": layout.system.0, "last_sector": layout.system.1},
+            "system_squashfs_size": system.as_ref().map(|(_, b)| b.len()),
+        })),
         "brig_init_size": std::fs::metadata(&init)?.len(),
         "initramfs": {
             "compression": format!("zstd -{ZSTD_LEVEL}"),
@@ -224,6 +294,15 @@ pub fn build(
         &out.join("manifest.json"),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
+    if let Some((path, layout)) = &disk_image {
+        step(&format!(
+            "disk image {} ({} MiB; boot {} MiB, system {} MiB, the rest becomes the state partition on first boot)",
+            path.display(),
+            layout.disk_bytes() >> 20,
+            layout.boot_bytes() >> 20,
+            layout.system_bytes() >> 20,
+        ));
+    }
     step(&format!(
         "built {}: kernel {} ({} KiB), initramfs {} KiB ({} KiB unpacked, {} modules), in {}",
         board.name,
@@ -235,6 +314,80 @@ pub fn build(
         out.display()
     ));
     Ok(())
+}
+
+/// The disk image's file name for `format`.
+pub fn disk_image_name(board: &Board, format: Format) -> String {
+    match format {
+        Format::Qcow2 => format!("brig-{}.qcow2", board.name),
+        _ => format!("brig-{}.img", board.name),
+    }
+}
+
+/// Images of an earlier build in another format would be mistaken for this
+/// build's.
+fn remove_disk_images(board: &Board, out: &Path) {
+    for format in [Format::Raw, Format::Qcow2] {
+        let _ = std::fs::remove_file(out.join(disk_image_name(board, format)));
+    }
+}
+
+/// The boot partition's files, then the disk image in the wanted format.
+#[allow(clippy::too_many_arguments)]
+fn write_disk(
+    board: &Board,
+    out: &Path,
+    output: &Output,
+    layout: &disk::Layout,
+    table: &brig_spec::gpt::Table,
+    system: &Path,
+    boot_loader: &Path,
+    cmdline: &str,
+    initramfs: &[u8],
+) -> Result<(PathBuf, disk::Layout)> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let efi = board.arch.efi().to_uppercase();
+    let files = vec![
+        (format!("EFI/BOOT/BOOT{efi}.EFI"), read(boot_loader)?),
+        (
+            "loader/loader.conf".to_string(),
+            b"# systemd-boot: boot Brig at once; hold a key while booting for the menu.\ndefault brig.conf\ntimeout 0\n".to_vec(),
+        ),
+        (
+            "loader/entries/brig.conf".to_string(),
+            format!(
+                "title Brig {} ({})\nlinux /brig/vmlinuz\ninitrd /brig/initramfs.img\noptions {cmdline}\n",
+                env!("CARGO_PKG_VERSION"),
+                board.name
+            )
+            .into_bytes(),
+        ),
+        ("brig/vmlinuz".to_string(), read(&out.join("vmlinuz"))?),
+        ("brig/initramfs.img".to_string(), initramfs.to_vec()),
+    ];
+    let boot_bytes = layout.boot_bytes();
+    let boot = out.join("boot.vfat");
+    let volume_id = u32::from_le_bytes(table.disk_guid.0[..4].try_into().expect("4 bytes"));
+    timed("making the boot partition (FAT32, systemd-boot)", || {
+        disk::boot_volume(&files, boot_bytes, volume_id, source_date_epoch(), &boot)
+    })?;
+    remove_disk_images(board, out);
+    let raw_name = disk_image_name(board, Format::Raw);
+    let partial = out.join(format!("{raw_name}.partial"));
+    timed("writing the disk image", || {
+        disk::write_raw(table, layout, &boot, system, &partial)
+    })?;
+    let _ = std::fs::remove_file(&boot);
+    let path = out.join(disk_image_name(board, output.format));
+    if output.format == Format::Qcow2 {
+        let converted = timed("converting to qcow2", || disk::to_qcow2(&partial, &path));
+        let _ = std::fs::remove_file(&partial);
+        converted?;
+    } else {
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("moving {} into place", path.display()))?;
+    }
+    Ok((path, layout.clone()))
 }
 
 fn load_fragments(source: &Path, board: &Board) -> Result<Vec<kernel_config::Requirement>> {

@@ -67,7 +67,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "M" | "MB" | "MIB" => 1 << 20,
         "G" | "GB" | "GIB" => 1 << 30,
         "T" | "TB" | "TIB" => 1 << 40,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M, G or T)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use K, M, G or T)"
+            ))
+        }
     };
     number
         .checked_mul(scale)
@@ -80,6 +84,18 @@ pub struct Layout {
     pub disk_sectors: u64,
     pub boot: (u64, u64),
     pub system: (u64, u64),
+}
+
+impl Layout {
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_sectors * SECTOR
+    }
+    pub fn boot_bytes(&self) -> u64 {
+        (self.boot.1 + 1 - self.boot.0) * SECTOR
+    }
+    pub fn system_bytes(&self) -> u64 {
+        (self.system.1 + 1 - self.system.0) * SECTOR
+    }
 }
 
 /// Less than this left after the system partition is refused: the state
@@ -125,7 +141,10 @@ pub fn layout(sizes: &Sizes, system_bytes: u64) -> Result<Layout, String> {
     Ok(Layout {
         disk_sectors: disk / SECTOR,
         boot: (first, first + boot_sectors - 1),
-        system: (first + boot_sectors, first + boot_sectors + system_sectors - 1),
+        system: (
+            first + boot_sectors,
+            first + boot_sectors + system_sectors - 1,
+        ),
     })
 }
 
@@ -211,6 +230,9 @@ pub fn system_image(files: &[(String, Vec<u8>)], mtime: u32, out: &Path) -> Resu
     Ok(())
 }
 
+/// 1980-01-02, the first day every FAT implementation can show.
+const FAT_EPOCH: u32 = 315_619_200;
+
 /// The EFI system partition's FAT32 volume, `bytes` long, holding `files`
 /// (path on the volume → bytes), written to `out`.
 pub fn boot_volume(
@@ -224,9 +246,15 @@ pub fn boot_volume(
     let mmd = host_tools::require("mmd", "mtools")?;
     let mcopy = host_tools::require("mcopy", "mtools")?;
     let _ = std::fs::remove_file(out);
+    // FAT cannot date anything before 1980.
+    let mtime = mtime.max(FAT_EPOCH);
     let run = |command: &mut Command, what: &str| -> Result<()> {
-        // mtools writes FAT timestamps in local time.
-        let output = command.env("TZ", "UTC").output().with_context(|| format!("running {what}"))?;
+        // mtools dates what it makes by SOURCE_DATE_EPOCH, in local time.
+        let output = command
+            .env("TZ", "UTC")
+            .env("SOURCE_DATE_EPOCH", mtime.to_string())
+            .output()
+            .with_context(|| format!("running {what}"))?;
         if !output.status.success() {
             bail!(
                 "{what} failed on {}: {}",
@@ -431,10 +459,17 @@ mod tests {
         std::fs::write(&system, b"system").unwrap();
         let raw = write_raw(&t, &l, &boot, &system, &dir.path().join("disk.img")).unwrap();
         let sfdisk = host_tools::find("sfdisk").expect("sfdisk (util-linux fdisk) is needed");
-        let output = Command::new(sfdisk).arg("--json").arg(&raw).output().unwrap();
+        let output = Command::new(sfdisk)
+            .arg("--json")
+            .arg(&raw)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{stderr}");
-        assert!(!stderr.contains("GPT PMBR size mismatch") && !stderr.contains("corrupt"), "{stderr}");
+        assert!(
+            !stderr.contains("GPT PMBR size mismatch") && !stderr.contains("corrupt"),
+            "{stderr}"
+        );
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let table = &json["partitiontable"];
         assert_eq!(table["label"], "gpt");

@@ -57,6 +57,21 @@ enum Commands {
         /// a datasource's config merges over it (docs/config.md).
         #[arg(long, value_name = "FILE")]
         user_data: Option<PathBuf>,
+        /// What to make: kernel and initramfs, or a UEFI disk image (raw or
+        /// qcow2) with boot, system and (on first boot) state partitions.
+        #[arg(long, value_enum, default_value = "kernel")]
+        format: disk::Format,
+        /// Disk image size; what the partitions leave becomes the state
+        /// partition on first boot, grown to fill a larger disk.
+        #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = disk::parse_size)]
+        disk_size: u64,
+        /// Size of the boot (EFI system) partition.
+        #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = disk::parse_size)]
+        boot_size: u64,
+        /// Size of the system partition (default: twice the system image,
+        /// at least 256M).
+        #[arg(long, value_name = "SIZE", value_parser = disk::parse_size)]
+        system_size: Option<u64>,
     },
     /// Boot a built board in QEMU.
     Run {
@@ -94,9 +109,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             refresh,
             services,
             user_data,
+            format,
+            disk_size,
+            boot_size,
+            system_size,
         } => {
             let board = Board::load(&source, &board)?;
             let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
+            let output = build::Output {
+                format,
+                sizes: disk::Sizes {
+                    disk: disk_size,
+                    boot: boot_size,
+                    system: system_size,
+                },
+            };
             build::build(
                 &source,
                 &board,
@@ -104,6 +131,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 refresh,
                 &services,
                 user_data.as_deref(),
+                &output,
             )?;
             Ok(ExitCode::SUCCESS)
         }

@@ -69,6 +69,50 @@ pub struct RunOptions {
     /// An extra QEMU argument, as is (repeat for several).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_arg: Vec<String>,
+    /// Boot this disk image (raw or qcow2, by its name) with UEFI instead
+    /// of the one `brig build --format raw|qcow2` made: e.g. a copy, or one
+    /// made larger with `qemu-img resize`.
+    #[arg(long, value_name = "FILE")]
+    pub disk: Option<PathBuf>,
+    /// Boot the built kernel and initramfs directly (no firmware, faster),
+    /// with the disk image attached if the build made one.
+    #[arg(long)]
+    pub kernel_boot: bool,
+}
+
+/// How the guest boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// QEMU loads the kernel and initramfs, with this command line.
+    Kernel {
+        cmdline: String,
+        disk: Option<PathBuf>,
+    },
+    /// UEFI firmware boots the disk image (systemd-boot on its ESP);
+    /// `vars` is this boot's copy of the firmware's variable store.
+    Uefi { disk: PathBuf, vars: PathBuf },
+}
+
+/// A disk image's QEMU format, from its name.
+fn disk_format(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        _ => "raw",
+    }
+}
+
+/// The disk image a build made, from its manifest.
+pub fn built_disk(artifacts: &Path) -> Option<PathBuf> {
+    let manifest = std::fs::read(artifacts.join("manifest.json")).ok()?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).ok()?;
+    let name = manifest["disk"]["path"].as_str()?;
+    Some(artifacts.join(name))
+}
+
+/// This boot's copy of the UEFI variable store, in the artifacts directory
+/// (named by the process, as the NoCloud seed).
+fn vars_path(artifacts: &Path) -> PathBuf {
+    artifacts.join(format!("uefi-vars-{}.fd", std::process::id()))
 }
 
 impl RunOptions {
@@ -80,16 +124,11 @@ impl RunOptions {
 /// The QEMU command line (without the binary).
 pub fn arguments(
     profile: &QemuProfile,
-    board: &Board,
     artifacts: &Path,
     opts: &RunOptions,
     kvm: bool,
+    boot: &Boot,
 ) -> Vec<String> {
-    let mut cmdline = board.kernel_cmdline();
-    for word in &opts.append {
-        cmdline.push(' ');
-        cmdline.push_str(word);
-    }
     let mut args: Vec<String> = vec![
         "-machine".into(),
         profile.machine.clone(),
@@ -106,15 +145,47 @@ pub fn arguments(
         profile.memory.clone(),
         "-smp".into(),
         profile.smp.to_string(),
-        "-kernel".into(),
-        artifacts.join("vmlinuz").display().to_string(),
-        "-initrd".into(),
-        artifacts.join("initramfs.img").display().to_string(),
-        "-append".into(),
-        cmdline,
         "-display".into(),
         "none".into(),
     ];
+    let drive = |disk: &Path| {
+        format!(
+            "file={},format={},if=virtio",
+            disk.display(),
+            disk_format(disk)
+        )
+    };
+    match boot {
+        Boot::Kernel { cmdline, disk } => {
+            let mut cmdline = cmdline.clone();
+            for word in &opts.append {
+                cmdline.push(' ');
+                cmdline.push_str(word);
+            }
+            args.extend([
+                "-kernel".into(),
+                artifacts.join("vmlinuz").display().to_string(),
+                "-initrd".into(),
+                artifacts.join("initramfs.img").display().to_string(),
+                "-append".into(),
+                cmdline,
+            ]);
+            if let Some(disk) = disk {
+                args.extend(["-drive".into(), drive(disk)]);
+            }
+        }
+        Boot::Uefi { disk, vars } => {
+            if let Some(uefi) = &profile.uefi {
+                args.extend([
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,unit=0,readonly=on,file={}", uefi.code),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                ]);
+            }
+            args.extend(["-drive".into(), drive(disk)]);
+        }
+    }
     // User networking; ssh reachable on the host's loopback only.
     for n in 0..opts.nics {
         let forward = if n == 0 {
@@ -207,14 +278,55 @@ pub fn run(
             );
         }
     }
+    let disk = opts.disk.clone().or_else(|| built_disk(artifacts));
+    if let Some(disk) = &disk {
+        if !disk.is_file() {
+            bail!("no disk image {}", disk.display());
+        }
+    }
+    let boot = match disk {
+        Some(disk) if !opts.kernel_boot => {
+            let uefi = profile.uefi.as_ref().with_context(|| {
+                format!(
+                    "the QEMU profile {} has no UEFI firmware to boot a disk image; use --kernel-boot",
+                    board.qemu_profile
+                )
+            })?;
+            host_tools::require(&uefi.code, &uefi.package)?;
+            let vars = vars_path(artifacts);
+            std::fs::copy(&uefi.vars, &vars).with_context(|| {
+                format!(
+                    "copying the UEFI variable store {} (package {})",
+                    uefi.vars, uefi.package
+                )
+            })?;
+            Boot::Uefi { disk, vars }
+        }
+        disk => Boot::Kernel {
+            // What the build wrote (it names the system partition), else the board's.
+            cmdline: std::fs::read_to_string(artifacts.join("cmdline"))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_else(|_| board.kernel_cmdline()),
+            disk,
+        },
+    };
     let kvm = match opts.accel {
         Accel::Tcg => false,
         Accel::Kvm => true,
         Accel::Auto => kvm_works(&qemu, &profile, board, artifacts),
     };
     step(&format!(
-        "booting {} in QEMU ({}), ssh on 127.0.0.1:{}{}",
+        "booting {}{} in QEMU ({}), ssh on 127.0.0.1:{}{}",
         board.name,
+        match &boot {
+            Boot::Uefi { disk, .. } => format!(" from {} with UEFI", disk.display()),
+            Boot::Kernel {
+                disk: Some(disk), ..
+            } => {
+                format!(" (kernel boot, disk {})", disk.display())
+            }
+            Boot::Kernel { disk: None, .. } => String::new(),
+        },
         if kvm { "KVM" } else { "TCG software emulation" },
         opts.ssh_port,
         if opts.headless {
@@ -237,7 +349,7 @@ pub fn run(
         let seed = crate::seed::make(artifacts, &files)?;
         step(&format!("NoCloud seed {}", seed.display()));
     }
-    let args = arguments(&profile, board, artifacts, opts, kvm);
+    let args = arguments(&profile, artifacts, opts, kvm, &boot);
     let mut command = Command::new(&qemu);
     command.args(&args);
     if opts.headless {
@@ -248,6 +360,9 @@ pub fn run(
         .with_context(|| format!("starting {}", qemu.display()));
     if opts.wants_seed() {
         let _ = std::fs::remove_file(crate::seed::path(artifacts));
+    }
+    if let Boot::Uefi { vars, .. } = &boot {
+        let _ = std::fs::remove_file(vars);
     }
     status
 }
@@ -377,13 +492,19 @@ mod tests {
             user_data: None,
             meta_data: None,
             network_config: None,
+            disk: None,
+            kernel_boot: false,
         }
     }
 
     fn args_for(board: &str, opts: &RunOptions, kvm: bool) -> Vec<String> {
         let board = Board::load(repo(), board).unwrap();
         let profile = QemuProfile::load(repo(), &board.qemu_profile).unwrap();
-        arguments(&profile, &board, Path::new("/o"), opts, kvm)
+        let boot = Boot::Kernel {
+            cmdline: board.kernel_cmdline(),
+            disk: None,
+        };
+        arguments(&profile, Path::new("/o"), opts, kvm, &boot)
     }
 
     fn value_of<'a>(args: &'a [String], flag: &str) -> &'a str {
@@ -459,6 +580,41 @@ mod tests {
             "{args}"
         );
         assert!(!args_for("qemu-aarch64", &options(), false).contains(&"-rtc".to_string()));
+    }
+
+    #[test]
+    fn a_disk_image_boots_with_uefi_firmware_as_the_first_virtio_disk() {
+        let board = Board::load(repo(), "qemu-x86_64").unwrap();
+        let profile = QemuProfile::load(repo(), &board.qemu_profile).unwrap();
+        let opts = RunOptions {
+            user_data: Some("u".into()),
+            ..options()
+        };
+        let boot = Boot::Uefi {
+            disk: "/o/brig-qemu-x86_64.qcow2".into(),
+            vars: "/o/vars.fd".into(),
+        };
+        let args = arguments(&profile, Path::new("/o"), &opts, false, &boot).join(" ");
+        assert!(!args.contains("-kernel"), "{args}");
+        assert!(
+            args.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive if=pflash,format=raw,unit=1,file=/o/vars.fd -drive file=/o/brig-qemu-x86_64.qcow2,format=qcow2,if=virtio"),
+            "{args}"
+        );
+        // The system disk comes before the seed: it is vda.
+        let disk = args.find("brig-qemu-x86_64.qcow2").unwrap();
+        let seed = args.find("nocloud-seed").unwrap();
+        assert!(disk < seed, "{args}");
+        let boot = Boot::Kernel {
+            cmdline: "console=ttyS0 brig.system=PARTUUID=X".into(),
+            disk: Some("/o/brig-qemu-x86_64.img".into()),
+        };
+        let args = arguments(&profile, Path::new("/o"), &options(), false, &boot).join(" ");
+        assert!(
+            args.contains("-append console=ttyS0 brig.system=PARTUUID=X")
+                && args.contains("-drive file=/o/brig-qemu-x86_64.img,format=raw,if=virtio")
+                && !args.contains("pflash"),
+            "{args}"
+        );
     }
 
     #[test]
