@@ -2,6 +2,7 @@
 //! and `brig-container` (one container in the foreground, for tests and
 //! benchmarks) are thin binaries over it.
 
+pub mod boot_disk;
 pub mod cgroup;
 pub mod clone;
 pub mod cmdline;

@@ -18,6 +18,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use brig_init::boot_disk;
 use brig_init::cmdline::Cmdline;
 use brig_init::coldplug::{Coldplug, Outcome};
 use brig_init::console::{self, say};
@@ -89,7 +90,7 @@ struct Init {
     /// A power action waiting for services to stop, and until when.
     pending_power: Option<(PowerAction, Instant)>,
     /// How this boot reached PID 1, for `brigctl status`.
-    boot: &'static str,
+    boot: String,
     state: state::State,
 }
 
@@ -249,7 +250,8 @@ fn boot() -> Result<Init, String> {
             "kernel and initramfs"
         } else {
             "a root filesystem"
-        },
+        }
+        .into(),
         state: state::State::Absent,
     };
 
@@ -274,11 +276,21 @@ fn boot() -> Result<Init, String> {
         }
         None => say("error: no cgroup2 hierarchy: services run without limits"),
     }
+    // A disk image: the system containers are on its system partition.
+    let boot_disk = init.mount_system_partition(&cmdline, cgroups.clone());
     // Before the config: the saved config and datasource live on it.
-    let volumes = volume::scan().unwrap_or_else(|e| {
-        say(&format!("error: {e}"));
-        Vec::new()
-    });
+    let scan = || {
+        volume::scan().unwrap_or_else(|e| {
+            say(&format!("error: {e}"));
+            Vec::new()
+        })
+    };
+    let mut volumes = scan();
+    if let Some(disk) = &boot_disk {
+        if init.prepare_state_partition(disk, &volumes) {
+            volumes = scan();
+        }
+    }
     if volumes
         .iter()
         .any(|(_, v)| v.label.as_deref() == Some(state::LABEL))
@@ -482,7 +494,165 @@ fn uptime() -> f64 {
     console::since_boot().as_secs_f64()
 }
 
+/// How long PID 1 waits for the system partition the command line names
+/// (a USB disk can take seconds to appear).
+const SYSTEM_PARTITION_WAIT: Duration = Duration::from_secs(15);
+
 impl Init {
+    /// With `brig.system=PARTUUID=` on the command line (a disk image's boot
+    /// entry): waits for that partition, mounts it over /lib/brig and reads
+    /// the system containers from it. Returns the disk's name (`vda`).
+    fn mount_system_partition(
+        &mut self,
+        cmdline: &Cmdline,
+        cgroups: Option<PathBuf>,
+    ) -> Option<String> {
+        let wanted = match boot_disk::wanted_system(cmdline.value("brig.system")) {
+            Ok(Some(wanted)) => wanted,
+            Ok(None) => return None,
+            Err(e) => {
+                say(&format!("error: {e}; no system containers"));
+                return None;
+            }
+        };
+        let deadline = Instant::now() + SYSTEM_PARTITION_WAIT;
+        let partition = loop {
+            let partitions = boot_disk::partitions();
+            match boot_disk::choose_system(
+                &partitions,
+                Some(wanted),
+                &mut boot_disk::partition_guid,
+            ) {
+                Ok(Some(p)) => break p.clone(),
+                Ok(None) if Instant::now() < deadline => {
+                    // New devices' modules load as their uevents come in.
+                    self.drain_uevents();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) => {
+                    say(&format!(
+                        "error: the system partition ({} PARTUUID={wanted}) did not appear within {} s: no system containers",
+                        boot_disk::SYSTEM_LABEL,
+                        SYSTEM_PARTITION_WAIT.as_secs()
+                    ));
+                    return None;
+                }
+                Err(e) => {
+                    say(&format!("error: {e}; no system containers"));
+                    return None;
+                }
+            }
+        };
+        let device = format!("/dev/{}", partition.name);
+        use nix::mount::MsFlags;
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+        let mounted = self
+            .sys
+            .create_dir_all(boot_disk::SYSTEM_MOUNT)
+            .and_then(|()| {
+                self.sys
+                    .mount(&device, boot_disk::SYSTEM_MOUNT, "squashfs", flags, "")
+            });
+        if let Err(e) = mounted {
+            say(&format!(
+                "error: mounting the system partition {device} on {}: {e}; no system containers",
+                boot_disk::SYSTEM_MOUNT
+            ));
+            return None;
+        }
+        say(&format!(
+            "system partition {device} mounted on {}",
+            boot_disk::SYSTEM_MOUNT
+        ));
+        self.services = Services::new(Path::new(services::IMAGES), cgroups);
+        self.boot = format!("disk /dev/{} (system partition {device})", partition.disk);
+        Some(partition.disk)
+    }
+
+    /// On the boot disk: makes the state partition in the free space on
+    /// first boot, or grows it to the disk's end. True if a partition was
+    /// made or changed (the volumes must be scanned again).
+    fn prepare_state_partition(
+        &mut self,
+        disk: &str,
+        volumes: &[(String, volume::Volume)],
+    ) -> bool {
+        let (sectors, found) = match boot_disk::read_table(disk) {
+            Ok(t) => t,
+            Err(e) => {
+                say(&format!("error: state: {e}; the disk is left as it is"));
+                return false;
+            }
+        };
+        if let Some(note) = &found.note {
+            say(&format!("disk /dev/{disk}: {note}"));
+        }
+        let ours = found
+            .table
+            .find(boot_disk::STATE_LABEL)
+            .map(|(n, _)| boot_disk::partition_device(disk, n));
+        let elsewhere = volumes.iter().any(|(device, v)| {
+            v.label.as_deref() == Some(state::LABEL) && Some(device) != ours.as_ref()
+        });
+        let plan = boot_disk::plan_state(&found.table, sectors, elsewhere);
+        let mib = |sectors: u64| (sectors * brig_spec::gpt::SECTOR) >> 20;
+        match &plan {
+            boot_disk::StatePlan::Leave(why) => {
+                if ours.is_none() {
+                    say(&format!("state: {why}"));
+                }
+                return false;
+            }
+            boot_disk::StatePlan::Create { first, last } => say(&format!(
+                "state: making the state partition in /dev/{disk}'s free space ({} MiB)",
+                mib(last + 1 - first)
+            )),
+            boot_disk::StatePlan::Grow { number, from, last } => say(&format!(
+                "state: growing partition {number} of /dev/{disk} to the end of the disk (+{} MiB)",
+                mib(last - from)
+            )),
+        }
+        let device = match boot_disk::apply(disk, sectors, &found.table, &plan) {
+            Ok(device) => device,
+            Err(e) => {
+                say(&format!("error: state: {e}"));
+                return false;
+            }
+        };
+        if let boot_disk::StatePlan::Create { .. } = plan {
+            let made = self.services.run_tool(
+                STORAGE_TOOLS,
+                &[
+                    "/usr/sbin/mke2fs",
+                    "-q",
+                    "-t",
+                    "ext4",
+                    "-L",
+                    state::LABEL,
+                    &device,
+                ],
+            );
+            match made {
+                Ok((0, _)) => say(&format!(
+                    "state: {device} formatted (ext4, {})",
+                    state::LABEL
+                )),
+                Ok((code, output)) => {
+                    say(&format!(
+                        "error: state: mke2fs {device} failed (exit {code}): {}",
+                        output.trim()
+                    ));
+                    return false;
+                }
+                Err(e) => {
+                    say(&format!("error: state: formatting {device}: {e}"));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     fn status(&self) -> SystemStatus {
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
@@ -493,7 +663,7 @@ impl Init {
                 .map(|b| b.trim().to_string())
                 .unwrap_or_else(|_| "unknown".into()),
             kernel,
-            boot: self.boot.to_string(),
+            boot: self.boot.clone(),
             uptime_seconds: console::since_boot().as_secs(),
             state: self.state.status(),
         }
