@@ -34,27 +34,45 @@ pub fn brig(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// The artifacts directory of `board`, built once per test run.
 pub fn built(board: &str) -> PathBuf {
+    built_as(board, "kernel")
+}
+
+/// As `built`, in a `brig build --format` (`kernel`, `raw`, `qcow2`), each
+/// in a directory of its own.
+pub fn built_as(board: &str, format: &str) -> PathBuf {
     type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
     static BUILDS: Mutex<Option<HashMap<String, Slot>>> = Mutex::new(None);
     let slot = {
         let mut builds = BUILDS.lock().unwrap();
         builds
             .get_or_insert_with(HashMap::new)
-            .entry(board.to_string())
+            .entry(format!("{board} {format}"))
             .or_default()
             .clone()
     };
     slot.get_or_init(|| {
-        let out = source_dir().join("target/e2e").join(board);
+        let dir = match format {
+            "kernel" => board.to_string(),
+            _ => format!("{board}-{format}"),
+        };
+        let out = source_dir().join("target/e2e").join(dir);
         let output = brig(
-            &["build", "--board", board, "--out", out.to_str().unwrap()],
+            &[
+                "build",
+                "--board",
+                board,
+                "--format",
+                format,
+                "--out",
+                out.to_str().unwrap(),
+            ],
             &[],
         );
         if output.status.success() {
             Ok(out)
         } else {
             Err(format!(
-                "brig build --board {board} failed:\n{}",
+                "brig build --board {board} --format {format} failed:\n{}",
                 String::from_utf8_lossy(&output.stderr)
             ))
         }

@@ -6,6 +6,7 @@
 mod boot;
 mod build;
 mod console;
+mod disk_image;
 mod guest;
 mod isolated_net;
 mod metadata;
