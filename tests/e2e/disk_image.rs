@@ -234,6 +234,7 @@ bootcmd:
     println!("power cuts: delay seed {seed}");
     let mut last_seen = 0u64;
     let mut verdicts = Vec::new();
+    let mut values = Vec::new();
     for cut in 0..=CUTS {
         let mut guest = Guest::boot_with(board, &built, &[], &options);
         let serial = guest.wait_for("power-cut writer: from", BOOT);
@@ -271,6 +272,7 @@ bootcmd:
                 "boot {cut}: config went back from cut-{last_seen} to cut-{value}"
             );
             last_seen = value;
+            values.push(value.to_string());
         }
         if cut == CUTS {
             break;
@@ -284,7 +286,8 @@ bootcmd:
         guest.wait_exit(Duration::from_secs(30));
     }
     println!(
-        "power cuts: {CUTS}, config reached cut-{last_seen}; e2fsck said: {}",
+        "power cuts: {CUTS}; config after each: {}; e2fsck said: {}",
+        values.join(" "),
         verdicts.join(" | ")
     );
     assert!(last_seen > 0, "no write ever reached the disk");
