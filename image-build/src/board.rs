@@ -88,6 +88,13 @@ pub struct Board {
     pub cmdline: Vec<String>,
     /// Profile in `qemu/` used by `brig run`.
     pub qemu_profile: String,
+    /// What `brig build` makes without `--format`.
+    #[serde(default = "default_format")]
+    pub default_format: crate::disk::Format,
+}
+
+fn default_format() -> crate::disk::Format {
+    crate::disk::Format::Kernel
 }
 
 fn default_suite() -> String {

@@ -208,8 +208,8 @@ pub fn build(
             let layout = disk::layout(&output.sizes, bytes.len() as u64).map_err(|e| {
                 anyhow::anyhow!("disk image: {e} (see --disk-size, --boot-size, --system-size)")
             })?;
-            let table =
-                disk::table(&layout, bytes).map_err(|e| anyhow::anyhow!("disk image: {e}"))?;
+            let table = disk::table(&layout, bytes, &board.name)
+                .map_err(|e| anyhow::anyhow!("disk image: {e}"))?;
             let (_, system) = table
                 .find(disk::SYSTEM_LABEL)
                 .context("the system partition")?;

@@ -27,7 +27,8 @@ pub const MIB: u64 = 1 << 20;
 pub const BOOT_LABEL: &str = "BRIG_BOOT";
 pub const SYSTEM_LABEL: &str = "BRIG_SYSTEM";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Kernel and initramfs, booted directly (QEMU's -kernel, a PXE server).
     Kernel,
@@ -163,13 +164,15 @@ pub fn derived_guid(seed: &[u8], salt: &str) -> Guid {
     Guid::from_random(bytes)
 }
 
-/// The GPT for `layout`, with GUIDs derived from `seed` (the contents).
-pub fn table(layout: &Layout, seed: &[u8]) -> Result<Table, String> {
-    let mut table = Table::new(derived_guid(seed, "disk"));
+/// The GPT for `layout`, with GUIDs derived from `seed` (the contents) and
+/// the board's name.
+pub fn table(layout: &Layout, seed: &[u8], board: &str) -> Result<Table, String> {
+    let guid = |what: &str| derived_guid(seed, &format!("{board} {what}"));
+    let mut table = Table::new(guid("disk"));
     table.add(
         Partition {
             type_guid: gpt::types::efi_system(),
-            unique_guid: derived_guid(seed, BOOT_LABEL),
+            unique_guid: guid(BOOT_LABEL),
             first_lba: layout.boot.0,
             last_lba: layout.boot.1,
             attributes: 0,
@@ -180,7 +183,7 @@ pub fn table(layout: &Layout, seed: &[u8]) -> Result<Table, String> {
     table.add(
         Partition {
             type_guid: gpt::types::linux_filesystem(),
-            unique_guid: derived_guid(seed, SYSTEM_LABEL),
+            unique_guid: guid(SYSTEM_LABEL),
             first_lba: layout.system.0,
             last_lba: layout.system.1,
             // Bit 60: read-only, as the UEFI spec's attribute for the OS.
@@ -452,7 +455,12 @@ mod tests {
             system: None,
         };
         let l = layout(&sizes, 10 * MIB).unwrap();
-        let t = table(&l, b"contents").unwrap();
+        let t = table(&l, b"contents", "qemu-x86_64").unwrap();
+        assert_ne!(
+            t.disk_guid,
+            table(&l, b"contents", "pc-x86_64").unwrap().disk_guid,
+            "boards differ"
+        );
         let boot = dir.path().join("boot");
         let system = dir.path().join("system");
         std::fs::write(&boot, b"boot").unwrap();

@@ -59,8 +59,9 @@ enum Commands {
         user_data: Option<PathBuf>,
         /// What to make: kernel and initramfs, or a UEFI disk image (raw or
         /// qcow2) with boot, system and (on first boot) state partitions.
-        #[arg(long, value_enum, default_value = "kernel")]
-        format: disk::Format,
+        /// Default: the board's (kernel for the QEMU boards, raw for PCs).
+        #[arg(long, value_enum)]
+        format: Option<disk::Format>,
         /// Disk image size; what the partitions leave becomes the state
         /// partition on first boot, grown to fill a larger disk.
         #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = disk::parse_size)]
@@ -117,7 +118,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let board = Board::load(&source, &board)?;
             let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
             let output = build::Output {
-                format,
+                format: format.unwrap_or(board.default_format),
                 sizes: disk::Sizes {
                     disk: disk_size,
                     boot: boot_size,

@@ -74,6 +74,34 @@ fn same_inputs_give_identical_initramfs() {
     assert!(a == b, "two builds of qemu-aarch64 differ");
 }
 
+#[test]
+fn same_inputs_give_an_identical_disk_image() {
+    let first = crate::guest::built_as("qemu-x86_64", "raw");
+    let second = tempfile::tempdir().unwrap();
+    let output = brig(
+        &[
+            "build",
+            "--board",
+            "qemu-x86_64",
+            "--format",
+            "raw",
+            "--out",
+            second.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let name = "brig-qemu-x86_64.img";
+    let a = std::fs::read(first.join(name)).unwrap();
+    let b = std::fs::read(second.path().join(name)).unwrap();
+    assert_eq!(a.len(), 1 << 30);
+    assert!(a == b, "two builds of the qemu-x86_64 disk image differ");
+}
+
 /// A source tree like ours whose board requires one more option.
 fn source_with_fragment(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
