@@ -302,30 +302,10 @@ fn boot() -> Result<Init, String> {
         }
     }
     let services = &mut init.services;
-    init.state = state::mount(&init.sys, &volumes, &mut |device, grow| {
-        if !grow {
-            let (code, output) =
-                services.run_tool(STORAGE_TOOLS, &["/usr/sbin/e2fsck", "-p", device])?;
-            return state::fsck_verdict(code, &output).map(|said| format!("e2fsck: {said}"));
-        }
-        // resize2fs wants a full check first; both offline, before the
-        // mount (from its container resize2fs would not see PID 1's mount).
+    init.state = state::mount(&init.sys, &volumes, &mut |device| {
         let (code, output) =
-            services.run_tool(STORAGE_TOOLS, &["/usr/sbin/e2fsck", "-f", "-p", device])?;
-        let checked = state::fsck_verdict(code, &output)?;
-        let (code, output) = services.run_tool(STORAGE_TOOLS, &["/usr/sbin/resize2fs", device])?;
-        // "The filesystem on … is now N blocks long", not the version banner.
-        let said = output
-            .lines()
-            .rfind(|l| !l.trim().is_empty() && !l.starts_with("resize2fs "))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        Ok(match code {
-            0 => format!("e2fsck: {checked}; grown to fill the disk: {said}"),
-            // Not growing is no reason to run from RAM.
-            _ => format!("e2fsck: {checked}; error: resize2fs failed (exit {code}): {said}"),
-        })
+            services.run_tool(STORAGE_TOOLS, &["/usr/sbin/e2fsck", "-p", device])?;
+        state::fsck_verdict(code, &output).map(|said| format!("e2fsck: {said}"))
     });
     say(&init.state.describe());
     match config_source(&init.sys, &cmdline) {

@@ -98,12 +98,13 @@ pub fn should_grow(volume: &Volume) -> bool {
 }
 
 /// Finds the state partition among `volumes`, checks it with `check`
-/// (e2fsck, and resize2fs when told to grow it: what they said, or why not
-/// to mount) and mounts it.
+/// (e2fsck: what it said, or why not to mount), mounts it, and grows the
+/// filesystem online when its device is larger (a grown partition, an
+/// image on a larger disk).
 pub fn mount(
     sys: &dyn System,
     volumes: &[(String, Volume)],
-    check: &mut dyn FnMut(&str, bool) -> Result<String, String>,
+    check: &mut dyn FnMut(&str) -> Result<String, String>,
 ) -> State {
     let mut found = volumes
         .iter()
@@ -123,7 +124,7 @@ pub fn mount(
     if volume.fstype != "ext4" {
         return unusable(format!("it holds {}, not ext4", volume.fstype));
     }
-    match check(device, should_grow(volume)) {
+    match check(device) {
         Ok(said) => crate::console::say(&format!("state: {device}: {said}")),
         Err(e) => return unusable(e),
     }
@@ -131,11 +132,21 @@ pub fn mount(
         return unusable(format!("creating {MOUNT_POINT}: {e}"));
     }
     // The kernel replays the journal: a power cut leaves it consistent.
-    match sys.mount(device, MOUNT_POINT, "ext4", MsFlags::MS_NOATIME, "") {
-        Ok(()) => State::Mounted {
-            device: device.clone(),
-        },
-        Err(e) => unusable(format!("mounting: {e}")),
+    if let Err(e) = sys.mount(device, MOUNT_POINT, "ext4", MsFlags::MS_NOATIME, "") {
+        return unusable(format!("mounting: {e}"));
+    }
+    if let (true, Some(bytes)) = (should_grow(volume), volume.device_bytes) {
+        // Not growing is no reason to run from RAM: it keeps its size.
+        crate::console::say(&match sys.grow_ext4(MOUNT_POINT, bytes) {
+            Ok(()) => format!(
+                "state: {device}: grown online to fill its device ({} MiB)",
+                bytes >> 20
+            ),
+            Err(e) => format!("error: state: growing {device} online: {e}; it keeps its size"),
+        });
+    }
+    State::Mounted {
+        device: device.clone(),
     }
 }
 
@@ -160,7 +171,7 @@ mod tests {
             ("/dev/vda".to_string(), volume("cidata", "vfat")),
             ("/dev/vdb".to_string(), volume(LABEL, "ext4")),
         ];
-        let state = mount(&sys, &volumes, &mut |_, _| Ok("clean".into()));
+        let state = mount(&sys, &volumes, &mut |_| Ok("clean".into()));
         assert_eq!(
             state,
             State::Mounted {
@@ -168,7 +179,7 @@ mod tests {
             }
         );
         assert_eq!(sys.calls(), ["mount /var/lib/brig ext4 /dev/vdb"]);
-        assert!(mount(&sys, &volumes[..1], &mut |_, _| Ok("clean".into()))
+        assert!(mount(&sys, &volumes[..1], &mut |_| Ok("clean".into()))
             .describe()
             .contains("running from RAM"));
     }
@@ -180,13 +191,13 @@ mod tests {
             ("/dev/vdb".to_string(), volume(LABEL, "ext4")),
             ("/dev/vdc".to_string(), volume(LABEL, "ext4")),
         ];
-        let state = mount(&sys, &two, &mut |_, _| Ok("clean".into())).describe();
+        let state = mount(&sys, &two, &mut |_| Ok("clean".into())).describe();
         assert!(
             state.contains("/dev/vdc is labelled BRIG_STATE too"),
             "{state}"
         );
         let fat = vec![("/dev/vdb".to_string(), volume(LABEL, "vfat"))];
-        assert!(mount(&sys, &fat, &mut |_, _| Ok("clean".into()))
+        assert!(mount(&sys, &fat, &mut |_| Ok("clean".into()))
             .describe()
             .contains("holds vfat, not ext4"));
         assert!(sys.calls().is_empty(), "nothing mounted: {:?}", sys.calls());
@@ -194,7 +205,7 @@ mod tests {
         failing
             .failures
             .insert("mount /var/lib/brig".into(), libc::EUCLEAN);
-        let state = mount(&failing, &two[..1], &mut |_, _| Ok("clean".into()));
+        let state = mount(&failing, &two[..1], &mut |_| Ok("clean".into()));
         assert!(
             matches!(&state, State::Unusable { error, .. } if error.starts_with("mounting: ")),
             "{state:?}"
@@ -222,7 +233,7 @@ mod tests {
         // An unusable verdict stops the mount, and nothing is mounted.
         let sys = Recorder::default();
         let volumes = vec![("/dev/vdb".to_string(), volume(LABEL, "ext4"))];
-        let state = mount(&sys, &volumes, &mut |_, _| {
+        let state = mount(&sys, &volumes, &mut |_| {
             Err("e2fsck could not repair it (exit 4): x".into())
         });
         assert!(state.describe().contains("exit 4"), "{state:?}");
@@ -244,11 +255,19 @@ mod tests {
         assert!(!should_grow(&volume(LABEL, "ext4")), "sizes unknown");
         let sys = Recorder::default();
         let volumes = vec![("/dev/vdb".to_string(), sized(256 << 20, 1 << 30))];
-        let mut asked = None;
-        mount(&sys, &volumes, &mut |device, grow| {
-            asked = Some((device.to_string(), grow));
-            Ok("grown".into())
-        });
-        assert_eq!(asked, Some(("/dev/vdb".into(), true)));
+        let state = mount(&sys, &volumes, &mut |_| Ok("clean".into()));
+        assert!(matches!(state, State::Mounted { .. }));
+        assert_eq!(
+            sys.calls(),
+            [
+                "mount /var/lib/brig ext4 /dev/vdb",
+                "grow-ext4 /var/lib/brig 1073741824"
+            ]
+        );
+        // A failed growth leaves it mounted at its old size.
+        let mut failing = Recorder::default();
+        failing.failures.insert("grow-ext4".into(), libc::EINVAL);
+        let state = mount(&failing, &volumes, &mut |_| Ok("clean".into()));
+        assert!(matches!(state, State::Mounted { .. }), "{state:?}");
     }
 }

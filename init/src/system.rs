@@ -43,6 +43,9 @@ pub trait System {
     /// Unmounts `target`; `detach` falls back to a lazy unmount.
     fn unmount(&self, target: &str, detach: bool) -> io::Result<()>;
     fn remount_read_only(&self, target: &str) -> io::Result<()>;
+    /// Grows the mounted ext4 filesystem at `mount_point` to `bytes`, online
+    /// (what resize2fs does for a mounted filesystem).
+    fn grow_ext4(&self, mount_point: &str, bytes: u64) -> io::Result<()>;
     /// Loads the module file at `path` with `params` ("name=value ...").
     fn load_module(&self, path: &Path, params: &str) -> io::Result<()>;
     fn set_hostname(&self, name: &str) -> io::Result<()>;
@@ -90,6 +93,25 @@ impl System for Linux {
     fn remount_read_only(&self, target: &str) -> io::Result<()> {
         let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(errno)
+    }
+
+    fn grow_ext4(&self, mount_point: &str, bytes: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        /// `EXT4_IOC_RESIZE_FS`: `_IOW('f', 16, __u64)`.
+        const EXT4_IOC_RESIZE_FS: u64 = 0x4008_6610;
+        // For ext4, statvfs's block size is the filesystem's block size.
+        let block = nix::sys::statvfs::statvfs(mount_point)
+            .map_err(errno)?
+            .block_size() as u64;
+        let blocks: u64 = bytes / block.max(1024);
+        let dir = File::open(mount_point)?;
+        // SAFETY: the ioctl reads one u64 (the new block count) from a
+        // pointer to a live local.
+        let r = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS as _, &blocks) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn load_module(&self, path: &Path, params: &str) -> io::Result<()> {
@@ -214,6 +236,9 @@ pub mod fake {
         }
         fn remount_read_only(&self, target: &str) -> io::Result<()> {
             self.record(format!("remount-ro {target}"))
+        }
+        fn grow_ext4(&self, mount_point: &str, bytes: u64) -> io::Result<()> {
+            self.record(format!("grow-ext4 {mount_point} {bytes}"))
         }
         fn load_module(&self, path: &Path, params: &str) -> io::Result<()> {
             if let Some(hook) = &self.on_load {

@@ -1,8 +1,9 @@
 //! Disk images (`brig build --format raw|qcow2`) as a user runs them: booted
 //! by UEFI firmware (OVMF) from the image alone, the state partition made
-//! on first boot in the free space of a disk larger than the image, what
-//! the user keeps surviving `brigctl reboot`; and a power cut, again and
-//! again, while the guest writes its config and files.
+//! on first boot in the free space of a disk larger than the image and
+//! grown when the disk grows, what the user keeps surviving `brigctl
+//! reboot`; and a power cut, again and again, while the guest writes its
+//! config and files.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,16 +124,34 @@ fn qemu_x86_64_raw_image_boots_with_uefi_grows_into_its_disk_and_keeps_state() {
     assert_eq!(parts[2]["start"], 321 * 2048);
     assert_eq!(parts[2]["size"], 3774 * 2048);
 
-    // Second boot, without the seed: the same disk, the same host keys.
+    // Second boot, without the seed, on the disk made 1 GiB larger: the
+    // state partition and its filesystem grow into it; the same host keys.
+    run(Command::new("qemu-img")
+        .args(["resize", "-q"])
+        .arg(&disk)
+        .arg("5G"));
     let mut guest = Guest::boot_with(board, &built, &[], &[&disk_arg]);
     let serial = guest.wait_for("brig: ready", BOOT);
     assert!(!serial.contains("making the state partition"), "{serial}");
-    assert!(
-        serial.contains("brig: state: /dev/vda3 (BRIG_STATE, ext4) mounted at /var/lib/brig"),
-        "{serial}"
+    for said in [
+        "brig: state: growing partition 3 of /dev/vda to the end of the disk (+1024 MiB)",
+        "brig: state: /dev/vda3: grown online to fill its device (4798 MiB)",
+        "brig: state: /dev/vda3 (BRIG_STATE, ext4) mounted at /var/lib/brig",
+    ] {
+        assert!(serial.contains(said), "{said:?} not in:\n{serial}");
+    }
+    let out = ssh(
+        &guest,
+        "hostname; cat ~/kept.txt /etc/timezone; df -m /home | tail -1",
     );
-    let out = ssh(&guest, "hostname; cat ~/kept.txt /etc/timezone");
-    assert_eq!(out, "diskful\nkept\nAsia/Tokyo\n");
+    assert!(out.starts_with("diskful\nkept\nAsia/Tokyo\n"), "{out}");
+    let size_mib: u64 = out
+        .lines()
+        .nth(3)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(size_mib > 4500, "the filesystem did not grow: {out}");
     guest.qmp("system_powerdown", serde_json::json!({}));
     guest.wait_exit(Duration::from_secs(120));
 }

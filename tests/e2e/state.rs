@@ -62,7 +62,8 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
     );
     let serial = guest.wait_for("brig: ready", BOOT);
     for said in [
-        "state: /dev/vdb: e2fsck: clean; grown to fill the disk: The filesystem on /dev/vdb is now ",
+        "state: /dev/vdb: e2fsck: clean",
+        "state: /dev/vdb: grown online to fill its device (1024 MiB)",
         "state: /dev/vdb (BRIG_STATE, ext4) mounted at /var/lib/brig",
     ] {
         assert!(serial.contains(said), "{said:?} not in:\n{serial}");
