@@ -251,31 +251,20 @@ pub fn boot_volume(
     let _ = std::fs::remove_file(out);
     // FAT cannot date anything before 1980.
     let mtime = mtime.max(FAT_EPOCH);
-    let run = |command: &mut Command, what: &str| -> Result<()> {
+    let what = format!("making the boot partition {}", out.display());
+    let run = |command: &mut Command| -> Result<()> {
         // mtools dates what it makes by SOURCE_DATE_EPOCH, in local time.
-        let output = command
+        let command = command
             .env("TZ", "UTC")
-            .env("SOURCE_DATE_EPOCH", mtime.to_string())
-            .output()
-            .with_context(|| format!("running {what}"))?;
-        if !output.status.success() {
-            bail!(
-                "{what} failed on {}: {}",
-                out.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(())
+            .env("SOURCE_DATE_EPOCH", mtime.to_string());
+        host_tools::run(command, &what).map(drop)
     };
-    run(
-        Command::new(&mkfs)
-            .args(["-F", "32", "-n", BOOT_LABEL, "--invariant", "-i"])
-            .arg(format!("{volume_id:08X}"))
-            .arg("-C")
-            .arg(out)
-            .arg((bytes / 1024).to_string()),
-        "mkfs.vfat",
-    )?;
+    run(Command::new(&mkfs)
+        .args(["-F", "32", "-n", BOOT_LABEL, "--invariant", "-i"])
+        .arg(format!("{volume_id:08X}"))
+        .arg("-C")
+        .arg(out)
+        .arg((bytes / 1024).to_string()))?;
     let stage = out.with_extension("files");
     let _ = std::fs::remove_dir_all(&stage);
     let mut dirs: Vec<String> = Vec::new();
@@ -298,7 +287,7 @@ pub fn boot_volume(
         for dir in &dirs {
             command.arg(format!("::/{dir}"));
         }
-        run(&mut command, "mmd")?;
+        run(&mut command)?;
     }
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.into());
     for (path, data) in files {
@@ -311,14 +300,11 @@ pub fn boot_volume(
             .and_then(|()| file.set_modified(time))
             .with_context(|| format!("staging {}", staged.display()))?;
         drop(file);
-        run(
-            Command::new(&mcopy)
-                .args(["-m", "-i"])
-                .arg(out)
-                .arg(&staged)
-                .arg(format!("::/{path}")),
-            "mcopy",
-        )?;
+        run(Command::new(&mcopy)
+            .args(["-m", "-i"])
+            .arg(out)
+            .arg(&staged)
+            .arg(format!("::/{path}")))?;
     }
     let _ = std::fs::remove_dir_all(&stage);
     Ok(())
@@ -360,20 +346,14 @@ pub fn write_raw(
 /// The raw image converted to qcow2 with qemu-img.
 pub fn to_qcow2(raw: &Path, out: &Path) -> Result<()> {
     let qemu_img = host_tools::require("qemu-img", "qemu-utils")?;
-    let output = Command::new(qemu_img)
-        .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(raw)
-        .arg(out)
-        .output()
-        .context("running qemu-img")?;
-    if !output.status.success() {
-        bail!(
-            "qemu-img could not convert {} to qcow2: {}",
-            raw.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
+    host_tools::run(
+        Command::new(qemu_img)
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(raw)
+            .arg(out),
+        &format!("converting {} to qcow2", raw.display()),
+    )
+    .map(drop)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::host_tools;
 
@@ -55,35 +55,26 @@ pub fn make(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
         std::fs::write(&path, data).with_context(|| format!("staging {name}"))?;
         staged.push(path);
     }
-    let status = Command::new(mkfs)
-        .args(["-C", "-n", "CIDATA"])
-        .arg(&image)
-        .arg("1024")
-        .output()
-        .context("running mkfs.vfat")?;
-    if !status.status.success() {
-        bail!(
-            "mkfs.vfat could not make {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&status.stderr)
-        );
-    }
-    let status = Command::new(mcopy)
-        .arg("-i")
-        .arg(&image)
-        .args(&staged)
-        .arg("::")
-        .output()
-        .context("running mcopy")?;
+    let what = format!("making the NoCloud seed {}", image.display());
+    let made = host_tools::run(
+        Command::new(mkfs)
+            .args(["-C", "-n", "CIDATA"])
+            .arg(&image)
+            .arg("1024"),
+        &what,
+    )
+    .and_then(|_| {
+        host_tools::run(
+            Command::new(mcopy)
+                .arg("-i")
+                .arg(&image)
+                .args(&staged)
+                .arg("::"),
+            &what,
+        )
+    });
     let _ = std::fs::remove_dir_all(&stage);
-    if !status.status.success() {
-        bail!(
-            "mcopy could not fill {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&status.stderr)
-        );
-    }
-    Ok(image)
+    made.map(|_| image)
 }
 
 #[cfg(test)]
