@@ -31,15 +31,18 @@ YAML
   brigctl restart network
   bond_bound() { brigctl network --json | $B grep -q '"name":"bond0"[^}]*"state":"bound"'; }
   br_up() { brigctl network --json | $B grep -q '"name":"br0"[^}]*192.168.60.2/24'; }
+  vlan_up() { brigctl network --json | $B grep -q '"name":"vlan42"[^}]*192.168.42.2/24'; }
   wait_for 60 bond_bound
   wait_for 60 br_up
+  # Before the ping below: without its address the ping sends nothing.
+  wait_for 60 vlan_up
   echo "NETWORK-BEGIN"; brigctl network; echo "NETWORK-END"
   echo "BOND $($B tr '\n' '|' < /proc/net/bonding/bond0)"
   echo "VLAN $($B tr -s ' \n' ' ' < /proc/net/vlan/vlan42)"
   echo "BRIDGE-PORTS $($B ls /sys/class/net/br0/brif)"
   echo "BRIDGE-ACCEPT-RA $($B cat /proc/sys/net/ipv6/conf/br0/accept_ra)"
   # Tagged frames on the wire (the test captures the first NIC's traffic).
-  $B ping -c 2 -W 1 192.168.42.1 >/dev/null 2>&1
+  $B ping -c 3 -W 1 192.168.42.1 >/dev/null 2>&1
   echo "FAILOVER-READY"
   active_is_nic1() { $B grep -q 'Currently Active Slave: eth1' /proc/net/bonding/bond0; }
   wait_for 60 active_is_nic1
