@@ -3,4 +3,6 @@
 //! service's output from PID 1; keeps them, bounded and rotated, and
 //! forwards them to a remote receiver.
 
+pub mod kmsg;
 pub mod message;
+pub mod store;
