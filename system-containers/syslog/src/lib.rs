@@ -3,6 +3,7 @@
 //! service's output from PID 1; keeps them, bounded and rotated, and
 //! forwards them to a remote receiver.
 
+pub mod daemon;
 pub mod kmsg;
 pub mod message;
 pub mod store;

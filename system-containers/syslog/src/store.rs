@@ -10,31 +10,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+pub use brig_spec::logs::Entry;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use serde::{Deserialize, Serialize};
 
 const CURRENT: &str = "current.jsonl";
-
-/// One stored record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// When logd received it, RFC 3339 UTC.
-    pub time: String,
-    /// Where it came from: `kernel`, `syslog`, or `service` (output PID 1
-    /// passed on).
-    pub source: String,
-    /// Facility * 8 + severity.
-    pub priority: u8,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// The program or service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<String>,
-    pub message: String,
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -1,0 +1,278 @@
+//! The service loop: one thread, `poll(2)` over the syslog socket, the
+//! kernel log, the query socket and the clients following the log. Every
+//! record becomes an `Entry`, is stored, and is sent to the followers it
+//! matches.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use brig_spec::logs::{Entry, Query};
+
+use crate::kmsg;
+use crate::message::{self, Record};
+use crate::store::{Limits, Store};
+
+pub struct Config {
+    /// The syslog socket (`dev-log`), bound here, writable by everyone.
+    pub syslog_socket: PathBuf,
+    /// The query socket, root's only.
+    pub query_socket: PathBuf,
+    pub store_dir: PathBuf,
+    pub limits: Limits,
+    /// /dev/kmsg, or none (tests).
+    pub kmsg: Option<PathBuf>,
+}
+
+/// A client following the log.
+struct Follower {
+    stream: UnixStream,
+    query: Query,
+}
+
+pub fn run(config: &Config) -> Result<(), String> {
+    let mut store = Store::open(&config.store_dir, config.limits)
+        .map_err(|e| format!("opening the store {}: {e}", config.store_dir.display()))?;
+    let syslog = bind_datagram(&config.syslog_socket)?;
+    let _ = std::fs::remove_file(&config.query_socket);
+    let listener = UnixListener::bind(&config.query_socket)
+        .map_err(|e| format!("binding {}: {e}", config.query_socket.display()))?;
+    let _ = std::fs::set_permissions(&config.query_socket, std::fs::Permissions::from_mode(0o600));
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{}: {e}", config.query_socket.display()))?;
+    let mut kmsg = match &config.kmsg {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| format!("opening {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    eprintln!(
+        "brig-logd: listening on {}, keeping logs in {}",
+        config.syslog_socket.display(),
+        config.store_dir.display()
+    );
+    let mut followers: Vec<Follower> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds = vec![pollfd(syslog.as_raw_fd()), pollfd(listener.as_raw_fd())];
+        if let Some(k) = &kmsg {
+            fds.push(pollfd(k.as_raw_fd()));
+        }
+        // SAFETY: `fds` is a valid array of pollfd for its length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("poll: {e}"));
+        }
+        let mut new = Vec::new();
+        // A bounded batch per turn, so one source cannot starve the others.
+        for _ in 0..256 {
+            match syslog.recv(&mut buf) {
+                Ok(len) => new.push(from_syslog(&message::parse(&buf[..len]), SystemTime::now())),
+                Err(_) => break,
+            }
+        }
+        if let Some(k) = &mut kmsg {
+            for _ in 0..256 {
+                match k.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(len) => {
+                        if let Some(r) = kmsg::parse(&buf[..len]) {
+                            new.push(from_kernel(&r));
+                        }
+                    }
+                    // EPIPE: records were overwritten before we read them; go on.
+                    Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        for entry in &new {
+            store.append(entry);
+        }
+        if !new.is_empty() && !followers.is_empty() {
+            followers.retain_mut(|f| {
+                let lines: Vec<u8> = new
+                    .iter()
+                    .filter(|e| f.query.matches(e))
+                    .flat_map(json_line)
+                    .collect();
+                lines.is_empty() || f.stream.write_all(&lines).is_ok()
+            });
+        }
+        while let Ok((stream, _)) = listener.accept() {
+            if let Some(follower) = answer(stream, &store) {
+                followers.push(follower);
+            }
+        }
+    }
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+fn bind_datagram(path: &PathBuf) -> Result<UnixDatagram, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let socket =
+        UnixDatagram::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    // Every program in every container may log.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // Room for bursts while the store writes.
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    Ok(socket)
+}
+
+/// Reads the client's query, sends what is stored; a follower is kept.
+fn answer(stream: UnixStream, store: &Store) -> Option<Follower> {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_nonblocking(false);
+    let mut line = String::new();
+    let mut reader = BufReader::new(stream.try_clone().ok()?.take(64 * 1024));
+    reader.read_line(&mut line).ok()?;
+    let mut stream = stream;
+    let query: Query = match serde_json::from_str(line.trim()) {
+        Ok(q) => q,
+        Err(e) => {
+            let _ = writeln!(
+                stream,
+                "{}",
+                serde_json::json!({"error": format!("bad query: {e}")})
+            );
+            return None;
+        }
+    };
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    for entry in store.read(&|e| query.matches(e), query.tail) {
+        if stream.write_all(&json_line(&entry)).is_err() {
+            return None;
+        }
+    }
+    // A follower too slow to keep up is dropped rather than block logging.
+    let _ = stream.set_nonblocking(true);
+    query.follow.then_some(Follower { stream, query })
+}
+
+fn json_line(entry: &Entry) -> Vec<u8> {
+    let mut line = serde_json::to_vec(entry).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// A syslog record as stored: the sender's RFC 3339 time if it gave one
+/// (PID 1's replayed lines carry when they were written), else now.
+/// PID 1 marks its own lines and the services' output by MSGID.
+pub fn from_syslog(record: &Record, received: SystemTime) -> Entry {
+    let time = record
+        .timestamp
+        .as_deref()
+        .filter(|t| is_rfc3339(t))
+        .map(str::to_string)
+        .unwrap_or_else(|| message::rfc3339(received));
+    let source = match record.msgid.as_deref() {
+        Some("service") => "service",
+        Some("init") => "init",
+        _ => "syslog",
+    };
+    Entry {
+        time,
+        source: source.into(),
+        priority: record.priority(),
+        host: record.hostname.clone(),
+        app: record.app.clone(),
+        pid: record.pid.clone(),
+        message: record.message.clone(),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` at least.
+fn is_rfc3339(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+            .iter()
+            .all(|&i| b[i].is_ascii_digit())
+}
+
+/// A kernel record, dated from its monotonic stamp.
+fn from_kernel(record: &kmsg::KernelRecord) -> Entry {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let since_boot = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+    let age = since_boot.saturating_sub(Duration::from_micros(record.usec));
+    let when = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+    Entry {
+        time: message::rfc3339(when),
+        source: "kernel".into(),
+        priority: record.priority,
+        host: None,
+        app: Some("kernel".into()),
+        pid: None,
+        message: record.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid1_lines_keep_their_time_and_source() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_386_775);
+        let r = message::parse(
+            b"<30>1 2026-11-22T20:00:00.000001Z - network 412 service - bound 10.0.2.15",
+        );
+        let e = from_syslog(&r, at);
+        assert_eq!(e.time, "2026-11-22T20:00:00.000001Z");
+        assert_eq!(e.source, "service");
+        assert_eq!(e.app.as_deref(), Some("network"));
+        let r = message::parse(b"<30>Nov 22 21:39:35 sshd[412]: hello");
+        let e = from_syslog(&r, at);
+        assert_eq!(
+            e.time, "2026-11-22T22:32:55.000000Z",
+            "3164 times have no year: received time"
+        );
+        assert_eq!(e.source, "syslog");
+    }
+}
