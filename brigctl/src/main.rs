@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use brig_spec::control::{LogLine, Request, Response, ServiceStatus, SystemStatus, SOCKET};
+use brig_spec::logs::{Entry, Query, QUERY_SOCKET};
 use brig_spec::network::{NetworkStatus, STATUS_SOCKET};
 use clap::{Parser, Subcommand};
 
@@ -34,15 +35,27 @@ enum Command {
     Status,
     /// List the system services.
     Ps,
-    /// Show a service's output.
+    /// Show the logs: a service's (or program's), or everything, from the
+    /// log service; a service's recent output from PID 1 when the log
+    /// service is not running.
     Logs {
-        service: String,
+        service: Option<String>,
         /// Keep printing new lines.
         #[arg(short, long)]
         follow: bool,
         /// Only the last N lines.
         #[arg(long, value_name = "N")]
         tail: Option<usize>,
+        /// Only the kernel's messages.
+        #[arg(long)]
+        kernel: bool,
+        /// Only lines written at or after this time (RFC 3339 UTC, e.g.
+        /// 2026-11-22T10:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// The log service's query socket.
+        #[arg(long, default_value = QUERY_SOCKET, hide = true)]
+        query_socket: PathBuf,
     },
     /// Start a stopped, failed or crash-looping service.
     Start { service: String },
@@ -118,14 +131,36 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             service,
             follow,
             tail,
-        } => (
-            Request::Logs {
+            kernel,
+            since,
+            query_socket,
+        } => {
+            let query = Query {
                 service: service.clone(),
+                kernel: *kernel,
+                since: since.clone(),
                 tail: *tail,
                 follow: *follow,
-            },
-            *follow,
-        ),
+            };
+            if let Ok(stream) = UnixStream::connect(query_socket) {
+                return logs(stream, &query, cli.json);
+            }
+            // No log service: PID 1 keeps each service's recent output.
+            let Some(service) = service.clone().filter(|_| !*kernel && since.is_none()) else {
+                return Err(format!(
+                    "the log service is not running ({} does not answer): only a service's recent output is available, from PID 1 (brigctl logs SERVICE)",
+                    query_socket.display()
+                ));
+            };
+            (
+                Request::Logs {
+                    service,
+                    tail: *tail,
+                    follow: *follow,
+                },
+                *follow,
+            )
+        }
         Command::Start { service } => (
             Request::Start {
                 service: service.clone(),
@@ -341,6 +376,34 @@ fn print_services(services: &[ServiceStatus]) {
             s.detail.as_deref().unwrap_or(""),
         );
     }
+}
+
+/// Asks the log service and prints what it sends until it closes.
+fn logs(mut stream: UnixStream, query: &Query, json: bool) -> Result<ExitCode, String> {
+    let mut line = serde_json::to_string(query).map_err(|e| e.to_string())?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("asking the log service: {e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    for reply in BufReader::new(stream).lines() {
+        let reply = reply.map_err(|e| format!("reading from the log service: {e}"))?;
+        let text = if json {
+            reply
+        } else {
+            match serde_json::from_str::<Entry>(&reply) {
+                Ok(entry) => entry.line(),
+                Err(_) => return Err(format!("the log service said: {reply}")),
+            }
+        };
+        if writeln!(stdout, "{text}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break; // the reader went away (| head)
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_lines(lines: &[LogLine]) {

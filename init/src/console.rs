@@ -12,9 +12,35 @@ pub fn since_boot() -> Duration {
         .unwrap_or_default()
 }
 
-/// `brig: <message> [t=1.234s]`. Errors writing are ignored: a missing
-/// console must not take PID 1 down.
+/// PID 1's messages since the log service last took them, with when they
+/// were said (bounded: the oldest go).
+static NOTES: std::sync::Mutex<Vec<(Duration, String)>> = std::sync::Mutex::new(Vec::new());
+const NOTES_KEPT: usize = 1024;
+
+/// The messages said since the last call, oldest first.
+pub fn take_notes() -> Vec<(Duration, String)> {
+    NOTES
+        .lock()
+        .map(|mut notes| std::mem::take(&mut *notes))
+        .unwrap_or_default()
+}
+
+/// `brig: <message> [t=1.234s]` on the console, and kept for the log
+/// service. Errors writing are ignored: a missing console must not take
+/// PID 1 down.
 pub fn say(message: &str) {
+    if let Ok(mut notes) = NOTES.lock() {
+        if notes.len() >= NOTES_KEPT {
+            notes.remove(0);
+        }
+        notes.push((since_boot(), message.to_string()));
+    }
+    echo(message);
+}
+
+/// As `say`, on the console only (a service's line echoed there, which
+/// reaches the log service as that service's).
+pub fn echo(message: &str) {
     let t = since_boot();
     let _ = writeln!(
         std::io::stdout().lock(),

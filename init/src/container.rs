@@ -12,6 +12,7 @@ use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use brig_spec::logs::{SYSLOG_DIR, SYSLOG_SOCKET};
 use brig_spec::network::DNS_DIR;
 use brig_spec::service::{capability_number, Mount, Namespace, ServiceSpec, DEFAULT_CAPABILITIES};
 use nix::mount::MsFlags;
@@ -165,6 +166,22 @@ pub fn plan_mounts(spec: &ServiceSpec, paths: &Paths) -> Vec<MountOp> {
         NOSUID_NODEV_NOEXEC | ro,
         "",
     ));
+    // syslog(3) writes to /dev/log: the log service's socket, in a
+    // directory shared read-only (a socket is still writable through it),
+    // so the link keeps working when the log service restarts.
+    ops.push(MountOp::Bind {
+        source: SYSLOG_DIR.into(),
+        target: at(SYSLOG_DIR),
+        recursive: false,
+        read_only: true,
+    });
+    if !spec.privileged {
+        // Privileged containers see the host's /dev, where PID 1 made it.
+        ops.push(MountOp::Symlink {
+            link: at("/dev/log"),
+            points_to: SYSLOG_SOCKET.into(),
+        });
+    }
     if spec.shares(Namespace::Net) {
         // DNS as the network container keeps it, updated in place.
         ops.push(MountOp::Bind {
@@ -340,8 +357,14 @@ pub fn spawn_in(
         let dir = paths.dir.join(sub);
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
-    if spec.shares(Namespace::Net) {
-        fs::create_dir_all(DNS_DIR).map_err(|e| format!("creating {DNS_DIR}: {e}"))?;
+    for dir in [
+        Some(SYSLOG_DIR),
+        spec.shares(Namespace::Net).then_some(DNS_DIR),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
     }
     for m in &spec.mounts {
         if let Mount::Volume { name, .. } = m {
@@ -926,6 +949,12 @@ mod tests {
         assert!(t.contains(&"tmpfs /run/brig/containers/web/root/dev".to_string()));
         assert!(t.contains(&"device /dev/null /run/brig/containers/web/root/dev/null".to_string()));
         assert!(!t.iter().any(|x| x.contains("/dev/kvm")));
+        assert!(t.contains(
+            &"bind /run/brig/log /run/brig/containers/web/root/run/brig/log ro".to_string()
+        ));
+        assert!(t.contains(
+            &"link /run/brig/containers/web/root/dev/log /run/brig/log/dev-log".to_string()
+        ));
         let sys = ops
             .iter()
             .find(|o| matches!(o, MountOp::Mount { fstype, .. } if fstype == "sysfs"))

@@ -14,6 +14,7 @@ pub mod datasource;
 pub mod http;
 pub mod image;
 pub mod local_config;
+pub mod log_forward;
 pub mod log_ring;
 pub mod modprobe;
 pub mod module_index;

@@ -23,6 +23,7 @@ use brig_init::cmdline::Cmdline;
 use brig_init::coldplug::{Coldplug, Outcome};
 use brig_init::console::{self, say};
 use brig_init::control::{Client, Input};
+use brig_init::log_forward;
 use brig_init::network_datasource::{self, Dmi, Remote};
 use brig_init::services::{Pipe, Services};
 use brig_init::supervisor::Action;
@@ -92,6 +93,8 @@ struct Init {
     /// How this boot reached PID 1, for `brigctl status`.
     boot: String,
     state: state::State,
+    /// Service output and PID 1's messages on their way to the log service.
+    forward: log_forward::Forwarder,
 }
 
 fn main() {
@@ -168,6 +171,14 @@ fn boot() -> Result<Init, String> {
     if let Err(e) = std::os::unix::fs::symlink(&resolv, "/etc/resolv.conf") {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
             say(&format!("error: linking /etc/resolv.conf to {resolv}: {e}"));
+        }
+    }
+
+    // syslog(3) in PID 1's own root and in privileged containers (which
+    // see this /dev) reaches the log service.
+    if let Err(e) = std::os::unix::fs::symlink(brig_spec::logs::SYSLOG_SOCKET, "/dev/log") {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            say(&format!("error: linking /dev/log: {e}"));
         }
     }
 
@@ -253,6 +264,7 @@ fn boot() -> Result<Init, String> {
         }
         .into(),
         state: state::State::Absent,
+        forward: log_forward::Forwarder::new(brig_spec::logs::SYSLOG_SOCKET),
     };
 
     let mut outcome = init.coldplug.scan(&init.sys, Path::new("/sys"));
@@ -787,6 +799,19 @@ impl Init {
         for event in &events[..n] {
             self.handle(event.data() as RawFd);
         }
+        self.forward_logs();
+    }
+
+    /// PID 1's messages and the lines published since the last turn, to
+    /// the log service if it is there (they wait for it otherwise).
+    fn forward_logs(&mut self) {
+        let now = console::since_boot();
+        for (at, text) in console::take_notes() {
+            self.forward.push_note(&text, now.saturating_sub(at));
+        }
+        if self.forward.pending() > 0 {
+            self.forward.flush();
+        }
     }
 
     /// Lets the supervisor act, announces readiness, finishes a pending shutdown.
@@ -926,8 +951,13 @@ impl Init {
         }
         if self.echo_output {
             for line in &lines {
-                say(&format!("[{}] {}", line.service, line.text));
+                console::echo(&format!("[{}] {}", line.service, line.text));
             }
+        }
+        let now = console::since_boot();
+        for line in &lines {
+            let age = now.saturating_sub(Duration::from_secs_f64(line.time.max(0.0)));
+            self.forward.push_line(line, age);
         }
         let mut gone = Vec::new();
         for (fd, source) in &mut self.sources {

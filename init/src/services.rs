@@ -33,6 +33,8 @@ pub const SHARED_DIRS: &[(&str, u32)] = &[
     (brig_spec::network::NTP_DIR, 0o750),
     ("/run/brig/network", 0o755),
     ("/run/brig/config", 0o755),
+    (brig_spec::logs::SYSLOG_DIR, 0o755),
+    (brig_spec::logs::QUERY_DIR, 0o700),
 ];
 /// Network namespaces kept prepared: a restart, or a few services starting
 /// together, need not create theirs.

@@ -3,12 +3,17 @@
 //! and reads `Entry` JSON lines back, until the service closes the stream
 //! (or, with `follow`, for as long as it likes).
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 
-/// The query socket, in the directory every container shares with logd.
-pub const QUERY_SOCKET: &str = "/run/brig/log/query.sock";
+/// Shared with every container (read-only): the syslog socket is in it.
+pub const SYSLOG_DIR: &str = "/run/brig/log";
 /// The syslog socket; `/dev/log` in every container points to it.
 pub const SYSLOG_SOCKET: &str = "/run/brig/log/dev-log";
+/// Shared only with the console (brigctl): reading the logs is root's.
+pub const QUERY_DIR: &str = "/run/brig/logd";
+pub const QUERY_SOCKET: &str = "/run/brig/logd/query.sock";
 
 /// One stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,9 +82,50 @@ impl Query {
     }
 }
 
+/// RFC 3339 in UTC with microseconds: `2026-11-22T21:39:35.123456Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rest = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic
+/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_from_the_epoch() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
+        let end = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
+        assert_eq!(rfc3339(end), "2099-12-31T23:59:59.000000Z");
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_386_775_123_456);
+        assert_eq!(rfc3339(t), "2026-11-22T22:32:55.123456Z");
+    }
 
     fn entry(source: &str, app: &str, time: &str) -> Entry {
         Entry {

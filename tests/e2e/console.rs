@@ -138,7 +138,7 @@ runcmd:
     assert_eq!(lines[12], "Europe/Berlin", "{out}");
     assert!(["CET", "CEST"].contains(&lines[13]), "{out}");
     let ps = ssh("brig", &brig_key, "sudo brigctl ps");
-    for service in ["console", "network", "ntp"] {
+    for service in ["console", "network", "ntp", "syslog"] {
         assert!(
             ps.lines()
                 .any(|l| l.starts_with(service) && l.contains("running")),

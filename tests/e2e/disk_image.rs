@@ -86,7 +86,7 @@ fn qemu_x86_64_raw_image_boots_with_uefi_grows_into_its_disk_and_keeps_state() {
         "brig: state: making the state partition in /dev/vda's free space (3774 MiB)",
         "brig: state: /dev/vda3 formatted (ext4, BRIG_STATE)",
         "brig: state: /dev/vda3 (BRIG_STATE, ext4) mounted at /var/lib/brig",
-        "brig: system containers: 4",
+        "brig: system containers: 5",
     ] {
         assert!(serial.contains(said), "{said:?} not in:\n{serial}");
     }

@@ -87,6 +87,33 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         "echo kept > ~/kept.txt; sudo brigctl config set timezone Asia/Tokyo >/dev/null; \
          for i in $(seq 60); do [ -f /var/lib/cloud/runcmd-count ] && break; sleep 1; done",
     );
+    // The log service: the kernel's messages from the start of the boot,
+    // PID 1's from before the log service ran, a service's output, and
+    // syslog(3) from the console, all in one place.
+    let logs = ssh(
+        &guest,
+        "logger -t e2e-test hello from the console; \
+         for i in $(seq 40); do sudo brigctl logs e2e-test | grep -q hello && break; sleep 0.5; done; \
+         sudo brigctl logs --kernel | grep -c 'Linux version'; \
+         sudo brigctl logs brig-init | grep -c 'started as PID 1'; \
+         sudo brigctl logs network | grep -c 'brig-netd'; \
+         sudo brigctl logs e2e-test",
+    );
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 4, "{logs}");
+    assert_eq!(
+        (lines[0], lines[1]),
+        ("1", "1"),
+        "the kernel's and PID 1's first lines: {logs}"
+    );
+    assert!(
+        lines[2].parse::<u32>().unwrap() > 0,
+        "no network output: {logs}"
+    );
+    assert!(
+        lines[3].ends_with(" e2e-test: hello from the console"),
+        "{logs}"
+    );
     let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl reboot");
     guest.wait_exit(Duration::from_secs(120));
     drop(guest);
@@ -119,6 +146,12 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         "cat ~/kept.txt /etc/timezone; wc -l < /var/lib/cloud/runcmd-count",
     );
     assert_eq!(out, "kept\nAsia/Tokyo\n1\n", "{out}");
+    // The logs of the first boot are kept on the state partition.
+    let out = ssh(
+        &guest,
+        "sudo brigctl logs e2e-test | grep -c hello; sudo brigctl logs brig-init | grep -c 'started as PID 1'",
+    );
+    assert_eq!(out, "1\n2\n", "{out}");
     // An orderly power-off: the filesystem is unmounted clean, so the
     // damage below is not undone by replaying its journal.
     guest.qmp("system_powerdown", serde_json::json!({}));

@@ -5,7 +5,7 @@
 //! message, at user.notice, as rsyslog does.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// Longer messages are cut here (RFC 5424 §6.1 lets receivers truncate;
 /// rsyslog's default maximum is 8 KiB too).
@@ -263,35 +263,7 @@ fn rfc3164(text: &str) -> Record {
     record
 }
 
-/// RFC 3339 in UTC with microseconds: `2026-11-22T21:39:35.123456Z`.
-pub fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_micros()
-    )
-}
-
-/// Days since 1970-01-01 to a (year, month, day) in the proleptic
-/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+pub use brig_spec::logs::rfc3339;
 
 /// The record as RFC 5424, stamped `received` and from `hostname` when it
 /// did not say (a receiver sees the machine, not the container).
@@ -339,6 +311,7 @@ pub fn octet_counted(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn glibc_syslog_has_no_host_name() {
@@ -440,15 +413,6 @@ mod tests {
             plain.starts_with("<30>1 ") && plain.ends_with(" boxone network - - -"),
             "{plain}"
         );
-    }
-
-    #[test]
-    fn dates_from_the_epoch() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
-        let end = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
-        assert_eq!(rfc3339(end), "2099-12-31T23:59:59.000000Z");
     }
 
     #[test]
