@@ -435,7 +435,10 @@ fn package_tar(cache: &Path, board: &Board, packages: &[String]) -> Result<PathB
         board.suite,
         board.arch.debian()
     ));
-    let partial = dir.join(format!("{key}.partial.tar"));
+    // Named by this process: two builds filling the cache at once (two
+    // boards, two test threads) each finish their own, and the rename of
+    // a whole file into place is atomic.
+    let partial = dir.join(format!("{key}.partial-{}.tar", std::process::id()));
     let trim: Vec<String> = TRIM.iter().map(|p| format!("\"$1\"/{p}")).collect();
     // Each package's file list, for `rootfs.drop` by package name.
     let lists = format!(

@@ -95,7 +95,9 @@ fn extract(
     check: impl Fn(&Path) -> Result<()>,
 ) -> Result<()> {
     let mmdebstrap = host_tools::require("mmdebstrap", "mmdebstrap")?;
-    let partial = entry.with_extension("partial");
+    // Named by this process, so two builds filling the cache at once do
+    // not write into each other's directory.
+    let partial = entry.with_extension(format!("partial-{}", std::process::id()));
     if partial.exists() {
         std::fs::remove_dir_all(&partial)
             .with_context(|| format!("removing {}", partial.display()))?;
@@ -130,8 +132,13 @@ fn extract(
     if entry.exists() {
         std::fs::remove_dir_all(entry).with_context(|| format!("replacing {}", entry.display()))?;
     }
-    std::fs::rename(&partial, entry)
-        .with_context(|| format!("moving {} into place", partial.display()))?;
+    if let Err(e) = std::fs::rename(&partial, entry) {
+        // Another build put its copy there meanwhile: as good as ours.
+        let _ = std::fs::remove_dir_all(&partial);
+        if check(entry).is_err() {
+            return Err(e).with_context(|| format!("moving {} into place", partial.display()));
+        }
+    }
     Ok(())
 }
 
