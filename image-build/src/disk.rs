@@ -169,29 +169,27 @@ pub fn derived_guid(seed: &[u8], salt: &str) -> Guid {
 pub fn table(layout: &Layout, seed: &[u8], board: &str) -> Result<Table, String> {
     let guid = |what: &str| derived_guid(seed, &format!("{board} {what}"));
     let mut table = Table::new(guid("disk"));
-    table.add(
-        Partition {
-            type_guid: gpt::types::efi_system(),
-            unique_guid: guid(BOOT_LABEL),
-            first_lba: layout.boot.0,
-            last_lba: layout.boot.1,
-            attributes: 0,
-            name: BOOT_LABEL.into(),
-        },
-        layout.disk_sectors,
-    )?;
-    table.add(
-        Partition {
-            type_guid: gpt::types::linux_filesystem(),
-            unique_guid: guid(SYSTEM_LABEL),
-            first_lba: layout.system.0,
-            last_lba: layout.system.1,
-            // Bit 60: read-only, as the UEFI spec's attribute for the OS.
-            attributes: 1 << 60,
-            name: SYSTEM_LABEL.into(),
-        },
-        layout.disk_sectors,
-    )?;
+    // Bit 60 marks the system partition read-only (the UEFI spec's
+    // attribute for the OS).
+    for (label, type_guid, (first_lba, last_lba), attributes) in [
+        (BOOT_LABEL, gpt::types::efi_system(), layout.boot, 0),
+        (
+            SYSTEM_LABEL,
+            gpt::types::linux_filesystem(),
+            layout.system,
+            1 << 60,
+        ),
+    ] {
+        let partition = Partition {
+            type_guid,
+            unique_guid: guid(label),
+            first_lba,
+            last_lba,
+            attributes,
+            name: label.into(),
+        };
+        table.add(partition, layout.disk_sectors)?;
+    }
     Ok(table)
 }
 

@@ -53,18 +53,7 @@ fn manifest_describes_the_image() {
 /// A second build of `board` in `format`, into a directory of its own.
 fn build_again(board: &str, format: &str) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
-    let output = brig(
-        &[
-            "build",
-            "--board",
-            board,
-            "--format",
-            format,
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        &[],
-    );
+    let output = crate::guest::build_into(board, format, out.path());
     assert!(
         output.status.success(),
         "{}",

@@ -56,18 +56,7 @@ pub fn built_as(board: &str, format: &str) -> PathBuf {
             _ => format!("{board}-{format}"),
         };
         let out = source_dir().join("target/e2e").join(dir);
-        let output = brig(
-            &[
-                "build",
-                "--board",
-                board,
-                "--format",
-                format,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let output = build_into(board, format, &out);
         if output.status.success() {
             Ok(out)
         } else {
@@ -79,6 +68,22 @@ pub fn built_as(board: &str, format: &str) -> PathBuf {
     })
     .clone()
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `brig build --board B --format F --out OUT`.
+pub fn build_into(board: &str, format: &str, out: &Path) -> Output {
+    brig(
+        &[
+            "build",
+            "--board",
+            board,
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    )
 }
 
 /// A free TCP port on loopback for ssh forwarding.
