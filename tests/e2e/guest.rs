@@ -207,11 +207,11 @@ impl Guest {
         let out = self.ssh(user, key, known_hosts, command);
         assert!(
             out.status.success(),
-            "ssh {user}: {command:?} failed ({}): {}{}\nserial console:\n{}",
+            "ssh {user}: {command:?} failed ({}): {}{}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            self.serial()
+            self.console_report()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -233,8 +233,17 @@ impl Guest {
         assert!(status.success(), "scp {} failed: {status}", file.display());
     }
 
+    /// The serial console so far, with kernel messages that cut into
+    /// another line moved out of it (see `unsplice_kernel_messages`).
     pub fn serial(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+        let raw = std::fs::read(&self.serial).unwrap_or_default();
+        unsplice_kernel_messages(&String::from_utf8_lossy(&raw))
+    }
+
+    /// The serial console for a failure message: its last lines first (a
+    /// CI summary shows only the head of a message), then all of it.
+    pub fn console_report(&self) -> String {
+        report(&self.serial())
     }
 
     /// Waits until the serial console shows `needle`; returns the console so far.
@@ -247,11 +256,15 @@ impl Guest {
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
-                    "QEMU exited ({status}) before {needle:?} appeared; serial console:\n{serial}"
+                    "QEMU exited ({status}) before {needle:?} appeared; {}",
+                    report(&serial)
                 );
             }
             if Instant::now() > deadline {
-                panic!("{needle:?} did not appear within {timeout:?}; serial console:\n{serial}");
+                panic!(
+                    "{needle:?} did not appear within {timeout:?}; {}",
+                    report(&serial)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -302,8 +315,8 @@ impl Guest {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "QEMU still running after {timeout:?}; serial console:\n{}",
-                    self.serial()
+                    "QEMU still running after {timeout:?}; {}",
+                    self.console_report()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -327,4 +340,79 @@ impl Drop for Guest {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `serial` for a failure message: its last 40 lines, then all of it.
+pub fn report(serial: &str) -> String {
+    let lines: Vec<&str> = serial.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    format!("the serial console ends with:\n{tail}\n\nthe whole serial console:\n{serial}")
+}
+
+/// The kernel prints to the console whenever it likes, also in the middle of
+/// a line PID 1 is writing ("brig: system con[    7.508792] loop1: ...\r\n
+/// tainers: 5"). Such a message is taken out of the line it cut and put
+/// on a line of its own after it, so the line reads whole again.
+pub fn unsplice_kernel_messages(console: &str) -> String {
+    let mut out = String::with_capacity(console.len());
+    // A line cut by the kernel, waiting for its end, and the messages
+    // that cut it.
+    let mut cut = String::new();
+    let mut moved = String::new();
+    for line in console.split_inclusive('\n') {
+        let line = cut.clone() + line;
+        let stamp = line
+            .match_indices('[')
+            .map(|(i, _)| i)
+            .find(|&i| i > 0 && is_kernel_stamp(&line[i..]));
+        match stamp {
+            Some(at) => {
+                moved.push_str(&line[at..]);
+                cut = line[..at].to_string();
+            }
+            None => {
+                out.push_str(&line);
+                out.push_str(&moved);
+                cut.clear();
+                moved.clear();
+            }
+        }
+    }
+    out + &cut + &moved
+}
+
+/// Whether `text` starts with a kernel time stamp such as "[    7.508792] ".
+fn is_kernel_stamp(text: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    text.strip_prefix('[')
+        .and_then(|inner| inner.split_once("] "))
+        .and_then(|(stamp, _)| stamp.trim_start().split_once('.'))
+        .is_some_and(|(seconds, micros)| digits(seconds) && micros.len() == 6 && digits(micros))
+}
+
+#[test]
+fn kernel_messages_cutting_into_a_line_are_moved_after_it() {
+    let console = "brig: hostname diskful [t=7.549s]\r\n\
+        brig: system con[    7.508792] loop1: detected capacity change\r\n\
+        tainers: 5 [t=7.559s]\r\n\
+        [    7.626561] loop2: detected capacity change\r\n\
+        brig: ready [t=12.574s]\r\n";
+    assert_eq!(
+        unsplice_kernel_messages(console),
+        "brig: hostname diskful [t=7.549s]\r\n\
+        brig: system containers: 5 [t=7.559s]\r\n\
+        [    7.508792] loop1: detected capacity change\r\n\
+        [    7.626561] loop2: detected capacity change\r\n\
+        brig: ready [t=12.574s]\r\n"
+    );
+    // Two messages before the line goes on.
+    let twice = "brig: re[    1.000000] a\n[    1.100000] b\nady\n";
+    assert_eq!(
+        unsplice_kernel_messages(twice),
+        "brig: ready\n[    1.000000] a\n[    1.100000] b\n"
+    );
+    // Brackets that are not a kernel stamp, and stamps at a line's start,
+    // stay where they are.
+    let plain = "[console] ready [t=1.0s]\n[    0.000000] Linux\nx [1.5] y\n";
+    assert_eq!(unsplice_kernel_messages(plain), plain);
 }
