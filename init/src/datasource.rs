@@ -322,6 +322,12 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
     plan.modules = config.modules.clone();
     plan.mounts = config.mounts.clone();
     plan.services = config.services.clone();
+    if let Some(logging) = &config.logging {
+        // Serialising plain data cannot fail.
+        let json = serde_json::to_string_pretty(logging).unwrap_or_default();
+        plan.files
+            .push((brig_spec::log_config::CONFIG_FILE.into(), json + "\n"));
+    }
     let mut console = config.console.clone();
     console.instance_id = instance_id;
     // Serialising plain data cannot fail.

@@ -9,6 +9,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::console::{self, ConsoleConfig};
+use crate::log_config::{self, LoggingConfig};
 use crate::mime;
 use crate::mounts::{self, MountEntry};
 use crate::service::ServiceSpec;
@@ -82,6 +83,8 @@ pub struct CloudConfig {
     pub mounts: Vec<MountEntry>,
     /// `brig.services`: the user's own services, beside the system's.
     pub services: Vec<ServiceSpec>,
+    /// `brig.logging`: where logs are kept and forwarded, for brig-logd.
+    pub logging: Option<LoggingConfig>,
     /// The document all this came from (parts merged), for `brigctl config`.
     pub document: serde_json::Map<String, Value>,
 }
@@ -103,7 +106,7 @@ const NOT_YET: &[&str] = &[
     "password",
 ];
 /// Sections of `brig:` that are still to come.
-const BRIG_NOT_YET: &[&str] = &["docker", "logging"];
+const BRIG_NOT_YET: &[&str] = &["docker"];
 /// cloud-init keys with no meaning on Brig (no package manager, no
 /// distribution-specific setup): accepted and ignored, as they are harmless.
 const IGNORED: &[&str] = &[
@@ -523,6 +526,11 @@ fn brig_section(value: &Value, config: &mut CloudConfig, problems: &mut Vec<Prob
                         _ => problem(&format!("[{i}]"), format!("{name} is not a module name")),
                     }
                 }
+            }
+            "logging" => {
+                let (logging, found) = log_config::parse(value);
+                config.logging = Some(logging);
+                problems.extend(found.into_iter().map(|p| sub_problem("brig.logging", p)));
             }
             "services" => {
                 let Some(services) = value.as_object() else {

@@ -6,6 +6,7 @@ pub mod control;
 pub mod glob;
 pub mod gpt;
 pub mod key_path;
+pub mod log_config;
 pub mod logs;
 pub mod mime;
 pub mod mounts;

@@ -10,8 +10,10 @@ use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use brig_spec::log_config::Remote;
 use brig_spec::logs::{Entry, Query};
 
+use crate::forward::{self, Forwarders};
 use crate::kmsg;
 use crate::message::{self, Record};
 use crate::store::{Limits, Store};
@@ -25,6 +27,8 @@ pub struct Config {
     pub limits: Limits,
     /// /dev/kmsg, or none (tests).
     pub kmsg: Option<PathBuf>,
+    /// Remote syslog servers to forward to.
+    pub remotes: Vec<Remote>,
 }
 
 /// A client following the log.
@@ -59,6 +63,7 @@ pub fn run(config: &Config) -> Result<(), String> {
         config.syslog_socket.display(),
         config.store_dir.display()
     );
+    let forwarders = Forwarders::start(&config.remotes, &|m| eprintln!("brig-logd: {m}"));
     let mut followers: Vec<Follower> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -100,6 +105,9 @@ pub fn run(config: &Config) -> Result<(), String> {
         }
         for entry in &new {
             store.append(entry);
+        }
+        if !forwarders.is_empty() {
+            forwarders.send(&new, &forward::hostname());
         }
         if !new.is_empty() && !followers.is_empty() {
             followers.retain_mut(|f| {

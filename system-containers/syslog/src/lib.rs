@@ -4,6 +4,7 @@
 //! forwards them to a remote receiver.
 
 pub mod daemon;
+pub mod forward;
 pub mod kmsg;
 pub mod message;
 pub mod store;

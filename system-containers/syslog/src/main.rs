@@ -5,8 +5,12 @@ use std::process::ExitCode;
 
 use brig_logd::daemon::{self, Config};
 use brig_logd::store::Limits;
+use brig_spec::log_config::{self, LoggingConfig, Storage};
 
-const USAGE: &str = "usage: brig-logd run [--syslog-socket PATH] [--query-socket PATH] [--store DIR] [--max-file BYTES] [--max-total BYTES] [--kmsg PATH|none]";
+const USAGE: &str = "usage: brig-logd run [--config FILE] [--syslog-socket PATH] [--query-socket PATH] [--store DIR] [--ram-store DIR] [--max-file BYTES] [--max-total BYTES] [--kmsg PATH|none]";
+
+/// Where logs go with `storage: ram`: a tmpfs of the container's own.
+const RAM_STORE: &str = "/var/log/brig-ram";
 
 fn main() -> ExitCode {
     match parse(std::env::args().skip(1).collect()).and_then(|c| daemon::run(&c)) {
@@ -29,7 +33,10 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
         store_dir: "/var/log/brig".into(),
         limits: DISK,
         kmsg: Some("/dev/kmsg".into()),
+        remotes: Vec::new(),
     };
+    let mut config_file = PathBuf::from(log_config::CONFIG_FILE);
+    let mut ram_store = PathBuf::from(RAM_STORE);
     let mut limits_given = false;
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -43,7 +50,9 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
         match flag.as_str() {
             "--syslog-socket" => config.syslog_socket = PathBuf::from(value()?),
             "--query-socket" => config.query_socket = PathBuf::from(value()?),
+            "--config" => config_file = PathBuf::from(value()?),
             "--store" => config.store_dir = PathBuf::from(value()?),
+            "--ram-store" => ram_store = PathBuf::from(value()?),
             "--max-file" => {
                 config.limits.max_file = bytes(value()?)?;
                 limits_given = true;
@@ -61,15 +70,53 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    if !limits_given && in_ram(&config.store_dir) {
-        config.limits = RAM;
-        eprintln!(
-            "brig-logd: {} is in RAM (no state partition): keeping at most {} KiB",
-            config.store_dir.display(),
-            RAM.max_total >> 10
-        );
+    let logging = read_config(&config_file);
+    config.remotes = logging.remote;
+    if logging.storage == Storage::Ram {
+        config.store_dir = ram_store;
+    }
+    if !limits_given {
+        let in_ram = in_ram(&config.store_dir);
+        config.limits = match logging.max_size {
+            Some(total) => Limits {
+                max_total: total,
+                max_file: (total / 16).clamp(16 << 10, 1 << 20),
+            },
+            None if in_ram => RAM,
+            None => DISK,
+        };
+        if in_ram {
+            let why = match logging.storage {
+                Storage::Ram => "brig.logging.storage: ram",
+                Storage::Auto => "no state partition",
+            };
+            eprintln!(
+                "brig-logd: {} is in RAM ({why}): keeping at most {} KiB",
+                config.store_dir.display(),
+                config.limits.max_total >> 10
+            );
+        }
     }
     Ok(config)
+}
+
+/// `brig.logging` as PID 1 wrote it; the defaults when there is none, or
+/// when it cannot be read (said): logging goes on either way.
+fn read_config(path: &std::path::Path) -> LoggingConfig {
+    let read = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|data| serde_json::from_slice(&data).map_err(|e| e.to_string()));
+    match read {
+        Ok(config) => config,
+        Err(_) if !path.exists() => LoggingConfig::default(),
+        Err(e) => {
+            eprintln!(
+                "brig-logd: error: reading the logging config {}: {e}; logging with the defaults, not forwarding",
+                path.display()
+            );
+            LoggingConfig::default()
+        }
+    }
 }
 
 /// On a disk: 64 MiB in 1 MiB files. In RAM: 4 MiB in 256 KiB files.

@@ -5,7 +5,8 @@
 //! message, at user.notice, as rsyslog does.
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
+
+use brig_spec::logs::Entry;
 
 /// Longer messages are cut here (RFC 5424 §6.1 lets receivers truncate;
 /// rsyslog's default maximum is 8 KiB too).
@@ -265,13 +266,14 @@ fn rfc3164(text: &str) -> Record {
 
 pub use brig_spec::logs::rfc3339;
 
-/// The record as RFC 5424, stamped `received` and from `hostname` when it
-/// did not say (a receiver sees the machine, not the container).
-pub fn to_rfc5424(record: &Record, received: SystemTime, hostname: &str) -> String {
-    let nil = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+/// An entry as RFC 5424, for remote receivers: its own time, its sender's
+/// host name or else `hostname`, and as MSGID where it came from when
+/// that is not plain syslog (`kernel`, `service`, `init`).
+pub fn to_rfc5424(entry: &Entry, hostname: &str) -> String {
     // Header fields are printable ASCII without spaces, and bounded (§6).
-    let header = |v: &Option<String>, max: usize| -> String {
-        let text: String = nil(v)
+    let header = |v: Option<&str>, max: usize| -> String {
+        let text: String = v
+            .unwrap_or_default()
             .chars()
             .filter(|c| c.is_ascii_graphic())
             .take(max)
@@ -282,21 +284,21 @@ pub fn to_rfc5424(record: &Record, received: SystemTime, hostname: &str) -> Stri
             text
         }
     };
-    let mut out = String::with_capacity(record.message.len() + 96);
+    let msgid = Some(entry.source.as_str()).filter(|s| *s != "syslog");
+    let mut out = String::with_capacity(entry.message.len() + 96);
     let _ = write!(
         out,
-        "<{}>1 {} {} {} {} {} {}",
-        record.priority(),
-        rfc3339(received),
-        header(&record.hostname.clone().or(Some(hostname.into())), 255),
-        header(&record.app, 48),
-        header(&record.pid, 128),
-        header(&record.msgid, 32),
-        record.structured_data.as_deref().unwrap_or("-"),
+        "<{}>1 {} {} {} {} {} -",
+        entry.priority,
+        header(Some(&entry.time), 32),
+        header(entry.host.as_deref().or(Some(hostname)), 255),
+        header(entry.app.as_deref(), 48),
+        header(entry.pid.as_deref(), 128),
+        header(msgid, 32),
     );
-    if !record.message.is_empty() {
+    if !entry.message.is_empty() {
         out.push(' ');
-        out.push_str(&record.message);
+        out.push_str(&entry.message);
     }
     out
 }
@@ -311,7 +313,6 @@ pub fn octet_counted(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn glibc_syslog_has_no_host_name() {
@@ -397,9 +398,16 @@ mod tests {
 
     #[test]
     fn written_as_rfc5424_and_read_back() {
-        let r = parse(b"<30>Nov 22 21:39:35 sshd[412]: Accepted publickey");
-        let at = UNIX_EPOCH + Duration::from_micros(1_795_386_775_123_456);
-        let line = to_rfc5424(&r, at, "brig");
+        let mut entry = Entry {
+            time: "2026-11-22T22:32:55.123456Z".into(),
+            source: "syslog".into(),
+            priority: 30,
+            host: None,
+            app: Some("sshd".into()),
+            pid: Some("412".into()),
+            message: "Accepted publickey".into(),
+        };
+        let line = to_rfc5424(&entry, "brig");
         assert_eq!(
             line,
             "<30>1 2026-11-22T22:32:55.123456Z brig sshd 412 - - Accepted publickey"
@@ -407,11 +415,15 @@ mod tests {
         let back = parse(line.as_bytes());
         assert_eq!(back.app.as_deref(), Some("sshd"));
         assert_eq!(back.hostname.as_deref(), Some("brig"));
+        assert_eq!(back.timestamp.as_deref(), Some(entry.time.as_str()));
         assert_eq!(back.message, "Accepted publickey");
-        let plain = to_rfc5424(&Record::plain("network", 6, ""), at, "box one");
-        assert!(
-            plain.starts_with("<30>1 ") && plain.ends_with(" boxone network - - -"),
-            "{plain}"
+        entry.source = "service".into();
+        entry.host = Some("box one".into());
+        entry.pid = None;
+        entry.message.clear();
+        assert_eq!(
+            to_rfc5424(&entry, "brig"),
+            "<30>1 2026-11-22T22:32:55.123456Z boxone sshd - service -"
         );
     }
 

@@ -4,80 +4,16 @@
 //! read back through the query socket; a sustained burst loses nothing and
 //! rotation keeps the store within its bound.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use brig_spec::logs::{Entry, Query};
-
-struct Logd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Logd {
-    fn start(max_file: u64, max_total: u64) -> Logd {
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_brig-logd"))
-            .arg("run")
-            .arg("--syslog-socket")
-            .arg(dir.path().join("dev-log"))
-            .arg("--query-socket")
-            .arg(dir.path().join("query.sock"))
-            .arg("--store")
-            .arg(dir.path().join("store"))
-            .args(["--max-file", &max_file.to_string()])
-            .args(["--max-total", &max_total.to_string(), "--kmsg", "none"])
-            .spawn()
-            .unwrap();
-        let logd = Logd { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !logd.path("query.sock").exists() {
-            assert!(Instant::now() < deadline, "brig-logd did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        logd
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn send(&self, message: &[u8]) {
-        let socket = UnixDatagram::unbound().unwrap();
-        socket.send_to(message, self.path("dev-log")).unwrap();
-    }
-
-    fn query(&self, query: &Query) -> Vec<Entry> {
-        let mut stream = UnixStream::connect(self.path("query.sock")).unwrap();
-        writeln!(stream, "{}", serde_json::to_string(query).unwrap()).unwrap();
-        BufReader::new(stream)
-            .lines()
-            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
-            .collect()
-    }
-
-    /// Waits until `count` entries match `query`.
-    fn wait_for(&self, query: &Query, count: usize) -> Vec<Entry> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let found = self.query(query);
-            if found.len() >= count || Instant::now() > deadline {
-                return found;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Logd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Logd;
 
 fn logger(socket: &Path, args: &[&str]) {
     let status = Command::new("logger")
@@ -250,4 +186,80 @@ fn a_sustained_burst_loses_nothing_and_rotation_keeps_the_bound() {
         MESSAGES as f64 / elapsed.as_secs_f64(),
         kept.len()
     );
+}
+
+/// A store on a full filesystem (a 256 KiB tmpfs; mounting it takes root):
+/// the bound is far beyond the room, so writes fail with ENOSPC; brig-logd
+/// deletes its oldest files and goes on, keeping the newest messages.
+#[test]
+fn a_full_disk_drops_the_oldest_and_logging_goes_on() {
+    assert!(
+        nix_is_root(),
+        "this test mounts a tmpfs: run it as root (CI does)"
+    );
+    let disk = tempfile::tempdir().unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "full-disk-test"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs at {:?}", disk.path());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(disk.path());
+    let args: Vec<String> = ["--store", disk.path().to_str().unwrap()]
+        .iter()
+        .map(|a| a.to_string())
+        // Bounds far beyond the 256 KiB there is.
+        .chain(["--max-file", "65536", "--max-total", "10485760"].map(String::from))
+        .collect();
+    let mut logd = Logd::with(&args, None);
+    let socket = UnixDatagram::unbound().unwrap();
+    socket.connect(logd.path("dev-log")).unwrap();
+    const MESSAGES: u64 = 20_000;
+    for n in 0..MESSAGES {
+        // Noise that gzip cannot squeeze much.
+        let noise = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        socket
+            .send(format!("<14>fill: message {n:06} {noise:016x}").as_bytes())
+            .unwrap();
+    }
+    let newest = format!("message {:06}", MESSAGES - 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !logd
+        .query(&by_app("fill"))
+        .iter()
+        .any(|e| e.message.starts_with(&newest))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the newest message never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(logd.is_running(), "brig-logd died on a full disk");
+    let kept = logd.query(&by_app("fill"));
+    let number = |e: &Entry| -> u64 { e.message[8..14].parse().unwrap() };
+    assert!(
+        kept.len() > 100 && (kept.len() as u64) < MESSAGES,
+        "{} kept",
+        kept.len()
+    );
+    assert!(kept.windows(2).all(|w| number(&w[0]) < number(&w[1])));
+    // A message sent after the disk filled up is kept too.
+    logd.send(b"<14>after: still logging");
+    assert_eq!(logd.wait_for(&by_app("after"), 1).len(), 1);
+    println!(
+        "full disk: {} of {MESSAGES} messages kept in a 256 KiB filesystem, the newest last",
+        kept.len()
+    );
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
