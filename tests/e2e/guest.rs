@@ -233,6 +233,11 @@ impl Guest {
         assert!(status.success(), "scp {} failed: {status}", file.display());
     }
 
+    /// The guest's network namespace, for peers a test adds.
+    pub fn net(&mut self) -> &mut IsolatedNet {
+        &mut self.net
+    }
+
     /// The serial console so far, with kernel messages that cut into
     /// another line moved out of it (see `unsplice_kernel_messages`).
     pub fn serial(&self) -> String {

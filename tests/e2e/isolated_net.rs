@@ -102,6 +102,55 @@ impl IsolatedNet {
         net
     }
 
+    /// rsyslogd (Debian's, unpacked by scripts/setup-host) receiving syslog
+    /// over TCP on `port` of the namespace's loopback (the guest's
+    /// 10.0.2.2): returns the file where it writes each message as
+    /// `hostname|app|msgid|facility.severity|message`.
+    pub fn syslog_receiver(&mut self, port: u16) -> PathBuf {
+        let tools = source_dir().join("target/host-tools/rsyslog");
+        let rsyslogd = tools.join("usr/sbin/rsyslogd");
+        assert!(
+            rsyslogd.exists(),
+            "{} missing: run scripts/setup-host",
+            rsyslogd.display()
+        );
+        let dir = self._dir.path();
+        let received = dir.join("syslog-received.log");
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{dir}\")\n\
+                 module(load=\"imtcp\")\n\
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
+                 template(name=\"fields\" type=\"string\" \
+                 string=\"%hostname%|%app-name%|%msgid%|%syslogfacility-text%.%syslogseverity-text%|%msg%\\n\")\n\
+                 action(type=\"omfile\" file=\"{received}\" template=\"fields\")\n",
+                dir = dir.display(),
+                received = received.display(),
+            ),
+        )
+        .unwrap();
+        let libraries = tools.join("usr/lib/x86_64-linux-gnu");
+        let receiver = self
+            .command("env")
+            .arg(format!("LD_LIBRARY_PATH={}", libraries.display()))
+            .arg(&rsyslogd)
+            .arg("-n")
+            .arg("-M")
+            .arg(libraries.join("rsyslog"))
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.peers.push(receiver);
+        received
+    }
+
     /// `program` to be run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new("ip");

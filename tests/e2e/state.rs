@@ -5,7 +5,7 @@
 //! second boot has no seed disk), while per-instance steps do not run again.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::guest::{built, Guest};
 
@@ -39,7 +39,8 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         &user_data,
         format!(
             "#cloud-config\nhostname: stateful\nssh_authorized_keys: ['{}']\n\
-             runcmd:\n  - echo ran >> /var/lib/cloud/runcmd-count\n",
+             runcmd:\n  - echo ran >> /var/lib/cloud/runcmd-count\n\
+             brig:\n  logging:\n    remote: ['tcp://10.0.2.2:5140']\n",
             public.trim()
         ),
     )
@@ -60,6 +61,10 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
             &state_drive,
         ],
     );
+    // A remote syslog server (the host's side of QEMU's network), up once
+    // the guest is on its way: what the log service queued meanwhile
+    // arrives when it connects.
+    let received = guest.net().syslog_receiver(5140);
     let serial = guest.wait_for("brig: ready", BOOT);
     for said in [
         "state: /dev/vdb: e2fsck: clean",
@@ -114,6 +119,30 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         lines[3].ends_with(" e2e-test: hello from the console"),
         "{logs}"
     );
+    // The same on the remote server, as rsyslog parsed it: the kernel's
+    // first line, PID 1's, a service's output and syslog(3), from this host.
+    let wanted: [&[&str]; 4] = [
+        &["|kernel|kernel|kern.notice|Linux version"],
+        &["|brig-init|init|", "started as PID 1"],
+        &["|network|service|", "brig-netd"],
+        &["stateful|e2e-test|-|user.notice|hello from the console"],
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&received).unwrap_or_default();
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|parts| !text.lines().any(|l| parts.iter().all(|p| l.contains(p))))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing:?} not forwarded; the receiver has:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl reboot");
     guest.wait_exit(Duration::from_secs(120));
     drop(guest);

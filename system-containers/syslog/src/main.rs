@@ -76,7 +76,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
         config.store_dir = ram_store;
     }
     if !limits_given {
-        let in_ram = in_ram(&config.store_dir);
+        let in_ram = logging.storage == Storage::Ram || in_ram(&config.store_dir);
         config.limits = match logging.max_size {
             Some(total) => Limits {
                 max_total: total,

@@ -263,3 +263,25 @@ fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// `brig.logging.storage: ram`: the logs go to the RAM store, not the
+/// (state partition's) store, within `max_size`.
+#[test]
+fn logs_stay_in_ram_when_the_config_says_so() {
+    let ram = tempfile::tempdir().unwrap();
+    let args = ["--ram-store".to_string(), ram.path().display().to_string()];
+    let logd = Logd::with(&args, Some(r#"{"storage": "ram", "max_size": 131072}"#));
+    logd.send(b"<14>sd-card: spared");
+    assert_eq!(logd.wait_for(&by_app("sd-card"), 1).len(), 1);
+    let current = std::fs::read_to_string(ram.path().join("current.jsonl")).unwrap();
+    assert!(current.contains("spared"), "{current}");
+    assert!(
+        !logd.path("store").exists() || std::fs::read_dir(logd.path("store")).unwrap().count() == 0,
+        "written to the disk store"
+    );
+    let said = logd.stderr();
+    assert!(
+        said.contains("is in RAM (brig.logging.storage: ram): keeping at most 128 KiB"),
+        "{said}"
+    );
+}
