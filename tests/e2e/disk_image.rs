@@ -166,7 +166,8 @@ fn qemu_x86_64_qcow2_image_boots_with_uefi_to_ssh() {
         .args(["info", "--output=json"])
         .arg(&disk));
     assert!(info.contains("\"format\": \"qcow2\""), "{info}");
-    let (key, user_data) = login(dir.path(), "");
+    // The SD-card option: logs in RAM although there is a state partition.
+    let (key, user_data) = login(dir.path(), "brig:\n  logging:\n    storage: ram\n");
     let known_hosts = dir.path().join("known_hosts");
     let started = Instant::now();
     let mut guest = Guest::boot_with(
@@ -195,6 +196,25 @@ fn qemu_x86_64_qcow2_image_boots_with_uefi_to_ssh() {
     assert!(
         status.contains("state    /dev/vda3 at /var/lib/brig: "),
         "{status}"
+    );
+    let logs = guest.ssh_ok(
+        "brig",
+        &key,
+        &known_hosts,
+        "logger -t sd-card kept in RAM; \
+         for i in $(seq 40); do sudo brigctl logs sd-card | grep -q RAM && break; sleep 0.5; done; \
+         sudo brigctl logs sd-card; sudo brigctl logs syslog | grep -c 'is in RAM (brig.logging.storage: ram)'; \
+         sudo ls -A /var/lib/brig/volumes/logs | wc -l",
+    );
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(
+        lines.len() == 3 && lines[0].ends_with(" sd-card: kept in RAM"),
+        "{logs}"
+    );
+    assert_eq!(
+        lines[1..],
+        ["1", "0"],
+        "not in RAM, or written to the state partition: {logs}"
     );
     guest.qmp("system_powerdown", serde_json::json!({}));
     guest.wait_exit(Duration::from_secs(120));
