@@ -56,12 +56,19 @@ pub struct Output {
     pub sizes: disk::Sizes,
 }
 
+/// Which services go into the image: those in system-containers/ and in
+/// further directories (`--services`), less those left out (`--without`).
+pub struct Selection {
+    pub extra_dirs: Vec<PathBuf>,
+    pub without: Vec<String>,
+}
+
 pub fn build(
     source: &Path,
     board: &Board,
     out: &Path,
     refresh: bool,
-    extra_services: &[PathBuf],
+    selection: &Selection,
     user_data: Option<&Path>,
     output: &Output,
 ) -> Result<()> {
@@ -69,8 +76,11 @@ pub fn build(
     let default_config = user_data.map(default_config).transpose()?;
     let requirements = load_fragments(source, board)?;
     let mut service_dirs = vec![source.join("system-containers")];
-    service_dirs.extend(extra_services.iter().cloned());
-    let services = containers::discover(&service_dirs)?;
+    service_dirs.extend(selection.extra_dirs.iter().cloned());
+    let services = containers::leave_out(
+        containers::discover(&service_dirs)?,
+        &selection.without,
+    )?;
     let cache = debian::cache_dir()?;
     let kernel = debian::kernel(&cache, board, refresh)?;
     let boot_loader = output

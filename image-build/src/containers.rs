@@ -48,6 +48,32 @@ pub struct ServiceSource {
     pub text: String,
 }
 
+/// `services` without those named in `without` (`brig build --without`);
+/// naming one that is not there, or one another depends on, is an error.
+pub fn leave_out(services: Vec<ServiceSource>, without: &[String]) -> Result<Vec<ServiceSource>> {
+    for name in without {
+        if !services.iter().any(|s| &s.spec.name == name) {
+            let names: Vec<&str> = services.iter().map(|s| s.spec.name.as_str()).collect();
+            bail!(
+                "--without {name}: there is no such service (there are: {})",
+                names.join(", ")
+            );
+        }
+        let needed_by: Vec<&str> = services
+            .iter()
+            .filter(|s| !without.contains(&s.spec.name) && s.spec.depends_on.contains(name))
+            .map(|s| s.spec.name.as_str())
+            .collect();
+        if !needed_by.is_empty() {
+            bail!("--without {name}: needed by {}", needed_by.join(", "));
+        }
+    }
+    Ok(services
+        .into_iter()
+        .filter(|s| !without.contains(&s.spec.name))
+        .collect())
+}
+
 /// Every `<dir>/<name>/service.toml` below `dirs`; an invalid spec fails the
 /// build with the file, key and problem.
 pub fn discover(dirs: &[PathBuf]) -> Result<Vec<ServiceSource>> {
@@ -487,6 +513,32 @@ mod tests {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("service.toml"), toml).unwrap();
+    }
+
+    #[test]
+    fn services_are_left_out_unless_others_need_them() {
+        let root = tempfile::tempdir().unwrap();
+        let spec = "command = [\"/bin/x\"]\n[rootfs]\npackages = [\"x\"]\n";
+        service_dir(root.path(), "network", spec);
+        service_dir(
+            root.path(),
+            "docker",
+            &format!("depends_on = [\"network\"]\n{spec}"),
+        );
+        let all = || discover(&[root.path().to_path_buf()]).unwrap();
+        let kept = leave_out(all(), &["docker".into()]).unwrap();
+        let names: Vec<&str> = kept.iter().map(|s| s.spec.name.as_str()).collect();
+        assert_eq!(names, ["network"]);
+        let e = leave_out(all(), &["network".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--without network: needed by docker");
+        assert!(leave_out(all(), &["network".into(), "docker".into()]).is_ok());
+        let e = leave_out(all(), &["dockr".into()]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--without dockr: there is no such service (there are: docker, network)"
+        );
     }
 
     #[test]

@@ -53,6 +53,10 @@ enum Commands {
         /// to build into the image, besides system-containers/.
         #[arg(long = "services", value_name = "DIR")]
         services: Vec<PathBuf>,
+        /// Leave this system container out of the image (e.g. `docker`, for
+        /// a smaller image); repeatable. Refused for one others depend on.
+        #[arg(long = "without", value_name = "SERVICE")]
+        without: Vec<String>,
         /// cloud-init user data baked into the image as its default config:
         /// a datasource's config merges over it (docs/config.md).
         #[arg(long, value_name = "FILE")]
@@ -109,6 +113,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             refresh,
             services,
+            without,
             user_data,
             format,
             disk_size,
@@ -130,7 +135,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &board,
                 &out,
                 refresh,
-                &services,
+                &build::Selection {
+                    extra_dirs: services,
+                    without,
+                },
                 user_data.as_deref(),
                 &output,
             )?;

@@ -322,6 +322,11 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
     plan.modules = config.modules.clone();
     plan.mounts = config.mounts.clone();
     plan.services = config.services.clone();
+    if let Some(docker) = &config.docker {
+        let json = serde_json::to_string_pretty(docker).unwrap_or_default();
+        plan.files
+            .push((brig_spec::docker_config::CONFIG_FILE.into(), json + "\n"));
+    }
     if let Some(logging) = &config.logging {
         // Serialising plain data cannot fail.
         let json = serde_json::to_string_pretty(logging).unwrap_or_default();

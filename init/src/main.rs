@@ -331,6 +331,7 @@ fn boot() -> Result<Init, String> {
     init.open_control_socket();
     let count = init.services.supervisor.services.len();
     say(&format!("system containers: {count}"));
+    init.load_service_modules();
     Ok(init)
 }
 
@@ -709,6 +710,29 @@ impl Init {
         }
     }
 
+    /// Loads the kernel modules services name in `kernel_modules` (those
+    /// the kernel never asks for), before any of them starts. Modules
+    /// already loaded are skipped, so a second call loads only new ones.
+    fn load_service_modules(&mut self) {
+        let mut outcome = Outcome::default();
+        for service in &self.services.supervisor.services {
+            for module in &service.spec.kernel_modules {
+                if !self
+                    .coldplug
+                    .load_alias_or_name(&self.sys, module, &mut outcome)
+                {
+                    outcome.errors.push(format!(
+                        "module {module} (for {}) is not in this image (kernel-config/ selects the modules images carry)",
+                        service.spec.name
+                    ));
+                }
+            }
+        }
+        if !outcome.loaded.is_empty() || !outcome.errors.is_empty() {
+            report_modules("service modules", &outcome);
+        }
+    }
+
     /// Starts only the network container, fetches the config in a helper
     /// process, and goes on in `config_fetched`.
     fn fetch_config(&mut self, remote: Remote) {
@@ -743,6 +767,8 @@ impl Init {
         let network_before = fs::read(datasource::NETWORK_FILE).ok();
         if let Some(plan) = read_config(&self.sys, found) {
             self.apply_config(plan);
+            // The user's services, added just now.
+            self.load_service_modules();
         }
         if fs::read(datasource::NETWORK_FILE).ok() != network_before {
             say("config: the network config changed; restarting the network container");

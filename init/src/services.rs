@@ -35,6 +35,8 @@ pub const SHARED_DIRS: &[(&str, u32)] = &[
     ("/run/brig/config", 0o755),
     (brig_spec::logs::SYSLOG_DIR, 0o755),
     (brig_spec::logs::QUERY_DIR, 0o700),
+    // The Docker socket (its own mode and group say who may use it).
+    (brig_spec::docker_config::SOCKET_DIR, 0o755),
 ];
 /// Network namespaces kept prepared: a restart, or a few services starting
 /// together, need not create theirs.

@@ -561,6 +561,7 @@ fn placeholder_spec() -> ServiceSpec {
         limits: Default::default(),
         devices: Vec::new(),
         sysctls: Default::default(),
+        kernel_modules: Vec::new(),
         depends_on: Vec::new(),
         readiness: Readiness::Started,
         restart: RestartPolicy::Never,

@@ -9,6 +9,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::console::{self, ConsoleConfig};
+use crate::docker_config::{self, DockerConfig};
 use crate::log_config::{self, LoggingConfig};
 use crate::mime;
 use crate::mounts::{self, MountEntry};
@@ -85,6 +86,8 @@ pub struct CloudConfig {
     pub services: Vec<ServiceSpec>,
     /// `brig.logging`: where logs are kept and forwarded, for brig-logd.
     pub logging: Option<LoggingConfig>,
+    /// `brig.docker`: the Docker Engine's settings, for brig-dockerd.
+    pub docker: Option<DockerConfig>,
     /// The document all this came from (parts merged), for `brigctl config`.
     pub document: serde_json::Map<String, Value>,
 }
@@ -105,8 +108,6 @@ const NOT_YET: &[&str] = &[
     "chpasswd",
     "password",
 ];
-/// Sections of `brig:` that are still to come.
-const BRIG_NOT_YET: &[&str] = &["docker"];
 /// cloud-init keys with no meaning on Brig (no package manager, no
 /// distribution-specific setup): accepted and ignored, as they are harmless.
 const IGNORED: &[&str] = &[
@@ -527,6 +528,11 @@ fn brig_section(value: &Value, config: &mut CloudConfig, problems: &mut Vec<Prob
                     }
                 }
             }
+            "docker" => {
+                let (docker, found) = docker_config::parse(value);
+                config.docker = Some(docker);
+                problems.extend(found.into_iter().map(|p| sub_problem("brig.docker", p)));
+            }
             "logging" => {
                 let (logging, found) = log_config::parse(value);
                 config.logging = Some(logging);
@@ -553,9 +559,6 @@ fn brig_section(value: &Value, config: &mut CloudConfig, problems: &mut Vec<Prob
                         }
                     }
                 }
-            }
-            k if BRIG_NOT_YET.contains(&k) => {
-                problem("", "not applied by this Brig version yet".into())
             }
             _ => problem("", "unknown key, ignored".into()),
         }
@@ -927,7 +930,7 @@ disable_root: false
 users: [default, {name: alice}]
 brig:
   console: {autologin: alice, colour: red}
-  docker: {}
+  docker: {colour: blue}
   flying: yes
 ",
         );
@@ -935,7 +938,7 @@ brig:
             problems,
             [
                 "cloud-config: `brig.console.colour`: unknown key, ignored",
-                "cloud-config: `brig.docker`: not applied by this Brig version yet",
+                "cloud-config: `brig.docker.colour`: unknown key, ignored",
                 "cloud-config: `brig.flying`: unknown key, ignored",
             ]
         );

@@ -105,14 +105,14 @@ impl Default for ConsoleConfig {
 }
 
 impl Account {
-    /// `brig`: uid 1000, passwordless sudo, bash.
+    /// `brig`: uid 1000, passwordless sudo, may use Docker, bash.
     pub fn default_user() -> Self {
         Account {
             name: DEFAULT_USER.into(),
             gecos: "Brig".into(),
             uid: Some(1000),
             primary_group: None,
-            groups: vec!["adm".into(), "sudo".into()],
+            groups: vec!["adm".into(), "sudo".into(), "docker".into()],
             sudo: vec!["ALL=(ALL) NOPASSWD:ALL".into()],
             shell: "/bin/bash".into(),
             home: None,

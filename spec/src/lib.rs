@@ -3,6 +3,7 @@
 pub mod cloud_config;
 pub mod console;
 pub mod control;
+pub mod docker_config;
 pub mod glob;
 pub mod gpt;
 pub mod key_path;

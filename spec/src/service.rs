@@ -49,6 +49,11 @@ pub struct ServiceSpec {
     /// Namespaced sysctls set inside (`net.ipv4.ip_forward = "1"`).
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// Kernel modules PID 1 loads before the service starts: those the
+    /// kernel never asks for itself (docker's br_netfilter). kernel-config/
+    /// must put them in the image.
+    #[serde(default)]
+    pub kernel_modules: Vec<String>,
     #[serde(default)]
     pub depends_on: Vec<String>,
     #[serde(default)]
@@ -511,6 +516,15 @@ impl ServiceSpec {
         for key in self.sysctls.keys() {
             if key.is_empty() || key.contains("..") || key.contains('/') {
                 return err("sysctls", format!("{key:?} is not a sysctl name"));
+            }
+        }
+        for module in &self.kernel_modules {
+            let valid = !module.is_empty()
+                && module
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+            if !valid {
+                return err("kernel_modules", format!("{module:?} is not a module name"));
             }
         }
         if let Some(weight) = self.limits.cpu_weight {

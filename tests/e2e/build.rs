@@ -161,6 +161,8 @@ fn offline_rebuild_uses_the_cache() {
             "--refresh",
             "--board",
             "qemu-x86_64",
+            "--without",
+            "docker",
             "--out",
             out.path().to_str().unwrap(),
         ],
@@ -208,6 +210,8 @@ fn system_container_images_are_reproducible() {
             out.to_str().unwrap(),
             "--services",
             services.to_str().unwrap(),
+            "--without",
+            "docker",
         ];
         let output = brig(&args, &[]);
         assert!(

@@ -377,6 +377,8 @@ write_files:
             out.to_str().unwrap(),
             "--user-data",
             baked.to_str().unwrap(),
+            "--without",
+            "docker",
         ],
         &[],
     );

@@ -32,7 +32,10 @@ pub fn brig(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("running brig")
 }
 
-/// The artifacts directory of `board`, built once per test run.
+/// The artifacts directory of `board`, built once per test run. The shared
+/// images leave the docker container out (`--without docker`): the tests
+/// of Docker boot the full default image (`built_with_docker`), the others
+/// boot lighter and faster without dockerd.
 pub fn built(board: &str) -> PathBuf {
     built_as(board, "kernel")
 }
@@ -40,23 +43,35 @@ pub fn built(board: &str) -> PathBuf {
 /// As `built`, in a `brig build --format` (`kernel`, `raw`, `qcow2`), each
 /// in a directory of its own.
 pub fn built_as(board: &str, format: &str) -> PathBuf {
+    built_variant(board, format, &["--without", "docker"])
+}
+
+/// The board's default image, with every system container.
+pub fn built_with_docker(board: &str) -> PathBuf {
+    built_variant(board, "kernel", &[])
+}
+
+fn built_variant(board: &str, format: &str, extra: &[&str]) -> PathBuf {
     type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
     static BUILDS: Mutex<Option<HashMap<String, Slot>>> = Mutex::new(None);
     let slot = {
         let mut builds = BUILDS.lock().unwrap();
         builds
             .get_or_insert_with(HashMap::new)
-            .entry(format!("{board} {format}"))
+            .entry(format!("{board} {format} {}", extra.join(" ")))
             .or_default()
             .clone()
     };
     slot.get_or_init(|| {
-        let dir = match format {
+        let mut dir = match format {
             "kernel" => board.to_string(),
             _ => format!("{board}-{format}"),
         };
+        if extra.is_empty() {
+            dir += "-full";
+        }
         let out = source_dir().join("target/e2e").join(dir);
-        let output = build_into(board, format, &out);
+        let output = build_into_with(board, format, &out, extra);
         if output.status.success() {
             Ok(out)
         } else {
@@ -70,20 +85,23 @@ pub fn built_as(board: &str, format: &str) -> PathBuf {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `brig build --board B --format F --out OUT`.
+/// `brig build --board B --format F --out OUT --without docker`.
 pub fn build_into(board: &str, format: &str, out: &Path) -> Output {
-    brig(
-        &[
-            "build",
-            "--board",
-            board,
-            "--format",
-            format,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    )
+    build_into_with(board, format, out, &["--without", "docker"])
+}
+
+fn build_into_with(board: &str, format: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build",
+        "--board",
+        board,
+        "--format",
+        format,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    brig(&args, &[])
 }
 
 /// A free TCP port on loopback for ssh forwarding.

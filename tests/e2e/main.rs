@@ -7,6 +7,7 @@ mod boot;
 mod build;
 mod console;
 mod disk_image;
+mod docker;
 mod guest;
 mod isolated_net;
 mod metadata;

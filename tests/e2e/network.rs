@@ -87,6 +87,8 @@ fn image(board: &str) -> tempfile::TempDir {
             out.path().to_str().unwrap(),
             "--services",
             services.to_str().unwrap(),
+            "--without",
+            "docker",
         ],
         &[],
     );

@@ -77,6 +77,8 @@ fn services_run_as_containers(board: &str) {
             out_dir,
             "--services",
             services_dir,
+            "--without",
+            "docker",
         ],
         &[],
     );

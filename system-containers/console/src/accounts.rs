@@ -5,6 +5,7 @@
 //! as the rest of the root filesystem is; homes persist on a volume.
 
 use brig_spec::console::{Account, ConsoleConfig};
+use brig_spec::docker_config;
 
 /// System accounts every console has (Debian's base-passwd, trimmed), and
 /// sshd's privilege separation user.
@@ -30,6 +31,8 @@ const BASE_GROUPS: &[(&str, u32)] = &[
     ("utmp", 43),
     ("staff", 50),
     ("users", 100),
+    // The Docker socket's group, the same gid in the docker container.
+    ("docker", docker_config::DOCKER_GID),
     ("nogroup", 65534),
 ];
 
@@ -333,7 +336,7 @@ mod tests {
     #[test]
     fn ids_groups_passwords_and_clashes() {
         let mut alice = user("alice");
-        alice.groups = vec!["docker".into(), "users".into()];
+        alice.groups = vec!["builders".into(), "users".into(), "docker".into()];
         alice.password_hash = Some("$6$salt$hash".into());
         alice.lock_password = false;
         let mut bob = user("bob");
@@ -359,14 +362,17 @@ mod tests {
         assert_eq!(line(&r.shadow, "alice"), "alice:$6$salt$hash::0:99999:7:::");
         assert_eq!(line(&r.passwd, "bob"), "bob:x:1001:50::/home/bob:/bin/bash");
         assert_eq!(line(&r.group, "users"), "users:x:100:alice");
-        let docker = line(&r.group, "docker");
+        // A group that is not there yet gets a gid of its own.
+        let builders = line(&r.group, "builders");
         assert!(
-            docker.ends_with(":alice")
-                && !docker.contains(":1000:")
-                && !docker.contains(":1001:")
-                && !docker.contains(":1002:"),
-            "{docker}"
+            builders.ends_with(":alice")
+                && !builders.contains(":1000:")
+                && !builders.contains(":1001:")
+                && !builders.contains(":1002:"),
+            "{builders}"
         );
+        // docker's gid is the docker container's.
+        assert_eq!(line(&r.group, "docker"), "docker:x:999:brig,alice");
         assert_eq!(
             line(&r.passwd, "carol"),
             "carol:x:1003:1003::/home/carol:/bin/bash"

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use brig_console::{accounts, gettys, setup, steps};
 use brig_spec::console::{ConsoleConfig, CONFIG_PATH};
+use brig_spec::docker_config;
 
 /// The volume with the ssh host keys.
 const HOST_KEYS: &str = "/var/lib/ssh";
@@ -99,6 +100,14 @@ fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, String> {
         say(&line);
     }
     fs::create_dir_all("/run/sshd").map_err(|e| format!("making /run/sshd: {e}"))?;
+    // The docker CLI's default socket, /var/run/docker.sock (/var/run is
+    // /run), is the docker container's, shared through SOCKET_DIR.
+    if let Err(e) = setup::link(
+        Path::new("/run/docker.sock"),
+        &Path::new(docker_config::SOCKET_DIR).join("docker.sock"),
+    ) {
+        say(&format!("error: {e}; the docker CLI needs -H"));
+    }
     Ok(rendered)
 }
 

@@ -33,6 +33,19 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> Re
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
 }
 
+/// Makes `link` a symbolic link to `target`, replacing what is there.
+pub fn link(link: &Path, target: &Path) -> Result<(), String> {
+    match fs::symlink_metadata(link) {
+        Ok(m) if m.is_dir() => {
+            return Err(format!("{} is a directory", link.display()));
+        }
+        Ok(_) => fs::remove_file(link).map_err(|e| format!("replacing {}: {e}", link.display()))?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(target, link)
+        .map_err(|e| format!("linking {} to {}: {e}", link.display(), target.display()))
+}
+
 /// /etc/passwd, shadow, group, gshadow, sudoers rules, authorized keys and
 /// sshd's settings. Returns the problems; the account files themselves
 /// failing is an error (nobody could log in).

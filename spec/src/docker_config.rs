@@ -1,0 +1,315 @@
+//! cloud-config `brig.docker`: the user's Docker Engine. The common
+//! `daemon.json` settings under their cloud-config names, checked here, and
+//! extra `dockerd` arguments. PID 1 writes the parsed result to
+//! `CONFIG_FILE`; brig-dockerd turns it into `/etc/docker/daemon.json`
+//! (docs/docker.md).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::console::KeyProblem;
+
+/// Where PID 1 writes the parsed `brig.docker` for brig-dockerd.
+pub const CONFIG_FILE: &str = "/run/brig/config/docker.json";
+/// The group that may use the Docker socket, the same in the docker and
+/// console containers (the user `brig` is in it).
+pub const DOCKER_GROUP: &str = "docker";
+pub const DOCKER_GID: u32 = 999;
+/// The host directory with the Docker socket, bound into the docker and
+/// console containers as `/run/docker`.
+pub const SOCKET_DIR: &str = "/run/brig/docker";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// daemon.json as dockerd reads it (its own key names).
+    #[serde(default)]
+    pub daemon: Map<String, Value>,
+    /// More `dockerd` arguments, after Brig's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+}
+
+/// dockerd options Brig sets itself (the socket, its group, where dockerd
+/// keeps its state and config), not to be given again.
+const BRIG_ARGS: &[&str] = &["host", "group", "pidfile", "exec-root", "config-file"];
+
+/// Parses `brig.docker`; problems carry the key below `brig.docker`. A bad
+/// setting is left out, the rest applies.
+pub fn parse(value: &Value) -> (DockerConfig, Vec<KeyProblem>) {
+    let mut config = DockerConfig::default();
+    let mut problems: Vec<KeyProblem> = Vec::new();
+    let Some(map) = value.as_object() else {
+        problems.push((String::new(), format!("expected a mapping, not {value}")));
+        return (config, problems);
+    };
+    for (key, value) in map {
+        let daemon_key = key.replace('_', "-");
+        let checked = match key.as_str() {
+            "registry_mirrors" => list(value, url),
+            "insecure_registries" => list(value, registry),
+            "dns" => list(value, ip_address),
+            "log_driver" | "storage_driver" => word(value),
+            "log_opts" => log_opts(value),
+            "default_address_pools" => address_pools(value),
+            "live_restore" | "debug" | "ip_forward" | "iptables" | "ipv6" | "userland_proxy" => {
+                match value {
+                    Value::Bool(_) => Ok(value.clone()),
+                    other => Err(format!("expected true or false, not {other}")),
+                }
+            }
+            "data_root" => match value.as_str() {
+                Some(p) if p.starts_with('/') && !p.split('/').any(|c| c == "..") => {
+                    Ok(value.clone())
+                }
+                _ => Err(format!("expected an absolute path, not {value}")),
+            },
+            "mtu" => match value.as_u64() {
+                Some(68..=65535) => Ok(value.clone()),
+                _ => Err(format!("expected an MTU from 68 to 65535, not {value}")),
+            },
+            "bip" | "fixed_cidr" => cidr(value).map(|_| value.clone()),
+            "extra_args" => {
+                match value.as_array().and_then(|a| {
+                    a.iter()
+                        .map(|v| v.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                }) {
+                    Some(args) => {
+                        let brig_owns = |a: &&String| {
+                            let name = a.trim_start_matches('-').split('=').next();
+                            a.starts_with("-H")
+                                || a.starts_with("-G")
+                                || (a.starts_with("--") && BRIG_ARGS.contains(&name.unwrap_or("")))
+                        };
+                        match args.iter().find(brig_owns) {
+                            Some(a) => problems.push((
+                                key.clone(),
+                                format!(
+                                    "{a:?} is set by Brig (docs/docker.md); extra_args ignored"
+                                ),
+                            )),
+                            None => config.extra_args = args,
+                        }
+                    }
+                    None => problems.push((
+                        key.clone(),
+                        format!("expected a list of arguments, not {value}"),
+                    )),
+                }
+                continue;
+            }
+            "swarm" | "tls" | "listen" => {
+                problems.push((key.clone(), "not applied by this Brig version yet".into()));
+                continue;
+            }
+            _ => {
+                problems.push((key.clone(), "unknown key, ignored".into()));
+                continue;
+            }
+        };
+        match checked {
+            Ok(v) => {
+                config.daemon.insert(daemon_key, v);
+            }
+            Err(e) => problems.push((key.clone(), e)),
+        }
+    }
+    (config, problems)
+}
+
+fn list(value: &Value, item: fn(&str) -> Result<(), String>) -> Result<Value, String> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| format!("expected a list, not {value}"))?;
+    for (i, v) in items.iter().enumerate() {
+        let text = v
+            .as_str()
+            .ok_or_else(|| format!("[{i}]: expected text, not {v}"))?;
+        item(text).map_err(|e| format!("[{i}]: {e}"))?;
+    }
+    Ok(value.clone())
+}
+
+fn url(text: &str) -> Result<(), String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text:?} is not an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        return Err(format!("{text:?} has no host"));
+    }
+    Ok(())
+}
+
+/// `host[:port]`, or a CIDR.
+fn registry(text: &str) -> Result<(), String> {
+    if text.contains('/') {
+        return cidr(&Value::String(text.into())).map(|_| ());
+    }
+    let valid = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{text:?} is not a registry host[:port] or CIDR"))
+    }
+}
+
+fn ip_address(text: &str) -> Result<(), String> {
+    text.parse::<std::net::IpAddr>()
+        .map(|_| ())
+        .map_err(|_| format!("{text:?} is not an IP address"))
+}
+
+fn cidr(value: &Value) -> Result<u8, String> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| format!("expected a CIDR such as 10.10.0.0/16, not {value}"))?;
+    let (address, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not a CIDR such as 10.10.0.0/16"))?;
+    let address: std::net::IpAddr = address
+        .parse()
+        .map_err(|_| format!("{text:?}: {address:?} is not an IP address"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    prefix
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= max)
+        .ok_or_else(|| format!("{text:?}: /{prefix} is not a prefix length"))
+}
+
+fn word(value: &Value) -> Result<Value, String> {
+    match value.as_str() {
+        Some(w)
+            if !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            Ok(value.clone())
+        }
+        _ => Err(format!("expected a name such as overlay2, not {value}")),
+    }
+}
+
+/// Log driver options are strings to dockerd; numbers are taken as text.
+fn log_opts(value: &Value) -> Result<Value, String> {
+    let map = value
+        .as_object()
+        .ok_or_else(|| format!("expected a mapping such as {{max-size: 10m}}, not {value}"))?;
+    let mut out = Map::new();
+    for (k, v) in map {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => return Err(format!("{k}: expected a value, not {other}")),
+        };
+        out.insert(k.clone(), Value::String(text));
+    }
+    Ok(Value::Object(out))
+}
+
+/// `[{base: 10.10.0.0/16, size: 24}]`: the size no shorter than the base.
+fn address_pools(value: &Value) -> Result<Value, String> {
+    let pools = value
+        .as_array()
+        .ok_or_else(|| format!("expected a list of {{base, size}}, not {value}"))?;
+    for (i, pool) in pools.iter().enumerate() {
+        let base = pool
+            .get("base")
+            .ok_or_else(|| format!("[{i}]: no base"))
+            .and_then(|b| cidr(b).map_err(|e| format!("[{i}].base: {e}")))?;
+        let size = pool
+            .get("size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("[{i}]: size is a prefix length such as 24"))?;
+        if size < u64::from(base) || size > 128 {
+            return Err(format!("[{i}]: size /{size} does not fit in /{base}"));
+        }
+        if let Some(k) = pool
+            .as_object()
+            .and_then(|m| m.keys().find(|k| *k != "base" && *k != "size"))
+        {
+            return Err(format!("[{i}]: unknown key {k:?}"));
+        }
+    }
+    Ok(value.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn settings_become_daemon_json() {
+        let (config, problems) = parse(&json!({
+            "registry_mirrors": ["https://mirror.example.com"],
+            "insecure_registries": ["registry.local:5000", "10.0.0.0/8"],
+            "log_driver": "json-file",
+            "log_opts": {"max-size": "10m", "max-file": 3},
+            "default_address_pools": [{"base": "10.123.0.0/16", "size": 24}],
+            "storage_driver": "overlay2",
+            "live_restore": true,
+            "data_root": "/var/lib/docker",
+            "extra_args": ["--experimental"],
+        }));
+        assert_eq!(problems, []);
+        assert_eq!(
+            Value::Object(config.daemon.clone()),
+            json!({
+                "registry-mirrors": ["https://mirror.example.com"],
+                "insecure-registries": ["registry.local:5000", "10.0.0.0/8"],
+                "log-driver": "json-file",
+                "log-opts": {"max-size": "10m", "max-file": "3"},
+                "default-address-pools": [{"base": "10.123.0.0/16", "size": 24}],
+                "storage-driver": "overlay2",
+                "live-restore": true,
+                "data-root": "/var/lib/docker",
+            })
+        );
+        assert_eq!(config.extra_args, ["--experimental"]);
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<DockerConfig>(&json).unwrap(), config);
+    }
+
+    #[test]
+    fn bad_settings_are_named_and_left_out() {
+        let (config, problems) = parse(&json!({
+            "registry_mirrors": ["mirror.example.com"],
+            "default_address_pools": [{"base": "10.123.0.0/16", "size": 8}],
+            "live_restore": "yes",
+            "data_root": "docker",
+            "extra_args": ["-H", "tcp://0.0.0.0:2375"],
+            "log_driver": "json-file",
+            "colour": "blue",
+        }));
+        assert_eq!(
+            Value::Object(config.daemon),
+            json!({"log-driver": "json-file"})
+        );
+        assert!(config.extra_args.is_empty());
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "colour",
+                "data_root",
+                "default_address_pools",
+                "extra_args",
+                "live_restore",
+                "registry_mirrors"
+            ]
+        );
+        assert!(
+            problems[2].1.contains("size /8 does not fit in /16"),
+            "{problems:?}"
+        );
+        assert!(problems[3].1.contains("set by Brig"), "{problems:?}");
+        assert!(problems[5].1.contains("is not an http:// or https:// URL"));
+    }
+}

@@ -1,0 +1,224 @@
+//! brig-dockerd: the docker container's entry, run by tini. It writes
+//! `/etc/docker/daemon.json` from `brig.docker` (what PID 1 parsed into
+//! docker.json), makes the iptables commands dockerd calls, moves itself
+//! out of the container's cgroup root so that dockerd may make cgroups for
+//! the user's containers, and execs dockerd (docs/docker.md).
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use brig_spec::docker_config::{self, DockerConfig, DOCKER_GROUP, SOCKET_DIR};
+use serde_json::{Map, Value};
+
+const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Debian's iptables commands are links that its maintainer scripts make
+/// (update-alternatives), which never run in an unpacked rootfs.
+const XTABLES: &str = "/usr/sbin/xtables-nft-multi";
+const IPTABLES_COMMANDS: &[&str] = &[
+    "iptables",
+    "iptables-save",
+    "iptables-restore",
+    "ip6tables",
+    "ip6tables-save",
+    "ip6tables-restore",
+];
+const LINKS_DIR: &str = "/usr/local/sbin";
+
+fn say(message: &str) {
+    eprintln!("brig-dockerd: {message}");
+}
+
+fn main() -> ExitCode {
+    let config = read_config(Path::new(docker_config::CONFIG_FILE));
+    let daemon = daemon_json(&config);
+    let text = serde_json::to_string_pretty(&Value::Object(daemon)).unwrap_or_default();
+    if let Err(e) = fs::create_dir_all("/etc/docker").and_then(|()| fs::write(DAEMON_JSON, text)) {
+        say(&format!("error: writing {DAEMON_JSON}: {e}"));
+        return ExitCode::FAILURE;
+    }
+    for problem in iptables_links(Path::new(XTABLES), Path::new(LINKS_DIR)) {
+        say(&format!("error: {problem}"));
+    }
+    if let Err(e) = nest_cgroup(Path::new(CGROUP_ROOT)) {
+        say(&format!(
+            "error: {e}; containers' resource limits and `docker stats` will not work"
+        ));
+    }
+    let socket = Path::new(SOCKET_DIR).join("docker.sock");
+    // Tools inside use the default path.
+    let _ = fs::remove_file("/run/docker.sock");
+    let _ = std::os::unix::fs::symlink(&socket, "/run/docker.sock");
+    let args = dockerd_args(&config, &socket.display().to_string());
+    say(&format!("starting dockerd {}", args.join(" ")));
+    let error = Command::new("/usr/sbin/dockerd")
+        .args(&args)
+        .env(
+            "PATH",
+            format!("{LINKS_DIR}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        )
+        .exec();
+    say(&format!("error: running /usr/sbin/dockerd: {error}"));
+    ExitCode::FAILURE
+}
+
+/// `brig.docker` as PID 1 wrote it; the defaults when there is none or it
+/// cannot be read (said): Docker still starts.
+fn read_config(path: &Path) -> DockerConfig {
+    match fs::read(path) {
+        Ok(data) => serde_json::from_slice(&data).unwrap_or_else(|e| {
+            say(&format!(
+                "error: reading {}: {e}; starting with the defaults",
+                path.display()
+            ));
+            DockerConfig::default()
+        }),
+        Err(_) => DockerConfig::default(),
+    }
+}
+
+/// daemon.json: the user's settings, and bounded container logs (the state
+/// partition may be an SD card) unless the user chose how to log.
+fn daemon_json(config: &DockerConfig) -> Map<String, Value> {
+    let mut daemon = config.daemon.clone();
+    let driver = daemon.get("log-driver").and_then(Value::as_str);
+    if driver.is_none_or(|d| d == "json-file") && !daemon.contains_key("log-opts") {
+        daemon.insert("log-driver".into(), "json-file".into());
+        daemon.insert(
+            "log-opts".into(),
+            serde_json::json!({"max-size": "10m", "max-file": "3"}),
+        );
+    }
+    daemon
+}
+
+/// dockerd's command line: the socket and its group, then the user's.
+fn dockerd_args(config: &DockerConfig, socket: &str) -> Vec<String> {
+    let mut args = vec![
+        format!("--host=unix://{socket}"),
+        format!("--group={DOCKER_GROUP}"),
+        format!("--config-file={DAEMON_JSON}"),
+    ];
+    args.extend(config.extra_args.iter().cloned());
+    args
+}
+
+/// Links `iptables`, `ip6tables` and their -save/-restore to the nf_tables
+/// multi-call binary in `dir`. Returns what went wrong.
+fn iptables_links(xtables: &Path, dir: &Path) -> Vec<String> {
+    if !xtables.exists() {
+        return vec![format!(
+            "{} is missing: dockerd cannot set up container networking",
+            xtables.display()
+        )];
+    }
+    if let Err(e) = fs::create_dir_all(dir) {
+        return vec![format!("making {}: {e}", dir.display())];
+    }
+    IPTABLES_COMMANDS
+        .iter()
+        .filter_map(|name| {
+            let link = dir.join(name);
+            let _ = fs::remove_file(&link);
+            std::os::unix::fs::symlink(xtables, &link)
+                .err()
+                .map(|e| format!("linking {}: {e}", link.display()))
+        })
+        .collect()
+}
+
+/// cgroup v2 lets a cgroup hand controllers to its children only while no
+/// process sits in it. The container's cgroup namespace has its root at the
+/// docker service's cgroup, where tini and this process are: move them all
+/// to a child, `init`, then enable every controller there is for children
+/// (dockerd makes `docker/<id>` per container).
+fn nest_cgroup(root: &Path) -> Result<(), String> {
+    let procs = root.join("cgroup.procs");
+    let read =
+        |p: &Path| fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()));
+    let init = root.join("init");
+    match fs::create_dir(&init) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("making {}: {e}", init.display())),
+    }
+    for pid in read(&procs)?.lines().filter(|l| !l.trim().is_empty()) {
+        // A process that exited meanwhile is gone; that is no error.
+        if let Err(e) = fs::write(init.join("cgroup.procs"), pid) {
+            if e.raw_os_error() != Some(3) {
+                return Err(format!("moving {pid} to {}: {e}", init.display()));
+            }
+        }
+    }
+    let controllers = read(&root.join("cgroup.controllers"))?;
+    let enable: Vec<String> = controllers
+        .split_whitespace()
+        .map(|c| format!("+{c}"))
+        .collect();
+    if enable.is_empty() {
+        return Err("no cgroup controllers were handed to the docker container".into());
+    }
+    let control = root.join("cgroup.subtree_control");
+    fs::write(&control, enable.join(" ")).map_err(|e| {
+        format!(
+            "enabling {} in {}: {e}",
+            enable.join(" "),
+            control.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_settings_go_over_brigs() {
+        let (config, problems) = docker_config::parse(&serde_json::json!({
+            "log_opts": {"max-size": "1m"},
+            "live_restore": true,
+            "extra_args": ["--experimental"],
+        }));
+        assert_eq!(problems, []);
+        let daemon = daemon_json(&config);
+        assert_eq!(daemon["log-opts"], serde_json::json!({"max-size": "1m"}));
+        assert_eq!(daemon["live-restore"], true);
+        let defaults = daemon_json(&DockerConfig::default());
+        assert_eq!(defaults["log-driver"], "json-file");
+        assert_eq!(defaults["log-opts"]["max-size"], "10m");
+        // Another driver gets none of json-file's options.
+        let (syslog, _) = docker_config::parse(&serde_json::json!({"log_driver": "syslog"}));
+        assert_eq!(
+            Value::Object(daemon_json(&syslog)),
+            serde_json::json!({"log-driver": "syslog"})
+        );
+        assert_eq!(
+            dockerd_args(&config, "/run/brig/docker/docker.sock"),
+            [
+                "--host=unix:///run/brig/docker/docker.sock",
+                "--group=docker",
+                "--config-file=/etc/docker/daemon.json",
+                "--experimental"
+            ]
+        );
+    }
+
+    #[test]
+    fn iptables_commands_link_to_the_nft_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let xtables = dir.path().join("xtables-nft-multi");
+        fs::write(&xtables, "").unwrap();
+        let links = dir.path().join("sbin");
+        assert_eq!(iptables_links(&xtables, &links), Vec::<String>::new());
+        assert_eq!(
+            fs::read_link(links.join("ip6tables-restore")).unwrap(),
+            xtables
+        );
+        // Again (a restart): the links are made anew, no error.
+        assert_eq!(iptables_links(&xtables, &links), Vec::<String>::new());
+        let missing = iptables_links(&dir.path().join("nothing"), &links);
+        assert!(missing[0].contains("is missing"), "{missing:?}");
+    }
+}
