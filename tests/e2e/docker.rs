@@ -112,7 +112,8 @@ fn qemu_x86_64_runs_the_users_containers_with_docker() {
             "dockerd did not answer: {}",
             ssh(
                 &guest,
-                "sudo brigctl ps; sudo brigctl logs docker --tail 30"
+                "docker version 2>&1; id; ls -la /var/run/docker.sock /run/brig/docker; \
+                 sudo brigctl ps; sudo brigctl logs docker --tail 30"
             )
         );
         std::thread::sleep(Duration::from_secs(2));

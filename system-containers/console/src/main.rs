@@ -100,10 +100,10 @@ fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, String> {
         say(&line);
     }
     fs::create_dir_all("/run/sshd").map_err(|e| format!("making /run/sshd: {e}"))?;
-    // The docker CLI's default socket, /var/run/docker.sock (/var/run is
-    // /run), is the docker container's, shared through SOCKET_DIR.
+    // The docker CLI's default socket is the docker container's, shared
+    // through SOCKET_DIR.
     if let Err(e) = setup::link(
-        Path::new("/run/docker.sock"),
+        Path::new("/var/run/docker.sock"),
         &Path::new(docker_config::SOCKET_DIR).join("docker.sock"),
     ) {
         say(&format!("error: {e}; the docker CLI needs -H"));

@@ -35,6 +35,9 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> Re
 
 /// Makes `link` a symbolic link to `target`, replacing what is there.
 pub fn link(link: &Path, target: &Path) -> Result<(), String> {
+    if let Some(dir) = link.parent() {
+        fs::create_dir_all(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+    }
     match fs::symlink_metadata(link) {
         Ok(m) if m.is_dir() => {
             return Err(format!("{} is a directory", link.display()));

@@ -49,8 +49,9 @@ fn main() -> ExitCode {
     }
     let socket = Path::new(SOCKET_DIR).join("docker.sock");
     // Tools inside use the default path.
-    let _ = fs::remove_file("/run/docker.sock");
-    let _ = std::os::unix::fs::symlink(&socket, "/run/docker.sock");
+    let _ = fs::create_dir_all("/var/run");
+    let _ = fs::remove_file("/var/run/docker.sock");
+    let _ = std::os::unix::fs::symlink(&socket, "/var/run/docker.sock");
     let args = dockerd_args(&config, &socket.display().to_string());
     say(&format!("starting dockerd {}", args.join(" ")));
     let error = Command::new("/usr/sbin/dockerd")
