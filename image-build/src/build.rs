@@ -77,10 +77,13 @@ pub fn build(
     let requirements = load_fragments(source, board)?;
     let mut service_dirs = vec![source.join("system-containers")];
     service_dirs.extend(selection.extra_dirs.iter().cloned());
-    let services = containers::leave_out(
-        containers::discover(&service_dirs)?,
-        &selection.without,
-    )?;
+    let (services, dependents) =
+        containers::leave_out(containers::discover(&service_dirs)?, &selection.without)?;
+    for name in dependents {
+        step(&format!(
+            "leaving out {name} too: it depends on a service left out"
+        ));
+    }
     let cache = debian::cache_dir()?;
     let kernel = debian::kernel(&cache, board, refresh)?;
     let boot_loader = output

@@ -48,9 +48,14 @@ pub struct ServiceSource {
     pub text: String,
 }
 
-/// `services` without those named in `without` (`brig build --without`);
-/// naming one that is not there, or one another depends on, is an error.
-pub fn leave_out(services: Vec<ServiceSource>, without: &[String]) -> Result<Vec<ServiceSource>> {
+/// `services` without those named in `without` (`brig build --without`),
+/// and without what depends on them, which could not start: returns the
+/// rest, and the names left out that way. Naming a service that is not
+/// there is an error.
+pub fn leave_out(
+    services: Vec<ServiceSource>,
+    without: &[String],
+) -> Result<(Vec<ServiceSource>, Vec<String>)> {
     for name in without {
         if !services.iter().any(|s| &s.spec.name == name) {
             let names: Vec<&str> = services.iter().map(|s| s.spec.name.as_str()).collect();
@@ -59,19 +64,27 @@ pub fn leave_out(services: Vec<ServiceSource>, without: &[String]) -> Result<Vec
                 names.join(", ")
             );
         }
-        let needed_by: Vec<&str> = services
-            .iter()
-            .filter(|s| !without.contains(&s.spec.name) && s.spec.depends_on.contains(name))
-            .map(|s| s.spec.name.as_str())
-            .collect();
-        if !needed_by.is_empty() {
-            bail!("--without {name}: needed by {}", needed_by.join(", "));
-        }
     }
-    Ok(services
+    let mut gone: Vec<String> = without.to_vec();
+    let mut dependents = Vec::new();
+    loop {
+        let more: Vec<String> = services
+            .iter()
+            .filter(|s| !gone.contains(&s.spec.name))
+            .filter(|s| s.spec.depends_on.iter().any(|d| gone.contains(d)))
+            .map(|s| s.spec.name.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        dependents.extend(more.iter().cloned());
+        gone.extend(more);
+    }
+    let kept = services
         .into_iter()
-        .filter(|s| !without.contains(&s.spec.name))
-        .collect())
+        .filter(|s| !gone.contains(&s.spec.name))
+        .collect();
+    Ok((kept, dependents))
 }
 
 /// Every `<dir>/<name>/service.toml` below `dirs`; an invalid spec fails the
@@ -516,7 +529,7 @@ mod tests {
     }
 
     #[test]
-    fn services_are_left_out_unless_others_need_them() {
+    fn services_are_left_out_with_what_depends_on_them() {
         let root = tempfile::tempdir().unwrap();
         let spec = "command = [\"/bin/x\"]\n[rootfs]\npackages = [\"x\"]\n";
         service_dir(root.path(), "network", spec);
@@ -525,19 +538,32 @@ mod tests {
             "docker",
             &format!("depends_on = [\"network\"]\n{spec}"),
         );
+        service_dir(
+            root.path(),
+            "swarm",
+            &format!("depends_on = [\"docker\"]\n{spec}"),
+        );
         let all = || discover(&[root.path().to_path_buf()]).unwrap();
-        let kept = leave_out(all(), &["docker".into()]).unwrap();
-        let names: Vec<&str> = kept.iter().map(|s| s.spec.name.as_str()).collect();
-        assert_eq!(names, ["network"]);
-        let e = leave_out(all(), &["network".into()])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "--without network: needed by docker");
-        assert!(leave_out(all(), &["network".into(), "docker".into()]).is_ok());
+        let names = |kept: &[ServiceSource]| -> Vec<String> {
+            kept.iter().map(|s| s.spec.name.clone()).collect()
+        };
+        let (kept, dependents) = leave_out(all(), &["swarm".into()]).unwrap();
+        assert_eq!(
+            (names(&kept), dependents),
+            (vec!["docker".into(), "network".into()], vec![])
+        );
+        let (kept, dependents) = leave_out(all(), &["docker".into()]).unwrap();
+        assert_eq!(
+            (names(&kept), dependents),
+            (vec!["network".into()], vec!["swarm".into()])
+        );
+        let (kept, dependents) = leave_out(all(), &["network".into()]).unwrap();
+        assert!(kept.is_empty());
+        assert_eq!(dependents, ["docker", "swarm"]);
         let e = leave_out(all(), &["dockr".into()]).unwrap_err().to_string();
         assert_eq!(
             e,
-            "--without dockr: there is no such service (there are: docker, network)"
+            "--without dockr: there is no such service (there are: docker, network, swarm)"
         );
     }
 

@@ -54,7 +54,7 @@ enum Commands {
         #[arg(long = "services", value_name = "DIR")]
         services: Vec<PathBuf>,
         /// Leave this system container out of the image (e.g. `docker`, for
-        /// a smaller image); repeatable. Refused for one others depend on.
+        /// a smaller image), and what depends on it; repeatable.
         #[arg(long = "without", value_name = "SERVICE")]
         without: Vec<String>,
         /// cloud-init user data baked into the image as its default config:

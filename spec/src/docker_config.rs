@@ -28,7 +28,93 @@ pub struct DockerConfig {
     /// More `dockerd` arguments, after Brig's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
+    /// TCP addresses the Docker API listens on besides the socket
+    /// (`tcp://0.0.0.0:2376`); only with `tls`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<Swarm>,
 }
+
+/// The Docker API's TLS: this node's certificate and key, and the CA whose
+/// certificates clients must present (dockerd's `--tlsverify`). The same
+/// certificate is this node's client identity toward other nodes' APIs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl Tls {
+    /// Writes `ca.pem`, `cert.pem` and `key.pem` (root's only) into `dir`,
+    /// as dockerd and the docker CLI take them.
+    pub fn write_to(&self, dir: &std::path::Path) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+        for (name, text, mode) in [
+            ("ca.pem", &self.ca, 0o644),
+            ("cert.pem", &self.cert, 0o644),
+            ("key.pem", &self.key, 0o600),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .and_then(|()| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                })
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Swarm membership from config alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swarm {
+    /// Create the swarm on this node (its first manager).
+    #[serde(default)]
+    pub init: bool,
+    /// Managers to join through, `host[:port]` (port 2377 by default).
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Join as a worker or a manager.
+    #[serde(default)]
+    pub role: SwarmRole,
+    /// The join token; without one it is asked of a manager's Docker API
+    /// over TLS (port `API_TLS_PORT`), with this node's `tls` certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The address other nodes reach this one at: an IP address or an
+    /// interface name; dockerd's choice when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwarmRole {
+    #[default]
+    Worker,
+    Manager,
+}
+
+impl SwarmRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            SwarmRole::Worker => "worker",
+            SwarmRole::Manager => "manager",
+        }
+    }
+}
+
+/// Docker's registered port for its API over TLS.
+pub const API_TLS_PORT: u16 = 2376;
+/// Swarm's cluster management port.
+pub const SWARM_PORT: u16 = 2377;
 
 /// dockerd options Brig sets itself (the socket, its group, where dockerd
 /// keeps its state and config), not to be given again.
@@ -99,8 +185,32 @@ pub fn parse(value: &Value) -> (DockerConfig, Vec<KeyProblem>) {
                 }
                 continue;
             }
-            "swarm" | "tls" | "listen" => {
-                problems.push((key.clone(), "not applied by this Brig version yet".into()));
+            "listen" => {
+                match list(value, tcp_address) {
+                    Ok(_) => {
+                        config.listen = value
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    }
+                    Err(e) => problems.push((key.clone(), e)),
+                }
+                continue;
+            }
+            "tls" => {
+                match tls(value) {
+                    Ok(t) => config.tls = Some(t),
+                    Err((sub, e)) => problems.push((join_key(key, &sub), e)),
+                }
+                continue;
+            }
+            "swarm" => {
+                match swarm(value) {
+                    Ok(s) => config.swarm = Some(s),
+                    Err((sub, e)) => problems.push((join_key(key, &sub), e)),
+                }
                 continue;
             }
             _ => {
@@ -115,7 +225,149 @@ pub fn parse(value: &Value) -> (DockerConfig, Vec<KeyProblem>) {
             Err(e) => problems.push((key.clone(), e)),
         }
     }
+    if !config.listen.is_empty() && config.tls.is_none() {
+        problems.push((
+            "listen".into(),
+            "the Docker API on TCP is root on this machine for whoever reaches it: give `tls` (client certificates are required); not listening".into(),
+        ));
+        config.listen.clear();
+    }
+    if let Some(s) = &config.swarm {
+        if !s.join.is_empty() && s.token.is_none() && config.tls.is_none() {
+            problems.push((
+                "swarm".into(),
+                "joining without a `token` asks a manager for one over TLS: give `tls` or `token`; not joining".into(),
+            ));
+            config.swarm = None;
+        }
+    }
     (config, problems)
+}
+
+fn join_key(key: &str, sub: &str) -> String {
+    if sub.is_empty() {
+        key.to_string()
+    } else {
+        format!("{key}.{sub}")
+    }
+}
+
+/// `tcp://host:port`.
+fn tcp_address(text: &str) -> Result<(), String> {
+    let rest = text
+        .strip_prefix("tcp://")
+        .ok_or_else(|| format!("{text:?} is not a tcp://host:port address"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} has no port"))?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("{text:?} is not a tcp://host:port address"));
+    }
+    Ok(())
+}
+
+fn tls(value: &Value) -> Result<Tls, KeyProblem> {
+    let map = value.as_object().ok_or_else(|| {
+        (
+            String::new(),
+            format!("expected a mapping of ca, cert, key, not {value}"),
+        )
+    })?;
+    let pem = |key: &str, label: &str| -> Result<String, KeyProblem> {
+        match map.get(key).and_then(Value::as_str) {
+            Some(text) if text.contains(&format!("-----BEGIN {label}")) => Ok(text.to_string()),
+            Some(_) => Err((key.into(), format!("expected PEM text with a {label}"))),
+            None => Err((key.into(), "missing".into())),
+        }
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !["ca", "cert", "key"].contains(&k.as_str()))
+    {
+        return Err((k.clone(), "unknown key".into()));
+    }
+    Ok(Tls {
+        ca: pem("ca", "CERTIFICATE")?,
+        cert: pem("cert", "CERTIFICATE")?,
+        key: pem("key", "")?,
+    })
+}
+
+fn swarm(value: &Value) -> Result<Swarm, KeyProblem> {
+    let map = value
+        .as_object()
+        .ok_or_else(|| (String::new(), format!("expected a mapping, not {value}")))?;
+    let mut swarm = Swarm {
+        init: false,
+        join: Vec::new(),
+        role: SwarmRole::Worker,
+        token: None,
+        advertise_addr: None,
+    };
+    for (key, value) in map {
+        let fail = |p: String| (key.clone(), p);
+        match key.as_str() {
+            "init" => {
+                swarm.init = value
+                    .as_bool()
+                    .ok_or_else(|| fail(format!("expected true or false, not {value}")))?
+            }
+            "join" => {
+                let items: Vec<&Value> = match value {
+                    Value::Array(a) => a.iter().collect(),
+                    one => vec![one],
+                };
+                for item in items {
+                    let text = item
+                        .as_str()
+                        .filter(|t| {
+                            !t.is_empty()
+                                && t.bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+                        })
+                        .ok_or_else(|| fail(format!("{item} is not a manager's host[:port]")))?;
+                    swarm.join.push(text.to_string());
+                }
+            }
+            "role" => {
+                swarm.role = match value.as_str() {
+                    Some("worker") => SwarmRole::Worker,
+                    Some("manager") => SwarmRole::Manager,
+                    _ => return Err(fail(format!("expected worker or manager, not {value}"))),
+                }
+            }
+            "token" => match value.as_str() {
+                Some(t) if t.starts_with("SWMTKN-") => swarm.token = Some(t.to_string()),
+                _ => return Err(fail("expected a join token (SWMTKN-…)".into())),
+            },
+            "advertise_addr" => match value.as_str() {
+                Some(a)
+                    if !a.is_empty()
+                        && a.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b".-:_".contains(&b)) =>
+                {
+                    swarm.advertise_addr = Some(a.to_string())
+                }
+                _ => {
+                    return Err(fail(format!(
+                        "expected an address or interface name, not {value}"
+                    )))
+                }
+            },
+            _ => return Err(fail("unknown key".into())),
+        }
+    }
+    match (swarm.init, swarm.join.is_empty()) {
+        (true, false) => Err((
+            String::new(),
+            "`init` and `join` exclude each other: a node creates the swarm or joins it".into(),
+        )),
+        (false, true) => Err((
+            String::new(),
+            "say `init: true` or the managers to `join`".into(),
+        )),
+        _ => Ok(swarm),
+    }
 }
 
 fn list(value: &Value, item: fn(&str) -> Result<(), String>) -> Result<Value, String> {
@@ -311,5 +563,52 @@ mod tests {
         );
         assert!(problems[3].1.contains("set by Brig"), "{problems:?}");
         assert!(problems[5].1.contains("is not an http:// or https:// URL"));
+    }
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn a_swarm_from_config() {
+        let tls = json!({"ca": PEM, "cert": PEM, "key": KEY});
+        let (config, problems) = parse(&json!({
+            "listen": ["tcp://0.0.0.0:2376"],
+            "tls": tls,
+            "swarm": {"join": "10.77.0.11", "role": "manager", "advertise_addr": "eth1"},
+        }));
+        assert_eq!(problems, []);
+        let swarm = config.swarm.unwrap();
+        assert_eq!(swarm.join, ["10.77.0.11"]);
+        assert_eq!(swarm.role, SwarmRole::Manager);
+        assert_eq!(swarm.advertise_addr.as_deref(), Some("eth1"));
+        assert_eq!(config.listen, ["tcp://0.0.0.0:2376"]);
+        assert_eq!(config.tls.unwrap().key, KEY);
+        let (config, problems) = parse(&json!({"swarm": {"init": true}}));
+        assert_eq!(problems, []);
+        assert!(config.swarm.unwrap().init);
+    }
+
+    #[test]
+    fn an_open_api_or_a_swarm_without_a_way_in_is_refused() {
+        let (config, problems) = parse(&json!({
+            "listen": ["tcp://0.0.0.0:2375"],
+            "swarm": {"join": ["10.77.0.11:2377"]},
+        }));
+        assert!(config.listen.is_empty() && config.swarm.is_none());
+        let said: Vec<String> = problems.iter().map(|(k, p)| format!("{k}: {p}")).collect();
+        assert!(
+            said[0].starts_with("listen: the Docker API on TCP is root"),
+            "{said:?}"
+        );
+        assert!(
+            said[1].starts_with("swarm: joining without a `token`"),
+            "{said:?}"
+        );
+        let (_, problems) = parse(&json!({"swarm": {"init": true, "join": ["a"]}}));
+        assert!(problems[0].1.contains("exclude each other"));
+        let (_, problems) = parse(&json!({"swarm": {"role": "boss", "init": true}}));
+        assert_eq!(problems[0].0, "swarm.role");
+        let (_, problems) = parse(&json!({"tls": {"ca": PEM, "cert": "x", "key": KEY}}));
+        assert_eq!(problems[0].0, "tls.cert");
     }
 }

@@ -13,6 +13,8 @@ use brig_spec::docker_config::{self, DockerConfig, DOCKER_GROUP, SOCKET_DIR};
 use serde_json::{Map, Value};
 
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// The TLS files of `brig.docker.tls`, for the API on TCP.
+const TLS_DIR: &str = "/etc/docker/tls";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Debian's iptables commands are links that its maintainer scripts make
 /// (update-alternatives), which never run in an unpacked rootfs.
@@ -33,6 +35,12 @@ fn say(message: &str) {
 
 fn main() -> ExitCode {
     let config = read_config(Path::new(docker_config::CONFIG_FILE));
+    if let Some(tls) = &config.tls {
+        if let Err(e) = tls.write_to(Path::new(TLS_DIR)) {
+            say(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
     let daemon = daemon_json(&config);
     let text = serde_json::to_string_pretty(&Value::Object(daemon)).unwrap_or_default();
     if let Err(e) = fs::create_dir_all("/etc/docker").and_then(|()| fs::write(DAEMON_JSON, text)) {
@@ -80,10 +88,21 @@ fn read_config(path: &Path) -> DockerConfig {
     }
 }
 
-/// daemon.json: the user's settings, and bounded container logs (the state
-/// partition may be an SD card) unless the user chose how to log.
+/// daemon.json: the user's settings, TLS for the API on TCP, and bounded
+/// container logs (the state partition may be an SD card) unless the user
+/// chose how to log.
 fn daemon_json(config: &DockerConfig) -> Map<String, Value> {
     let mut daemon = config.daemon.clone();
+    if config.tls.is_some() {
+        daemon.insert("tlsverify".into(), true.into());
+        for (key, file) in [
+            ("tlscacert", "ca.pem"),
+            ("tlscert", "cert.pem"),
+            ("tlskey", "key.pem"),
+        ] {
+            daemon.insert(key.into(), format!("{TLS_DIR}/{file}").into());
+        }
+    }
     let driver = daemon.get("log-driver").and_then(Value::as_str);
     if driver.is_none_or(|d| d == "json-file") && !daemon.contains_key("log-opts") {
         daemon.insert("log-driver".into(), "json-file".into());
@@ -102,6 +121,10 @@ fn dockerd_args(config: &DockerConfig, socket: &str) -> Vec<String> {
         format!("--group={DOCKER_GROUP}"),
         format!("--config-file={DAEMON_JSON}"),
     ];
+    // Only with TLS (brig-spec refuses `listen` without it).
+    if config.tls.is_some() {
+        args.extend(config.listen.iter().map(|l| format!("--host={l}")));
+    }
     args.extend(config.extra_args.iter().cloned());
     args
 }
@@ -204,6 +227,32 @@ mod tests {
                 "--experimental"
             ]
         );
+    }
+
+    #[test]
+    fn the_api_on_tcp_requires_client_certificates() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let (config, problems) = docker_config::parse(&serde_json::json!({
+            "listen": ["tcp://0.0.0.0:2376"],
+            "tls": {"ca": pem, "cert": pem, "key": "-----BEGIN PRIVATE KEY-----\n"},
+        }));
+        assert_eq!(problems, []);
+        let daemon = daemon_json(&config);
+        assert_eq!(daemon["tlsverify"], true);
+        assert_eq!(daemon["tlskey"], "/etc/docker/tls/key.pem");
+        let args = dockerd_args(&config, "/s");
+        assert!(
+            args.contains(&"--host=tcp://0.0.0.0:2376".to_string()),
+            "{args:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        config.tls.as_ref().unwrap().write_to(dir.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -1,0 +1,252 @@
+//! brig-swarm: the swarm container's oneshot. Once the local dockerd is up
+//! it makes this node what `brig.docker.swarm` says: the swarm's first
+//! manager (`init`), or a worker or manager joining through the managers
+//! named (`join`). A join token comes from the config or, without one,
+//! from a manager's Docker API over TLS with this node's certificate
+//! (`brig.docker.tls`), so a cluster forms from config alone. A node
+//! already in a swarm is left as it is: this runs at every boot.
+//! Everything goes through Debian's docker CLI (docs/docker.md).
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use brig_spec::docker_config::{self, DockerConfig, Swarm, API_TLS_PORT, SOCKET_DIR, SWARM_PORT};
+
+/// The client's copy of this node's TLS files.
+const TLS_DIR: &str = "/tmp/brig-swarm-tls";
+/// How long to keep trying to reach a manager before giving up (the
+/// supervisor then starts this again with backoff).
+const PATIENCE: Duration = Duration::from_secs(600);
+const RETRY: Duration = Duration::from_secs(5);
+
+fn say(message: &str) {
+    eprintln!("brig-swarm: {message}");
+}
+
+fn main() -> ExitCode {
+    let config: DockerConfig = match std::fs::read(docker_config::CONFIG_FILE) {
+        Ok(data) => match serde_json::from_slice(&data) {
+            Ok(c) => c,
+            Err(e) => {
+                say(&format!(
+                    "error: reading {}: {e}",
+                    docker_config::CONFIG_FILE
+                ));
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(_) => DockerConfig::default(),
+    };
+    let Some(swarm) = &config.swarm else {
+        say("no swarm in the config (brig.docker.swarm): nothing to do");
+        return ExitCode::SUCCESS;
+    };
+    let local = format!("unix://{SOCKET_DIR}/docker.sock");
+    match node_state(&local) {
+        Ok(state) if state == "active" => {
+            say("this node is in a swarm already");
+            return ExitCode::SUCCESS;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            say(&format!("error: asking the local dockerd: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+    if swarm.init {
+        return match docker(&local, &init_args(swarm)) {
+            Ok(_) => {
+                say("this node created the swarm and is its first manager");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                say(&format!("error: docker swarm init: {e}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let tls = match &config.tls {
+        Some(tls) => match tls.write_to(Path::new(TLS_DIR)) {
+            Ok(()) => Some(TLS_DIR),
+            Err(e) => {
+                say(&format!("error: {e}"));
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let mut last_error = String::new();
+    loop {
+        match join(&local, swarm, tls) {
+            Ok(manager) => {
+                say(&format!(
+                    "this node joined the swarm as a {} through {manager}",
+                    swarm.role.name()
+                ));
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                if e != last_error {
+                    say(&format!("{e}; trying again every {} s", RETRY.as_secs()));
+                    last_error = e;
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            say("error: no manager could be reached; giving up for now");
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(RETRY);
+    }
+}
+
+/// Joins through the first manager that answers; returns it.
+fn join(local: &str, swarm: &Swarm, tls: Option<&str>) -> Result<String, String> {
+    let mut errors = Vec::new();
+    for manager in &swarm.join {
+        let (host, port) = host_port(manager, SWARM_PORT);
+        let token = match (&swarm.token, tls) {
+            (Some(token), _) => token.clone(),
+            (None, Some(dir)) => {
+                let api = format!("tcp://{host}:{API_TLS_PORT}");
+                match docker_tls(&api, dir, &["swarm", "join-token", "-q", swarm.role.name()]) {
+                    Ok(token) => token.trim().to_string(),
+                    Err(e) => {
+                        errors.push(format!("asking {api} for a join token: {e}"));
+                        continue;
+                    }
+                }
+            }
+            // brig-spec refuses this config.
+            (None, None) => return Err("no token and no TLS to ask for one".into()),
+        };
+        let address = format!("{host}:{port}");
+        match docker(local, &join_args(swarm, &token, &address)) {
+            Ok(_) => return Ok(address),
+            Err(e) => errors.push(format!("joining through {address}: {e}")),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+fn init_args(swarm: &Swarm) -> Vec<String> {
+    let mut args = vec!["swarm".to_string(), "init".to_string()];
+    if let Some(address) = &swarm.advertise_addr {
+        args.push(format!("--advertise-addr={address}"));
+    }
+    args
+}
+
+fn join_args(swarm: &Swarm, token: &str, manager: &str) -> Vec<String> {
+    let mut args = vec!["swarm".to_string(), "join".to_string()];
+    args.push(format!("--token={token}"));
+    if let Some(address) = &swarm.advertise_addr {
+        args.push(format!("--advertise-addr={address}"));
+    }
+    args.push(manager.to_string());
+    args
+}
+
+/// `host[:port]` (an IPv6 address in brackets) with `default` as the port.
+fn host_port(text: &str, default: u16) -> (String, u16) {
+    if let Some(rest) = text.strip_prefix('[') {
+        if let Some((host, after)) = rest.split_once(']') {
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (format!("[{host}]"), port.unwrap_or(default));
+        }
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => match port.parse() {
+            Ok(port) => (host.to_string(), port),
+            Err(_) => (text.to_string(), default),
+        },
+        _ => (text.to_string(), default),
+    }
+}
+
+fn node_state(local: &str) -> Result<String, String> {
+    docker(
+        local,
+        &[
+            "info".into(),
+            "--format".into(),
+            "{{.Swarm.LocalNodeState}}".into(),
+        ],
+    )
+    .map(|s| s.trim().to_string())
+}
+
+/// Runs the docker CLI against `host`; its standard output, or why not.
+fn docker(host: &str, args: &[String]) -> Result<String, String> {
+    run(Command::new("/usr/bin/docker")
+        .arg(format!("--host={host}"))
+        .args(args))
+}
+
+/// As `docker`, against a remote API with this node's client certificate.
+fn docker_tls(host: &str, dir: &str, args: &[&str]) -> Result<String, String> {
+    run(Command::new("/usr/bin/docker")
+        .arg("--tlsverify")
+        .arg(format!("--tlscacert={dir}/ca.pem"))
+        .arg(format!("--tlscert={dir}/cert.pem"))
+        .arg(format!("--tlskey={dir}/key.pem"))
+        .arg(format!("--host={host}"))
+        .args(args))
+}
+
+fn run(command: &mut Command) -> Result<String, String> {
+    let output = command.output().map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        let said = String::from_utf8_lossy(&output.stderr);
+        Err(format!("{} ({})", said.trim(), output.status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brig_spec::docker_config::SwarmRole;
+
+    fn swarm() -> Swarm {
+        Swarm {
+            init: false,
+            join: vec!["10.77.0.11".into()],
+            role: SwarmRole::Manager,
+            token: None,
+            advertise_addr: Some("eth1".into()),
+        }
+    }
+
+    #[test]
+    fn commands_from_the_config() {
+        assert_eq!(
+            init_args(&swarm()),
+            ["swarm", "init", "--advertise-addr=eth1"]
+        );
+        assert_eq!(
+            join_args(&swarm(), "SWMTKN-1-x", "10.77.0.11:2377"),
+            [
+                "swarm",
+                "join",
+                "--token=SWMTKN-1-x",
+                "--advertise-addr=eth1",
+                "10.77.0.11:2377"
+            ]
+        );
+    }
+
+    #[test]
+    fn manager_addresses() {
+        assert_eq!(host_port("10.77.0.11", 2377), ("10.77.0.11".into(), 2377));
+        assert_eq!(host_port("m1.lan:4000", 2377), ("m1.lan".into(), 4000));
+        assert_eq!(
+            host_port("[fd00::1]:4000", 2377),
+            ("[fd00::1]".into(), 4000)
+        );
+        assert_eq!(host_port("[fd00::1]", 2377), ("[fd00::1]".into(), 2377));
+    }
+}
