@@ -34,8 +34,8 @@ pub fn brig(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// The artifacts directory of `board`, built once per test run. The shared
 /// images leave the docker container out (`--without docker`): the tests
-/// of Docker boot the full default image (`built_with_docker`), the others
-/// boot lighter and faster without dockerd.
+/// of Docker (tests/docker/) boot the full default image, the others boot
+/// lighter and faster without dockerd.
 pub fn built(board: &str) -> PathBuf {
     built_as(board, "kernel")
 }
@@ -46,12 +46,9 @@ pub fn built_as(board: &str, format: &str) -> PathBuf {
     built_variant(board, format, &["--without", "docker"])
 }
 
-/// The board's default image, with every system container.
-pub fn built_with_docker(board: &str) -> PathBuf {
-    built_variant(board, "kernel", &[])
-}
-
-fn built_variant(board: &str, format: &str, extra: &[&str]) -> PathBuf {
+/// As `built_as`, with `extra` build arguments instead of leaving docker
+/// out (none: the board's default image).
+pub fn built_variant(board: &str, format: &str, extra: &[&str]) -> PathBuf {
     type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
     static BUILDS: Mutex<Option<HashMap<String, Slot>>> = Mutex::new(None);
     let slot = {

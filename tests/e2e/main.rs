@@ -7,7 +7,6 @@ mod boot;
 mod build;
 mod console;
 mod disk_image;
-mod docker;
 mod guest;
 mod isolated_net;
 mod metadata;

@@ -5,60 +5,17 @@
 //! after `brigctl reboot` (images and containers on the state partition),
 //! its logs are there, and `docker stats` reads its memory from cgroup v2.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::guest::{built_with_docker, source_dir, Guest};
+use crate::guest::Guest;
+use crate::image::{built_with_docker, image_tar, run};
 
 const BOOT: Duration = Duration::from_secs(240);
 
-fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// tests/e2e/docker-image/hello.rs built static for the guest's
-/// architecture, alone in a root filesystem tar.
-fn image_tar(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(&root).unwrap();
-    run(Command::new("rustc")
-        .args([
-            "--edition",
-            "2021",
-            "-C",
-            "opt-level=s",
-            "-C",
-            "panic=abort",
-        ])
-        .args([
-            "--target",
-            "x86_64-unknown-linux-musl",
-            "-C",
-            "linker=rust-lld",
-        ])
-        .arg("-o")
-        .arg(root.join("hello"))
-        .arg(source_dir().join("tests/e2e/docker-image/hello.rs")));
-    let tar = dir.join("hello.tar");
-    run(Command::new("tar")
-        .arg("-cf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(&root)
-        .arg("hello"));
-    tar
-}
-
 #[test]
 fn qemu_x86_64_runs_the_users_containers_with_docker() {
+    let _alone = crate::one_at_a_time();
     let board = "qemu-x86_64";
     let built = built_with_docker(board);
     let dir = tempfile::tempdir().unwrap();
