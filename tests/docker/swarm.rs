@@ -178,6 +178,15 @@ impl Node {
             .ssh_ok("brig", &self.key, &self.known_hosts, command)
     }
 
+    /// What the swarm container and dockerd said on this node.
+    fn story(&self) -> String {
+        let out = self.ssh(
+            "hostname; sudo brigctl ps; sudo brigctl logs swarm --tail 20; \
+             sudo brigctl logs docker --tail 15",
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `command` until its output satisfies `done`; returns it.
     fn wait(&self, what: &str, command: &str, done: &dyn Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -191,11 +200,7 @@ impl Node {
                 Instant::now() < deadline,
                 "{what}: not within 300 s; last: {text}{}\n{}",
                 String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(
-                    &self
-                        .ssh("sudo brigctl ps; sudo brigctl logs swarm --tail 20")
-                        .stdout
-                )
+                self.story()
             );
             std::thread::sleep(Duration::from_secs(3));
         }
@@ -259,11 +264,23 @@ fn qemu_x86_64_nodes_form_a_swarm_from_config_and_reschedule_a_lost_replica() {
         );
     }
     let manager = &nodes[0];
-    let listing = manager.wait(
-        "three ready nodes",
-        "docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'",
-        &|o| o.lines().filter(|l| l.contains(" Ready")).count() == NODES,
-    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let listing = loop {
+        let out =
+            manager.ssh("docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.lines().filter(|l| l.contains(" Ready")).count() == NODES {
+            break text;
+        }
+        if Instant::now() > deadline {
+            let stories: Vec<String> = nodes.iter().map(Node::story).collect();
+            panic!(
+                "no swarm of {NODES} within 300 s: {text}\n{}",
+                stories.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    };
     println!(
         "swarm formed from config {:.0} s after power-on:\n{listing}",
         started.elapsed().as_secs_f64()
