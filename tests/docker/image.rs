@@ -5,22 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::guest::{built_variant, source_dir};
+use crate::guest::{built_variant, run, source_dir};
 
 /// The board's default image, with every system container.
 pub fn built_with_docker(board: &str) -> PathBuf {
     built_variant(board, "kernel", &[])
-}
-
-pub fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// tests/docker/hello-image/hello.rs built static for the guest's

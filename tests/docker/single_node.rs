@@ -8,8 +8,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::guest::Guest;
-use crate::image::{built_with_docker, image_tar, run};
+use crate::guest::{key_pair, run, Guest};
+use crate::image::{built_with_docker, image_tar};
 
 const BOOT: Duration = Duration::from_secs(240);
 
@@ -24,11 +24,7 @@ fn qemu_x86_64_runs_the_users_containers_with_docker() {
         .args(["-q", "-L", "BRIG_STATE"])
         .arg(&state)
         .arg("2G"));
-    let key = dir.path().join("key");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let (key, public) = key_pair(dir.path(), "key");
     let user_data = dir.path().join("user-data");
     std::fs::write(
         &user_data,

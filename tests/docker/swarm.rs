@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::guest::Guest;
-use crate::image::{built_with_docker, image_tar, run};
+use crate::guest::{key_pair, run, Guest};
+use crate::image::{built_with_docker, image_tar};
 
 const BOOT: Duration = Duration::from_secs(300);
 const NODES: usize = 3;
@@ -214,11 +214,7 @@ fn qemu_x86_64_nodes_form_a_swarm_from_config_and_reschedule_a_lost_replica() {
     let built = built_with_docker(board);
     let dir = tempfile::tempdir().unwrap();
     certificates(dir.path());
-    let key = dir.path().join("key");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let (key, public) = key_pair(dir.path(), "key");
     let tar = image_tar(dir.path());
     let switch = Switch::start(dir.path());
 

@@ -7,22 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::guest::{built, Guest};
+use crate::guest::{built, key_pair, Guest};
 
 const BOOT: Duration = Duration::from_secs(240);
-
-/// A fresh ed25519 key pair in `dir`: the private key's path and the public key.
-fn key_pair(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
-    let path = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .status()
-        .expect("running ssh-keygen");
-    assert!(status.success());
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    (path, public.trim().to_string())
-}
 
 fn console(board: &str) {
     let dir = tempfile::tempdir().unwrap();

@@ -9,21 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::guest::{built_as, Guest};
+use crate::guest::{built_as, key_pair, run, Guest};
 
 const BOOT: Duration = Duration::from_secs(240);
-
-fn run(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// A copy of the built image (each test boots its own), made `size` large.
 fn disk_copy(built: &Path, name: &str, dir: &Path, size: &str) -> PathBuf {
@@ -41,11 +29,7 @@ fn disk_copy(built: &Path, name: &str, dir: &Path, size: &str) -> PathBuf {
 
 /// An ssh key and user data that lets it in; returns (key, user-data file).
 fn login(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join("key");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let (key, public) = key_pair(dir, "key");
     let user_data = dir.join("user-data");
     std::fs::write(
         &user_data,

@@ -32,6 +32,29 @@ pub fn brig(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("running brig")
 }
 
+/// Runs `command`, which must succeed; returns its standard output.
+pub fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A fresh ed25519 key pair in `dir`: the private key's path and the public key.
+pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path));
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
+
 /// The artifacts directory of `board`, built once per test run. The shared
 /// images leave the docker container out (`--without docker`): the tests
 /// of Docker (tests/docker/) boot the full default image, the others boot

@@ -4,25 +4,11 @@
 //! starts the network container alone, fetches, then the rest. And a
 //! NoCloud seed URL (`ds=nocloud;s=`) served by the same test server.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use crate::guest::{built, source_dir, Guest};
+use crate::guest::{built, key_pair, source_dir, Guest};
 
 const BOOT: Duration = Duration::from_secs(240);
-
-fn key_pair(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
-    let path = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .status()
-        .expect("running ssh-keygen");
-    assert!(status.success());
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    (path, public.trim().to_string())
-}
 
 /// The boot time PID 1 stamped on the first console line containing `needle`.
 fn stamp(serial: &str, needle: &str) -> f64 {

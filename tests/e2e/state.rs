@@ -7,16 +7,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::guest::{built, Guest};
+use crate::guest::{built, key_pair, run, Guest};
 
 const BOOT: Duration = Duration::from_secs(240);
-
-fn run(command: &mut Command) {
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed");
-}
 
 #[test]
 fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
@@ -29,11 +22,7 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         .arg("256M"));
     // A 256 MB filesystem on a 1 GB disk: it grows to fill it at first boot.
     run(Command::new("truncate").args(["-s", "1G"]).arg(&state));
-    let key = dir.path().join("key");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let (key, public) = key_pair(dir.path(), "key");
     let user_data = dir.path().join("user-data");
     std::fs::write(
         &user_data,

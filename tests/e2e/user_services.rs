@@ -8,16 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::guest::{built, Guest};
+use crate::guest::{built, key_pair, run, Guest};
 
 const BOOT: Duration = Duration::from_secs(240);
-
-fn run(command: &mut Command) {
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed");
-}
 
 /// An ext4 disk image labelled `appdata` holding `web.squashfs` (a
 /// busybox-static rootfs from Debian, for the host's architecture) and
@@ -53,11 +46,7 @@ fn qemu_x86_64_mounts_a_data_disk_and_runs_a_service_from_it() {
     let board = "qemu-x86_64";
     let dir = tempfile::tempdir().unwrap();
     let disk = data_disk(dir.path());
-    let key = dir.path().join("key");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let (key, public) = key_pair(dir.path(), "key");
     let known_hosts = dir.path().join("known_hosts");
     let user_data = dir.path().join("user-data");
     std::fs::write(
