@@ -71,6 +71,14 @@ fn qemu_x86_64_runs_the_users_containers_with_docker() {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+    // Docker idle, no container yet: the service's cgroup (page cache of
+    // its binaries included) and the daemons' resident memory.
+    let idle = ssh(
+        &guest,
+        "sudo brigctl ps | grep -E '^(NAME|docker) '; \
+         ps -o rss=,comm= -C dockerd,containerd,tini",
+    );
+    println!("docker idle:\n{idle}");
     guest.scp_to("brig", &key, &known_hosts, &tar);
     let out = ssh(
         &guest,
