@@ -79,6 +79,9 @@ fn qemu_x86_64_runs_the_users_containers_with_docker() {
          ps -o rss=,comm= -C dockerd,containerd,tini",
     );
     println!("docker idle:\n{idle}");
+    // Compose, as a CLI plugin.
+    let compose = ssh(&guest, "docker compose version");
+    assert!(compose.starts_with("Docker Compose version "), "{compose}");
     guest.scp_to("brig", &key, &known_hosts, &tar);
     let out = ssh(
         &guest,
