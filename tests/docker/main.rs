@@ -1,7 +1,8 @@
 //! End-to-end tests of the user's Docker Engine: the full default image
 //! (with the docker and swarm containers), built once, booted in QEMU. A
-//! binary of its own, so that it runs after the other end-to-end tests and
-//! its tests one at a time: the Swarm test boots three guests.
+//! binary of its own (cargo runs test binaries one after another), so that
+//! it never runs beside the other end-to-end tests, and its tests one at a
+//! time: the Swarm test boots three guests.
 
 // The e2e tests' helpers; not every one is used here.
 #[allow(dead_code)]
