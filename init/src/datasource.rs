@@ -323,24 +323,30 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
     plan.mounts = config.mounts.clone();
     plan.services = config.services.clone();
     if let Some(docker) = &config.docker {
-        let json = serde_json::to_string_pretty(docker).unwrap_or_default();
-        plan.files
-            .push((brig_spec::docker_config::CONFIG_FILE.into(), json + "\n"));
+        plan.files.push((
+            brig_spec::docker_config::CONFIG_FILE.into(),
+            json_file(docker),
+        ));
     }
     if let Some(logging) = &config.logging {
-        // Serialising plain data cannot fail.
-        let json = serde_json::to_string_pretty(logging).unwrap_or_default();
-        plan.files
-            .push((brig_spec::log_config::CONFIG_FILE.into(), json + "\n"));
+        plan.files.push((
+            brig_spec::log_config::CONFIG_FILE.into(),
+            json_file(logging),
+        ));
     }
     let mut console = config.console.clone();
     console.instance_id = instance_id;
-    // Serialising plain data cannot fail.
-    let json = serde_json::to_string_pretty(&console).unwrap_or_default();
-    plan.files.push((console::CONFIG_PATH.into(), json + "\n"));
-    let json = serde_json::to_string_pretty(&config.document).unwrap_or_default();
-    plan.files.push((EFFECTIVE_FILE.into(), json + "\n"));
+    plan.files
+        .push((console::CONFIG_PATH.into(), json_file(&console)));
+    plan.files
+        .push((EFFECTIVE_FILE.into(), json_file(&config.document)));
     plan
+}
+
+/// A config file for the containers: `value` as pretty JSON.
+fn json_file<T: serde::Serialize>(value: &T) -> String {
+    // Serialising plain data cannot fail.
+    serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
 
 #[cfg(test)]

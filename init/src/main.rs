@@ -674,17 +674,12 @@ impl Init {
             }
         }
         if !plan.modules.is_empty() {
-            let mut outcome = Outcome::default();
-            for module in &plan.modules {
-                if !self
-                    .coldplug
-                    .load_alias_or_name(&self.sys, module, &mut outcome)
-                {
-                    outcome.errors.push(format!(
-                        "module {module} is not in this image (kernel-config/ selects the modules images carry)"
-                    ));
-                }
-            }
+            let wanted: Vec<(String, String)> = plan
+                .modules
+                .iter()
+                .map(|m| (m.clone(), String::new()))
+                .collect();
+            let outcome = self.load_modules(&wanted);
             report_modules("modules from config", &outcome);
         }
         if !plan.mounts.is_empty() {
@@ -714,23 +709,40 @@ impl Init {
     /// the kernel never asks for), before any of them starts. Modules
     /// already loaded are skipped, so a second call loads only new ones.
     fn load_service_modules(&mut self) {
-        let mut outcome = Outcome::default();
-        for service in &self.services.supervisor.services {
-            for module in &service.spec.kernel_modules {
-                if !self
-                    .coldplug
-                    .load_alias_or_name(&self.sys, module, &mut outcome)
-                {
-                    outcome.errors.push(format!(
-                        "module {module} (for {}) is not in this image (kernel-config/ selects the modules images carry)",
-                        service.spec.name
-                    ));
-                }
-            }
-        }
+        let wanted: Vec<(String, String)> = self
+            .services
+            .supervisor
+            .services
+            .iter()
+            .flat_map(|s| {
+                let whom = format!(" (for {})", s.spec.name);
+                s.spec
+                    .kernel_modules
+                    .iter()
+                    .map(move |m| (m.clone(), whom.clone()))
+            })
+            .collect();
+        let outcome = self.load_modules(&wanted);
         if !outcome.loaded.is_empty() || !outcome.errors.is_empty() {
             report_modules("service modules", &outcome);
         }
+    }
+
+    /// Loads each (module or alias, " (for whom)") of `wanted`; one the image
+    /// lacks is an error in the outcome.
+    fn load_modules(&mut self, wanted: &[(String, String)]) -> Outcome {
+        let mut outcome = Outcome::default();
+        for (module, whom) in wanted {
+            if !self
+                .coldplug
+                .load_alias_or_name(&self.sys, module, &mut outcome)
+            {
+                outcome.errors.push(format!(
+                    "module {module}{whom} is not in this image (kernel-config/ selects the modules images carry)"
+                ));
+            }
+        }
+        outcome
     }
 
     /// Starts only the network container, fetches the config in a helper

@@ -106,7 +106,8 @@ pub fn run(config: &Config) -> Result<(), String> {
         for entry in &new {
             store.append(entry);
         }
-        if !forwarders.is_empty() {
+        // The host name is read once a batch, and only for a batch to send.
+        if !forwarders.is_empty() && !new.is_empty() {
             forwarders.send(&new, &forward::hostname());
         }
         if !new.is_empty() && !followers.is_empty() {

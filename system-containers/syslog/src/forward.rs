@@ -152,9 +152,6 @@ impl Forwarders {
     /// Queues `entries` for every server, as from `hostname` when they do
     /// not name their host.
     pub fn send(&self, entries: &[Entry], hostname: &str) {
-        if entries.is_empty() {
-            return;
-        }
         let messages: Vec<String> = entries.iter().map(|e| to_rfc5424(e, hostname)).collect();
         for shared in &self.queues {
             let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
