@@ -58,7 +58,7 @@ pub fn create(root: &Path, service: &str, limits: &Limits) -> io::Result<PathBuf
     let path = root.join(SERVICES).join(service);
     match fs::create_dir(&path) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => reset(&path)?,
         Err(e) => {
             return Err(io::Error::new(
                 e.kind(),
@@ -80,6 +80,56 @@ pub fn create(root: &Path, service: &str, limits: &Limits) -> io::Result<PathBuf
         }
     }
     Ok(path)
+}
+
+/// Makes a cgroup a service used before fit to start it again: a service
+/// that made child cgroups and handed them controllers (dockerd does) left
+/// a cgroup no process may join (cgroup v2's "no internal processes" rule;
+/// clone3 into it fails with EBUSY). Its processes are dead by now, so the
+/// children go and the controllers are taken back. A child still being
+/// emptied fails with EBUSY, and the supervisor tries again later.
+fn reset(path: &Path) -> io::Result<()> {
+    remove_children(path)?;
+    let control = path.join("cgroup.subtree_control");
+    let enabled = match fs::read_to_string(&control) {
+        Ok(enabled) => enabled,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(context(e, format!("reading {}", control.display()))),
+    };
+    let disable: Vec<String> = enabled
+        .split_whitespace()
+        .map(|c| format!("-{c}"))
+        .collect();
+    if disable.is_empty() {
+        return Ok(());
+    }
+    fs::write(&control, disable.join(" ")).map_err(|e| {
+        context(
+            e,
+            format!("writing {} to {}", disable.join(" "), control.display()),
+        )
+    })
+}
+
+/// Removes every cgroup below `path`, deepest first (a cgroup directory
+/// goes with rmdir alone; its files are the kernel's).
+fn remove_children(path: &Path) -> io::Result<()> {
+    let entries =
+        fs::read_dir(path).map_err(|e| context(e, format!("listing {}", path.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| context(e, format!("listing {}", path.display())))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let child = entry.path();
+            remove_children(&child)?;
+            fs::remove_dir(&child)
+                .map_err(|e| context(e, format!("removing cgroup {}", child.display())))?;
+        }
+    }
+    Ok(())
+}
+
+fn context(e: io::Error, doing: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{doing}: {e}"))
 }
 
 /// Kills every process in the cgroup (and its descendants).
@@ -142,6 +192,27 @@ mod tests {
         );
         assert_eq!(fs::read_to_string(path.join("pids.max")).unwrap(), "5");
         assert_eq!(create(root.path(), "svc", &limits).unwrap(), path);
+    }
+
+    #[test]
+    fn a_reused_cgroup_loses_the_children_its_last_run_made() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join(SERVICES).join("docker");
+        // What dockerd leaves: its own processes moved to a child, one
+        // cgroup per container below another.
+        fs::create_dir_all(path.join("init")).unwrap();
+        fs::create_dir_all(path.join("docker/0123abcd")).unwrap();
+        fs::write(path.join("cgroup.subtree_control"), "cpu memory pids\n").unwrap();
+        assert_eq!(
+            create(root.path(), "docker", &Limits::default()).unwrap(),
+            path
+        );
+        let left: Vec<_> = fs::read_dir(&path)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .collect();
+        assert!(left.is_empty(), "child cgroups left: {left:?}");
     }
 
     #[test]

@@ -15,8 +15,8 @@ use brig_spec::docker_config::{self, DockerConfig, Swarm, API_TLS_PORT, SOCKET_D
 
 /// The client's copy of this node's TLS files.
 const TLS_DIR: &str = "/tmp/brig-swarm-tls";
-/// How long to keep trying to reach a manager before giving up (the
-/// supervisor then starts this again with backoff).
+/// How long to keep trying (the local dockerd, the managers) before giving
+/// up; the supervisor then starts this again with backoff.
 const PATIENCE: Duration = Duration::from_secs(600);
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -42,30 +42,6 @@ fn main() -> ExitCode {
         say("no swarm in the config (brig.docker.swarm): nothing to do");
         return ExitCode::SUCCESS;
     };
-    let local = format!("unix://{SOCKET_DIR}/docker.sock");
-    match node_state(&local) {
-        Ok(state) if state == "active" => {
-            say("this node is in a swarm already");
-            return ExitCode::SUCCESS;
-        }
-        Ok(_) => {}
-        Err(e) => {
-            say(&format!("error: asking the local dockerd: {e}"));
-            return ExitCode::FAILURE;
-        }
-    }
-    if swarm.init {
-        return match docker(&local, &init_args(swarm)) {
-            Ok(_) => {
-                say("this node created the swarm and is its first manager");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                say(&format!("error: docker swarm init: {e}"));
-                ExitCode::FAILURE
-            }
-        };
-    }
     let tls = match &config.tls {
         Some(tls) => match tls.write_to(Path::new(TLS_DIR)) {
             Ok(()) => Some(TLS_DIR),
@@ -76,15 +52,14 @@ fn main() -> ExitCode {
         },
         None => None,
     };
+    // The local dockerd may still be starting, or starting again; the
+    // managers may not be up yet: keep trying, saying each new reason once.
     let deadline = Instant::now() + PATIENCE;
     let mut last_error = String::new();
     loop {
-        match join(&local, swarm, tls) {
-            Ok(manager) => {
-                say(&format!(
-                    "this node joined the swarm as a {} through {manager}",
-                    swarm.role.name()
-                ));
+        match take_part(swarm, tls) {
+            Ok(done) => {
+                say(&done);
                 return ExitCode::SUCCESS;
             }
             Err(e) => {
@@ -95,11 +70,32 @@ fn main() -> ExitCode {
             }
         }
         if Instant::now() > deadline {
-            say("error: no manager could be reached; giving up for now");
+            say(&format!(
+                "error: not in the swarm after {} s; giving up for now",
+                PATIENCE.as_secs()
+            ));
             return ExitCode::FAILURE;
         }
         std::thread::sleep(RETRY);
     }
+}
+
+/// One attempt to make this node what the config says; what it did.
+fn take_part(swarm: &Swarm, tls: Option<&str>) -> Result<String, String> {
+    let local = format!("unix://{SOCKET_DIR}/docker.sock");
+    let state = node_state(&local).map_err(|e| format!("asking the local dockerd: {e}"))?;
+    if state == "active" {
+        return Ok("this node is in a swarm already".into());
+    }
+    if swarm.init {
+        docker(&local, &init_args(swarm)).map_err(|e| format!("docker swarm init: {e}"))?;
+        return Ok("this node created the swarm and is its first manager".into());
+    }
+    let manager = join(&local, swarm, tls)?;
+    Ok(format!(
+        "this node joined the swarm as a {} through {manager}",
+        swarm.role.name()
+    ))
 }
 
 /// Joins through the first manager that answers; returns it.
