@@ -172,6 +172,11 @@ pub fn build(
         image.file(DEFAULT_CONFIG, 0o600, data.clone());
     }
 
+    // The container images are zstd squashfs already: compressing them again
+    // would only cost build time (and boot time, unpacking). They go into a
+    // second, uncompressed cpio segment, which the kernel unpacks after the
+    // first.
+    let mut stored = Initramfs::default();
     let mut system_files: Vec<(String, Vec<u8>)> = Vec::new();
     let images_dir = out.join("containers");
     std::fs::create_dir_all(&images_dir)
@@ -200,7 +205,7 @@ pub fn build(
             system_files.push((format!("containers/{name}.squashfs"), data));
             system_files.push((format!("containers/{name}.toml"), spec));
         } else {
-            image.file(&format!("{CONTAINERS_DIR}/{name}.squashfs"), 0o644, data);
+            stored.file(&format!("{CONTAINERS_DIR}/{name}.squashfs"), 0o644, data);
             image.file(&format!("{CONTAINERS_DIR}/{name}.toml"), 0o644, spec);
         }
     }
@@ -242,25 +247,21 @@ pub fn build(
     .context("compressing the initramfs")?;
     // Zero padding to 4 bytes: the kernel skips it, and a further cpio
     // segment appended to the image (more files) starts aligned as it must.
-    let mut compressed = compressed;
-    compressed.resize(compressed.len().next_multiple_of(4), 0);
+    let mut initramfs = compressed;
+    initramfs.resize(initramfs.len().next_multiple_of(4), 0);
+    let compressed_size = initramfs.len();
+    let stored_cpio = stored.to_cpio(source_date_epoch());
+    initramfs.extend_from_slice(&stored_cpio);
+    initramfs.resize(initramfs.len().next_multiple_of(4), 0);
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    write(&out.join("initramfs.img"), &compressed)?;
+    write(&out.join("initramfs.img"), &initramfs)?;
     std::fs::copy(&kernel.vmlinuz, out.join("vmlinuz"))
         .with_context(|| format!("copying {} to {}", kernel.vmlinuz.display(), out.display()))?;
     write(&out.join("cmdline"), format!("{cmdline}\n").as_bytes())?;
     let disk_image = match (&layout, &system, &boot_loader) {
         (Some((layout, table)), Some((system, _)), Some(loader)) => Some(write_disk(
-            board,
-            out,
-            output,
-            layout,
-            table,
-            system,
-            loader,
-            &cmdline,
-            &compressed,
+            board, out, output, layout, table, system, loader, &cmdline, &initramfs,
         )?),
         _ => {
             remove_disk_images(board, out);
@@ -292,16 +293,17 @@ pub fn build(
         })),
         "brig_init_size": std::fs::metadata(&init)?.len(),
         "initramfs": {
-            "compression": format!("zstd -{ZSTD_LEVEL}"),
-            "size": compressed.len(),
-            "uncompressed_size": cpio.len(),
+            "compression": format!("zstd -{ZSTD_LEVEL}, then the container images uncompressed"),
+            "size": initramfs.len(),
+            "compressed_size": compressed_size,
+            "uncompressed_size": cpio.len() + stored_cpio.len(),
         },
         "containers": container_sizes,
         "default_config": default_config.as_ref().map(|d| json!({"path": DEFAULT_CONFIG, "size": d.len()})),
         "modules": modules.iter().map(|m| json!({
             "name": m.name, "size": m.data.len(), "needed_by": m.reason,
         })).collect::<Vec<_>>(),
-        "contents": image.files().iter().map(|(path, size)| json!({"path": path, "size": size})).collect::<Vec<_>>(),
+        "contents": image.files().iter().chain(&stored.files()).map(|(path, size)| json!({"path": path, "size": size})).collect::<Vec<_>>(),
     });
     write(
         &out.join("manifest.json"),
@@ -321,8 +323,8 @@ pub fn build(
         board.name,
         kernel.release,
         vmlinuz_size / 1024,
-        compressed.len() / 1024,
-        cpio.len() / 1024,
+        initramfs.len() / 1024,
+        (cpio.len() + stored_cpio.len()) / 1024,
         modules.len(),
         out.display()
     ));
