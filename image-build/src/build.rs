@@ -63,11 +63,19 @@ pub struct Selection {
     pub without: Vec<String>,
 }
 
+/// How the build uses its cache (kernels, packages, packed images).
+pub struct CacheUse {
+    /// Fetch the kernel (and boot loader) again even if cached.
+    pub refresh: bool,
+    /// Reuse a packed container image made from the same inputs.
+    pub reuse_images: bool,
+}
+
 pub fn build(
     source: &Path,
     board: &Board,
     out: &Path,
-    refresh: bool,
+    cache_use: &CacheUse,
     selection: &Selection,
     user_data: Option<&Path>,
     output: &Output,
@@ -85,6 +93,7 @@ pub fn build(
         ));
     }
     let cache = debian::cache_dir()?;
+    let refresh = cache_use.refresh;
     let kernel = debian::kernel(&cache, board, refresh)?;
     let boot_loader = output
         .format
@@ -182,19 +191,27 @@ pub fn build(
     std::fs::create_dir_all(&images_dir)
         .with_context(|| format!("creating {}", images_dir.display()))?;
     let mut container_sizes = Vec::new();
+    let image_cache = containers::ImageCache {
+        dir: cache.join("images").join(board.arch.debian()),
+        reuse: cache_use.reuse_images,
+    };
     for service in &services {
         let name = &service.spec.name;
         let path = images_dir.join(format!("{name}.squashfs"));
-        timed(&format!("packing system container {name}"), || {
+        let packed = timed(&format!("packing system container {name}"), || {
             containers::build_image(
                 service,
                 board,
                 &cache,
+                &image_cache,
                 &binaries,
                 source_date_epoch(),
                 &path,
             )
         })?;
+        if packed == containers::Packed::Reused {
+            eprintln!("    (the cached image of the same inputs)");
+        }
         let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         container_sizes.push(json!({
             "name": name, "size": data.len(), "packages": service.spec.rootfs.packages,

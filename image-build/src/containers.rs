@@ -133,16 +133,29 @@ pub fn discover(dirs: &[PathBuf]) -> Result<Vec<ServiceSource>> {
     Ok(found.into_values().filter(|s| s.spec.enabled).collect())
 }
 
-/// Builds `service`'s squashfs at `out`. `binaries` maps a binary name to its
+/// Where packed images are kept for reuse, and whether to reuse them
+/// (`brig build --rebuild-images` packs every image afresh).
+pub struct ImageCache {
+    pub dir: PathBuf,
+    pub reuse: bool,
+}
+
+/// How many packed images of one service the cache keeps (several image
+/// variants built in turn share them).
+const CACHED_PER_SERVICE: usize = 3;
+
+/// Builds `service`'s squashfs at `out`, or copies the one `images` holds
+/// for the same inputs; says which. `binaries` maps a binary name to its
 /// cross-built file.
 pub fn build_image(
     service: &ServiceSource,
     board: &Board,
     cache: &Path,
+    images: &ImageCache,
     binaries: &BTreeMap<String, PathBuf>,
     mtime: u32,
     out: &Path,
-) -> Result<()> {
+) -> Result<Packed> {
     let spec = &service.spec;
     // Our files, by path in the rootfs (without leading /): (mode, bytes).
     let mut ours: BTreeMap<String, (u32, Vec<u8>)> = BTreeMap::new();
@@ -168,9 +181,26 @@ pub fn build_image(
         Some(package_tar(cache, board, &spec.rootfs.packages)?)
     };
 
+    let key = image_key(
+        &service.text,
+        packages.as_deref(),
+        &ours,
+        mtime,
+        board.arch.debian(),
+    )?;
+    let cached = images
+        .dir
+        .join(format!("{}-{key:016x}.squashfs", spec.name));
     // Made under another name and renamed when whole: a failed build never
     // leaves a truncated image where the last good one was.
     let partial = out.with_extension("partial");
+    if images.reuse && cached.exists() {
+        std::fs::copy(&cached, &partial)
+            .with_context(|| format!("copying {} from the cache", cached.display()))?;
+        std::fs::rename(&partial, out)
+            .with_context(|| format!("moving {} into place", out.display()))?;
+        return Ok(Packed::Reused);
+    }
     let tar2sqfs = host_tools::require("tar2sqfs", "squashfs-tools-ng")?;
     let mut child = Command::new(tar2sqfs)
         .args([
@@ -212,7 +242,90 @@ pub fn build_image(
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
-    std::fs::rename(&partial, out).with_context(|| format!("moving {} into place", out.display()))
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("moving {} into place", out.display()))?;
+    // A cache that cannot be written only makes the next build slower.
+    if let Err(e) = keep_in_cache(out, &cached, &spec.name) {
+        step(&format!(
+            "warning: not caching the image of {}: {e:#}",
+            spec.name
+        ));
+    }
+    Ok(Packed::Built)
+}
+
+/// Whether `build_image` packed the image or reused a cached one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packed {
+    Built,
+    Reused,
+}
+
+/// What an image is made of, hashed: this `brig` program (so a change to
+/// how images are packed never reuses an old one), the spec, the package
+/// tar (its name is a hash of the package list; it is never rewritten),
+/// our files, the timestamp and the board's arch.
+fn image_key(
+    spec_text: &str,
+    packages: Option<&Path>,
+    ours: &BTreeMap<String, (u32, Vec<u8>)>,
+    mtime: u32,
+    arch: &str,
+) -> Result<u64> {
+    let exe = std::env::current_exe().context("finding this program, for the image cache")?;
+    let exe_meta = std::fs::metadata(&exe)
+        .with_context(|| format!("reading the metadata of {}", exe.display()))?;
+    let mut key = Vec::new();
+    key.extend_from_slice(
+        format!("{}\0{:?}\0", exe_meta.len(), exe_meta.modified().ok()).as_bytes(),
+    );
+    key.extend_from_slice(spec_text.as_bytes());
+    if let Some(tar) = packages {
+        let len = std::fs::metadata(tar)
+            .with_context(|| format!("reading the metadata of {}", tar.display()))?
+            .len();
+        key.extend_from_slice(format!("\0{}\0{len}", tar.display()).as_bytes());
+    }
+    let mut hash = fnv1a(&key);
+    for (path, (mode, data)) in ours {
+        hash ^= fnv1a(format!("\0{path}\0{mode}\0").as_bytes());
+        hash = hash.rotate_left(17) ^ fnv1a(data);
+    }
+    Ok(hash ^ fnv1a(format!("{mtime} {arch}").as_bytes()))
+}
+
+/// Copies a freshly packed image into the cache, leaving only the newest
+/// few of that service there.
+fn keep_in_cache(image: &Path, cached: &Path, name: &str) -> Result<()> {
+    let dir = cached.parent().context("the image cache directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Per process, as the package tars: two builds at once each finish
+    // their own, and the rename is atomic.
+    let partial = dir.join(format!("{name}.partial-{}", std::process::id()));
+    std::fs::copy(image, &partial)
+        .with_context(|| format!("copying {} to {}", image.display(), partial.display()))?;
+    std::fs::rename(&partial, cached)
+        .with_context(|| format!("moving {} into place", cached.display()))?;
+    let mut kept: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let file = e.file_name();
+            let file = file.to_string_lossy();
+            file.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|rest| {
+                    rest.len() == 16 + ".squashfs".len() && rest.ends_with(".squashfs")
+                })
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    kept.sort();
+    let surplus = kept.len().saturating_sub(CACHED_PER_SERVICE);
+    for (_, old) in kept.into_iter().take(surplus) {
+        std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(())
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -763,6 +876,67 @@ mod tests {
                 && e.contains("/usr/bin/a (needed by a file left in)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_image_is_reused_only_for_the_same_inputs() {
+        let ours = |data: &[u8]| {
+            BTreeMap::from([("usr/bin/brig-netd".to_string(), (0o755, data.to_vec()))])
+        };
+        let key =
+            |text: &str, files, mtime, arch| image_key(text, None, &files, mtime, arch).unwrap();
+        let base = key("name = \"network\"", ours(b"netd v1"), 1, "amd64");
+        assert_eq!(
+            base,
+            key("name = \"network\"", ours(b"netd v1"), 1, "amd64")
+        );
+        for other in [
+            key("name = \"network\" ", ours(b"netd v1"), 1, "amd64"),
+            key("name = \"network\"", ours(b"netd v2"), 1, "amd64"),
+            key("name = \"network\"", ours(b"netd v1"), 2, "amd64"),
+            key("name = \"network\"", ours(b"netd v1"), 1, "arm64"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn the_image_cache_keeps_the_newest_few_of_a_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("images");
+        let image = dir.path().join("console.squashfs");
+        std::fs::write(&image, b"hsqs").unwrap();
+        std::fs::create_dir(&cache).unwrap();
+        // Another service's image, and a service whose name starts the same.
+        std::fs::write(cache.join(format!("ntp-{:016x}.squashfs", 1)), b"").unwrap();
+        std::fs::write(
+            cache.join(format!("console-extra-{:016x}.squashfs", 1)),
+            b"",
+        )
+        .unwrap();
+        let base = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        for key in 0..5u64 {
+            let cached = cache.join(format!("console-{key:016x}.squashfs"));
+            keep_in_cache(&image, &cached, "console").unwrap();
+            let file = std::fs::File::options().write(true).open(&cached).unwrap();
+            file.set_modified(base + std::time::Duration::from_secs(key))
+                .unwrap();
+        }
+        let mut left: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let expected: Vec<String> = [
+            "console-0000000000000002.squashfs",
+            "console-0000000000000003.squashfs",
+            "console-0000000000000004.squashfs",
+            "console-extra-0000000000000001.squashfs",
+            "ntp-0000000000000001.squashfs",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(left, expected);
     }
 
     #[test]

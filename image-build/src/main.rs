@@ -49,6 +49,10 @@ enum Commands {
         /// Fetch the kernel package again even if it is cached.
         #[arg(long)]
         refresh: bool,
+        /// Pack every system container image afresh, rather than reuse the
+        /// cached one made from the same inputs.
+        #[arg(long)]
+        rebuild_images: bool,
         /// A further directory of service specs (`<dir>/<name>/service.toml`)
         /// to build into the image, besides system-containers/.
         #[arg(long = "services", value_name = "DIR")]
@@ -112,6 +116,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             board,
             out,
             refresh,
+            rebuild_images,
             services,
             without,
             user_data,
@@ -134,7 +139,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &source,
                 &board,
                 &out,
-                refresh,
+                &build::CacheUse {
+                    refresh,
+                    reuse_images: !rebuild_images,
+                },
                 &build::Selection {
                     extra_dirs: services,
                     without,

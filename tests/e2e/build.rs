@@ -212,6 +212,8 @@ fn system_container_images_are_reproducible() {
             services.to_str().unwrap(),
             "--without",
             "docker",
+            // Packed twice, not copied from the image cache.
+            "--rebuild-images",
         ];
         let output = brig(&args, &[]);
         assert!(
