@@ -86,7 +86,8 @@ enum ConfigAction {
     /// Print a value of the effective cloud-config by dotted key
     /// (`hostname`, `brig.console.autologin`, `users[1].name`).
     Get { key: String },
-    /// Save a setting over the datasource's; it applies from the next boot.
+    /// Save a setting over the datasource's; it applies from the next boot
+    /// (`brig.docker`, `brig.logging`: at a restart of docker, syslog).
     /// VALUE is YAML: `true`, `10`, `[a, b]`, `{k: v}`, or text.
     Set { key: String, value: String },
     /// Remove a saved setting: the datasource's value applies again.

@@ -132,6 +132,18 @@ pub fn saved(dir: &Path) -> Option<Seed> {
     })
 }
 
+/// The plan for the settings `local` holds now, over the datasource this
+/// boot saved in `saved_dir` and the image's default user data (for a
+/// `brigctl config set` while the machine runs).
+pub fn replan(saved_dir: &Path, default_file: &Path, local: &Map<String, Value>) -> Plan {
+    let seed = saved(saved_dir).unwrap_or_else(|| Seed {
+        source: "no datasource".into(),
+        ..Default::default()
+    });
+    let default = fs::read(default_file).ok();
+    plan(&seed, default.as_deref(), local)
+}
+
 /// User data from the kernel command line: `brig.config=` with base64.
 pub fn from_cmdline(value: &str) -> Result<Seed, String> {
     let user_data = brig_spec::cloud_config::decode_base64(value)
@@ -515,6 +527,39 @@ mod tests {
         // Local settings alone, without any datasource.
         let p = plan(&Seed::default(), None, &local);
         assert_eq!(p.hostname.as_deref(), Some("from-local"));
+    }
+
+    #[test]
+    fn a_change_while_running_is_planned_over_the_saved_datasource() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = Seed {
+            source: "/dev/vdb".into(),
+            user_data: Some(
+                b"#cloud-config\nbrig: {docker: {registry_mirrors: ['https://a.test']}}\n".to_vec(),
+            ),
+            ..Seed::default()
+        };
+        save(&seed, dir.path()).unwrap();
+        let docker = |p: &Plan| {
+            p.files
+                .iter()
+                .find(|(f, _)| f == Path::new(brig_spec::docker_config::CONFIG_FILE))
+                .map(|(_, text)| serde_json::from_str::<Value>(text).unwrap())
+        };
+        let absent = dir.path().join("no-default");
+        let p = replan(dir.path(), &absent, &Map::new());
+        let mirrors = |d: &Value| d["daemon"]["registry-mirrors"][0].clone();
+        assert_eq!(mirrors(&docker(&p).unwrap()), "https://a.test");
+        let local: Map<String, Value> =
+            serde_json::from_str(r#"{"brig": {"docker": {"debug": true}}}"#).unwrap();
+        let p = replan(dir.path(), &absent, &local);
+        let d = docker(&p).unwrap();
+        assert_eq!(mirrors(&d), "https://a.test", "{d}");
+        assert_eq!(d["daemon"]["debug"], true, "{d}");
+        // No datasource saved: the local settings alone.
+        let p = replan(&dir.path().join("none"), &absent, &local);
+        assert_eq!(docker(&p).unwrap()["daemon"]["debug"], true);
+        assert!(docker(&replan(&dir.path().join("none"), &absent, &Map::new())).is_none());
     }
 
     #[test]

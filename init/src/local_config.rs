@@ -49,15 +49,42 @@ pub fn updated(
     }
 }
 
+/// Sections a service reads from its config file each time it starts:
+/// after a change PID 1 writes that file anew, so restarting the service
+/// applies the change without a reboot. (section, file, service)
+pub const APPLIED_BY_RESTART: [(&str, &str, &str); 2] = [
+    (
+        "brig.docker",
+        brig_spec::docker_config::CONFIG_FILE,
+        "docker",
+    ),
+    ("brig.logging", brig_spec::log_config::CONFIG_FILE, "syslog"),
+];
+
+/// The section of `APPLIED_BY_RESTART` that `key` is in (or is).
+pub fn applied_by_restart(key: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    APPLIED_BY_RESTART.into_iter().find(|(section, _, _)| {
+        key == *section
+            || key.starts_with(&format!("{section}."))
+            || key.starts_with(&format!("{section}["))
+    })
+}
+
 /// Sets or removes `key` in the file at `path`; a message for the user.
 pub fn change(path: &Path, key: &str, value: Option<Value>) -> Result<String, String> {
     let local = local_settings(path)?;
     let shown = value.as_ref().map(Value::to_string);
     let next = updated(&local, key, value)?;
     save(path, &next)?;
+    let applies = match applied_by_restart(key) {
+        Some((_, _, service)) => {
+            format!("`sudo brigctl restart {service}` applies it now, a reboot too")
+        }
+        None => "it applies from the next boot".to_string(),
+    };
     Ok(match shown {
-        Some(v) => format!("{key} = {v} saved; it applies from the next boot"),
-        None => format!("{key} removed; the datasource's value applies from the next boot"),
+        Some(v) => format!("{key} = {v} saved; {applies}"),
+        None => format!("{key} removed, the datasource's value is back; {applies}"),
     })
 }
 
@@ -116,5 +143,21 @@ mod tests {
         change(&path, "hostname", None).unwrap();
         assert!(!local_settings(&path).unwrap().contains_key("hostname"));
         assert_eq!(fs::read_dir(dir.path().join("config")).unwrap().count(), 1);
+        let said = change(&path, "brig.docker.debug", Some(json!(true))).unwrap();
+        assert_eq!(
+            said,
+            "brig.docker.debug = true saved; `sudo brigctl restart docker` applies it now, a reboot too"
+        );
+    }
+
+    #[test]
+    fn docker_and_logging_settings_apply_on_a_restart() {
+        let service = |key| applied_by_restart(key).map(|(_, _, s)| s);
+        assert_eq!(service("brig.docker"), Some("docker"));
+        assert_eq!(service("brig.docker.registry_mirrors[0]"), Some("docker"));
+        assert_eq!(service("brig.logging.remote"), Some("syslog"));
+        assert_eq!(service("brig.dockerd"), None);
+        assert_eq!(service("brig"), None);
+        assert_eq!(service("hostname"), None);
     }
 }

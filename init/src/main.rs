@@ -443,35 +443,65 @@ fn read_config(
         }
     }
     for (path, text) in &plan.files {
-        // Root's only: config can hold password hashes and keys.
-        let written = path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| {
-                use std::os::unix::fs::OpenOptionsExt;
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(path)
-            })
-            .and_then(|mut f| f.write_all(text.as_bytes()));
-        if let Err(e) = written {
-            say(&format!("error: config: writing {}: {e}", path.display()));
+        if let Err(e) = write_config_file(path, text) {
+            say(&format!("error: config: {e}"));
         }
     }
     Some(plan)
 }
 
-/// The answer to a config change, also said on the console.
-fn config_change(result: Result<String, String>) -> Response {
-    match result {
-        Ok(message) => {
-            say(&format!("config: {message}"));
-            Response::Ok { message }
+/// Writes a config file for the containers, root's only: config can hold
+/// password hashes and keys.
+fn write_config_file(path: &Path, text: &str) -> Result<(), String> {
+    path.parent()
+        .map_or(Ok(()), fs::create_dir_all)
+        .and_then(|()| {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+        })
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The answer to a config change of `key`, also said on the console. A
+/// change to a section a service reads at each start is written to its
+/// file now, for a restart of that service to apply.
+fn config_change(result: Result<String, String>, key: &str) -> Response {
+    let mut message = match result {
+        Ok(message) => message,
+        Err(error) => return Response::Error { error },
+    };
+    if let Some((_, file, service)) = local_config::applied_by_restart(key) {
+        if let Err(e) = rewrite_service_config(Path::new(file)) {
+            message = format!("{message}; but {e}, so restarting {service} will not apply it");
         }
-        Err(error) => Response::Error { error },
+    }
+    say(&format!("config: {message}"));
+    Response::Ok { message }
+}
+
+/// Writes `file` anew from the config as it is now (the saved datasource,
+/// the image's default, the local settings), or removes it when the
+/// config no longer has that section.
+fn rewrite_service_config(file: &Path) -> Result<(), String> {
+    let local = datasource::local_settings(Path::new(LOCAL_FILE))?;
+    let plan = datasource::replan(
+        Path::new(datasource::SAVED_DIR),
+        Path::new(DEFAULT_FILE),
+        &local,
+    );
+    match plan.files.iter().find(|(path, _)| path == file) {
+        Some((_, text)) => write_config_file(file, text),
+        None => match fs::remove_file(file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", file.display())),
+        },
     }
 }
 
@@ -1163,14 +1193,14 @@ impl Init {
                 self.power(PowerAction::PowerOff, "brigctl poweroff");
                 ok("powering off".into())
             }
-            Request::ConfigSet { key, value } => config_change(local_config::change(
-                Path::new(LOCAL_FILE),
+            Request::ConfigSet { key, value } => config_change(
+                local_config::change(Path::new(LOCAL_FILE), &key, Some(value)),
                 &key,
-                Some(value),
-            )),
-            Request::ConfigUnset { key } => {
-                config_change(local_config::change(Path::new(LOCAL_FILE), &key, None))
-            }
+            ),
+            Request::ConfigUnset { key } => config_change(
+                local_config::change(Path::new(LOCAL_FILE), &key, None),
+                &key,
+            ),
         })
     }
 

@@ -34,7 +34,8 @@ pub enum Request {
     Reboot,
     Poweroff,
     /// Saves a setting over the datasource's cloud-config (`brigctl config
-    /// set`); applies from the next boot.
+    /// set`); applies from the next boot (or, for a section a service reads
+    /// at each start, when that service restarts).
     #[serde(rename = "config-set")]
     ConfigSet {
         key: String,

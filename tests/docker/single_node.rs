@@ -3,7 +3,8 @@
 //! a tar) is imported and run, the Remote API answers on the socket, the
 //! config's settings reach dockerd, a `--restart always` container is back
 //! after `brigctl reboot` (images and containers on the state partition)
-//! and after `brigctl restart docker`, its logs are there, and `docker
+//! and after `brigctl restart docker` (which applies a `brigctl config set
+//! brig.docker…`), its logs are there, and `docker
 //! stats` reads its memory from cgroup v2.
 
 use std::path::Path;
@@ -124,10 +125,24 @@ fn qemu_x86_64_runs_the_users_containers_with_docker() {
     let mut guest = Guest::boot_with(board, &built, &[], &["--qemu-arg=-drive", &state_drive]);
     guest.wait_for("brig: ready", BOOT);
     wait_for_keeper(&guest, &key, &known_hosts);
-    // dockerd restarted on its own (its cgroup, which it split into a
-    // child per container, is made fit again for the new process).
+    // A setting changed while it runs, applied by restarting dockerd (its
+    // cgroup, which it split into a child per container, is made fit again
+    // for the new process).
+    let said = ssh(
+        &guest,
+        "sudo brigctl config set brig.docker.registry_mirrors '[https://other.brig-e2e.test]'",
+    );
+    assert!(
+        said.contains("`sudo brigctl restart docker` applies it now"),
+        "{said}"
+    );
     ssh(&guest, "sudo brigctl restart docker");
     wait_for_keeper(&guest, &key, &known_hosts);
+    let mirrors = ssh(
+        &guest,
+        "docker info --format '{{json .RegistryConfig.Mirrors}}'",
+    );
+    assert_eq!(mirrors.trim(), "[\"https://other.brig-e2e.test/\"]");
     // Its logs, from both boots and the restart.
     let logs = ssh(&guest, "docker logs keeper");
     assert_eq!(logs.matches("serving, holding 8 MiB").count(), 3, "{logs}");
