@@ -3,9 +3,9 @@
 //! a tar) is imported and run, the Remote API answers on the socket, the
 //! config's settings reach dockerd, a `--restart always` container is back
 //! after `brigctl reboot` (images and containers on the state partition)
-//! and after `brigctl restart docker` (which applies a `brigctl config set
-//! brig.docker…`), its logs are there, and `docker
-//! stats` reads its memory from cgroup v2.
+//! after `brigctl restart docker` (which applies a `brigctl config set
+//! brig.docker…`) and after dockerd is killed, its logs are there, and
+//! `docker stats` reads its memory from cgroup v2.
 
 use std::path::Path;
 use std::process::Command;
@@ -124,7 +124,7 @@ fn qemu_x86_64_runs_the_users_containers_with_docker() {
     // Second boot, the state disk only: the container comes back.
     let mut guest = Guest::boot_with(board, &built, &[], &["--qemu-arg=-drive", &state_drive]);
     guest.wait_for("brig: ready", BOOT);
-    wait_for_keeper(&guest, &key, &known_hosts);
+    let dockerd = wait_for_keeper(&guest, &key, &known_hosts, "");
     // A setting changed while it runs, applied by restarting dockerd (its
     // cgroup, which it split into a child per container, is made fit again
     // for the new process).
@@ -137,37 +137,46 @@ fn qemu_x86_64_runs_the_users_containers_with_docker() {
         "{said}"
     );
     ssh(&guest, "sudo brigctl restart docker");
-    wait_for_keeper(&guest, &key, &known_hosts);
+    let dockerd = wait_for_keeper(&guest, &key, &known_hosts, &dockerd);
     let mirrors = ssh(
         &guest,
         "docker info --format '{{json .RegistryConfig.Mirrors}}'",
     );
     assert_eq!(mirrors.trim(), "[\"https://other.brig-e2e.test/\"]");
-    // Its logs, from both boots and the restart.
+    // dockerd crashing leaves its pid files and socket behind; the service
+    // comes back, and so does the container.
+    ssh(&guest, "sudo pkill -KILL -x dockerd");
+    wait_for_keeper(&guest, &key, &known_hosts, &dockerd);
+    let docker = ssh(&guest, "sudo brigctl ps | grep '^docker '");
+    assert!(docker.contains(" running "), "{docker}");
+    // Its logs, from both boots, the restart and the crash.
     let logs = ssh(&guest, "docker logs keeper");
-    assert_eq!(logs.matches("serving, holding 8 MiB").count(), 3, "{logs}");
+    assert_eq!(logs.matches("serving, holding 8 MiB").count(), 4, "{logs}");
     wait_for_stats(&guest, &ssh);
     guest.qmp("system_powerdown", serde_json::json!({}));
     guest.wait_exit(Duration::from_secs(120));
 }
 
-/// Waits for dockerd to run `keeper` (again).
-fn wait_for_keeper(guest: &Guest, key: &Path, known_hosts: &Path) {
+/// Waits for a dockerd other than `previous` (its pid) to run `keeper`;
+/// returns that dockerd's pid.
+fn wait_for_keeper(guest: &Guest, key: &Path, known_hosts: &Path, previous: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let out = guest.ssh(
             "brig",
             key,
             known_hosts,
-            "docker inspect --format '{{.State.Running}}' keeper",
+            "echo $(pidof dockerd) $(docker inspect --format '{{.State.Running}}' keeper)",
         );
-        if String::from_utf8_lossy(&out.stdout).starts_with("true") {
-            return;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some((pid, "true")) = said.trim().split_once(' ') {
+            if pid != previous {
+                return pid.to_string();
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "keeper not running again: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
+            "keeper not running under a new dockerd: {said}{}\n{}",
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(
                 &guest

@@ -28,6 +28,17 @@ const IPTABLES_COMMANDS: &[&str] = &[
     "ip6tables-restore",
 ];
 const LINKS_DIR: &str = "/usr/local/sbin";
+/// What a dockerd that did not stop cleanly leaves under /run (which lives
+/// as long as the container's writable layer, the whole boot): pid files
+/// that make the next dockerd think containerd still runs ("process with
+/// PID 10 is still running"), containerd's state, and the socket, which
+/// would tell PID 1 the new dockerd is ready before it listens.
+const STALE: &[&str] = &[
+    "/run/docker.pid",
+    "/run/docker",
+    "/run/containerd",
+    "/run/brig/docker/docker.sock",
+];
 
 fn say(message: &str) {
     eprintln!("brig-dockerd: {message}");
@@ -50,6 +61,17 @@ fn main() -> ExitCode {
     for problem in iptables_links(Path::new(XTABLES), Path::new(LINKS_DIR)) {
         say(&format!("error: {problem}"));
     }
+    // dockerd keeps its state under /var/run; the image has no base-files,
+    // which would make it the link to /run it is on Debian.
+    if fs::symlink_metadata("/var/run").is_err() {
+        if let Err(e) = std::os::unix::fs::symlink("/run", "/var/run") {
+            say(&format!("error: linking /var/run to /run: {e}"));
+        }
+    }
+    // Every process of the last run is gone: PID 1 killed the cgroup.
+    for problem in remove_all(Path::new("/"), STALE) {
+        say(&format!("error: {problem}"));
+    }
     if let Err(e) = nest_cgroup(Path::new(CGROUP_ROOT)) {
         say(&format!(
             "error: {e}; containers' resource limits and `docker stats` will not work"
@@ -57,7 +79,6 @@ fn main() -> ExitCode {
     }
     let socket = Path::new(SOCKET_DIR).join("docker.sock");
     // Tools inside use the default path.
-    let _ = fs::create_dir_all("/var/run");
     let _ = fs::remove_file("/var/run/docker.sock");
     let _ = std::os::unix::fs::symlink(&socket, "/var/run/docker.sock");
     let args = dockerd_args(&config, &socket.display().to_string());
@@ -71,6 +92,25 @@ fn main() -> ExitCode {
         .exec();
     say(&format!("error: running /usr/sbin/dockerd: {error}"));
     ExitCode::FAILURE
+}
+
+/// Removes `paths` (files or whole directories) under `root`; what could
+/// not be removed. A path that is not there is no problem.
+fn remove_all(root: &Path, paths: &[&str]) -> Vec<String> {
+    paths
+        .iter()
+        .filter_map(|path| {
+            let path = root.join(path.trim_start_matches('/'));
+            let removed = match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+                Ok(_) => fs::remove_file(&path),
+                Err(_) => Ok(()),
+            };
+            removed
+                .err()
+                .map(|e| format!("removing {}: {e}", path.display()))
+        })
+        .collect()
 }
 
 /// `brig.docker` as PID 1 wrote it; the defaults when there is none or it
@@ -197,6 +237,23 @@ fn nest_cgroup(root: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crashed_runs_state_is_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("run/docker/containerd")).unwrap();
+        fs::write(r.join("run/docker/containerd/containerd.pid"), "10").unwrap();
+        fs::write(r.join("run/docker.pid"), "9").unwrap();
+        fs::create_dir_all(r.join("run/brig/docker")).unwrap();
+        fs::write(r.join("run/brig/docker/docker.sock"), "").unwrap();
+        fs::write(r.join("run/brig/docker/keep"), "").unwrap();
+        assert_eq!(remove_all(r, STALE), Vec::<String>::new());
+        assert!(!r.join("run/docker").exists());
+        assert!(!r.join("run/docker.pid").exists());
+        assert!(!r.join("run/brig/docker/docker.sock").exists());
+        assert!(r.join("run/brig/docker/keep").exists());
+    }
 
     #[test]
     fn the_users_settings_go_over_brigs() {
