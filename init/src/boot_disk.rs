@@ -251,7 +251,17 @@ pub fn apply(disk: &str, sectors: u64, table: &Table, plan: &StatePlan) -> Resul
             .map_err(|e| format!("writing the partition table of {path}: {e}"))
     };
     write(Table::backup_offset(sectors), &table.backup(sectors))?;
-    write(0, &table.primary(sectors))?;
+    let mut lba0 = [0u8; SECTOR as usize];
+    file.read_exact_at(&mut lba0, 0)
+        .map_err(|e| format!("reading the MBR of {path}: {e}"))?;
+    let primary = table.primary(sectors);
+    // A Raspberry Pi's firmware finds its boot partition in a hybrid MBR:
+    // that stays, the GUID table after it is rewritten.
+    if gpt::is_hybrid_mbr(&lba0) {
+        write(SECTOR, &primary[SECTOR as usize..])?;
+    } else {
+        write(0, &primary)?;
+    }
     let op = match plan {
         StatePlan::Create { .. } => BLKPG_ADD_PARTITION,
         _ => BLKPG_RESIZE_PARTITION,

@@ -464,6 +464,51 @@ fn protective_mbr(disk_sectors: u64) -> Vec<u8> {
     mbr
 }
 
+/// A hybrid MBR for LBA 0: `boot` as an MBR partition (FAT32, LBA) in
+/// the first slot, for firmware that reads only MBRs (the Raspberry Pi's),
+/// and the protective entry (0xEE from LBA 1, up to `boot`) in the second,
+/// which tells Linux and every GPT tool to use the GUID table.
+pub fn hybrid_mbr(boot: &Partition) -> Result<Vec<u8>, String> {
+    let end = boot.last_lba + 1;
+    if boot.first_lba < 2 + ENTRY_SECTORS || end > u32::MAX as u64 {
+        return Err(format!(
+            "a hybrid MBR needs its partition between LBA {} and 2 TiB (it is at {}..{})",
+            2 + ENTRY_SECTORS,
+            boot.first_lba,
+            boot.last_lba
+        ));
+    }
+    let mut mbr = vec![0u8; SECTOR as usize];
+    let mut entry = |slot: usize, kind: u8, first: u64, sectors: u64| {
+        let e = &mut mbr[446 + 16 * slot..446 + 16 * (slot + 1)];
+        // CHS fields say "use LBA" (beyond CHS), as partitioning tools do.
+        e[1..4].copy_from_slice(&[0xFE, 0xFF, 0xFF]);
+        e[4] = kind;
+        e[5..8].copy_from_slice(&[0xFE, 0xFF, 0xFF]);
+        e[8..12].copy_from_slice(&(first as u32).to_le_bytes());
+        e[12..16].copy_from_slice(&(sectors as u32).to_le_bytes());
+    };
+    entry(0, MBR_FAT32_LBA, boot.first_lba, boot.sectors());
+    entry(1, MBR_GPT_PROTECTIVE, 1, boot.first_lba - 1);
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    Ok(mbr)
+}
+
+const MBR_FAT32_LBA: u8 = 0x0C;
+const MBR_GPT_PROTECTIVE: u8 = 0xEE;
+
+/// Whether LBA 0 is a hybrid MBR (an entry besides the protective one),
+/// which a rewrite of the GUID table must leave as it is.
+pub fn is_hybrid_mbr(lba0: &[u8]) -> bool {
+    lba0.len() >= SECTOR as usize
+        && lba0[510..512] == [0x55, 0xAA]
+        && (0..4).any(|slot| {
+            let kind = lba0[446 + 16 * slot + 4];
+            kind != 0 && kind != MBR_GPT_PROTECTIVE
+        })
+}
+
 /// CRC-32 (IEEE 802.3, reflected), as GPT uses.
 pub fn crc32(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
@@ -650,5 +695,37 @@ mod tests {
         );
         assert!(e.contains("backup table: GPT header at sector"), "{e}");
         assert!(read_disk(&vec![0u8; (sectors * SECTOR) as usize]).is_err());
+    }
+
+    #[test]
+    fn a_hybrid_mbr_shows_the_boot_partition_and_protects_the_table() {
+        let boot = Partition {
+            type_guid: types::efi_system(),
+            unique_guid: Guid([7; 16]),
+            first_lba: ALIGN,
+            last_lba: ALIGN + 131_071,
+            attributes: 0,
+            name: "BRIG_BOOT".into(),
+        };
+        let mbr = hybrid_mbr(&boot).unwrap();
+        let entry = |slot: usize| &mbr[446 + 16 * slot..446 + 16 * (slot + 1)];
+        let u32_at = |e: &[u8], at: usize| u32::from_le_bytes(e[at..at + 4].try_into().unwrap());
+        assert_eq!(entry(0)[4], 0x0C);
+        assert_eq!(u32_at(entry(0), 8), 2048);
+        assert_eq!(u32_at(entry(0), 12), 131_072);
+        // Linux takes a GPT only when the protective entry starts at LBA 1.
+        assert_eq!(entry(1)[4], 0xEE);
+        assert_eq!(u32_at(entry(1), 8), 1);
+        assert_eq!(u32_at(entry(1), 12), 2047);
+        assert_eq!(entry(2), [0; 16]);
+        assert_eq!(mbr[510..], [0x55, 0xAA]);
+        assert!(is_hybrid_mbr(&mbr));
+        assert!(!is_hybrid_mbr(&protective_mbr(1 << 21)));
+        assert!(!is_hybrid_mbr(&[0; 512]));
+        let too_early = Partition {
+            first_lba: 20,
+            ..boot
+        };
+        assert!(hybrid_mbr(&too_early).is_err());
     }
 }
