@@ -14,3 +14,4 @@ pub mod mounts;
 pub mod network;
 pub mod service;
 pub mod steps;
+pub mod wifi;

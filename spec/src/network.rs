@@ -282,8 +282,12 @@ impl NetworkConfig {
                 });
             }
         }
-        if let Some(wifis) = map.get("wifis").and_then(|w| w.as_object()) {
-            parsed.config.wifis = wifis.keys().cloned().collect();
+        if let Some(value) = map.get("wifis") {
+            // The radio's part is the wifi container's; its mistakes are
+            // reported here too, with the rest of the config's.
+            let (wifis, errors) = crate::wifi::parse(value);
+            parsed.config.wifis = wifis.into_iter().map(|w| w.interface).collect();
+            parsed.errors.extend(errors);
         }
         for section in SECTIONS {
             let Some(entries) = map.get(section) else {
