@@ -91,6 +91,25 @@ pub struct Board {
     /// What `brig build` makes without `--format`.
     #[serde(default = "default_format")]
     pub default_format: crate::disk::Format,
+    /// A Raspberry Pi: its disk image boots through the Pi's firmware.
+    #[serde(default)]
+    pub raspberry_pi: Option<RaspberryPi>,
+}
+
+/// What a Raspberry Pi's boot partition holds besides the kernel and
+/// initramfs (docs/raspberry-pi.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaspberryPi {
+    /// Files of Debian's raspi-firmware (`/usr/lib/raspi-firmware/`) the
+    /// models need: the GPU firmware that loads the kernel.
+    pub firmware: Vec<String>,
+    /// Device trees of the kernel package (`broadcom/bcm2711-rpi-4-b.dtb`);
+    /// the firmware picks the model's by name.
+    pub device_trees: Vec<String>,
+    /// Further `config.txt` lines, after Brig's own.
+    #[serde(default)]
+    pub config: Vec<String>,
 }
 
 fn default_format() -> crate::disk::Format {

@@ -95,11 +95,15 @@ pub fn build(
     let cache = debian::cache_dir()?;
     let refresh = cache_use.refresh;
     let kernel = debian::kernel(&cache, board, refresh)?;
-    let boot_loader = output
-        .format
-        .is_disk()
-        .then(|| debian::boot_loader(&cache, board, refresh))
-        .transpose()?;
+    let boot_loader = match (output.format.is_disk(), &board.raspberry_pi) {
+        (false, _) => None,
+        (true, None) => Some(BootFiles::Uefi {
+            loader: debian::boot_loader(&cache, board, refresh)?,
+        }),
+        (true, Some(pi)) => Some(BootFiles::RaspberryPi {
+            firmware: debian::raspi_firmware(&cache, board, &pi.firmware, refresh)?,
+        }),
+    };
 
     let config_text = std::fs::read_to_string(&kernel.config)
         .with_context(|| format!("reading kernel config {}", kernel.config.display()))?;
@@ -278,7 +282,7 @@ pub fn build(
     write(&out.join("cmdline"), format!("{cmdline}\n").as_bytes())?;
     let disk_image = match (&layout, &system, &boot_loader) {
         (Some((layout, table)), Some((system, _)), Some(loader)) => Some(write_disk(
-            board, out, output, layout, table, system, loader, &cmdline, &initramfs,
+            board, out, output, layout, table, system, loader, &kernel, &cmdline, &initramfs,
         )?),
         _ => {
             remove_disk_images(board, out);
@@ -364,6 +368,14 @@ fn remove_disk_images(board: &Board, out: &Path) {
     }
 }
 
+/// What boots the disk image, fetched from Debian.
+enum BootFiles {
+    /// systemd-boot's EFI binary.
+    Uefi { loader: PathBuf },
+    /// The Pi's GPU firmware (raspi-firmware's directory).
+    RaspberryPi { firmware: PathBuf },
+}
+
 /// The boot partition's files, then the disk image in the wanted format.
 #[allow(clippy::too_many_arguments)]
 fn write_disk(
@@ -373,13 +385,63 @@ fn write_disk(
     layout: &disk::Layout,
     table: &brig_spec::gpt::Table,
     system: &Path,
-    boot_loader: &Path,
+    boot_files: &BootFiles,
+    kernel: &debian::Kernel,
     cmdline: &str,
     initramfs: &[u8],
 ) -> Result<(PathBuf, disk::Layout)> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (files, mbr, what) = match (boot_files, &board.raspberry_pi) {
+        (BootFiles::RaspberryPi { firmware }, Some(pi)) => {
+            let files = crate::raspberry_pi::boot_files(
+                board,
+                pi,
+                firmware,
+                &kernel.device_trees,
+                read(&out.join("vmlinuz"))?,
+                initramfs.to_vec(),
+                cmdline,
+            )?;
+            let (_, boot) = table.find(disk::BOOT_LABEL).context("the boot partition")?;
+            // The Pi's firmware reads only an MBR (docs/raspberry-pi.md).
+            let mbr =
+                brig_spec::gpt::hybrid_mbr(boot).map_err(|e| anyhow::anyhow!("disk image: {e}"))?;
+            (files, Some(mbr), "Raspberry Pi firmware")
+        }
+        (BootFiles::Uefi { loader }, _) => (
+            uefi_files(board, loader, out, cmdline, initramfs)?,
+            None,
+            "systemd-boot",
+        ),
+        (BootFiles::RaspberryPi { .. }, None) => bail!("Pi firmware for a board that is no Pi"),
+    };
+    let boot_bytes = layout.boot_bytes();
+    let boot = out.join("boot.vfat");
+    let volume_id = u32::from_le_bytes(table.disk_guid.0[..4].try_into().expect("4 bytes"));
+    timed(
+        &format!("making the boot partition (FAT32, {what})"),
+        || disk::boot_volume(&files, boot_bytes, volume_id, source_date_epoch(), &boot),
+    )?;
+    remove_disk_images(board, out);
+    let raw_name = disk_image_name(board, Format::Raw);
+    let partial = out.join(format!("{raw_name}.partial"));
+    timed("writing the disk image", || {
+        disk::write_raw(table, mbr.as_deref(), layout, &boot, system, &partial)
+    })?;
+    finish_disk(board, out, output, layout, &boot, &partial)
+}
+
+/// systemd-boot, its entry, the kernel and the initramfs.
+fn uefi_files(
+    board: &Board,
+    boot_loader: &Path,
+    out: &Path,
+    cmdline: &str,
+    initramfs: &[u8],
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let efi = board.arch.efi().to_uppercase();
-    let files = vec![
+    Ok(vec![
         (format!("EFI/BOOT/BOOT{efi}.EFI"), read(boot_loader)?),
         (
             "loader/loader.conf".to_string(),
@@ -396,27 +458,26 @@ fn write_disk(
         ),
         ("brig/vmlinuz".to_string(), read(&out.join("vmlinuz"))?),
         ("brig/initramfs.img".to_string(), initramfs.to_vec()),
-    ];
-    let boot_bytes = layout.boot_bytes();
-    let boot = out.join("boot.vfat");
-    let volume_id = u32::from_le_bytes(table.disk_guid.0[..4].try_into().expect("4 bytes"));
-    timed("making the boot partition (FAT32, systemd-boot)", || {
-        disk::boot_volume(&files, boot_bytes, volume_id, source_date_epoch(), &boot)
-    })?;
-    remove_disk_images(board, out);
-    let raw_name = disk_image_name(board, Format::Raw);
-    let partial = out.join(format!("{raw_name}.partial"));
-    timed("writing the disk image", || {
-        disk::write_raw(table, layout, &boot, system, &partial)
-    })?;
-    let _ = std::fs::remove_file(&boot);
+    ])
+}
+
+/// The raw image written at `partial` becomes the wanted format.
+fn finish_disk(
+    board: &Board,
+    out: &Path,
+    output: &Output,
+    layout: &disk::Layout,
+    boot: &Path,
+    partial: &Path,
+) -> Result<(PathBuf, disk::Layout)> {
+    let _ = std::fs::remove_file(boot);
     let path = out.join(disk_image_name(board, output.format));
     if output.format == Format::Qcow2 {
-        let converted = timed("converting to qcow2", || disk::to_qcow2(&partial, &path));
-        let _ = std::fs::remove_file(&partial);
+        let converted = timed("converting to qcow2", || disk::to_qcow2(partial, &path));
+        let _ = std::fs::remove_file(partial);
         converted?;
     } else {
-        std::fs::rename(&partial, &path)
+        std::fs::rename(partial, &path)
             .with_context(|| format!("moving {} into place", path.display()))?;
     }
     Ok((path, layout.clone()))

@@ -19,6 +19,9 @@ pub struct Kernel {
     pub config: PathBuf,
     /// `lib/modules/<release>` of the package.
     pub modules: PathBuf,
+    /// The package's device trees (`usr/lib/linux-image-<release>/`, by
+    /// vendor: `broadcom/bcm2711-rpi-4-b.dtb`); empty on x86_64.
+    pub device_trees: PathBuf,
     /// `sha256  file.deb` lines of the kernel packages used.
     pub debs: Vec<String>,
 }
@@ -42,7 +45,9 @@ pub fn kernel(cache: &Path, board: &Board, refresh: bool) -> Result<Kernel> {
         board.arch.debian(),
         board.kernel_package
     ));
-    let cached = entry.join("packages.sha256").exists();
+    // Caches from before device trees were kept lack them.
+    let cached = entry.join("packages.sha256").exists()
+        && (board.raspberry_pi.is_none() || entry.join(DEVICE_TREES).is_dir());
     if cached && !refresh {
         let kernel = load(&entry)?;
         step(&format!(
@@ -71,19 +76,30 @@ fn fetch(entry: &Path, board: &Board) -> Result<()> {
         board.suite,
         board.arch.debian()
     ));
+    // The release is in the directory's name, so no sync-out of a fixed path.
+    let device_trees = format!(
+        "mkdir -p OUT/{DEVICE_TREES} && for d in \"$1\"/usr/lib/linux-image-*; do \
+         if [ -d \"$d\" ]; then cp -a \"$d\"/. OUT/{DEVICE_TREES}/ || exit 1; fi; done"
+    );
     extract(
         entry,
         board,
         &board.kernel_package,
         &[("/boot", "boot"), ("/usr/lib/modules", "modules")],
+        &[device_trees],
         "linux-image-*.deb",
         |dir| load(dir).map(drop),
     )
 }
 
+/// Where a cached kernel keeps its device trees.
+const DEVICE_TREES: &str = "dtbs";
+
 /// Unpacks `package` (and its dependencies) for the board's architecture
 /// with mmdebstrap, keeps the `dirs` (path in the package → name under
-/// `entry`) and the sha256 of the `.deb`s matching `debs` (apt already
+/// `entry`), runs further extract `hooks` (shell: `$1` the unpacked tree,
+/// `OUT` the directory that becomes `entry`),
+/// and keeps the sha256 of the `.deb`s matching `debs` (apt already
 /// verified them against the signed index); `check` must accept the result
 /// before it replaces what `entry` held.
 fn extract(
@@ -91,6 +107,7 @@ fn extract(
     board: &Board,
     package: &str,
     dirs: &[(&str, &str)],
+    hooks: &[String],
     debs: &str,
     check: impl Fn(&Path) -> Result<()>,
 ) -> Result<()> {
@@ -109,10 +126,15 @@ fn extract(
     let mut command = Command::new(mmdebstrap);
     command
         .args(["--variant=extract", "--format=null"])
+        // Firmware (the Pi's, Wi-Fi chips') is in non-free-firmware.
+        .arg("--components=main,non-free-firmware")
         .arg(format!("--architectures={}", board.arch.debian()))
         .arg(format!("--include={package}"));
     for (from, to) in dirs {
         command.arg(format!("--extract-hook=sync-out {from} {out}/{to}"));
+    }
+    for hook in hooks {
+        command.arg(format!("--extract-hook={}", hook.replace("OUT", &out)));
     }
     let status = command
         .arg(format!(
@@ -180,6 +202,7 @@ pub fn boot_loader(cache: &Path, board: &Board, refresh: bool) -> Result<PathBuf
         board,
         PACKAGE,
         &[("/usr/lib/systemd/boot/efi", "efi")],
+        &[],
         "systemd-boot-efi*.deb",
         exists,
     ) {
@@ -189,6 +212,61 @@ pub fn boot_loader(cache: &Path, board: &Board, refresh: bool) -> Result<PathBuf
                 "boot loader: fetching failed ({e:#}); using the cached copy"
             ));
             Ok(binary(&entry))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Debian's `raspi-firmware` (`/usr/lib/raspi-firmware/`: the Pi's GPU
+/// firmware): from the cache, or fetched when absent or `refresh`. Returns
+/// the directory holding `files`.
+pub fn raspi_firmware(
+    cache: &Path,
+    board: &Board,
+    files: &[String],
+    refresh: bool,
+) -> Result<PathBuf> {
+    const PACKAGE: &str = "raspi-firmware";
+    let entry = cache
+        .join("firmware")
+        .join(format!("{}-{PACKAGE}", board.suite));
+    let dir = |entry: &Path| entry.join("raspi-firmware");
+    let complete = |entry: &Path| -> Result<()> {
+        for file in files {
+            let path = dir(entry).join(file);
+            if !path.is_file() {
+                bail!("{PACKAGE} has no {}", path.display());
+            }
+        }
+        Ok(())
+    };
+    let cached = entry.join("packages.sha256").exists() && complete(&entry).is_ok();
+    if cached && !refresh {
+        step(&format!(
+            "firmware: {PACKAGE} from cache {}",
+            entry.display()
+        ));
+        return Ok(dir(&entry));
+    }
+    step(&format!(
+        "firmware: fetching {PACKAGE} ({}, non-free-firmware) with mmdebstrap",
+        board.suite
+    ));
+    match extract(
+        &entry,
+        board,
+        PACKAGE,
+        &[("/usr/lib/raspi-firmware", "raspi-firmware")],
+        &[],
+        "raspi-firmware*.deb",
+        complete,
+    ) {
+        Ok(()) => Ok(dir(&entry)),
+        Err(e) if cached => {
+            step(&format!(
+                "firmware: fetching failed ({e:#}); using the cached copy"
+            ));
+            Ok(dir(&entry))
         }
         Err(e) => Err(e),
     }
@@ -216,6 +294,7 @@ fn load(entry: &Path) -> Result<Kernel> {
         vmlinuz: boot.join(format!("vmlinuz-{release}")),
         config: boot.join(format!("config-{release}")),
         modules: entry.join("modules").join(&release),
+        device_trees: entry.join(DEVICE_TREES),
         debs: std::fs::read_to_string(entry.join("packages.sha256"))
             .with_context(|| format!("reading {}", entry.join("packages.sha256").display()))?
             .lines()

@@ -308,10 +308,11 @@ pub fn boot_volume(
     Ok(())
 }
 
-/// Writes the raw disk: the table, then each partition's contents; the
+/// Writes the raw disk: the table (with `mbr` in LBA 0, when given), then each partition's contents; the
 /// file is sparse where nothing is written. Returns its path.
 pub fn write_raw(
     table: &Table,
+    mbr: Option<&[u8]>,
     layout: &Layout,
     boot: &Path,
     system: &Path,
@@ -325,6 +326,10 @@ pub fn write_raw(
             .with_context(|| format!("writing {}", out.display()))
     };
     write(0, &table.primary(layout.disk_sectors))?;
+    // A hybrid MBR in place of the protective one (a Raspberry Pi's).
+    if let Some(mbr) = mbr {
+        write(0, mbr)?;
+    }
     write(
         Table::backup_offset(layout.disk_sectors),
         &table.backup(layout.disk_sectors),
@@ -443,7 +448,7 @@ mod tests {
         let system = dir.path().join("system");
         std::fs::write(&boot, b"boot").unwrap();
         std::fs::write(&system, b"system").unwrap();
-        let raw = write_raw(&t, &l, &boot, &system, &dir.path().join("disk.img")).unwrap();
+        let raw = write_raw(&t, None, &l, &boot, &system, &dir.path().join("disk.img")).unwrap();
         let sfdisk = host_tools::find("sfdisk").expect("sfdisk (util-linux fdisk) is needed");
         let output = Command::new(sfdisk)
             .arg("--json")

@@ -12,6 +12,7 @@ mod kernel_config;
 mod kernel_modules;
 mod progress;
 mod qemu;
+mod raspberry_pi;
 mod seed;
 
 use std::path::{Path, PathBuf};

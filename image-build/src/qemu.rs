@@ -267,6 +267,13 @@ pub fn run(
     artifacts: &Path,
     opts: &RunOptions,
 ) -> Result<ExitStatus> {
+    if board.raspberry_pi.is_some() {
+        bail!(
+            "brig run cannot boot {} images yet: QEMU does not run the Pi's firmware \
+             (docs/raspberry-pi.md); flash the image to an SD card",
+            board.name
+        );
+    }
     let profile = QemuProfile::load(source, &board.qemu_profile)?;
     let qemu = host_tools::require(&profile.binary, &profile.package)?;
     for file in ["vmlinuz", "initramfs.img"] {
