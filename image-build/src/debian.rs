@@ -81,36 +81,77 @@ fn fetch(entry: &Path, board: &Board) -> Result<()> {
         "mkdir -p OUT/{DEVICE_TREES} && for d in \"$1\"/usr/lib/linux-image-*; do \
          if [ -d \"$d\" ]; then cp -a \"$d\"/. OUT/{DEVICE_TREES}/ || exit 1; fi; done"
     );
-    extract(
-        entry,
-        board,
-        &board.kernel_package,
-        &[("/boot", "boot"), ("/usr/lib/modules", "modules")],
-        &[device_trees],
-        "linux-image-*.deb",
-        |dir| load(dir).map(drop),
-    )
+    let fetch = Fetch {
+        what: "kernel",
+        package: &board.kernel_package,
+        dirs: &[("/boot", "boot"), ("/usr/lib/modules", "modules")],
+        hooks: &[device_trees],
+        debs: "linux-image-*.deb",
+    };
+    extract(entry, board, &fetch, |dir| load(dir).map(drop))
 }
 
 /// Where a cached kernel keeps its device trees.
 const DEVICE_TREES: &str = "dtbs";
 
-/// Unpacks `package` (and its dependencies) for the board's architecture
-/// with mmdebstrap, keeps the `dirs` (path in the package → name under
-/// `entry`), runs further extract `hooks` (shell: `$1` the unpacked tree,
-/// `OUT` the directory that becomes `entry`),
-/// and keeps the sha256 of the `.deb`s matching `debs` (apt already
-/// verified them against the signed index); `check` must accept the result
-/// before it replaces what `entry` held.
+/// A Debian package to unpack into the cache.
+struct Fetch<'a> {
+    /// What it is, for messages ("boot loader").
+    what: &'a str,
+    package: &'a str,
+    /// Paths in the package → names under the cache entry.
+    dirs: &'a [(&'a str, &'a str)],
+    /// Further extract hooks (shell: `$1` the unpacked tree, `OUT` the
+    /// directory that becomes the entry).
+    hooks: &'a [String],
+    /// The `.deb`s whose sha256 is kept (`packages.sha256`).
+    debs: &'a str,
+}
+
+/// `fetch`'s package in `entry`: the cached copy when `check` accepts it
+/// and no `refresh` is asked for, else fetched; a failed fetch falls back
+/// to a cached copy, saying so.
+fn cached(
+    entry: &Path,
+    board: &Board,
+    fetch: &Fetch,
+    check: impl Fn(&Path) -> Result<()>,
+    refresh: bool,
+) -> Result<()> {
+    let (what, package) = (fetch.what, fetch.package);
+    let cached = entry.join("packages.sha256").exists() && check(entry).is_ok();
+    if cached && !refresh {
+        step(&format!("{what}: {package} from cache {}", entry.display()));
+        return Ok(());
+    }
+    step(&format!(
+        "{what}: fetching {package} ({} {}) with mmdebstrap",
+        board.suite,
+        board.arch.debian()
+    ));
+    match extract(entry, board, fetch, check) {
+        Err(e) if cached => {
+            step(&format!(
+                "{what}: fetching failed ({e:#}); using the cached copy"
+            ));
+            Ok(())
+        }
+        result => result,
+    }
+}
+
+/// Unpacks `fetch.package` (and its dependencies) for the board's
+/// architecture with mmdebstrap, keeps its `dirs`, runs its `hooks`, and
+/// keeps the sha256 of its `debs` (apt already verified them against the
+/// signed index); `check` must accept the result before it replaces what
+/// `entry` held.
 fn extract(
     entry: &Path,
     board: &Board,
-    package: &str,
-    dirs: &[(&str, &str)],
-    hooks: &[String],
-    debs: &str,
+    fetch: &Fetch,
     check: impl Fn(&Path) -> Result<()>,
 ) -> Result<()> {
+    let (package, dirs, hooks, debs) = (fetch.package, fetch.dirs, fetch.hooks, fetch.debs);
     let mmdebstrap = host_tools::require("mmdebstrap", "mmdebstrap")?;
     // Named by this process, so two builds filling the cache at once do
     // not write into each other's directory.
@@ -184,37 +225,15 @@ pub fn boot_loader(cache: &Path, board: &Board, refresh: bool) -> Result<PathBuf
         }
         Ok(())
     };
-    let cached = entry.join("packages.sha256").exists() && exists(&entry).is_ok();
-    if cached && !refresh {
-        step(&format!(
-            "boot loader: systemd-boot from cache {}",
-            entry.display()
-        ));
-        return Ok(binary(&entry));
-    }
-    step(&format!(
-        "boot loader: fetching {PACKAGE} ({} {}) with mmdebstrap",
-        board.suite,
-        board.arch.debian()
-    ));
-    match extract(
-        &entry,
-        board,
-        PACKAGE,
-        &[("/usr/lib/systemd/boot/efi", "efi")],
-        &[],
-        "systemd-boot-efi*.deb",
-        exists,
-    ) {
-        Ok(()) => Ok(binary(&entry)),
-        Err(e) if cached => {
-            step(&format!(
-                "boot loader: fetching failed ({e:#}); using the cached copy"
-            ));
-            Ok(binary(&entry))
-        }
-        Err(e) => Err(e),
-    }
+    let fetch = Fetch {
+        what: "boot loader",
+        package: PACKAGE,
+        dirs: &[("/usr/lib/systemd/boot/efi", "efi")],
+        hooks: &[],
+        debs: "systemd-boot-efi*.deb",
+    };
+    cached(&entry, board, &fetch, exists, refresh)?;
+    Ok(binary(&entry))
 }
 
 /// Debian's `raspi-firmware` (`/usr/lib/raspi-firmware/`: the Pi's GPU
@@ -240,36 +259,15 @@ pub fn raspi_firmware(
         }
         Ok(())
     };
-    let cached = entry.join("packages.sha256").exists() && complete(&entry).is_ok();
-    if cached && !refresh {
-        step(&format!(
-            "firmware: {PACKAGE} from cache {}",
-            entry.display()
-        ));
-        return Ok(dir(&entry));
-    }
-    step(&format!(
-        "firmware: fetching {PACKAGE} ({}, non-free-firmware) with mmdebstrap",
-        board.suite
-    ));
-    match extract(
-        &entry,
-        board,
-        PACKAGE,
-        &[("/usr/lib/raspi-firmware", "raspi-firmware")],
-        &[],
-        "raspi-firmware*.deb",
-        complete,
-    ) {
-        Ok(()) => Ok(dir(&entry)),
-        Err(e) if cached => {
-            step(&format!(
-                "firmware: fetching failed ({e:#}); using the cached copy"
-            ));
-            Ok(dir(&entry))
-        }
-        Err(e) => Err(e),
-    }
+    let fetch = Fetch {
+        what: "firmware",
+        package: PACKAGE,
+        dirs: &[("/usr/lib/raspi-firmware", "raspi-firmware")],
+        hooks: &[],
+        debs: "raspi-firmware*.deb",
+    };
+    cached(&entry, board, &fetch, complete, refresh)?;
+    Ok(dir(&entry))
 }
 
 fn load(entry: &Path) -> Result<Kernel> {
