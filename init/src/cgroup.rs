@@ -59,12 +59,7 @@ pub fn create(root: &Path, service: &str, limits: &Limits) -> io::Result<PathBuf
     match fs::create_dir(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => reset(&path)?,
-        Err(e) => {
-            return Err(io::Error::new(
-                e.kind(),
-                format!("creating cgroup {}: {e}", path.display()),
-            ))
-        }
+        Err(e) => return Err(context(e, format!("creating cgroup {}", path.display()))),
     }
     for (file, value) in limit_files(limits) {
         match fs::write(path.join(file), &value) {
@@ -72,9 +67,9 @@ pub fn create(root: &Path, service: &str, limits: &Limits) -> io::Result<PathBuf
             // No swap configured: memory.swap.max does not exist.
             Err(e) if file == "memory.swap.max" && e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("setting {file}={value} in {}: {e}", path.display()),
+                return Err(context(
+                    e,
+                    format!("setting {file}={value} in {}", path.display()),
                 ))
             }
         }
