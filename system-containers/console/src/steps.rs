@@ -169,11 +169,7 @@ fn run_script(
     if let Err(e) = prepared {
         return format!("error: {name}: writing {}: {e}", path.display());
     }
-    let mut child = match Command::new(path)
-        .env("INSTANCE_ID", instance_id)
-        .stdin(Stdio::null())
-        .spawn()
-    {
+    let mut child = match spawn_script(path, instance_id) {
         Ok(child) => child,
         Err(e) => return format!("error: {name}: running {}: {e}", path.display()),
     };
@@ -194,6 +190,26 @@ fn run_script(
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts the script just written. Another thread's fork (sshd, a getty)
+/// can briefly hold a copy of the write descriptor until its exec closes
+/// it, and exec fails with "Text file busy" meanwhile: wait that out.
+fn spawn_script(path: &Path, instance_id: &str) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        let spawned = Command::new(path)
+            .env("INSTANCE_ID", instance_id)
+            .stdin(Stdio::null())
+            .spawn();
+        match spawned {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -384,5 +400,24 @@ mod tests {
             Some(Duration::from_millis(200)),
         );
         assert!(line.contains("stopped so sshd can start"), "{line}");
+    }
+
+    #[test]
+    fn a_script_still_open_for_writing_elsewhere_runs_once_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runcmd");
+        fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        // As a forked child that has not yet exec'd would hold it.
+        let writer = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let busy = Command::new(&path).spawn().unwrap_err();
+        assert_eq!(busy.kind(), std::io::ErrorKind::ExecutableFileBusy);
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(writer);
+        });
+        let status = spawn_script(&path, "iid").unwrap().wait().unwrap();
+        assert!(status.success());
+        closer.join().unwrap();
     }
 }
