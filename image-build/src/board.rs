@@ -176,14 +176,35 @@ pub struct QemuProfile {
     pub cpu_tcg: String,
     pub memory: String,
     pub smp: u32,
-    /// Network card model; user networking is attached to it.
-    pub nic: String,
+    /// Network card model; user networking is attached to it. None: the
+    /// machine has no network QEMU can give it (then no ssh).
+    #[serde(default)]
+    pub nic: Option<String>,
+    /// Which of the machine's serial ports is the board's console (the
+    /// Pi's mini UART is QEMU's second).
+    #[serde(default)]
+    pub serial_port: usize,
+    /// A Raspberry Pi machine: the device tree to take off the card.
+    #[serde(default)]
+    pub raspberry_pi: Option<RaspberryPiMachine>,
     /// Any further arguments, verbatim.
     #[serde(default)]
     pub extra_args: Vec<String>,
     /// UEFI firmware for booting disk images, if the machine has one here.
     #[serde(default)]
     pub uefi: Option<Uefi>,
+}
+
+/// How QEMU boots a Pi card without the Pi's firmware (qemu.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaspberryPiMachine {
+    /// The device tree on the boot partition for this model.
+    pub device_tree: String,
+    /// Device tree nodes turned off in `brig run`'s copy of it: hardware
+    /// the kernel probes and QEMU's model lacks (never in the image).
+    #[serde(default)]
+    pub disable: Vec<String>,
 }
 
 /// UEFI firmware files as a Debian package installs them.

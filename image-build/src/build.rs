@@ -311,6 +311,10 @@ pub fn build(
             "boot_partition": {"first_sector": layout.boot.0, "last_sector": layout.boot.1},
             "system_partition": {"first_sector": layout.system.0, "last_sector": layout.system.1},
             "system_squashfs_size": system.as_ref().map(|(_, b)| b.len()),
+            "compressed": std::fs::metadata(compressed_name(path)).ok().map(|m| json!({
+                "path": compressed_name(path).file_name().map(|n| n.to_string_lossy().to_string()),
+                "size": m.len(),
+            })),
         })),
         "brig_init_size": std::fs::metadata(&init)?.len(),
         "initramfs": {
@@ -364,8 +368,17 @@ pub fn disk_image_name(board: &Board, format: Format) -> String {
 /// build's.
 fn remove_disk_images(board: &Board, out: &Path) {
     for format in [Format::Raw, Format::Qcow2] {
-        let _ = std::fs::remove_file(out.join(disk_image_name(board, format)));
+        let path = out.join(disk_image_name(board, format));
+        let _ = std::fs::remove_file(compressed_name(&path));
+        let _ = std::fs::remove_file(path);
     }
+}
+
+/// The compressed copy of a card image: `brig-rpi4.img.zst`.
+fn compressed_name(image: &Path) -> PathBuf {
+    let mut name = image.as_os_str().to_owned();
+    name.push(".zst");
+    PathBuf::from(name)
 }
 
 /// What boots the disk image, fetched from Debian.
@@ -479,6 +492,13 @@ fn finish_disk(
     } else {
         std::fs::rename(partial, &path)
             .with_context(|| format!("moving {} into place", path.display()))?;
+    }
+    if board.raspberry_pi.is_some() {
+        // SD card images are downloaded and flashed: a compressed copy too.
+        let compressed = compressed_name(&path);
+        timed("compressing a copy of the card image (zstd)", || {
+            disk::compress(&path, &compressed)
+        })?;
     }
     Ok((path, layout.clone()))
 }

@@ -1,10 +1,12 @@
 //! `brig`: builds Brig images and boots them in QEMU.
 
 mod board;
+mod boot_partition;
 mod build;
 mod containers;
 mod debian;
 mod disk;
+mod flash;
 mod host_tools;
 mod initramfs;
 mod keep;
@@ -93,6 +95,16 @@ enum Commands {
         #[command(flatten)]
         options: qemu::RunOptions,
     },
+    /// Write a board's card image onto an SD card (or a disk, or a file).
+    Flash {
+        #[arg(long, default_value = "rpi4")]
+        board: String,
+        /// Directory of the built artifacts (default: out/<board>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        options: flash::FlashOptions,
+    },
     /// List the boards.
     Boards,
 }
@@ -166,6 +178,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Commands::Flash {
+            board,
+            out,
+            options,
+        } => {
+            let board = Board::load(&source, &board)?;
+            let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
+            flash::flash(&options, qemu::built_disk(&out))?;
+            Ok(ExitCode::SUCCESS)
         }
         Commands::Boards => {
             for name in board::list(&source)? {

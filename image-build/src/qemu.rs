@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::board::{Arch, Board, QemuProfile};
+use crate::board::{Arch, Board, QemuProfile, RaspberryPiMachine};
+use crate::boot_partition;
 use crate::host_tools;
 use crate::progress::step;
+use crate::raspberry_pi;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {
@@ -91,6 +93,16 @@ pub enum Boot {
     /// UEFI firmware boots the disk image (systemd-boot on its ESP);
     /// `vars` is this boot's copy of the firmware's variable store.
     Uefi { disk: PathBuf, vars: PathBuf },
+    /// A Raspberry Pi card: QEMU does not run the Pi's GPU firmware, so
+    /// `brig run` does its part — the kernel, initramfs, device tree and
+    /// `cmdline.txt` come off the card's boot partition into `files` —
+    /// and the card is the machine's SD card.
+    RaspberryPi {
+        card: PathBuf,
+        files: PathBuf,
+        device_tree: String,
+        cmdline: String,
+    },
 }
 
 /// A disk image's QEMU format, from its name.
@@ -155,20 +167,23 @@ pub fn arguments(
             disk_format(disk)
         )
     };
+    let with_appended = |cmdline: &str| {
+        let mut cmdline = cmdline.to_string();
+        for word in &opts.append {
+            cmdline.push(' ');
+            cmdline.push_str(word);
+        }
+        cmdline
+    };
     match boot {
         Boot::Kernel { cmdline, disk } => {
-            let mut cmdline = cmdline.clone();
-            for word in &opts.append {
-                cmdline.push(' ');
-                cmdline.push_str(word);
-            }
             args.extend([
                 "-kernel".into(),
                 artifacts.join("vmlinuz").display().to_string(),
                 "-initrd".into(),
                 artifacts.join("initramfs.img").display().to_string(),
                 "-append".into(),
-                cmdline,
+                with_appended(cmdline),
             ]);
             if let Some(disk) = disk {
                 args.extend(["-drive".into(), drive(disk)]);
@@ -185,9 +200,29 @@ pub fn arguments(
             }
             args.extend(["-drive".into(), drive(disk)]);
         }
+        Boot::RaspberryPi {
+            card,
+            files,
+            device_tree,
+            cmdline,
+        } => {
+            args.extend([
+                "-kernel".into(),
+                files.join(raspberry_pi::KERNEL).display().to_string(),
+                "-initrd".into(),
+                files.join(raspberry_pi::INITRAMFS).display().to_string(),
+                "-dtb".into(),
+                files.join(device_tree).display().to_string(),
+                "-append".into(),
+                with_appended(cmdline),
+                "-drive".into(),
+                format!("file={},format=raw,if=sd", card.display()),
+            ]);
+        }
     }
     // User networking; ssh reachable on the host's loopback only.
-    for n in 0..opts.nics {
+    let nics = if profile.nic.is_some() { opts.nics } else { 0 };
+    for n in 0..nics {
         let forward = if n == 0 {
             let mut text = format!(",hostfwd=tcp:127.0.0.1:{}-:22", opts.ssh_port);
             for option in &opts.user_net {
@@ -205,12 +240,12 @@ pub fn arguments(
             "-device".into(),
             format!(
                 "{},netdev=net{n},mac=52:54:00:12:34:{:02x}",
-                profile.nic,
+                profile.nic.as_deref().unwrap_or_default(),
                 0x56 + n
             ),
         ]);
     }
-    if opts.wants_seed() {
+    if opts.wants_seed() && !matches!(boot, Boot::RaspberryPi { .. }) {
         let seed = crate::seed::path(artifacts);
         args.extend([
             "-drive".into(),
@@ -221,20 +256,24 @@ pub fn arguments(
         args.extend(["-rtc".into(), format!("base={date}")]);
     }
     let log = opts.serial_log.as_ref().map(|p| p.display().to_string());
+    // The ports before the console's are left unconnected.
+    for _ in 0..profile.serial_port {
+        args.extend(["-serial".into(), "null".into()]);
+    }
     if opts.headless {
         // Without a log, the serial output is discarded.
         let path = log.unwrap_or_else(|| "/dev/null".into());
         args.extend([
             "-chardev".into(),
-            format!("file,id=serial0,path={path}"),
+            format!("file,id=console,path={path}"),
             "-serial".into(),
-            "chardev:serial0".into(),
+            "chardev:console".into(),
         ]);
         args.extend(["-monitor".into(), "none".into()]);
     } else {
         // Serial console and QEMU monitor multiplexed on the terminal
         // (Ctrl-A X quits, Ctrl-A C switches to the monitor).
-        let mut chardev = "stdio,id=serial0,mux=on,signal=off".to_string();
+        let mut chardev = "stdio,id=console,mux=on,signal=off".to_string();
         if let Some(path) = log {
             chardev.push_str(&format!(",logfile={path}"));
         }
@@ -242,9 +281,9 @@ pub fn arguments(
             "-chardev".into(),
             chardev,
             "-serial".into(),
-            "chardev:serial0".into(),
+            "chardev:console".into(),
         ]);
-        args.extend(["-mon".into(), "chardev=serial0,mode=readline".into()]);
+        args.extend(["-mon".into(), "chardev=console,mode=readline".into()]);
     }
     if let Some(qmp) = &opts.qmp {
         args.extend([
@@ -267,31 +306,36 @@ pub fn run(
     artifacts: &Path,
     opts: &RunOptions,
 ) -> Result<ExitStatus> {
-    if board.raspberry_pi.is_some() {
-        bail!(
-            "brig run cannot boot {} images yet: QEMU does not run the Pi's firmware \
-             (docs/raspberry-pi.md); flash the image to an SD card",
-            board.name
-        );
-    }
     let profile = QemuProfile::load(source, &board.qemu_profile)?;
     let qemu = host_tools::require(&profile.binary, &profile.package)?;
-    for file in ["vmlinuz", "initramfs.img"] {
-        if !artifacts.join(file).exists() {
-            bail!(
-                "{} has no {file}: run `brig build --board {}` first",
-                artifacts.display(),
-                board.name
-            );
-        }
-    }
     let disk = opts.disk.clone().or_else(|| built_disk(artifacts));
     if let Some(disk) = &disk {
         if !disk.is_file() {
             bail!("no disk image {}", disk.display());
         }
+    } else if board.raspberry_pi.is_some() {
+        bail!(
+            "{} has no card image: run `brig build --board {}` first",
+            artifacts.display(),
+            board.name
+        );
+    }
+    if profile.raspberry_pi.is_none() {
+        for file in ["vmlinuz", "initramfs.img"] {
+            if !artifacts.join(file).exists() {
+                bail!(
+                    "{} has no {file}: run `brig build --board {}` first",
+                    artifacts.display(),
+                    board.name
+                );
+            }
+        }
     }
     let boot = match disk {
+        Some(card) if profile.raspberry_pi.is_some() => {
+            let machine = profile.raspberry_pi.as_ref().expect("checked");
+            raspberry_pi_boot(card, machine, artifacts)?
+        }
         Some(disk) if !opts.kernel_boot => {
             let uefi = profile.uefi.as_ref().with_context(|| {
                 format!(
@@ -333,6 +377,10 @@ pub fn run(
                 format!(" (kernel boot, disk {})", disk.display())
             }
             Boot::Kernel { disk: None, .. } => String::new(),
+            Boot::RaspberryPi { card, .. } => format!(
+                " from card {} (kernel, initramfs, device tree off its boot partition)",
+                card.display()
+            ),
         },
         if kvm { "KVM" } else { "TCG software emulation" },
         opts.ssh_port,
@@ -353,8 +401,24 @@ pub fn run(
             read(&opts.meta_data)?.as_deref(),
             read(&opts.network_config)?.as_deref(),
         );
-        let seed = crate::seed::make(artifacts, &files)?;
-        step(&format!("NoCloud seed {}", seed.display()));
+        if let Boot::RaspberryPi { card, .. } = &boot {
+            // As a user edits a real card: the files on its boot partition.
+            boot_partition::put(card, &files)?;
+            step(&format!(
+                "{} written onto the boot partition of {}",
+                files.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+                card.display()
+            ));
+        } else {
+            let seed = crate::seed::make(artifacts, &files)?;
+            step(&format!("NoCloud seed {}", seed.display()));
+        }
+    }
+    if profile.nic.is_none() {
+        step(&format!(
+            "note: QEMU's {} has no network card to give the guest: no ssh",
+            profile.machine
+        ));
     }
     if matches!(boot, Boot::Uefi { .. }) && !opts.append.is_empty() {
         step("note: --append applies to kernel boots (--kernel-boot); a disk image boots with the command line of its loader entry (loader/entries/brig.conf on BRIG_BOOT)");
@@ -371,10 +435,74 @@ pub fn run(
     if opts.wants_seed() {
         let _ = std::fs::remove_file(crate::seed::path(artifacts));
     }
-    if let Boot::Uefi { vars, .. } = &boot {
-        let _ = std::fs::remove_file(vars);
+    match &boot {
+        Boot::Uefi { vars, .. } => {
+            let _ = std::fs::remove_file(vars);
+        }
+        Boot::RaspberryPi { files, .. } => {
+            let _ = std::fs::remove_dir_all(files);
+        }
+        Boot::Kernel { .. } => {}
     }
     status
+}
+
+/// Does the Pi firmware's part for QEMU: takes the kernel, initramfs,
+/// device tree and command line off the card's boot partition into a
+/// directory of this run's, and turns off in that copy of the device tree
+/// what QEMU's model of the board lacks.
+fn raspberry_pi_boot(
+    card: PathBuf,
+    machine: &RaspberryPiMachine,
+    artifacts: &Path,
+) -> Result<Boot> {
+    let size = std::fs::metadata(&card)
+        .with_context(|| format!("reading {}", card.display()))?
+        .len();
+    if !size.is_power_of_two() {
+        bail!(
+            "QEMU's Raspberry Pi machines take only SD cards of a power-of-two size; {} is {size} \
+             bytes: make a copy that size (e.g. `qemu-img resize -f raw COPY 2G`) and boot it with --disk",
+            card.display()
+        );
+    }
+    let files = artifacts.join(format!("raspberry-pi-boot-{}", std::process::id()));
+    std::fs::create_dir_all(&files).with_context(|| format!("creating {}", files.display()))?;
+    let cmdline = "cmdline.txt";
+    boot_partition::copy_out(
+        &card,
+        &[
+            raspberry_pi::KERNEL,
+            raspberry_pi::INITRAMFS,
+            &machine.device_tree,
+            cmdline,
+        ],
+        &files,
+    )?;
+    if !machine.disable.is_empty() {
+        let fdtput = host_tools::require("fdtput", "device-tree-compiler")?;
+        let device_tree = files.join(&machine.device_tree);
+        for node in &machine.disable {
+            host_tools::run(
+                Command::new(&fdtput)
+                    .args(["-t", "s"])
+                    .arg(&device_tree)
+                    .args([node, "status", "disabled"]),
+                &format!(
+                    "turning off {node} in brig run's copy of {}",
+                    machine.device_tree
+                ),
+            )?;
+        }
+    }
+    let cmdline = std::fs::read_to_string(files.join(cmdline))
+        .with_context(|| format!("reading cmdline.txt off {}", card.display()))?;
+    Ok(Boot::RaspberryPi {
+        card,
+        files,
+        device_tree: machine.device_tree.clone(),
+        cmdline: cmdline.trim().to_string(),
+    })
 }
 
 /// Whether KVM can boot this board's kernel here. An openable /dev/kvm is not
@@ -552,7 +680,7 @@ mod tests {
         let args = args_for("qemu-aarch64", &opts, false);
         assert_eq!(
             value_of(&args, "-chardev"),
-            "file,id=serial0,path=/tmp/serial.log"
+            "file,id=console,path=/tmp/serial.log"
         );
         assert_eq!(
             value_of(&args, "-qmp"),

@@ -44,8 +44,8 @@ pub fn boot_files(
     Ok(files)
 }
 
-const KERNEL: &str = "vmlinuz";
-const INITRAMFS: &str = "initramfs.img";
+pub const KERNEL: &str = "vmlinuz";
+pub const INITRAMFS: &str = "initramfs.img";
 
 /// The firmware's settings: 64-bit, our kernel and initramfs, the UART on
 /// for a serial console, the upstream kernel's device tree names.
