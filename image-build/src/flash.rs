@@ -152,7 +152,7 @@ pub fn flash(opts: &FlashOptions, built: Option<PathBuf>) -> Result<()> {
             .with_context(|| format!("writing {} at byte {at}", target.display()))?;
         // Synced as it goes, so the figures show the card's speed, not
         // the page cache's.
-        if (at + chunk.len() as u64) % SYNC_EVERY == 0 {
+        if (at + chunk.len() as u64).is_multiple_of(SYNC_EVERY) {
             out.sync_data()
                 .with_context(|| format!("flushing {}", target.display()))?;
         }
