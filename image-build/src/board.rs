@@ -205,6 +205,13 @@ pub struct RaspberryPiMachine {
     /// the kernel probes and QEMU's model lacks (never in the image).
     #[serde(default)]
     pub disable: Vec<String>,
+    /// Properties taken out of that copy, as `NODE:PROPERTY`.
+    #[serde(default)]
+    pub delete: Vec<String>,
+    /// A serial console QEMU's model can run, in place of `cmdline.txt`'s
+    /// `console=ttyS…` (with its UART among `disable`).
+    #[serde(default)]
+    pub serial_console: Option<String>,
 }
 
 /// UEFI firmware files as a Debian package installs them.

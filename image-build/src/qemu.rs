@@ -479,19 +479,29 @@ fn raspberry_pi_boot(
         ],
         &files,
     )?;
-    if !machine.disable.is_empty() {
+    if !machine.disable.is_empty() || !machine.delete.is_empty() {
         let fdtput = host_tools::require("fdtput", "device-tree-compiler")?;
         let device_tree = files.join(&machine.device_tree);
+        let what = |change: &str| format!("{change} in brig run's copy of {}", machine.device_tree);
         for node in &machine.disable {
             host_tools::run(
                 Command::new(&fdtput)
                     .args(["-t", "s"])
                     .arg(&device_tree)
                     .args([node, "status", "disabled"]),
-                &format!(
-                    "turning off {node} in brig run's copy of {}",
-                    machine.device_tree
-                ),
+                &what(&format!("turning off {node}")),
+            )?;
+        }
+        for property in &machine.delete {
+            let (node, name) = property
+                .rsplit_once(':')
+                .with_context(|| format!("QEMU profile: {property:?} is not NODE:PROPERTY"))?;
+            host_tools::run(
+                Command::new(&fdtput)
+                    .arg("-d")
+                    .arg(&device_tree)
+                    .args([node, name]),
+                &what(&format!("taking out {property}")),
             )?;
         }
     }
@@ -501,8 +511,20 @@ fn raspberry_pi_boot(
         card,
         files,
         device_tree: machine.device_tree.clone(),
-        cmdline: cmdline.trim().to_string(),
+        cmdline: qemu_cmdline(&cmdline, machine),
     })
+}
+
+/// `cmdline.txt` as QEMU's model of the board can run it.
+fn qemu_cmdline(cmdline: &str, machine: &RaspberryPiMachine) -> String {
+    cmdline
+        .split_whitespace()
+        .map(|word| match &machine.serial_console {
+            Some(console) if word.starts_with("console=ttyS") => format!("console={console}"),
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether KVM can boot this board's kernel here. An openable /dev/kvm is not
