@@ -11,6 +11,7 @@ mod guest;
 mod isolated_net;
 mod metadata;
 mod network;
+mod raspberry_pi;
 mod services;
 mod state;
 mod user_services;

@@ -1,0 +1,514 @@
+//! Raspberry Pi cards (`brig build --board rpi3|rpi4`) as a user makes and
+//! uses them: the boot partition holds what the board file names, the card
+//! boots in QEMU's raspi3b and raspi4b (`brig run` takes kernel, initramfs
+//! and device tree off that partition, as the Pi's firmware would), makes
+//! its state partition on first boot and answers ssh; and `brig flash`
+//! writes the card, refusing the disks it must not touch.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::guest::{brig, built_as, key_pair, run, source_dir, Guest};
+
+/// First boot makes and formats the state partition: slow under TCG.
+const BOOT: Duration = Duration::from_secs(420);
+
+/// The boot partition's start in a card image, from the image's table.
+fn boot_offset(image: &Path) -> u64 {
+    let table = run(Command::new("sfdisk").arg("--json").arg(image));
+    let table: serde_json::Value = serde_json::from_str(&table).unwrap();
+    let boot = &table["partitiontable"]["partitions"][0];
+    assert_eq!(boot["name"], "BRIG_BOOT", "{table}");
+    boot["start"].as_u64().unwrap() * 512
+}
+
+/// A file off the card's boot partition.
+fn boot_file(image: &Path, name: &str) -> Vec<u8> {
+    let volume = format!("{}@@{}", image.display(), boot_offset(image));
+    Command::new("mcopy")
+        .args(["-n", "-i", &volume, &format!("::{name}"), "-"])
+        .output()
+        .unwrap()
+        .stdout
+}
+
+fn board_file(board: &str) -> toml::Table {
+    let text = std::fs::read_to_string(source_dir().join(format!("boards/{board}.toml"))).unwrap();
+    toml::from_str(&text).unwrap()
+}
+
+fn strings(value: &toml::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn pi_cards_hold_what_their_board_files_name() {
+    for board in ["rpi3", "rpi4"] {
+        let built = built_as(board, "raw");
+        let image = built.join(format!("brig-{board}.img"));
+        let spec = board_file(board);
+        let pi = spec["raspberry_pi"].as_table().unwrap();
+
+        // The firmware reads the MBR: the boot partition (FAT32 LBA) in
+        // the first slot, the protective GPT entry from LBA 1 in the second.
+        let lba0 = &std::fs::read(&image).unwrap()[..512];
+        let entry = |slot: usize| &lba0[446 + slot * 16..446 + (slot + 1) * 16];
+        assert_eq!(entry(0)[4], 0x0c, "{board}: slot 1 is not FAT32 (LBA)");
+        assert_eq!(
+            u32::from_le_bytes(entry(0)[8..12].try_into().unwrap()) as u64 * 512,
+            boot_offset(&image)
+        );
+        assert_eq!(entry(1)[4], 0xee, "{board}: slot 2 is not protective");
+        assert_eq!(u32::from_le_bytes(entry(1)[8..12].try_into().unwrap()), 1);
+
+        let listing = run(Command::new("mdir").args([
+            "-b",
+            "-i",
+            &format!("{}@@{}", image.display(), boot_offset(&image)),
+            "::",
+        ]));
+        let mut wanted = strings(&pi["firmware"]);
+        wanted.extend(strings(&pi["device_trees"]).iter().map(|p| {
+            Path::new(p)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        }));
+        wanted.extend(
+            [
+                "vmlinuz",
+                "initramfs.img",
+                "config.txt",
+                "cmdline.txt",
+                "user-data",
+            ]
+            .map(String::from),
+        );
+        for name in &wanted {
+            assert!(
+                listing.lines().any(|l| l == format!("::/{name}")),
+                "{board}: {name} not on the boot partition:\n{listing}"
+            );
+            assert!(
+                !boot_file(&image, name).is_empty(),
+                "{board}: {name} is empty"
+            );
+        }
+        assert_eq!(
+            boot_file(&image, "vmlinuz"),
+            std::fs::read(built.join("vmlinuz")).unwrap()
+        );
+
+        let config = String::from_utf8(boot_file(&image, "config.txt")).unwrap();
+        let mut lines = vec![
+            "arm_64bit=1".to_string(),
+            "kernel=vmlinuz".into(),
+            "initramfs initramfs.img followkernel".into(),
+            "enable_uart=1".into(),
+            "upstream_kernel=1".into(),
+        ];
+        lines.extend(strings(
+            pi.get("config").unwrap_or(&toml::Value::Array(vec![])),
+        ));
+        for line in &lines {
+            assert!(
+                config.lines().any(|l| l == line),
+                "{board}: {line:?} not in config.txt:\n{config}"
+            );
+        }
+
+        // cmdline.txt: the board's console and words, the system
+        // partition by its PARTUUID.
+        let cmdline = String::from_utf8(boot_file(&image, "cmdline.txt")).unwrap();
+        let table = run(Command::new("sfdisk").arg("--json").arg(&image));
+        let table: serde_json::Value = serde_json::from_str(&table).unwrap();
+        let system = &table["partitiontable"]["partitions"][1];
+        assert_eq!(system["name"], "BRIG_SYSTEM");
+        let mut expected = vec![format!("console={}", spec["console"].as_str().unwrap())];
+        expected.extend(strings(&spec["cmdline"]));
+        expected.push(format!(
+            "brig.system=PARTUUID={}",
+            system["uuid"].as_str().unwrap()
+        ));
+        assert_eq!(cmdline.trim(), expected.join(" "), "{board}");
+
+        // The example the user edits (its validity: raspberry_pi.rs's tests).
+        let example = String::from_utf8(boot_file(&image, "user-data")).unwrap();
+        assert!(example.starts_with("#cloud-config\n"), "{example}");
+        assert!(example.contains("# ssh_authorized_keys:"), "{example}");
+
+        // The compressed copy is the same image.
+        let unpacked = Command::new("zstd")
+            .args(["-dc"])
+            .arg(built.join(format!("brig-{board}.img.zst")))
+            .output()
+            .unwrap();
+        assert!(unpacked.status.success());
+        assert!(
+            unpacked.stdout == std::fs::read(&image).unwrap(),
+            "{board}: the .img.zst is not the image"
+        );
+        println!(
+            "{board}: image {} MiB raw, {:.1} MiB compressed",
+            std::fs::metadata(&image).unwrap().len() >> 20,
+            std::fs::metadata(built.join(format!("brig-{board}.img.zst")))
+                .unwrap()
+                .len() as f64
+                / (1 << 20) as f64
+        );
+    }
+}
+
+/// A copy of the built card with the user's ssh key in its `user-data` (as
+/// the user edits it after flashing), booted; returns the guest once ready,
+/// with the key, known_hosts and the boot's figures.
+fn boot_card(board: &str, dir: &Path) -> (Guest, PathBuf, PathBuf, String) {
+    let built = built_as(board, "raw");
+    let card = dir.join("card.img");
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(built.join(format!("brig-{board}.img")))
+        .arg(&card));
+    let (key, public) = key_pair(dir, "key");
+    let user_data = dir.join("user-data");
+    std::fs::write(
+        &user_data,
+        format!("#cloud-config\nhostname: {board}-card\nssh_authorized_keys: ['{public}']\n"),
+    )
+    .unwrap();
+    let mut guest = Guest::boot_with(
+        board,
+        &built,
+        &[],
+        &[
+            &format!("--disk={}", card.display()),
+            "--user-data",
+            user_data.to_str().unwrap(),
+        ],
+    );
+    let started = Instant::now();
+    let serial = guest.wait_for("brig: ready", BOOT);
+    let figures = format!(
+        "{board}: `brig: ready` {:.0} s after QEMU started ({})",
+        started.elapsed().as_secs_f64(),
+        serial
+            .lines()
+            .find(|l| l.starts_with("brig: ready"))
+            .unwrap_or_default()
+    );
+    for said in [
+        "brig: system partition /dev/mmcblk0p2 mounted on /lib/brig",
+        "brig: state: making the state partition in /dev/mmcblk0's free space (702 MiB)",
+        "brig: state: /dev/mmcblk0p3 formatted (ext4, BRIG_STATE)",
+        "brig: state: /dev/mmcblk0p3 (BRIG_STATE, ext4) mounted at /var/lib/brig",
+        "brig: config: from /dev/mmcblk0p1 (boot partition BRIG_BOOT)",
+        "brig: system containers: 5",
+    ] {
+        assert!(
+            serial.contains(said),
+            "{said:?} not in:\n{}",
+            guest.console_report()
+        );
+    }
+    let known_hosts = dir.join("known_hosts");
+    (guest, key, known_hosts, figures)
+}
+
+/// What a user checks over ssh on a booted card.
+fn check_over_ssh(
+    guest: &Guest,
+    key: &Path,
+    known_hosts: &Path,
+    board: &str,
+    model: &str,
+    serial: &str,
+) {
+    let out = guest.ssh_ok(
+        "brig",
+        key,
+        known_hosts,
+        "hostname; tr -d '\\0' < /proc/device-tree/model; echo; \
+         cat /sys/class/tty/console/active; ps -eo args | grep '[a]getty' | sort; \
+         sudo brigctl ps",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("{board}-card"), "{out}");
+    assert!(lines[1].starts_with(model), "{out}");
+    // A login prompt on the screen (HDMI, tty1) and on the serial line.
+    assert_eq!(lines[2], format!("tty1 {serial}"), "{out}");
+    assert!(lines[3].contains(" tty1 linux"), "{out}");
+    assert!(lines[4].contains(&format!(" {serial} ")), "{out}");
+    for service in ["console", "network", "ntp", "syslog"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(service) && l.contains(" running ")),
+            "{service} not running:\n{out}"
+        );
+    }
+    let status = guest.ssh_ok("brig", key, known_hosts, "sudo brigctl status");
+    assert!(
+        status.contains("state    /dev/mmcblk0p3 at /var/lib/brig: "),
+        "{status}"
+    );
+}
+
+#[test]
+fn rpi3_card_boots_in_qemu_raspi3b_makes_its_state_partition_and_answers_ssh() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut guest, key, known_hosts, figures) = boot_card("rpi3", dir.path());
+    println!("{figures}");
+    // The serial console is the mini UART, as on the board.
+    check_over_ssh(
+        &guest,
+        &key,
+        &known_hosts,
+        "rpi3",
+        "Raspberry Pi 3 Model B",
+        "ttyS1",
+    );
+    guest.qmp("system_powerdown", serde_json::json!({}));
+    let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl poweroff");
+    guest.wait_exit(Duration::from_secs(120));
+}
+
+#[test]
+fn rpi4_card_boots_in_qemu_raspi4b_makes_its_state_partition_and_answers_ssh() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut guest, key, known_hosts, figures) = boot_card("rpi4", dir.path());
+    println!("{figures}");
+    // QEMU's raspi4b hangs on the mini UART: brig run's device tree copy
+    // turns it off and the PL011 stands in (qemu/raspi4b.toml).
+    check_over_ssh(
+        &guest,
+        &key,
+        &known_hosts,
+        "rpi4",
+        "Raspberry Pi 4 Model B",
+        "ttyAMA0",
+    );
+    let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl poweroff");
+    guest.wait_exit(Duration::from_secs(120));
+}
+
+/// A loop device over a sparse file of `size`, detached (and unmounted)
+/// when dropped.
+struct Loop {
+    device: String,
+    mounted: Option<PathBuf>,
+}
+
+impl Loop {
+    fn new(file: &Path, size: &str) -> Loop {
+        run(Command::new("truncate").args(["-s", size]).arg(file));
+        let device = run(Command::new("losetup")
+            .args(["--find", "--show", "--partscan"])
+            .arg(file));
+        Loop {
+            device: device.trim().to_string(),
+            mounted: None,
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        if let Some(point) = &self.mounted {
+            let _ = Command::new("umount").arg(point).status();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+/// `brig flash` with `args`: (success, stderr).
+fn flash(args: &[&str]) -> (bool, String) {
+    let output = brig(&[&["flash"], args].concat(), &[]);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn zeros_at_start(path: &Path) -> bool {
+    let mut start = vec![0u8; 1 << 20];
+    use std::io::Read;
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact(&mut start)
+        .unwrap();
+    start.iter().all(|&b| b == 0)
+}
+
+#[test]
+fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch() {
+    let built = built_as("rpi3", "raw");
+    let image = built.join("brig-rpi3.img");
+    let image_bytes = std::fs::read(&image).unwrap();
+    let out = built.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let user_data = dir.path().join("user-data");
+    std::fs::write(&user_data, "#cloud-config\nhostname: flashed\n").unwrap();
+
+    // Into an image file, with the user's user-data on the boot partition:
+    // everything else is the image's.
+    let card = dir.path().join("card.img");
+    let (ok, said) = flash(&[
+        "--board",
+        "rpi3",
+        "--out",
+        out,
+        "--device",
+        card.to_str().unwrap(),
+        "--user-data",
+        user_data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{said}");
+    for line in [
+        "writing: 1024 of 1024 MiB (100%)",
+        "verifying: 1024 of 1024 MiB (100%)",
+        "holds the image",
+        "user-data written onto the boot partition",
+    ] {
+        assert!(said.contains(line), "{line:?} not in:\n{said}");
+    }
+    assert_eq!(
+        boot_file(&card, "user-data"),
+        b"#cloud-config\nhostname: flashed\n"
+    );
+    let written = std::fs::read(&card).unwrap();
+    assert_eq!(written.len(), image_bytes.len());
+    let boot_end = 65 << 20; // the 64 MiB boot partition from 1 MiB
+    assert!(written[..1 << 20] == image_bytes[..1 << 20]);
+    assert!(written[boot_end..] == image_bytes[boot_end..]);
+
+    // Bad user data: placed problems, nothing written.
+    let bad = dir.path().join("bad-user-data");
+    std::fs::write(&bad, "#cloud-config\nhostname: [not, a, name]\n").unwrap();
+    let untouched = dir.path().join("untouched.img");
+    let (ok, said) = flash(&[
+        "--board",
+        "rpi3",
+        "--out",
+        out,
+        "--device",
+        untouched.to_str().unwrap(),
+        "--user-data",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(said.contains("bad-user-data:2:"), "{said}");
+    assert!(said.contains("nothing written"), "{said}");
+    assert!(!untouched.exists());
+
+    // A loop device is no removable disk: refused, left as it was.
+    let backing = dir.path().join("disk");
+    let mut disk = Loop::new(&backing, "2G");
+    let device = disk.device.clone();
+    let (ok, said) = flash(&["--board", "rpi3", "--out", out, "--device", &device]);
+    assert!(!ok);
+    let name = device.trim_start_matches("/dev/");
+    assert!(
+        said.contains(&format!(
+            "{name} is not a removable disk (not USB, not an SD card slot) (--force writes anyway)"
+        )),
+        "{said}"
+    );
+    assert!(zeros_at_start(&backing));
+
+    // Mounted: refused, naming where.
+    run(Command::new("mkfs.ext4").args(["-q", &device]));
+    let point = dir.path().join("mnt");
+    std::fs::create_dir(&point).unwrap();
+    run(Command::new("mount").arg(&device).arg(&point));
+    disk.mounted = Some(point.clone());
+    let (ok, said) = flash(&["--board", "rpi3", "--out", out, "--device", &device]);
+    assert!(!ok);
+    assert!(
+        said.contains(&format!(
+            "{name} is in use: {name} is mounted at {}",
+            point.display()
+        )),
+        "{said}"
+    );
+    run(Command::new("umount").arg(&point));
+    disk.mounted = None;
+
+    // Forced, from the compressed copy: written and verified.
+    let zst = built.join("brig-rpi3.img.zst");
+    let (ok, said) = flash(&[
+        "--device",
+        &device,
+        "--image",
+        zst.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(ok, "{said}");
+    assert!(said.contains("holds the image"), "{said}");
+    let on_disk = std::fs::read(&backing).unwrap();
+    assert!(on_disk[..image_bytes.len()] == image_bytes[..]);
+
+    // A partition, even forced: refused (the table just written shows
+    // them once the kernel rereads it).
+    run(Command::new("partx").args(["-u", &device]));
+    let partition = format!("{device}p1");
+    let (ok, said) = flash(&[
+        "--device",
+        &partition,
+        "--image",
+        image.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!ok);
+    assert!(
+        said.contains(&format!(
+            "{name}p1 is a partition: name the whole disk it is on"
+        )),
+        "{said}"
+    );
+    drop(disk);
+
+    // Too small, even forced.
+    let small = Loop::new(&dir.path().join("small"), "512M");
+    let (ok, said) = flash(&[
+        "--device",
+        &small.device,
+        "--image",
+        image.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!ok);
+    assert!(
+        said.contains("holds 512 MiB, the image needs 1024 MiB"),
+        "{said}"
+    );
+    assert!(zeros_at_start(&dir.path().join("small")));
+
+    // The disk this computer runs from: refused (never forced here).
+    let root = run(Command::new("findmnt").args(["-n", "-o", "SOURCE", "/"]));
+    let root = root.trim();
+    if root.starts_with("/dev/") {
+        let parent = run(Command::new("lsblk").args(["-n", "-d", "-o", "PKNAME", root]));
+        let disk = match parent.trim() {
+            "" => root.to_string(),
+            parent => format!("/dev/{parent}"),
+        };
+        let (ok, said) = flash(&["--device", &disk, "--image", image.to_str().unwrap()]);
+        assert!(!ok);
+        let disk_name = disk.trim_start_matches("/dev/");
+        assert!(
+            said.contains(&format!(
+                "{disk_name} holds this computer's root filesystem"
+            )),
+            "{said}"
+        );
+    } else {
+        println!(
+            "the root filesystem is on {root}, no block device: that refusal is not checked here"
+        );
+    }
+}
