@@ -288,6 +288,24 @@ impl NetworkConfig {
             let (wifis, errors) = crate::wifi::parse(value);
             parsed.config.wifis = wifis.into_iter().map(|w| w.interface).collect();
             parsed.errors.extend(errors);
+            // Its addresses are the network container's, as an ethernet's:
+            // it takes the link over once the radio has associated.
+            for id in parsed.config.wifis.clone() {
+                let mut addressing = value[&id].as_object().cloned().unwrap_or_default();
+                addressing.retain(|key, _| crate::wifi::ADDRESSING.contains(&key.as_str()));
+                match parse_device("ethernets", &id, addressing.into()) {
+                    Ok(device) => parsed.config.devices.push(device),
+                    Err((sub, problem)) => parsed.errors.push(ConfigError {
+                        key: [format!("wifis.{id}"), sub]
+                            .iter()
+                            .filter(|k| !k.is_empty())
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("."),
+                        problem,
+                    }),
+                }
+            }
         }
         for section in SECTIONS {
             let Some(entries) = map.get(section) else {
@@ -935,6 +953,21 @@ mod tests {
     }
 
     #[test]
+    fn a_wifi_links_addresses_are_the_network_containers() {
+        let p = NetworkConfig::parse(
+            "version: 2\nwifis:\n  wlan0:\n    dhcp4: true\n    regulatory-domain: DE\n    \
+             access-points:\n      home: {password: secret-passphrase}\n  wlan1:\n    \
+             addresses: [not-an-address]\n    access-points:\n      open: {}\n",
+        );
+        let device = p.config.device("wlan0").expect("wlan0 addressed");
+        assert!(device.settings.dhcp4, "{device:?}");
+        assert_eq!(p.config.wifis, ["wlan0", "wlan1"]);
+        assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+        assert!(p.errors[0].key.starts_with("wifis.wlan1"), "{:?}", p.errors);
+        assert!(p.config.device("wlan1").is_none());
+    }
+
+    #[test]
     fn cloud_init_full_example() {
         let p = example("cloud-init-full.yaml");
         assert_eq!(p.errors, vec![]);
@@ -942,7 +975,7 @@ mod tests {
         let ids: Vec<&str> = c.devices.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(
             ids,
-            ["id0", "lom", "switchports", "bond0", "br0", "en-intra"]
+            ["wlp1s0", "id0", "lom", "switchports", "bond0", "br0", "en-intra"]
         );
         assert_eq!(c.wifis, ["wlp1s0"]);
         let id0 = c.device("id0").unwrap();

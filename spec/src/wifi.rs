@@ -43,7 +43,7 @@ pub enum Security {
 
 /// Keys of a `wifis:` entry that are the network container's, not the
 /// radio's; accepted here without a word.
-const ADDRESSING: &[&str] = &[
+pub const ADDRESSING: &[&str] = &[
     "dhcp4",
     "dhcp6",
     "accept-ra",
