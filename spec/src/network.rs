@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 pub struct NetworkConfig {
     /// In document order within each section: ethernets, bonds, bridges, vlans.
     pub devices: Vec<Device>,
-    /// Ids under `wifis:` (configured by the wifi container, issue 9); known
-    /// here so that bridges and bonds may name them.
-    pub wifis: Vec<String>,
+    /// The radio's part of each `wifis:` entry, for the wifi container
+    /// (its addresses are among `devices`); bridges and bonds may name them.
+    pub wifis: Vec<crate::wifi::Wifi>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,11 +286,17 @@ impl NetworkConfig {
             // The radio's part is the wifi container's; its mistakes are
             // reported here too, with the rest of the config's.
             let (wifis, errors) = crate::wifi::parse(value);
-            parsed.config.wifis = wifis.into_iter().map(|w| w.interface).collect();
+            parsed.config.wifis = wifis;
             parsed.errors.extend(errors);
             // Its addresses are the network container's, as an ethernet's:
             // it takes the link over once the radio has associated.
-            for id in parsed.config.wifis.clone() {
+            let ids: Vec<String> = parsed
+                .config
+                .wifis
+                .iter()
+                .map(|w| w.interface.clone())
+                .collect();
+            for id in ids {
                 let mut addressing = value[&id].as_object().cloned().unwrap_or_default();
                 addressing.retain(|key, _| crate::wifi::ADDRESSING.contains(&key.as_str()));
                 match parse_device("ethernets", &id, addressing.into()) {
@@ -346,7 +352,7 @@ impl NetworkConfig {
     fn check_references(&mut self, errors: &mut Vec<ConfigError>) {
         loop {
             let ids: BTreeSet<String> = (self.devices.iter().map(|d| d.id.clone()))
-                .chain(self.wifis.iter().cloned())
+                .chain(self.wifis.iter().map(|w| w.interface.clone()))
                 .collect();
             let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
             let mut bad = None;
@@ -961,7 +967,13 @@ mod tests {
         );
         let device = p.config.device("wlan0").expect("wlan0 addressed");
         assert!(device.settings.dhcp4, "{device:?}");
-        assert_eq!(p.config.wifis, ["wlan0", "wlan1"]);
+        let radios: Vec<&str> = p
+            .config
+            .wifis
+            .iter()
+            .map(|w| w.interface.as_str())
+            .collect();
+        assert_eq!(radios, ["wlan0", "wlan1"]);
         assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
         assert!(p.errors[0].key.starts_with("wifis.wlan1"), "{:?}", p.errors);
         assert!(p.config.device("wlan1").is_none());
@@ -975,9 +987,18 @@ mod tests {
         let ids: Vec<&str> = c.devices.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(
             ids,
-            ["wlp1s0", "id0", "lom", "switchports", "bond0", "br0", "en-intra"]
+            [
+                "wlp1s0",
+                "id0",
+                "lom",
+                "switchports",
+                "bond0",
+                "br0",
+                "en-intra"
+            ]
         );
-        assert_eq!(c.wifis, ["wlp1s0"]);
+        assert_eq!(c.wifis.len(), 1);
+        assert_eq!(c.wifis[0].interface, "wlp1s0");
         let id0 = c.device("id0").unwrap();
         assert_eq!(
             id0.kind,
