@@ -85,8 +85,11 @@ pub fn build(
     let requirements = load_fragments(source, board)?;
     let mut service_dirs = vec![source.join("system-containers")];
     service_dirs.extend(selection.extra_dirs.iter().cloned());
-    let (services, dependents) =
-        containers::leave_out(containers::discover(&service_dirs)?, &selection.without)?;
+    let for_board = containers::discover(&service_dirs)?
+        .into_iter()
+        .filter(|s| s.spec.boards.is_empty() || s.spec.boards.contains(&board.name))
+        .collect();
+    let (services, dependents) = containers::leave_out(for_board, &selection.without)?;
     for name in dependents {
         step(&format!(
             "leaving out {name} too: it depends on a service left out"

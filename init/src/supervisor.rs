@@ -548,6 +548,7 @@ fn placeholder_spec() -> ServiceSpec {
         name: String::new(),
         description: String::new(),
         enabled: true,
+        boards: Vec::new(),
         rootfs: Default::default(),
         command: Vec::new(),
         env: Default::default(),

@@ -17,6 +17,9 @@ pub struct ServiceSpec {
     /// Whether the image starts it at boot.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The boards whose images it goes into (`rpi4`); empty: every board.
+    #[serde(default)]
+    pub boards: Vec<String>,
     pub rootfs: Rootfs,
     /// Program and arguments; the program is an absolute path in the rootfs.
     pub command: Vec<String>,
