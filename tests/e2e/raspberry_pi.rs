@@ -167,7 +167,7 @@ fn pi_cards_hold_what_their_board_files_name() {
 /// A copy of the built card with the user's ssh key in its `user-data` (as
 /// the user edits it after flashing), booted; returns the guest once ready,
 /// with the key, known_hosts and the boot's figures.
-fn boot_card(board: &str, dir: &Path) -> (Guest, PathBuf, PathBuf, String) {
+fn boot_card(board: &str, dir: &Path, extra: &str) -> (Guest, PathBuf, PathBuf, String) {
     let built = built_as(board, "raw");
     let card = dir.join("card.img");
     run(Command::new("cp")
@@ -178,7 +178,9 @@ fn boot_card(board: &str, dir: &Path) -> (Guest, PathBuf, PathBuf, String) {
     let user_data = dir.join("user-data");
     std::fs::write(
         &user_data,
-        format!("#cloud-config\nhostname: {board}-card\nssh_authorized_keys: ['{public}']\n"),
+        format!(
+            "#cloud-config\nhostname: {board}-card\nssh_authorized_keys: ['{public}']\n{extra}"
+        ),
     )
     .unwrap();
     let mut guest = Guest::boot_with(
@@ -207,7 +209,7 @@ fn boot_card(board: &str, dir: &Path) -> (Guest, PathBuf, PathBuf, String) {
         "brig: state: /dev/mmcblk0p3 formatted (ext4, BRIG_STATE)",
         "brig: state: /dev/mmcblk0p3 (BRIG_STATE, ext4) mounted at /var/lib/brig",
         "brig: config: from /dev/mmcblk0p1 (boot partition BRIG_BOOT)",
-        "brig: system containers: 5",
+        "brig: system containers: 6",
     ] {
         assert!(
             serial.contains(said),
@@ -255,6 +257,13 @@ fn check_over_ssh(
             "{service} not running:\n{out}"
         );
     }
+    // Running with wifis: in the config (waiting for the radio), else done.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("wifi ") && (l.contains(" running ") || l.contains(" done "))),
+        "{out}"
+    );
     let status = guest.ssh_ok("brig", key, known_hosts, "sudo brigctl status");
     assert!(
         status.contains("state    /dev/mmcblk0p3 at /var/lib/brig: "),
@@ -265,18 +274,23 @@ fn check_over_ssh(
 #[test]
 fn rpi3_card_boots_in_qemu_raspi3b_makes_its_state_partition_and_answers_ssh() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut guest, key, known_hosts, figures) = boot_card("rpi3", dir.path());
+    // Wi-Fi as a user writes it: the wifi container runs wpa_supplicant
+    // with it once wlan0 exists (no radio in QEMU: it waits for it).
+    let wifi = "network:\n  version: 2\n  ethernets:\n    eth0: {dhcp4: true}\n  wifis:\n    \
+                wlan0:\n      dhcp4: true\n      regulatory-domain: DE\n      access-points:\n        \
+                home: {password: correct-horse}\n        office: {password: short}\n";
+    let (mut guest, key, known_hosts, figures) = boot_card("rpi3", dir.path(), wifi);
     println!("{figures}");
     // The serial console is the mini UART, as on the board.
-    check_over_ssh(
-        &guest,
-        &key,
-        &known_hosts,
-        "rpi3",
-        "Raspberry Pi 3 Model B",
-        "ttyS1",
-    );
-    guest.qmp("system_powerdown", serde_json::json!({}));
+    let model = "Raspberry Pi 3 Model B";
+    check_over_ssh(&guest, &key, &known_hosts, "rpi3", model, "ttyS1");
+    let logs = guest.ssh_ok("brig", &key, &known_hosts, "sudo brigctl logs wifi");
+    for said in [
+        "wifi: error: network config: wifis.wlan0.access-points.office.password: ",
+        "wifi: waiting for wlan0 (no Wi-Fi chip, or its driver has no firmware yet)",
+    ] {
+        assert!(logs.contains(said), "{said:?} not in:\n{logs}");
+    }
     let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl poweroff");
     guest.wait_exit(Duration::from_secs(120));
 }
@@ -284,17 +298,16 @@ fn rpi3_card_boots_in_qemu_raspi3b_makes_its_state_partition_and_answers_ssh() {
 #[test]
 fn rpi4_card_boots_in_qemu_raspi4b_makes_its_state_partition_and_answers_ssh() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut guest, key, known_hosts, figures) = boot_card("rpi4", dir.path());
+    let (mut guest, key, known_hosts, figures) = boot_card("rpi4", dir.path(), "");
     println!("{figures}");
     // QEMU's raspi4b hangs on the mini UART: brig run's device tree copy
     // turns it off and the PL011 stands in (qemu/raspi4b.toml).
-    check_over_ssh(
-        &guest,
-        &key,
-        &known_hosts,
-        "rpi4",
-        "Raspberry Pi 4 Model B",
-        "ttyAMA0",
+    let model = "Raspberry Pi 4 Model B";
+    check_over_ssh(&guest, &key, &known_hosts, "rpi4", model, "ttyAMA0");
+    let logs = guest.ssh_ok("brig", &key, &known_hosts, "sudo brigctl logs wifi");
+    assert!(
+        logs.contains("wifi: no wifis: with access points in the network config: nothing to do"),
+        "{logs}"
     );
     let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl poweroff");
     guest.wait_exit(Duration::from_secs(120));
