@@ -110,6 +110,11 @@ pub struct RaspberryPi {
     /// Further `config.txt` lines, after Brig's own.
     #[serde(default)]
     pub config: Vec<String>,
+    /// Files of Debian's firmware-brcm80211 (paths under /usr/lib/firmware)
+    /// for the models' Wi-Fi chips: the kernel loads them from the image's
+    /// /lib/firmware when the driver probes.
+    #[serde(default)]
+    pub wifi_firmware: Vec<String>,
 }
 
 fn default_format() -> crate::disk::Format {

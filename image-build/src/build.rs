@@ -177,6 +177,20 @@ pub fn build(
         0o644,
         kernel_modules::modules_alias(&modules).into_bytes(),
     );
+    if let Some(pi) = board
+        .raspberry_pi
+        .as_ref()
+        .filter(|pi| !pi.wifi_firmware.is_empty())
+    {
+        let dir = debian::wifi_firmware(&cache, board, &pi.wifi_firmware, refresh)?;
+        for file in &pi.wifi_firmware {
+            // Debian links some to others (brcm/ to cypress/): their contents.
+            let path = dir.join(file);
+            let data =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            image.file(&format!("/lib/firmware/{file}"), 0o644, data);
+        }
+    }
     image.file(
         "/etc/brig/board",
         0o644,

@@ -245,29 +245,67 @@ pub fn raspi_firmware(
     files: &[String],
     refresh: bool,
 ) -> Result<PathBuf> {
-    const PACKAGE: &str = "raspi-firmware";
+    firmware(
+        cache,
+        board,
+        "raspi-firmware",
+        "/usr/lib/raspi-firmware",
+        files,
+        refresh,
+    )
+}
+
+/// Debian's `firmware-brcm80211` (`/usr/lib/firmware/`: the Broadcom and
+/// Cypress Wi-Fi chips' firmware, the Pis' among them), as `raspi_firmware`.
+pub fn wifi_firmware(
+    cache: &Path,
+    board: &Board,
+    files: &[String],
+    refresh: bool,
+) -> Result<PathBuf> {
+    firmware(
+        cache,
+        board,
+        "firmware-brcm80211",
+        "/usr/lib/firmware",
+        files,
+        refresh,
+    )
+}
+
+/// A firmware package's directory `dir`, with `files` in it (what a board
+/// needs of it): from the cache, or fetched when absent or `refresh`.
+fn firmware(
+    cache: &Path,
+    board: &Board,
+    package: &str,
+    dir: &str,
+    files: &[String],
+    refresh: bool,
+) -> Result<PathBuf> {
     let entry = cache
         .join("firmware")
-        .join(format!("{}-{PACKAGE}", board.suite));
-    let dir = |entry: &Path| entry.join("raspi-firmware");
+        .join(format!("{}-{package}", board.suite));
+    let name = "files";
     let complete = |entry: &Path| -> Result<()> {
         for file in files {
-            let path = dir(entry).join(file);
+            let path = entry.join(name).join(file);
             if !path.is_file() {
-                bail!("{PACKAGE} has no {}", path.display());
+                bail!("{package} has no {}", path.display());
             }
         }
         Ok(())
     };
+    let debs = format!("{package}*.deb");
     let fetch = Fetch {
         what: "firmware",
-        package: PACKAGE,
-        dirs: &[("/usr/lib/raspi-firmware", "raspi-firmware")],
+        package,
+        dirs: &[(dir, name)],
         hooks: &[],
-        debs: "raspi-firmware*.deb",
+        debs: &debs,
     };
     cached(&entry, board, &fetch, complete, refresh)?;
-    Ok(dir(&entry))
+    Ok(entry.join(name))
 }
 
 fn load(entry: &Path) -> Result<Kernel> {

@@ -264,6 +264,19 @@ fn check_over_ssh(
             .any(|l| l.starts_with("wifi ") && (l.contains(" running ") || l.contains(" done "))),
         "{out}"
     );
+    // The Wi-Fi chip's firmware, where the kernel looks (PID 1's root).
+    let firmware = guest.ssh_ok(
+        "brig",
+        key,
+        known_hosts,
+        "sudo ls /proc/1/root/lib/firmware/brcm",
+    );
+    for file in ["brcmfmac43455-sdio.bin", "brcmfmac43455-sdio.clm_blob"] {
+        assert!(
+            firmware.lines().any(|l| l == file),
+            "{file} not in:\n{firmware}"
+        );
+    }
     let status = guest.ssh_ok("brig", key, known_hosts, "sudo brigctl status");
     assert!(
         status.contains("state    /dev/mmcblk0p3 at /var/lib/brig: "),
