@@ -181,10 +181,8 @@ pub struct QemuProfile {
     pub cpu_tcg: String,
     pub memory: String,
     pub smp: u32,
-    /// Network card model; user networking is attached to it. None: the
-    /// machine has no network QEMU can give it (then no ssh).
-    #[serde(default)]
-    pub nic: Option<String>,
+    /// Network card model; user networking is attached to it.
+    pub nic: String,
     /// Which of the machine's serial ports is the board's console (the
     /// Pi's mini UART is QEMU's second).
     #[serde(default)]

@@ -221,8 +221,7 @@ pub fn arguments(
         }
     }
     // User networking; ssh reachable on the host's loopback only.
-    let nics = if profile.nic.is_some() { opts.nics } else { 0 };
-    for n in 0..nics {
+    for n in 0..opts.nics {
         let forward = if n == 0 {
             let mut text = format!(",hostfwd=tcp:127.0.0.1:{}-:22", opts.ssh_port);
             for option in &opts.user_net {
@@ -240,7 +239,7 @@ pub fn arguments(
             "-device".into(),
             format!(
                 "{},netdev=net{n},mac=52:54:00:12:34:{:02x}",
-                profile.nic.as_deref().unwrap_or_default(),
+                profile.nic,
                 0x56 + n
             ),
         ]);
@@ -313,7 +312,7 @@ pub fn run(
         if !disk.is_file() {
             bail!("no disk image {}", disk.display());
         }
-    } else if board.raspberry_pi.is_some() {
+    } else if profile.raspberry_pi.is_some() {
         bail!(
             "{} has no card image: run `brig build --board {}` first",
             artifacts.display(),
@@ -331,12 +330,9 @@ pub fn run(
             }
         }
     }
-    let boot = match disk {
-        Some(card) if profile.raspberry_pi.is_some() => {
-            let machine = profile.raspberry_pi.as_ref().expect("checked");
-            raspberry_pi_boot(card, machine, artifacts)?
-        }
-        Some(disk) if !opts.kernel_boot => {
+    let boot = match (disk, &profile.raspberry_pi) {
+        (Some(card), Some(machine)) => raspberry_pi_boot(card, machine, artifacts)?,
+        (Some(disk), None) if !opts.kernel_boot => {
             let uefi = profile.uefi.as_ref().with_context(|| {
                 format!(
                     "the QEMU profile {} has no UEFI firmware to boot a disk image; use --kernel-boot",
@@ -353,7 +349,7 @@ pub fn run(
             })?;
             Boot::Uefi { disk, vars }
         }
-        disk => Boot::Kernel {
+        (disk, _) => Boot::Kernel {
             // What the build wrote (it names the system partition), else the board's.
             cmdline: std::fs::read_to_string(artifacts.join("cmdline"))
                 .map(|c| c.trim().to_string())
@@ -413,12 +409,6 @@ pub fn run(
             let seed = crate::seed::make(artifacts, &files)?;
             step(&format!("NoCloud seed {}", seed.display()));
         }
-    }
-    if profile.nic.is_none() {
-        step(&format!(
-            "note: QEMU's {} has no network card to give the guest: no ssh",
-            profile.machine
-        ));
     }
     if matches!(boot, Boot::Uefi { .. }) && !opts.append.is_empty() {
         step("note: --append applies to kernel boots (--kernel-boot); a disk image boots with the command line of its loader entry (loader/entries/brig.conf on BRIG_BOOT)");
@@ -673,6 +663,67 @@ mod tests {
             .position(|a| a == flag)
             .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
         &args[i + 1]
+    }
+
+    #[test]
+    fn a_pi_card_boots_its_own_kernel_and_device_tree_with_the_card_as_sd() {
+        let profile = QemuProfile::load(repo(), "raspi3b").unwrap();
+        let boot = Boot::RaspberryPi {
+            card: "/c/card.img".into(),
+            files: "/o/boot".into(),
+            device_tree: "bcm2837-rpi-3-b.dtb".into(),
+            cmdline: "console=tty1 console=ttyS1,115200".into(),
+        };
+        let opts = RunOptions {
+            headless: true,
+            user_data: Some("user-data.yaml".into()),
+            append: vec!["loglevel=4".into()],
+            ..options()
+        };
+        let args = arguments(&profile, Path::new("/o"), &opts, false, &boot);
+        assert_eq!(value_of(&args, "-kernel"), "/o/boot/vmlinuz");
+        assert_eq!(value_of(&args, "-initrd"), "/o/boot/initramfs.img");
+        assert_eq!(value_of(&args, "-dtb"), "/o/boot/bcm2837-rpi-3-b.dtb");
+        assert_eq!(
+            value_of(&args, "-append"),
+            "console=tty1 console=ttyS1,115200 loglevel=4"
+        );
+        // The card is the SD card, and the only drive: user data goes onto it.
+        let drives: Vec<&String> = args
+            .windows(2)
+            .filter(|w| w[0] == "-drive")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(drives, ["file=/c/card.img,format=raw,if=sd"]);
+        // The mini UART is the second port: the first is left unconnected.
+        let serials: Vec<&String> = args
+            .windows(2)
+            .filter(|w| w[0] == "-serial")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(serials, ["null", "chardev:console"]);
+        assert!(value_of(&args, "-device").starts_with("usb-net,netdev=net0"));
+    }
+
+    #[test]
+    fn a_serial_console_qemu_cannot_run_is_replaced_on_the_command_line() {
+        let raspi4b = QemuProfile::load(repo(), "raspi4b").unwrap();
+        let machine = raspi4b.raspberry_pi.unwrap();
+        assert_eq!(
+            qemu_cmdline(
+                "console=tty1 console=ttyS1,115200 panic=10 brig.system=PARTUUID=X\n",
+                &machine
+            ),
+            "console=tty1 console=ttyAMA0,115200 panic=10 brig.system=PARTUUID=X"
+        );
+        let raspi3b = QemuProfile::load(repo(), "raspi3b").unwrap();
+        assert_eq!(
+            qemu_cmdline(
+                "console=tty1 console=ttyS1,115200",
+                &raspi3b.raspberry_pi.unwrap()
+            ),
+            "console=tty1 console=ttyS1,115200"
+        );
     }
 
     #[test]
