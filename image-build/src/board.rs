@@ -252,6 +252,12 @@ mod tests {
             boards.contains(&"qemu-x86_64".to_string())
                 && boards.contains(&"qemu-aarch64".to_string())
         );
+        // Every profile, also those no board names (`brig run --machine`).
+        for entry in std::fs::read_dir(repo().join("qemu")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy();
+            QemuProfile::load(repo(), &name).unwrap();
+        }
         for name in boards {
             let board = Board::load(repo(), &name).unwrap();
             QemuProfile::load(repo(), &board.qemu_profile).unwrap();

@@ -80,6 +80,10 @@ pub struct RunOptions {
     /// with the disk image attached if the build made one.
     #[arg(long)]
     pub kernel_boot: bool,
+    /// Another QEMU profile (`qemu/<NAME>.toml`) than the board's: e.g.
+    /// `raspi3ap`, the Pi 3 A+ with 512 MiB, for an rpi3 card.
+    #[arg(long, value_name = "NAME")]
+    pub machine: Option<String>,
 }
 
 /// How the guest boots.
@@ -305,7 +309,8 @@ pub fn run(
     artifacts: &Path,
     opts: &RunOptions,
 ) -> Result<ExitStatus> {
-    let profile = QemuProfile::load(source, &board.qemu_profile)?;
+    let profile_name = opts.machine.as_ref().unwrap_or(&board.qemu_profile);
+    let profile = QemuProfile::load(source, profile_name)?;
     let qemu = host_tools::require(&profile.binary, &profile.package)?;
     let disk = opts.disk.clone().or_else(|| built_disk(artifacts));
     if let Some(disk) = &disk {
@@ -335,8 +340,7 @@ pub fn run(
         (Some(disk), None) if !opts.kernel_boot => {
             let uefi = profile.uefi.as_ref().with_context(|| {
                 format!(
-                    "the QEMU profile {} has no UEFI firmware to boot a disk image; use --kernel-boot",
-                    board.qemu_profile
+                    "the QEMU profile {profile_name} has no UEFI firmware to boot a disk image; use --kernel-boot"
                 )
             })?;
             host_tools::require(&uefi.code, &uefi.package)?;
@@ -644,6 +648,7 @@ mod tests {
             network_config: None,
             disk: None,
             kernel_boot: false,
+            machine: None,
         }
     }
 
