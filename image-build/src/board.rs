@@ -102,7 +102,8 @@ pub struct Board {
 #[serde(deny_unknown_fields)]
 pub struct RaspberryPi {
     /// Files of Debian's raspi-firmware (`/usr/lib/raspi-firmware/`) the
-    /// models need: the GPU firmware that loads the kernel.
+    /// models need: the GPU firmware that loads the kernel, and overlays
+    /// (`overlays/NAME.dtbo`, kept in that directory).
     pub firmware: Vec<String>,
     /// Device trees of the kernel package (`broadcom/bcm2711-rpi-4-b.dtb`);
     /// the firmware picks the model's by name.

@@ -66,6 +66,7 @@ fn pi_cards_hold_what_their_board_files_name() {
         assert_eq!(u32::from_le_bytes(entry(1)[8..12].try_into().unwrap()), 1);
 
         let listing = run(Command::new("mdir").args([
+            "-/",
             "-b",
             "-i",
             &format!("{}@@{}", image.display(), boot_offset(&image)),
