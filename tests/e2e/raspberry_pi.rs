@@ -165,6 +165,11 @@ fn pi_cards_hold_what_their_board_files_name() {
     }
 }
 
+/// One Pi guest at a time: each has four TCG vCPUs, and under more load
+/// than that QEMU's USB host model (the guest's network) can miss the
+/// device's connection.
+static ONE_PI_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A copy of the built card with the user's ssh key in its `user-data` (as
 /// the user edits it after flashing), booted; returns the guest once ready,
 /// with the key, known_hosts and the boot's figures.
@@ -287,6 +292,7 @@ fn check_over_ssh(
 
 #[test]
 fn rpi3_card_boots_in_qemu_raspi3b_makes_its_state_partition_and_answers_ssh() {
+    let _one = ONE_PI_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     // Wi-Fi as a user writes it: the wifi container runs wpa_supplicant
     // with it once wlan0 exists (no radio in QEMU: it waits for it).
@@ -311,6 +317,7 @@ fn rpi3_card_boots_in_qemu_raspi3b_makes_its_state_partition_and_answers_ssh() {
 
 #[test]
 fn rpi4_card_boots_in_qemu_raspi4b_makes_its_state_partition_and_answers_ssh() {
+    let _one = ONE_PI_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (mut guest, key, known_hosts, figures) = boot_card("rpi4", dir.path(), "");
     println!("{figures}");
