@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use brig_spec::service::ServiceSpec;
 use serde_json::json;
 
 use crate::guest::{brig, source_dir, Guest};
@@ -173,14 +174,20 @@ fn services_run_as_containers(board: &str) {
         .find(|s| s["name"] == "ticker")
         .unwrap();
     assert!(ticker["memory_bytes"].as_u64().unwrap() > 0, "{ticker}");
-    // 10 built services, the system containers (the image is built
-    // `--without docker`, which leaves swarm out too), plus the corrupt
-    // image and the malformed spec.
+    // 10 built services, the system containers made for this board (the
+    // image is built `--without docker`, which leaves swarm out too), plus
+    // the corrupt image and the malformed spec.
     let system_containers = std::fs::read_dir(source_dir().join("system-containers"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.join("service.toml").exists())
         .filter(|p| !p.ends_with("docker") && !p.ends_with("swarm"))
+        .filter_map(|p| {
+            let file = p.join("service.toml");
+            let text = std::fs::read_to_string(&file).ok()?;
+            let name = p.file_name().unwrap().to_str().unwrap();
+            Some(ServiceSpec::parse(name, file.to_str().unwrap(), &text).unwrap())
+        })
+        .filter(|spec| spec.boards.is_empty() || spec.boards.iter().any(|b| b == board))
         .count();
     assert_eq!(
         json["services"].as_array().unwrap().len(),
