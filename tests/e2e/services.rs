@@ -92,7 +92,10 @@ fn services_run_as_containers(board: &str) {
     add_broken_services(out.path());
 
     let mut guest = Guest::boot(board, out.path(), &["brig.service_output=console"]);
-    let serial = guest.wait_for("brig: [operator] OPERATOR-DONE", Duration::from_secs(300));
+    guest.wait_for("brig: [operator] OPERATOR-DONE", Duration::from_secs(300));
+    // The operator can finish before the console's sshd is ready (its host
+    // keys are made on a slow, busy CI machine), and so before `brig: ready`.
+    let serial = guest.wait_for("brig: ready", Duration::from_secs(300));
     let line = |service: &str, starts: &str| {
         said(&serial, service, starts)
             .unwrap_or_else(|| panic!("no [{service}] {starts}… on the console:\n{serial}"))
