@@ -1,5 +1,6 @@
 //! `brig`: builds Brig images and boots them in QEMU.
 
+mod bench;
 mod board;
 mod boot_partition;
 mod build;
@@ -105,6 +106,13 @@ enum Commands {
         #[command(flatten)]
         options: flash::FlashOptions,
     },
+    /// Measure Brig against plain Debian (systemd, OpenSSH) on the same
+    /// kernel: boot to ssh, memory, image sizes, container start
+    /// (docs/benchmarks.md).
+    Bench {
+        #[command(flatten)]
+        options: bench::BenchOptions,
+    },
     /// List the boards.
     Boards,
 }
@@ -187,6 +195,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let board = Board::load(&source, &board)?;
             let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
             flash::flash(&options, qemu::built_disk(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Bench { options } => {
+            bench::bench(&source, &options)?;
             Ok(ExitCode::SUCCESS)
         }
         Commands::Boards => {

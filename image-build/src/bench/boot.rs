@@ -1,0 +1,235 @@
+//! One measured boot: `brig run` starts QEMU; the time runs until
+//! `ssh brig@… true` succeeds. ssh is tried only once QEMU's capture of
+//! the network shows the guest's DHCP ACK: before it has an address, a
+//! connection through QEMU's user network waits and arrives late, which
+//! would measure QEMU rather than the guest.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::figures::{self, Memory};
+
+/// A system to boot: `brig run` arguments besides the common ones.
+pub struct System {
+    /// For file names and progress lines.
+    pub name: String,
+    /// For the results.
+    pub label: String,
+    pub artifacts: PathBuf,
+    pub run_args: Vec<String>,
+}
+
+/// What one boot measured.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub to_ssh: Duration,
+    pub memory: Memory,
+    pub pid1_name: String,
+    pub pid1_resident_kib: u64,
+    /// Brig only: PID 1's start to `brig: ready`, from its boot log.
+    pub pid1_to_ready: Option<Duration>,
+    /// How QEMU ran (from `brig run`'s own line): KVM or TCG.
+    pub accel: String,
+}
+
+pub struct Ssh<'a> {
+    pub key: &'a Path,
+    pub port: u16,
+}
+
+impl Ssh<'_> {
+    fn command(&self, remote: &str) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .arg("-i")
+            .arg(self.key)
+            .args(["-p", &self.port.to_string()])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=10",
+                "brig@127.0.0.1",
+                remote,
+            ])
+            .stdin(Stdio::null());
+        command
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Boots `system` once with `brig` (this program) and measures it.
+pub fn measure(
+    brig: &Path,
+    source: &Path,
+    system: &System,
+    ssh: &Ssh,
+    work: &Path,
+) -> Result<Sample> {
+    let serial = work.join(format!("{}-serial.log", system.name));
+    let capture = work.join(format!("{}-net0.pcap", system.name));
+    let qmp = work.join(format!("{}-qmp.sock", system.name));
+    for file in [&serial, &capture, &qmp] {
+        let _ = std::fs::remove_file(file);
+    }
+    let run_log = work.join(format!("{}-brig-run.log", system.name));
+    let mut command = Command::new(brig);
+    command
+        .arg("--source")
+        .arg(source)
+        .args(["run", "--board", "qemu-x86_64", "--out"])
+        .arg(&system.artifacts)
+        .args(["--headless", "--ssh-port", &ssh.port.to_string()])
+        .arg("--serial-log")
+        .arg(&serial)
+        .arg("--qmp")
+        .arg(&qmp)
+        .args(&system.run_args)
+        .arg("--qemu-arg=-object")
+        .arg(format!(
+            "--qemu-arg=filter-dump,id=bench,netdev=net0,file={}",
+            capture.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(&run_log)
+                .with_context(|| format!("creating {}", run_log.display()))?,
+        );
+    let start = Instant::now();
+    let mut child = command.spawn().context("starting brig run")?;
+    let result = wait_for_ssh(&mut child, start, &capture, ssh, &run_log);
+    let sample = result.and_then(|to_ssh| {
+        let report = ssh_output(ssh, "cat /proc/meminfo; echo PID1; cat /proc/1/status")?;
+        let (meminfo, status) = report
+            .split_once("PID1\n")
+            .context("the guest's report has no PID 1 part")?;
+        let serial_text = std::fs::read_to_string(&serial).unwrap_or_default();
+        let run_text = std::fs::read_to_string(&run_log).unwrap_or_default();
+        Ok(Sample {
+            to_ssh,
+            memory: figures::memory(meminfo)
+                .with_context(|| format!("reading the guest's /proc/meminfo:\n{meminfo}"))?,
+            pid1_name: status
+                .lines()
+                .find_map(|l| l.strip_prefix("Name:"))
+                .unwrap_or("?")
+                .trim()
+                .to_string(),
+            pid1_resident_kib: figures::resident_kib(status)
+                .context("no VmRSS in the guest's /proc/1/status")?,
+            pid1_to_ready: figures::pid1_to_ready(&serial_text),
+            accel: if run_text.contains("(KVM)") {
+                "KVM"
+            } else {
+                "TCG"
+            }
+            .to_string(),
+        })
+    });
+    quit(&mut child, &qmp);
+    sample.with_context(|| {
+        format!(
+            "booting {} (serial log {}, brig run's output {})",
+            system.name,
+            serial.display(),
+            run_log.display()
+        )
+    })
+}
+
+fn wait_for_ssh(
+    child: &mut Child,
+    start: Instant,
+    capture: &Path,
+    ssh: &Ssh,
+    run_log: &Path,
+) -> Result<Duration> {
+    let exited = |child: &mut Child| -> Result<()> {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "brig run ended ({status}) before ssh answered: {}",
+                std::fs::read_to_string(run_log).unwrap_or_default().trim()
+            );
+        }
+        Ok(())
+    };
+    while !std::fs::read(capture).is_ok_and(|pcap| figures::has_dhcp_ack(&pcap)) {
+        exited(child)?;
+        if start.elapsed() > TIMEOUT {
+            bail!("no DHCP ACK within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    loop {
+        exited(child)?;
+        let status = ssh
+            .command("true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > TIMEOUT {
+            bail!("ssh did not answer within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ssh_output(ssh: &Ssh, remote: &str) -> Result<String> {
+    let output = ssh.command(remote).output().context("running ssh")?;
+    if !output.status.success() {
+        bail!(
+            "ssh {remote:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Ends QEMU through its QMP socket (so `brig run` cleans up after it),
+/// killing `brig run` and QEMU only if that fails.
+fn quit(child: &mut Child, qmp: &Path) {
+    let asked = (|| -> std::io::Result<()> {
+        let stream = UnixStream::connect(qmp)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?; // the greeting
+        let mut writer = stream;
+        writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+        line.clear();
+        reader.read_line(&mut line)?;
+        writer.write_all(b"{\"execute\":\"quit\"}\n")?;
+        Ok(())
+    })();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while asked.is_ok() && Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // QEMU is brig run's child: the QMP socket's path names it.
+    let _ = Command::new("pkill")
+        .arg("-f")
+        .arg(format!("unix:{}", qmp.display()))
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,271 @@
+//! The pure part of `brig bench`: reading what a guest showed (a packet
+//! capture, /proc/meminfo, the boot log) into figures, and the figures'
+//! summaries. No I/O here, so all of it is unit tested.
+
+use std::time::Duration;
+
+/// Minimum, median and maximum of some samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(samples: &[f64]) -> Option<Spread> {
+        let mut sorted: Vec<f64> = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        if n == 0 {
+            return None;
+        }
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Some(Spread {
+            min: sorted[0],
+            median,
+            max: sorted[n - 1],
+        })
+    }
+}
+
+/// Whether a pcap capture (QEMU's `filter-dump`, Ethernet frames) holds a
+/// DHCP ACK: the guest has its address, and ssh can be tried without its
+/// SYN waiting in QEMU's user network for an address to be delivered to.
+pub fn has_dhcp_ack(pcap: &[u8]) -> bool {
+    const GLOBAL_HEADER: usize = 24;
+    const RECORD_HEADER: usize = 16;
+    let mut at = GLOBAL_HEADER;
+    while at + RECORD_HEADER <= pcap.len() {
+        let captured = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let start = at + RECORD_HEADER;
+        let Some(frame) = pcap.get(start..start + captured) else {
+            return false; // still being written
+        };
+        if is_dhcp_ack(frame) {
+            return true;
+        }
+        at = start + captured;
+    }
+    false
+}
+
+fn is_dhcp_ack(frame: &[u8]) -> bool {
+    // Ethernet II carrying IPv4, then UDP from port 67 to port 68.
+    if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
+        return false;
+    }
+    let ip = &frame[14..];
+    let header = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ip[9] != 17 || ip.len() < header + 8 {
+        return false;
+    }
+    let udp = &ip[header..];
+    if udp[0..2] != 67u16.to_be_bytes() || udp[2..4] != 68u16.to_be_bytes() {
+        return false;
+    }
+    // BOOTP: a reply (op 2), 236 fixed bytes, the magic cookie, options.
+    let bootp = &udp[8..];
+    if bootp.len() < 240 || bootp[0] != 2 || bootp[236..240] != [99, 130, 83, 99] {
+        return false;
+    }
+    let mut options = &bootp[240..];
+    while let [code, rest @ ..] = options {
+        match code {
+            0 => options = rest,
+            255 => return false,
+            _ => {
+                let Some((&len, rest)) = rest.split_first() else {
+                    return false;
+                };
+                let len = usize::from(len);
+                if rest.len() < len {
+                    return false;
+                }
+                // Option 53, DHCP message type; 5 is DHCPACK.
+                if *code == 53 && len == 1 && rest[0] == 5 {
+                    return true;
+                }
+                options = &rest[len..];
+            }
+        }
+    }
+    false
+}
+
+/// What /proc/meminfo says about memory in use, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// As free(1) counts "used": total less free, buffers, page cache and
+    /// reclaimable slab.
+    pub used_kib: u64,
+    /// Files in RAM (tmpfs, an unpacked initramfs): counted by the kernel
+    /// as page cache, but not reclaimable the way a disk's cache is.
+    pub shmem_kib: u64,
+}
+
+pub fn memory(meminfo: &str) -> Option<Memory> {
+    let field = |name: &str| -> Option<u64> {
+        meminfo.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+            rest.trim().trim_end_matches("kB").trim().parse().ok()
+        })
+    };
+    let cached = field("Cached")?;
+    let used = field("MemTotal")?
+        .checked_sub(field("MemFree")?)?
+        .checked_sub(field("Buffers")?)?
+        .checked_sub(cached)?
+        .checked_sub(field("SReclaimable")?)?;
+    Some(Memory {
+        used_kib: used,
+        shmem_kib: field("Shmem")?,
+    })
+}
+
+/// The resident set (`VmRSS`) of a /proc/PID/status, in KiB.
+pub fn resident_kib(status: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        line.strip_prefix("VmRSS:")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// From Brig's boot log: the time from PID 1's start to `brig: ready`,
+/// both stamped by PID 1 with the kernel's clock (`[t=5.813s]`).
+pub fn pid1_to_ready(serial: &str) -> Option<Duration> {
+    let stamp = |needle: &str| -> Option<f64> {
+        let line = serial.lines().find(|l| l.contains(needle))?;
+        let t = line.rsplit_once("[t=")?.1.strip_suffix("s]")?;
+        t.parse().ok()
+    };
+    let started = stamp("started as PID 1")?;
+    let ready = serial
+        .lines()
+        .find(|l| l.starts_with("brig: ready"))
+        .and_then(|l| l.rsplit_once("[t="))
+        .and_then(|(_, t)| t.strip_suffix("s]"))
+        .and_then(|t| t.parse::<f64>().ok())?;
+    (ready >= started).then(|| Duration::from_secs_f64(ready - started))
+}
+
+/// The bytes of the regular files in an `unsquashfs -lln` listing: a
+/// container image's size unpacked.
+pub fn regular_file_bytes(listing: &str) -> u64 {
+    listing
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_the_middle_or_the_mean_of_the_two_middles() {
+        let odd = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((odd.min, odd.median, odd.max), (1.0, 2.0, 3.0));
+        let even = Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
+        assert_eq!((even.min, even.median, even.max), (1.0, 2.5, 4.0));
+        assert_eq!(Spread::of(&[]), None);
+    }
+
+    /// An Ethernet frame with a DHCP reply from QEMU's user network
+    /// (10.0.2.2 to 10.0.2.15) of message type `kind`.
+    fn dhcp_reply(kind: u8) -> Vec<u8> {
+        let mut bootp = vec![0u8; 236];
+        bootp[0] = 2;
+        bootp.extend([99, 130, 83, 99]);
+        bootp.extend([1, 4, 255, 255, 255, 0]); // subnet mask first
+        bootp.extend([53, 1, kind, 255]);
+        let mut udp = Vec::new();
+        udp.extend(67u16.to_be_bytes());
+        udp.extend(68u16.to_be_bytes());
+        udp.extend(((8 + bootp.len()) as u16).to_be_bytes());
+        udp.extend([0, 0]);
+        udp.extend(bootp);
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+        ip.extend([10, 0, 2, 2, 10, 0, 2, 15]);
+        ip.extend(udp);
+        let mut frame = vec![0xff; 6];
+        frame.extend([0x52, 0x55, 0x0a, 0, 2, 2, 0x08, 0x00]);
+        frame.extend(ip);
+        frame
+    }
+
+    fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut file = vec![0u8; 24];
+        for frame in frames {
+            file.extend([0u8; 8]);
+            file.extend((frame.len() as u32).to_le_bytes());
+            file.extend((frame.len() as u32).to_le_bytes());
+            file.extend(frame);
+        }
+        file
+    }
+
+    #[test]
+    fn a_dhcp_ack_is_found_and_an_offer_or_a_torn_record_is_not() {
+        let (offer, ack) = (dhcp_reply(2), dhcp_reply(5));
+        assert!(!has_dhcp_ack(&pcap(std::slice::from_ref(&offer))));
+        assert!(has_dhcp_ack(&pcap(&[offer.clone(), ack.clone()])));
+        // QEMU still writing the ACK's record: not yet.
+        let whole = pcap(&[offer, ack]);
+        assert!(!has_dhcp_ack(&whole[..whole.len() - 10]));
+        // A request from the client (port 68 to 67) is no ACK.
+        let mut request = dhcp_reply(5);
+        let udp = 14 + 20;
+        request[udp..udp + 4].copy_from_slice(&[0, 68, 0, 67]);
+        assert!(!has_dhcp_ack(&pcap(&[request])));
+    }
+
+    #[test]
+    fn memory_counts_used_as_free_does_and_keeps_shmem_apart() {
+        let meminfo = "MemTotal:        1000000 kB\nMemFree:          700000 kB\n\
+                       MemAvailable:     800000 kB\nBuffers:            1000 kB\n\
+                       Cached:           200000 kB\nShmem:            150000 kB\n\
+                       SReclaimable:       9000 kB\n";
+        assert_eq!(
+            memory(meminfo),
+            Some(Memory {
+                used_kib: 90_000,
+                shmem_kib: 150_000
+            })
+        );
+        assert_eq!(memory("MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn resident_memory_comes_from_vmrss() {
+        let status = "Name:\tbrig-init\nVmPeak:\t    9000 kB\nVmRSS:\t    1884 kB\n";
+        assert_eq!(resident_kib(status), Some(1884));
+        assert_eq!(resident_kib("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn unpacked_size_counts_regular_files_only() {
+        let listing = "drwxr-xr-x 0/0    48 1970-01-01 00:00 squashfs-root\n\
+                       -rw-r--r-- 0/0   979 1970-01-01 00:00 squashfs-root/etc/a.conf\n\
+                       lrwxrwxrwx 0/0     7 1970-01-01 00:00 squashfs-root/lib -> usr/lib\n\
+                       -rwxr-xr-x 0/0  1021 1970-01-01 00:00 squashfs-root/usr/bin/b\n";
+        assert_eq!(regular_file_bytes(listing), 2000);
+    }
+
+    #[test]
+    fn pid1_to_ready_is_read_from_pid1_stamps() {
+        let serial = "[    1.0] kernel\nbrig: brig-init 0.1.0 started as PID 1 [t=2.250s]\n\
+                      brig: [web] ready [t=3.000s]\nbrig: ready [t=3.750s]\n";
+        assert_eq!(pid1_to_ready(serial), Some(Duration::from_millis(1500)));
+        assert_eq!(pid1_to_ready("brig: ready [t=3.750s]\n"), None);
+    }
+}

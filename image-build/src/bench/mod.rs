@@ -1,0 +1,384 @@
+//! `brig bench`: Brig measured side by side with what users would run
+//! instead, in one run on one machine — boot to ssh and memory against
+//! plain Debian with systemd and OpenSSH on the same kernel, QEMU options
+//! and memory; image sizes; PID 1's start to `brig: ready`; and container
+//! start latency against crun and runc (benchmarks/container-start).
+//! docs/benchmarks.md says how each figure is taken.
+
+mod baseline;
+mod boot;
+mod figures;
+mod report;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::board::Board;
+use crate::build;
+use crate::disk;
+use crate::progress::step;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// Boots of each system (Brig with and without Docker, the baseline),
+    /// taken in turn so a change in the host's load touches all alike.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub boots: u32,
+    /// Starts of each container runtime in benchmarks/container-start.
+    #[arg(long, default_value_t = 200)]
+    pub runs: u32,
+    /// Leave out the container start benchmark.
+    #[arg(long)]
+    pub no_container_start: bool,
+    /// Working directory: builds, the baseline, logs, results.md and
+    /// boot-to-ssh.svg (default: target/bench in the source tree).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// Put the results into docs/benchmarks.md (between its
+    /// `<!-- brig bench -->` markers) and the plot into docs/.
+    #[arg(long)]
+    pub write_docs: bool,
+}
+
+const BOARD: &str = "qemu-x86_64";
+const BEGIN: &str = "<!-- brig bench: begin -->";
+const END: &str = "<!-- brig bench: end -->";
+const PLOT: &str = "benchmarks-boot-to-ssh.svg";
+
+pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
+    let work = options
+        .work
+        .clone()
+        .unwrap_or_else(|| source.join("target/bench"));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let board = Board::load(source, BOARD)?;
+    let brig = std::env::current_exe().context("finding this brig program")?;
+
+    let key = work.join("id_ed25519");
+    if !key.exists() {
+        crate::host_tools::run(
+            Command::new(crate::host_tools::require("ssh-keygen", "openssh-client")?)
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "brig-bench", "-f"])
+                .arg(&key),
+            "making the benchmark's ssh key",
+        )?;
+    }
+    let public_key = std::fs::read_to_string(key.with_extension("pub"))
+        .context("reading the benchmark's public key")?;
+    let user_data = work.join("user-data");
+    std::fs::write(
+        &user_data,
+        format!(
+            "#cloud-config\nssh_authorized_keys:\n  - {}\n",
+            public_key.trim()
+        ),
+    )
+    .context("writing the benchmark's user-data")?;
+
+    // Brig as users get it (with Docker) and without Docker, the variant
+    // the memory target is set for.
+    let variants = [
+        ("brig", "Brig, default image (with Docker)", vec![]),
+        (
+            "brig-without-docker",
+            "Brig without Docker (`--without docker`)",
+            vec!["docker".to_string()],
+        ),
+    ];
+    for (dir, label, without) in &variants {
+        step(&format!("building {label}"));
+        build::build(
+            source,
+            &board,
+            &work.join(dir),
+            &build::CacheUse {
+                refresh: false,
+                reuse_images: true,
+            },
+            &build::Selection {
+                extra_dirs: vec![],
+                without: without.clone(),
+            },
+            None,
+            &build::Output {
+                format: disk::Format::Kernel,
+                sizes: disk::Sizes {
+                    disk: 1 << 30,
+                    boot: 64 << 20,
+                    system: None,
+                },
+            },
+        )?;
+    }
+    let cache = crate::debian::cache_dir()?;
+    let kernel = crate::debian::kernel(&cache, &board, false)?;
+    let debian = baseline::make(&work.join("debian"), &board, &kernel, public_key.trim())?;
+
+    let mut systems: Vec<boot::System> = variants
+        .iter()
+        .map(|(dir, label, _)| boot::System {
+            name: dir.to_string(),
+            label: label.to_string(),
+            artifacts: work.join(dir),
+            run_args: vec!["--user-data".into(), user_data.display().to_string()],
+        })
+        .collect();
+    systems.push(boot::System {
+        name: "debian".into(),
+        label: format!("Debian {} + systemd + OpenSSH (baseline)", board.suite),
+        artifacts: debian.artifacts.clone(),
+        run_args: vec![
+            "--kernel-boot".into(),
+            "--disk".into(),
+            debian.disk.display().to_string(),
+            // Every boot from the same disk: writes go to a scratch file.
+            "--qemu-arg=-snapshot".into(),
+        ],
+    });
+
+    let mut results: Vec<report::SystemResult> = systems
+        .iter()
+        .map(|s| report::SystemResult {
+            label: s.label.clone(),
+            samples: vec![],
+        })
+        .collect();
+    let port = free_port()?;
+    let ssh = boot::Ssh { key: &key, port };
+    for round in 1..=options.boots {
+        for (system, result) in systems.iter().zip(&mut results) {
+            let sample = boot::measure(&brig, source, system, &ssh, &work)?;
+            step(&format!(
+                "boot {round}/{}: {}: ssh after {:.2} s, {} KiB used, PID 1 {} KiB{}",
+                options.boots,
+                system.name,
+                sample.to_ssh.as_secs_f64(),
+                sample.memory.used_kib,
+                sample.pid1_resident_kib,
+                sample
+                    .pid1_to_ready
+                    .map(|d| format!(", PID 1 to ready {:.2} s", d.as_secs_f64()))
+                    .unwrap_or_default()
+            ));
+            result.samples.push(sample);
+        }
+    }
+
+    let container_start = if options.no_container_start {
+        String::new()
+    } else {
+        container_start(source, options.runs)?
+    };
+
+    let images = variants
+        .iter()
+        .map(|(dir, label, _)| image_parts(&work.join(dir), label))
+        .collect::<Result<Vec<_>>>()?;
+    let run = report::Run {
+        setting: setting(&kernel.release, &results, &work.join("debian"), options)?,
+        command: "scripts/bench".into(),
+        systems: results,
+        images,
+        container_start,
+    };
+    let markdown = report::markdown(&run);
+    let results_file = work.join("results.md");
+    std::fs::write(&results_file, &markdown)
+        .with_context(|| format!("writing {}", results_file.display()))?;
+    std::fs::write(work.join("boot-to-ssh.svg"), report::svg(&run)).context("writing the plot")?;
+    println!("{markdown}");
+    step(&format!("results in {}", results_file.display()));
+    if options.write_docs {
+        let docs = source.join("docs/benchmarks.md");
+        let text = std::fs::read_to_string(&docs)
+            .with_context(|| format!("reading {}", docs.display()))?;
+        let text = replace_between(&text, BEGIN, END, &markdown)
+            .with_context(|| format!("{} has no {BEGIN} … {END} markers", docs.display()))?;
+        std::fs::write(&docs, text).with_context(|| format!("writing {}", docs.display()))?;
+        std::fs::write(source.join("docs").join(PLOT), report::svg(&run))
+            .context("writing the plot into docs/")?;
+        step(&format!("written into {} and docs/{PLOT}", docs.display()));
+    }
+    Ok(())
+}
+
+/// A port on 127.0.0.1 nothing listens on now, for ssh's forwarding.
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The machine, versions and date of this run.
+fn setting(
+    kernel: &str,
+    results: &[report::SystemResult],
+    baseline: &Path,
+    options: &BenchOptions,
+) -> Result<Vec<String>> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "?".into());
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kib: u64 = m.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.0} GiB", kib as f64 / 1048576.0))
+        })
+        .unwrap_or_else(|| "?".into());
+    let first_line = |program: &str, arg: &str| -> String {
+        Command::new(program)
+            .arg(arg)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.lines().next().map(str::to_string))
+            .unwrap_or_else(|| format!("{program}: ?"))
+    };
+    let date = first_line("date", "--utc");
+    let accel = results
+        .first()
+        .and_then(|r| r.samples.first())
+        .map_or("?", |s| s.accel.as_str());
+    let versions = std::fs::read_to_string(baseline.join("versions")).unwrap_or_default();
+    Ok(vec![
+        format!("date: {date}"),
+        format!("host: {cpu}, {cores} cores, {memory} RAM"),
+        format!(
+            "QEMU: {} ({accel}), the qemu-x86_64 profile (q35, 2 vCPUs, 1 GiB) for every system",
+            first_line("qemu-system-x86_64", "--version")
+        ),
+        format!("kernel: Debian's {kernel} for every system"),
+        format!(
+            "baseline packages: {}",
+            versions
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .chunks(2)
+                .map(|p| p.join(" "))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "{} boots of each system, in turn; container start: {} runs of each runtime",
+            options.boots, options.runs
+        ),
+    ])
+}
+
+/// benchmarks/container-start's table (the lines after its last blank line).
+fn container_start(source: &Path, runs: u32) -> Result<String> {
+    step("container start latency: benchmarks/container-start");
+    let output = Command::new(source.join("benchmarks/container-start"))
+        .env("RUNS", runs.to_string())
+        .current_dir(source)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running benchmarks/container-start")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "benchmarks/container-start failed ({}):\n{text}",
+            output.status
+        );
+    }
+    Ok(text
+        .rsplit_once("\n\n")
+        .map_or(&*text, |(_, t)| t)
+        .to_string())
+}
+
+/// A build's parts from its manifest, each container's unpacked size from
+/// its squashfs listing.
+fn image_parts(artifacts: &Path, label: &str) -> Result<report::Image> {
+    let manifest_path = artifacts.join("manifest.json");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let containers = manifest["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let container_bytes: u64 = containers.iter().map(|c| number(&c["size"])).sum();
+    let unsquashfs = crate::host_tools::require("unsquashfs", "squashfs-tools")?;
+    let mut parts = vec![(
+        "kernel (`vmlinuz`, compressed by itself)".to_string(),
+        number(&manifest["kernel"]["vmlinuz_size"]),
+        None,
+    )];
+    // The initramfs: PID 1, modules and config in a zstd cpio, then the
+    // container images (squashfs, compressed already) stored as they are.
+    let initramfs = number(&manifest["initramfs"]["size"]);
+    let compressed = number(&manifest["initramfs"]["compressed_size"]);
+    let stored = initramfs.saturating_sub(compressed);
+    parts.push((
+        "initramfs: PID 1, kernel modules, config (zstd)".to_string(),
+        compressed,
+        Some(number(&manifest["initramfs"]["uncompressed_size"]).saturating_sub(stored)),
+    ));
+    parts.push((
+        "initramfs: container specs, cpio headers".to_string(),
+        stored.saturating_sub(container_bytes),
+        None,
+    ));
+    for container in &containers {
+        let name = container["name"].as_str().unwrap_or("?");
+        let image = artifacts
+            .join("containers")
+            .join(format!("{name}.squashfs"));
+        let listing = crate::host_tools::run(
+            Command::new(&unsquashfs).arg("-lln").arg(&image),
+            &format!("listing {}", image.display()),
+        )?;
+        parts.push((
+            format!("container `{name}` (squashfs, zstd)"),
+            number(&container["size"]),
+            Some(figures::regular_file_bytes(&String::from_utf8_lossy(
+                &listing.stdout,
+            ))),
+        ));
+    }
+    Ok(report::Image {
+        label: label.to_string(),
+        parts,
+    })
+}
+
+/// `text` with what lies between the `begin` and `end` lines replaced.
+fn replace_between(text: &str, begin: &str, end: &str, with: &str) -> Option<String> {
+    let start = text.find(begin)? + begin.len();
+    let stop = start + text[start..].find(end)?;
+    Some(format!(
+        "{}\n{}\n{}",
+        &text[..start],
+        with.trim_end(),
+        &text[stop..]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_replace_only_what_lies_between_the_markers() {
+        let doc = format!("intro\n{BEGIN}\nold results\n{END}\nafter\n");
+        assert_eq!(
+            replace_between(&doc, BEGIN, END, "new\n").unwrap(),
+            format!("intro\n{BEGIN}\nnew\n{END}\nafter\n")
+        );
+        assert_eq!(replace_between("no markers", BEGIN, END, "x"), None);
+    }
+}
