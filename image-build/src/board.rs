@@ -182,6 +182,11 @@ pub struct QemuProfile {
     pub cpu_tcg: String,
     pub memory: String,
     pub smp: u32,
+    /// Under TCG, all vCPUs on one host thread: the Pi machines' USB host
+    /// model (dwc2) misses its device when the vCPU threads starve QEMU's
+    /// main loop on a small host.
+    #[serde(default)]
+    pub tcg_single_thread: bool,
     /// Network card model; user networking is attached to it.
     pub nic: String,
     /// Which of the machine's serial ports is the board's console (the

@@ -149,7 +149,12 @@ pub fn arguments(
         "-machine".into(),
         profile.machine.clone(),
         "-accel".into(),
-        if kvm { "kvm" } else { "tcg" }.into(),
+        match (kvm, profile.tcg_single_thread) {
+            (true, _) => "kvm",
+            (false, false) => "tcg",
+            (false, true) => "tcg,thread=single",
+        }
+        .into(),
         "-cpu".into(),
         if kvm {
             &profile.cpu_kvm
@@ -708,6 +713,10 @@ mod tests {
             .collect();
         assert_eq!(serials, ["null", "chardev:console"]);
         assert!(value_of(&args, "-device").starts_with("usb-net,netdev=net0"));
+        // One host thread for the vCPUs under TCG, so the USB model keeps up.
+        assert_eq!(value_of(&args, "-accel"), "tcg,thread=single");
+        let kvm = arguments(&profile, Path::new("/o"), &opts, true, &boot);
+        assert_eq!(value_of(&kvm, "-accel"), "kvm");
     }
 
     #[test]
