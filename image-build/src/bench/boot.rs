@@ -2,9 +2,13 @@
 //! `ssh brig@… true` succeeds. ssh is tried only once QEMU's capture of
 //! the network shows the guest's DHCP ACK: before it has an address, a
 //! connection through QEMU's user network waits and arrives late, which
-//! would measure QEMU rather than the guest.
+//! would measure QEMU rather than the guest. Then a bare connection is
+//! made every 20 ms until sshd's banner answers, and only then the ssh
+//! client runs (until it succeeds): a client started every few
+//! milliseconds would take the host CPU the guest's vCPUs run on.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -173,6 +177,15 @@ fn wait_for_ssh(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Until sshd answers, a bare connection and its banner: an ssh client
+    // started every few milliseconds would take host CPU from the guest.
+    while !ssh_banner(ssh.port) {
+        exited(child)?;
+        if start.elapsed() > TIMEOUT {
+            bail!("sshd did not answer within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     loop {
         exited(child)?;
         let status = ssh
@@ -188,6 +201,18 @@ fn wait_for_ssh(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether sshd greets a connection to `port` on 127.0.0.1 (QEMU's
+/// forwarding accepts at once and closes if the guest refuses).
+fn ssh_banner(port: u16) -> bool {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut greeting = [0u8; 4];
+    stream.read_exact(&mut greeting).is_ok() && &greeting == b"SSH-"
 }
 
 fn ssh_output(ssh: &Ssh, remote: &str) -> Result<String> {
