@@ -32,6 +32,9 @@ pub struct System {
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub to_ssh: Duration,
+    /// When the guest had its DHCP ACK, and when sshd first greeted.
+    pub to_dhcp_ack: Duration,
+    pub to_banner: Duration,
     pub memory: Memory,
     pub pid1_name: String,
     pub pid1_resident_kib: u64,
@@ -115,7 +118,7 @@ pub fn measure(
     let start = Instant::now();
     let mut child = command.spawn().context("starting brig run")?;
     let result = wait_for_ssh(&mut child, start, &capture, ssh, &run_log);
-    let sample = result.and_then(|to_ssh| {
+    let sample = result.and_then(|(to_dhcp_ack, to_banner, to_ssh)| {
         let report = ssh_output(ssh, "cat /proc/meminfo; echo PID1; cat /proc/1/status")?;
         let (meminfo, status) = report
             .split_once("PID1\n")
@@ -124,6 +127,8 @@ pub fn measure(
         let run_text = std::fs::read_to_string(&run_log).unwrap_or_default();
         Ok(Sample {
             to_ssh,
+            to_dhcp_ack,
+            to_banner,
             memory: figures::memory(meminfo)
                 .with_context(|| format!("reading the guest's /proc/meminfo:\n{meminfo}"))?,
             pid1_name: status
@@ -160,7 +165,7 @@ fn wait_for_ssh(
     capture: &Path,
     ssh: &Ssh,
     run_log: &Path,
-) -> Result<Duration> {
+) -> Result<(Duration, Duration, Duration)> {
     let exited = |child: &mut Child| -> Result<()> {
         if let Some(status) = child.try_wait()? {
             bail!(
@@ -177,6 +182,7 @@ fn wait_for_ssh(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let to_dhcp_ack = start.elapsed();
     // Until sshd answers, a bare connection and its banner: an ssh client
     // started every few milliseconds would take host CPU from the guest.
     while !ssh_banner(ssh.port) {
@@ -186,6 +192,7 @@ fn wait_for_ssh(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let to_banner = start.elapsed();
     loop {
         exited(child)?;
         let status = ssh
@@ -194,7 +201,7 @@ fn wait_for_ssh(
             .stderr(Stdio::null())
             .status()?;
         if status.success() {
-            return Ok(start.elapsed());
+            return Ok((to_dhcp_ack, to_banner, start.elapsed()));
         }
         if start.elapsed() > TIMEOUT {
             bail!("ssh did not answer within {TIMEOUT:?}");

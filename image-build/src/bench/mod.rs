@@ -152,9 +152,11 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
         for (system, result) in systems.iter().zip(&mut results) {
             let sample = boot::measure(&brig, source, system, &ssh, &work)?;
             step(&format!(
-                "boot {round}/{}: {}: ssh after {:.2} s, {} KiB used, PID 1 {} KiB{}",
+                "boot {round}/{}: {}: DHCP ACK {:.2} s, sshd banner {:.2} s, ssh after {:.2} s, {} KiB used, PID 1 {} KiB{}",
                 options.boots,
                 system.name,
+                sample.to_dhcp_ack.as_secs_f64(),
+                sample.to_banner.as_secs_f64(),
                 sample.to_ssh.as_secs_f64(),
                 sample.memory.used_kib,
                 sample.pid1_resident_kib,

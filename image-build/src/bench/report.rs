@@ -79,6 +79,28 @@ pub fn markdown(run: &Run) -> String {
         );
     }
 
+    let _ = writeln!(
+        md,
+        "\nOn the way (medians): the guest's DHCP ACK in QEMU's capture, \
+         sshd's first greeting, the ssh login done.\n"
+    );
+    let _ = writeln!(md, "| system | DHCP ACK | sshd greets | ssh done |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for system in &run.systems {
+        let s = &system.samples;
+        if s.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} s | {:.2} s | {:.2} s |",
+            system.label,
+            median_of(s, |x| x.to_dhcp_ack.as_secs_f64()),
+            median_of(s, |x| x.to_banner.as_secs_f64()),
+            median_of(s, |x| x.to_ssh.as_secs_f64())
+        );
+    }
+
     let _ = writeln!(md, "\n#### Memory once ssh answers (medians)\n");
     let _ = writeln!(
         md,
@@ -260,6 +282,8 @@ mod tests {
     fn sample(seconds: f64, used_kib: u64, rss_kib: u64, ready: Option<f64>) -> Sample {
         Sample {
             to_ssh: Duration::from_secs_f64(seconds),
+            to_dhcp_ack: Duration::from_secs_f64(seconds / 4.0),
+            to_banner: Duration::from_secs_f64(seconds * 0.75),
             memory: Memory {
                 used_kib,
                 shmem_kib: 1024,
@@ -311,6 +335,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| Debian <baseline> | 2 | 20.00 s | **20.50 s** | 21.00 s | 1.0× |"));
+        assert!(md.contains("| Brig | 1.25 s | 3.75 s | 5.00 s |"), "{md}");
         assert!(md.contains("| Brig | **32.0 MiB** | 33.0 MiB | `init` | **1.6 MiB** |"));
         assert!(md.contains("| Brig | 1.00 s | **1.50 s** | 2.00 s |"));
         // Only Brig has a boot log with PID 1's stamps.
