@@ -2,12 +2,12 @@
 //! `ssh brig@… true` succeeds. ssh is tried only once QEMU's capture of
 //! the network shows the guest's DHCP ACK: before it has an address, a
 //! connection through QEMU's user network waits and arrives late, which
-//! would measure QEMU rather than the guest. Then a bare connection is
-//! made every 20 ms until sshd's banner answers, and only then the ssh
-//! client runs (until it succeeds): a client started every few
-//! milliseconds would take the host CPU the guest's vCPUs run on.
+//! would measure QEMU rather than the guest. Then bare connections wait
+//! for sshd's banner (`wait_for_banner`), and only then the ssh client
+//! runs (until it succeeds): a client started every few milliseconds would
+//! take the host CPU the guest's vCPUs run on.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -185,13 +185,13 @@ fn wait_for_ssh(
     let to_dhcp_ack = start.elapsed();
     // Until sshd answers, a bare connection and its banner: an ssh client
     // started every few milliseconds would take host CPU from the guest.
-    while !ssh_banner(ssh.port) {
+    wait_for_banner(ssh.port, || {
         exited(child)?;
         if start.elapsed() > TIMEOUT {
             bail!("sshd did not answer within {TIMEOUT:?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        Ok(())
+    })?;
     let to_banner = start.elapsed();
     loop {
         exited(child)?;
@@ -210,16 +210,49 @@ fn wait_for_ssh(
     }
 }
 
-/// Whether sshd greets a connection to `port` on 127.0.0.1 (QEMU's
-/// forwarding accepts at once and closes if the guest refuses).
-fn ssh_banner(port: u16) -> bool {
+/// Waits until sshd greets a connection to `port` on 127.0.0.1. QEMU's
+/// forwarding accepts every connection at once and then tries the guest;
+/// a try that reaches the guest before its address is configured is
+/// dropped there, and QEMU tries again only seconds later. So a new
+/// connection is opened every 200 ms, the older ones kept waiting, and
+/// the first greeting counts.
+fn wait_for_banner(port: u16, mut alive: impl FnMut() -> Result<()>) -> Result<()> {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut greeting = [0u8; 4];
-    stream.read_exact(&mut greeting).is_ok() && &greeting == b"SSH-"
+    let mut waiting: Vec<TcpStream> = Vec::new();
+    let mut last_opened: Option<Instant> = None;
+    loop {
+        alive()?;
+        if last_opened.is_none_or(|at| at.elapsed() >= Duration::from_millis(200)) {
+            if let Ok(stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+                stream.set_nonblocking(true)?;
+                waiting.push(stream);
+                // Enough in flight: the oldest goes.
+                if waiting.len() > 50 {
+                    waiting.remove(0);
+                }
+            }
+            last_opened = Some(Instant::now());
+        }
+        let mut greeted = false;
+        waiting.retain_mut(|stream| {
+            let mut buffer = [0u8; 4];
+            match stream.peek(&mut buffer) {
+                Ok(4) => {
+                    greeted |= &buffer == b"SSH-";
+                    false
+                }
+                // Not all of it yet, or nothing yet: keep waiting.
+                Ok(n) if n > 0 => true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                // Closed or reset: the guest refused it.
+                _ => false,
+            }
+        });
+        if greeted {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn ssh_output(ssh: &Ssh, remote: &str) -> Result<String> {
