@@ -15,8 +15,6 @@ use brig_spec::docker_config;
 
 /// The volume with the ssh host keys.
 const HOST_KEYS: &str = "/var/lib/ssh";
-/// Where sshd_config has sshd write its pid (also the readiness check).
-const SSHD_PID_FILE: &str = "/run/sshd.pid";
 /// A getty that ends sooner than this after starting counts as failing.
 const QUICK_EXIT: Duration = Duration::from_secs(10);
 /// Failing gettys in a row before one is given up.
@@ -35,25 +33,17 @@ fn main() -> ExitCode {
         }
     };
     let config = load_config();
-    let prepared = match prepare(&config) {
-        Ok(prepared) => prepared,
+    let rendered = match prepare(&config) {
+        Ok(rendered) => rendered,
         Err(e) => {
             say(&format!("error: {e}"));
             return ExitCode::FAILURE;
         }
     };
-    let rendered = &prepared.rendered;
     for line in steps::per_boot(&config, &rendered.passwd, &rendered.group) {
         say(&line);
     }
-    run(&config, &prepared, &signals)
-}
-
-/// What `prepare` did, and the host keys left to make once sshd runs.
-struct Prepared {
-    rendered: accounts::Rendered,
-    later_host_keys: Vec<&'static str>,
-    key_comment: String,
+    run(&config, &signals)
 }
 
 /// The config, or the defaults (the `brig` user without keys) when there is
@@ -75,7 +65,7 @@ fn load_config() -> ConsoleConfig {
 }
 
 /// Accounts, homes, /etc/hosts, host keys, sshd's runtime directory.
-fn prepare(config: &ConsoleConfig) -> Result<Prepared, String> {
+fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, String> {
     let rendered = accounts::render(config);
     let mut problems = rendered.problems.clone();
     problems.extend(setup::write_accounts(&rendered, Path::new("/etc"))?);
@@ -106,9 +96,7 @@ fn prepare(config: &ConsoleConfig) -> Result<Prepared, String> {
     if let Some(zone) = &config.timezone {
         say(&setup::timezone(zone, Path::new("/")));
     }
-    let key_comment = format!("root@{hostname}");
-    let (first, later_host_keys) = setup::host_key_order(Path::new(HOST_KEYS));
-    for line in setup::host_keys(Path::new(HOST_KEYS), &key_comment, &first)? {
+    for line in setup::host_keys(Path::new(HOST_KEYS), &format!("root@{hostname}"))? {
         say(&line);
     }
     fs::create_dir_all("/run/sshd").map_err(|e| format!("making /run/sshd: {e}"))?;
@@ -120,45 +108,7 @@ fn prepare(config: &ConsoleConfig) -> Result<Prepared, String> {
     ) {
         say(&format!("error: {e}; the docker CLI needs -H"));
     }
-    Ok(Prepared {
-        rendered,
-        later_host_keys,
-        key_comment,
-    })
-}
-
-/// Makes the host keys left for later, then has sshd (`pid`) reload once
-/// it is up (its pid file is written after its SIGHUP handler is set), so
-/// it offers them too.
-fn make_later_host_keys(kinds: Vec<&'static str>, comment: String, pid: u32) {
-    say(&format!(
-        "making the {} host key while sshd runs; sshd offers it after a reload",
-        kinds.join(", ")
-    ));
-    match setup::host_keys(Path::new(HOST_KEYS), &comment, &kinds) {
-        Ok(lines) => lines.iter().for_each(|l| say(l)),
-        Err(e) => {
-            say(&format!("error: {e}"));
-            return;
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(SSHD_PID_FILE).is_ok_and(|p| p.trim() == pid.to_string()) {
-        if Instant::now() > deadline {
-            say(&format!(
-                "error: sshd wrote no {SSHD_PID_FILE} in 60 s: not reloaded for the new host key"
-            ));
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let Ok(pid) = i32::try_from(pid) else {
-        return;
-    };
-    // SAFETY: kill(2) on our own child's pid; no memory involved.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } == 0 {
-        say("sshd reloaded: it offers every host key");
-    }
+    Ok(rendered)
 }
 
 struct Getty {
@@ -174,7 +124,7 @@ fn spawn(command: &[String]) -> std::io::Result<Child> {
     Command::new(&command[0]).args(&command[1..]).spawn()
 }
 
-fn run(config: &ConsoleConfig, prepared: &Prepared, signals: &libc::sigset_t) -> ExitCode {
+fn run(config: &ConsoleConfig, signals: &libc::sigset_t) -> ExitCode {
     let mut sshd = match spawn(&["/usr/sbin/sshd".into(), "-D".into(), "-e".into()]) {
         Ok(child) => child,
         Err(e) => {
@@ -182,14 +132,6 @@ fn run(config: &ConsoleConfig, prepared: &Prepared, signals: &libc::sigset_t) ->
             return ExitCode::FAILURE;
         }
     };
-    if !prepared.later_host_keys.is_empty() {
-        let (kinds, comment, pid) = (
-            prepared.later_host_keys.clone(),
-            prepared.key_comment.clone(),
-            sshd.id(),
-        );
-        std::thread::spawn(move || make_later_host_keys(kinds, comment, pid));
-    }
     // runcmd and user-data scripts: beside sshd, so users can log in while
     // they run.
     let instance_steps = config.clone();

@@ -157,39 +157,22 @@ pub fn make_homes(homes: &[Home], skel: &Path) -> Vec<String> {
 
 /// The host key types generated, strongest first.
 pub const HOST_KEY_TYPES: &[&str] = &["ed25519", "ecdsa", "rsa"];
-/// Those slow to make (RSA's primes: seconds on a Pi or under emulation,
-/// most of a first boot's wait for ssh): made after sshd has started with
-/// the others, then offered after a reload.
-pub const SLOW_HOST_KEY_TYPES: &[&str] = &["rsa"];
 
 pub fn host_key_path(dir: &Path, kind: &str) -> PathBuf {
     dir.join(format!("ssh_host_{kind}_key"))
 }
 
-/// Whether `dir` holds a whole `kind` key pair.
-pub fn has_host_key(dir: &Path, kind: &str) -> bool {
-    let key = host_key_path(dir, kind);
-    let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
-    complete(&key) && complete(&key.with_extension("pub"))
-}
-
-/// The host key types to make before sshd starts and after, in `dir`.
-pub fn host_key_order(dir: &Path) -> (Vec<&'static str>, Vec<&'static str>) {
-    HOST_KEY_TYPES
-        .iter()
-        .partition(|kind| !SLOW_HOST_KEY_TYPES.contains(kind) || has_host_key(dir, kind))
-}
-
-/// Keeps the `kinds` of host keys in `dir` (a volume: the same keys across
-/// restarts and, with a state partition, reboots); makes those missing
-/// with ssh-keygen, atomically. Returns a line per key for the console.
-pub fn host_keys(dir: &Path, comment: &str, kinds: &[&str]) -> Result<Vec<String>, String> {
+/// Keeps the host keys in `dir` (a volume: the same keys across restarts
+/// and, with a state partition, reboots); makes those missing with
+/// ssh-keygen, atomically. Returns a line per key for the console.
+pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, String> {
     fs::create_dir_all(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
     let mut lines = Vec::new();
-    for kind in kinds {
+    for kind in HOST_KEY_TYPES {
         let key = host_key_path(dir, kind);
         let public = key.with_extension("pub");
-        if !has_host_key(dir, kind) {
+        let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
+        if !(complete(&key) && complete(&public)) {
             generate(dir, kind, &key, comment)?;
             lines.push(format!("generated the {kind} host key"));
         }
@@ -373,26 +356,16 @@ mod tests {
             panic!("ssh-keygen is needed (openssh-client; scripts/setup-host installs it)");
         }
         let dir = tempfile::tempdir().unwrap();
-        // A first boot: RSA's is made after sshd starts.
-        let (first, later) = host_key_order(dir.path());
-        assert_eq!(
-            (first.as_slice(), later.as_slice()),
-            (&["ed25519", "ecdsa"][..], &["rsa"][..])
-        );
-        let lines = host_keys(dir.path(), "root@test", &first).unwrap();
+        let lines = host_keys(dir.path(), "root@test").unwrap();
         assert_eq!(
             lines.iter().filter(|l| l.starts_with("generated")).count(),
-            2
+            3
         );
-        assert!(!has_host_key(dir.path(), "rsa"));
-        host_keys(dir.path(), "root@test", &later).unwrap();
-        // Once there, every key is loaded before sshd starts.
-        assert_eq!(host_key_order(dir.path()).0, HOST_KEY_TYPES);
         assert!(lines.iter().any(|l| l.contains("(ED25519)")), "{lines:?}");
         let before = fs::read(host_key_path(dir.path(), "ed25519")).unwrap();
         // A half-made pair (no public key) is made again; whole ones stay.
         fs::remove_file(host_key_path(dir.path(), "rsa").with_extension("pub")).unwrap();
-        let lines = host_keys(dir.path(), "root@test", HOST_KEY_TYPES).unwrap();
+        let lines = host_keys(dir.path(), "root@test").unwrap();
         assert_eq!(
             lines
                 .iter()
