@@ -154,14 +154,30 @@ fn pi_cards_hold_what_their_board_files_name() {
             unpacked.stdout == std::fs::read(&image).unwrap(),
             "{board}: the .img.zst is not the image"
         );
-        println!(
+        report(&format!(
             "{board}: image {} MiB raw, {:.1} MiB compressed",
             std::fs::metadata(&image).unwrap().len() >> 20,
             std::fs::metadata(built.join(format!("brig-{board}.img.zst")))
                 .unwrap()
                 .len() as f64
                 / (1 << 20) as f64
-        );
+        ));
+    }
+}
+
+/// A figure for the closing notes: printed (seen with --nocapture) and
+/// added to target/e2e/raspberry-pi-figures.txt (kept when tests pass).
+fn report(figure: &str) {
+    println!("{figure}");
+    let path = source_dir().join("target/e2e/raspberry-pi-figures.txt");
+    let _ = std::fs::create_dir_all(path.parent().unwrap());
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        use std::io::Write;
+        let _ = writeln!(file, "{figure}");
     }
 }
 
@@ -301,7 +317,7 @@ fn rpi3_card_boots_in_qemu_raspi3b_makes_its_state_partition_and_answers_ssh() {
                 wlan0:\n      dhcp4: true\n      regulatory-domain: DE\n      access-points:\n        \
                 home: {password: correct-horse}\n        office: {password: short}\n";
     let (mut guest, key, known_hosts, figures) = boot_card("rpi3", dir.path(), wifi);
-    println!("{figures}");
+    report(&figures);
     // The serial console is the mini UART, as on the board.
     let model = "Raspberry Pi 3 Model B";
     check_over_ssh(&guest, &key, &known_hosts, "rpi3", model, "ttyS1");
@@ -321,7 +337,7 @@ fn rpi4_card_boots_in_qemu_raspi4b_makes_its_state_partition_and_answers_ssh() {
     let _one = ONE_PI_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (mut guest, key, known_hosts, figures) = boot_card("rpi4", dir.path(), "");
-    println!("{figures}");
+    report(&figures);
     // QEMU's raspi4b hangs on the mini UART: brig run's device tree copy
     // turns it off and the PL011 stands in (qemu/raspi4b.toml).
     let model = "Raspberry Pi 4 Model B";
