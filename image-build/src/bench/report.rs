@@ -193,7 +193,7 @@ pub fn markdown(run: &Run) -> String {
 /// The boot-to-ssh times as an SVG strip plot: a row per system, a dot per
 /// boot, a bar at the median.
 pub fn svg(run: &Run) -> String {
-    let (left, width, row, top) = (300.0, 440.0, 48.0, 20.0);
+    let (left, width, row, top) = (370.0, 440.0, 48.0, 20.0);
     let max = run
         .systems
         .iter()
@@ -267,7 +267,9 @@ pub fn svg(run: &Run) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
+    // Markdown's code marks mean nothing in a picture.
+    text.replace('`', "")
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
