@@ -132,6 +132,7 @@ pub fn make(dir: &Path, board: &Board, kernel: &Kernel, public_key: &str) -> Res
 }
 
 /// What the baseline is made from: a different one means a new baseline.
+/// Bump `recipe N` when the hooks in `make` change.
 fn recipe(board: &Board, kernel: &Kernel, public_key: &str) -> String {
     format!(
         "recipe 1\nsuite {}\narch {}\nkernel {}\npackages {}\nkey {public_key}\n",
