@@ -104,7 +104,13 @@ pub fn build(
             loader: debian::boot_loader(&cache, board, refresh)?,
         }),
         (true, Some(pi)) => Some(BootFiles::RaspberryPi {
-            firmware: debian::raspi_firmware(&cache, board, &pi.firmware, refresh)?,
+            firmware: debian::firmware(
+                &cache,
+                board,
+                &debian::RASPI_FIRMWARE,
+                &pi.firmware,
+                refresh,
+            )?,
         }),
     };
 
@@ -182,7 +188,13 @@ pub fn build(
         .as_ref()
         .filter(|pi| !pi.wifi_firmware.is_empty())
     {
-        let dir = debian::wifi_firmware(&cache, board, &pi.wifi_firmware, refresh)?;
+        let dir = debian::firmware(
+            &cache,
+            board,
+            &debian::WIFI_FIRMWARE,
+            &pi.wifi_firmware,
+            refresh,
+        )?;
         for file in &pi.wifi_firmware {
             // Debian links some to others (brcm/ to cypress/): their contents.
             let path = dir.join(file);

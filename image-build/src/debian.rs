@@ -236,53 +236,35 @@ pub fn boot_loader(cache: &Path, board: &Board, refresh: bool) -> Result<PathBuf
     Ok(binary(&entry))
 }
 
-/// Debian's `raspi-firmware` (`/usr/lib/raspi-firmware/`: the Pi's GPU
-/// firmware): from the cache, or fetched when absent or `refresh`. Returns
-/// the directory holding `files`.
-pub fn raspi_firmware(
-    cache: &Path,
-    board: &Board,
-    files: &[String],
-    refresh: bool,
-) -> Result<PathBuf> {
-    firmware(
-        cache,
-        board,
-        "raspi-firmware",
-        "/usr/lib/raspi-firmware",
-        files,
-        refresh,
-    )
+/// A firmware package and the directory in it that holds the files.
+pub struct FirmwarePackage {
+    pub package: &'static str,
+    pub dir: &'static str,
 }
 
-/// Debian's `firmware-brcm80211` (`/usr/lib/firmware/`: the Broadcom and
-/// Cypress Wi-Fi chips' firmware, the Pis' among them), as `raspi_firmware`.
-pub fn wifi_firmware(
-    cache: &Path,
-    board: &Board,
-    files: &[String],
-    refresh: bool,
-) -> Result<PathBuf> {
-    firmware(
-        cache,
-        board,
-        "firmware-brcm80211",
-        "/usr/lib/firmware",
-        files,
-        refresh,
-    )
-}
+/// Debian's `raspi-firmware`: the Pi's GPU firmware.
+pub const RASPI_FIRMWARE: FirmwarePackage = FirmwarePackage {
+    package: "raspi-firmware",
+    dir: "/usr/lib/raspi-firmware",
+};
+
+/// Debian's `firmware-brcm80211`: the Broadcom and Cypress Wi-Fi chips'
+/// firmware, the Pis' among them.
+pub const WIFI_FIRMWARE: FirmwarePackage = FirmwarePackage {
+    package: "firmware-brcm80211",
+    dir: "/usr/lib/firmware",
+};
 
 /// A firmware package's directory `dir`, with `files` in it (what a board
 /// needs of it): from the cache, or fetched when absent or `refresh`.
-fn firmware(
+pub fn firmware(
     cache: &Path,
     board: &Board,
-    package: &str,
-    dir: &str,
+    firmware: &FirmwarePackage,
     files: &[String],
     refresh: bool,
 ) -> Result<PathBuf> {
+    let (package, dir) = (firmware.package, firmware.dir);
     let entry = cache
         .join("firmware")
         .join(format!("{}-{package}", board.suite));

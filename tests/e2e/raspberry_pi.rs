@@ -405,6 +405,10 @@ fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch() {
     let image = built.join("brig-rpi3.img");
     let image_bytes = std::fs::read(&image).unwrap();
     let out = built.to_str().unwrap();
+    // `brig flash` of the built card onto `device`.
+    let flash_built = |device: &str, more: &[&str]| {
+        flash(&[&["--board", "rpi3", "--out", out, "--device", device], more].concat())
+    };
     let dir = tempfile::tempdir().unwrap();
     let user_data = dir.path().join("user-data");
     std::fs::write(&user_data, "#cloud-config\nhostname: flashed\n").unwrap();
@@ -412,16 +416,10 @@ fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch() {
     // Into an image file, with the user's user-data on the boot partition:
     // everything else is the image's.
     let card = dir.path().join("card.img");
-    let (ok, said) = flash(&[
-        "--board",
-        "rpi3",
-        "--out",
-        out,
-        "--device",
+    let (ok, said) = flash_built(
         card.to_str().unwrap(),
-        "--user-data",
-        user_data.to_str().unwrap(),
-    ]);
+        &["--user-data", user_data.to_str().unwrap()],
+    );
     assert!(ok, "{said}");
     for line in [
         "writing: 1024 of 1024 MiB (100%)",
@@ -445,16 +443,10 @@ fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch() {
     let bad = dir.path().join("bad-user-data");
     std::fs::write(&bad, "#cloud-config\nhostname: [not, a, name]\n").unwrap();
     let untouched = dir.path().join("untouched.img");
-    let (ok, said) = flash(&[
-        "--board",
-        "rpi3",
-        "--out",
-        out,
-        "--device",
+    let (ok, said) = flash_built(
         untouched.to_str().unwrap(),
-        "--user-data",
-        bad.to_str().unwrap(),
-    ]);
+        &["--user-data", bad.to_str().unwrap()],
+    );
     assert!(!ok);
     assert!(said.contains("bad-user-data:2:"), "{said}");
     assert!(said.contains("nothing written"), "{said}");
@@ -464,7 +456,7 @@ fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch() {
     let backing = dir.path().join("disk");
     let mut disk = Loop::new(&backing, "2G");
     let device = disk.device.clone();
-    let (ok, said) = flash(&["--board", "rpi3", "--out", out, "--device", &device]);
+    let (ok, said) = flash_built(&device, &[]);
     assert!(!ok);
     let name = device.trim_start_matches("/dev/");
     assert!(
@@ -481,7 +473,7 @@ fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch() {
     std::fs::create_dir(&point).unwrap();
     run(Command::new("mount").arg(&device).arg(&point));
     disk.mounted = Some(point.clone());
-    let (ok, said) = flash(&["--board", "rpi3", "--out", out, "--device", &device]);
+    let (ok, said) = flash_built(&device, &[]);
     assert!(!ok);
     assert!(
         said.contains(&format!(

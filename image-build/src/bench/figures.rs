@@ -142,18 +142,12 @@ pub fn resident_kib(status: &str) -> Option<u64> {
 /// From Brig's boot log: the time from PID 1's start to `brig: ready`,
 /// both stamped by PID 1 with the kernel's clock (`[t=5.813s]`).
 pub fn pid1_to_ready(serial: &str) -> Option<Duration> {
-    let stamp = |needle: &str| -> Option<f64> {
-        let line = serial.lines().find(|l| l.contains(needle))?;
-        let t = line.rsplit_once("[t=")?.1.strip_suffix("s]")?;
-        t.parse().ok()
+    let stamp = |is_it: &dyn Fn(&str) -> bool| -> Option<f64> {
+        let line = serial.lines().find(|l| is_it(l))?;
+        line.rsplit_once("[t=")?.1.strip_suffix("s]")?.parse().ok()
     };
-    let started = stamp("started as PID 1")?;
-    let ready = serial
-        .lines()
-        .find(|l| l.starts_with("brig: ready"))
-        .and_then(|l| l.rsplit_once("[t="))
-        .and_then(|(_, t)| t.strip_suffix("s]"))
-        .and_then(|t| t.parse::<f64>().ok())?;
+    let started = stamp(&|l| l.contains("started as PID 1"))?;
+    let ready = stamp(&|l| l.starts_with("brig: ready"))?;
     (ready >= started).then(|| Duration::from_secs_f64(ready - started))
 }
 
