@@ -89,7 +89,8 @@ pub fn build(
         .into_iter()
         .filter(|s| s.spec.boards.is_empty() || s.spec.boards.contains(&board.name))
         .collect();
-    let (services, dependents) = containers::leave_out(for_board, &selection.without)?;
+    let (mut services, dependents) = containers::leave_out(for_board, &selection.without)?;
+    containers::add_packages_with(&mut services);
     for name in dependents {
         step(&format!(
             "leaving out {name} too: it depends on a service left out"

@@ -87,6 +87,21 @@ pub fn leave_out(
     Ok((kept, dependents))
 }
 
+/// Adds each service's `rootfs.packages_with` lists to its packages where
+/// the image has the service they are keyed by (so a console built without
+/// the docker container carries no Docker CLI).
+pub fn add_packages_with(services: &mut [ServiceSource]) {
+    let names: Vec<String> = services.iter().map(|s| s.spec.name.clone()).collect();
+    for service in services {
+        let rootfs = &mut service.spec.rootfs;
+        for (with, packages) in &rootfs.packages_with {
+            if names.contains(with) {
+                rootfs.packages.extend(packages.iter().cloned());
+            }
+        }
+    }
+}
+
 /// Every `<dir>/<name>/service.toml` below `dirs`; an invalid spec fails the
 /// build with the file, key and problem.
 pub fn discover(dirs: &[PathBuf]) -> Result<Vec<ServiceSource>> {
@@ -127,6 +142,17 @@ pub fn discover(dirs: &[PathBuf]) -> Result<Vec<ServiceSource>> {
                     dir: service_dir,
                     text,
                 },
+            );
+        }
+    }
+    for service in found.values() {
+        if let Some(unknown) =
+            (service.spec.rootfs.packages_with.keys()).find(|k| !found.contains_key(*k))
+        {
+            bail!(
+                "{}: `rootfs.packages_with.{unknown}`: there is no service {unknown:?} (there are: {})",
+                service.dir.join("service.toml").display(),
+                found.keys().cloned().collect::<Vec<_>>().join(", ")
             );
         }
     }
@@ -677,6 +703,42 @@ mod tests {
         assert_eq!(
             e,
             "--without dockr: there is no such service (there are: docker, network, swarm)"
+        );
+    }
+
+    #[test]
+    fn packages_with_a_service_come_only_with_it() {
+        let root = tempfile::tempdir().unwrap();
+        let spec = "command = [\"/bin/x\"]\n[rootfs]\npackages = [\"x\"]\n";
+        service_dir(root.path(), "docker", spec);
+        service_dir(
+            root.path(),
+            "console",
+            "command = [\"/bin/x\"]\n[rootfs]\npackages = [\"bash\"]\npackages_with = { docker = [\"docker-cli\"] }\n",
+        );
+        let console_packages = |without: &[String]| {
+            let all = discover(&[root.path().to_path_buf()]).unwrap();
+            let (mut kept, _) = leave_out(all, without).unwrap();
+            add_packages_with(&mut kept);
+            kept.into_iter()
+                .find(|s| s.spec.name == "console")
+                .unwrap()
+                .spec
+                .rootfs
+                .packages
+        };
+        assert_eq!(console_packages(&[]), ["bash", "docker-cli"]);
+        assert_eq!(console_packages(&["docker".into()]), ["bash"]);
+
+        service_dir(
+            root.path(),
+            "other",
+            "command = [\"/bin/x\"]\n[rootfs]\npackages = [\"x\"]\npackages_with = { dockr = [\"y\"] }\n",
+        );
+        let e = format!("{:#}", discover(&[root.path().into()]).unwrap_err());
+        assert!(
+            e.contains("other/service.toml: `rootfs.packages_with.dockr`: there is no service \"dockr\" (there are: console, docker, other)"),
+            "{e}"
         );
     }
 

@@ -87,6 +87,11 @@ pub struct Rootfs {
     /// Debian packages (trixie, the board's arch), with their dependencies.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// More packages, each list only when the image has the system
+    /// container it is keyed by (the Docker CLI with the docker container):
+    /// service name -> packages. The build adds them to `packages`.
+    #[serde(default)]
+    pub packages_with: BTreeMap<String, Vec<String>>,
     /// When set, only these paths of the packages (files or directories, and
     /// the shared libraries their programs need) go into the image: a
     /// program without the dependencies of its package's maintainer scripts.
@@ -370,6 +375,7 @@ impl ServiceSpec {
         spec.name = name.to_string();
         let built = &spec.rootfs;
         if !(built.packages.is_empty()
+            && built.packages_with.is_empty()
             && built.keep.is_empty()
             && built.drop.is_empty()
             && built.binaries.is_empty()
@@ -377,7 +383,7 @@ impl ServiceSpec {
         {
             return Err((
                 "rootfs".into(),
-                "packages, keep, drop, binaries and files are built into images (system-containers/); a service from config names its rootfs.image".into(),
+                "packages, packages_with, keep, drop, binaries and files are built into images (system-containers/); a service from config names its rootfs.image".into(),
             ));
         }
         match &spec.rootfs.image {
@@ -447,6 +453,12 @@ impl ServiceSpec {
         }
         if !self.rootfs.drop.is_empty() && self.rootfs.packages.is_empty() {
             return err("rootfs.drop", "drops paths of `packages`: list some".into());
+        }
+        if !self.rootfs.packages_with.is_empty() && self.rootfs.packages.is_empty() {
+            return err(
+                "rootfs.packages_with",
+                "adds to `packages`: list some there".into(),
+            );
         }
         let absolute = |path: &str| path.starts_with('/') && !path.split('/').any(|p| p == "..");
         for path in &self.rootfs.keep {
@@ -735,6 +747,13 @@ path = "/run/ready"
         let e = error("command = [\"/bin/true\"]\n[rootfs]\nbinaries = [\"x\"]\nkeep = [\"/x\"]\n");
         assert!(
             e.contains("`rootfs.keep`: keeps paths of `packages`"),
+            "{e}"
+        );
+        let e = error(
+            "command = [\"/bin/true\"]\n[rootfs]\nbinaries = [\"x\"]\npackages_with = { docker = [\"docker-cli\"] }\n",
+        );
+        assert!(
+            e.contains("`rootfs.packages_with`: adds to `packages`"),
             "{e}"
         );
     }
