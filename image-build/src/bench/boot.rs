@@ -75,7 +75,9 @@ impl Ssh<'_> {
     }
 }
 
-const TIMEOUT: Duration = Duration::from_secs(300);
+/// Long enough for the slowest system here several times over (Debian
+/// takes ~40 s); a guest that has not answered by then has stalled.
+const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Boots `system` once with `brig` (this program) and measures it.
 pub fn measure(

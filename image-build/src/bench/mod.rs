@@ -144,13 +144,14 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
         .map(|s| report::SystemResult {
             label: s.label.clone(),
             samples: vec![],
+            stuck: vec![],
         })
         .collect();
     let port = free_port()?;
     let ssh = boot::Ssh { key: &key, port };
     for round in 1..=options.boots {
         for (system, result) in systems.iter().zip(&mut results) {
-            let sample = boot::measure(&brig, source, system, &ssh, &work)?;
+            let sample = measure_again_if_stuck(&brig, source, system, &ssh, &work, result)?;
             step(&format!(
                 "boot {round}/{}: {}: DHCP ACK {:.2} s, sshd banner {:.2} s, ssh after {:.2} s, {} KiB used, PID 1 {} KiB{}",
                 options.boots,
@@ -275,6 +276,42 @@ fn setting(
             options.boots, options.runs
         ),
     ])
+}
+
+/// Boots that did not reach ssh a system may have before the run gives up.
+const STUCK_BOOTS_ALLOWED: usize = 2;
+
+/// One boot of `system`, measured; a boot that never reaches ssh (a TCG
+/// guest now and then stalls with a vCPU's timer lost) is noted in
+/// `result.stuck` with its serial log kept, and booted again.
+fn measure_again_if_stuck(
+    brig: &Path,
+    source: &Path,
+    system: &boot::System,
+    ssh: &boot::Ssh,
+    work: &Path,
+    result: &mut report::SystemResult,
+) -> Result<boot::Sample> {
+    loop {
+        match boot::measure(brig, source, system, ssh, work) {
+            Ok(sample) => return Ok(sample),
+            Err(e) if result.stuck.len() < STUCK_BOOTS_ALLOWED => {
+                let kept = work.join(format!(
+                    "{}-stuck-{}-serial.log",
+                    system.name,
+                    result.stuck.len() + 1
+                ));
+                let _ = std::fs::rename(work.join(format!("{}-serial.log", system.name)), &kept);
+                step(&format!(
+                    "{}: a boot did not reach ssh, booting again: {e:#} (serial log kept as {})",
+                    system.name,
+                    kept.display()
+                ));
+                result.stuck.push(e.root_cause().to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// benchmarks/container-start's table (the lines after its last blank line).

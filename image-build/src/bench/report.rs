@@ -19,6 +19,9 @@ pub struct Run {
 pub struct SystemResult {
     pub label: String,
     pub samples: Vec<Sample>,
+    /// Why each boot that never reached ssh failed (booted again; not in
+    /// the figures).
+    pub stuck: Vec<String>,
 }
 
 /// An image's parts: (name, bytes as shipped, bytes unpacked if known).
@@ -77,6 +80,15 @@ pub fn markdown(run: &Run) -> String {
             spread.median,
             spread.max
         );
+    }
+    for system in &run.systems {
+        for why in &system.stuck {
+            let _ = writeln!(
+                md,
+                "\nA boot of {} never reached ssh and was booted again (not in the figures): {why}",
+                system.label
+            );
+        }
     }
 
     let _ = writeln!(
@@ -309,6 +321,7 @@ mod tests {
                         sample(5.0, 32 * 1024, 1600, Some(1.5)),
                         sample(6.0, 34 * 1024, 1700, Some(2.0)),
                     ],
+                    stuck: vec![],
                 },
                 SystemResult {
                     label: "Debian <baseline>".into(),
@@ -316,6 +329,7 @@ mod tests {
                         sample(20.0, 120 * 1024, 13000, None),
                         sample(21.0, 125 * 1024, 14000, None),
                     ],
+                    stuck: vec!["no DHCP ACK within 120s".into()],
                 },
             ],
             images: vec![Image {
@@ -337,6 +351,8 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| Debian <baseline> | 2 | 20.00 s | **20.50 s** | 21.00 s | 1.0× |"));
+        assert!(md.contains("A boot of Debian <baseline> never reached ssh and was booted again (not in the figures): no DHCP ACK within 120s"), "{md}");
+        assert!(!md.contains("A boot of Brig "));
         assert!(md.contains("| Brig | 1.25 s | 3.75 s | 5.00 s |"), "{md}");
         assert!(md.contains("| Brig | **32.0 MiB** | 33.0 MiB | `init` | **1.6 MiB** |"));
         assert!(md.contains("| Brig | 1.00 s | **1.50 s** | 2.00 s |"));
