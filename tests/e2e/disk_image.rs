@@ -215,7 +215,8 @@ fn qemu_x86_64_qcow2_image_boots_with_uefi_to_ssh() {
 /// than the one the boot before started from, never empty or mixed.
 #[test]
 fn qemu_x86_64_state_survives_power_cuts_while_writing() {
-    const CUTS: usize = 20;
+    // Ten cuts: each is a boot (~15 s under TCG), and CI has a budget.
+    const CUTS: usize = 10;
     let board = "qemu-x86_64";
     let built = built_as(board, "raw");
     let dir = tempfile::tempdir().unwrap();
