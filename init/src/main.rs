@@ -307,7 +307,11 @@ fn boot() -> Result<Init, String> {
         .iter()
         .any(|(_, v)| v.label.as_deref() == Some(state::LABEL))
     {
-        init.load_ext4();
+        outcome = Outcome::default();
+        init.coldplug.load_named(&init.sys, "ext4", &mut outcome);
+        if !outcome.loaded.is_empty() || !outcome.errors.is_empty() {
+            report_modules("state partition", &outcome);
+        }
     }
     let services = &mut init.services;
     init.state = state::mount(&init.sys, &volumes, &mut |device| {
@@ -639,13 +643,6 @@ impl Init {
             }
         };
         if let boot_disk::StatePlan::Create { .. } = plan {
-            // ext4 first: mke2fs leaves the inode tables for the kernel to
-            // zero in the background only when the kernel says it can
-            // (/sys/fs/ext4). No discard of the new partition: an SD
-            // card's erase is QEMU writing every block (44 s of a Pi's
-            // first boot), and a card fresh from `brig flash` has nothing
-            // there to discard.
-            self.load_ext4();
             let made = self.services.run_tool(
                 STORAGE_TOOLS,
                 &[
@@ -653,8 +650,6 @@ impl Init {
                     "-q",
                     "-t",
                     "ext4",
-                    "-E",
-                    "lazy_itable_init=1,nodiscard",
                     "-L",
                     state::LABEL,
                     &device,
@@ -679,15 +674,6 @@ impl Init {
             }
         }
         true
-    }
-
-    /// ext4 and what it needs, for the state partition (reported once).
-    fn load_ext4(&mut self) {
-        let mut outcome = Outcome::default();
-        self.coldplug.load_named(&self.sys, "ext4", &mut outcome);
-        if !outcome.loaded.is_empty() || !outcome.errors.is_empty() {
-            report_modules("state partition", &outcome);
-        }
     }
 
     fn status(&self) -> SystemStatus {
