@@ -1,7 +1,7 @@
 //! Messages on the console, each stamped with the time since the kernel
 //! started (CLOCK_BOOTTIME, the clock printk uses).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -57,22 +57,24 @@ pub fn echo(message: &str) {
     let Ok(mut console) = CONSOLE.lock() else {
         return;
     };
-    if console.is_none() {
-        *console = reopen_nonblocking(std::io::stdout().as_fd()).ok();
+    let stdout = std::io::stdout();
+    if console.is_none() && stdout.is_terminal() {
+        *console = reopen_nonblocking(stdout.as_fd()).ok();
     }
     match &*console {
         Some(fd) => {
             write_line(fd.as_fd(), &line, &CONSOLE_STALLED);
         }
-        // Before /proc is mounted (PID 1's first line): as it is.
+        // Not a terminal (a file or pipe a tool's output goes to), or
+        // before /proc is mounted (PID 1's first line): as it is.
         None => {
             let _ = std::io::stdout().lock().write_all(line.as_bytes());
         }
     }
 }
 
-/// PID 1's own non-blocking handle on its console (its stdout), made once
-/// /proc is there.
+/// PID 1's own non-blocking handle on its console (its stdout when that is
+/// a terminal), made once /proc is there.
 static CONSOLE: Mutex<Option<OwnedFd>> = Mutex::new(None);
 /// Set once a line has waited `ROOM_WAIT_MS` for the console in vain; until
 /// the console takes a line at once again, lines are dropped unwaited.
