@@ -68,7 +68,7 @@ pub fn echo(message: &str) {
         // Not a terminal (a file or pipe a tool's output goes to), or
         // before /proc is mounted (PID 1's first line): as it is.
         None => {
-            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+            let _ = stdout.lock().write_all(line.as_bytes());
         }
     }
 }
