@@ -82,8 +82,6 @@ static CONSOLE_STALLED: AtomicBool = AtomicBool::new(false);
 /// How long a line waits for room: a 115200 baud serial line empties a
 /// full 4 KiB buffer in 0.4 s.
 const ROOM_WAIT_MS: u16 = 1000;
-/// Longer lines are cut on the console (the log service has them whole).
-const LONGEST_LINE: usize = 2048;
 
 /// A new open file of what `fd` is open on (a terminal), non-blocking:
 /// setting O_NONBLOCK on `fd` itself would change it for every process
@@ -103,9 +101,6 @@ fn reopen_nonblocking(fd: BorrowedFd) -> nix::Result<OwnedFd> {
 /// what it says stays in its notes for the log service.
 fn write_line(fd: BorrowedFd, line: &str, stalled: &AtomicBool) -> bool {
     let mut bytes = line.as_bytes();
-    if bytes.len() > LONGEST_LINE {
-        bytes = &bytes[..LONGEST_LINE];
-    }
     let mut wait = if stalled.load(Ordering::Relaxed) {
         Duration::ZERO
     } else {
@@ -130,9 +125,6 @@ fn write_line(fd: BorrowedFd, line: &str, stalled: &AtomicBool) -> bool {
         }
     }
     stalled.store(false, Ordering::Relaxed);
-    if line.len() > LONGEST_LINE {
-        let _ = nix::unistd::write(fd, "…\n".as_bytes());
-    }
     true
 }
 
