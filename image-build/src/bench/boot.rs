@@ -79,6 +79,11 @@ impl Ssh<'_> {
 /// takes ~40 s); a guest that has not answered by then has stalled.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Where a boot of `system` logs its serial console.
+pub fn serial_log(work: &Path, system: &System) -> PathBuf {
+    work.join(format!("{}-serial.log", system.name))
+}
+
 /// Boots `system` once with `brig` (this program) and measures it.
 pub fn measure(
     brig: &Path,
@@ -87,7 +92,7 @@ pub fn measure(
     ssh: &Ssh,
     work: &Path,
 ) -> Result<Sample> {
-    let serial = work.join(format!("{}-serial.log", system.name));
+    let serial = serial_log(work, system);
     let capture = work.join(format!("{}-net0.pcap", system.name));
     let qmp = work.join(format!("{}-qmp.sock", system.name));
     for file in [&serial, &capture, &qmp] {

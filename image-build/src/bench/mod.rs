@@ -301,7 +301,7 @@ fn measure_again_if_stuck(
                     system.name,
                     result.stuck.len() + 1
                 ));
-                let _ = std::fs::rename(work.join(format!("{}-serial.log", system.name)), &kept);
+                let _ = std::fs::rename(boot::serial_log(work, system), &kept);
                 step(&format!(
                     "{}: a boot did not reach ssh, booting again: {e:#} (serial log kept as {})",
                     system.name,
