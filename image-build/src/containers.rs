@@ -170,6 +170,11 @@ pub struct ImageCache {
 /// variants built in turn share them).
 const CACHED_PER_SERVICE: usize = 3;
 
+/// zstd's level for the images' squashfs blocks. 15 is the knee: on the
+/// docker rootfs (255 MiB) level 19 took 67 s and gave 80.8 MiB, 15 took
+/// 23 s for 81.4 MiB (+0.8%), 12 took 10 s for 86.2 MiB.
+const SQUASHFS_ZSTD_LEVEL: u32 = 15;
+
 /// Builds `service`'s squashfs at `out`, or copies the one `images` holds
 /// for the same inputs; says which. `binaries` maps a binary name to its
 /// cross-built file.
@@ -237,7 +242,7 @@ pub fn build_image(
             "--compressor",
             "zstd",
             "--comp-extra",
-            "level=19",
+            &format!("level={SQUASHFS_ZSTD_LEVEL}"),
         ])
         .args([
             "--defaults",

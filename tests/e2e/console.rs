@@ -1,7 +1,7 @@
 //! The console container as a user meets it: ssh in with a key given in
 //! cloud-config, sudo, brigctl, the host's processes, scp; other users,
 //! refused logins, write_files, bootcmd and runcmd, host keys kept across a
-//! restart, and autologin on the serial console.
+//! restart, and autologin on the serial console; then the power button.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,7 +11,8 @@ use crate::guest::{built, key_pair, Guest};
 
 const BOOT: Duration = Duration::from_secs(240);
 
-fn console(board: &str) {
+/// `button`: the kernel's name of the board's power button, pressed at the end.
+fn console(board: &str, button: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (brig_key, brig_public) = key_pair(dir.path(), "brig-key");
     let (alice_key, alice_public) = key_pair(dir.path(), "alice-key");
@@ -69,7 +70,7 @@ runcmd:
     let mut guest = Guest::boot_with(
         board,
         &built(board),
-        &["brig.service_output=console"],
+        &["brig.service_output=console", "brig.hostname=e2e-node"],
         &[
             "--user-data",
             user_data.to_str().unwrap(),
@@ -295,16 +296,22 @@ runcmd:
         "{board}: console started -> ready {:.0} ms (first boot: host keys generated)",
         (stamp("[console] ready") - stamp("[console] started")) * 1000.0
     );
+
+    crate::boot::boots_and_the_power_button_powers_it_off(
+        &mut guest,
+        button,
+        &["module no_such_module is not in this image"],
+    );
 }
 
 #[test]
 fn qemu_x86_64_console_over_ssh() {
-    console("qemu-x86_64");
+    console("qemu-x86_64", "Power Button");
 }
 
 #[test]
 fn qemu_aarch64_console_over_ssh() {
-    console("qemu-aarch64");
+    console("qemu-aarch64", "gpio-keys");
 }
 
 /// `brig build --user-data`: an image with its own default config. Problems
