@@ -151,8 +151,6 @@ fn extract(
     fetch: &Fetch,
     check: impl Fn(&Path) -> Result<()>,
 ) -> Result<()> {
-    let (package, dirs, hooks, debs) = (fetch.package, fetch.dirs, fetch.hooks, fetch.debs);
-    let mmdebstrap = host_tools::require("mmdebstrap", "mmdebstrap")?;
     // Named by this process, so two builds filling the cache at once do
     // not write into each other's directory.
     let partial = entry.with_extension(format!("partial-{}", std::process::id()));
@@ -161,6 +159,24 @@ fn extract(
             .with_context(|| format!("removing {}", partial.display()))?;
     }
     std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let result = extract_into(&partial, entry, board, fetch, check);
+    // Whatever failed (offline, a bad package), nothing is left behind.
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    result
+}
+
+/// `extract` into the directory `partial`, then moved to `entry`.
+fn extract_into(
+    partial: &Path,
+    entry: &Path,
+    board: &Board,
+    fetch: &Fetch,
+    check: impl Fn(&Path) -> Result<()>,
+) -> Result<()> {
+    let (package, dirs, hooks, debs) = (fetch.package, fetch.dirs, fetch.hooks, fetch.debs);
+    let mmdebstrap = host_tools::require("mmdebstrap", "mmdebstrap")?;
     // The extract variant unpacks the package and its dependencies without
     // running any of their scripts, so no emulation of the target is needed.
     let out = partial.display().to_string();
@@ -191,13 +207,13 @@ fn extract(
             board.arch.debian()
         );
     }
-    check(&partial).context("checking what mmdebstrap fetched")?;
+    check(partial).context("checking what mmdebstrap fetched")?;
     if entry.exists() {
         std::fs::remove_dir_all(entry).with_context(|| format!("replacing {}", entry.display()))?;
     }
-    if let Err(e) = std::fs::rename(&partial, entry) {
+    if let Err(e) = std::fs::rename(partial, entry) {
         // Another build put its copy there meanwhile: as good as ours.
-        let _ = std::fs::remove_dir_all(&partial);
+        let _ = std::fs::remove_dir_all(partial);
         if check(entry).is_err() {
             return Err(e).with_context(|| format!("moving {} into place", partial.display()));
         }

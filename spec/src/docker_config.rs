@@ -15,8 +15,8 @@ pub const CONFIG_FILE: &str = "/run/brig/config/docker.json";
 /// console containers (the user `brig` is in it).
 pub const DOCKER_GROUP: &str = "docker";
 pub const DOCKER_GID: u32 = 999;
-/// The host directory with the Docker socket, bound into the docker and
-/// console containers as `/run/docker`.
+/// The host directory with the Docker socket, bound into the docker,
+/// console and swarm containers at the same path.
 pub const SOCKET_DIR: &str = "/run/brig/docker";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

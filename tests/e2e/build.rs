@@ -196,6 +196,12 @@ fn offline_rebuild_uses_the_cache() {
         stderr.contains("mmdebstrap could not fetch linux-image-cloud-amd64 for amd64"),
         "{stderr}"
     );
+    // The failed fetch left nothing in the cache (no partial directory).
+    let kernels = empty_cache.path().join("brig/kernels");
+    let left: Vec<_> = std::fs::read_dir(&kernels)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", kernels.display());
 }
 
 #[test]

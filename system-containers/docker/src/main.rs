@@ -33,12 +33,19 @@ const LINKS_DIR: &str = "/usr/local/sbin";
 /// that make the next dockerd think containerd still runs ("process with
 /// PID 10 is still running"), containerd's state, and the socket, which
 /// would tell PID 1 the new dockerd is ready before it listens.
-const STALE: &[&str] = &[
-    "/run/docker.pid",
-    "/run/docker",
-    "/run/containerd",
-    "/run/brig/docker/docker.sock",
-];
+fn stale() -> [String; 4] {
+    [
+        "/run/docker.pid".into(),
+        "/run/docker".into(),
+        "/run/containerd".into(),
+        socket(),
+    ]
+}
+
+/// dockerd's socket, in the directory the console container shares.
+fn socket() -> String {
+    format!("{SOCKET_DIR}/docker.sock")
+}
 
 fn say(message: &str) {
     eprintln!("brig-dockerd: {message}");
@@ -69,7 +76,7 @@ fn main() -> ExitCode {
         }
     }
     // Every process of the last run is gone: PID 1 killed the cgroup.
-    for problem in remove_all(Path::new("/"), STALE) {
+    for problem in remove_all(Path::new("/"), &stale()) {
         say(&format!("error: {problem}"));
     }
     if let Err(e) = nest_cgroup(Path::new(CGROUP_ROOT)) {
@@ -77,11 +84,11 @@ fn main() -> ExitCode {
             "error: {e}; containers' resource limits and `docker stats` will not work"
         ));
     }
-    let socket = Path::new(SOCKET_DIR).join("docker.sock");
+    let socket = socket();
     // Tools inside use the default path.
     let _ = fs::remove_file("/var/run/docker.sock");
     let _ = std::os::unix::fs::symlink(&socket, "/var/run/docker.sock");
-    let args = dockerd_args(&config, &socket.display().to_string());
+    let args = dockerd_args(&config, &socket);
     say(&format!("starting dockerd {}", args.join(" ")));
     let error = Command::new("/usr/sbin/dockerd")
         .args(&args)
@@ -96,7 +103,7 @@ fn main() -> ExitCode {
 
 /// Removes `paths` (files or whole directories) under `root`; what could
 /// not be removed. A path that is not there is no problem.
-fn remove_all(root: &Path, paths: &[&str]) -> Vec<String> {
+fn remove_all(root: &Path, paths: &[String]) -> Vec<String> {
     paths
         .iter()
         .filter_map(|path| {
@@ -248,7 +255,7 @@ mod tests {
         fs::create_dir_all(r.join("run/brig/docker")).unwrap();
         fs::write(r.join("run/brig/docker/docker.sock"), "").unwrap();
         fs::write(r.join("run/brig/docker/keep"), "").unwrap();
-        assert_eq!(remove_all(r, STALE), Vec::<String>::new());
+        assert_eq!(remove_all(r, &stale()), Vec::<String>::new());
         assert!(!r.join("run/docker").exists());
         assert!(!r.join("run/docker.pid").exists());
         assert!(!r.join("run/brig/docker/docker.sock").exists());
