@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use brig_spec::logs::{SYSLOG_DIR, SYSLOG_SOCKET};
 use brig_spec::network::DNS_DIR;
-use brig_spec::service::{capability_number, Mount, Namespace, ServiceSpec, DEFAULT_CAPABILITIES};
+use brig_spec::service::{
+    capability_number, Mount, Namespace, Readiness, ServiceSpec, DEFAULT_CAPABILITIES,
+};
 use nix::mount::MsFlags;
 
 use crate::clone::{self, CloneArgs, CLONE_INTO_CGROUP};
@@ -516,6 +518,22 @@ fn child(
         nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH),
     )?;
     sys("chdir /".into(), nix::unistd::chdir("/"))?;
+    // The writable layer outlives a run: the last run's readiness path
+    // (a socket, a pid file) would have PID 1 take this one as ready at once.
+    if let Readiness::Path { path, .. } = &spec.readiness {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A directory is left alone (the spec says: a socket, a file).
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
+            // Not worth failing the start: said in the service's log (a
+            // raw write: std's stderr lock is PID 1's memory too).
+            Err(e) => {
+                let line = format!("brig: removing the last run's readiness path {path}: {e}\n");
+                let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
+            }
+        }
+    }
     if spec.read_only_root {
         let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
         sys(

@@ -284,3 +284,21 @@ fn sysctls_apply_inside_and_proc_is_hardened() {
     // Masked: on the host it has hundreds of lines.
     assert_eq!(field(&out, "timer_list="), "0");
 }
+
+#[test]
+fn a_readiness_path_the_last_run_left_is_gone_when_the_next_starts() {
+    // Two runs on one state directory: the writable layer is kept, as
+    // across a restart by PID 1.
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let spec = format!(
+        "{}\nreadiness = {{ type = \"path\", path = \"/run/ready\" }}",
+        sh("busybox test -e /run/ready && echo stale || echo fresh; \
+            busybox test -e /run/other && echo kept; \
+            busybox mkdir -p /run && busybox touch /run/ready /run/other")
+    );
+    let first = stdout(&run_with("ready", &spec, rootfs(), &["--state", state]));
+    assert_eq!(first, "fresh\n");
+    let second = stdout(&run_with("ready", &spec, rootfs(), &["--state", state]));
+    assert_eq!(second, "fresh\nkept\n", "the rest of the layer is kept");
+}

@@ -31,21 +31,9 @@ const LINKS_DIR: &str = "/usr/local/sbin";
 /// What a dockerd that did not stop cleanly leaves under /run (which lives
 /// as long as the container's writable layer, the whole boot): pid files
 /// that make the next dockerd think containerd still runs ("process with
-/// PID 10 is still running"), containerd's state, and the socket, which
-/// would tell PID 1 the new dockerd is ready before it listens.
-fn stale() -> [String; 4] {
-    [
-        "/run/docker.pid".into(),
-        "/run/docker".into(),
-        "/run/containerd".into(),
-        socket(),
-    ]
-}
-
-/// dockerd's socket, in the directory the console container shares.
-fn socket() -> String {
-    format!("{SOCKET_DIR}/docker.sock")
-}
+/// PID 10 is still running") and containerd's state. (The socket, the
+/// readiness path, PID 1 removes before each start.)
+const STALE: &[&str] = &["/run/docker.pid", "/run/docker", "/run/containerd"];
 
 fn say(message: &str) {
     eprintln!("brig-dockerd: {message}");
@@ -76,7 +64,7 @@ fn main() -> ExitCode {
         }
     }
     // Every process of the last run is gone: PID 1 killed the cgroup.
-    for problem in remove_all(Path::new("/"), &stale()) {
+    for problem in remove_all(Path::new("/"), STALE) {
         say(&format!("error: {problem}"));
     }
     if let Err(e) = nest_cgroup(Path::new(CGROUP_ROOT)) {
@@ -84,7 +72,7 @@ fn main() -> ExitCode {
             "error: {e}; containers' resource limits and `docker stats` will not work"
         ));
     }
-    let socket = socket();
+    let socket = format!("{SOCKET_DIR}/docker.sock");
     // Tools inside use the default path.
     let _ = fs::remove_file("/var/run/docker.sock");
     let _ = std::os::unix::fs::symlink(&socket, "/var/run/docker.sock");
@@ -103,7 +91,7 @@ fn main() -> ExitCode {
 
 /// Removes `paths` (files or whole directories) under `root`; what could
 /// not be removed. A path that is not there is no problem.
-fn remove_all(root: &Path, paths: &[String]) -> Vec<String> {
+fn remove_all(root: &Path, paths: &[&str]) -> Vec<String> {
     paths
         .iter()
         .filter_map(|path| {
@@ -253,12 +241,10 @@ mod tests {
         fs::write(r.join("run/docker/containerd/containerd.pid"), "10").unwrap();
         fs::write(r.join("run/docker.pid"), "9").unwrap();
         fs::create_dir_all(r.join("run/brig/docker")).unwrap();
-        fs::write(r.join("run/brig/docker/docker.sock"), "").unwrap();
         fs::write(r.join("run/brig/docker/keep"), "").unwrap();
-        assert_eq!(remove_all(r, &stale()), Vec::<String>::new());
+        assert_eq!(remove_all(r, STALE), Vec::<String>::new());
         assert!(!r.join("run/docker").exists());
         assert!(!r.join("run/docker.pid").exists());
-        assert!(!r.join("run/brig/docker/docker.sock").exists());
         assert!(r.join("run/brig/docker/keep").exists());
     }
 
