@@ -78,8 +78,8 @@ fn fetch(entry: &Path, board: &Board) -> Result<()> {
     ));
     // The release is in the directory's name, so no sync-out of a fixed path.
     let device_trees = format!(
-        "mkdir -p OUT/{DEVICE_TREES} && for d in \"$1\"/usr/lib/linux-image-*; do \
-         if [ -d \"$d\" ]; then cp -a \"$d\"/. OUT/{DEVICE_TREES}/ || exit 1; fi; done"
+        "mkdir -p \"$BRIG_OUT\"/{DEVICE_TREES} && for d in \"$1\"/usr/lib/linux-image-*; do \
+         if [ -d \"$d\" ]; then cp -a \"$d\"/. \"$BRIG_OUT\"/{DEVICE_TREES}/ || exit 1; fi; done"
     );
     let fetch = Fetch {
         what: "kernel",
@@ -101,7 +101,7 @@ struct Fetch<'a> {
     package: &'a str,
     /// Paths in the package → names under the cache entry.
     dirs: &'a [(&'a str, &'a str)],
-    /// Further extract hooks (shell: `$1` the unpacked tree, `OUT` the
+    /// Further extract hooks (shell: `$1` the unpacked tree, `$BRIG_OUT` the
     /// directory that becomes the entry).
     hooks: &'a [String],
     /// The `.deb`s whose sha256 is kept (`packages.sha256`).
@@ -191,12 +191,14 @@ fn extract_into(
         command.arg(format!("--extract-hook=sync-out {from} {out}/{to}"));
     }
     for hook in hooks {
-        command.arg(format!("--extract-hook={}", hook.replace("OUT", &out)));
+        command.arg(format!("--extract-hook={hook}"));
     }
     let status = command
         .arg(format!(
-            "--extract-hook=cd \"$1\"/var/cache/apt/archives && sha256sum {debs} > {out}/packages.sha256"
+            "--extract-hook=cd \"$1\"/var/cache/apt/archives && sha256sum {debs} > \"$BRIG_OUT\"/packages.sha256"
         ))
+        // Hooks keep the environment mmdebstrap was given.
+        .env("BRIG_OUT", partial)
         .arg(&board.suite)
         .arg("/dev/null")
         .status()
