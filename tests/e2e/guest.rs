@@ -169,9 +169,11 @@ impl Guest {
         if guest.reaches_pid1(PID1_WITHIN) {
             return guest;
         }
+        static STALLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STALLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let kept = source_dir()
             .join("target/e2e/stalled-boots")
-            .join(format!("{board}-{}.log", std::process::id()));
+            .join(format!("{board}-{}-{n}.log", std::process::id()));
         let _ = std::fs::create_dir_all(kept.parent().unwrap());
         let _ = std::fs::copy(&guest.serial, &kept);
         let _ = writeln!(
