@@ -42,7 +42,9 @@ pub fn make(dir: &Path, board: &Board, kernel: &Kernel, public_key: &str) -> Res
         artifacts: dir.to_path_buf(),
         disk: dir.join("root.img"),
     };
-    let recipe = recipe(board, kernel, public_key);
+    let key_file = dir.join("authorized_keys");
+    let hooks = customize_hooks(dir, kernel, &key_file);
+    let recipe = recipe(board, kernel, public_key, &hooks);
     let stamp = dir.join("recipe");
     if std::fs::read_to_string(&stamp).is_ok_and(|made| made == recipe) && baseline.disk.exists() {
         return Ok(baseline);
@@ -52,39 +54,10 @@ pub fn make(dir: &Path, board: &Board, kernel: &Kernel, public_key: &str) -> Res
     }
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let key_file = dir.join("authorized_keys");
     std::fs::write(&key_file, format!("{public_key}\n"))
         .with_context(|| format!("writing {}", key_file.display()))?;
 
     let release = &kernel.release;
-    let network = "[Match]\\nName=en* eth*\\n[Network]\\nDHCP=yes\\n";
-    let hooks = [
-        // The kernel Brig boots, its modules and config, and the initramfs
-        // Debian would make for it.
-        format!(
-            "mkdir -p \"$1/usr/lib/modules\" && cp -a {} \"$1/usr/lib/modules/{release}\"",
-            kernel.modules.display()
-        ),
-        format!("cp {} \"$1/boot/config-{release}\"", kernel.config.display()),
-        format!("chroot \"$1\" depmod {release}"),
-        format!("chroot \"$1\" update-initramfs -c -k {release}"),
-        // As a cloud image is set up: a host name, DHCP on the wired
-        // link, an account that logs in with the key.
-        "echo debian > \"$1/etc/hostname\"".to_string(),
-        "echo '/dev/vda / ext4 defaults 0 1' > \"$1/etc/fstab\"".to_string(),
-        format!("printf '{network}' > \"$1/etc/systemd/network/20-wired.network\""),
-        "chroot \"$1\" systemctl enable systemd-networkd".to_string(),
-        "chroot \"$1\" useradd --create-home --shell /bin/bash --password '*' brig".to_string(),
-        format!(
-            "install -D -m 600 {} \"$1/home/brig/.ssh/authorized_keys\" && chroot \"$1\" chown -R brig:brig /home/brig/.ssh",
-            key_file.display()
-        ),
-        // For the results: what the baseline runs.
-        format!(
-            "chroot \"$1\" dpkg-query -W -f '${{Package}} ${{Version}}\\n' systemd openssh-server > {}",
-            dir.join("versions").display()
-        ),
-    ];
     let mmdebstrap = host_tools::require("mmdebstrap", "mmdebstrap")?;
     let mut command = Command::new(mmdebstrap);
     command
@@ -131,14 +104,49 @@ pub fn make(dir: &Path, board: &Board, kernel: &Kernel, public_key: &str) -> Res
     Ok(baseline)
 }
 
-/// What the baseline is made from: a different one means a new baseline.
-/// Bump `recipe N` when the hooks in `make` change.
-fn recipe(board: &Board, kernel: &Kernel, public_key: &str) -> String {
+/// mmdebstrap's customize hooks: the kernel Brig boots and a cloud VM's
+/// setup, in the tree `$1`.
+fn customize_hooks(dir: &Path, kernel: &Kernel, key_file: &Path) -> Vec<String> {
+    let release = &kernel.release;
+    let network = "[Match]\\nName=en* eth*\\n[Network]\\nDHCP=yes\\n";
+    vec![
+        // The kernel Brig boots, its modules and config, and the initramfs
+        // Debian would make for it.
+        format!(
+            "mkdir -p \"$1/usr/lib/modules\" && cp -a {} \"$1/usr/lib/modules/{release}\"",
+            kernel.modules.display()
+        ),
+        format!("cp {} \"$1/boot/config-{release}\"", kernel.config.display()),
+        format!("chroot \"$1\" depmod {release}"),
+        format!("chroot \"$1\" update-initramfs -c -k {release}"),
+        // As a cloud image is set up: a host name, DHCP on the wired
+        // link, an account that logs in with the key.
+        "echo debian > \"$1/etc/hostname\"".to_string(),
+        "echo '/dev/vda / ext4 defaults 0 1' > \"$1/etc/fstab\"".to_string(),
+        format!("printf '{network}' > \"$1/etc/systemd/network/20-wired.network\""),
+        "chroot \"$1\" systemctl enable systemd-networkd".to_string(),
+        "chroot \"$1\" useradd --create-home --shell /bin/bash --password '*' brig".to_string(),
+        format!(
+            "install -D -m 600 {} \"$1/home/brig/.ssh/authorized_keys\" && chroot \"$1\" chown -R brig:brig /home/brig/.ssh",
+            key_file.display()
+        ),
+        // For the results: what the baseline runs.
+        format!(
+            "chroot \"$1\" dpkg-query -W -f '${{Package}} ${{Version}}\\n' systemd openssh-server > {}",
+            dir.join("versions").display()
+        ),
+    ]
+}
+
+/// What the baseline is made from, its hooks included: a different one
+/// means a new baseline.
+fn recipe(board: &Board, kernel: &Kernel, public_key: &str, hooks: &[String]) -> String {
     format!(
-        "recipe 1\nsuite {}\narch {}\nkernel {}\npackages {}\nkey {public_key}\n",
+        "suite {}\narch {}\nkernel {}\npackages {}\nkey {public_key}\nhooks\n{}\n",
         board.suite,
         board.arch.debian(),
         kernel.release,
-        PACKAGES.join(",")
+        PACKAGES.join(","),
+        hooks.join("\n")
     )
 }
