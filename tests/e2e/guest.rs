@@ -189,17 +189,32 @@ impl Guest {
     /// Whether PID 1 said it started within `timeout` (false also when
     /// QEMU exited before).
     fn reaches_pid1(&mut self, timeout: Duration) -> bool {
+        self.poll_for(PID1_STARTED, timeout).is_ok()
+    }
+
+    /// Polls the console until it shows `needle` (the console so far), or
+    /// says why not: QEMU exited, or `timeout` passed.
+    fn poll_for(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.serial().contains(PID1_STARTED) {
-                return true;
+        loop {
+            let serial = self.serial();
+            if serial.contains(needle) {
+                return Ok(serial);
             }
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return false;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "QEMU exited ({status}) before {needle:?} appeared; {}",
+                    report(&serial)
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{needle:?} did not appear within {timeout:?}; {}",
+                    report(&serial)
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        false
     }
 
     fn start(board: &str, artifacts: &Path, append: &[&str], options: &[&str]) -> Guest {
@@ -341,26 +356,8 @@ impl Guest {
 
     /// Waits until the serial console shows `needle`; returns the console so far.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let serial = self.serial();
-            if serial.contains(needle) {
-                return serial;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "QEMU exited ({status}) before {needle:?} appeared; {}",
-                    report(&serial)
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{needle:?} did not appear within {timeout:?}; {}",
-                    report(&serial)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.poll_for(needle, timeout)
+            .unwrap_or_else(|why| panic!("{why}"))
     }
 
     /// Sends one QMP command and returns its `return` value.
