@@ -1,14 +1,16 @@
 //! A Brig guest in QEMU, started with `brig run --headless`, and the images
 //! the tests share.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use brig_image_build::pcap;
 use serde_json::{json, Value};
 
 use crate::isolated_net::IsolatedNet;
@@ -139,10 +141,22 @@ const PID1_STARTED: &str = "started as PID 1";
 /// on two cores; the rest is room for firmware (UEFI, disk images).
 const PID1_WITHIN: Duration = Duration::from_secs(90);
 
+/// How long the first ssh waits for the guest's DHCP ACK. Its client
+/// retransmits with backoff, so a lost exchange costs tens of seconds.
+const LEASE_WITHIN: Duration = Duration::from_secs(180);
+
 pub struct Guest {
     child: Child,
     serial: PathBuf,
     qmp: PathBuf,
+    /// QEMU's capture of the first NIC's frames (`filter-dump`), where the
+    /// guest's DHCP ACK shows.
+    capture: PathBuf,
+    /// When QEMU started, to say when the lease came.
+    started: SystemTime,
+    /// Whether the capture has shown the ACK (checked before each ssh
+    /// until it has).
+    has_lease: Cell<bool>,
     /// Host port (in `net`) forwarded to the guest's port 22.
     ssh_port: String,
     _dir: tempfile::TempDir,
@@ -221,6 +235,11 @@ impl Guest {
         let dir = tempfile::tempdir().unwrap();
         let serial = dir.path().join("serial.log");
         let qmp = dir.path().join("qmp.sock");
+        let capture = dir.path().join("net0.pcap");
+        let dump = format!(
+            "filter-dump,id=e2e-net0,netdev=net0,file={}",
+            capture.display()
+        );
         let port = free_port().to_string();
         let mut args = vec![
             "run",
@@ -236,6 +255,10 @@ impl Guest {
             serial.to_str().unwrap(),
             "--qmp",
             qmp.to_str().unwrap(),
+            "--qemu-arg",
+            "-object",
+            "--qemu-arg",
+            &dump,
         ];
         // Kernel info messages could split the console lines tests read;
         // warnings and worse (panics, "reboot: Power down") still show.
@@ -245,6 +268,7 @@ impl Guest {
         }
         args.extend(options);
         let net = IsolatedNet::new();
+        let started = SystemTime::now();
         let child = net
             .command(BRIG)
             .args(&args)
@@ -256,6 +280,9 @@ impl Guest {
             child,
             serial,
             qmp,
+            capture,
+            started,
+            has_lease: Cell::new(false),
             ssh_port: port,
             _dir: dir,
             net,
@@ -264,8 +291,10 @@ impl Guest {
 
     /// Runs `command` over ssh as `user` with the private key `key`,
     /// trusting the host keys in `known_hosts` (added there on first use).
-    /// Only after `brig: ready`: before the guest has its lease, QEMU
-    /// delivers the connection late.
+    /// The first waits for the guest's DHCP ACK: before the guest has its
+    /// lease, QEMU delivers the connection late. `brig: ready` does not
+    /// wait for a lease, and a Raspberry Pi's USB network adapter comes
+    /// up well after it on a loaded host.
     pub fn ssh(&self, user: &str, key: &Path, known_hosts: &Path, command: &str) -> Output {
         self.ssh_with(user, key, known_hosts, &[], command)
     }
@@ -279,6 +308,7 @@ impl Guest {
         options: &[&str],
         command: &str,
     ) -> Output {
+        self.wait_for_lease();
         self.net
             .command("ssh")
             .args(["-p", &self.ssh_port, "-i"])
@@ -305,15 +335,51 @@ impl Guest {
             .expect("running ssh")
     }
 
+    /// Waits until QEMU's capture shows the guest's DHCP ACK.
+    fn wait_for_lease(&self) {
+        if self.has_lease.get() {
+            return;
+        }
+        let deadline = Instant::now() + LEASE_WITHIN;
+        let after = loop {
+            if let Some(after) = self.lease_after() {
+                break after;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no DHCP ACK to the guest within {LEASE_WITHIN:?} (capture {}):\n{}",
+                self.capture.display(),
+                self.console_report()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.has_lease.set(true);
+        // Past the test harness's capture: in CI's log as it happens.
+        let _ = writeln!(
+            std::io::stderr(),
+            "==> the guest with ssh on port {} had its DHCP ACK {:.1} s after QEMU started",
+            self.ssh_port,
+            after.as_secs_f64()
+        );
+    }
+
+    /// How long after QEMU started the guest's first DHCP ACK went by.
+    fn lease_after(&self) -> Option<Duration> {
+        let capture = std::fs::read(&self.capture).ok()?;
+        let ack = pcap::first_dhcp_ack(&capture)?;
+        Some(ack.duration_since(self.started).unwrap_or_default())
+    }
+
     /// As `ssh`, for a command that must succeed: its standard output.
     pub fn ssh_ok(&self, user: &str, key: &Path, known_hosts: &Path, command: &str) -> String {
         let out = self.ssh(user, key, known_hosts, command);
         assert!(
             out.status.success(),
-            "ssh {user}: {command:?} failed ({}): {}{}\n{}",
+            "ssh {user}: {command:?} failed ({}): {}{}\nthe guest's DHCP ACK came {:?} after QEMU started\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
+            self.lease_after().unwrap_or_default(),
             self.console_report()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use brig_image_build::pcap;
+
 use crate::guest::{brig, source_dir, Guest};
 
 #[test]
@@ -101,18 +103,11 @@ fn image(board: &str) -> tempfile::TempDir {
 }
 
 /// VLAN IDs of the 802.1Q-tagged frames in a pcap capture.
-fn vlan_ids(pcap: &[u8]) -> Vec<u16> {
-    let mut ids = Vec::new();
-    let mut at = 24; // the global header
-    while at + 16 <= pcap.len() {
-        let len = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &pcap[at + 16..(at + 16 + len).min(pcap.len())];
-        if frame.len() >= 16 && frame[12..14] == [0x81, 0x00] {
-            ids.push(u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff);
-        }
-        at += 16 + len;
-    }
-    ids
+fn vlan_ids(capture: &[u8]) -> Vec<u16> {
+    pcap::frames(capture)
+        .filter(|frame| frame.bytes.len() >= 16 && frame.bytes[12..14] == [0x81, 0x00])
+        .map(|frame| u16::from_be_bytes([frame.bytes[14], frame.bytes[15]]) & 0x0fff)
+        .collect()
 }
 
 /// Three NICs; netcheck writes a config with an active-backup bond of the

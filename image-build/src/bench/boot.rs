@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use brig_image_build::pcap;
 
 use super::figures::{self, Memory};
 
@@ -182,7 +183,7 @@ fn wait_for_ssh(
         }
         Ok(())
     };
-    while !std::fs::read(capture).is_ok_and(|pcap| figures::has_dhcp_ack(&pcap)) {
+    while !std::fs::read(capture).is_ok_and(|pcap| pcap::first_dhcp_ack(&pcap).is_some()) {
         exited(child)?;
         if start.elapsed() > TIMEOUT {
             bail!("no DHCP ACK within {TIMEOUT:?}");

@@ -1,6 +1,6 @@
-//! The pure part of `brig bench`: reading what a guest showed (a packet
-//! capture, /proc/meminfo, the boot log) into figures, and the figures'
-//! summaries. No I/O here, so all of it is unit tested.
+//! The pure part of `brig bench`: reading what a guest showed
+//! (/proc/meminfo, the boot log) into figures, and the figures' summaries.
+//! No I/O here, so all of it is unit tested.
 
 use std::time::Duration;
 
@@ -31,70 +31,6 @@ impl Spread {
             max: sorted[n - 1],
         })
     }
-}
-
-/// Whether a pcap capture (QEMU's `filter-dump`, Ethernet frames) holds a
-/// DHCP ACK: the guest has its address, and ssh can be tried without its
-/// SYN waiting in QEMU's user network for an address to be delivered to.
-pub fn has_dhcp_ack(pcap: &[u8]) -> bool {
-    const GLOBAL_HEADER: usize = 24;
-    const RECORD_HEADER: usize = 16;
-    let mut at = GLOBAL_HEADER;
-    while at + RECORD_HEADER <= pcap.len() {
-        let captured = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        let start = at + RECORD_HEADER;
-        let Some(frame) = pcap.get(start..start + captured) else {
-            return false; // still being written
-        };
-        if is_dhcp_ack(frame) {
-            return true;
-        }
-        at = start + captured;
-    }
-    false
-}
-
-fn is_dhcp_ack(frame: &[u8]) -> bool {
-    // Ethernet II carrying IPv4, then UDP from port 67 to port 68.
-    if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
-        return false;
-    }
-    let ip = &frame[14..];
-    let header = usize::from(ip[0] & 0x0f) * 4;
-    if ip[0] >> 4 != 4 || ip[9] != 17 || ip.len() < header + 8 {
-        return false;
-    }
-    let udp = &ip[header..];
-    if udp[0..2] != 67u16.to_be_bytes() || udp[2..4] != 68u16.to_be_bytes() {
-        return false;
-    }
-    // BOOTP: a reply (op 2), 236 fixed bytes, the magic cookie, options.
-    let bootp = &udp[8..];
-    if bootp.len() < 240 || bootp[0] != 2 || bootp[236..240] != [99, 130, 83, 99] {
-        return false;
-    }
-    let mut options = &bootp[240..];
-    while let [code, rest @ ..] = options {
-        match code {
-            0 => options = rest,
-            255 => return false,
-            _ => {
-                let Some((&len, rest)) = rest.split_first() else {
-                    return false;
-                };
-                let len = usize::from(len);
-                if rest.len() < len {
-                    return false;
-                }
-                // Option 53, DHCP message type; 5 is DHCPACK.
-                if *code == 53 && len == 1 && rest[0] == 5 {
-                    return true;
-                }
-                options = &rest[len..];
-            }
-        }
-    }
-    false
 }
 
 /// What /proc/meminfo says about memory in use, in KiB.
@@ -172,55 +108,6 @@ mod tests {
         let even = Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
         assert_eq!((even.min, even.median, even.max), (1.0, 2.5, 4.0));
         assert_eq!(Spread::of(&[]), None);
-    }
-
-    /// An Ethernet frame with a DHCP reply from QEMU's user network
-    /// (10.0.2.2 to 10.0.2.15) of message type `kind`.
-    fn dhcp_reply(kind: u8) -> Vec<u8> {
-        let mut bootp = vec![0u8; 236];
-        bootp[0] = 2;
-        bootp.extend([99, 130, 83, 99]);
-        bootp.extend([1, 4, 255, 255, 255, 0]); // subnet mask first
-        bootp.extend([53, 1, kind, 255]);
-        let mut udp = Vec::new();
-        udp.extend(67u16.to_be_bytes());
-        udp.extend(68u16.to_be_bytes());
-        udp.extend(((8 + bootp.len()) as u16).to_be_bytes());
-        udp.extend([0, 0]);
-        udp.extend(bootp);
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
-        ip.extend([10, 0, 2, 2, 10, 0, 2, 15]);
-        ip.extend(udp);
-        let mut frame = vec![0xff; 6];
-        frame.extend([0x52, 0x55, 0x0a, 0, 2, 2, 0x08, 0x00]);
-        frame.extend(ip);
-        frame
-    }
-
-    fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
-        let mut file = vec![0u8; 24];
-        for frame in frames {
-            file.extend([0u8; 8]);
-            file.extend((frame.len() as u32).to_le_bytes());
-            file.extend((frame.len() as u32).to_le_bytes());
-            file.extend(frame);
-        }
-        file
-    }
-
-    #[test]
-    fn a_dhcp_ack_is_found_and_an_offer_or_a_torn_record_is_not() {
-        let (offer, ack) = (dhcp_reply(2), dhcp_reply(5));
-        assert!(!has_dhcp_ack(&pcap(std::slice::from_ref(&offer))));
-        assert!(has_dhcp_ack(&pcap(&[offer.clone(), ack.clone()])));
-        // QEMU still writing the ACK's record: not yet.
-        let whole = pcap(&[offer, ack]);
-        assert!(!has_dhcp_ack(&whole[..whole.len() - 10]));
-        // A request from the client (port 68 to 67) is no ACK.
-        let mut request = dhcp_reply(5);
-        let udp = 14 + 20;
-        request[udp..udp + 4].copy_from_slice(&[0, 68, 0, 67]);
-        assert!(!has_dhcp_ack(&pcap(&[request])));
     }
 
     #[test]
