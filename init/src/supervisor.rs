@@ -86,8 +86,21 @@ pub struct Service {
     pub detail: Option<String>,
     ready_deadline: Option<Instant>,
     next_ready_check: Option<Instant>,
-    /// Start again once stopped (restart requested).
-    restart_after_stop: bool,
+    /// What follows once its stopping process has exited.
+    after_stop: AfterStop,
+}
+
+/// What a stopping service does once its process has exited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum AfterStop {
+    /// Stays stopped (`brigctl stop`, shutdown).
+    #[default]
+    Stay,
+    /// Starts again (`brigctl restart`).
+    Start,
+    /// Killed for not being ready in time: a failed start, retried with
+    /// backoff as a crash is, unless its restart policy is `never`.
+    Retry,
 }
 
 #[derive(Debug, Default)]
@@ -265,6 +278,7 @@ impl Supervisor {
                 if s.ready_deadline.is_some_and(|d| d <= now) {
                     // Not ready in time: counts as a failed start.
                     s.detail = Some("not ready in time".into());
+                    s.after_stop = AfterStop::Retry;
                     s.state = State::Stopping {
                         kill_at: now,
                         killed: true,
@@ -362,19 +376,23 @@ impl Supervisor {
             .started_at
             .map(|t| now.saturating_duration_since(t))
             .unwrap_or_default();
-        if ran >= STABLE_AFTER {
+        // A run that never got ready, however long, is no stable one.
+        if ran >= STABLE_AFTER && s.after_stop != AfterStop::Retry {
             s.failures = 0;
         }
         match s.state {
-            State::Stopping { .. } => {
-                if s.restart_after_stop && !shutting_down {
-                    s.restart_after_stop = false;
+            State::Stopping { .. } => match std::mem::take(&mut s.after_stop) {
+                _ if shutting_down => s.state = State::Stopped,
+                AfterStop::Stay => s.state = State::Stopped,
+                AfterStop::Start => {
                     s.failures = 0;
                     s.state = State::Waiting;
-                } else {
-                    s.state = State::Stopped;
                 }
-            }
+                AfterStop::Retry if s.spec.restart == RestartPolicy::Never => {
+                    s.state = State::Failed;
+                }
+                AfterStop::Retry => s.schedule_restart(now),
+            },
             State::Starting if matches!(s.spec.readiness, Readiness::Exit { .. }) && code == 0 => {
                 s.state = State::Done;
             }
@@ -404,7 +422,7 @@ impl Supervisor {
         let s = self
             .get_mut(name)
             .ok_or_else(|| format!("no service {name:?}"))?;
-        s.restart_after_stop = false;
+        s.after_stop = AfterStop::Stay;
         Ok(s.begin_stop(now))
     }
 
@@ -434,7 +452,7 @@ impl Supervisor {
             .get_mut(name)
             .ok_or_else(|| format!("no service {name:?}"))?;
         if s.pid.is_some() {
-            s.restart_after_stop = true;
+            s.after_stop = AfterStop::Start;
             return Ok(s.begin_stop(now));
         }
         self.start(name).map(|()| Vec::new())
@@ -500,7 +518,7 @@ impl Service {
             detail,
             ready_deadline: None,
             next_ready_check: None,
-            restart_after_stop: false,
+            after_stop: AfterStop::Stay,
         }
     }
 
@@ -693,6 +711,76 @@ mod tests {
             actions.contains(&Action::KillAll("slow".into())),
             "{actions:?}"
         );
+        let killed = t + Duration::from_secs(2);
+        sup.exited(7, 137, killed);
+        // A failed start: retried after the first backoff, not left stopped.
+        let slow = sup.get("slow").unwrap();
+        assert_eq!(
+            slow.state,
+            State::Backoff {
+                until: killed + backoff(1)
+            }
+        );
+        assert_eq!(slow.detail.as_deref(), Some("not ready in time"));
+        assert_eq!(starts(&sup.tick(killed + backoff(1))), ["slow"]);
+    }
+
+    #[test]
+    fn never_ready_services_end_in_a_crash_loop_however_long_the_timeout() {
+        let mut t = Instant::now();
+        let mut s = spec("slow", &[]);
+        s.readiness = Readiness::Path {
+            path: "/run/ready".into(),
+            timeout_seconds: 60,
+        };
+        let mut sup = Supervisor::new(vec![s], vec![]);
+        for pid in 1..=CRASH_LOOP_AFTER as i32 {
+            assert_eq!(starts(&sup.tick(t)), ["slow"]);
+            sup.started("slow", pid, t);
+            t += Duration::from_secs(60);
+            sup.tick(t);
+            sup.exited(pid, 137, t);
+            if let State::Backoff { until } = sup.get("slow").unwrap().state {
+                t = until;
+            }
+        }
+        assert!(
+            matches!(sup.get("slow").unwrap().state, State::CrashLoop { .. }),
+            "{:?}",
+            sup.get("slow").unwrap().state
+        );
+    }
+
+    #[test]
+    fn not_ready_in_time_with_restart_never_fails() {
+        let t = Instant::now();
+        let mut s = spec("slow", &[]);
+        s.restart = RestartPolicy::Never;
+        s.readiness = Readiness::Path {
+            path: "/run/ready".into(),
+            timeout_seconds: 2,
+        };
+        let mut sup = Supervisor::new(vec![s], vec![]);
+        sup.tick(t);
+        sup.started("slow", 7, t);
+        sup.tick(t + Duration::from_secs(2));
+        sup.exited(7, 137, t + Duration::from_secs(2));
+        assert_eq!(sup.get("slow").unwrap().state, State::Failed);
+    }
+
+    #[test]
+    fn a_stop_while_killed_for_not_being_ready_stays_stopped() {
+        let t = Instant::now();
+        let mut s = spec("slow", &[]);
+        s.readiness = Readiness::Path {
+            path: "/run/ready".into(),
+            timeout_seconds: 2,
+        };
+        let mut sup = Supervisor::new(vec![s], vec![]);
+        sup.tick(t);
+        sup.started("slow", 7, t);
+        sup.tick(t + Duration::from_secs(2));
+        sup.stop("slow", t + Duration::from_secs(2)).unwrap();
         sup.exited(7, 137, t + Duration::from_secs(2));
         assert_eq!(sup.get("slow").unwrap().state, State::Stopped);
     }

@@ -177,27 +177,34 @@ impl Guest {
     /// it runs PID 1 (a vCPU's timer interrupt lost: RCU stall reports,
     /// nothing else, for minutes). No code of ours has run by then, so such
     /// a boot is started again, once, said on stderr and its console kept
-    /// in target/e2e/stalled-boots/; a second one is the test's to report.
+    /// in target/e2e/retried-boots/; a second one is the test's to report.
     pub fn boot_with(board: &str, artifacts: &Path, append: &[&str], options: &[&str]) -> Guest {
         let mut guest = Guest::start(board, artifacts, append, options);
         if guest.reaches_pid1(PID1_WITHIN) {
             return guest;
         }
-        static STALLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STALLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        guest.give_up(
+            board,
+            &format!("the kernel did not start PID 1 within {PID1_WITHIN:?}"),
+        );
+        Guest::start(board, artifacts, append, options)
+    }
+
+    /// Ends a boot that is to be started again: keeps its console in
+    /// target/e2e/retried-boots/ and says on stderr why it is retried.
+    pub fn give_up(self, board: &str, why: &str) {
+        static RETRIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let kept = source_dir()
-            .join("target/e2e/stalled-boots")
+            .join("target/e2e/retried-boots")
             .join(format!("{board}-{}-{n}.log", std::process::id()));
         let _ = std::fs::create_dir_all(kept.parent().unwrap());
-        let _ = std::fs::copy(&guest.serial, &kept);
+        let _ = std::fs::copy(&self.serial, &kept);
         let _ = writeln!(
             std::io::stderr(),
-            "==> {board}: the kernel did not start PID 1 within {PID1_WITHIN:?} \
-             (console kept in {}); booting it again",
+            "==> {board}: {why} (console kept in {}); booting it again",
             kept.display()
         );
-        drop(guest);
-        Guest::start(board, artifacts, append, options)
     }
 
     /// Whether PID 1 said it started within `timeout` (false also when
@@ -308,7 +315,7 @@ impl Guest {
         options: &[&str],
         command: &str,
     ) -> Output {
-        self.wait_for_lease();
+        self.lease_before_ssh();
         self.net
             .command("ssh")
             .args(["-p", &self.ssh_port, "-i"])
@@ -335,22 +342,34 @@ impl Guest {
             .expect("running ssh")
     }
 
-    /// Waits until QEMU's capture shows the guest's DHCP ACK.
-    fn wait_for_lease(&self) {
+    /// Before the first ssh: the guest's DHCP ACK, or the test fails.
+    fn lease_before_ssh(&self) {
         if self.has_lease.get() {
             return;
         }
-        let deadline = Instant::now() + LEASE_WITHIN;
+        if let Err(why) = self.wait_for_lease(LEASE_WITHIN) {
+            panic!("{why}\n{}", self.console_report());
+        }
+    }
+
+    /// Waits up to `timeout` for QEMU's capture to show the guest's DHCP
+    /// ACK: how long after QEMU started it came, or why not.
+    pub fn wait_for_lease(&self, timeout: Duration) -> Result<Duration, String> {
+        let deadline = Instant::now() + timeout;
         let after = loop {
             if let Some(after) = self.lease_after() {
                 break after;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no DHCP ACK to the guest within {LEASE_WITHIN:?} (capture {}):\n{}",
-                self.capture.display(),
-                self.console_report()
-            );
+            if Instant::now() > deadline {
+                let frames = std::fs::read(&self.capture)
+                    .map_or(0, |capture| pcap::frames(&capture).count());
+                // None at all: the guest's network card never sent a frame.
+                return Err(format!(
+                    "no DHCP ACK to the guest within {timeout:?}: the capture of its \
+                     network ({}) holds {frames} frames",
+                    self.capture.display()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(100));
         };
         self.has_lease.set(true);
@@ -361,6 +380,7 @@ impl Guest {
             self.ssh_port,
             after.as_secs_f64()
         );
+        Ok(after)
     }
 
     /// How long after QEMU started the guest's first DHCP ACK went by.
