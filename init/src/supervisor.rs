@@ -698,19 +698,7 @@ mod tests {
     #[test]
     fn not_ready_in_time_is_killed_and_retried() {
         let t = Instant::now();
-        let mut s = spec("slow", &[]);
-        s.readiness = Readiness::Command {
-            command: vec!["/bin/check".into()],
-            timeout_seconds: 2,
-        };
-        let mut sup = Supervisor::new(vec![s], vec![]);
-        sup.tick(t);
-        sup.started("slow", 7, t);
-        let actions = sup.tick(t + Duration::from_secs(2));
-        assert!(
-            actions.contains(&Action::KillAll("slow".into())),
-            "{actions:?}"
-        );
+        let mut sup = killed_for_not_being_ready(RestartPolicy::Always, t);
         let killed = t + Duration::from_secs(2);
         sup.exited(7, 137, killed);
         // A failed start: retried after the first backoff, not left stopped.
@@ -751,11 +739,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn not_ready_in_time_with_restart_never_fails() {
-        let t = Instant::now();
+    /// "slow" (ready once /run/ready exists, within 2 s), started at `t` as
+    /// pid 7, then killed for not being ready at `t` + 2 s.
+    fn killed_for_not_being_ready(restart: RestartPolicy, t: Instant) -> Supervisor {
         let mut s = spec("slow", &[]);
-        s.restart = RestartPolicy::Never;
+        s.restart = restart;
         s.readiness = Readiness::Path {
             path: "/run/ready".into(),
             timeout_seconds: 2,
@@ -763,7 +751,18 @@ mod tests {
         let mut sup = Supervisor::new(vec![s], vec![]);
         sup.tick(t);
         sup.started("slow", 7, t);
-        sup.tick(t + Duration::from_secs(2));
+        let actions = sup.tick(t + Duration::from_secs(2));
+        assert!(
+            actions.contains(&Action::KillAll("slow".into())),
+            "{actions:?}"
+        );
+        sup
+    }
+
+    #[test]
+    fn not_ready_in_time_with_restart_never_fails() {
+        let t = Instant::now();
+        let mut sup = killed_for_not_being_ready(RestartPolicy::Never, t);
         sup.exited(7, 137, t + Duration::from_secs(2));
         assert_eq!(sup.get("slow").unwrap().state, State::Failed);
     }
@@ -771,15 +770,7 @@ mod tests {
     #[test]
     fn a_stop_while_killed_for_not_being_ready_stays_stopped() {
         let t = Instant::now();
-        let mut s = spec("slow", &[]);
-        s.readiness = Readiness::Path {
-            path: "/run/ready".into(),
-            timeout_seconds: 2,
-        };
-        let mut sup = Supervisor::new(vec![s], vec![]);
-        sup.tick(t);
-        sup.started("slow", 7, t);
-        sup.tick(t + Duration::from_secs(2));
+        let mut sup = killed_for_not_being_ready(RestartPolicy::Always, t);
         sup.stop("slow", t + Duration::from_secs(2)).unwrap();
         sup.exited(7, 137, t + Duration::from_secs(2));
         assert_eq!(sup.get("slow").unwrap().state, State::Stopped);
