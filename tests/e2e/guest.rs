@@ -154,9 +154,9 @@ pub struct Guest {
     capture: PathBuf,
     /// When QEMU started, to say when the lease came.
     started: SystemTime,
-    /// Whether the capture has shown the ACK (checked before each ssh
-    /// until it has).
-    has_lease: Cell<bool>,
+    /// How long after QEMU started the capture showed the ACK, once it has
+    /// (checked before each ssh until then).
+    lease_after: Cell<Option<Duration>>,
     /// Host port (in `net`) forwarded to the guest's port 22.
     ssh_port: String,
     _dir: tempfile::TempDir,
@@ -289,7 +289,7 @@ impl Guest {
             qmp,
             capture,
             started,
-            has_lease: Cell::new(false),
+            lease_after: Cell::new(None),
             ssh_port: port,
             _dir: dir,
             net,
@@ -344,7 +344,7 @@ impl Guest {
 
     /// Before the first ssh: the guest's DHCP ACK, or the test fails.
     fn lease_before_ssh(&self) {
-        if self.has_lease.get() {
+        if self.lease_after.get().is_some() {
             return;
         }
         if let Err(why) = self.wait_for_lease(LEASE_WITHIN) {
@@ -357,7 +357,7 @@ impl Guest {
     pub fn wait_for_lease(&self, timeout: Duration) -> Result<Duration, String> {
         let deadline = Instant::now() + timeout;
         let after = loop {
-            if let Some(after) = self.lease_after() {
+            if let Some(after) = self.read_lease_after() {
                 break after;
             }
             if Instant::now() > deadline {
@@ -372,7 +372,7 @@ impl Guest {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        self.has_lease.set(true);
+        self.lease_after.set(Some(after));
         // Past the test harness's capture: in CI's log as it happens.
         let _ = writeln!(
             std::io::stderr(),
@@ -383,8 +383,9 @@ impl Guest {
         Ok(after)
     }
 
-    /// How long after QEMU started the guest's first DHCP ACK went by.
-    fn lease_after(&self) -> Option<Duration> {
+    /// How long after QEMU started the guest's first DHCP ACK went by, from
+    /// the capture.
+    fn read_lease_after(&self) -> Option<Duration> {
         let capture = std::fs::read(&self.capture).ok()?;
         let ack = pcap::first_dhcp_ack(&capture)?;
         Some(ack.duration_since(self.started).unwrap_or_default())
@@ -399,7 +400,7 @@ impl Guest {
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            self.lease_after().unwrap_or_default(),
+            self.lease_after.get().unwrap_or_default(),
             self.console_report()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
