@@ -5,7 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use brig_spec::control::{LogLine, Request, Response, ServiceStatus, SystemStatus, SOCKET};
+use brig_spec::control::{
+    LogLine, Request, Response, ServiceStatus, SystemStatus, READ_ONLY_GID, SOCKET,
+};
 use brig_spec::logs::{Entry, Query, QUERY_SOCKET};
 use brig_spec::network::{NetworkStatus, STATUS_SOCKET};
 use clap::{Parser, Subcommand};
@@ -84,8 +86,9 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigAction {
     /// Print a value of the effective cloud-config by dotted key
-    /// (`hostname`, `brig.console.autologin`, `users[1].name`).
-    Get { key: String },
+    /// (`hostname`, `brig.console.autologin`, `users[1].name`); without
+    /// a key, all of it (as `export`).
+    Get { key: Option<String> },
     /// Save a setting over the datasource's; it applies from the next boot
     /// (`brig.docker`, `brig.logging`: at a restart of docker, syslog).
     /// VALUE is YAML: `true`, `10`, `[a, b]`, `{k: v}`, or text.
@@ -114,7 +117,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let (request, follow) = match &cli.command {
         Command::Network { status_socket } => return network(status_socket, cli.json),
         Command::Config { action } => match action {
-            ConfigAction::Get { key } => return config::get(key, cli.json),
+            ConfigAction::Get { key: Some(key) } => return config::get(key, cli.json),
+            ConfigAction::Get { key: None } => return config::export(),
             ConfigAction::Export => return config::export(),
             ConfigAction::Validate { file } => return config::validate(file.as_deref()),
             ConfigAction::Set { key, value } => (
@@ -143,8 +147,13 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 tail: *tail,
                 follow: *follow,
             };
-            if let Ok(stream) = UnixStream::connect(query_socket) {
-                return logs(stream, &query, cli.json);
+            match UnixStream::connect(query_socket) {
+                Ok(stream) => return logs(stream, &query, cli.json),
+                // The log service runs, and this user may not ask it.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(connect_error(query_socket, &e))
+                }
+                Err(_) => {}
             }
             // No log service: PID 1 keeps each service's recent output.
             let Some(service) = service.clone().filter(|_| !*kernel && since.is_none()) else {
@@ -183,12 +192,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         Command::Reboot => (Request::Reboot, false),
         Command::Poweroff => (Request::Poweroff, false),
     };
-    let mut stream = UnixStream::connect(&cli.socket).map_err(|e| {
-        format!(
-            "connecting to {} (is this a Brig machine, and are you root?): {e}",
-            cli.socket.display()
-        )
-    })?;
+    let mut stream =
+        UnixStream::connect(&cli.socket).map_err(|e| connect_error(&cli.socket, &e))?;
     let mut line = serde_json::to_string(&request).map_err(|e| e.to_string())?;
     line.push('\n');
     stream
@@ -227,6 +232,22 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     Ok(code)
 }
 
+/// Why a socket of the machine did not answer, and what to do.
+fn connect_error(socket: &std::path::Path, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        format!(
+            "{}: permission denied: reading the machine's state needs root or the group adm \
+             (gid {READ_ONLY_GID}); changes need root (sudo brigctl …)",
+            socket.display()
+        )
+    } else {
+        format!(
+            "connecting to {} (is this a Brig machine?): {e}",
+            socket.display()
+        )
+    }
+}
+
 fn status_text(status: &SystemStatus) -> String {
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     let state = match (
@@ -262,11 +283,12 @@ fn status_text(status: &SystemStatus) -> String {
 
 /// Asks brig-netd (not PID 1) for the network's state.
 fn network(socket: &PathBuf, json: bool) -> Result<ExitCode, String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
-        format!(
+    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => connect_error(socket, &e),
+        _ => format!(
             "connecting to the network container at {} (is it running? `brigctl ps`): {e}",
             socket.display()
-        )
+        ),
     })?;
     stream
         .write_all(b"status\n")

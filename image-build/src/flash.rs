@@ -34,6 +34,11 @@ pub struct FlashOptions {
     /// or holds this computer's root filesystem.
     #[arg(long)]
     pub force: bool,
+    /// Whose filesystem counts as this computer's root: `/`. The tests
+    /// name a directory on a loop device, which brig must then treat as the
+    /// root disk, without ever aiming at the real one.
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub root_of: PathBuf,
 }
 
 /// What is known of the disk about to be written.
@@ -106,7 +111,7 @@ pub fn flash(opts: &FlashOptions, built: Option<PathBuf>) -> Result<()> {
         .map(|m| m.file_type().is_block_device())
         .unwrap_or(false);
     let mut out = if block_device {
-        let disk = sysfs::disk(target)?;
+        let disk = sysfs::disk(target, &opts.root_of)?;
         let reasons = refusals(&disk, source.size, opts.force);
         if !reasons.is_empty() {
             bail!(
@@ -370,8 +375,9 @@ impl Progress {
 mod sysfs {
     use super::*;
 
-    /// The facts `refusals` weighs, for block device `path`.
-    pub fn disk(path: &Path) -> Result<Disk> {
+    /// The facts `refusals` weighs, for block device `path`; the root
+    /// filesystem is the one `root_of` is on.
+    pub fn disk(path: &Path, root_of: &Path) -> Result<Disk> {
         let rdev = std::fs::metadata(path)
             .with_context(|| format!("reading {}", path.display()))?
             .rdev();
@@ -424,7 +430,7 @@ mod sysfs {
                 }
             }
         }
-        let holds_root = root_disks()
+        let holds_root = root_disks(root_of)
             .iter()
             .any(|d| members.iter().any(|(_, m)| m == d));
         Ok(Disk {
@@ -437,11 +443,12 @@ mod sysfs {
         })
     }
 
-    /// The block devices under this computer's root filesystem: its
-    /// device, the disk that is on, and what a device mapper sits on.
-    fn root_disks() -> Vec<String> {
+    /// The block devices under this computer's root filesystem (the one
+    /// `root_of` is on): its device, the disk that is on, and what a device
+    /// mapper sits on.
+    fn root_disks(root_of: &Path) -> Vec<String> {
         let mut found = Vec::new();
-        let Ok(root) = std::fs::metadata("/") else {
+        let Ok(root) = std::fs::metadata(root_of) else {
             return found;
         };
         let mut pending = vec![Path::new("/sys/dev/block").join(dev_name(root.dev()))];

@@ -10,6 +10,9 @@ use brig_spec::control::{Request, Response, MAX_REQUEST};
 
 pub struct Client {
     pub stream: UnixStream,
+    /// Connected as root (peer credentials): may change things, not only
+    /// read them.
+    pub root: bool,
     input: Vec<u8>,
     /// `logs -f`: the service whose new lines this client receives.
     pub follow: Option<String>,
@@ -27,10 +30,14 @@ pub enum Input {
 }
 
 impl Client {
+    /// A connection; `root` only when the kernel says the peer is uid 0
+    /// (unknown credentials count as not root).
     pub fn new(stream: UnixStream) -> io::Result<Client> {
         stream.set_nonblocking(true)?;
+        let root = peer_uid(&stream) == Some(0);
         Ok(Client {
             stream,
+            root,
             input: Vec::new(),
             follow: None,
         })
@@ -72,6 +79,24 @@ impl Client {
         line.push(b'\n');
         matches!(self.stream.write_all(&line), Ok(()))
     }
+}
+
+/// The uid of the process at the other end, as the kernel recorded it
+/// when it connected.
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|credentials| credentials.uid())
+}
+
+/// The answer to a request `root` may not make, if it may not.
+pub fn refused(request: &Request, root: bool) -> Option<Response> {
+    (request.needs_root() && !root).then(|| Response::Error {
+        error: format!(
+            "permission denied: {} needs root (sudo brigctl …)",
+            request.what()
+        ),
+    })
 }
 
 /// Splits complete lines off `input` and parses them.
@@ -132,9 +157,26 @@ mod tests {
     }
 
     #[test]
+    fn changes_are_refused_to_others_than_root() {
+        let restart = Request::Restart {
+            service: "web".into(),
+        };
+        assert_eq!(refused(&restart, true), None);
+        assert_eq!(
+            refused(&restart, false),
+            Some(Response::Error {
+                error: "permission denied: restarting a service needs root (sudo brigctl …)".into()
+            })
+        );
+        assert_eq!(refused(&Request::Ps, false), None);
+    }
+
+    #[test]
     fn a_client_over_a_real_socket() {
         let (mut peer, ours) = UnixStream::pair().unwrap();
         let mut client = Client::new(ours).unwrap();
+        // The kernel's credentials of the peer: this test's own uid.
+        assert_eq!(client.root, nix::unistd::getuid().is_root());
         assert!(client.read().is_empty());
         peer.write_all(b"{\"op\":\"reboot\"}\n").unwrap();
         assert!(matches!(

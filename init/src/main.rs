@@ -22,7 +22,7 @@ use brig_init::boot_disk;
 use brig_init::cmdline::Cmdline;
 use brig_init::coldplug::{Coldplug, Outcome};
 use brig_init::console::{self, say};
-use brig_init::control::{Client, Input};
+use brig_init::control::{self, Client, Input};
 use brig_init::log_forward;
 use brig_init::network_datasource::{self, Dmi, Remote};
 use brig_init::services::{Pipe, Services};
@@ -233,8 +233,9 @@ fn boot() -> Result<Init, String> {
     let cgroup_root = PathBuf::from(cgroup::ROOT);
     let cgroups = cgroup::is_v2(&cgroup_root).then_some(cgroup_root);
     // Directories system containers share through bind mounts.
-    for (dir, mode) in services::SHARED_DIRS {
+    for (dir, mode, group) in services::SHARED_DIRS {
         let made = fs::create_dir_all(dir)
+            .and_then(|()| std::os::unix::fs::chown(dir, Some(0), Some(*group)))
             .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(*mode)));
         if let Err(e) = made {
             say(&format!("error: creating {dir}: {e}"));
@@ -1087,8 +1088,13 @@ impl Init {
             Ok(l) => l,
             Err(e) => return say(&format!("error: control socket {SOCKET}: {e}")),
         };
-        // Root only: the socket can stop services and power the machine off.
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+        // Root, and the read-only group: each request is checked against
+        // the peer's credentials (only root may change anything).
+        if let Err(e) = brig_spec::control::open_to_read_only_group(path) {
+            say(&format!(
+                "error: control socket {SOCKET}: setting its owner and mode: {e}"
+            ));
+        }
         let _ = listener.set_nonblocking(true);
         if let Err(e) = watch(&self.epoll, listener.as_fd()) {
             return say(&format!("error: watching the control socket: {e}"));
@@ -1122,8 +1128,15 @@ impl Init {
         };
         let inputs = client.read();
         for input in inputs {
+            let root = match self.sources.get(&fd) {
+                Some(Source::Client(client)) => client.root,
+                _ => false,
+            };
             let (response, close) = match input {
-                Input::Request(request) => (self.answer(fd, request), false),
+                Input::Request(request) => match control::refused(&request, root) {
+                    Some(refusal) => (Some(refusal), false),
+                    None => (self.answer(fd, request), false),
+                },
                 Input::Bad(error) => (Some(Response::Error { error }), false),
                 Input::Fatal(error) => (Some(Response::Error { error }), true),
                 Input::Closed => (None, true),

@@ -51,14 +51,44 @@ pub fn load(
     }
 }
 
+/// Prefixes of the names the kernel asks for on speculation, where a miss
+/// only means "not supported here" and the caller carries on: an
+/// executable of an unknown format (`binfmt-464c`, which Docker's probe
+/// for emulators causes), a socket family, a device by name or number, a
+/// filesystem type, a cipher.
+const SPECULATIVE: &[&str] = &[
+    "binfmt-",
+    "net-pf-",
+    "netdev-",
+    "char-major-",
+    "block-major-",
+    "fs-",
+    "crypto-",
+];
+
+/// The kernel log level for a failed request of `names`: a speculative
+/// miss is debug (kept in the kernel log, off the console), anything else
+/// a warning (a bond, a VLAN or a module a user named that is not there).
+pub fn failure_level(names: &[String]) -> u8 {
+    let speculative = |name: &String| SPECULATIVE.iter().any(|p| name.starts_with(p));
+    if !names.is_empty() && names.iter().all(speculative) {
+        7
+    } else {
+        4
+    }
+}
+
 /// The `modprobe` personality: exit status 0 when everything was loaded.
 pub fn main(sys: &dyn System, modules_dir: &Path, args: &[String]) -> i32 {
     let (mut coldplug, _) = Coldplug::from_dir(modules_dir);
-    match load(&mut coldplug, sys, &requested(args)) {
+    let names = requested(args);
+    match load(&mut coldplug, sys, &names) {
         Ok(_) => 0,
         Err(e) => {
-            // The kernel discards our output: say it in the kernel log.
-            let _ = std::fs::write("/dev/kmsg", format!("brig: modprobe: {e}\n"));
+            // The kernel discards our output: say it in the kernel log, at
+            // a level that keeps expected misses off the console.
+            let level = failure_level(&names);
+            let _ = std::fs::write("/dev/kmsg", format!("<{level}>brig: modprobe: {e}\n"));
             1
         }
     }
@@ -79,6 +109,23 @@ mod tests {
         assert_eq!(requested(&args("-q -- rtnl-link-bond")), ["rtnl-link-bond"]);
         assert_eq!(requested(&args("bridge 8021q")), ["bridge", "8021q"]);
         assert_eq!(requested(&args("-q -- -odd")), ["-odd"]);
+    }
+
+    #[test]
+    fn speculative_misses_are_debug_and_the_rest_warnings() {
+        for probe in [
+            "binfmt-464c",
+            "net-pf-38",
+            "netdev-docker0",
+            "char-major-10-200",
+            "fs-btrfs",
+        ] {
+            assert_eq!(failure_level(&args(probe)), 7, "{probe}");
+        }
+        for wanted in ["rtnl-link-team", "no_such_module", "binfmt-464c bonding"] {
+            assert_eq!(failure_level(&args(wanted)), 4, "{wanted}");
+        }
+        assert_eq!(failure_level(&[]), 4);
     }
 
     #[test]

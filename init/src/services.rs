@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use brig_spec::control::{LogLine, ServiceStatus};
+use brig_spec::control::{LogLine, ServiceStatus, READ_ONLY_GID};
 use brig_spec::service::{Namespace, Readiness, ServiceSpec};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -25,18 +25,19 @@ pub const IMAGES: &str = "/lib/brig/containers";
 pub const RUN: &str = "/run/brig";
 /// Runtime directories that system containers share through bind mounts:
 /// DNS and NTP sources written by the network container, its status
-/// socket, and the config PID 1 hands out; with their modes. The NTP one
-/// also holds chronyd's command socket, which chronyd refuses to create in a
-/// directory others can enter.
-pub const SHARED_DIRS: &[(&str, u32)] = &[
-    (brig_spec::network::DNS_DIR, 0o755),
-    (brig_spec::network::NTP_DIR, 0o750),
-    ("/run/brig/network", 0o755),
-    ("/run/brig/config", 0o755),
-    (brig_spec::logs::SYSLOG_DIR, 0o755),
-    (brig_spec::logs::QUERY_DIR, 0o700),
+/// socket, and the config PID 1 hands out; with their modes and groups. The
+/// NTP one also holds chronyd's command socket, which chronyd refuses to
+/// create in a directory others can enter. The log service's query socket
+/// is for root and the read-only group (`brigctl logs` without sudo).
+pub const SHARED_DIRS: &[(&str, u32, u32)] = &[
+    (brig_spec::network::DNS_DIR, 0o755, 0),
+    (brig_spec::network::NTP_DIR, 0o750, 0),
+    ("/run/brig/network", 0o755, 0),
+    ("/run/brig/config", 0o755, 0),
+    (brig_spec::logs::SYSLOG_DIR, 0o755, 0),
+    (brig_spec::logs::QUERY_DIR, 0o750, READ_ONLY_GID),
     // The Docker socket (its own mode and group say who may use it).
-    (brig_spec::docker_config::SOCKET_DIR, 0o755),
+    (brig_spec::docker_config::SOCKET_DIR, 0o755, 0),
 ];
 /// Network namespaces kept prepared: a restart, or a few services starting
 /// together, need not create theirs.

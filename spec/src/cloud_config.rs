@@ -350,6 +350,11 @@ pub fn from_document(
                 users = Some(entries);
                 problems.extend(found.into_iter().map(|p| sub_problem(key, p)));
             }
+            "groups" => {
+                let (entries, found) = console::parse_groups(value);
+                config.console.groups = entries;
+                problems.extend(found.into_iter().map(|p| sub_problem(key, p)));
+            }
             "user" => {
                 let (account, found) = console::parse_default_user(value);
                 default_user = account;
@@ -409,6 +414,8 @@ pub fn from_document(
         config.console.root_authorized_keys = config.ssh_authorized_keys.clone();
     }
     problems.extend(found.into_iter().map(|p| sub_problem("users", p)));
+    let found = console::resolve_groups(&mut config.console.groups, &config.console.users);
+    problems.extend(found.into_iter().map(|p| sub_problem("groups", p)));
     if let Some(name) = &config.console.autologin {
         if !config.console.users.iter().any(|a| &a.name == name) {
             problems.push(Problem {

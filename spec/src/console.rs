@@ -50,7 +50,23 @@ pub struct ConsoleConfig {
     /// `timezone`: a tz database name such as `Europe/Berlin`.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// `groups`: groups to create, with the users to add to them.
+    #[serde(default)]
+    pub groups: Vec<GroupEntry>,
 }
+
+/// A group from cloud-config `groups`, and the users to add to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEntry {
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// The console's own accounts (Debian's base-passwd, trimmed, and sshd's
+/// privilege separation user): users from config may join groups, and so
+/// may these.
+pub const SYSTEM_ACCOUNTS: &[&str] = &["root", "daemon", "bin", "sys", "sshd", "nobody"];
 
 /// One login account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +116,7 @@ impl Default for ConsoleConfig {
             runcmd: None,
             scripts: Vec::new(),
             timezone: None,
+            groups: Vec::new(),
         }
     }
 }
@@ -389,6 +406,124 @@ fn crypt_hash(h: &str) -> bool {
     (h.starts_with('$') && h.len() > 10 && alphabet(h)) || h == "*" || h == "!"
 }
 
+/// `groups:` as cloud-init takes it: a list of group names and `{name:
+/// [members]}` mappings, or one mapping of names to members (a list, "a,
+/// b", or nothing). A bad entry is left out with a problem; a bad member
+/// name loses only that member.
+pub fn parse_groups(value: &Value) -> (Vec<GroupEntry>, Vec<KeyProblem>) {
+    let mut problems = Vec::new();
+    // (where in the config, name, members) for each entry.
+    let mut items: Vec<(String, String, Value)> = Vec::new();
+    match value {
+        Value::String(s) => {
+            for (i, name) in s.split(',').enumerate() {
+                items.push((format!("[{i}]"), name.trim().into(), Value::Null));
+            }
+        }
+        Value::Object(map) => {
+            for (name, members) in map {
+                items.push((name.clone(), name.clone(), members.clone()));
+            }
+        }
+        Value::Array(list) => {
+            for (i, item) in list.iter().enumerate() {
+                match item {
+                    Value::String(name) => items.push((format!("[{i}]"), name.clone(), Value::Null)),
+                    Value::Object(map) if map.len() == 1 => {
+                        let (name, members) = map.iter().next().expect("one entry");
+                        items.push((format!("[{i}].{name}"), name.clone(), members.clone()));
+                    }
+                    other => problems.push((
+                        format!("[{i}]"),
+                        format!("{other} is not a group name or a mapping of one group to its members; entry left out"),
+                    )),
+                }
+            }
+        }
+        other => {
+            problems.push((
+                String::new(),
+                format!("expected a list of groups, not {other}"),
+            ));
+            return (Vec::new(), problems);
+        }
+    }
+    let mut groups: Vec<GroupEntry> = Vec::new();
+    for (at, name, members) in items {
+        if !valid_name(&name) {
+            problems.push((
+                at,
+                format!("{name:?} is not a valid group name (lower case letters, digits, _ and -; at most 32); entry left out"),
+            ));
+            continue;
+        }
+        let members: Vec<String> = match &members {
+            Value::Null => Vec::new(),
+            Value::String(s) => s.split(',').map(|m| m.trim().to_string()).collect(),
+            Value::Array(list) => list
+                .iter()
+                .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string))
+                .collect(),
+            other => {
+                problems.push((
+                    at,
+                    format!("expected a list of user names, not {other}; entry left out"),
+                ));
+                continue;
+            }
+        };
+        let mut kept = Vec::new();
+        for member in members {
+            if !valid_name(&member) {
+                problems.push((
+                    at.clone(),
+                    format!("{member:?} is not a valid user name; left out of {name:?}"),
+                ));
+            } else if !kept.contains(&member) {
+                kept.push(member);
+            }
+        }
+        match groups.iter_mut().find(|g| g.name == name) {
+            // Listed twice: one group with the members of both.
+            Some(group) => {
+                for member in kept {
+                    if !group.members.contains(&member) {
+                        group.members.push(member);
+                    }
+                }
+            }
+            None => groups.push(GroupEntry {
+                name,
+                members: kept,
+            }),
+        }
+    }
+    (groups, problems)
+}
+
+/// Members of `groups` that are neither an account of `accounts` nor one
+/// of the console's own: each a problem, and left out of its group.
+pub fn resolve_groups(groups: &mut [GroupEntry], accounts: &[Account]) -> Vec<KeyProblem> {
+    let mut problems = Vec::new();
+    for group in groups {
+        group.members.retain(|member| {
+            let known = SYSTEM_ACCOUNTS.contains(&member.as_str())
+                || accounts.iter().any(|a| &a.name == member);
+            if !known {
+                problems.push((
+                    String::new(),
+                    format!(
+                        "{member:?} is not a user of this machine (`users`); left out of group {:?}",
+                        group.name
+                    ),
+                ));
+            }
+            known
+        });
+    }
+    problems
+}
+
 /// The accounts: `users` when given (with `default` standing for the
 /// default user), else the default user alone. Top-level
 /// `ssh_authorized_keys` go to the default user; problems when there is
@@ -557,6 +692,74 @@ mod tests {
         let (accounts, problems) = resolve_users(Some(entries), Account::default_user(), &[]);
         assert_eq!(accounts.len(), 1);
         assert!(problems[0].1.contains("listed twice"));
+    }
+
+    #[test]
+    fn groups_as_cloud_init_documents_them() {
+        let (mut groups, problems) = parse_groups(&yaml(
+            "
+- admingroup: [root, sys]
+- cloud-users
+- ops: alice, brig
+- admingroup: [alice]
+",
+        ));
+        assert!(problems.is_empty(), "{problems:?}");
+        let as_pairs = |groups: &[GroupEntry]| -> Vec<(String, Vec<String>)> {
+            groups
+                .iter()
+                .map(|g| (g.name.clone(), g.members.clone()))
+                .collect()
+        };
+        assert_eq!(
+            as_pairs(&groups),
+            [
+                (
+                    "admingroup".into(),
+                    vec!["root".into(), "sys".into(), "alice".into()]
+                ),
+                ("cloud-users".into(), vec![]),
+                ("ops".into(), vec!["alice".into(), "brig".into()]),
+            ]
+        );
+        // alice is no user here: she is left out, with a problem.
+        let problems = resolve_groups(&mut groups, &[Account::default_user()]);
+        assert_eq!(groups[0].members, ["root", "sys"]);
+        assert_eq!(groups[2].members, ["brig"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0]
+            .1
+            .starts_with("\"alice\" is not a user of this machine"));
+
+        // The mapping form, and what is refused.
+        let (groups, problems) = parse_groups(&yaml("{web: [brig], empty: null}"));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            as_pairs(&groups),
+            [("empty".into(), vec![]), ("web".into(), vec!["brig".into()])]
+        );
+        let (groups, problems) = parse_groups(&yaml(
+            "['Bad Group', {a: 1}, {x: [ok, 'Not OK']}, 7, {b: [], c: []}]",
+        ));
+        assert_eq!(
+            as_pairs(&groups),
+            [("x".to_string(), vec!["ok".to_string()])]
+        );
+        let problems: Vec<String> = problems.iter().map(|(k, p)| format!("{k}: {p}")).collect();
+        for expected in [
+            "[0]: \"Bad Group\" is not a valid group name",
+            "[1].a: expected a list of user names, not 1",
+            "[2].x: \"Not OK\" is not a valid user name",
+            "[3]: 7 is not a group name",
+            "[4]: ",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected}: {problems:#?}"
+            );
+        }
+        let (_, problems) = parse_groups(&yaml("true"));
+        assert!(problems[0].1.starts_with("expected a list of groups"));
     }
 
     #[test]

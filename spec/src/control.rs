@@ -1,11 +1,16 @@
 //! The control protocol between `brigctl` and PID 1: one JSON object per
-//! line over the root-only unix socket `/run/brig/control.sock`. Every
+//! line over the unix socket `/run/brig/control.sock` (root, and read-only
+//! requests from the `adm` group). Every
 //! request gets one response line; `logs` with `follow` then keeps sending
 //! `Response::Log` lines until the client hangs up.
 
 use serde::{Deserialize, Serialize};
 
 pub const SOCKET: &str = "/run/brig/control.sock";
+/// The group that may read the machine's state without root: `brigctl
+/// ps`, `status`, `logs` and `network` (Debian's `adm`, gid 4, whose
+/// members read the logs there too). Changes still need root.
+pub const READ_ONLY_GID: u32 = 4;
 /// Longest request line PID 1 accepts.
 pub const MAX_REQUEST: usize = 64 * 1024;
 
@@ -46,6 +51,37 @@ pub enum Request {
     ConfigUnset {
         key: String,
     },
+}
+
+/// Lets the read-only group use a socket that PID 1 or a system container
+/// serves read-only requests on: group `READ_ONLY_GID`, mode 0660.
+pub fn open_to_read_only_group(socket: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(socket, None, Some(READ_ONLY_GID))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+}
+
+impl Request {
+    /// Whether only root may make it: everything but reading the state.
+    pub fn needs_root(&self) -> bool {
+        !matches!(self, Request::Ps | Request::Status | Request::Logs { .. })
+    }
+
+    /// What it does, in a sentence's words ("restarting a service").
+    pub fn what(&self) -> &'static str {
+        match self {
+            Request::Ps => "listing the services",
+            Request::Status => "showing the status",
+            Request::Logs { .. } => "showing logs",
+            Request::Start { .. } => "starting a service",
+            Request::Stop { .. } => "stopping a service",
+            Request::Restart { .. } => "restarting a service",
+            Request::Reboot => "rebooting",
+            Request::Poweroff => "powering off",
+            Request::ConfigSet { .. } => "changing the config",
+            Request::ConfigUnset { .. } => "changing the config",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +157,38 @@ pub struct LogLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_reading_the_state_is_open_to_others_than_root() {
+        let service = || "web".to_string();
+        for open in [
+            Request::Ps,
+            Request::Status,
+            Request::Logs {
+                service: service(),
+                tail: None,
+                follow: true,
+            },
+        ] {
+            assert!(!open.needs_root(), "{open:?}");
+        }
+        for closed in [
+            Request::Start { service: service() },
+            Request::Stop { service: service() },
+            Request::Restart { service: service() },
+            Request::Reboot,
+            Request::Poweroff,
+            Request::ConfigSet {
+                key: "hostname".into(),
+                value: "x".into(),
+            },
+            Request::ConfigUnset {
+                key: "hostname".into(),
+            },
+        ] {
+            assert!(closed.needs_root(), "{closed:?}");
+        }
+    }
 
     #[test]
     fn requests_round_trip_as_single_json_lines() {

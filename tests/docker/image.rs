@@ -9,7 +9,7 @@ use crate::guest::{built_variant, run, source_dir};
 
 /// The board's default image, with every system container.
 pub fn built_with_docker(board: &str) -> PathBuf {
-    built_variant(board, "kernel", &[])
+    built_variant(board, "kernel", "full", &[])
 }
 
 /// tests/docker/hello-image/hello.rs built static for the guest's

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::guest::{key_pair, run, Guest};
+use crate::guest::{key_pair, run, Guest, Power};
 use crate::image::{built_with_docker, image_tar};
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -117,8 +117,7 @@ fn qemu_x86_64_runs_the_users_containers_with_docker() {
     println!("docker stats: {stats}");
     let memory = ssh(&guest, "sudo brigctl ps");
     println!("{memory}");
-    let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl reboot");
-    guest.wait_exit(Duration::from_secs(120));
+    guest.brigctl_power(&key, &known_hosts, Power::Reboot);
     drop(guest);
 
     // Second boot, the state disk only: the container comes back.
@@ -153,8 +152,7 @@ fn qemu_x86_64_runs_the_users_containers_with_docker() {
     let logs = ssh(&guest, "docker logs keeper");
     assert_eq!(logs.matches("serving, holding 8 MiB").count(), 4, "{logs}");
     wait_for_stats(&guest, &ssh);
-    guest.qmp("system_powerdown", serde_json::json!({}));
-    guest.wait_exit(Duration::from_secs(120));
+    guest.press_power_button();
 }
 
 /// Waits for a dockerd other than `previous` (its pid) to run `keeper`;

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::guest::{built, Guest};
+use crate::guest::{built, Guest, Power};
 
 const BOOT: Duration = Duration::from_secs(180);
-const SHUTDOWN: Duration = Duration::from_secs(60);
 
 /// Problems that must never appear on the console; `expected` are the
 /// `brig: error` lines the test caused on purpose (a line with one of them
@@ -59,13 +58,7 @@ pub fn boots_and_the_power_button_powers_it_off(
     assert!(serial.contains("brig: hostname e2e-node"), "{serial}");
     assert!(serial.contains("brig: PID 1 resident memory"), "{serial}");
 
-    guest.qmp("system_powerdown", json!({}));
-    guest.wait_for("brig: powering off (power button)", SHUTDOWN);
-    let status = guest.wait_exit(SHUTDOWN);
-    let serial = guest.serial();
-    assert!(status.success(), "QEMU exited with {status}:\n{serial}");
-    assert!(serial.contains("brig: powering off now"), "{serial}");
-    assert!(serial.contains("reboot: Power down"), "{serial}");
+    let serial = guest.press_power_button();
     assert_clean(&serial, expected_errors);
 }
 
@@ -90,12 +83,7 @@ fn ctrl_alt_del_reboots_in_order() {
         .map(|k| json!({"type": "qcode", "data": k}))
         .collect();
     guest.qmp("send-key", json!({ "keys": keys }));
-    guest.wait_for("brig: rebooting (Ctrl-Alt-Del)", SHUTDOWN);
     // --no-reboot: QEMU exits when the guest asks for the reset.
-    let status = guest.wait_exit(SHUTDOWN);
-    let serial = guest.serial();
-    assert!(status.success(), "QEMU exited with {status}:\n{serial}");
-    assert!(serial.contains("brig: rebooting now"), "{serial}");
-    assert!(serial.contains("reboot: Restarting system"), "{serial}");
+    let serial = guest.goes_down(Power::Reboot, "Ctrl-Alt-Del");
     assert_clean(&serial, &[]);
 }

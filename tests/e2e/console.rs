@@ -33,6 +33,10 @@ users:
     groups: [users]
     ssh_authorized_keys: ['{alice_public}']
   - name: Bad Name
+groups:
+  - ops: [alice, brig]
+  - cloud-users
+  - auditors: [nobody-here]
 brig:
   console: {{autologin: true}}
   sysctl: {{vm.swappiness: 13}}
@@ -133,6 +137,70 @@ runcmd:
             "{ps}"
         );
     }
+
+    // Top-level `groups`: made, with the members that are users here.
+    let out = ssh("brig", &brig_key, "getent group ops cloud-users auditors");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 3
+            && lines[0].starts_with("ops:x:")
+            && lines[0].ends_with(":alice,brig")
+            && lines[1].starts_with("cloud-users:x:")
+            && lines[1].ends_with(':')
+            && lines[2].ends_with(':'),
+        "{out}"
+    );
+    assert!(
+        serial.contains("`groups`: \"nobody-here\" is not a user of this machine"),
+        "{serial}"
+    );
+
+    // Reading the machine's state needs no sudo in the adm group (the
+    // default user is in it); changes still need root.
+    let out = ssh(
+        "brig",
+        &brig_key,
+        "brigctl ps | grep -c ' running '; brigctl status | head -1; \
+         brigctl network | head -1; brigctl logs network --tail 1 | wc -l; \
+         brigctl restart ntp 2>&1; echo exit=$?; brigctl reboot 2>&1; echo exit=$?; \
+         sudo brigctl config get | head -1",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].parse::<u32>().unwrap() >= 4, "{out}");
+    assert!(lines[1].starts_with("version  "), "{out}");
+    assert!(lines[2].starts_with("INTERFACE"), "{out}");
+    assert_eq!(lines[3], "1", "{out}");
+    assert_eq!(
+        &lines[4..9],
+        [
+            "brigctl: permission denied: restarting a service needs root (sudo brigctl …)",
+            "exit=1",
+            "brigctl: permission denied: rebooting needs root (sudo brigctl …)",
+            "exit=1",
+            "#cloud-config",
+        ],
+        "{out}"
+    );
+    // A program of a format the kernel has no handler for: it asks
+    // modprobe for `binfmt-464c`, misses, and that stays off the console
+    // (debug, in the kernel's log), as for Docker's probes for emulators.
+    let out = ssh(
+        "brig",
+        &brig_key,
+        "printf '\\177ELF\\002\\002\\001\\000' > not-this-arch; chmod +x not-this-arch; \
+         ./not-this-arch 2>/dev/null; \
+         sudo dmesg --level=debug | grep -c 'modprobe: no module for \"binfmt-464c\"'; \
+         sudo dmesg --level=emerg,alert,crit,err,warn,notice,info | grep -c binfmt-; true",
+    );
+    let counts: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(counts[0] >= 1 && counts[1] == 0, "{out}");
+    // Outside that group, not even reading.
+    let out = ssh("alice", &alice_key, "brigctl ps 2>&1; echo exit=$?");
+    assert!(
+        out.starts_with("brigctl: /run/brig/control.sock: permission denied: reading the machine's state needs root or the group adm")
+            && out.ends_with("exit=1\n"),
+        "{out}"
+    );
 
     // write_files: contents decoded, modes, owners, append; a bad entry is
     // reported and left out. bootcmd ran before sshd, runcmd after.

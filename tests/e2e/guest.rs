@@ -68,43 +68,50 @@ pub fn built(board: &str) -> PathBuf {
 /// As `built`, in a `brig build --format` (`kernel`, `raw`, `qcow2`), each
 /// in a directory of its own.
 pub fn built_as(board: &str, format: &str) -> PathBuf {
-    built_variant(board, format, &["--without", "docker"])
+    built_variant(board, format, "", &["--without", "docker"])
 }
 
-/// As `built_as`, with `extra` build arguments instead of leaving docker
-/// out (none: the board's default image).
-pub fn built_variant(board: &str, format: &str, extra: &[&str]) -> PathBuf {
-    type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
+/// As `built_as`, a variant of the image named `variant` (its directory's
+/// suffix), made with `extra` build arguments instead of leaving docker out
+/// (none: the board's default image). Each distinct image is built once
+/// per test run, whichever test asks first; the others wait for it.
+pub fn built_variant(board: &str, format: &str, variant: &str, extra: &[&str]) -> PathBuf {
+    type Slot = Arc<(OnceLock<Result<PathBuf, String>>, String)>;
     static BUILDS: Mutex<Option<HashMap<String, Slot>>> = Mutex::new(None);
+    let mut dir = match format {
+        "kernel" => board.to_string(),
+        _ => format!("{board}-{format}"),
+    };
+    if !variant.is_empty() {
+        dir += &format!("-{variant}");
+    }
     let slot = {
         let mut builds = BUILDS.lock().unwrap();
-        builds
+        let slot = builds
             .get_or_insert_with(HashMap::new)
-            .entry(format!("{board} {format} {}", extra.join(" ")))
-            .or_default()
-            .clone()
+            .entry(dir.clone())
+            .or_insert_with(|| Arc::new((OnceLock::new(), extra.join(" "))));
+        // One directory, one image: the same name with other arguments
+        // would overwrite what another test boots.
+        assert_eq!(slot.1, extra.join(" "), "two variants named {dir}");
+        slot.clone()
     };
-    slot.get_or_init(|| {
-        let mut dir = match format {
-            "kernel" => board.to_string(),
-            _ => format!("{board}-{format}"),
-        };
-        if extra.is_empty() {
-            dir += "-full";
-        }
-        let out = source_dir().join("target/e2e").join(dir);
-        let output = build_into_with(board, format, &out, extra);
-        if output.status.success() {
-            Ok(out)
-        } else {
-            Err(format!(
-                "brig build --board {board} --format {format} failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    })
-    .clone()
-    .unwrap_or_else(|e| panic!("{e}"))
+    slot.0
+        .get_or_init(|| {
+            let out = source_dir().join("target/e2e").join(&dir);
+            let output = build_into_with(board, format, &out, extra);
+            if output.status.success() {
+                Ok(out)
+            } else {
+                Err(format!(
+                    "brig build --board {board} --format {format} {} failed:\n{}",
+                    extra.join(" "),
+                    String::from_utf8_lossy(&output.stderr)
+                ))
+            }
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `brig build --board B --format F --out OUT --without docker`.
@@ -144,6 +151,31 @@ const PID1_WITHIN: Duration = Duration::from_secs(90);
 /// How long the first ssh waits for the guest's DHCP ACK. Its client
 /// retransmits with backoff, so a lost exchange costs tens of seconds.
 const LEASE_WITHIN: Duration = Duration::from_secs(180);
+
+/// What a guest is asked to do when it goes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    Reboot,
+    PowerOff,
+}
+
+impl Power {
+    /// `brigctl`'s word for it.
+    fn word(self) -> &'static str {
+        match self {
+            Power::Reboot => "reboot",
+            Power::PowerOff => "poweroff",
+        }
+    }
+
+    /// PID 1's word for it on the console.
+    fn verb(self) -> &'static str {
+        match self {
+            Power::Reboot => "rebooting",
+            Power::PowerOff => "powering off",
+        }
+    }
+}
 
 pub struct Guest {
     child: Child,
@@ -481,6 +513,64 @@ impl Guest {
         };
         send(json!({"execute": "qmp_capabilities"}));
         send(json!({"execute": command, "arguments": arguments}))
+    }
+
+    /// `sudo brigctl reboot` or `poweroff` (`power`) over ssh, then the
+    /// checks of `goes_down`; the console so far.
+    pub fn brigctl_power(&mut self, key: &Path, known_hosts: &Path, power: Power) -> String {
+        let command = match power {
+            Power::Reboot => "sudo brigctl reboot",
+            Power::PowerOff => "sudo brigctl poweroff",
+        };
+        // The connection may end before brigctl's answer comes back: what
+        // PID 1 did is on the console, and `goes_down` checks it.
+        let _ = self.ssh("brig", key, known_hosts, command);
+        self.goes_down(power, &format!("brigctl {}", power.word()))
+    }
+
+    /// Presses the power button (QMP `system_powerdown`), then the checks
+    /// of `goes_down`; the console so far.
+    pub fn press_power_button(&mut self) -> String {
+        self.qmp("system_powerdown", json!({}));
+        self.goes_down(Power::PowerOff, "power button")
+    }
+
+    /// After the guest was asked to reboot or power off for `reason` (PID
+    /// 1's words: "brigctl reboot", "power button", "Ctrl-Alt-Del"): QEMU
+    /// exits (`--no-reboot`) with success, and the console shows PID 1's
+    /// ordered shutdown — the request, every process stopped, the last
+    /// word — then the kernel's own, and no panic (a panic on the way down
+    /// also ends QEMU with success, after `panic=10`). The console.
+    pub fn goes_down(&mut self, power: Power, reason: &str) -> String {
+        let status = self.wait_exit(Duration::from_secs(120));
+        let serial = self.serial();
+        let report = || report(&serial);
+        assert!(status.success(), "QEMU exited with {status}; {}", report());
+        let verb = power.verb();
+        let kernel = match power {
+            Power::Reboot => "reboot: Restarting system",
+            Power::PowerOff => "reboot: Power down",
+        };
+        let mut from = 0;
+        for step in [
+            format!("brig: {verb} ({reason})"),
+            format!("brig: {verb}: stopping all processes"),
+            format!("brig: {verb} now"),
+            kernel.to_string(),
+        ] {
+            match serial[from..].find(&step) {
+                Some(at) => from += at + step.len(),
+                None => panic!("{step:?} not on the console (in this order); {}", report()),
+            }
+        }
+        for bad in ["Kernel panic", "brig: shutdown: ", "internal error"] {
+            assert!(
+                !serial.contains(bad),
+                "the console shows {bad:?}; {}",
+                report()
+            );
+        }
+        serial
     }
 
     /// Waits for QEMU to exit.

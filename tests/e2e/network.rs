@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use brig_image_build::pcap;
 
-use crate::guest::{brig, source_dir, Guest};
+use crate::guest::{source_dir, Guest};
 
 #[test]
 fn qemu_x86_64_gets_an_address_resolves_names_and_sets_its_clock_from_ntp() {
@@ -30,11 +30,7 @@ fn qemu_x86_64_builds_a_bond_a_vlan_and_a_bridge_and_fails_over() {
 fn qemu_x86_64_runs_an_lacp_bond_and_a_vlan_against_dnsmasq_inside_the_guest() {
     let board = "qemu-x86_64";
     let out = image(board);
-    let mut guest = Guest::boot(
-        board,
-        out.path(),
-        &["brig.service_output=console", "brig.netlab"],
-    );
+    let mut guest = Guest::boot(board, &out, &["brig.service_output=console", "brig.netlab"]);
     // Done, or given up (the script stops at the first failing step).
     let serial = guest.wait_for("brig: [netlab] exited", Duration::from_secs(300));
     assert!(serial.contains("brig: [netlab] NETLAB-DONE"), "{serial}");
@@ -76,30 +72,21 @@ fn qemu_x86_64_runs_an_lacp_bond_and_a_vlan_against_dnsmasq_inside_the_guest() {
     assert!(serial.contains("brig: [netlab] PING-VLAN ok"), "{serial}");
 }
 
-/// The image with the netcheck service, built once per board.
-fn image(board: &str) -> tempfile::TempDir {
-    let out = tempfile::tempdir().unwrap();
+/// The image with the netcheck and netlab services, built once per board
+/// and shared by the tests that boot it.
+fn image(board: &str) -> std::path::PathBuf {
     let services = source_dir().join("tests/e2e/network-services");
-    let build = brig(
+    crate::guest::built_variant(
+        board,
+        "kernel",
+        "network-services",
         &[
-            "build",
-            "--board",
-            board,
-            "--out",
-            out.path().to_str().unwrap(),
             "--services",
             services.to_str().unwrap(),
             "--without",
             "docker",
         ],
-        &[],
-    );
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    out
+    )
 }
 
 /// VLAN IDs of the 802.1Q-tagged frames in a pcap capture.
@@ -116,14 +103,15 @@ fn vlan_ids(capture: &[u8]) -> Vec<u16> {
 /// asks. The test captures the first NIC's frames, then cuts its link.
 fn virtual_devices(board: &str) {
     let out = image(board);
-    let capture = out.path().join("nic0.pcap");
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("nic0.pcap");
     let dump = format!(
         "filter-dump,id=dump0,netdev=net0,file={}",
         capture.display()
     );
     let mut guest = Guest::boot_with(
         board,
-        out.path(),
+        &out,
         &["brig.service_output=console", "brig.netcheck=virtual"],
         &["--nics", "3", "--qemu-arg", "-object", "--qemu-arg", &dump],
     );
@@ -209,10 +197,11 @@ fn stamp(serial: &str, needle: &str) -> f64 {
 
 fn network_and_time(board: &str) {
     let out = image(board);
+    let dir = tempfile::tempdir().unwrap();
 
     // cloud-config on a NoCloud seed: a host name, the network config (DHCP
     // plus a search domain), NTP servers instead of the default pool.
-    let user_data = out.path().join("user-data.yaml");
+    let user_data = dir.path().join("user-data.yaml");
     std::fs::write(
         &user_data,
         "#cloud-config
@@ -232,7 +221,7 @@ network:
     // The clock starts in 2001, as a Raspberry Pi's would start in 1970.
     let mut guest = Guest::boot_with(
         board,
-        out.path(),
+        &out,
         &["brig.service_output=console"],
         &[
             "--rtc-base",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::guest::{brig, built_as, key_pair, run, source_dir, Guest};
+use crate::guest::{brig, built_as, key_pair, run, source_dir, Guest, Power};
 
 /// First boot makes and formats the state partition: slow under TCG.
 const BOOT: Duration = Duration::from_secs(420);
@@ -365,8 +365,7 @@ fn rpi3_card() {
     ] {
         assert!(logs.contains(said), "{said:?} not in:\n{logs}");
     }
-    let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl poweroff");
-    guest.wait_exit(Duration::from_secs(120));
+    guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
 }
 
 /// In QEMU's raspi4b.
@@ -383,8 +382,7 @@ fn rpi4_card() {
         logs.contains("wifi: no network config (/run/brig/config/network.yaml: No such file or directory (os error 2)): no wifis to join"),
         "{logs}"
     );
-    let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl poweroff");
-    guest.wait_exit(Duration::from_secs(120));
+    guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
 }
 
 /// A loop device over a sparse file of `size`, detached (and unmounted)
@@ -571,27 +569,57 @@ fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch() {
     );
     assert!(zeros_at_start(&dir.path().join("small")));
 
-    // The disk this computer runs from: refused (never forced here).
-    let root = run(Command::new("findmnt").args(["-n", "-o", "SOURCE", "/"]));
-    let root = root.trim();
-    if root.starts_with("/dev/") {
-        let parent = run(Command::new("lsblk").args(["-n", "-d", "-o", "PKNAME", root]));
-        let disk = match parent.trim() {
-            "" => root.to_string(),
-            parent => format!("/dev/{parent}"),
-        };
-        let (ok, said) = flash(&["--device", &disk, "--image", image.to_str().unwrap()]);
-        assert!(!ok);
-        let disk_name = disk.trim_start_matches("/dev/");
-        assert!(
-            said.contains(&format!(
-                "{disk_name} holds this computer's root filesystem"
-            )),
-            "{said}"
-        );
-    } else {
-        println!(
-            "the root filesystem is on {root}, no block device: that refusal is not checked here"
-        );
-    }
+    // The disk this computer runs from: refused. A loop device stands in
+    // for it (brig is told that the filesystem of a directory on it is
+    // the root one, as `/` is on the real disk, which is never aimed at):
+    // the root filesystem on its first partition, as on most computers.
+    let mut root_disk = Loop::new(&dir.path().join("root-disk"), "2G");
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["--quiet", &root_disk.device])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut sfdisk.stdin.take().unwrap(), b"label: gpt\n,256M\n").unwrap();
+    assert!(
+        sfdisk.wait().unwrap().success(),
+        "sfdisk {}",
+        root_disk.device
+    );
+    run(Command::new("partx").args(["-u", &root_disk.device]));
+    let root_partition = format!("{}p1", root_disk.device);
+    run(Command::new("mkfs.ext4").args(["-q", &root_partition]));
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    run(Command::new("mount").arg(&root_partition).arg(&root));
+    root_disk.mounted = Some(root.clone());
+    // Its table and the start of its filesystem, to see that nothing was written.
+    let start = |path: &Path| {
+        let mut start = vec![0u8; 64 << 20];
+        use std::io::Read;
+        std::fs::File::open(path)
+            .unwrap()
+            .read_exact(&mut start)
+            .unwrap();
+        start
+    };
+    let before = start(&dir.path().join("root-disk"));
+    let (ok, said) = flash(&[
+        "--device",
+        &root_disk.device,
+        "--image",
+        image.to_str().unwrap(),
+        "--root-of",
+        root.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{said}");
+    let name = root_disk.device.trim_start_matches("/dev/");
+    assert!(
+        said.contains(&format!("{name} holds this computer's root filesystem")),
+        "{said}"
+    );
+    drop(root_disk);
+    assert!(
+        start(&dir.path().join("root-disk")) == before,
+        "the stand-in root disk was written"
+    );
 }

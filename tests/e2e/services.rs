@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use brig_spec::service::ServiceSpec;
-use serde_json::json;
 
 use crate::guest::{brig, source_dir, Guest};
 
@@ -254,10 +253,7 @@ fn services_run_as_containers(board: &str) {
     assert_eq!(line("operator", "BAD-SERVICE-EXIT"), "BAD-SERVICE-EXIT 1");
 
     // Orderly power-off stops the services first.
-    guest.qmp("system_powerdown", json!({}));
-    let status = guest.wait_exit(Duration::from_secs(90));
-    let serial = guest.serial();
-    assert!(status.success(), "{serial}");
+    let serial = guest.press_power_button();
     let off = serial
         .find("brig: powering off (power button)")
         .expect("power button");
@@ -266,8 +262,4 @@ fn services_run_as_containers(board: &str) {
             .find("brig: [ticker] exited with status")
             .expect("ticker stopped");
     assert!(ticker_stopped < serial.find("brig: powering off now").unwrap());
-    assert!(
-        !serial.contains("Kernel panic") && !serial.contains("internal error"),
-        "{serial}"
-    );
 }

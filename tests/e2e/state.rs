@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::guest::{built, key_pair, run, Guest};
+use crate::guest::{built, key_pair, run, Guest, Power};
 
 const BOOT: Duration = Duration::from_secs(240);
 
@@ -132,8 +132,7 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = guest.ssh("brig", &key, &known_hosts, "sudo brigctl reboot");
-    guest.wait_exit(Duration::from_secs(120));
+    guest.brigctl_power(&key, &known_hosts, Power::Reboot);
     drop(guest);
 
     // Second boot: the state disk only.
@@ -172,8 +171,7 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
     assert_eq!(out, "1\n2\n", "{out}");
     // An orderly power-off: the filesystem is unmounted clean, so the
     // damage below is not undone by replaying its journal.
-    guest.qmp("system_powerdown", serde_json::json!({}));
-    guest.wait_exit(Duration::from_secs(120));
+    guest.press_power_button();
     drop(guest);
     let check = Command::new("e2fsck")
         .arg("-fn")
@@ -223,8 +221,7 @@ fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
         serial.contains("running from RAM, the volume is left untouched"),
         "{serial}"
     );
-    guest.qmp("system_powerdown", serde_json::json!({}));
-    guest.wait_exit(Duration::from_secs(120));
+    guest.press_power_button();
     drop(guest);
     assert_eq!(uuid(), uuid_before);
     let check = Command::new("e2fsck")

@@ -201,6 +201,16 @@ pub fn render(config: &ConsoleConfig) -> Rendered {
         out.authorized_keys
             .push((name.clone(), keys_text(&account.ssh_authorized_keys)));
     }
+    // Top-level `groups`, after the accounts' own: a group named there
+    // joins them the same way, with its members.
+    for entry in &config.groups {
+        for member in &entry.members {
+            memberships.push((member.clone(), vec![entry.name.clone()]));
+        }
+        if entry.members.is_empty() {
+            memberships.push((String::new(), vec![entry.name.clone()]));
+        }
+    }
     for (name, wanted) in memberships {
         for group in wanted {
             if !groups.iter().any(|g| g.name == group) {
@@ -209,8 +219,12 @@ pub fn render(config: &ConsoleConfig) -> Rendered {
                 let mut avoid = used.clone();
                 avoid.extend(&taken_uids);
                 let Some(gid) = next_free(&avoid).or_else(|| next_free(&used)) else {
+                    let who = match name.as_str() {
+                        "" => "groups".to_string(),
+                        name => format!("user {name:?}"),
+                    };
                     out.problems
-                        .push(format!("user {name:?}: no free gid for group {group:?}"));
+                        .push(format!("{who}: no free gid for group {group:?}"));
                     continue;
                 };
                 groups.push(Group {
@@ -220,7 +234,8 @@ pub fn render(config: &ConsoleConfig) -> Rendered {
                 });
             }
             if let Some(g) = groups.iter_mut().find(|g| g.name == group) {
-                if !g.members.contains(&name) {
+                // An empty name: the group is wanted, with nobody added.
+                if !name.is_empty() && !g.members.contains(&name) {
                     g.members.push(name.clone());
                 }
             }
@@ -274,6 +289,7 @@ fn keys_text(keys: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use brig_spec::console::GroupEntry;
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0bOsbYm+dKo6zV3Vdh6Su5Usm1h7OD4KgQr/5ioApd user@host";
 
@@ -331,6 +347,44 @@ mod tests {
         a.sudo.clear();
         a.groups.clear();
         a
+    }
+
+    #[test]
+    fn top_level_groups_are_made_with_their_members() {
+        let config = ConsoleConfig {
+            users: vec![Account::default_user(), user("alice")],
+            groups: vec![
+                GroupEntry {
+                    name: "admingroup".into(),
+                    members: vec!["root".into(), "alice".into()],
+                },
+                GroupEntry {
+                    name: "cloud-users".into(),
+                    members: vec![],
+                },
+                // An existing group gains members.
+                GroupEntry {
+                    name: "adm".into(),
+                    members: vec!["alice".into()],
+                },
+            ],
+            ..ConsoleConfig::default()
+        };
+        let r = render(&config);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let admingroup = line(&r.group, "admingroup");
+        assert!(admingroup.ends_with(":root,alice"), "{admingroup}");
+        // Not a gid that some account has as its uid (brig 1000, alice 1001).
+        assert!(!admingroup.contains(":1000:") && !admingroup.contains(":1001:"));
+        assert!(line(&r.group, "cloud-users").ends_with(':'), "{}", r.group);
+        assert_eq!(line(&r.group, "adm"), "adm:x:4:brig,alice");
+        assert!(r.gshadow.contains("admingroup:!::root,alice\n"));
+    }
+
+    #[test]
+    fn the_system_accounts_are_the_ones_the_spec_names() {
+        let names: Vec<&str> = BASE_USERS.iter().map(|u| u.0).collect();
+        assert_eq!(names, brig_spec::console::SYSTEM_ACCOUNTS);
     }
 
     #[test]

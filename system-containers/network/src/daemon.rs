@@ -93,6 +93,13 @@ impl Daemon {
         let _ = std::fs::remove_file(&options.status_socket);
         let listener = UnixListener::bind(&options.status_socket)
             .map_err(|e| format!("listening on {}: {e}", options.status_socket.display()))?;
+        // Root's, and the read-only group's (`brigctl network` without sudo).
+        if let Err(e) = brig_spec::control::open_to_read_only_group(&options.status_socket) {
+            say(&format!(
+                "error: {}: opening it to the read-only group: {e}",
+                options.status_socket.display()
+            ));
+        }
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("status socket: {e}"))?;

@@ -44,7 +44,13 @@ pub fn run(config: &Config) -> Result<(), String> {
     let _ = std::fs::remove_file(&config.query_socket);
     let listener = UnixListener::bind(&config.query_socket)
         .map_err(|e| format!("binding {}: {e}", config.query_socket.display()))?;
-    let _ = std::fs::set_permissions(&config.query_socket, std::fs::Permissions::from_mode(0o600));
+    // Root's, and the read-only group's (`brigctl logs` without sudo).
+    if let Err(e) = brig_spec::control::open_to_read_only_group(&config.query_socket) {
+        eprintln!(
+            "brig-logd: error: {}: opening it to the read-only group: {e}",
+            config.query_socket.display()
+        );
+    }
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("{}: {e}", config.query_socket.display()))?;

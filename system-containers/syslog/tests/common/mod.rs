@@ -56,7 +56,9 @@ impl Logd {
             .unwrap();
         let mut logd = Logd { child, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !logd.path("query.sock").exists() {
+        // Started once its query socket takes connections (the file is
+        // there a moment before brig-logd listens on it).
+        while UnixStream::connect(logd.path("query.sock")).is_err() {
             if let Ok(Some(status)) = logd.child.try_wait() {
                 panic!("brig-logd exited ({status}): {}", logd.stderr());
             }
