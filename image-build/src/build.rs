@@ -49,11 +49,16 @@ fn default_config(path: &Path) -> Result<Vec<u8>> {
 /// Where PID 1 finds the system containers: `<name>.squashfs` and `<name>.toml`.
 pub const CONTAINERS_DIR: &str = "/lib/brig/containers";
 
-/// What to make: the format and, for disk images, the sizes.
+/// What to make: the format, for disk images the sizes, and how hard to
+/// compress.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     pub format: Format,
     pub sizes: disk::Sizes,
+    /// zstd's level for the initramfs and the container images instead of
+    /// the shipped ones (`ZSTD_LEVEL`, `containers::SQUASHFS_ZSTD_LEVEL`):
+    /// a low one packs fast (the tests' images).
+    pub zstd_level: Option<u8>,
 }
 
 /// Which services go into the image: those in system-containers/ and in
@@ -240,6 +245,9 @@ pub fn build(
                 &image_cache,
                 &binaries,
                 source_date_epoch(),
+                output
+                    .zstd_level
+                    .map_or(containers::SQUASHFS_ZSTD_LEVEL, u32::from),
                 &path,
             )
         })?;
@@ -291,9 +299,10 @@ pub fn build(
     };
 
     let cpio = image.to_cpio(source_date_epoch());
+    let level = output.zstd_level.map_or(ZSTD_LEVEL, i32::from);
     let compressed = timed(
-        &format!("compressing the initramfs (zstd -{ZSTD_LEVEL})"),
-        || zstd::encode_all(cpio.as_slice(), ZSTD_LEVEL),
+        &format!("compressing the initramfs (zstd -{level})"),
+        || zstd::encode_all(cpio.as_slice(), level),
     )
     .context("compressing the initramfs")?;
     // Zero padding to 4 bytes: the kernel skips it, and a further cpio
@@ -348,7 +357,7 @@ pub fn build(
         })),
         "brig_init_size": std::fs::metadata(&init)?.len(),
         "initramfs": {
-            "compression": format!("zstd -{ZSTD_LEVEL}, then the container images uncompressed"),
+            "compression": format!("zstd -{level}, then the container images uncompressed"),
             "size": initramfs.len(),
             "compressed_size": compressed_size,
             "uncompressed_size": cpio.len() + stored_cpio.len(),

@@ -173,11 +173,12 @@ const CACHED_PER_SERVICE: usize = 3;
 /// zstd's level for the images' squashfs blocks. 15 is the knee: on the
 /// docker rootfs (255 MiB) level 19 took 67 s and gave 80.8 MiB, 15 took
 /// 23 s for 81.4 MiB (+0.8%), 12 took 10 s for 86.2 MiB.
-const SQUASHFS_ZSTD_LEVEL: u32 = 15;
+pub const SQUASHFS_ZSTD_LEVEL: u32 = 15;
 
-/// Builds `service`'s squashfs at `out`, or copies the one `images` holds
-/// for the same inputs; says which. `binaries` maps a binary name to its
-/// cross-built file.
+/// Builds `service`'s squashfs at `out` (zstd at `zstd_level`), or copies
+/// the one `images` holds for the same inputs; says which. `binaries` maps
+/// a binary name to its cross-built file.
+#[allow(clippy::too_many_arguments)]
 pub fn build_image(
     service: &ServiceSource,
     board: &Board,
@@ -185,6 +186,7 @@ pub fn build_image(
     images: &ImageCache,
     binaries: &BTreeMap<String, PathBuf>,
     mtime: u32,
+    zstd_level: u32,
     out: &Path,
 ) -> Result<Packed> {
     let spec = &service.spec;
@@ -217,6 +219,7 @@ pub fn build_image(
         packages.as_deref(),
         &ours,
         mtime,
+        zstd_level,
         board.arch.debian(),
     )?;
     let cached = images
@@ -242,7 +245,7 @@ pub fn build_image(
             "--compressor",
             "zstd",
             "--comp-extra",
-            &format!("level={SQUASHFS_ZSTD_LEVEL}"),
+            &format!("level={zstd_level}"),
         ])
         .args([
             "--defaults",
@@ -295,12 +298,13 @@ pub enum Packed {
 /// What an image is made of, hashed: this `brig` program (so a change to
 /// how images are packed never reuses an old one), the spec, the package
 /// tar (its name is a hash of the package list; it is never rewritten),
-/// our files, the timestamp and the board's arch.
+/// our files, the timestamp, the zstd level and the board's arch.
 fn image_key(
     spec_text: &str,
     packages: Option<&Path>,
     ours: &BTreeMap<String, (u32, Vec<u8>)>,
     mtime: u32,
+    zstd_level: u32,
     arch: &str,
 ) -> Result<u64> {
     let exe = std::env::current_exe().context("finding this program, for the image cache")?;
@@ -322,7 +326,7 @@ fn image_key(
         hash ^= fnv1a(format!("\0{path}\0{mode}\0").as_bytes());
         hash = hash.rotate_left(17) ^ fnv1a(data);
     }
-    Ok(hash ^ fnv1a(format!("{mtime} {arch}").as_bytes()))
+    Ok(hash ^ fnv1a(format!("{mtime} {zstd_level} {arch}").as_bytes()))
 }
 
 /// Copies a freshly packed image into the cache, leaving only the newest
@@ -950,18 +954,20 @@ mod tests {
         let ours = |data: &[u8]| {
             BTreeMap::from([("usr/bin/brig-netd".to_string(), (0o755, data.to_vec()))])
         };
-        let key =
-            |text: &str, files, mtime, arch| image_key(text, None, &files, mtime, arch).unwrap();
-        let base = key("name = \"network\"", ours(b"netd v1"), 1, "amd64");
+        let key = |text: &str, files, mtime, level, arch| {
+            image_key(text, None, &files, mtime, level, arch).unwrap()
+        };
+        let base = key("name = \"network\"", ours(b"netd v1"), 1, 15, "amd64");
         assert_eq!(
             base,
-            key("name = \"network\"", ours(b"netd v1"), 1, "amd64")
+            key("name = \"network\"", ours(b"netd v1"), 1, 15, "amd64")
         );
         for other in [
-            key("name = \"network\" ", ours(b"netd v1"), 1, "amd64"),
-            key("name = \"network\"", ours(b"netd v2"), 1, "amd64"),
-            key("name = \"network\"", ours(b"netd v1"), 2, "amd64"),
-            key("name = \"network\"", ours(b"netd v1"), 1, "arm64"),
+            key("name = \"network\" ", ours(b"netd v1"), 1, 15, "amd64"),
+            key("name = \"network\"", ours(b"netd v2"), 1, 15, "amd64"),
+            key("name = \"network\"", ours(b"netd v1"), 2, 15, "amd64"),
+            key("name = \"network\"", ours(b"netd v1"), 1, 3, "amd64"),
+            key("name = \"network\"", ours(b"netd v1"), 1, 15, "arm64"),
         ] {
             assert_ne!(base, other);
         }

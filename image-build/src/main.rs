@@ -85,9 +85,26 @@ enum Commands {
         /// at least 256M).
         #[arg(long, value_name = "SIZE", value_parser = disk::parse_size)]
         system_size: Option<u64>,
+        /// zstd's level for the initramfs and the container images, from 1
+        /// (fastest) to 19 (smallest); default 19 for the initramfs and 15
+        /// for the images. The tests build with 3.
+        #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(1..=19))]
+        zstd_level: Option<u8>,
     },
     /// Boot a built board in QEMU.
     Run {
+        #[arg(long, default_value = "qemu-x86_64")]
+        board: String,
+        /// Directory of the built artifacts (default: out/<board>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        options: qemu::RunOptions,
+    },
+    /// Say whether `brig run` would use KVM or TCG software emulation for a
+    /// board here, and why (KVM only when a probe boot of its built kernel
+    /// works).
+    Accel {
         #[arg(long, default_value = "qemu-x86_64")]
         board: String,
         /// Directory of the built artifacts (default: out/<board>).
@@ -145,6 +162,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             disk_size,
             boot_size,
             system_size,
+            zstd_level,
         } => {
             let board = Board::load(&source, &board)?;
             let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
@@ -155,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     boot: boot_size,
                     system: system_size,
                 },
+                zstd_level,
             };
             build::build(
                 &source,
@@ -186,6 +205,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Commands::Accel {
+            board,
+            out,
+            options,
+        } => {
+            let board = Board::load(&source, &board)?;
+            let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
+            println!("{}", qemu::describe_accel(&source, &board, &out, &options)?);
+            Ok(ExitCode::SUCCESS)
         }
         Commands::Flash {
             board,

@@ -366,11 +366,7 @@ pub fn run(
             disk,
         },
     };
-    let kvm = match opts.accel {
-        Accel::Tcg => false,
-        Accel::Kvm => true,
-        Accel::Auto => kvm_works(&qemu, &profile, board, artifacts),
-    };
+    let (kvm, _) = decide_accel(&qemu, &profile, board, artifacts, opts.accel);
     step(&format!(
         "booting {}{} in QEMU ({}), ssh on 127.0.0.1:{}{}",
         board.name,
@@ -524,6 +520,44 @@ fn qemu_cmdline(cmdline: &str, machine: &RaspberryPiMachine) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Whether guests of `board` run under KVM (true) or TCG here, and why.
+fn decide_accel(
+    qemu: &Path,
+    profile: &QemuProfile,
+    board: &Board,
+    artifacts: &Path,
+    accel: Accel,
+) -> (bool, &'static str) {
+    match accel {
+        Accel::Tcg => (false, "asked for (--accel tcg)"),
+        Accel::Kvm => (true, "asked for (--accel kvm)"),
+        Accel::Auto if Arch::host() != Some(board.arch) => {
+            (false, "the board's architecture is not this host's")
+        }
+        Accel::Auto => match kvm_works(qemu, profile, board, artifacts) {
+            true => (true, "a probe boot works"),
+            false => (false, "no usable /dev/kvm, or a probe boot under it fails"),
+        },
+    }
+}
+
+/// `brig accel`: what `brig run` would use for `board` here, in words.
+pub fn describe_accel(
+    source: &Path,
+    board: &Board,
+    artifacts: &Path,
+    opts: &RunOptions,
+) -> Result<String> {
+    let profile_name = opts.machine.as_ref().unwrap_or(&board.qemu_profile);
+    let profile = QemuProfile::load(source, profile_name)?;
+    let qemu = host_tools::require(&profile.binary, &profile.package)?;
+    let (kvm, why) = decide_accel(&qemu, &profile, board, artifacts, opts.accel);
+    Ok(format!(
+        "{} ({why})",
+        if kvm { "KVM" } else { "TCG software emulation" }
+    ))
 }
 
 /// Whether KVM can boot this board's kernel here. An openable /dev/kvm is not

@@ -736,7 +736,10 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
             as_pairs(&groups),
-            [("empty".into(), vec![]), ("web".into(), vec!["brig".into()])]
+            [
+                ("empty".into(), vec![]),
+                ("web".into(), vec!["brig".into()])
+            ]
         );
         let (groups, problems) = parse_groups(&yaml(
             "['Bad Group', {a: 1}, {x: [ok, 'Not OK']}, 7, {b: [], c: []}]",

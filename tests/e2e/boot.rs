@@ -62,8 +62,7 @@ pub fn boots_and_the_power_button_powers_it_off(
     assert_clean(&serial, expected_errors);
 }
 
-#[test]
-fn ctrl_alt_del_reboots_in_order() {
+pub fn ctrl_alt_del_reboots_in_order() {
     let board = "qemu-x86_64";
     // User data can also come on the kernel command line, base64-encoded:
     // "#cloud-config\nhostname: from-cmdline\n".

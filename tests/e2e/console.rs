@@ -372,21 +372,18 @@ runcmd:
     );
 }
 
-#[test]
-fn qemu_x86_64_console_over_ssh() {
+pub fn qemu_x86_64_console_over_ssh() {
     console("qemu-x86_64", "Power Button");
 }
 
-#[test]
-fn qemu_aarch64_console_over_ssh() {
+pub fn qemu_aarch64_console_over_ssh() {
     console("qemu-aarch64", "gpio-keys");
 }
 
 /// `brig build --user-data`: an image with its own default config. Problems
 /// in the file stop the build with their place in it; a good one boots with
 /// the key and settings it bakes in, under an OpenStack ConfigDrive's.
-#[test]
-fn qemu_x86_64_image_with_a_default_config() {
+pub fn qemu_x86_64_image_with_a_default_config() {
     let board = "qemu-x86_64";
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -441,6 +438,8 @@ write_files:
             baked.to_str().unwrap(),
             "--without",
             "docker",
+            crate::guest::FAST[0],
+            crate::guest::FAST[1],
         ],
         &[],
     );

@@ -42,13 +42,15 @@ fn login(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
     (key, user_data)
 }
 
-#[test]
-fn qemu_x86_64_raw_image_boots_with_uefi_grows_into_its_disk_and_keeps_state() {
-    let board = "qemu-x86_64";
+/// The PC board's raw image (Debian's generic kernel, the disk a user
+/// writes to a real machine's), booted as a PC boots it: UEFI firmware,
+/// systemd-boot, the kernel off the boot partition.
+pub fn pc_x86_64_raw_image_boots_with_uefi_grows_into_its_disk_and_keeps_state() {
+    let board = "pc-x86_64";
     let built = built_as(board, "raw");
     let dir = tempfile::tempdir().unwrap();
     // The 1 GiB image attached as a 4 GiB disk.
-    let disk = disk_copy(&built, "brig-qemu-x86_64.img", dir.path(), "4G");
+    let disk = disk_copy(&built, "brig-pc-x86_64.img", dir.path(), "4G");
     let (key, user_data) = login(dir.path(), "hostname: diskful\n");
     let known_hosts = dir.path().join("known_hosts");
     let disk_arg = format!("--disk={}", disk.display());
@@ -63,7 +65,7 @@ fn qemu_x86_64_raw_image_boots_with_uefi_grows_into_its_disk_and_keeps_state() {
     let serial = guest.wait_for("brig: ready", BOOT);
     for said in [
         // systemd-boot started the kernel with the entry's command line.
-        "Command line: initrd=\\brig\\initramfs.img console=ttyS0",
+        "Command line: initrd=\\brig\\initramfs.img console=tty0 console=ttyS0,115200",
         "brig: system partition /dev/vda2 mounted on /lib/brig",
         "the disk is larger than the table was made for",
         // 4096 MiB less 1 MiB of table, 64 of boot, 256 of system, 1 at the end.
@@ -138,8 +140,7 @@ fn qemu_x86_64_raw_image_boots_with_uefi_grows_into_its_disk_and_keeps_state() {
     guest.press_power_button();
 }
 
-#[test]
-fn qemu_x86_64_qcow2_image_boots_with_uefi_to_ssh() {
+pub fn qemu_x86_64_qcow2_image_boots_with_uefi_to_ssh() {
     let board = "qemu-x86_64";
     let built = built_as(board, "qcow2");
     let dir = tempfile::tempdir().unwrap();
@@ -214,8 +215,7 @@ fn qemu_x86_64_qcow2_image_boots_with_uefi_to_ssh() {
 /// cut, the counter is a number no newer than the config, each block is
 /// its pattern (or a prefix of it), nothing torn or mixed. The next boot
 /// must mount the state partition itself and see the same.
-#[test]
-fn qemu_x86_64_state_survives_power_cuts_while_writing() {
+pub fn qemu_x86_64_state_survives_power_cuts_while_writing() {
     const CUTS: usize = 20;
     let board = "qemu-x86_64";
     let built = built_as(board, "raw");

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use brig_image_build::pcap;
@@ -59,7 +59,7 @@ pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
 
 /// The artifacts directory of `board`, built once per test run. The shared
 /// images leave the docker container out (`--without docker`): the tests
-/// of Docker (tests/docker/) boot the full default image, the others boot
+/// of Docker (tests/e2e/docker/) boot the full default image, the others boot
 /// lighter and faster without dockerd.
 pub fn built(board: &str) -> PathBuf {
     built_as(board, "kernel")
@@ -114,11 +114,11 @@ pub fn built_variant(board: &str, format: &str, variant: &str, extra: &[&str]) -
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `brig build --board B --format F --out OUT --without docker`.
-pub fn build_into(board: &str, format: &str, out: &Path) -> Output {
-    build_into_with(board, format, out, &["--without", "docker"])
-}
+/// How the tests' images are compressed: fast (zstd level 3; Brig ships
+/// 19 and 15). The reproducibility test builds at the shipped levels.
+pub const FAST: [&str; 2] = ["--zstd-level", "3"];
 
+/// `brig build --board B --format F --out OUT` with `extra`, compressed fast.
 fn build_into_with(board: &str, format: &str, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "build",
@@ -128,9 +128,94 @@ fn build_into_with(board: &str, format: &str, out: &Path, extra: &[&str]) -> Out
         format,
         "--out",
         out.to_str().unwrap(),
+        FAST[0],
+        FAST[1],
     ];
     args.extend(extra);
     brig(&args, &[])
+}
+
+/// How many guests run at once: one a core, as QEMU under TCG keeps a core
+/// busy while its guest works (`BRIG_E2E_GUESTS` sets another number).
+pub fn slots() -> usize {
+    std::env::var("BRIG_E2E_GUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1)
+}
+
+/// The slots: how many are free, and the waiting tests' turns (tickets in
+/// the order they asked, so that one waiting for every slot is not passed
+/// forever by those taking one).
+struct Pool {
+    free: usize,
+    next_ticket: u64,
+    serving: u64,
+}
+
+fn pool() -> &'static (Mutex<Pool>, Condvar) {
+    static POOL: OnceLock<(Mutex<Pool>, Condvar)> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let pool = Pool {
+            free: slots(),
+            next_ticket: 0,
+            serving: 0,
+        };
+        (Mutex::new(pool), Condvar::new())
+    })
+}
+
+/// Slots for running guests, given back when dropped. A test waits for a
+/// free one before it boots a guest (the scheduler runs more tests than
+/// there are cores, so that one can build while others boot), in turn.
+pub struct Slot(usize);
+
+impl Slot {
+    fn take(wanted: usize) -> Slot {
+        let wanted = wanted.min(slots());
+        let (pool, changed) = pool();
+        let mut state = pool.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        while state.serving != ticket || state.free < wanted {
+            state = changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.free -= wanted;
+        state.serving += 1;
+        changed.notify_all();
+        Slot(wanted)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (pool, changed) = pool();
+        pool.lock().unwrap_or_else(|p| p.into_inner()).free += self.0;
+        changed.notify_all();
+    }
+}
+
+thread_local! {
+    /// This test holds every slot (`whole_machine`): its guests take none.
+    static WHOLE_MACHINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Every slot, for a test that runs several guests at once (the Swarm's
+/// three): held while the returned value lives, and the guests this
+/// thread boots meanwhile take none of their own.
+pub fn whole_machine() -> WholeMachine {
+    let slot = Slot::take(slots());
+    WHOLE_MACHINE.set(true);
+    WholeMachine(slot)
+}
+
+pub struct WholeMachine(#[allow(dead_code)] Slot);
+
+impl Drop for WholeMachine {
+    fn drop(&mut self) {
+        WHOLE_MACHINE.set(false);
+    }
 }
 
 /// A free TCP port on loopback for ssh forwarding.
@@ -140,6 +225,30 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Says once per run whether the guests run under KVM or TCG, as `brig
+/// accel` decides it for the first board booted (with KVM where it works,
+/// `brig run` uses it: the same tests, faster).
+fn say_how_guests_run(board: &str, artifacts: &Path) {
+    static SAID: OnceLock<()> = OnceLock::new();
+    SAID.get_or_init(|| {
+        let out = brig(
+            &[
+                "accel",
+                "--board",
+                board,
+                "--out",
+                artifacts.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "==> guests run under {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    });
 }
 
 /// PID 1's first line on the console.
@@ -194,6 +303,10 @@ pub struct Guest {
     _dir: tempfile::TempDir,
     /// Dropped after QEMU is gone.
     net: IsolatedNet,
+    /// Given back after QEMU is gone (None under `whole_machine`).
+    _slot: Option<Slot>,
+    /// The machine cannot power itself off (`halts_on_power_off`).
+    halts: bool,
 }
 
 impl Guest {
@@ -271,6 +384,8 @@ impl Guest {
     }
 
     fn start(board: &str, artifacts: &Path, append: &[&str], options: &[&str]) -> Guest {
+        let slot = (!WHOLE_MACHINE.get()).then(|| Slot::take(1));
+        say_how_guests_run(board, artifacts);
         let dir = tempfile::tempdir().unwrap();
         let serial = dir.path().join("serial.log");
         let qmp = dir.path().join("qmp.sock");
@@ -325,6 +440,8 @@ impl Guest {
             ssh_port: port,
             _dir: dir,
             net,
+            _slot: slot,
+            halts: false,
         }
     }
 
@@ -528,6 +645,14 @@ impl Guest {
         self.goes_down(power, &format!("brigctl {}", power.word()))
     }
 
+    /// This machine model cannot power itself off (QEMU's raspi3ap models no
+    /// power management block): after a power-off the kernel halts and
+    /// QEMU runs on, so `goes_down` ends QEMU itself once the kernel has
+    /// said its last word.
+    pub fn halts_on_power_off(&mut self) {
+        self.halts = true;
+    }
+
     /// Presses the power button (QMP `system_powerdown`), then the checks
     /// of `goes_down`; the console so far.
     pub fn press_power_button(&mut self) -> String {
@@ -542,6 +667,11 @@ impl Guest {
     /// word — then the kernel's own, and no panic (a panic on the way down
     /// also ends QEMU with success, after `panic=10`). The console.
     pub fn goes_down(&mut self, power: Power, reason: &str) -> String {
+        if self.halts && power == Power::PowerOff {
+            // The kernel halts after its last word; the plug is pulled then.
+            self.wait_for("reboot: Power down", Duration::from_secs(120));
+            self.qmp("quit", json!({}));
+        }
         let status = self.wait_exit(Duration::from_secs(120));
         let serial = self.serial();
         let report = || report(&serial);
@@ -657,8 +787,7 @@ fn is_kernel_stamp(text: &str) -> bool {
         .is_some_and(|(seconds, micros)| digits(seconds) && micros.len() == 6 && digits(micros))
 }
 
-#[test]
-fn kernel_messages_cutting_into_a_line_are_moved_after_it() {
+pub fn kernel_messages_cutting_into_a_line_are_moved_after_it() {
     let console = "brig: hostname diskful [t=7.549s]\r\n\
         brig: system con[    7.508792] loop1: detected capacity change\r\n\
         tainers: 5 [t=7.559s]\r\n\

@@ -21,8 +21,7 @@ fn stamp(serial: &str, needle: &str) -> f64 {
         .unwrap_or_else(|| panic!("no time stamp in {line:?}"))
 }
 
-#[test]
-fn qemu_x86_64_gets_its_config_from_an_ec2_metadata_service() {
+pub fn qemu_x86_64_gets_its_config_from_an_ec2_metadata_service() {
     let board = "qemu-x86_64";
     let dir = tempfile::tempdir().unwrap();
     let (user_key, user_public) = key_pair(dir.path(), "user-data-key");
@@ -115,8 +114,7 @@ fn qemu_x86_64_gets_its_config_from_an_ec2_metadata_service() {
 
 /// `ds=nocloud;s=http://…/` on the kernel command line: the seed's files
 /// from a web server (the same test server, its /nocloud/ directory).
-#[test]
-fn qemu_x86_64_gets_its_config_from_a_nocloud_seed_url() {
+pub fn qemu_x86_64_gets_its_config_from_a_nocloud_seed_url() {
     let board = "qemu-x86_64";
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = key_pair(dir.path(), "seed-key");

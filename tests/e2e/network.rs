@@ -11,23 +11,19 @@ use brig_image_build::pcap;
 
 use crate::guest::{source_dir, Guest};
 
-#[test]
-fn qemu_x86_64_gets_an_address_resolves_names_and_sets_its_clock_from_ntp() {
+pub fn qemu_x86_64_gets_an_address_resolves_names_and_sets_its_clock_from_ntp() {
     network_and_time("qemu-x86_64");
 }
 
-#[test]
-fn qemu_aarch64_gets_an_address_resolves_names_and_sets_its_clock_from_ntp() {
+pub fn qemu_aarch64_gets_an_address_resolves_names_and_sets_its_clock_from_ntp() {
     network_and_time("qemu-aarch64");
 }
 
-#[test]
-fn qemu_x86_64_builds_a_bond_a_vlan_and_a_bridge_and_fails_over() {
+pub fn qemu_x86_64_builds_a_bond_a_vlan_and_a_bridge_and_fails_over() {
     virtual_devices("qemu-x86_64");
 }
 
-#[test]
-fn qemu_x86_64_runs_an_lacp_bond_and_a_vlan_against_dnsmasq_inside_the_guest() {
+pub fn qemu_x86_64_runs_an_lacp_bond_and_a_vlan_against_dnsmasq_inside_the_guest() {
     let board = "qemu-x86_64";
     let out = image(board);
     let mut guest = Guest::boot(board, &out, &["brig.service_output=console", "brig.netlab"]);

@@ -49,8 +49,7 @@ fn strings(value: &toml::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn pi_cards_hold_what_their_board_files_name() {
+pub fn pi_cards_hold_what_their_board_files_name() {
     for board in ["rpi3", "rpi4"] {
         let built = built_as(board, "raw");
         let image = built.join(format!("brig-{board}.img"));
@@ -194,7 +193,12 @@ fn report(figure: &str) {
 /// never connects the USB network adapter ("dwc2 …: Not connected"), so
 /// the guest gets no lease. Such a card is booted once more from a fresh
 /// copy, said on stderr; a second time fails the test.
-fn boot_card(board: &str, dir: &Path, extra: &str) -> (Guest, PathBuf, PathBuf, String) {
+fn boot_card(
+    board: &str,
+    machine: &str,
+    dir: &Path,
+    extra: &str,
+) -> (Guest, PathBuf, PathBuf, String) {
     let (key, public) = key_pair(dir, "key");
     let user_data = dir.join("user-data");
     std::fs::write(
@@ -207,7 +211,7 @@ fn boot_card(board: &str, dir: &Path, extra: &str) -> (Guest, PathBuf, PathBuf, 
     let known_hosts = dir.join("known_hosts");
     let mut retried = false;
     loop {
-        let (guest, figures) = boot_card_once(board, &dir.join("card.img"), &user_data);
+        let (guest, figures) = boot_card_once(board, machine, &dir.join("card.img"), &user_data);
         match guest.wait_for_lease(LEASE_AFTER_READY) {
             Ok(_) => return (guest, key, known_hosts, figures),
             Err(why) if !retried => {
@@ -219,9 +223,9 @@ fn boot_card(board: &str, dir: &Path, extra: &str) -> (Guest, PathBuf, PathBuf, 
     }
 }
 
-/// A fresh copy of the built card at `card`, booted with `user_data` until
-/// `brig: ready`; the guest and the boot's figures.
-fn boot_card_once(board: &str, card: &Path, user_data: &Path) -> (Guest, String) {
+/// A fresh copy of the built card at `card`, booted on QEMU's `machine`
+/// with `user_data` until `brig: ready`; the guest and the boot's figures.
+fn boot_card_once(board: &str, machine: &str, card: &Path, user_data: &Path) -> (Guest, String) {
     let built = built_as(board, "raw");
     run(Command::new("cp")
         .arg("--sparse=always")
@@ -235,12 +239,14 @@ fn boot_card_once(board: &str, card: &Path, user_data: &Path) -> (Guest, String)
             &format!("--disk={}", card.display()),
             "--user-data",
             user_data.to_str().unwrap(),
+            "--machine",
+            machine,
         ],
     );
     let started = Instant::now();
     let serial = guest.wait_for("brig: ready", BOOT);
     let figures = format!(
-        "{board}: `brig: ready` {:.0} s after QEMU started ({})",
+        "{board} on {machine}: `brig: ready` {:.0} s after QEMU started ({})",
         started.elapsed().as_secs_f64(),
         serial
             .lines()
@@ -334,8 +340,7 @@ fn check_over_ssh(
 /// One test rather than two taking turns on a lock: the waiting one would
 /// hold a test thread, and a core, idle. Each board is checked even when
 /// the other fails.
-#[test]
-fn pi_cards_boot_in_qemu_make_their_state_partition_and_answer_ssh() {
+pub fn pi_cards_boot_in_qemu_make_their_state_partition_and_answer_ssh() {
     let boards: [(&str, fn()); 2] = [("rpi3", rpi3_card), ("rpi4", rpi4_card)];
     let failed: Vec<&str> = boards
         .into_iter()
@@ -345,7 +350,8 @@ fn pi_cards_boot_in_qemu_make_their_state_partition_and_answer_ssh() {
     assert!(failed.is_empty(), "failed: {failed:?} (why is above)");
 }
 
-/// In QEMU's raspi3b.
+/// In QEMU's raspi3ap: the Raspberry Pi 3 A+, with 512 MiB, the smallest
+/// memory Brig supports (the card is the same for the 3 B and B+).
 fn rpi3_card() {
     let dir = tempfile::tempdir().unwrap();
     // Wi-Fi as a user writes it: the wifi container runs wpa_supplicant
@@ -353,11 +359,24 @@ fn rpi3_card() {
     let wifi = "network:\n  version: 2\n  ethernets:\n    eth0: {dhcp4: true}\n  wifis:\n    \
                 wlan0:\n      dhcp4: true\n      regulatory-domain: DE\n      access-points:\n        \
                 home: {password: correct-horse}\n        office: {password: short}\n";
-    let (mut guest, key, known_hosts, figures) = boot_card("rpi3", dir.path(), wifi);
+    let (mut guest, key, known_hosts, figures) = boot_card("rpi3", "raspi3ap", dir.path(), wifi);
     report(&figures);
     // The serial console is the mini UART, as on the board.
-    let model = "Raspberry Pi 3 Model B";
+    let model = "Raspberry Pi 3 Model A Plus";
     check_over_ssh(&guest, &key, &known_hosts, "rpi3", model, "ttyS1");
+    // 512 MiB: what the kernel leaves, and what is used with every system
+    // container running (for the record).
+    let memory = guest.ssh_ok("brig", &key, &known_hosts, "free -m | grep ^Mem:");
+    let total: u64 = memory
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (300..=512).contains(&total),
+        "not a 512 MiB machine: {memory}"
+    );
+    report(&format!("rpi3 on raspi3ap (512 MiB): {}", memory.trim()));
     let logs = guest.ssh_ok("brig", &key, &known_hosts, "sudo brigctl logs wifi");
     for said in [
         "wifi: error: network config: wifis.wlan0.access-points.office.password: ",
@@ -365,13 +384,14 @@ fn rpi3_card() {
     ] {
         assert!(logs.contains(said), "{said:?} not in:\n{logs}");
     }
+    guest.halts_on_power_off();
     guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
 }
 
 /// In QEMU's raspi4b.
 fn rpi4_card() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut guest, key, known_hosts, figures) = boot_card("rpi4", dir.path(), "");
+    let (mut guest, key, known_hosts, figures) = boot_card("rpi4", "raspi4b", dir.path(), "");
     report(&figures);
     // QEMU's raspi4b hangs on the mini UART: brig run's device tree copy
     // turns it off and the PL011 stands in (qemu/raspi4b.toml).
@@ -433,8 +453,7 @@ fn zeros_at_start(path: &Path) -> bool {
     start.iter().all(|&b| b == 0)
 }
 
-#[test]
-fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch() {
+pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch() {
     let built = built_as("rpi3", "raw");
     let image = built.join("brig-rpi3.img");
     let image_bytes = std::fs::read(&image).unwrap();

@@ -54,13 +54,11 @@ fn add_broken_services(artifacts: &std::path::Path) {
     std::io::Write::write_all(&mut image, &archive.stdout).unwrap();
 }
 
-#[test]
-fn qemu_x86_64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
+pub fn qemu_x86_64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
     services_run_as_containers("qemu-x86_64");
 }
 
-#[test]
-fn qemu_aarch64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
+pub fn qemu_aarch64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
     services_run_as_containers("qemu-aarch64");
 }
 
@@ -79,6 +77,8 @@ fn services_run_as_containers(board: &str) {
             services_dir,
             "--without",
             "docker",
+            crate::guest::FAST[0],
+            crate::guest::FAST[1],
         ],
         &[],
     );

@@ -11,8 +11,7 @@ use crate::guest::{built, key_pair, run, Guest, Power};
 
 const BOOT: Duration = Duration::from_secs(240);
 
-#[test]
-fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
+pub fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
     let board = "qemu-x86_64";
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.img");

@@ -41,8 +41,7 @@ fn data_disk(dir: &Path) -> std::path::PathBuf {
     disk
 }
 
-#[test]
-fn qemu_x86_64_mounts_a_data_disk_and_runs_a_service_from_it() {
+pub fn qemu_x86_64_mounts_a_data_disk_and_runs_a_service_from_it() {
     let board = "qemu-x86_64";
     let dir = tempfile::tempdir().unwrap();
     let disk = data_disk(dir.path());

@@ -110,6 +110,7 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
                     boot: 64 << 20,
                     system: None,
                 },
+                zstd_level: None,
             },
         )?;
     }

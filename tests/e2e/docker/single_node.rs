@@ -11,14 +11,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::image::{built_with_docker, image_tar};
 use crate::guest::{key_pair, run, Guest, Power};
-use crate::image::{built_with_docker, image_tar};
 
 const BOOT: Duration = Duration::from_secs(240);
 
-#[test]
-fn qemu_x86_64_runs_the_users_containers_with_docker() {
-    let _alone = crate::one_at_a_time();
+pub fn qemu_x86_64_runs_the_users_containers_with_docker() {
     let board = "qemu-x86_64";
     let built = built_with_docker(board);
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! The tests' Docker image: tests/docker/hello-image/hello.rs built static
+//! The tests' Docker image: tests/e2e/docker/hello-image/hello.rs built static
 //! for the guest, alone in a root filesystem tar that `docker import` takes
 //! (no registry in reach).
 
@@ -12,7 +12,7 @@ pub fn built_with_docker(board: &str) -> PathBuf {
     built_variant(board, "kernel", "full", &[])
 }
 
-/// tests/docker/hello-image/hello.rs built static for the guest's
+/// tests/e2e/docker/hello-image/hello.rs built static for the guest's
 /// architecture, alone in a root filesystem tar.
 pub fn image_tar(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
@@ -34,7 +34,7 @@ pub fn image_tar(dir: &Path) -> PathBuf {
         ])
         .arg("-o")
         .arg(root.join("hello"))
-        .arg(source_dir().join("tests/docker/hello-image/hello.rs")));
+        .arg(source_dir().join("tests/e2e/docker/hello-image/hello.rs")));
     let tar = dir.join("hello.tar");
     run(Command::new("tar")
         .arg("-cf")
