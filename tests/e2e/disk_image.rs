@@ -395,29 +395,46 @@ impl Drop for VolatileCache {
     }
 }
 
-/// The harness itself: a write that is not flushed does not reach the
-/// image when the cache goes; one that is flushed does.
+/// The harness itself: a write the client has not flushed does not reach
+/// the image when the cache goes; one written with FUA (force unit
+/// access, as the kernel writes what must be on the disk) does. qemu-io
+/// is the disk's client, still connected when the cache is killed, as
+/// QEMU is.
 fn volatile_cache_loses_unflushed_writes(dir: &Path) {
+    use std::io::{BufRead, BufReader, Write};
     let image = dir.join("cache-check.img");
     run(Command::new("truncate").args(["-s", "1M"]).arg(&image));
-    for (flush, kept) in [(false, false), (true, true)] {
+    for (fua, kept) in [("", false), ("-f ", true)] {
         let cache = VolatileCache::serve(&image, dir);
         let target = format!("nbd+unix:///?socket={}", cache.socket.display());
-        // qemu-io in unsafe mode never flushes by itself, not even on exit.
-        let mut commands = vec!["-c", "write -P 0x5a 0 64k"];
-        if flush {
-            commands.extend(["-c", "flush"]);
+        // Line-buffered, to see each answer as it comes; writeback mode
+        // flushes only when asked (or at the end, which never comes here).
+        let mut client = Command::new("stdbuf")
+            .args(["-oL", "qemu-io", "-f", "raw", "-t", "writeback", &target])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("qemu-io (Debian package qemu-utils)");
+        let mut stdin = client.stdin.take().unwrap();
+        writeln!(stdin, "write {fua}-P 0x5a 0 64k").unwrap();
+        let mut said = String::new();
+        let mut lines = BufReader::new(client.stdout.take().unwrap());
+        while !said.contains("wrote 65536/65536 bytes") {
+            let mut line = String::new();
+            if lines.read_line(&mut line).unwrap() == 0 {
+                panic!("qemu-io ended: {said}");
+            }
+            said += &line;
         }
-        run(Command::new("qemu-io")
-            .args(["-f", "raw", "-t", "unsafe"])
-            .args(&commands)
-            .arg(&target));
+        // The power goes while the client is connected.
         drop(cache);
+        drop(stdin);
+        let _ = client.wait();
         let bytes = std::fs::read(&image).unwrap();
         assert_eq!(
             bytes[..65536].iter().all(|&b| b == 0x5a),
             kept,
-            "flushed: {flush}"
+            "write {fua}: qemu-io said: {said}"
         );
     }
 }
@@ -452,32 +469,29 @@ impl OnDisk {
                 "conv=sparse",
                 "status=none",
             ]));
+        // As at boot, in preen mode (forced): the journal is replayed and
+        // what a crash leaves anyway is put right (summary counts, the
+        // orphan file); anything else is damage, exit 4 and up.
         let fsck = Command::new("e2fsck")
-            .args(["-fy"])
+            .args(["-fp"])
             .arg(&part)
             .output()
             .unwrap();
-        let said = String::from_utf8_lossy(&fsck.stdout).into_owned();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&fsck.stdout),
+            String::from_utf8_lossy(&fsck.stderr)
+        );
         let code = fsck.status.code().unwrap_or(-1);
-        // 0: clean; 1: the journal replayed (or errors corrected: below).
         assert!(
             code == 0 || code == 1,
-            "cut {cut}: e2fsck exit {code}:\n{said}"
-        );
-        let repairs: Vec<&str> = said
-            .lines()
-            .filter(|l| l.contains("Fix?") || l.contains("FIXED") || l.contains("Clear?"))
-            .collect();
-        assert!(
-            repairs.is_empty(),
-            "cut {cut}: e2fsck repaired damage:\n{said}"
+            "cut {cut}: e2fsck -fp exit {code}, the filesystem is damaged:\n{said}"
         );
         let e2fsck = if said.contains("recovering journal") {
-            "journal replayed"
+            format!("journal replayed (exit {code})")
         } else {
-            "clean"
-        }
-        .to_string();
+            format!("clean (exit {code})")
+        };
         let cat = |path: &str| -> Option<Vec<u8>> {
             let out = Command::new("debugfs")
                 .args(["-R", &format!("cat {path}")])

@@ -646,9 +646,9 @@ impl Guest {
     }
 
     /// This machine model cannot power itself off (QEMU's raspi3ap models no
-    /// power management block): after a power-off the kernel halts and
+    /// power management block): a power-off ends in the kernel's halt and
     /// QEMU runs on, so `goes_down` ends QEMU itself once the kernel has
-    /// said its last word.
+    /// said so ("Power off not available: System halted instead").
     pub fn halts_on_power_off(&mut self) {
         self.halts = true;
     }
@@ -667,9 +667,17 @@ impl Guest {
     /// word — then the kernel's own, and no panic (a panic on the way down
     /// also ends QEMU with success, after `panic=10`). The console.
     pub fn goes_down(&mut self, power: Power, reason: &str) -> String {
-        if self.halts && power == Power::PowerOff {
-            // The kernel halts after its last word; the plug is pulled then.
-            self.wait_for("reboot: Power down", Duration::from_secs(120));
+        // With nothing to cut the power, the kernel halts instead (the
+        // reboot syscall turns a power-off into a halt).
+        let halts = self.halts && power == Power::PowerOff;
+        let kernel = match power {
+            Power::Reboot => "reboot: Restarting system",
+            Power::PowerOff if halts => "reboot: Power off not available: System halted instead",
+            Power::PowerOff => "reboot: Power down",
+        };
+        if halts {
+            // The plug is pulled once the kernel has said its last word.
+            self.wait_for(kernel, Duration::from_secs(120));
             self.qmp("quit", json!({}));
         }
         let status = self.wait_exit(Duration::from_secs(120));
@@ -677,10 +685,6 @@ impl Guest {
         let report = || report(&serial);
         assert!(status.success(), "QEMU exited with {status}; {}", report());
         let verb = power.verb();
-        let kernel = match power {
-            Power::Reboot => "reboot: Restarting system",
-            Power::PowerOff => "reboot: Power down",
-        };
         let mut from = 0;
         for step in [
             format!("brig: {verb} ({reason})"),
