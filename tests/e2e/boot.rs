@@ -1,15 +1,10 @@
 //! What a user sees of booting and stopping, from the serial console:
 //! modules coldplugged (a virtio NIC appears), `brig: ready`, a clean
 //! power-off from the power button (checked at the end of the console
-//! tests, which boot both QEMU boards anyway), and Ctrl-Alt-Del.
+//! tests, which boot both QEMU boards anyway). Ctrl-Alt-Del, and user data
+//! on the kernel command line, are checked in the x86_64 services test.
 
-use std::time::Duration;
-
-use serde_json::json;
-
-use crate::guest::{built, Guest, Power};
-
-const BOOT: Duration = Duration::from_secs(180);
+use crate::guest::Guest;
 
 /// Problems that must never appear on the console; `expected` are the
 /// `brig: error` lines the test caused on purpose (a line with one of them
@@ -60,29 +55,4 @@ pub fn boots_and_the_power_button_powers_it_off(
 
     let serial = guest.press_power_button();
     assert_clean(&serial, expected_errors);
-}
-
-pub fn ctrl_alt_del_reboots_in_order() {
-    let board = "qemu-x86_64";
-    // User data can also come on the kernel command line, base64-encoded:
-    // "#cloud-config\nhostname: from-cmdline\n".
-    let config = "brig.config=I2Nsb3VkLWNvbmZpZwpob3N0bmFtZTogZnJvbS1jbWRsaW5lCg==";
-    let mut guest = Guest::boot(board, &built(board), &[config]);
-    let serial = guest.wait_for("brig: ready", BOOT);
-    assert!(
-        serial.contains("brig: config: from the kernel command line (brig.config=)"),
-        "{serial}"
-    );
-    assert!(
-        serial.contains("brig: hostname from-cmdline (from config)"),
-        "{serial}"
-    );
-    let keys: Vec<_> = ["ctrl", "alt", "delete"]
-        .iter()
-        .map(|k| json!({"type": "qcode", "data": k}))
-        .collect();
-    guest.qmp("send-key", json!({ "keys": keys }));
-    // --no-reboot: QEMU exits when the guest asks for the reset.
-    let serial = guest.goes_down(Power::Reboot, "Ctrl-Alt-Del");
-    assert_clean(&serial, &[]);
 }

@@ -1,7 +1,7 @@
 //! A Brig guest in QEMU, started with `brig run --headless`, and the images
 //! the tests share.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -31,7 +31,7 @@ pub fn brig(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         command.env(k, v);
     }
-    command.output().expect("running brig")
+    crate::cpu::output(&mut command).expect("running brig")
 }
 
 /// Runs `command`, which must succeed; returns its standard output.
@@ -167,8 +167,10 @@ fn pool() -> &'static (Mutex<Pool>, Condvar) {
 }
 
 /// Slots for running guests, given back when dropped. A test waits for a
-/// free one before it boots a guest (the scheduler runs more tests than
-/// there are cores, so that one can build while others boot), in turn.
+/// free one before it boots its first guest (the scheduler runs more tests
+/// than there are cores, so that one can build while others boot), in
+/// turn, and keeps it until it ends: a test that boots again and again (the
+/// power cuts) is not sent to the back of the queue each time.
 pub struct Slot(usize);
 
 impl Slot {
@@ -199,12 +201,30 @@ impl Drop for Slot {
 thread_local! {
     /// This test holds every slot (`whole_machine`): its guests take none.
     static WHOLE_MACHINE: Cell<bool> = const { Cell::new(false) };
+    /// The slot this test took for its first guest, given back when its
+    /// thread ends (the scheduler runs each test on a thread of its own).
+    static HELD: RefCell<Option<Slot>> = const { RefCell::new(None) };
+}
+
+/// A slot for this test's guests, unless it holds one already (or all).
+fn hold_a_slot() {
+    if WHOLE_MACHINE.get() {
+        return;
+    }
+    HELD.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.is_none() {
+            *held = Some(Slot::take(1));
+        }
+    });
 }
 
 /// Every slot, for a test that runs several guests at once (the Swarm's
 /// three): held while the returned value lives, and the guests this
 /// thread boots meanwhile take none of their own.
 pub fn whole_machine() -> WholeMachine {
+    // A slot of its own first given back: it is waiting for all of them.
+    HELD.with(|held| held.borrow_mut().take());
     let slot = Slot::take(slots());
     WHOLE_MACHINE.set(true);
     WholeMachine(slot)
@@ -288,6 +308,8 @@ impl Power {
 
 pub struct Guest {
     child: Child,
+    /// How `brig run` ended, once it has (reaped: its pid is no longer ours).
+    ended: Option<ExitStatus>,
     serial: PathBuf,
     qmp: PathBuf,
     /// QEMU's capture of the first NIC's frames (`filter-dump`), where the
@@ -303,8 +325,6 @@ pub struct Guest {
     _dir: tempfile::TempDir,
     /// Dropped after QEMU is gone.
     net: IsolatedNet,
-    /// Given back after QEMU is gone (None under `whole_machine`).
-    _slot: Option<Slot>,
     /// The machine cannot power itself off (`halts_on_power_off`).
     halts: bool,
 }
@@ -367,7 +387,7 @@ impl Guest {
             if serial.contains(needle) {
                 return Ok(serial);
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.exited() {
                 return Err(format!(
                     "QEMU exited ({status}) before {needle:?} appeared; {}",
                     report(&serial)
@@ -384,7 +404,7 @@ impl Guest {
     }
 
     fn start(board: &str, artifacts: &Path, append: &[&str], options: &[&str]) -> Guest {
-        let slot = (!WHOLE_MACHINE.get()).then(|| Slot::take(1));
+        hold_a_slot();
         say_how_guests_run(board, artifacts);
         let dir = tempfile::tempdir().unwrap();
         let serial = dir.path().join("serial.log");
@@ -432,6 +452,7 @@ impl Guest {
             .expect("starting brig run");
         Guest {
             child,
+            ended: None,
             serial,
             qmp,
             capture,
@@ -440,7 +461,6 @@ impl Guest {
             ssh_port: port,
             _dir: dir,
             net,
-            _slot: slot,
             halts: false,
         }
     }
@@ -707,11 +727,20 @@ impl Guest {
         serial
     }
 
+    /// How `brig run` (and so QEMU) ended, if it has; its CPU time is
+    /// charged to the test when it is reaped.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        if self.ended.is_none() {
+            self.ended = crate::cpu::reap(&self.child, false);
+        }
+        self.ended
+    }
+
     /// Waits for QEMU to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.exited() {
                 return status;
             }
             if Instant::now() > deadline {
@@ -727,20 +756,46 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        // QEMU is brig's child: killing brig alone would orphan it, so end
-        // QEMU first, found by its unique QMP socket path.
-        let _ = Command::new("pkill")
-            .arg("-f")
-            .arg(self.qmp.to_str().unwrap())
-            .status();
-        // brig then cleans up after QEMU (its NoCloud seed) and exits.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
+        // QEMU is brig's child: killing brig would orphan it (and leave its
+        // NoCloud seed behind), so QEMU is ended first — told to quit over
+        // QMP, then, if it is still there, killed (found as the QEMU with
+        // this QMP socket; brig's own command line names the socket too) —
+        // and brig, having cleaned up after it, exits.
+        let qmp = self.qmp.clone();
+        let qemu = format!("qemu-system.*{}", qmp.display());
+        let quit = || drop(quit_over_qmp(&qmp));
+        let pkill = || drop(Command::new("pkill").arg("-f").arg(&qemu).status());
+        let steps: [&dyn Fn(); 2] = [&quit, &pkill];
+        for end_qemu in steps {
+            if self.exited().is_some() {
+                break;
+            }
+            end_qemu();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && self.exited().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            crate::cpu::reap(&self.child, true);
+        }
     }
+}
+
+/// QMP `quit`, for a guest that is no longer wanted; an error when QEMU
+/// does not take it.
+fn quit_over_qmp(socket: &Path) -> std::io::Result<()> {
+    let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line)?; // greeting
+    writeln!(writer, "{}", json!({"execute": "qmp_capabilities"}))?;
+    reader.read_line(&mut line)?;
+    writeln!(writer, "{}", json!({"execute": "quit"}))?;
+    Ok(())
 }
 
 /// `serial` for a failure message: its last 40 lines, then all of it.

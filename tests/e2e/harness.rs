@@ -8,7 +8,8 @@
 //! - a test is a thread, and one more runs than there are cores: while two
 //!   tests have their guests running, a third builds its image;
 //! - guests take slots (`guest::Slot`), one a core: a test that boots a
-//!   guest waits for a free one, so there are never more guests than cores.
+//!   guest waits for a free one and keeps it to its end, so there are
+//!   never more guests than cores.
 //!
 //! The command line is libtest's, as far as cargo and people use it:
 //! `FILTER…` (substrings of test names), `--exact`, `--skip FILTER`,
@@ -153,19 +154,27 @@ pub fn main(mut tests: Vec<Test>) -> ExitCode {
         let (name, passed, took) = finished.recv().expect("a test thread ends by sending");
         running -= 1;
         println!(
-            "test {name} ... {} ({:.0} s)",
+            "test {name} ... {} ({:.0} s, {:.0} CPU-s)",
             if passed { "ok" } else { "FAILED" },
-            took.as_secs_f64()
+            took.as_secs_f64(),
+            crate::cpu::spent(name)
         );
         let _ = std::io::stdout().flush();
         results.push((name, passed, took));
     }
     results.sort_by_key(|r| std::cmp::Reverse(r.2));
-    println!("\ntimes (longest first):");
+    println!("\ntimes (longest first), and the CPU time of each test's builds and guests:");
+    let mut total = 0.0;
     for (name, passed, took) in &results {
         let mark = if *passed { "" } else { "  FAILED" };
-        println!("{:>6.0} s  {name}{mark}", took.as_secs_f64());
+        let cpu = crate::cpu::spent(name);
+        total += cpu;
+        println!(
+            "{:>6.0} s {cpu:>6.0} CPU-s  {name}{mark}",
+            took.as_secs_f64()
+        );
     }
+    println!("{total:>15.0} CPU-s in all");
     let failed: Vec<&str> = results.iter().filter(|r| !r.1).map(|r| r.0).collect();
     if !failed.is_empty() {
         println!("\nfailures:");

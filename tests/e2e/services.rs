@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use brig_spec::service::ServiceSpec;
 
-use crate::guest::{brig, source_dir, Guest};
+use crate::guest::{brig, source_dir, Guest, Power};
+use serde_json::json;
 
 /// The console line a service printed, without PID 1's prefix and timestamp.
 fn said<'a>(serial: &'a str, service: &str, starts: &str) -> Option<&'a str> {
@@ -90,7 +91,16 @@ fn services_run_as_containers(board: &str) {
 
     add_broken_services(out.path());
 
-    let mut guest = Guest::boot(board, out.path(), &["brig.service_output=console"]);
+    // On x86_64, the user data also comes on the kernel command line,
+    // base64-encoded: "#cloud-config\nhostname: from-cmdline\n".
+    let from_cmdline = "brig.config=I2Nsb3VkLWNvbmZpZwpob3N0bmFtZTogZnJvbS1jbWRsaW5lCg==";
+    let x86 = board == "qemu-x86_64";
+    let append: &[&str] = if x86 {
+        &["brig.service_output=console", from_cmdline]
+    } else {
+        &["brig.service_output=console"]
+    };
+    let mut guest = Guest::boot(board, out.path(), append);
     guest.wait_for("brig: [operator] OPERATOR-DONE", Duration::from_secs(300));
     // The operator can finish before the console's sshd is ready (its host
     // keys are made on a slow, busy CI machine), and so before `brig: ready`.
@@ -252,14 +262,34 @@ fn services_run_as_containers(board: &str) {
     );
     assert_eq!(line("operator", "BAD-SERVICE-EXIT"), "BAD-SERVICE-EXIT 1");
 
-    // Orderly power-off stops the services first.
-    let serial = guest.press_power_button();
-    let off = serial
-        .find("brig: powering off (power button)")
-        .expect("power button");
-    let ticker_stopped = off
-        + serial[off..]
+    if x86 {
+        for said in [
+            "brig: config: from the kernel command line (brig.config=)",
+            "brig: hostname from-cmdline (from config)",
+        ] {
+            assert!(
+                serial.contains(said),
+                "{said:?} not on the console:\n{serial}"
+            );
+        }
+    }
+
+    // An orderly power-off (the power button; on x86_64, whose PC has a
+    // keyboard, a reboot from Ctrl-Alt-Del) stops the services first.
+    let (serial, verb) = if x86 {
+        let keys: Vec<_> = ["ctrl", "alt", "delete"]
+            .iter()
+            .map(|k| json!({"type": "qcode", "data": k}))
+            .collect();
+        guest.qmp("send-key", json!({ "keys": keys }));
+        (guest.goes_down(Power::Reboot, "Ctrl-Alt-Del"), "rebooting")
+    } else {
+        (guest.press_power_button(), "powering off")
+    };
+    let down = serial.find(&format!("brig: {verb} (")).expect("going down");
+    let ticker_stopped = down
+        + serial[down..]
             .find("brig: [ticker] exited with status")
             .expect("ticker stopped");
-    assert!(ticker_stopped < serial.find("brig: powering off now").unwrap());
+    assert!(ticker_stopped < serial.find(&format!("brig: {verb} now")).unwrap());
 }
