@@ -211,7 +211,19 @@ fn extract_into(
     }
     check(partial).context("checking what mmdebstrap fetched")?;
     if entry.exists() {
-        std::fs::remove_dir_all(entry).with_context(|| format!("replacing {}", entry.display()))?;
+        // Swapped in one step, never removed first: another build may be
+        // reading the cached copy (two builds that found no cache fetch
+        // at once), and its paths must go on naming a whole copy.
+        exchange(partial, entry).with_context(|| {
+            format!(
+                "putting {} in place of {}",
+                partial.display(),
+                entry.display()
+            )
+        })?;
+        // What is left at `partial` is the old copy.
+        let _ = std::fs::remove_dir_all(partial);
+        return Ok(());
     }
     if let Err(e) = std::fs::rename(partial, entry) {
         // Another build put its copy there meanwhile: as good as ours.
@@ -221,6 +233,32 @@ fn extract_into(
         }
     }
     Ok(())
+}
+
+/// Swaps two directories atomically (`renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the current
+    // directory (AT_FDCWD) or absolute; renameat2 only reads them.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// systemd-boot's EFI binary for the board's architecture, from Debian's
@@ -344,4 +382,23 @@ fn load(entry: &Path) -> Result<Kernel> {
         }
     }
     Ok(kernel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_copy_takes_the_place_of_the_old_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (new, old) = (dir.path().join("new"), dir.path().join("entry"));
+        for (path, text) in [(&new, "new"), (&old, "old")] {
+            std::fs::create_dir(path).unwrap();
+            std::fs::write(path.join("file"), text).unwrap();
+        }
+        exchange(&new, &old).unwrap();
+        assert_eq!(std::fs::read_to_string(old.join("file")).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(new.join("file")).unwrap(), "old");
+        assert!(exchange(&dir.path().join("missing"), &old).is_err());
+    }
 }
