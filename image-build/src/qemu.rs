@@ -308,15 +308,26 @@ pub fn arguments(
     args
 }
 
+/// The QEMU profile `opts` names (`--machine`), else the board's, with its
+/// name, and the QEMU binary it runs (an error names the package to install).
+fn profile_and_qemu<'a>(
+    source: &Path,
+    board: &'a Board,
+    opts: &'a RunOptions,
+) -> Result<(&'a str, QemuProfile, PathBuf)> {
+    let name = opts.machine.as_ref().unwrap_or(&board.qemu_profile);
+    let profile = QemuProfile::load(source, name)?;
+    let qemu = host_tools::require(&profile.binary, &profile.package)?;
+    Ok((name, profile, qemu))
+}
+
 pub fn run(
     source: &Path,
     board: &Board,
     artifacts: &Path,
     opts: &RunOptions,
 ) -> Result<ExitStatus> {
-    let profile_name = opts.machine.as_ref().unwrap_or(&board.qemu_profile);
-    let profile = QemuProfile::load(source, profile_name)?;
-    let qemu = host_tools::require(&profile.binary, &profile.package)?;
+    let (profile_name, profile, qemu) = profile_and_qemu(source, board, opts)?;
     let disk = opts.disk.clone().or_else(|| built_disk(artifacts));
     if let Some(disk) = &disk {
         if !disk.is_file() {
@@ -550,9 +561,7 @@ pub fn describe_accel(
     artifacts: &Path,
     opts: &RunOptions,
 ) -> Result<String> {
-    let profile_name = opts.machine.as_ref().unwrap_or(&board.qemu_profile);
-    let profile = QemuProfile::load(source, profile_name)?;
-    let qemu = host_tools::require(&profile.binary, &profile.package)?;
+    let (_, profile, qemu) = profile_and_qemu(source, board, opts)?;
     let (kvm, why) = decide_accel(&qemu, &profile, board, artifacts, opts.accel);
     Ok(format!(
         "{} ({why})",

@@ -207,7 +207,9 @@ thread_local! {
 }
 
 /// A slot for this test's guests, unless it holds one already (or all).
-fn hold_a_slot() {
+/// Taken with its first guest, or earlier by a test that must not wait
+/// for one later.
+pub fn hold_a_slot() {
     if WHOLE_MACHINE.get() {
         return;
     }
