@@ -14,24 +14,30 @@ fn script() -> PathBuf {
 const DEBIAN_12: &str =
     "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
 VERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n";
-const DEBIAN_SOURCES: &str = "Types: deb\nURIs: http://deb.debian.org/debian\n\
+const DEBIAN_SOURCES: (&str, &str) = (
+    "/etc/apt/sources.list.d/debian.sources",
+    "Types: deb\nURIs: http://deb.debian.org/debian\n\
 Suites: bookworm bookworm-updates\nComponents: main\n\
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
 Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\
-Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+);
 const UBUNTU_24_04: &str =
     "PRETTY_NAME=\"Ubuntu 24.04.1 LTS\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"24.04\"\n\
 VERSION=\"24.04.1 LTS (Noble Numbat)\"\nVERSION_CODENAME=noble\nID=ubuntu\nID_LIKE=debian\n";
 
-/// A machine with git and curl only, and a user's empty home.
-fn bare(os_release: &str, sources: &str, extra: &[&str]) -> tempfile::TempDir {
+/// A machine with git and curl only, its apt sources (path, contents) and
+/// a user's empty home.
+fn bare(os_release: &str, sources: &[(&str, &str)], extra: &[&str]) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let at = |p: &str| root.path().join(p.trim_start_matches('/'));
     std::fs::create_dir_all(at("/etc/apt/sources.list.d")).unwrap();
     std::fs::create_dir_all(at("/usr/bin")).unwrap();
     std::fs::create_dir_all(at("/home/user")).unwrap();
     std::fs::write(at("/etc/os-release"), os_release).unwrap();
-    std::fs::write(at("/etc/apt/sources.list.d/debian.sources"), sources).unwrap();
+    for (path, contents) in sources {
+        std::fs::write(at(path), contents).unwrap();
+    }
     for program in ["/usr/bin/git", "/usr/bin/curl"].iter().chain(extra) {
         std::fs::write(at(program), "#!/bin/sh\n").unwrap();
         std::process::Command::new("chmod")
@@ -95,7 +101,7 @@ fn packages(said: &str) -> Vec<String> {
 
 #[test]
 fn a_bare_debian_12_gets_everything_as_root() {
-    let root = bare(DEBIAN_12, DEBIAN_SOURCES, &[]);
+    let root = bare(DEBIAN_12, &[DEBIAN_SOURCES], &[]);
     let before = files(root.path());
     let (output, said) = plan(Some(root.path()), 0);
     assert!(output.status.success(), "{said}");
@@ -137,16 +143,56 @@ fn a_bare_debian_12_gets_everything_as_root() {
     assert_eq!(files(root.path()), before, "the plan changed the machine");
 }
 
+/// Debian 12 from a netinst: its mirror in the one-line sources.list, and
+/// no deb822 file but a third party's, for another distribution.
+#[test]
+fn the_mirror_for_backports_is_the_one_the_host_uses_for_bookworm() {
+    let others = (
+        "/etc/apt/sources.list.d/docker.sources",
+        "Types: deb\nURIs: https://download.example.com/linux/debian\nSuites: trixie\n\
+Components: stable\n",
+    );
+    let list = (
+        "/etc/apt/sources.list",
+        "# deb cdrom:[Debian GNU/Linux 12.8.0]/ bookworm main\n\
+deb http://security.debian.org/debian-security bookworm-security main\n\
+deb [arch=amd64] http://ftp.example.org/debian/ bookworm main non-free-firmware\n",
+    );
+    for sources in [&[list][..], &[others, list]] {
+        let root = bare(DEBIAN_12, sources, &[]);
+        let (output, said) = plan(Some(root.path()), 0);
+        assert!(output.status.success(), "{said}");
+        assert!(
+            said.contains("adding bookworm-backports (mirror http://ftp.example.org/debian/) for"),
+            "{said}"
+        );
+    }
+    let root = bare(DEBIAN_12, &[others, DEBIAN_SOURCES], &[]);
+    let (output, said) = plan(Some(root.path()), 0);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains("adding bookworm-backports (mirror http://deb.debian.org/debian) for"),
+        "{said}"
+    );
+    let root = bare(DEBIAN_12, &[others], &[]);
+    let (output, said) = plan(Some(root.path()), 0);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("setup: cannot find the host's Debian mirror to add bookworm-backports"),
+        "{said}"
+    );
+}
+
 #[test]
 fn a_user_installs_through_sudo_or_is_told_what_root_must_install() {
-    let root = bare(DEBIAN_12, DEBIAN_SOURCES, &["/usr/bin/sudo"]);
+    let root = bare(DEBIAN_12, &[DEBIAN_SOURCES], &["/usr/bin/sudo"]);
     let (output, said) = plan(Some(root.path()), 1000);
     assert!(output.status.success(), "{said}");
     assert!(
         said.contains("setup: plan: installing Debian packages (with sudo): "),
         "{said}"
     );
-    let root = bare(DEBIAN_12, DEBIAN_SOURCES, &[]);
+    let root = bare(DEBIAN_12, &[DEBIAN_SOURCES], &[]);
     let (output, said) = plan(Some(root.path()), 1000);
     assert!(!output.status.success(), "{said}");
     let refusal = said.lines().last().unwrap();
@@ -159,7 +205,7 @@ fn a_user_installs_through_sudo_or_is_told_what_root_must_install() {
 
 #[test]
 fn a_bare_ubuntu_24_04_gets_everything_from_its_own_archive() {
-    let root = bare(UBUNTU_24_04, "", &[]);
+    let root = bare(UBUNTU_24_04, &[], &[]);
     let (output, said) = plan(Some(root.path()), 0);
     assert!(output.status.success(), "{said}");
     assert!(!said.contains("backports"), "{said}");

@@ -283,16 +283,14 @@ fn status_text(status: &SystemStatus) -> String {
 
 /// Asks brig-netd (not PID 1) for the network's state.
 fn network(socket: &PathBuf, json: bool) -> Result<ExitCode, String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+    // The network container answers a connection with its status.
+    let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => connect_error(socket, &e),
         _ => format!(
             "connecting to the network container at {} (is it running? `brigctl ps`): {e}",
             socket.display()
         ),
     })?;
-    stream
-        .write_all(b"status\n")
-        .map_err(|e| format!("asking the network container: {e}"))?;
     let mut reply = String::new();
     BufReader::new(stream)
         .read_line(&mut reply)

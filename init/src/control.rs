@@ -81,6 +81,22 @@ impl Client {
     }
 }
 
+/// At most this many clients that are not root at once: the read-only
+/// group may look, not take PID 1's file descriptors (root is trusted,
+/// and so never turned away).
+pub const MAX_READ_ONLY_CLIENTS: usize = 16;
+
+/// Why a new client is turned away, if it is: it is not root and
+/// `read_only_clients` others like it are connected already.
+pub fn turned_away(root: bool, read_only_clients: usize) -> Option<Response> {
+    (!root && read_only_clients >= MAX_READ_ONLY_CLIENTS).then(|| Response::Error {
+        error: format!(
+            "too many connections without root at once ({MAX_READ_ONLY_CLIENTS}): \
+             try again, or use sudo"
+        ),
+    })
+}
+
 /// The uid of the process at the other end, as the kernel recorded it
 /// when it connected.
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
@@ -126,6 +142,19 @@ pub fn take_requests(input: &mut Vec<u8>) -> Vec<Input> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_root_is_never_turned_away() {
+        assert!(turned_away(false, MAX_READ_ONLY_CLIENTS - 1).is_none());
+        assert!(turned_away(true, MAX_READ_ONLY_CLIENTS * 10).is_none());
+        let Some(Response::Error { error }) = turned_away(false, MAX_READ_ONLY_CLIENTS) else {
+            panic!("the 17th read-only client was let in");
+        };
+        assert!(
+            error.starts_with("too many connections without root at once (16)"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn complete_lines_become_requests_partial_ones_wait() {

@@ -1112,9 +1112,18 @@ impl Init {
             accepted.push(stream);
         }
         for stream in accepted {
-            let Ok(client) = Client::new(stream) else {
+            let Ok(mut client) = Client::new(stream) else {
                 continue;
             };
+            let read_only = self
+                .sources
+                .values()
+                .filter(|s| matches!(s, Source::Client(c) if !c.root))
+                .count();
+            if let Some(refusal) = control::turned_away(client.root, read_only) {
+                client.send(&refusal);
+                continue;
+            }
             if watch(&self.epoll, client.stream.as_fd()).is_ok() {
                 self.sources
                     .insert(client.stream.as_raw_fd(), Source::Client(Box::new(client)));

@@ -227,31 +227,45 @@ pub fn two_builds_of_the_same_inputs_are_identical() {
         out
     };
     let (first, second) = (build(), build());
-    let mut compared = Vec::new();
+    // Every file of either build, relative to its output directory.
+    let files = |root: &Path| {
+        let mut all = Vec::new();
+        let mut pending = vec![std::path::PathBuf::new()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(root.join(&dir)).unwrap() {
+                let entry = entry.unwrap();
+                let name = dir.join(entry.file_name());
+                if entry.file_type().unwrap().is_dir() {
+                    pending.push(name);
+                } else {
+                    all.push(name);
+                }
+            }
+        }
+        all.sort();
+        all
+    };
+    let listed = files(first.path());
+    assert_eq!(
+        listed,
+        files(second.path()),
+        "the two builds made different files"
+    );
     let mut differ = Vec::new();
-    let mut pending = vec![std::path::PathBuf::new()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(first.path().join(&dir)).unwrap() {
-            let entry = entry.unwrap();
-            let name = dir.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                pending.push(name);
-                continue;
-            }
-            let a = std::fs::read(first.path().join(&name)).unwrap();
-            let b = std::fs::read(second.path().join(&name)).unwrap_or_default();
-            if a != b {
-                let at = a.iter().zip(&b).position(|(x, y)| x != y);
-                differ.push(format!(
-                    "{} ({} and {} bytes; first difference at byte {at:?})",
-                    name.display(),
-                    a.len(),
-                    b.len()
-                ));
-            }
-            compared.push(name.display().to_string());
+    for name in &listed {
+        let a = std::fs::read(first.path().join(name)).unwrap();
+        let b = std::fs::read(second.path().join(name)).unwrap();
+        if a != b {
+            let at = a.iter().zip(&b).position(|(x, y)| x != y);
+            differ.push(format!(
+                "{} ({} and {} bytes; first difference at byte {at:?})",
+                name.display(),
+                a.len(),
+                b.len()
+            ));
         }
     }
+    let compared: Vec<String> = listed.iter().map(|n| n.display().to_string()).collect();
     assert!(differ.is_empty(), "two builds differ: {differ:#?}");
     for wanted in [
         "initramfs.img",

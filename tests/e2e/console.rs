@@ -185,6 +185,27 @@ runcmd:
         ],
         "{out}"
     );
+    // That group may look, not take PID 1's file descriptors: sixteen
+    // connections of its that never go (curl, whose request PID 1 answers
+    // line by line with errors, and waits for more) are all it may have;
+    // root still gets in, and once they are gone, the group again.
+    let out = ssh(
+        "brig",
+        &brig_key,
+        "for i in $(seq 16); do            curl -sN --http0.9 --max-time 120 --unix-socket /run/brig/control.sock              http://pid1/ -o held-$i &          done;          for i in $(seq 16); do            n=0; until [ -s held-$i ]; do n=$((n+1)); [ $n -lt 600 ] || break; sleep 0.1; done;          done;          head -c 60 held-1; echo;          brigctl ps 2>&1 | head -1; echo exit=${PIPESTATUS[0]};          sudo brigctl ps | grep -c ' running ';          kill $(jobs -p); wait;          n=0; until brigctl ps >/dev/null 2>&1; do n=$((n+1)); [ $n -lt 100 ] || break; sleep 0.1; done;          brigctl ps | grep -c ' running '",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("{\"type\":\"error\""), "{out}");
+    assert_eq!(
+        &lines[1..3],
+        [
+            "brigctl: too many connections without root at once (16): try again, or use sudo",
+            "exit=1",
+        ],
+        "{out}"
+    );
+    assert!(lines[3].parse::<u32>().unwrap() >= 4, "{out}");
+    assert!(lines[4].parse::<u32>().unwrap() >= 4, "{out}");
     // A program of a format the kernel has no handler for: it asks
     // modprobe for `binfmt-464c`, misses, and that stays off the console
     // (debug, in the kernel's log), as for Docker's probes for emulators.

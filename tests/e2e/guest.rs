@@ -630,6 +630,10 @@ impl Guest {
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         };
+        // A QEMU that stops answering fails the test, not the whole run.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut writer = stream;
         let mut line = String::new();
@@ -638,7 +642,9 @@ impl Guest {
             writeln!(writer, "{cmd}").unwrap();
             loop {
                 line.clear();
-                reader.read_line(&mut line).unwrap();
+                if let Err(e) = reader.read_line(&mut line) {
+                    panic!("QMP {cmd}: no reply: {e}");
+                }
                 let reply: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("QMP reply {line:?}: {e}"));
                 if reply.get("event").is_some() {
@@ -738,6 +744,18 @@ impl Guest {
         self.ended
     }
 
+    /// The power cable pulled: QEMU is killed where it stands (SIGKILL),
+    /// with no chance to drain or flush its disks, and brig run, its
+    /// parent, reaped. (QMP `quit` drains the disks first: with the one
+    /// behind a dead write cache, a cold CI run saw QEMU still running
+    /// 30 s after it, its guest writing on.)
+    pub fn pull_the_plug(&mut self) {
+        if let Err(e) = signal_qemu(&self.qmp, "KILL") {
+            panic!("killing QEMU: {e}; {}", self.console_report());
+        }
+        self.wait_exit(Duration::from_secs(30));
+    }
+
     /// Waits for QEMU to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
@@ -760,14 +778,13 @@ impl Drop for Guest {
     fn drop(&mut self) {
         // QEMU is brig's child: killing brig would orphan it (and leave its
         // NoCloud seed behind), so QEMU is ended first — told to quit over
-        // QMP, then, if it is still there, killed (found as the QEMU with
-        // this QMP socket; brig's own command line names the socket too) —
-        // and brig, having cleaned up after it, exits.
+        // QMP, then, if it is still there, terminated, then killed — and
+        // brig, having cleaned up after it, exits.
         let qmp = self.qmp.clone();
-        let qemu = format!("qemu-system.*{}", qmp.display());
         let quit = || drop(quit_over_qmp(&qmp));
-        let pkill = || drop(Command::new("pkill").arg("-f").arg(&qemu).status());
-        let steps: [&dyn Fn(); 2] = [&quit, &pkill];
+        let term = || drop(signal_qemu(&qmp, "TERM"));
+        let kill = || drop(signal_qemu(&qmp, "KILL"));
+        let steps: [&dyn Fn(); 3] = [&quit, &term, &kill];
         for end_qemu in steps {
             if self.exited().is_some() {
                 break;
@@ -783,6 +800,23 @@ impl Drop for Guest {
             crate::cpu::reap(&self.child, true);
         }
     }
+}
+
+/// Sends `signal` to a guest's QEMU, found as the QEMU with the QMP socket
+/// `qmp` (brig's own command line names the socket too).
+fn signal_qemu(qmp: &Path, signal: &str) -> std::io::Result<()> {
+    let qemu = format!("qemu-system.*{}", qmp.display());
+    let status = Command::new("pkill")
+        .arg(format!("-{signal}"))
+        .arg("-f")
+        .arg(&qemu)
+        .status()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "pkill -{signal} -f {qemu:?}: {status} (no such process?)"
+        )));
+    }
+    Ok(())
 }
 
 /// QMP `quit`, for a guest that is no longer wanted; an error when QEMU

@@ -13,8 +13,8 @@
 //!
 //! The command line is libtest's, as far as cargo and people use it:
 //! `FILTER…` (substrings of test names), `--exact`, `--skip FILTER`,
-//! `--list`, `--test-threads N`; libtest's other flags are accepted and
-//! ignored. Each test's output is not captured: what it prints is in the
+//! `--list`, `--test-threads N`, `--ignored` (none is, so it selects
+//! none); libtest's other flags are accepted and ignored. Each test's output is not captured: what it prints is in the
 //! log as it happens, and a panic names its test (the thread's name).
 
 use std::collections::VecDeque;
@@ -50,6 +50,8 @@ struct Arguments {
     skip: Vec<String>,
     exact: bool,
     list: bool,
+    /// `--ignored`: only the ignored tests, and none is.
+    ignored_only: bool,
     threads: Option<usize>,
 }
 
@@ -61,6 +63,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Arguments, String> {
         match arg.as_str() {
             "--exact" => parsed.exact = true,
             "--list" => parsed.list = true,
+            "--ignored" => parsed.ignored_only = true,
             "--skip" => parsed.skip.push(value("--skip")?),
             "--test-threads" => {
                 let n = value("--test-threads")?;
@@ -71,8 +74,8 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Arguments, String> {
                 parsed.threads = Some(n.parse().map_err(|_| format!("--test-threads {n}"))?);
             }
             // libtest's output and selection flags: nothing to do here.
-            "--nocapture" | "--show-output" | "--quiet" | "-q" | "--ignored"
-            | "--include-ignored" | "--color=never" | "--color=always" | "--color=auto" => {}
+            "--nocapture" | "--show-output" | "--quiet" | "-q" | "--include-ignored"
+            | "--color=never" | "--color=always" | "--color=auto" => {}
             "--format" | "--color" | "--logfile" => {
                 value(&arg)?;
             }
@@ -92,7 +95,8 @@ impl Arguments {
                 name.contains(filter.as_str())
             }
         };
-        (self.filters.is_empty() || self.filters.iter().any(matches))
+        !self.ignored_only
+            && (self.filters.is_empty() || self.filters.iter().any(matches))
             && !self.skip.iter().any(|s| name.contains(s.as_str()))
     }
 }
@@ -207,6 +211,7 @@ pub fn the_command_line_is_libtests_and_the_longest_tests_go_first() {
             skip: vec!["aarch64".into()],
             exact: true,
             list: false,
+            ignored_only: false,
             threads: Some(3),
         }
     );
@@ -216,6 +221,8 @@ pub fn the_command_line_is_libtests_and_the_longest_tests_go_first() {
     assert!(!parsed.selects("console::qemu_aarch64_console_over_ssh"));
     assert!(!parsed.selects("state::keeps"));
     assert!(args("").unwrap().selects("anything"));
+    assert!(!args("--ignored").unwrap().selects("anything"));
+    assert!(args("--include-ignored").unwrap().selects("anything"));
     assert_eq!(args("--test-threads=4").unwrap().threads, Some(4));
     assert!(args("--frobnicate").is_err());
     assert!(args("--skip").is_err());

@@ -4,7 +4,7 @@
 //! releases its leases on SIGTERM.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
@@ -655,15 +655,16 @@ impl Daemon {
         let Ok((stream, _)) = self.listener.accept() else {
             return;
         };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = stream.set_nonblocking(false);
-        // One request line (its content does not matter), at most 4 KiB.
-        let mut line = String::new();
-        let _ = BufReader::new(std::io::Read::take(&stream, 4096)).read_line(&mut line);
+        // The status is the answer to connecting: nothing is read, so a
+        // client that connects and says nothing holds up nobody (the socket
+        // is open to the read-only group). The write never blocks either:
+        // the status fits in the socket's buffer, or the client goes
+        // without.
+        let _ = stream.set_nonblocking(true);
         let status = self.status();
-        let mut out = &stream;
-        let text = serde_json::to_string(&status).unwrap_or_default();
-        let _ = writeln!(out, "{text}");
+        let mut text = serde_json::to_string(&status).unwrap_or_default();
+        text.push('\n');
+        let _ = (&stream).write_all(text.as_bytes());
     }
 
     pub fn status(&mut self) -> NetworkStatus {

@@ -1,27 +1,28 @@
 //! The service loop: one thread, `poll(2)` over the syslog socket, the
-//! kernel log, the query socket and the clients following the log. Every
+//! kernel log, the query socket and its clients (`query_clients`). Every
 //! record becomes an `Entry`, is stored, and is sent to the followers it
 //! matches.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brig_spec::log_config::Remote;
-use brig_spec::logs::{Entry, Query};
+use brig_spec::logs::Entry;
 
 use crate::forward::{self, Forwarders};
 use crate::kmsg;
 use crate::message::{self, Record};
+use crate::query_clients::QueryClients;
 use crate::store::{Limits, Store};
 
 pub struct Config {
     /// The syslog socket (`dev-log`), bound here, writable by everyone.
     pub syslog_socket: PathBuf,
-    /// The query socket, root's only.
+    /// The query socket, root's and the read-only group's.
     pub query_socket: PathBuf,
     pub store_dir: PathBuf,
     pub limits: Limits,
@@ -29,12 +30,6 @@ pub struct Config {
     pub kmsg: Option<PathBuf>,
     /// Remote syslog servers to forward to.
     pub remotes: Vec<Remote>,
-}
-
-/// A client following the log.
-struct Follower {
-    stream: UnixStream,
-    query: Query,
 }
 
 pub fn run(config: &Config) -> Result<(), String> {
@@ -70,15 +65,17 @@ pub fn run(config: &Config) -> Result<(), String> {
         config.store_dir.display()
     );
     let forwarders = Forwarders::start(&config.remotes, &|m| eprintln!("brig-logd: {m}"));
-    let mut followers: Vec<Follower> = Vec::new();
+    let mut clients = QueryClients::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let mut fds = vec![pollfd(syslog.as_raw_fd()), pollfd(listener.as_raw_fd())];
         if let Some(k) = &kmsg {
             fds.push(pollfd(k.as_raw_fd()));
         }
+        fds.extend(clients.pollfds());
+        let timeout = clients.poll_timeout(Instant::now());
         // SAFETY: `fds` is a valid array of pollfd for its length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == ErrorKind::Interrupted {
@@ -116,21 +113,10 @@ pub fn run(config: &Config) -> Result<(), String> {
         if !forwarders.is_empty() && !new.is_empty() {
             forwarders.send(&new, &forward::hostname());
         }
-        if !new.is_empty() && !followers.is_empty() {
-            followers.retain_mut(|f| {
-                let lines: Vec<u8> = new
-                    .iter()
-                    .filter(|e| f.query.matches(e))
-                    .flat_map(json_line)
-                    .collect();
-                lines.is_empty() || f.stream.write_all(&lines).is_ok()
-            });
-        }
-        while let Ok((stream, _)) = listener.accept() {
-            if let Some(follower) = answer(stream, &store) {
-                followers.push(follower);
-            }
-        }
+        let now = Instant::now();
+        clients.publish(&new, now);
+        clients.accept(&listener, now);
+        clients.serve(&|query| store.read(&|e| query.matches(e), query.tail), now);
     }
 }
 
@@ -168,42 +154,6 @@ fn bind_datagram(path: &PathBuf) -> Result<UnixDatagram, String> {
         );
     }
     Ok(socket)
-}
-
-/// Reads the client's query, sends what is stored; a follower is kept.
-fn answer(stream: UnixStream, store: &Store) -> Option<Follower> {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.set_nonblocking(false);
-    let mut line = String::new();
-    let mut reader = BufReader::new(stream.try_clone().ok()?.take(64 * 1024));
-    reader.read_line(&mut line).ok()?;
-    let mut stream = stream;
-    let query: Query = match serde_json::from_str(line.trim()) {
-        Ok(q) => q,
-        Err(e) => {
-            let _ = writeln!(
-                stream,
-                "{}",
-                serde_json::json!({"error": format!("bad query: {e}")})
-            );
-            return None;
-        }
-    };
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    for entry in store.read(&|e| query.matches(e), query.tail) {
-        if stream.write_all(&json_line(&entry)).is_err() {
-            return None;
-        }
-    }
-    // A follower too slow to keep up is dropped rather than block logging.
-    let _ = stream.set_nonblocking(true);
-    query.follow.then_some(Follower { stream, query })
-}
-
-fn json_line(entry: &Entry) -> Vec<u8> {
-    let mut line = serde_json::to_vec(entry).unwrap_or_default();
-    line.push(b'\n');
-    line
 }
 
 /// A syslog record as stored: the sender's RFC 3339 time if it gave one

@@ -7,4 +7,5 @@ pub mod daemon;
 pub mod forward;
 pub mod kmsg;
 pub mod message;
+pub mod query_clients;
 pub mod store;

@@ -134,6 +134,50 @@ fn followers_get_new_messages() {
     assert_eq!(entry.message, "new one");
 }
 
+/// The query socket is open to the read-only group (`brigctl logs`
+/// without sudo): clients that connect and say nothing, or ask for the
+/// whole log and never read it, hold up neither logging nor the next
+/// client (they cost 2 s and 5 s each when brig-logd waited on them).
+#[test]
+fn query_clients_that_say_nothing_or_never_read_hold_up_nobody() {
+    let logd = Logd::start(1 << 20, 64 << 20);
+    let padding = "x".repeat(1000);
+    for i in 0..2000 {
+        logd.send(format!("<13>bulk: {i} {padding}").as_bytes());
+    }
+    assert_eq!(logd.wait_for(&by_app("bulk"), 2000).len(), 2000);
+    let connect = || UnixStream::connect(logd.path("query.sock")).unwrap();
+    let ask = |stream: &mut UnixStream, query: &Query| {
+        writeln!(stream, "{}", serde_json::to_string(query).unwrap()).unwrap();
+    };
+    let silent: Vec<UnixStream> = (0..10).map(|_| connect()).collect();
+    let hoarders: Vec<UnixStream> = (0..5)
+        .map(|_| {
+            let mut stream = connect();
+            ask(&mut stream, &Query::default());
+            stream
+        })
+        .collect();
+    let mut follower = connect();
+    let query = Query {
+        service: Some("after".into()),
+        follow: true,
+        ..Query::default()
+    };
+    ask(&mut follower, &query);
+    logd.send(b"<13>after: still logging");
+    follower
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&follower)
+        .read_line(&mut line)
+        .expect("the new line within 10 s");
+    let entry: Entry = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry.message, "still logging");
+    drop((silent, hoarders));
+}
+
 #[test]
 fn a_sustained_burst_loses_nothing_and_rotation_keeps_the_bound() {
     const MESSAGES: usize = 100_000;

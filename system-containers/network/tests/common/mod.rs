@@ -233,12 +233,15 @@ impl Netd {
         }
     }
 
-    /// `brigctl network`'s source: the status socket's answer.
+    /// The status socket, `brigctl network`'s source.
+    pub fn status_socket(&self) -> PathBuf {
+        self.dir.path().join("netd.sock")
+    }
+
+    /// The status socket's answer.
     pub fn status(&self) -> serde_json::Value {
-        use std::io::{BufRead, BufReader, Write};
-        let mut stream =
-            std::os::unix::net::UnixStream::connect(self.dir.path().join("netd.sock")).unwrap();
-        stream.write_all(b"status\n").unwrap();
+        use std::io::{BufRead, BufReader};
+        let stream = std::os::unix::net::UnixStream::connect(self.status_socket()).unwrap();
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line).unwrap();
         serde_json::from_str(&line).unwrap()
