@@ -196,15 +196,20 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         UnixStream::connect(&cli.socket).map_err(|e| connect_error(&cli.socket, &e))?;
     let mut line = serde_json::to_string(&request).map_err(|e| e.to_string())?;
     line.push('\n');
-    stream
-        .write_all(line.as_bytes())
-        .map_err(|e| format!("sending the request: {e}"))?;
+    // PID 1 may turn a connection away before it reads the request (too
+    // many at once): the write fails, and its answer is there to read.
+    let sent = stream.write_all(line.as_bytes());
     let mut reader = BufReader::new(stream);
     let mut code = ExitCode::SUCCESS;
     loop {
         let mut reply = String::new();
         match reader.read_line(&mut reply) {
-            Ok(0) => break,
+            Ok(0) => {
+                if let Err(e) = sent {
+                    return Err(format!("sending the request: {e}"));
+                }
+                break;
+            }
             Ok(_) => {}
             Err(e) => return Err(format!("reading the answer: {e}")),
         }
@@ -403,11 +408,13 @@ fn print_services(services: &[ServiceStatus]) {
 fn logs(mut stream: UnixStream, query: &Query, json: bool) -> Result<ExitCode, String> {
     let mut line = serde_json::to_string(query).map_err(|e| e.to_string())?;
     line.push('\n');
-    stream
-        .write_all(line.as_bytes())
-        .map_err(|e| format!("asking the log service: {e}"))?;
+    // The log service may turn a connection away before it reads the
+    // query (too many at once): the write fails, and its answer is there.
+    let sent = stream.write_all(line.as_bytes());
     let mut stdout = std::io::stdout().lock();
+    let mut answered = false;
     for reply in BufReader::new(stream).lines() {
+        answered = true;
         let reply = reply.map_err(|e| format!("reading from the log service: {e}"))?;
         let text = if json {
             reply
@@ -424,7 +431,10 @@ fn logs(mut stream: UnixStream, query: &Query, json: bool) -> Result<ExitCode, S
             break; // the reader went away (| head)
         }
     }
-    Ok(ExitCode::SUCCESS)
+    match sent {
+        Err(e) if !answered => Err(format!("asking the log service: {e}")),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn print_lines(lines: &[LogLine]) {
