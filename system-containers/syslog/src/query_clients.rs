@@ -273,6 +273,21 @@ mod tests {
         entry_of("bulk", format!("{n} {}", "x".repeat(200)))
     }
 
+    /// One client that sent `request` and was served once from `history`.
+    fn asked(
+        request: &str,
+        history: &dyn Fn(&Query) -> Vec<Entry>,
+    ) -> (tempfile::TempDir, UnixStream, QueryClients, Instant) {
+        let (dir, listener) = listener();
+        let mut stream = connect(&dir);
+        writeln!(stream, "{request}").unwrap();
+        let mut clients = QueryClients::default();
+        let now = Instant::now();
+        clients.accept(&listener, now);
+        clients.serve(history, now);
+        (dir, stream, clients, now)
+    }
+
     /// Read to its end: the client was let go.
     fn let_go(stream: &UnixStream) -> bool {
         matches!((&*stream).read(&mut [0u8; 1]), Ok(0))
@@ -322,16 +337,10 @@ mod tests {
 
     #[test]
     fn a_history_is_written_as_fast_as_it_is_read_and_not_waited_for() {
-        let (dir, listener) = listener();
-        let mut reader = connect(&dir);
-        writeln!(reader, "{{}}").unwrap();
         // Far more than a socket's buffer.
         let entries: Vec<Entry> = (0..20_000).map(entry).collect();
         let history = |_: &Query| entries.clone();
-        let mut clients = QueryClients::default();
-        let now = Instant::now();
-        clients.accept(&listener, now);
-        clients.serve(&history, now);
+        let (_dir, mut reader, mut clients, _) = asked("{}", &history);
         // Nobody reads yet: the serve returned, with the rest owed.
         let owed = clients.clients[0].owes();
         assert!(owed > 0 && owed < entries.iter().map(|e| json_line(e).len()).sum());
@@ -351,15 +360,9 @@ mod tests {
 
     #[test]
     fn a_client_that_stops_reading_is_let_go_after_its_time() {
-        let (dir, listener) = listener();
-        let mut stalled = connect(&dir);
-        writeln!(stalled, "{{\"follow\":true}}").unwrap();
         let entries: Vec<Entry> = (0..20_000).map(entry).collect();
         let history = |_: &Query| entries.clone();
-        let mut clients = QueryClients::default();
-        let now = Instant::now();
-        clients.accept(&listener, now);
-        clients.serve(&history, now);
+        let (_dir, _stalled, mut clients, now) = asked("{\"follow\":true}", &history);
         clients.serve(&history, now + PATIENCE / 2);
         assert_eq!(clients.clients.len(), 1);
         clients.serve(&history, now + PATIENCE);
