@@ -620,44 +620,19 @@ impl Guest {
 
     /// Sends one QMP command and returns its `return` value.
     pub fn qmp(&self, command: &str, arguments: Value) -> Value {
+        // The socket is there once QEMU has started.
         let deadline = Instant::now() + Duration::from_secs(30);
-        let stream = loop {
-            match UnixStream::connect(&self.qmp) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() > deadline => {
-                    panic!("connecting to QMP {}: {e}", self.qmp.display())
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        };
+        while let Err(e) = UnixStream::connect(&self.qmp) {
+            assert!(
+                Instant::now() < deadline,
+                "connecting to QMP {}: {e}",
+                self.qmp.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         // A QEMU that stops answering fails the test, not the whole run.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut writer = stream;
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap(); // greeting
-        let mut send = |cmd: Value| -> Value {
-            writeln!(writer, "{cmd}").unwrap();
-            loop {
-                line.clear();
-                if let Err(e) = reader.read_line(&mut line) {
-                    panic!("QMP {cmd}: no reply: {e}");
-                }
-                let reply: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("QMP reply {line:?}: {e}"));
-                if reply.get("event").is_some() {
-                    continue;
-                }
-                if let Some(error) = reply.get("error") {
-                    panic!("QMP {cmd} failed: {error}");
-                }
-                return reply["return"].clone();
-            }
-        };
-        send(json!({"execute": "qmp_capabilities"}));
-        send(json!({"execute": command, "arguments": arguments}))
+        qmp_command(&self.qmp, command, arguments, Duration::from_secs(60))
+            .unwrap_or_else(|why| panic!("{why}"))
     }
 
     /// `sudo brigctl reboot` or `poweroff` (`power`) over ssh, then the
@@ -781,7 +756,7 @@ impl Drop for Guest {
         // QMP, then, if it is still there, terminated, then killed — and
         // brig, having cleaned up after it, exits.
         let qmp = self.qmp.clone();
-        let quit = || drop(quit_over_qmp(&qmp));
+        let quit = || drop(qmp_command(&qmp, "quit", json!({}), Duration::from_secs(5)));
         let term = || drop(signal_qemu(&qmp, "TERM"));
         let kill = || drop(signal_qemu(&qmp, "KILL"));
         let steps: [&dyn Fn(); 3] = [&quit, &term, &kill];
@@ -819,19 +794,44 @@ fn signal_qemu(qmp: &Path, signal: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// QMP `quit`, for a guest that is no longer wanted; an error when QEMU
-/// does not take it.
-fn quit_over_qmp(socket: &Path) -> std::io::Result<()> {
-    let stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+/// One QMP command on a connection of its own to `socket`: its `return`
+/// value, or why not (QEMU gone, silent for `patience`, or the command
+/// refused).
+fn qmp_command(
+    socket: &Path,
+    command: &str,
+    arguments: Value,
+    patience: Duration,
+) -> Result<Value, String> {
+    let what = |e: std::io::Error| format!("QMP {}: {e}", socket.display());
+    let stream = UnixStream::connect(socket).map_err(what)?;
+    stream.set_read_timeout(Some(patience)).map_err(what)?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(what)?);
     let mut writer = stream;
     let mut line = String::new();
-    reader.read_line(&mut line)?; // greeting
-    writeln!(writer, "{}", json!({"execute": "qmp_capabilities"}))?;
-    reader.read_line(&mut line)?;
-    writeln!(writer, "{}", json!({"execute": "quit"}))?;
-    Ok(())
+    reader.read_line(&mut line).map_err(what)?; // greeting
+    let mut send = |cmd: Value| -> Result<Value, String> {
+        writeln!(writer, "{cmd}").map_err(|e| format!("QMP {cmd}: {e}"))?;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Err(format!("QMP {cmd}: QEMU closed the connection")),
+                Ok(_) => {}
+                Err(e) => return Err(format!("QMP {cmd}: no reply: {e}")),
+            }
+            let reply: Value =
+                serde_json::from_str(&line).map_err(|e| format!("QMP reply {line:?}: {e}"))?;
+            if reply.get("event").is_some() {
+                continue;
+            }
+            if let Some(error) = reply.get("error") {
+                return Err(format!("QMP {cmd} failed: {error}"));
+            }
+            return Ok(reply["return"].clone());
+        }
+    };
+    send(json!({"execute": "qmp_capabilities"}))?;
+    send(json!({"execute": command, "arguments": arguments}))
 }
 
 /// `serial` for a failure message: its last 40 lines, then all of it.
