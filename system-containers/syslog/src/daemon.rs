@@ -115,8 +115,10 @@ pub fn run(config: &Config) -> Result<(), String> {
         }
         let now = Instant::now();
         clients.publish(&new, now);
-        clients.accept(&listener, now);
+        // Served before the new ones are taken: those gone make room first
+        // (a new one's request is read on the next turn, at once).
         clients.serve(&|query| store.read(&|e| query.matches(e), query.tail), now);
+        clients.accept(&listener, now);
     }
 }
 

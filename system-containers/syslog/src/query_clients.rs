@@ -54,19 +54,17 @@ pub struct QueryClients {
 }
 
 impl QueryClients {
-    /// What to poll each client for: its request (readable), its debt
-    /// (writable).
+    /// What to poll each client for: its request, or its going (readable),
+    /// and its debt (writable).
     pub fn pollfds(&self) -> Vec<libc::pollfd> {
         self.clients
             .iter()
             .map(|c| libc::pollfd {
                 fd: c.stream.as_raw_fd(),
-                events: if c.query.is_none() {
-                    libc::POLLIN
-                } else if c.owes() > 0 {
-                    libc::POLLOUT
+                events: if c.owes() > 0 {
+                    libc::POLLIN | libc::POLLOUT
                 } else {
-                    0
+                    libc::POLLIN
                 },
                 revents: 0,
             })
@@ -163,6 +161,10 @@ impl QueryClients {
                     }
                     Err(()) => return false,
                 }
+            } else if !still_there(c) {
+                // A follower gone is let go now, not at the next line for
+                // it: it would hold a place, and poll would say so forever.
+                return false;
             }
             if c.owes() > 0 {
                 match write_owed(c) {
@@ -200,6 +202,23 @@ fn read_request(c: &mut Client) -> Result<Option<Vec<u8>>, ()> {
             Err(_) => return Err(()),
         }
     }
+}
+
+/// Whether an answered client is still connected: it has nothing more to
+/// say, so what it sends is dropped, and the end of its stream is its
+/// going. A bounded batch a turn, so one that sends on and on cannot
+/// keep the loop here.
+fn still_there(c: &mut Client) -> bool {
+    let mut buf = [0u8; 4096];
+    for _ in 0..16 {
+        match c.stream.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return e.kind() == ErrorKind::WouldBlock,
+        }
+    }
+    true
 }
 
 /// Writes what the socket takes of what is owed: how many bytes; an
@@ -366,6 +385,19 @@ mod tests {
         clients.serve(&history, now + PATIENCE / 2);
         assert_eq!(clients.clients.len(), 1);
         clients.serve(&history, now + PATIENCE);
+        assert!(clients.clients.is_empty());
+    }
+
+    #[test]
+    fn a_follower_that_goes_is_let_go_at_once() {
+        let (_dir, follower, mut clients, now) =
+            asked("{\"service\":\"quiet\",\"follow\":true}", &|_: &Query| {
+                Vec::new()
+            });
+        clients.serve(&|_: &Query| Vec::new(), now);
+        assert_eq!(clients.clients.len(), 1);
+        drop(follower);
+        clients.serve(&|_: &Query| Vec::new(), now);
         assert!(clients.clients.is_empty());
     }
 

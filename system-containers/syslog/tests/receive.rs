@@ -178,6 +178,55 @@ fn query_clients_that_say_nothing_or_never_read_hold_up_nobody() {
     drop((silent, hoarders));
 }
 
+/// Query clients are limited (32), and followers that go make room at
+/// once, not when a line for them next comes.
+#[test]
+fn followers_that_go_leave_room_for_the_next() {
+    let logd = Logd::start(1 << 20, 8 << 20);
+    logd.send(b"<13>there: once");
+    logd.wait_for(&by_app("there"), 1);
+    let follow = Query {
+        service: Some("there".into()),
+        follow: true,
+        ..Query::default()
+    };
+    // The first line each client gets (its history, or the refusal).
+    let first_line = |query: &Query| {
+        let mut stream = UnixStream::connect(logd.path("query.sock")).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // Turned away, the client may find the socket closed before it
+        // writes: the refusal is there to read all the same.
+        let _ = writeln!(stream, "{}", serde_json::to_string(query).unwrap());
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        (stream, line)
+    };
+    let followers: Vec<UnixStream> = (0..32)
+        .map(|_| {
+            let (stream, line) = first_line(&follow);
+            assert!(line.contains("\"once\""), "{line}");
+            stream
+        })
+        .collect();
+    let (_, line) = first_line(&follow);
+    assert_eq!(
+        line,
+        "{\"error\":\"busy: 32 clients of the log at once; try again\"}\n"
+    );
+    drop(followers);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, line) = first_line(&by_app("there"));
+        if line.contains("\"once\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still turned away: {line}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_sustained_burst_loses_nothing_and_rotation_keeps_the_bound() {
     const MESSAGES: usize = 100_000;
