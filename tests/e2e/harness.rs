@@ -115,7 +115,9 @@ pub fn main(mut tests: Vec<Test>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let everything = tests.len();
     tests.retain(|t| args.selects(t.name));
+    let filtered_out = everything - tests.len();
     order(&mut tests);
     if args.list {
         for test in &tests {
@@ -186,8 +188,10 @@ pub fn main(mut tests: Vec<Test>) -> ExitCode {
             println!("    {name}");
         }
     }
+    // libtest's closing line, word for word, so whatever reads cargo
+    // test's summaries reads this one too.
     println!(
-        "\ntest result: {}. {} passed; {} failed; finished in {:.2}s",
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {filtered_out} filtered out; finished in {:.2}s",
         if failed.is_empty() { "ok" } else { "FAILED" },
         results.len() - failed.len(),
         failed.len(),
