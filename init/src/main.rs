@@ -29,9 +29,10 @@ use brig_init::services::{Pipe, Services};
 use brig_init::supervisor::Action;
 use brig_init::system::{Linux, PowerAction, System};
 use brig_init::{
-    cgroup, datasource, local_config, modprobe, mounts, power_button, services, shutdown, state,
+    datasource, local_config, modprobe, mounts, power_button, services, shutdown, state,
     switch_root, uevent, user_mounts, volume,
 };
+use brig_runtime::cgroup;
 use brig_spec::cloud_config::{DEFAULT_FILE, LOCAL_FILE};
 use brig_spec::control::{LogLine, Request, Response, SystemStatus, SOCKET};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};

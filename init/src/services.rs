@@ -9,15 +9,14 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use brig_runtime::{cgroup, image, netns, Paths};
 use brig_spec::control::{LogLine, ServiceStatus, READ_ONLY_GID};
 use brig_spec::service::{Namespace, Readiness, ServiceSpec};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::container::{self, Paths};
 use crate::log_ring::{self, LogRing};
 use crate::supervisor::{Action, State, Supervisor};
-use crate::{cgroup, image, netns};
 
 /// Where `brig build` puts each service's `<name>.toml` and `<name>.squashfs`.
 pub const IMAGES: &str = "/lib/brig/containers";
@@ -198,14 +197,14 @@ impl Services {
             .spec
             .clone();
         let started = self.spawn(&spec)?;
-        container::set_nonblocking(&started.stdout);
-        container::set_nonblocking(&started.stderr);
+        brig_runtime::set_nonblocking(&started.stdout);
+        brig_runtime::set_nonblocking(&started.stderr);
         Ok((started.pid, started.stdout, started.stderr))
     }
 
     /// Mounts the service's image if needed, makes its cgroup, and starts
     /// its container as `spec` says.
-    fn spawn(&mut self, spec: &ServiceSpec) -> Result<container::Started, String> {
+    fn spawn(&mut self, spec: &ServiceSpec) -> Result<brig_runtime::Started, String> {
         let name = spec.name.as_str();
         let lower = self.run.join("images").join(name);
         if !self.mounted.contains(name) {
@@ -233,7 +232,7 @@ impl Services {
         } else {
             self.netns.take()
         };
-        container::spawn_in(spec, &paths, netns.as_ref())
+        brig_runtime::spawn_in(spec, &paths, netns.as_ref())
     }
 
     /// Runs `command` in a container of service `name`'s image and waits

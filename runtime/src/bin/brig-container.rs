@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use brig_init::container::{self, Paths};
-use brig_init::{cgroup, image, netns};
+use brig_runtime::{cgroup, image, netns, Paths};
 use brig_spec::service::ServiceSpec;
 use nix::sys::wait::{waitpid, WaitStatus};
 
@@ -115,7 +114,7 @@ fn run_mounted(args: &Args, spec: &ServiceSpec, lower: &Path) -> Result<u8, Stri
         } else {
             None
         };
-        let started = container::spawn_in(spec, &paths, netns.as_ref())?;
+        let started = brig_runtime::spawn_in(spec, &paths, netns.as_ref())?;
         let pid = started.pid;
         // Forward stderr on a thread: this process is not PID 1 and may use one.
         let mut stderr = std::fs::File::from(started.stderr);
@@ -140,7 +139,7 @@ fn run_mounted(args: &Args, spec: &ServiceSpec, lower: &Path) -> Result<u8, Stri
                 None
             };
             let t0 = Instant::now();
-            let started = container::spawn_in(spec, &paths, netns.as_ref())?;
+            let started = brig_runtime::spawn_in(spec, &paths, netns.as_ref())?;
             let t1 = Instant::now();
             drop((started.stdout, started.stderr));
             wait(started.pid);

@@ -1,0 +1,461 @@
+//! The child side of starting a container, in its new namespaces and
+//! cgroup: the mounts the plan lists, pivot_root, /proc hardening,
+//! hostname, sysctls, the user switch with its capabilities,
+//! no_new_privs, a clean signal state, exec. It shares PID 1's memory until
+//! the exec (clone3.rs), so it allocates as little as it can.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use brig_spec::service::{Namespace, Readiness, ServiceSpec};
+use nix::mount::MsFlags;
+
+use crate::plan::{resolve_user, Ids, MountOp, Paths};
+
+type Never = std::convert::Infallible;
+
+/// What the parent worked out for the child, borrowed by it.
+pub(crate) struct ChildPlan<'a> {
+    pub(crate) netns: Option<RawFd>,
+    pub(crate) mounts: &'a [MountOp],
+    pub(crate) caps: u64,
+    /// Write ends of the pipes PID 1 reads.
+    pub(crate) stdout: RawFd,
+    pub(crate) stderr: RawFd,
+    pub(crate) argv: &'a [CString],
+}
+
+/// The child: runs in the new namespaces and cgroup; only returns an error.
+/// It shares PID 1's memory until exec (clone3.rs): what must live through
+/// the exec goes into `envp`, which the parent owns; everything else it
+/// allocates is dropped before.
+pub(crate) fn child(
+    spec: &ServiceSpec,
+    paths: &Paths,
+    plan: &ChildPlan,
+    envp: &mut Vec<CString>,
+) -> Result<Never, String> {
+    // Output to the pipes PID 1 reads; stdin from /dev/null.
+    let null = fs::File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+    for (from, to) in [(null.as_raw_fd(), 0), (plan.stdout, 1), (plan.stderr, 2)] {
+        // SAFETY: dup2 onto the standard descriptors of this fresh child.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+        }
+    }
+    // Before /sys is mounted, which shows the namespace's interfaces.
+    match plan.netns {
+        // SAFETY: setns on an fd the parent keeps open across the clone.
+        Some(fd) if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 => {
+            return Err(format!(
+                "joining the prepared network namespace: {}",
+                std::io::Error::last_os_error()
+            ))
+        }
+        Some(_) => {}
+        None if !spec.shares(Namespace::Net) => crate::netns::loopback_up()?,
+        None => {}
+    }
+    let sys = |what: String, r: nix::Result<()>| r.map_err(|e| format!("{what}: {e}"));
+    sys(
+        "making mounts private".into(),
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+    )?;
+    for op in plan.mounts {
+        run_mount(op)?;
+    }
+    let root = paths.dir.join("root");
+    sys(
+        format!("chdir {}", root.display()),
+        nix::unistd::chdir(&root),
+    )?;
+    sys("pivot_root".into(), nix::unistd::pivot_root(".", "."))?;
+    sys(
+        "detaching the old root".into(),
+        nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH),
+    )?;
+    sys("chdir /".into(), nix::unistd::chdir("/"))?;
+    // The writable layer outlives a run: the last run's readiness path
+    // (a socket, a pid file) would have PID 1 take this one as ready at once.
+    if let Readiness::Path { path, .. } = &spec.readiness {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A directory is left alone (the spec says: a socket, a file).
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
+            // Not worth failing the start: said in the service's log (a
+            // raw write: std's stderr lock is PID 1's memory too).
+            Err(e) => {
+                let line = format!("brig: removing the last run's readiness path {path}: {e}\n");
+                let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
+            }
+        }
+    }
+    if spec.read_only_root {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        sys(
+            "making the root read-only".into(),
+            nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>),
+        )?;
+    }
+    if !spec.shares(Namespace::Uts) {
+        sys(
+            format!("setting hostname {}", spec.name),
+            nix::unistd::sethostname(&spec.name),
+        )?;
+    }
+    for (key, value) in &spec.sysctls {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        fs::write(&path, value).map_err(|e| format!("setting sysctl {key}={value}: {e}"))?;
+    }
+    if !spec.privileged {
+        harden_proc(spec.owns_host_network())?;
+    }
+    {
+        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+        let ids = resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))?;
+        switch_user(&ids, plan.caps)?;
+        *envp = environment(spec, &ids.home)?;
+    }
+    if !spec.privileged {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "setting no_new_privs: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    reset_signals();
+    sys(
+        format!("chdir {}", spec.working_dir),
+        nix::unistd::chdir(spec.working_dir.as_str()),
+    )?;
+    let program = &plan.argv[0];
+    match nix::unistd::execve(program, plan.argv, envp) {
+        Err(error) => Err(format!("exec {}: {error}", program.to_string_lossy())),
+        Ok(never) => match never {},
+    }
+}
+
+/// The service's environment: PATH, HOME, HOSTNAME, then the spec's `env`.
+fn environment(spec: &ServiceSpec, home: &str) -> Result<Vec<CString>, String> {
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        format!("HOME={home}"),
+        format!("HOSTNAME={}", spec.name),
+    ];
+    for (k, v) in &spec.env {
+        env.retain(|e| !e.starts_with(&format!("{k}=")));
+        env.push(format!("{k}={v}"));
+    }
+    env.into_iter()
+        .map(|e| CString::new(e).map_err(|e| format!("the environment {e}")))
+        .collect()
+}
+
+/// Parts of /proc that reach beyond the container: kept read-only, or
+/// hidden behind /dev/null, as Docker and the OCI default spec do. Runs after
+/// the spec's sysctls are written.
+const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"];
+const PROC_MASKED: &[&str] = &["/proc/kcore", "/proc/keys", "/proc/timer_list"];
+
+/// `writable_net`: /proc/sys/net stays writable (per-link settings such as
+/// accept_ra), for a service that already owns the host's network.
+fn harden_proc(writable_net: bool) -> Result<(), String> {
+    let bind = |source: &str, target: &str, flags: MsFlags| {
+        nix::mount::mount(Some(source), target, None::<&str>, flags, None::<&str>)
+    };
+    let remount = |target: &str, flags: MsFlags| {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
+        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+    };
+    // What this kernel lacks (ENOENT) needs no fence.
+    for path in PROC_READ_ONLY {
+        match bind(path, path, MsFlags::MS_BIND | MsFlags::MS_REC) {
+            Err(nix::Error::ENOENT) => continue,
+            r => r.and_then(|()| remount(path, MsFlags::MS_RDONLY)),
+        }
+        .map_err(|e| format!("making {path} read-only: {e}"))?;
+    }
+    if writable_net {
+        let net = "/proc/sys/net";
+        bind(net, net, MsFlags::MS_BIND)
+            .and_then(|()| remount(net, MsFlags::empty()))
+            .map_err(|e| format!("keeping {net} writable: {e}"))?;
+    }
+    for path in PROC_MASKED {
+        match bind("/dev/null", path, MsFlags::MS_BIND) {
+            Ok(()) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(format!("masking {path}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Each operation is tried first and its missing target made only when it
+/// fails for that: most targets exist already (in the image, or in /dev
+/// just mounted), and every path lookup through the overlay costs time on
+/// the start's path.
+fn run_mount(op: &MountOp) -> Result<(), String> {
+    match op {
+        MountOp::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => {
+            let data = (!data.is_empty()).then_some(data.as_str());
+            let mount = || {
+                nix::mount::mount(
+                    Some(source.as_str()),
+                    target,
+                    Some(fstype.as_str()),
+                    *flags,
+                    data,
+                )
+            };
+            if_missing(mount, || fs::create_dir_all(target))
+                .map_err(|e| format!("mounting {fstype} on {}: {e}", target.display()))
+        }
+        MountOp::Bind {
+            source,
+            target,
+            recursive,
+            read_only,
+        } => {
+            let mut flags = MsFlags::MS_BIND;
+            if *recursive {
+                flags |= MsFlags::MS_REC;
+            }
+            let bind = || {
+                nix::mount::mount(
+                    Some(source.as_path()),
+                    target,
+                    None::<&str>,
+                    flags,
+                    None::<&str>,
+                )
+            };
+            // A missing target is made like the source: a directory or a file.
+            let make_target = || {
+                if fs::metadata(source)?.is_dir() {
+                    return fs::create_dir_all(target);
+                }
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(target)
+                    .map(drop)
+            };
+            let fail = |e: String| {
+                format!(
+                    "bind-mounting {} on {}: {e}",
+                    source.display(),
+                    target.display()
+                )
+            };
+            if_missing(bind, make_target).map_err(fail)?;
+            if *read_only {
+                let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+                nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            Ok(())
+        }
+        MountOp::Device { source, target } => {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let meta =
+                fs::metadata(source).map_err(|e| format!("device {}: {e}", source.display()))?;
+            let kind = if meta.file_type().is_char_device() {
+                nix::sys::stat::SFlag::S_IFCHR
+            } else if meta.file_type().is_block_device() {
+                nix::sys::stat::SFlag::S_IFBLK
+            } else {
+                return Err(format!("{} is not a device", source.display()));
+            };
+            let mode = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o777);
+            let mknod = || match nix::sys::stat::mknod(target, kind, mode, meta.rdev()) {
+                Err(nix::Error::EEXIST) => Ok(()),
+                other => other,
+            };
+            if_missing(mknod, || create_parent(target))
+                .map_err(|e| format!("creating device {}: {e}", target.display()))
+        }
+        MountOp::Symlink { link, points_to } => {
+            let symlink = || std::os::unix::fs::symlink(points_to, link);
+            let made = match symlink() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    create_parent(link).and_then(|()| symlink())
+                }
+                // Replaces what the image has there (an /etc/resolv.conf file).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if fs::read_link(link).is_ok_and(|t| t == Path::new(points_to)) {
+                        return Ok(());
+                    }
+                    fs::remove_file(link).and_then(|()| symlink())
+                }
+                other => other,
+            };
+            made.map_err(|e| format!("creating symlink {}: {e}", link.display()))
+        }
+    }
+}
+
+/// Runs `attempt`; if it fails with ENOENT, runs `make` (which creates what
+/// was missing) and tries once more.
+fn if_missing(
+    attempt: impl Fn() -> nix::Result<()>,
+    make: impl FnOnce() -> std::io::Result<()>,
+) -> Result<(), String> {
+    match attempt() {
+        Err(nix::Error::ENOENT) => {
+            make().map_err(|e| format!("creating it: {e}"))?;
+            attempt().map_err(|e| e.to_string())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) => fs::create_dir_all(parent),
+        None => Ok(()),
+    }
+}
+
+/// Drops every capability outside `keep` from the bounding set, switches to
+/// the user, and leaves exactly `keep` permitted, effective, inheritable
+/// and (for non-root users, who would lose them at exec) ambient.
+fn switch_user(ids: &Ids, keep: u64) -> Result<(), String> {
+    let last_cap: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    }; // _LINUX_CAPABILITY_VERSION_3
+       // A container keeps at most what its creator holds: "privileged" asks for
+       // everything, and PID 1 itself may lack some when it runs nested.
+    let mut held = [Data::default(); 2];
+    // SAFETY: capget with a valid v3 header and room for two data words.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &header as *const Header,
+            held.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(format!(
+            "reading capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let held = u64::from(held[0].permitted) | u64::from(held[1].permitted) << 32;
+    let keep = keep & held & ((1u64 << (last_cap + 1)) - 1);
+    for cap in 0..=last_cap {
+        if keep & (1 << cap) == 0 {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                return Err(format!(
+                    "dropping capability {cap}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let groups: Vec<nix::unistd::Gid> = ids
+        .groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups {:?}: {e}", ids.groups))?;
+    let gid = nix::unistd::Gid::from_raw(ids.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {}: {e}", ids.gid))?;
+    let uid = nix::unistd::Uid::from_raw(ids.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", ids.uid))?;
+
+    let word = |shift: u32| {
+        let bits = (keep >> shift) as u32;
+        Data {
+            effective: bits,
+            permitted: bits,
+            inheritable: bits,
+        }
+    };
+    let data = [word(0), word(32)];
+    // SAFETY: capset with a valid v3 header and two data words, as the ABI requires.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } != 0 {
+        return Err(format!(
+            "setting capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if ids.uid != 0 {
+        for cap in (0..=last_cap).filter(|c| keep & (1 << c) != 0) {
+            // SAFETY: prctl with integer arguments only.
+            let r = unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                )
+            };
+            if r != 0 {
+                return Err(format!(
+                    "raising ambient capability {cap}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Services start with no blocked signals and default dispositions (Rust's
+/// runtime ignores SIGPIPE in PID 1; that must not leak into services).
+fn reset_signals() {
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+    for signal in nix::sys::signal::Signal::iterator() {
+        if !matches!(
+            signal,
+            nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP
+        ) {
+            // SAFETY: restoring the default disposition installs no handler.
+            unsafe {
+                let _ = nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl);
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The parent side of starting a container: the host directories it needs,
+//! its output pipes and cgroup, then clone3 straight into fresh namespaces
+//! and the cgroup, and back with the child's pid (or the child's own account
+//! of why it failed).
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use brig_spec::logs::SYSLOG_DIR;
+use brig_spec::network::DNS_DIR;
+use brig_spec::service::{Mount, Namespace, ServiceSpec};
+
+use crate::child::{child, ChildPlan};
+use crate::clone3::{self, CloneArgs, CLONE_INTO_CGROUP};
+use crate::plan::{capability_mask, clone_flags, plan_mounts, Paths};
+
+/// A started container: its main process and the read ends of its output.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: i32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))
+}
+
+/// Starts the container. Blocks until the child has exec'd the service (or
+/// failed, with the child's own account of what went wrong).
+pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, String> {
+    spawn_in(spec, paths, None)
+}
+
+/// As `spawn`; a service with a private network joins `netns` (prepared
+/// ahead, `netns::prepare`) instead of creating one.
+pub fn spawn_in(
+    spec: &ServiceSpec,
+    paths: &Paths,
+    netns: Option<&OwnedFd>,
+) -> Result<Started, String> {
+    let netns = netns.filter(|_| !spec.shares(Namespace::Net));
+    for sub in ["upper", "work", "root"] {
+        let dir = paths.dir.join(sub);
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    for dir in [
+        Some(SYSLOG_DIR),
+        spec.shares(Namespace::Net).then_some(DNS_DIR),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
+    }
+    for m in &spec.mounts {
+        if let Mount::Volume { name, .. } = m {
+            let dir = paths.volumes.join(name);
+            fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating volume {}: {e}", dir.display()))?;
+        }
+    }
+    let cgroup_fd = match &paths.cgroup {
+        Some(path) => Some(
+            fs::File::open(path).map_err(|e| format!("opening cgroup {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let mounts = plan_mounts(spec, paths);
+    let caps = capability_mask(spec);
+    let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+    let argv: Vec<CString> = spec
+        .command
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<_, _>>()?;
+    if argv.is_empty() {
+        return Err("the command is empty".into());
+    }
+
+    let mut flags = clone_flags(spec);
+    if netns.is_some() {
+        flags &= !(libc::CLONE_NEWNET as u64);
+    }
+    let mut args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(fd) = &cgroup_fd {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
+    // The child runs in this process's memory until it execs (clone3.rs):
+    // what it must keep alive through exec, and its account of a failure,
+    // it leaves in these slots, which are freed here.
+    let mut envp: Vec<CString> = Vec::new();
+    let mut failure: Option<String> = None;
+    let (out, err) = (out_write.as_raw_fd(), err_write.as_raw_fd());
+    let netns_fd = netns.map(AsRawFd::as_raw_fd);
+    let pid = clone3::spawn(&args, || {
+        // A panic must not unwind out of the child: it ends below, always.
+        let error = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let plan = ChildPlan {
+                netns: netns_fd,
+                mounts: &mounts,
+                caps,
+                stdout: out,
+                stderr: err,
+                argv: &argv,
+            };
+            child(spec, paths, &plan, &mut envp)
+        })) {
+            Ok(Err(e)) => e,
+            Ok(Ok(never)) => match never {},
+            Err(_) => "internal error while setting up the container".to_string(),
+        };
+        failure = Some(error);
+        // SAFETY: ending the child without running destructors, which
+        // belong to PID 1 (the child shares its memory).
+        unsafe { libc::_exit(127) }
+    })
+    .map_err(|e| format!("clone3: {e}"))?;
+    drop((out_write, err_write, envp));
+    if let Some(message) = failure {
+        return Err(message);
+    }
+    Ok(Started {
+        pid,
+        stdout: out_read,
+        stderr: err_read,
+    })
+}
+
+/// Makes an fd non-blocking (for PID 1's epoll).
+pub fn set_nonblocking(fd: &OwnedFd) {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags));
+}
