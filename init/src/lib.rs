@@ -1,27 +1,20 @@
 //! Brig's PID 1, as a library under the thin `brig-init` binary; the
-//! containers it starts come from the `brig-runtime` crate.
+//! containers it starts come from the `brig-runtime` crate. One folder a
+//! concern:
+//!
+//! - `boot`: from the kernel's hand-over to the event loop (switch root,
+//!   the system and state partitions);
+//! - `host`: the kernel as PID 1 sees it, behind the `System` seam (mounts,
+//!   modules, uevents, the power button, block devices, shutdown, the
+//!   console);
+//! - `config`: where cloud-init config comes from (one module a datasource)
+//!   and what PID 1 makes of it;
+//! - `supervise`: the services: the supervisor's decisions, carrying them
+//!   out with the runtime, their logs;
+//! - `control`: the control socket `brigctl` talks to.
 
-pub mod boot_disk;
-pub mod cmdline;
-pub mod coldplug;
-pub mod console;
+pub mod boot;
+pub mod config;
 pub mod control;
-pub mod datasource;
-pub mod http;
-pub mod local_config;
-pub mod log_forward;
-pub mod log_ring;
-pub mod modprobe;
-pub mod module_index;
-pub mod mounts;
-pub mod network_datasource;
-pub mod power_button;
-pub mod services;
-pub mod shutdown;
-pub mod state;
-pub mod supervisor;
-pub mod switch_root;
-pub mod system;
-pub mod uevent;
-pub mod user_mounts;
-pub mod volume;
+pub mod host;
+pub mod supervise;

@@ -18,20 +18,22 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use brig_init::boot_disk;
-use brig_init::cmdline::Cmdline;
-use brig_init::coldplug::{Coldplug, Outcome};
-use brig_init::console::{self, say};
+use brig_init::boot::disk;
+use brig_init::boot::{state, switch_root};
+use brig_init::config::network::{self, Dmi, Remote};
+use brig_init::config::{local_settings, plan};
 use brig_init::control::{self, Client, Input};
-use brig_init::log_forward;
-use brig_init::network_datasource::{self, Dmi, Remote};
-use brig_init::services::{Pipe, Services};
-use brig_init::supervisor::Action;
-use brig_init::system::{Linux, PowerAction, System};
-use brig_init::{
-    datasource, local_config, modprobe, mounts, power_button, services, shutdown, state,
-    switch_root, uevent, user_mounts, volume,
+use brig_init::host::coldplug::{Coldplug, Outcome};
+use brig_init::host::console::{self, say};
+use brig_init::host::kernel_cmdline::Cmdline;
+use brig_init::host::system::{Linux, PowerAction, System};
+use brig_init::host::{
+    block_devices, modprobe, mounts, power_button, shutdown, uevent, user_mounts,
 };
+use brig_init::supervise::log_forward;
+use brig_init::supervise::services;
+use brig_init::supervise::services::{Pipe, Services};
+use brig_init::supervise::supervisor::Action;
 use brig_runtime::cgroup;
 use brig_spec::cloud_config::{DEFAULT_FILE, LOCAL_FILE};
 use brig_spec::control::{LogLine, Request, Response, SystemStatus, SOCKET};
@@ -294,7 +296,7 @@ fn boot() -> Result<Init, String> {
     let boot_disk = init.mount_system_partition(&cmdline, cgroups.clone());
     // Before the config: the saved config and datasource live on it.
     let scan = || {
-        volume::scan().unwrap_or_else(|e| {
+        block_devices::scan().unwrap_or_else(|e| {
             say(&format!("error: {e}"));
             Vec::new()
         })
@@ -340,7 +342,7 @@ fn boot() -> Result<Init, String> {
 /// Where the config comes from: found on the machine (or not), or to be
 /// fetched over the network.
 enum ConfigSource {
-    Found(Result<Option<datasource::Seed>, String>),
+    Found(Result<Option<plan::Seed>, String>),
     Network(Remote),
 }
 
@@ -348,7 +350,7 @@ enum ConfigSource {
 /// local volumes, then `ds=nocloud;s=` or the EC2 metadata service when the
 /// command line or DMI names them.
 fn config_source(sys: &dyn System, cmdline: &Cmdline) -> ConfigSource {
-    let remote = || match network_datasource::wanted(cmdline, &Dmi::read()) {
+    let remote = || match network::wanted(cmdline, &Dmi::read()) {
         Ok(remote) => remote,
         Err(e) => {
             say(&format!("error: config: {e}"));
@@ -357,7 +359,7 @@ fn config_source(sys: &dyn System, cmdline: &Cmdline) -> ConfigSource {
     };
     match cmdline.value("brig.config") {
         Some(value) if !value.contains("://") => {
-            return ConfigSource::Found(datasource::from_cmdline(value).map(Some))
+            return ConfigSource::Found(plan::from_cmdline(value).map(Some))
         }
         Some(_) => {
             return match remote() {
@@ -367,7 +369,7 @@ fn config_source(sys: &dyn System, cmdline: &Cmdline) -> ConfigSource {
         }
         None => {}
     }
-    match datasource::find_local(sys) {
+    match plan::find_local(sys) {
         Ok(None) => match remote() {
             Some(r) => ConfigSource::Network(r),
             None => ConfigSource::Found(Ok(None)),
@@ -379,25 +381,22 @@ fn config_source(sys: &dyn System, cmdline: &Cmdline) -> ConfigSource {
 /// cloud-init config from what the datasource gave (or the saved one when
 /// it gave nothing): the host name now, files under /run/brig/config for
 /// the system containers. Problems are reported and the rest applies.
-fn read_config(
-    sys: &dyn System,
-    found: Result<Option<datasource::Seed>, String>,
-) -> Option<datasource::Plan> {
-    let saved_dir = Path::new(datasource::SAVED_DIR);
+fn read_config(sys: &dyn System, found: Result<Option<plan::Seed>, String>) -> Option<plan::Plan> {
+    let saved_dir = Path::new(plan::SAVED_DIR);
     let seed = match found {
         Ok(Some(seed)) => {
-            if let Err(e) = datasource::save(&seed, saved_dir) {
+            if let Err(e) = plan::save(&seed, saved_dir) {
                 say(&format!("error: config: {e}"));
             }
             Some(seed)
         }
-        Ok(None) => datasource::saved(saved_dir),
+        Ok(None) => plan::saved(saved_dir),
         Err(e) => {
             say(&format!("error: config: {e}"));
-            datasource::saved(saved_dir)
+            plan::saved(saved_dir)
         }
     };
-    let local = datasource::local_settings(Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
+    let local = plan::local_settings(Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
         say(&format!(
             "error: config: {e}; those settings are not applied"
         ));
@@ -422,7 +421,7 @@ fn read_config(
             say("config: no datasource found; defaults apply");
             return None;
         }
-        None => datasource::Seed {
+        None => plan::Seed {
             source: "no datasource".into(),
             ..Default::default()
         },
@@ -434,7 +433,7 @@ fn read_config(
         ));
     }
     say(&format!("config: from {}", seed.source));
-    let plan = datasource::plan(&seed, default.as_deref(), &local);
+    let plan = plan::plan(&seed, default.as_deref(), &local);
     for problem in &plan.problems {
         say(&format!("config: {problem}"));
     }
@@ -478,7 +477,7 @@ fn config_change(result: Result<String, String>, key: &str) -> Response {
         Ok(message) => message,
         Err(error) => return Response::Error { error },
     };
-    if let Some((_, file, service)) = local_config::applied_by_restart(key) {
+    if let Some((_, file, service)) = local_settings::applied_by_restart(key) {
         if let Err(e) = rewrite_service_config(Path::new(file)) {
             message = format!("{message}; but {e}, so restarting {service} will not apply it");
         }
@@ -491,12 +490,8 @@ fn config_change(result: Result<String, String>, key: &str) -> Response {
 /// the image's default, the local settings), or removes it when the
 /// config no longer has that section.
 fn rewrite_service_config(file: &Path) -> Result<(), String> {
-    let local = datasource::local_settings(Path::new(LOCAL_FILE))?;
-    let plan = datasource::replan(
-        Path::new(datasource::SAVED_DIR),
-        Path::new(DEFAULT_FILE),
-        &local,
-    );
+    let local = plan::local_settings(Path::new(LOCAL_FILE))?;
+    let plan = plan::replan(Path::new(plan::SAVED_DIR), Path::new(DEFAULT_FILE), &local);
     match plan.files.iter().find(|(path, _)| path == file) {
         Some((_, text)) => write_config_file(file, text),
         None => match fs::remove_file(file) {
@@ -532,7 +527,7 @@ impl Init {
         cmdline: &Cmdline,
         cgroups: Option<PathBuf>,
     ) -> Option<String> {
-        let wanted = match boot_disk::wanted_system(cmdline.value("brig.system")) {
+        let wanted = match disk::wanted_system(cmdline.value("brig.system")) {
             Ok(Some(wanted)) => wanted,
             Ok(None) => return None,
             Err(e) => {
@@ -542,12 +537,8 @@ impl Init {
         };
         let deadline = Instant::now() + SYSTEM_PARTITION_WAIT;
         let partition = loop {
-            let partitions = boot_disk::partitions();
-            match boot_disk::choose_system(
-                &partitions,
-                Some(wanted),
-                &mut boot_disk::partition_guid,
-            ) {
+            let partitions = disk::partitions();
+            match disk::choose_system(&partitions, Some(wanted), &mut disk::partition_guid) {
                 Ok(Some(p)) => break p.clone(),
                 Ok(None) if Instant::now() < deadline => {
                     // New devices' modules load as their uevents come in.
@@ -557,7 +548,7 @@ impl Init {
                 Ok(None) => {
                     say(&format!(
                         "error: the system partition ({} PARTUUID={wanted}) did not appear within {} s: no system containers",
-                        boot_disk::SYSTEM_LABEL,
+                        disk::SYSTEM_LABEL,
                         SYSTEM_PARTITION_WAIT.as_secs()
                     ));
                     return None;
@@ -571,23 +562,20 @@ impl Init {
         let device = format!("/dev/{}", partition.name);
         use nix::mount::MsFlags;
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
-        let mounted = self
-            .sys
-            .create_dir_all(boot_disk::SYSTEM_MOUNT)
-            .and_then(|()| {
-                self.sys
-                    .mount(&device, boot_disk::SYSTEM_MOUNT, "squashfs", flags, "")
-            });
+        let mounted = self.sys.create_dir_all(disk::SYSTEM_MOUNT).and_then(|()| {
+            self.sys
+                .mount(&device, disk::SYSTEM_MOUNT, "squashfs", flags, "")
+        });
         if let Err(e) = mounted {
             say(&format!(
                 "error: mounting the system partition {device} on {}: {e}; no system containers",
-                boot_disk::SYSTEM_MOUNT
+                disk::SYSTEM_MOUNT
             ));
             return None;
         }
         say(&format!(
             "system partition {device} mounted on {}",
-            boot_disk::SYSTEM_MOUNT
+            disk::SYSTEM_MOUNT
         ));
         self.services = Services::new(Path::new(services::IMAGES), cgroups);
         self.boot = format!("disk /dev/{} (system partition {device})", partition.disk);
@@ -600,9 +588,9 @@ impl Init {
     fn prepare_state_partition(
         &mut self,
         disk: &str,
-        volumes: &[(String, volume::Volume)],
+        volumes: &[(String, block_devices::Volume)],
     ) -> bool {
-        let (sectors, found) = match boot_disk::read_table(disk) {
+        let (sectors, found) = match disk::read_table(disk) {
             Ok(t) => t,
             Err(e) => {
                 say(&format!("error: state: {e}; the disk is left as it is"));
@@ -614,37 +602,37 @@ impl Init {
         }
         let ours = found
             .table
-            .find(boot_disk::STATE_LABEL)
-            .map(|(n, _)| boot_disk::partition_device(disk, n));
+            .find(disk::STATE_LABEL)
+            .map(|(n, _)| disk::partition_device(disk, n));
         let elsewhere = volumes.iter().any(|(device, v)| {
             v.label.as_deref() == Some(state::LABEL) && Some(device) != ours.as_ref()
         });
-        let plan = boot_disk::plan_state(&found.table, sectors, elsewhere);
+        let plan = disk::plan_state(&found.table, sectors, elsewhere);
         let mib = |sectors: u64| (sectors * brig_spec::gpt::SECTOR) >> 20;
         match &plan {
-            boot_disk::StatePlan::Leave(why) => {
+            disk::StatePlan::Leave(why) => {
                 if ours.is_none() {
                     say(&format!("state: {why}"));
                 }
                 return false;
             }
-            boot_disk::StatePlan::Create { first, last } => say(&format!(
+            disk::StatePlan::Create { first, last } => say(&format!(
                 "state: making the state partition in /dev/{disk}'s free space ({} MiB)",
                 mib(last + 1 - first)
             )),
-            boot_disk::StatePlan::Grow { number, from, last } => say(&format!(
+            disk::StatePlan::Grow { number, from, last } => say(&format!(
                 "state: growing partition {number} of /dev/{disk} to the end of the disk (+{} MiB)",
                 mib(last - from)
             )),
         }
-        let device = match boot_disk::apply(disk, sectors, &found.table, &plan) {
+        let device = match disk::apply(disk, sectors, &found.table, &plan) {
             Ok(device) => device,
             Err(e) => {
                 say(&format!("error: state: {e}"));
                 return false;
             }
         };
-        if let boot_disk::StatePlan::Create { .. } = plan {
+        if let disk::StatePlan::Create { .. } = plan {
             let made = self.services.run_tool(
                 STORAGE_TOOLS,
                 &[
@@ -696,10 +684,10 @@ impl Init {
 
     /// Applies what config asks of PID 1 itself: sysctls, modules, mounts
     /// and the user's services (the rest went to files for the containers).
-    fn apply_config(&mut self, plan: datasource::Plan) {
+    fn apply_config(&mut self, plan: plan::Plan) {
         // Before the services they concern start: host-wide settings.
         for (name, value) in &plan.sysctl {
-            let path = datasource::sysctl_path(name);
+            let path = plan::sysctl_path(name);
             match fs::write(&path, value) {
                 Ok(()) => say(&format!("sysctl {name} = {value} (from config)")),
                 Err(e) => say(&format!("error: config: sysctl {name} = {value}: {e}")),
@@ -715,7 +703,7 @@ impl Init {
             report_modules("modules from config", &outcome);
         }
         if !plan.mounts.is_empty() {
-            let volumes = volume::scan().unwrap_or_else(|e| {
+            let volumes = block_devices::scan().unwrap_or_else(|e| {
                 say(&format!("error: mounts: {e}"));
                 Vec::new()
             });
@@ -783,7 +771,7 @@ impl Init {
         say(&format!(
             "config: no local datasource; fetching from {remote} once the network is up"
         ));
-        match network_datasource::spawn(&remote) {
+        match network::spawn(&remote) {
             Ok(fd) => match watch(&self.epoll, fd.as_fd()) {
                 Ok(()) => {
                     self.services.supervisor.hold_all_but(NETWORK_SERVICE);
@@ -806,15 +794,15 @@ impl Init {
     /// The network datasource answered (or not): configure as a local one
     /// would have, restart the network container if its config changed,
     /// and let the other services start.
-    fn config_fetched(&mut self, remote: &Remote, found: Result<datasource::Seed, String>) {
+    fn config_fetched(&mut self, remote: &Remote, found: Result<plan::Seed, String>) {
         let found = found.map(Some).map_err(|e| format!("{remote}: {e}"));
-        let network_before = fs::read(datasource::NETWORK_FILE).ok();
+        let network_before = fs::read(plan::NETWORK_FILE).ok();
         if let Some(plan) = read_config(&self.sys, found) {
             self.apply_config(plan);
             // The user's services, added just now.
             self.load_service_modules();
         }
-        if fs::read(datasource::NETWORK_FILE).ok() != network_before {
+        if fs::read(plan::NETWORK_FILE).ok() != network_before {
             say("config: the network config changed; restarting the network container");
             let now = Instant::now();
             match self.services.supervisor.restart(NETWORK_SERVICE, now) {
@@ -838,7 +826,7 @@ impl Init {
             }
         }
         if let Some(Source::Datasource { remote, data, .. }) = self.forget(fd) {
-            self.config_fetched(&remote, network_datasource::outcome(&data));
+            self.config_fetched(&remote, network::outcome(&data));
         }
     }
 
@@ -1217,11 +1205,11 @@ impl Init {
                 ok("powering off".into())
             }
             Request::ConfigSet { key, value } => config_change(
-                local_config::change(Path::new(LOCAL_FILE), &key, Some(value)),
+                local_settings::change(Path::new(LOCAL_FILE), &key, Some(value)),
                 &key,
             ),
             Request::ConfigUnset { key } => config_change(
-                local_config::change(Path::new(LOCAL_FILE), &key, None),
+                local_settings::change(Path::new(LOCAL_FILE), &key, None),
                 &key,
             ),
         })

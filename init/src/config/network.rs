@@ -12,9 +12,9 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::cmdline::Cmdline;
-use crate::datasource::Seed;
-use crate::http::{self, Response, Url};
+use crate::config::http::{self, Response, Url};
+use crate::config::plan::Seed;
+use crate::host::kernel_cmdline::Cmdline;
 
 /// The metadata service's address (link-local, answered by the hypervisor).
 pub const IMDS: &str = "http://169.254.169.254";

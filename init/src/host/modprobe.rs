@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use crate::coldplug::{Coldplug, Outcome};
-use crate::system::System;
+use crate::host::coldplug::{Coldplug, Outcome};
+use crate::host::system::System;
 
 /// Where PID 1 puts the symlink; the kernel's default modprobe path.
 pub const PATH: &str = "/sbin/modprobe";
@@ -97,8 +97,8 @@ pub fn main(sys: &dyn System, modules_dir: &Path, args: &[String]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module_index::ModuleIndex;
-    use crate::system::fake::Recorder;
+    use crate::host::module_index::ModuleIndex;
+    use crate::host::system::fake::Recorder;
 
     fn args(text: &str) -> Vec<String> {
         text.split_whitespace().map(String::from).collect()

@@ -10,7 +10,7 @@ use brig_spec::cloud_config::{interpret, UserDocument};
 use brig_spec::key_path;
 use serde_json::{Map, Value};
 
-use crate::datasource::local_settings;
+use crate::config::plan::local_settings;
 
 /// `local` with `key` set to `value` (or removed, for None), if the result
 /// is valid cloud-config at that key.

@@ -16,7 +16,7 @@ use brig_spec::gpt::{self, Guid, Partition, Table, SECTOR};
 pub const SYSTEM_LABEL: &str = "BRIG_SYSTEM";
 /// The state partition's GPT name; its ext4 label is the same
 /// (`state::LABEL`), which is what finds it.
-pub const STATE_LABEL: &str = crate::state::LABEL;
+pub const STATE_LABEL: &str = crate::boot::state::LABEL;
 /// Where the system partition is mounted: the system containers are then
 /// at `services::IMAGES`.
 pub const SYSTEM_MOUNT: &str = "/lib/brig";

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::module_index::ModuleIndex;
-use crate::system::System;
+use crate::host::module_index::ModuleIndex;
+use crate::host::system::System;
 
 /// Module options, as distributions set them in modprobe.d: modules that
 /// would otherwise create devices of their own when loaded (a `bond0` in
@@ -114,7 +114,7 @@ impl Coldplug {
     ) -> Result<(), String> {
         for path in order {
             let file = self.modules_dir.join(&path);
-            let name = crate::module_index::module_name(&path);
+            let name = crate::host::module_index::module_name(&path);
             sys.load_module(&file, options(&name))
                 .map_err(|e| format!("loading module {}: {e}", file.display()))?;
             outcome.loaded.push(name);
@@ -171,7 +171,7 @@ fn collect_modaliases(dir: &Path, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::fake::Recorder;
+    use crate::host::system::fake::Recorder;
 
     const ALIAS: &str = "alias pci:v00001AF4d00001000* virtio_pci\nalias virtio:d00000001v* virtio_net\nalias virtio:d00000002v* virtio_blk\n";
     const DEP: &str = "kernel/virtio_pci.ko:\nkernel/virtio_net.ko: kernel/failover.ko\nkernel/failover.ko:\nkernel/virtio_blk.ko:\n";

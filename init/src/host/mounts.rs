@@ -2,7 +2,7 @@
 
 use nix::mount::MsFlags;
 
-use crate::system::System;
+use crate::host::system::System;
 
 /// A filesystem PID 1 mounts before anything else.
 pub struct EarlyMount {
@@ -145,7 +145,7 @@ pub fn unmount_all(sys: &dyn System, mount_points: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::fake::Recorder;
+    use crate::host::system::fake::Recorder;
 
     #[test]
     fn early_mounts_in_order_skipping_mounted() {

@@ -7,8 +7,8 @@
 use brig_spec::mounts::{Device, MountEntry};
 use nix::mount::MsFlags;
 
-use crate::system::System;
-use crate::volume::Volume;
+use crate::host::block_devices::Volume;
+use crate::host::system::System;
 
 /// mount(8) options as mount(2) takes them: flags and the filesystem's own
 /// options. None for `noauto` (not mounted at boot).
@@ -100,7 +100,7 @@ pub fn mount_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::fake::Recorder;
+    use crate::host::system::fake::Recorder;
 
     fn strings(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

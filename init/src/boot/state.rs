@@ -8,8 +8,8 @@
 use brig_spec::control::StateStatus;
 use nix::mount::MsFlags;
 
-use crate::system::System;
-use crate::volume::Volume;
+use crate::host::block_devices::Volume;
+use crate::host::system::System;
 
 pub const LABEL: &str = "BRIG_STATE";
 /// Where it is mounted: the parent of every path Brig keeps.
@@ -125,7 +125,7 @@ pub fn mount(
         return unusable(format!("it holds {}, not ext4", volume.fstype));
     }
     match check(device) {
-        Ok(said) => crate::console::say(&format!("state: {device}: {said}")),
+        Ok(said) => crate::host::console::say(&format!("state: {device}: {said}")),
         Err(e) => return unusable(e),
     }
     if let Err(e) = sys.create_dir_all(MOUNT_POINT) {
@@ -137,7 +137,7 @@ pub fn mount(
     }
     if let (true, Some(bytes)) = (should_grow(volume), volume.device_bytes) {
         // Not growing is no reason to run from RAM: it keeps its size.
-        crate::console::say(&match sys.grow_ext4(MOUNT_POINT, bytes) {
+        crate::host::console::say(&match sys.grow_ext4(MOUNT_POINT, bytes) {
             Ok(()) => format!(
                 "state: {device}: grown online to fill its device ({} MiB)",
                 bytes >> 20
@@ -153,7 +153,7 @@ pub fn mount(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::fake::Recorder;
+    use crate::host::system::fake::Recorder;
 
     fn volume(label: &str, fstype: &'static str) -> Volume {
         Volume {

@@ -17,8 +17,8 @@ use brig_spec::console;
 use nix::mount::MsFlags;
 use serde_json::{Map, Value};
 
-use crate::system::System;
-use crate::volume;
+use crate::host::block_devices;
+use crate::host::system::System;
 
 /// What a datasource gave.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -164,7 +164,7 @@ pub const BOOT_LABEL: &str = "BRIG_BOOT";
 /// volume (`cidata`), the boot partition's `user-data`, an OpenStack
 /// ConfigDrive (`config-2`); reads the first found.
 pub fn find_local(sys: &dyn System) -> Result<Option<Seed>, String> {
-    let volumes = volume::scan()?;
+    let volumes = block_devices::scan()?;
     let labelled = |label: &str, types: &[&str]| {
         volumes.iter().find(|(_, v)| {
             v.label

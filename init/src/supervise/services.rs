@@ -15,8 +15,8 @@ use brig_spec::service::{Namespace, Readiness, ServiceSpec};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::log_ring::{self, LogRing};
-use crate::supervisor::{Action, State, Supervisor};
+use crate::supervise::log_ring::{self, LogRing};
+use crate::supervise::supervisor::{Action, State, Supervisor};
 
 /// Where `brig build` puts each service's `<name>.toml` and `<name>.squashfs`.
 pub const IMAGES: &str = "/lib/brig/containers";

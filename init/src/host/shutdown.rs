@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::mounts;
-use crate::system::{PowerAction, System};
+use crate::host::mounts;
+use crate::host::system::{PowerAction, System};
 
 /// How long processes get between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -59,7 +59,7 @@ fn terminate_all(sys: &dyn System, say: &mut dyn FnMut(&str)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::fake::Recorder;
+    use crate::host::system::fake::Recorder;
 
     const MOUNTS: &str =
         "rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\nsysfs /sys sysfs rw 0 0\n";

@@ -1,0 +1,7 @@
+//! From the kernel's hand-over to the event loop: leaving the initramfs,
+//! the system partition a disk image boots from, and the state partition
+//! that keeps the machine's data.
+
+pub mod disk;
+pub mod state;
+pub mod switch_root;
