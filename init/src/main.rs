@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use brig_init::boot::disk;
 use brig_init::boot::{state, switch_root};
-use brig_init::config::network::{self, Dmi, Remote};
-use brig_init::config::{local_settings, plan};
+use brig_init::config::ec2::Dmi;
+use brig_init::config::network::{self, Remote};
+use brig_init::config::{self, local_settings, plan, saved};
 use brig_init::control::{self, Client, Input};
 use brig_init::host::coldplug::{Coldplug, Outcome};
 use brig_init::host::console::{self, say};
@@ -324,13 +325,16 @@ fn boot() -> Result<Init, String> {
         state::fsck_verdict(code, &output).map(|said| format!("e2fsck: {said}"))
     });
     say(&init.state.describe());
-    match config_source(&init.sys, &cmdline) {
-        ConfigSource::Found(found) => {
-            if let Some(plan) = read_config(&init.sys, found) {
+    let found = config::find(&init.sys, &cmdline, &volumes, &Dmi::read(), &mut |e| {
+        say(&format!("error: config: {e}"))
+    });
+    match found {
+        config::Found::Here(seed) => {
+            if let Some(plan) = read_config(&init.sys, Ok(seed)) {
                 init.apply_config(plan);
             }
         }
-        ConfigSource::Network(remote) => init.fetch_config(remote),
+        config::Found::Network(remote) => init.fetch_config(remote),
     }
     init.open_control_socket();
     let count = init.services.supervisor.services.len();
@@ -339,64 +343,28 @@ fn boot() -> Result<Init, String> {
     Ok(init)
 }
 
-/// Where the config comes from: found on the machine (or not), or to be
-/// fetched over the network.
-enum ConfigSource {
-    Found(Result<Option<plan::Seed>, String>),
-    Network(Remote),
-}
-
-/// In order: `brig.config=` (base64 here, a URL over the network), the
-/// local volumes, then `ds=nocloud;s=` or the EC2 metadata service when the
-/// command line or DMI names them.
-fn config_source(sys: &dyn System, cmdline: &Cmdline) -> ConfigSource {
-    let remote = || match network::wanted(cmdline, &Dmi::read()) {
-        Ok(remote) => remote,
-        Err(e) => {
-            say(&format!("error: config: {e}"));
-            None
-        }
-    };
-    match cmdline.value("brig.config") {
-        Some(value) if !value.contains("://") => {
-            return ConfigSource::Found(plan::from_cmdline(value).map(Some))
-        }
-        Some(_) => {
-            return match remote() {
-                Some(r) => ConfigSource::Network(r),
-                None => ConfigSource::Found(Ok(None)),
-            }
-        }
-        None => {}
-    }
-    match plan::find_local(sys) {
-        Ok(None) => match remote() {
-            Some(r) => ConfigSource::Network(r),
-            None => ConfigSource::Found(Ok(None)),
-        },
-        found => ConfigSource::Found(found),
-    }
-}
-
 /// cloud-init config from what the datasource gave (or the saved one when
 /// it gave nothing): the host name now, files under /run/brig/config for
 /// the system containers. Problems are reported and the rest applies.
-fn read_config(sys: &dyn System, found: Result<Option<plan::Seed>, String>) -> Option<plan::Plan> {
-    let saved_dir = Path::new(plan::SAVED_DIR);
+fn read_config(
+    sys: &dyn System,
+    found: Result<Option<config::Seed>, String>,
+) -> Option<plan::Plan> {
+    let saved_dir = Path::new(saved::SAVED_DIR);
     let seed = match found {
         Ok(Some(seed)) => {
-            if let Err(e) = plan::save(&seed, saved_dir) {
+            if let Err(e) = saved::save(&seed, saved_dir) {
                 say(&format!("error: config: {e}"));
             }
             Some(seed)
         }
-        Ok(None) => plan::saved(saved_dir),
+        Ok(None) => saved::saved(saved_dir),
         Err(e) => {
             say(&format!("error: config: {e}"));
-            plan::saved(saved_dir)
+            saved::saved(saved_dir)
         }
     };
-    let local = plan::local_settings(Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
+    let local = local_settings::read(Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
         say(&format!(
             "error: config: {e}; those settings are not applied"
         ));
@@ -421,7 +389,7 @@ fn read_config(sys: &dyn System, found: Result<Option<plan::Seed>, String>) -> O
             say("config: no datasource found; defaults apply");
             return None;
         }
-        None => plan::Seed {
+        None => config::Seed {
             source: "no datasource".into(),
             ..Default::default()
         },
@@ -490,8 +458,8 @@ fn config_change(result: Result<String, String>, key: &str) -> Response {
 /// the image's default, the local settings), or removes it when the
 /// config no longer has that section.
 fn rewrite_service_config(file: &Path) -> Result<(), String> {
-    let local = plan::local_settings(Path::new(LOCAL_FILE))?;
-    let plan = plan::replan(Path::new(plan::SAVED_DIR), Path::new(DEFAULT_FILE), &local);
+    let local = local_settings::read(Path::new(LOCAL_FILE))?;
+    let plan = plan::replan(Path::new(saved::SAVED_DIR), Path::new(DEFAULT_FILE), &local);
     match plan.files.iter().find(|(path, _)| path == file) {
         Some((_, text)) => write_config_file(file, text),
         None => match fs::remove_file(file) {
@@ -794,7 +762,7 @@ impl Init {
     /// The network datasource answered (or not): configure as a local one
     /// would have, restart the network container if its config changed,
     /// and let the other services start.
-    fn config_fetched(&mut self, remote: &Remote, found: Result<plan::Seed, String>) {
+    fn config_fetched(&mut self, remote: &Remote, found: Result<config::Seed, String>) {
         let found = found.map(Some).map_err(|e| format!("{remote}: {e}"));
         let network_before = fs::read(plan::NETWORK_FILE).ok();
         if let Some(plan) = read_config(&self.sys, found) {

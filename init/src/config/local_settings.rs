@@ -10,8 +10,6 @@ use brig_spec::cloud_config::{interpret, UserDocument};
 use brig_spec::key_path;
 use serde_json::{Map, Value};
 
-use crate::config::plan::local_settings;
-
 /// `local` with `key` set to `value` (or removed, for None), if the result
 /// is valid cloud-config at that key.
 pub fn updated(
@@ -72,7 +70,7 @@ pub fn applied_by_restart(key: &str) -> Option<(&'static str, &'static str, &'st
 
 /// Sets or removes `key` in the file at `path`; a message for the user.
 pub fn change(path: &Path, key: &str, value: Option<Value>) -> Result<String, String> {
-    let local = local_settings(path)?;
+    let local = read(path)?;
     let shown = value.as_ref().map(Value::to_string);
     let next = updated(&local, key, value)?;
     save(path, &next)?;
@@ -101,6 +99,20 @@ fn save(path: &Path, settings: &Map<String, Value>) -> Result<(), String> {
     file.sync_all().map_err(what)?;
     fs::rename(&temporary, path).map_err(what)?;
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
+}
+
+/// The settings made with `brigctl config set`: a JSON mapping at `path`,
+/// none when the file does not exist.
+pub fn read(path: &Path) -> Result<Map<String, Value>, String> {
+    match fs::read_to_string(path) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err(format!("{}: not a mapping", path.display())),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
 }
 
 #[cfg(test)]
@@ -137,11 +149,11 @@ mod tests {
             "hostname = \"node-9\" saved; it applies from the next boot"
         );
         change(&path, "timezone", Some(json!("Europe/Berlin"))).unwrap();
-        let saved = local_settings(&path).unwrap();
+        let saved = read(&path).unwrap();
         assert_eq!(saved["hostname"], "node-9");
         assert_eq!(saved["timezone"], "Europe/Berlin");
         change(&path, "hostname", None).unwrap();
-        assert!(!local_settings(&path).unwrap().contains_key("hostname"));
+        assert!(!read(&path).unwrap().contains_key("hostname"));
         assert_eq!(fs::read_dir(dir.path().join("config")).unwrap().count(), 1);
         let said = change(&path, "brig.docker.debug", Some(json!(true))).unwrap();
         assert_eq!(

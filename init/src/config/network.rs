@@ -13,11 +13,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::config::http::{self, Response, Url};
-use crate::config::plan::Seed;
+use crate::config::{ec2, nocloud_net, Datasource, Seed};
 use crate::host::kernel_cmdline::Cmdline;
+use ec2::{Dmi, IMDS};
 
-/// The metadata service's address (link-local, answered by the hypervisor).
-pub const IMDS: &str = "http://169.254.169.254";
 /// How long the helper keeps trying to reach the datasource while the
 /// network comes up; then the boot goes on without it.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -40,33 +39,6 @@ impl std::fmt::Display for Remote {
             Remote::NoCloud(url) => write!(f, "the NoCloud seed at {url} (ds=nocloud)"),
             Remote::Ec2 => write!(f, "the EC2 metadata service at {IMDS}"),
         }
-    }
-}
-
-/// What DMI says about the machine (/sys/class/dmi/id).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Dmi {
-    pub sys_vendor: String,
-    pub product_uuid: String,
-}
-
-impl Dmi {
-    pub fn read() -> Dmi {
-        let read = |name: &str| {
-            std::fs::read_to_string(format!("/sys/class/dmi/id/{name}"))
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default()
-        };
-        Dmi {
-            sys_vendor: read("sys_vendor"),
-            product_uuid: read("product_uuid"),
-        }
-    }
-
-    /// As cloud-init's ds-identify: Nitro instances say so in sys_vendor,
-    /// Xen ones in their UUID.
-    pub fn is_ec2(&self) -> bool {
-        self.sys_vendor == "Amazon EC2" || self.product_uuid.to_ascii_lowercase().starts_with("ec2")
     }
 }
 
@@ -123,103 +95,29 @@ pub trait Fetch {
 
 /// Fetches from `remote`: a seed, or why not.
 pub fn read(remote: &Remote, fetcher: &mut dyn Fetch) -> Result<Seed, String> {
-    // 200 is the document, 404 is "none", anything else an error.
-    let mut get = |url: &Url, headers: &[(&str, &str)]| -> Result<Option<Vec<u8>>, String> {
-        let r = fetcher.fetch("GET", url, headers)?;
-        match r.status {
-            200 => Ok(Some(r.body)),
-            404 => Ok(None),
-            status => Err(format!("GET {url}: HTTP {status}")),
-        }
+    let mut datasource: Box<dyn Datasource + '_> = match remote {
+        Remote::UserData(url) => Box::new(nocloud_net::UserDataUrl { url, fetcher }),
+        Remote::NoCloud(url) => Box::new(nocloud_net::NoCloudNet { url, fetcher }),
+        Remote::Ec2 => Box::new(ec2::Ec2 { fetcher }),
     };
-    match remote {
-        Remote::UserData(url) => {
-            let user_data = get(url, &[])?.ok_or_else(|| format!("GET {url}: HTTP 404"))?;
-            Ok(Seed {
-                source: format!("{url} (brig.config=)"),
-                user_data: Some(user_data),
-                ..Seed::default()
-            })
-        }
-        Remote::NoCloud(url) => {
-            let text = |d: Vec<u8>| String::from_utf8_lossy(&d).into_owned();
-            let user_data = get(&url.join("user-data"), &[])?
-                .ok_or_else(|| format!("GET {}: HTTP 404", url.join("user-data")))?;
-            Ok(Seed {
-                source: format!("{url} (NoCloud seed URL)"),
-                user_data: Some(user_data),
-                meta_data: get(&url.join("meta-data"), &[])?.map(text),
-                network_config: get(&url.join("network-config"), &[])?.map(text),
-            })
-        }
-        Remote::Ec2 => ec2(fetcher),
-    }
+    // Each says why it has nothing; this is for one that forgot to.
+    datasource
+        .read()?
+        .ok_or_else(|| format!("{remote}: nothing there"))
 }
 
-/// The EC2 metadata service: a session token first (IMDSv2); a service
-/// that refuses tokens (IMDSv1 only) is asked without one.
-fn ec2(fetcher: &mut dyn Fetch) -> Result<Seed, String> {
-    let base = Url::parse(IMDS)?;
-    let token_url = base.join("/latest/api/token");
-    let token = fetcher.fetch(
-        "PUT",
-        &token_url,
-        &[("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
-    )?;
-    let token = match token.status {
-        200 => Some(String::from_utf8_lossy(&token.body).trim().to_string()),
-        // Not found / not allowed / forbidden: a service without IMDSv2.
-        403..=405 => None,
-        status => return Err(format!("PUT {token_url}: HTTP {status}")),
-    };
-    let headers: Vec<(&str, &str)> = match &token {
-        Some(t) => vec![("X-aws-ec2-metadata-token", t.as_str())],
-        None => vec![],
-    };
-    let mut get = |path: &str| -> Result<Option<Vec<u8>>, String> {
-        let url = base.join(path);
-        let r = fetcher.fetch("GET", &url, &headers)?;
-        match r.status {
-            200 => Ok(Some(r.body)),
-            404 => Ok(None),
-            status => Err(format!("GET {url}: HTTP {status}")),
-        }
-    };
-    let text = |d: Vec<u8>| String::from_utf8_lossy(&d).trim().to_string();
-    let instance_id = get("/latest/meta-data/instance-id")?
-        .map(text)
-        .ok_or("the metadata service has no instance-id")?;
-    let mut meta = serde_json::Map::new();
-    meta.insert("instance-id".into(), instance_id.into());
-    if let Some(name) = get("/latest/meta-data/local-hostname")?.map(text) {
-        // `ip-10-0-0-5.ec2.internal`: the host name is its first label.
-        let short = name.split('.').next().unwrap_or_default().to_string();
-        meta.insert("local-hostname".into(), short.into());
+/// GET `url`: 200 is the document, 404 is "none", anything else an error.
+pub fn get(
+    fetcher: &mut dyn Fetch,
+    url: &Url,
+    headers: &[(&str, &str)],
+) -> Result<Option<Vec<u8>>, String> {
+    let r = fetcher.fetch("GET", url, headers)?;
+    match r.status {
+        200 => Ok(Some(r.body)),
+        404 => Ok(None),
+        status => Err(format!("GET {url}: HTTP {status}")),
     }
-    let mut keys = Vec::new();
-    if let Some(list) = get("/latest/meta-data/public-keys/")?.map(text) {
-        // Lines of `0=key-name`.
-        for index in list.lines().filter_map(|l| l.split('=').next()) {
-            if index.bytes().all(|b| b.is_ascii_digit()) && !index.is_empty() {
-                if let Some(key) = get(&format!(
-                    "/latest/meta-data/public-keys/{index}/openssh-key"
-                ))? {
-                    keys.push(serde_json::Value::String(text(key)));
-                }
-            }
-        }
-    }
-    if !keys.is_empty() {
-        meta.insert("public-keys".into(), keys.into());
-    }
-    let version = if token.is_some() { "IMDSv2" } else { "IMDSv1" };
-    Ok(Seed {
-        source: format!("the EC2 metadata service ({version})"),
-        user_data: get("/latest/user-data")?,
-        // JSON is YAML: the meta data parser reads it as it is.
-        meta_data: Some(serde_json::Value::Object(meta).to_string()),
-        network_config: None,
-    })
 }
 
 /// Real requests, retried on connection errors until `deadline` (the

@@ -1,11 +1,8 @@
-//! Where PID 1 finds cloud-init configuration at boot, and what it makes of
-//! it. In order: user data on the kernel command line (`brig.config=`,
-//! base64); a NoCloud volume (`cidata`, vfat or ISO 9660) with `user-data`,
-//! `meta-data` and `network-config`; the boot partition's `user-data`
-//! (`BRIG_BOOT`); an OpenStack ConfigDrive (`config-2`); else the last one
-//! saved. The image's default config (`brig build --user-data`) lies under
-//! it. The config goes to the system containers as files under
-//! /run/brig/config; every problem is reported and the rest still applies.
+//! What PID 1 makes of a datasource's seed: cloud-config documents merged
+//! (the image's default under the seed, the settings made with `brigctl
+//! config set` over it), then the host name to set, sysctls, modules,
+//! mounts and services for PID 1, and the files under /run/brig/config for
+//! the system containers. Every problem is reported and the rest applies.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,21 +11,10 @@ use brig_spec::cloud_config::{
     default_instance_id, interpret, merge, parse_meta_data, read_user_data, DEFAULT_FILE,
 };
 use brig_spec::console;
-use nix::mount::MsFlags;
 use serde_json::{Map, Value};
 
-use crate::host::block_devices;
-use crate::host::system::System;
-
-/// What a datasource gave.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Seed {
-    /// Where it came from, for the boot log.
-    pub source: String,
-    pub user_data: Option<Vec<u8>>,
-    pub meta_data: Option<String>,
-    pub network_config: Option<String>,
-}
+use crate::config::saved::saved;
+use crate::config::Seed;
 
 /// What to do with a seed: the host name to set and the files to write.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -66,72 +52,6 @@ pub const USER_DATA_FILE: &str = brig_spec::cloud_config::USER_DATA_FILE;
 pub const NETWORK_FILE: &str = brig_spec::network::CONFIG_FILE;
 /// Replaces the ntp container's default servers (chrony's confdir).
 pub const NTP_SERVERS_FILE: &str = "/run/brig/config/ntp/servers.conf";
-/// Where a seed volume is mounted while it is read.
-const SEED_MOUNT: &str = "/run/brig/seed";
-/// The settings made with `brigctl config set`: a JSON mapping at `path`,
-/// none when the file does not exist.
-pub fn local_settings(path: &Path) -> Result<Map<String, Value>, String> {
-    match fs::read_to_string(path) {
-        Ok(text) => match serde_json::from_str(&text) {
-            Ok(Value::Object(map)) => Ok(map),
-            Ok(_) => Err(format!("{}: not a mapping", path.display())),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
-        Err(e) => Err(format!("reading {}: {e}", path.display())),
-    }
-}
-
-/// Where the last datasource's files are kept: a machine that boots once
-/// without its datasource (a seed disk detached) keeps its users and keys.
-pub const SAVED_DIR: &str = "/var/lib/brig/config/datasource";
-
-/// Keeps `seed`'s files in `dir`, each replaced atomically.
-pub fn save(seed: &Seed, dir: &Path) -> Result<(), String> {
-    let what = |e: std::io::Error| format!("saving the datasource in {}: {e}", dir.display());
-    fs::create_dir_all(dir).map_err(what)?;
-    for (name, data) in [
-        ("user-data", seed.user_data.clone()),
-        ("meta-data", seed.meta_data.clone().map(String::into_bytes)),
-        (
-            "network-config",
-            seed.network_config.clone().map(String::into_bytes),
-        ),
-    ] {
-        let path = dir.join(name);
-        let Some(data) = data else {
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(what(e)),
-                _ => continue,
-            }
-        };
-        let temporary = dir.join(format!(".{name}.new"));
-        let written = fs::File::create(&temporary).and_then(|mut f| {
-            std::io::Write::write_all(&mut f, &data)?;
-            f.sync_all()
-        });
-        written
-            .and_then(|()| fs::rename(&temporary, &path))
-            .map_err(what)?;
-    }
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
-}
-
-/// The datasource saved by an earlier boot, if any.
-pub fn saved(dir: &Path) -> Option<Seed> {
-    let read = |name: &str| fs::read(dir.join(name)).ok();
-    let user_data = read("user-data")?;
-    Some(Seed {
-        source: format!(
-            "{} (saved at an earlier boot; no datasource now)",
-            dir.display()
-        ),
-        user_data: Some(user_data),
-        meta_data: read("meta-data").map(|d| String::from_utf8_lossy(&d).into_owned()),
-        network_config: read("network-config").map(|d| String::from_utf8_lossy(&d).into_owned()),
-    })
-}
-
 /// The plan for the settings `local` holds now, over the datasource this
 /// boot saved in `saved_dir` and the image's default user data (for a
 /// `brigctl config set` while the machine runs).
@@ -142,114 +62,6 @@ pub fn replan(saved_dir: &Path, default_file: &Path, local: &Map<String, Value>)
     });
     let default = fs::read(default_file).ok();
     plan(&seed, default.as_deref(), local)
-}
-
-/// User data from the kernel command line: `brig.config=` with base64.
-pub fn from_cmdline(value: &str) -> Result<Seed, String> {
-    let user_data = brig_spec::cloud_config::decode_base64(value)
-        .map_err(|e| format!("brig.config= on the kernel command line: {e}"))?;
-    Ok(Seed {
-        source: "the kernel command line (brig.config=)".into(),
-        user_data: Some(user_data),
-        ..Seed::default()
-    })
-}
-
-/// The FAT label of a boot partition that may carry `user-data` (with
-/// `meta-data` and `network-config`, as NoCloud): SD cards are edited on
-/// another computer, where only the boot partition is readable.
-pub const BOOT_LABEL: &str = "BRIG_BOOT";
-
-/// Looks for a datasource among the block devices, in order: a NoCloud
-/// volume (`cidata`), the boot partition's `user-data`, an OpenStack
-/// ConfigDrive (`config-2`); reads the first found.
-pub fn find_local(sys: &dyn System) -> Result<Option<Seed>, String> {
-    let volumes = block_devices::scan()?;
-    let labelled = |label: &str, types: &[&str]| {
-        volumes.iter().find(|(_, v)| {
-            v.label
-                .as_deref()
-                .is_some_and(|l| l.eq_ignore_ascii_case(label))
-                && types.contains(&v.fstype)
-        })
-    };
-    if let Some((device, v)) = labelled("cidata", &["vfat", "iso9660"]) {
-        let source = format!("{device} (NoCloud, {})", v.fstype);
-        return read_volume(sys, device, v.fstype, |at| Ok(nocloud(at, source))).map(Some);
-    }
-    if let Some((device, v)) = labelled(BOOT_LABEL, &["vfat"]) {
-        let source = format!("{device} (boot partition {BOOT_LABEL})");
-        let seed = read_volume(sys, device, v.fstype, |at| Ok(nocloud(at, source)))?;
-        if seed.user_data.is_some() {
-            return Ok(Some(seed));
-        }
-    }
-    if let Some((device, v)) = labelled("config-2", &["vfat", "iso9660"]) {
-        let source = format!("{device} (OpenStack ConfigDrive, {})", v.fstype);
-        return read_volume(sys, device, v.fstype, |at| config_drive(at, source)).map(Some);
-    }
-    Ok(None)
-}
-
-/// NoCloud's files in directory `at`.
-fn nocloud(at: &Path, source: String) -> Seed {
-    Seed {
-        source,
-        user_data: fs::read(at.join("user-data")).ok(),
-        meta_data: fs::read_to_string(at.join("meta-data")).ok(),
-        network_config: fs::read_to_string(at.join("network-config")).ok(),
-    }
-}
-
-/// An OpenStack ConfigDrive in directory `at`: `openstack/latest/user_data`
-/// and `meta_data.json` (its `uuid`, `hostname` and `public_keys` become
-/// NoCloud meta data). `network_data.json` is OpenStack's own format, not
-/// read: the network container's DHCP default applies unless user data
-/// has `network:`.
-pub fn config_drive(at: &Path, source: String) -> Result<Seed, String> {
-    let dir = at.join("openstack/latest");
-    let meta_path = dir.join("meta_data.json");
-    let text = fs::read_to_string(&meta_path)
-        .map_err(|e| format!("ConfigDrive: reading {}: {e}", meta_path.display()))?;
-    let meta: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("ConfigDrive: {}: {e}", meta_path.display()))?;
-    let mut nocloud_meta = Map::new();
-    if let Some(uuid) = meta.get("uuid") {
-        nocloud_meta.insert("instance-id".into(), uuid.clone());
-    }
-    if let Some(name) = meta.get("hostname").and_then(Value::as_str) {
-        // OpenStack gives a full name (`vm1.novalocal`): its first label.
-        let short = name.split('.').next().unwrap_or(name);
-        nocloud_meta.insert("local-hostname".into(), Value::String(short.into()));
-    }
-    if let Some(keys) = meta.get("public_keys") {
-        nocloud_meta.insert("public-keys".into(), keys.clone());
-    }
-    Ok(Seed {
-        source,
-        user_data: fs::read(dir.join("user_data")).ok(),
-        // JSON is YAML: the meta data parser reads it as it is.
-        meta_data: Some(Value::Object(nocloud_meta).to_string()),
-        network_config: None,
-    })
-}
-
-/// Mounts `device` read-only, reads it with `read`, unmounts it.
-fn read_volume(
-    sys: &dyn System,
-    device: &str,
-    fstype: &str,
-    read: impl FnOnce(&Path) -> Result<Seed, String>,
-) -> Result<Seed, String> {
-    sys.create_dir_all(SEED_MOUNT)
-        .map_err(|e| format!("creating {SEED_MOUNT}: {e}"))?;
-    sys.mount(device, SEED_MOUNT, fstype, MsFlags::MS_RDONLY, "")
-        .map_err(|e| format!("mounting {device} ({fstype}): {e}"))?;
-    let seed = read(Path::new(SEED_MOUNT));
-    if let Err(e) = sys.unmount(SEED_MOUNT, true) {
-        return Err(format!("unmounting {device}: {e}"));
-    }
-    seed
 }
 
 /// What `seed` asks for, over the image's default user data (`default`,
@@ -364,21 +176,7 @@ fn json_file<T: serde::Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_data_on_the_command_line() {
-        // "#cloud-config\nhostname: from-cmdline\n"
-        let seed = from_cmdline("I2Nsb3VkLWNvbmZpZwpob3N0bmFtZTogZnJvbS1jbWRsaW5lCg==").unwrap();
-        assert_eq!(
-            plan(&seed, None, &Map::new()).hostname.as_deref(),
-            Some("from-cmdline")
-        );
-        let e = from_cmdline("%%%").unwrap_err();
-        assert!(
-            e.starts_with("brig.config= on the kernel command line: not valid base64"),
-            "{e}"
-        );
-    }
+    use crate::config::saved::save;
 
     #[test]
     fn sysctl_names_map_to_proc() {
@@ -463,39 +261,6 @@ mod tests {
         assert_eq!(
             console.instance_id,
             default_instance_id(b"#!/bin/sh\necho hi\n")
-        );
-    }
-
-    #[test]
-    fn the_datasource_is_kept_for_boots_without_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let saved_dir = dir.path().join("datasource");
-        assert_eq!(saved(&saved_dir), None);
-        let seed = Seed {
-            source: "/dev/vdb".into(),
-            user_data: Some(b"#cloud-config\nhostname: kept\n".to_vec()),
-            meta_data: Some("instance-id: i-1\n".into()),
-            network_config: Some("version: 2\n".into()),
-        };
-        save(&seed, &saved_dir).unwrap();
-        let again = saved(&saved_dir).unwrap();
-        assert_eq!(again.user_data, seed.user_data);
-        assert_eq!(again.network_config, seed.network_config);
-        assert!(again.source.contains("saved at an earlier boot"));
-        // A newer datasource without network-config: the old one goes.
-        save(
-            &Seed {
-                network_config: None,
-                ..seed
-            },
-            &saved_dir,
-        )
-        .unwrap();
-        assert_eq!(saved(&saved_dir).unwrap().network_config, None);
-        assert_eq!(
-            fs::read_dir(&saved_dir).unwrap().count(),
-            2,
-            "no temporary files"
         );
     }
 
@@ -604,35 +369,5 @@ brig: {sysctl: {vm.swappiness: 7, kernel.panic: 5}}\ncolour: red\n";
             .unwrap()
             .1;
         assert!(console.contains("Asia/Tokyo"), "{console}");
-    }
-
-    #[test]
-    fn an_openstack_config_drive_becomes_user_and_meta_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let latest = dir.path().join("openstack/latest");
-        fs::create_dir_all(&latest).unwrap();
-        fs::write(latest.join("user_data"), "#cloud-config\ntimezone: UTC\n").unwrap();
-        fs::write(
-            latest.join("meta_data.json"),
-            r#"{"uuid": "83679162-1378-4288-a2d4-70e13ec132aa", "hostname": "vm1.novalocal",
-                "name": "vm1", "public_keys": {"mykey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7 me@host"}}"#,
-        )
-        .unwrap();
-        let seed = config_drive(dir.path(), "/dev/sr0".into()).unwrap();
-        let p = plan(&seed, None, &Map::new());
-        assert!(p.problems.is_empty(), "{:?}", p.problems);
-        assert_eq!(p.hostname.as_deref(), Some("vm1"));
-        let console: console::ConsoleConfig =
-            serde_json::from_str(file(&p, console::CONFIG_PATH)).unwrap();
-        assert_eq!(console.instance_id, "83679162-1378-4288-a2d4-70e13ec132aa");
-        let brig = console.users.iter().find(|u| u.name == "brig").unwrap();
-        assert_eq!(
-            brig.ssh_authorized_keys,
-            ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7 me@host"]
-        );
-        // Without meta_data.json it is not a ConfigDrive.
-        fs::remove_file(latest.join("meta_data.json")).unwrap();
-        let err = config_drive(dir.path(), "/dev/sr0".into()).unwrap_err();
-        assert!(err.contains("meta_data.json"), "{err}");
     }
 }

@@ -1,0 +1,105 @@
+//! The last datasource seen, kept on the state partition: a machine that
+//! boots once without its datasource (a seed disk detached) keeps its users
+//! and keys.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Datasource, Seed};
+
+/// Where the last datasource's files are kept: a machine that boots once
+/// without its datasource (a seed disk detached) keeps its users and keys.
+pub const SAVED_DIR: &str = "/var/lib/brig/config/datasource";
+
+/// Keeps `seed`'s files in `dir`, each replaced atomically.
+pub fn save(seed: &Seed, dir: &Path) -> Result<(), String> {
+    let what = |e: std::io::Error| format!("saving the datasource in {}: {e}", dir.display());
+    fs::create_dir_all(dir).map_err(what)?;
+    for (name, data) in [
+        ("user-data", seed.user_data.clone()),
+        ("meta-data", seed.meta_data.clone().map(String::into_bytes)),
+        (
+            "network-config",
+            seed.network_config.clone().map(String::into_bytes),
+        ),
+    ] {
+        let path = dir.join(name);
+        let Some(data) = data else {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(what(e)),
+                _ => continue,
+            }
+        };
+        let temporary = dir.join(format!(".{name}.new"));
+        let written = fs::File::create(&temporary).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &data)?;
+            f.sync_all()
+        });
+        written
+            .and_then(|()| fs::rename(&temporary, &path))
+            .map_err(what)?;
+    }
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
+}
+
+/// The datasource saved by an earlier boot, if any.
+pub fn saved(dir: &Path) -> Option<Seed> {
+    let read = |name: &str| fs::read(dir.join(name)).ok();
+    let user_data = read("user-data")?;
+    Some(Seed {
+        source: format!(
+            "{} (saved at an earlier boot; no datasource now)",
+            dir.display()
+        ),
+        user_data: Some(user_data),
+        meta_data: read("meta-data").map(|d| String::from_utf8_lossy(&d).into_owned()),
+        network_config: read("network-config").map(|d| String::from_utf8_lossy(&d).into_owned()),
+    })
+}
+
+/// The saved datasource as a datasource: the last step of the order.
+pub struct Saved(pub PathBuf);
+
+impl Datasource for Saved {
+    fn read(&mut self) -> Result<Option<Seed>, String> {
+        Ok(saved(&self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_datasource_is_kept_for_boots_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved_dir = dir.path().join("datasource");
+        assert_eq!(saved(&saved_dir), None);
+        let seed = Seed {
+            source: "/dev/vdb".into(),
+            user_data: Some(b"#cloud-config\nhostname: kept\n".to_vec()),
+            meta_data: Some("instance-id: i-1\n".into()),
+            network_config: Some("version: 2\n".into()),
+        };
+        save(&seed, &saved_dir).unwrap();
+        let again = saved(&saved_dir).unwrap();
+        assert_eq!(again.user_data, seed.user_data);
+        assert_eq!(again.network_config, seed.network_config);
+        assert!(again.source.contains("saved at an earlier boot"));
+        // A newer datasource without network-config: the old one goes.
+        save(
+            &Seed {
+                network_config: None,
+                ..seed
+            },
+            &saved_dir,
+        )
+        .unwrap();
+        assert_eq!(saved(&saved_dir).unwrap().network_config, None);
+        assert_eq!(
+            fs::read_dir(&saved_dir).unwrap().count(),
+            2,
+            "no temporary files"
+        );
+    }
+}
