@@ -3,10 +3,25 @@
 //! without blocking (a client that does not read its responses is dropped).
 //! PID 1 never blocks on a client and survives any input.
 
+use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Instant;
 
-use brig_spec::control::{Request, Response, MAX_REQUEST};
+use brig_spec::cloud_config::LOCAL_FILE;
+use brig_spec::control::{Request, Response, SystemStatus, MAX_REQUEST, SOCKET};
+
+use crate::config::apply::config_change;
+use crate::config::local_settings;
+use crate::event_loop::{watch, Init, Source};
+use crate::host::console::{self, say};
+use crate::host::system::PowerAction;
+use crate::supervise::services::Services;
+use crate::supervise::supervisor::Action;
+use crate::VERSION;
 
 pub struct Client {
     pub stream: UnixStream,
@@ -137,6 +152,188 @@ pub fn take_requests(input: &mut Vec<u8>) -> Vec<Input> {
         )));
     }
     out
+}
+
+impl Init {
+    pub(crate) fn status(&self) -> SystemStatus {
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        SystemStatus {
+            version: VERSION.to_string(),
+            board: fs::read_to_string("/etc/brig/board")
+                .map(|b| b.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            kernel,
+            boot: self.boot.clone(),
+            uptime_seconds: console::since_boot().as_secs(),
+            state: self.state.status(),
+        }
+    }
+
+    pub(crate) fn open_control_socket(&mut self) {
+        let path = Path::new(SOCKET);
+        if let Some(dir) = path.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let _ = fs::remove_file(path);
+        let listener = match UnixListener::bind(path) {
+            Ok(l) => l,
+            Err(e) => return say(&format!("error: control socket {SOCKET}: {e}")),
+        };
+        // Root, and the read-only group: each request is checked against
+        // the peer's credentials (only root may change anything).
+        if let Err(e) = brig_spec::control::open_to_read_only_group(path) {
+            say(&format!(
+                "error: control socket {SOCKET}: setting its owner and mode: {e}"
+            ));
+        }
+        let _ = listener.set_nonblocking(true);
+        if let Err(e) = watch(&self.epoll, listener.as_fd()) {
+            return say(&format!("error: watching the control socket: {e}"));
+        }
+        self.sources
+            .insert(listener.as_raw_fd(), Source::Listener(listener));
+    }
+
+    pub(crate) fn accept_clients(&mut self, fd: RawFd) {
+        let Some(Source::Listener(listener)) = self.sources.get(&fd) else {
+            return;
+        };
+        let mut accepted = Vec::new();
+        while let Ok((stream, _)) = listener.accept() {
+            accepted.push(stream);
+        }
+        for stream in accepted {
+            let Ok(mut client) = Client::new(stream) else {
+                continue;
+            };
+            let read_only = self
+                .sources
+                .values()
+                .filter(|s| matches!(s, Source::Client(c) if !c.root))
+                .count();
+            if let Some(refusal) = turned_away(client.root, read_only) {
+                client.send(&refusal);
+                continue;
+            }
+            if watch(&self.epoll, client.stream.as_fd()).is_ok() {
+                self.sources
+                    .insert(client.stream.as_raw_fd(), Source::Client(Box::new(client)));
+            }
+        }
+    }
+
+    pub(crate) fn handle_client(&mut self, fd: RawFd) {
+        let Some(Source::Client(client)) = self.sources.get_mut(&fd) else {
+            return;
+        };
+        let inputs = client.read();
+        for input in inputs {
+            let root = match self.sources.get(&fd) {
+                Some(Source::Client(client)) => client.root,
+                _ => false,
+            };
+            let (response, close) = match input {
+                Input::Request(request) => match refused(&request, root) {
+                    Some(refusal) => (Some(refusal), false),
+                    None => (self.answer(fd, request), false),
+                },
+                Input::Bad(error) => (Some(Response::Error { error }), false),
+                Input::Fatal(error) => (Some(Response::Error { error }), true),
+                Input::Closed => (None, true),
+            };
+            let sent = match (response, self.sources.get_mut(&fd)) {
+                (Some(response), Some(Source::Client(client))) => client.send(&response),
+                _ => true,
+            };
+            if close || !sent {
+                self.forget(fd);
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn answer(&mut self, fd: RawFd, request: Request) -> Option<Response> {
+        let now = Instant::now();
+        let ok = |message: String| Response::Ok { message };
+        let known = |services: &Services, name: &str| services.supervisor.get(name).is_some();
+        Some(match request {
+            Request::Status => Response::Status {
+                status: self.status(),
+            },
+            Request::Ps => Response::Services {
+                services: self.services.status(now),
+            },
+            Request::Logs {
+                service,
+                tail,
+                follow,
+            } => {
+                if !known(&self.services, &service) {
+                    return Some(Response::Error {
+                        error: format!("no service {service:?}"),
+                    });
+                }
+                let lines = self
+                    .services
+                    .rings
+                    .get(&service)
+                    .map(|r| r.tail(tail))
+                    .unwrap_or_default();
+                if follow {
+                    if let Some(Source::Client(client)) = self.sources.get_mut(&fd) {
+                        client.follow = Some(service);
+                    }
+                }
+                Response::Log { lines }
+            }
+            Request::Start { service } => match self.services.supervisor.start(&service) {
+                Ok(()) => ok(format!("starting {service}")),
+                Err(error) => Response::Error { error },
+            },
+            Request::Stop { service } => {
+                let actions = self.services.supervisor.stop(&service, now);
+                self.carry_out(actions, now, format!("stopping {service}"))
+            }
+            Request::Restart { service } => {
+                let actions = self.services.supervisor.restart(&service, now);
+                self.carry_out(actions, now, format!("restarting {service}"))
+            }
+            Request::Reboot => {
+                self.power(PowerAction::Reboot, "brigctl reboot");
+                ok("rebooting".into())
+            }
+            Request::Poweroff => {
+                self.power(PowerAction::PowerOff, "brigctl poweroff");
+                ok("powering off".into())
+            }
+            Request::ConfigSet { key, value } => config_change(
+                local_settings::change(Path::new(LOCAL_FILE), &key, Some(value)),
+                &key,
+            ),
+            Request::ConfigUnset { key } => config_change(
+                local_settings::change(Path::new(LOCAL_FILE), &key, None),
+                &key,
+            ),
+        })
+    }
+
+    /// Performs the supervisor's answer to a request, or reports its error.
+    pub(crate) fn carry_out(
+        &mut self,
+        actions: Result<Vec<Action>, String>,
+        now: Instant,
+        done: String,
+    ) -> Response {
+        match actions {
+            Ok(actions) => {
+                self.act(actions, now);
+                Response::Ok { message: done }
+            }
+            Err(error) => Response::Error { error },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,5 +16,9 @@
 pub mod boot;
 pub mod config;
 pub mod control;
+pub mod event_loop;
 pub mod host;
 pub mod supervise;
+
+/// This build of Brig, for the boot log and `brigctl status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

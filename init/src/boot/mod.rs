@@ -3,5 +3,6 @@
 //! that keeps the machine's data.
 
 pub mod disk;
+pub mod sequence;
 pub mod state;
 pub mod switch_root;

@@ -8,6 +8,7 @@
 //! `brigctl config set` (`local_settings`) into what PID 1 and the
 //! containers apply.
 
+pub mod apply;
 pub mod boot_partition;
 pub mod config_drive;
 pub mod ec2;

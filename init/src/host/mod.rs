@@ -5,6 +5,7 @@
 pub mod block_devices;
 pub mod coldplug;
 pub mod console;
+pub mod hotplug;
 pub mod kernel_cmdline;
 pub mod modprobe;
 pub mod module_index;

@@ -1,0 +1,283 @@
+//! Applying config: the seed planned and written for the containers, what
+//! PID 1 applies itself (host name, sysctls, modules, mounts, the user's
+//! services), a network datasource fetched by a helper process, and
+//! `brigctl config set` re-planning the file a service reads.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::Path;
+use std::time::Instant;
+
+use brig_spec::cloud_config::{DEFAULT_FILE, LOCAL_FILE};
+use brig_spec::control::Response;
+
+use crate::config::network::{self, Remote};
+use crate::config::{self, local_settings, plan, saved};
+use crate::event_loop::watch;
+use crate::event_loop::NETWORK_SERVICE;
+use crate::event_loop::{Init, Source};
+use crate::host::console::say;
+use crate::host::hotplug::report_modules;
+use crate::host::system::System;
+use crate::host::{block_devices, user_mounts};
+
+/// cloud-init config from what the datasource gave (or the saved one when
+/// it gave nothing): the host name now, files under /run/brig/config for
+/// the system containers. Problems are reported and the rest applies.
+pub(crate) fn read_config(
+    sys: &dyn System,
+    found: Result<Option<config::Seed>, String>,
+) -> Option<plan::Plan> {
+    let saved_dir = Path::new(saved::SAVED_DIR);
+    let seed = match found {
+        Ok(Some(seed)) => {
+            if let Err(e) = saved::save(&seed, saved_dir) {
+                say(&format!("error: config: {e}"));
+            }
+            Some(seed)
+        }
+        Ok(None) => saved::saved(saved_dir),
+        Err(e) => {
+            say(&format!("error: config: {e}"));
+            saved::saved(saved_dir)
+        }
+    };
+    let local = local_settings::read(Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
+        say(&format!(
+            "error: config: {e}; those settings are not applied"
+        ));
+        Default::default()
+    });
+    let default = match fs::read(DEFAULT_FILE) {
+        Ok(data) => {
+            say(&format!(
+                "config: the image's default config ({DEFAULT_FILE}) applies under the datasource"
+            ));
+            Some(data)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            say(&format!("error: config: reading {DEFAULT_FILE}: {e}"));
+            None
+        }
+    };
+    let seed = match seed {
+        Some(seed) => seed,
+        None if local.is_empty() && default.is_none() => {
+            say("config: no datasource found; defaults apply");
+            return None;
+        }
+        None => config::Seed {
+            source: "no datasource".into(),
+            ..Default::default()
+        },
+    };
+    if !local.is_empty() {
+        say(&format!(
+            "config: {} settings from `brigctl config set` ({LOCAL_FILE}) apply over the datasource",
+            local.len()
+        ));
+    }
+    say(&format!("config: from {}", seed.source));
+    let plan = plan::plan(&seed, default.as_deref(), &local);
+    for problem in &plan.problems {
+        say(&format!("config: {problem}"));
+    }
+    if let Some(name) = &plan.hostname {
+        match sys.set_hostname(name) {
+            Ok(()) => say(&format!("hostname {name} (from config)")),
+            Err(e) => say(&format!("error: setting hostname {name:?}: {e}")),
+        }
+    }
+    for (path, text) in &plan.files {
+        if let Err(e) = write_config_file(path, text) {
+            say(&format!("error: config: {e}"));
+        }
+    }
+    Some(plan)
+}
+
+/// Writes a config file for the containers, root's only: config can hold
+/// password hashes and keys.
+pub(crate) fn write_config_file(path: &Path, text: &str) -> Result<(), String> {
+    path.parent()
+        .map_or(Ok(()), fs::create_dir_all)
+        .and_then(|()| {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+        })
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The answer to a config change of `key`, also said on the console. A
+/// change to a section a service reads at each start is written to its
+/// file now, for a restart of that service to apply.
+pub(crate) fn config_change(result: Result<String, String>, key: &str) -> Response {
+    let mut message = match result {
+        Ok(message) => message,
+        Err(error) => return Response::Error { error },
+    };
+    if let Some((_, file, service)) = local_settings::applied_by_restart(key) {
+        if let Err(e) = rewrite_service_config(Path::new(file)) {
+            message = format!("{message}; but {e}, so restarting {service} will not apply it");
+        }
+    }
+    say(&format!("config: {message}"));
+    Response::Ok { message }
+}
+
+/// Writes `file` anew from the config as it is now (the saved datasource,
+/// the image's default, the local settings), or removes it when the
+/// config no longer has that section.
+pub(crate) fn rewrite_service_config(file: &Path) -> Result<(), String> {
+    let local = local_settings::read(Path::new(LOCAL_FILE))?;
+    let plan = plan::replan(Path::new(saved::SAVED_DIR), Path::new(DEFAULT_FILE), &local);
+    match plan.files.iter().find(|(path, _)| path == file) {
+        Some((_, text)) => write_config_file(file, text),
+        None => match fs::remove_file(file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", file.display())),
+        },
+    }
+}
+
+impl Init {
+    /// Applies what config asks of PID 1 itself: sysctls, modules, mounts
+    /// and the user's services (the rest went to files for the containers).
+    pub(crate) fn apply_config(&mut self, plan: plan::Plan) {
+        // Before the services they concern start: host-wide settings.
+        for (name, value) in &plan.sysctl {
+            let path = plan::sysctl_path(name);
+            match fs::write(&path, value) {
+                Ok(()) => say(&format!("sysctl {name} = {value} (from config)")),
+                Err(e) => say(&format!("error: config: sysctl {name} = {value}: {e}")),
+            }
+        }
+        if !plan.modules.is_empty() {
+            let wanted: Vec<(String, String)> = plan
+                .modules
+                .iter()
+                .map(|m| (m.clone(), String::new()))
+                .collect();
+            let outcome = self.load_modules(&wanted);
+            report_modules("modules from config", &outcome);
+        }
+        if !plan.mounts.is_empty() {
+            let volumes = block_devices::scan().unwrap_or_else(|e| {
+                say(&format!("error: mounts: {e}"));
+                Vec::new()
+            });
+            for line in user_mounts::mount_all(&self.sys, &plan.mounts, &volumes) {
+                match line {
+                    Ok(done) => say(&done),
+                    Err(e) => say(&format!("error: {e}")),
+                }
+            }
+        }
+        for spec in plan.services {
+            let name = spec.name.clone();
+            match self.services.supervisor.add(spec) {
+                Ok(()) => say(&format!("config: service {name} added (brig.services)")),
+                Err(e) => say(&format!(
+                    "error: config: `brig.services.{name}`: {e}; not added"
+                )),
+            }
+        }
+    }
+
+    /// Loads the kernel modules services name in `kernel_modules` (those
+    /// the kernel never asks for), before any of them starts. Modules
+    /// already loaded are skipped, so a second call loads only new ones.
+    pub(crate) fn load_service_modules(&mut self) {
+        let wanted: Vec<(String, String)> = self
+            .services
+            .supervisor
+            .services
+            .iter()
+            .flat_map(|s| {
+                let whom = format!(" (for {})", s.spec.name);
+                s.spec
+                    .kernel_modules
+                    .iter()
+                    .map(move |m| (m.clone(), whom.clone()))
+            })
+            .collect();
+        let outcome = self.load_modules(&wanted);
+        if !outcome.loaded.is_empty() || !outcome.errors.is_empty() {
+            report_modules("service modules", &outcome);
+        }
+    }
+
+    /// Starts only the network container, fetches the config in a helper
+    /// process, and goes on in `config_fetched`.
+    pub(crate) fn fetch_config(&mut self, remote: Remote) {
+        say(&format!(
+            "config: no local datasource; fetching from {remote} once the network is up"
+        ));
+        match network::spawn(&remote) {
+            Ok(fd) => match watch(&self.epoll, fd.as_fd()) {
+                Ok(()) => {
+                    self.services.supervisor.hold_all_but(NETWORK_SERVICE);
+                    self.sources.insert(
+                        fd.as_raw_fd(),
+                        Source::Datasource {
+                            remote,
+                            fd,
+                            data: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) => self
+                    .config_fetched(&remote, Err(format!("watching the datasource helper: {e}"))),
+            },
+            Err(e) => self.config_fetched(&remote, Err(e)),
+        }
+    }
+
+    /// The network datasource answered (or not): configure as a local one
+    /// would have, restart the network container if its config changed,
+    /// and let the other services start.
+    pub(crate) fn config_fetched(&mut self, remote: &Remote, found: Result<config::Seed, String>) {
+        let found = found.map(Some).map_err(|e| format!("{remote}: {e}"));
+        let network_before = fs::read(plan::NETWORK_FILE).ok();
+        if let Some(plan) = read_config(&self.sys, found) {
+            self.apply_config(plan);
+            // The user's services, added just now.
+            self.load_service_modules();
+        }
+        if fs::read(plan::NETWORK_FILE).ok() != network_before {
+            say("config: the network config changed; restarting the network container");
+            let now = Instant::now();
+            match self.services.supervisor.restart(NETWORK_SERVICE, now) {
+                Ok(actions) => self.act(actions, now),
+                Err(e) => say(&format!("error: restarting {NETWORK_SERVICE}: {e}")),
+            }
+        }
+        self.services.supervisor.release();
+    }
+
+    pub(crate) fn handle_datasource(&mut self, fd: RawFd) {
+        let Some(Source::Datasource { data, fd: pipe, .. }) = self.sources.get_mut(&fd) else {
+            return;
+        };
+        let mut buf = [0u8; 16384];
+        match nix::unistd::read(&*pipe, &mut buf) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => {
+                data.extend_from_slice(&buf[..n]);
+                return;
+            }
+        }
+        if let Some(Source::Datasource { remote, data, .. }) = self.forget(fd) {
+            self.config_fetched(&remote, network::outcome(&data));
+        }
+    }
+}

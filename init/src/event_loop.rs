@@ -1,0 +1,325 @@
+//! PID 1's event loop: one single-threaded epoll loop over a signalfd
+//! (children, Ctrl-Alt-Del, power requests), kernel uevents (hotplug),
+//! power-button input devices, service output pipes, the control socket and
+//! a config fetch, with the supervisor's deadlines as its timeout. Nothing
+//! here may panic the process or make it exit: every step reports its
+//! errors and the loop carries on. The handlers live with their concern
+//! (`control`, `config::apply`, `host::hotplug`); this file has the loop,
+//! the reaper, power and the services' output.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use brig_spec::control::{LogLine, Response};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use crate::boot::state;
+use crate::config::network::Remote;
+use crate::control::Client;
+use crate::host::coldplug::Coldplug;
+use crate::host::console::{self, say};
+use crate::host::shutdown;
+use crate::host::system::{Linux, PowerAction, System};
+use crate::supervise::log_forward;
+use crate::supervise::services::{Pipe, Services};
+use crate::supervise::supervisor::Action;
+
+/// The system container that brings the network up (network datasources
+/// wait for it).
+pub(crate) const NETWORK_SERVICE: &str = "network";
+
+/// How long services get to stop at shutdown before the rest goes ahead.
+pub(crate) const SERVICES_STOP_LIMIT: Duration = Duration::from_secs(30);
+
+/// What an fd in the epoll set is.
+pub(crate) enum Source {
+    Signals,
+    Uevents,
+    Button(String, File),
+    Output(Pipe),
+    Listener(UnixListener),
+    Client(Box<Client>),
+    /// The helper fetching config over the network, and what it wrote.
+    Datasource {
+        remote: Remote,
+        fd: OwnedFd,
+        data: Vec<u8>,
+    },
+}
+
+pub struct Init {
+    pub(crate) sys: Linux,
+    pub(crate) epoll: Epoll,
+    pub(crate) signals: SignalFd,
+    pub(crate) uevents: Option<OwnedFd>,
+    pub(crate) sources: HashMap<RawFd, Source>,
+    pub(crate) coldplug: Coldplug,
+    pub(crate) services: Services,
+    /// Echo service output on the console (`brig.service_output=console`).
+    pub(crate) echo_output: bool,
+    pub(crate) announced_ready: bool,
+    /// A power action waiting for services to stop, and until when.
+    pub(crate) pending_power: Option<(PowerAction, Instant)>,
+    /// How this boot reached PID 1, for `brigctl status`.
+    pub(crate) boot: String,
+    pub(crate) state: state::State,
+    /// Service output and PID 1's messages on their way to the log service.
+    pub(crate) forward: log_forward::Forwarder,
+}
+
+pub(crate) fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {
+    epoll.add(
+        fd,
+        EpollEvent::new(EpollFlags::EPOLLIN, fd.as_raw_fd() as u64),
+    )
+}
+
+/// Seconds since boot, for log lines.
+pub(crate) fn uptime() -> f64 {
+    console::since_boot().as_secs_f64()
+}
+
+impl Init {
+    /// One turn of the event loop: act on what is due, wait, handle events.
+    pub fn turn(&mut self) {
+        self.supervise();
+        let timeout = match self.services.supervisor.next_deadline() {
+            Some(deadline) => {
+                let ms = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(60_000) as u16;
+                EpollTimeout::from(ms.max(1))
+            }
+            None if self.pending_power.is_some() => EpollTimeout::from(100u16),
+            None => EpollTimeout::NONE,
+        };
+        let mut events = [EpollEvent::empty(); 32];
+        let n = match self.epoll.wait(&mut events, timeout) {
+            Ok(n) => n,
+            Err(nix::Error::EINTR) => return,
+            Err(e) => {
+                say(&format!("error: waiting for events: {e}"));
+                self.sys.sleep(Duration::from_secs(1));
+                return;
+            }
+        };
+        for event in &events[..n] {
+            self.handle(event.data() as RawFd);
+        }
+        self.forward_logs();
+    }
+
+    /// PID 1's messages and the lines published since the last turn, to
+    /// the log service if it is there (they wait for it otherwise).
+    pub(crate) fn forward_logs(&mut self) {
+        let now = console::since_boot();
+        for (at, text) in console::take_notes() {
+            self.forward.push_note(&text, now.saturating_sub(at));
+        }
+        if self.forward.pending() > 0 {
+            self.forward.flush();
+        }
+    }
+
+    /// Lets the supervisor act, announces readiness, finishes a pending shutdown.
+    pub(crate) fn supervise(&mut self) {
+        let now = Instant::now();
+        let actions = self.services.supervisor.tick(now);
+        self.act(actions, now);
+        if self.pending_power.is_none() {
+            if let Some(e) = self.services.prepare_ahead() {
+                say(&format!("error: {e}"));
+            }
+        }
+        if !self.announced_ready && self.services.settled() {
+            self.announced_ready = true;
+            let not_up: Vec<String> = self
+                .services
+                .status(now)
+                .into_iter()
+                .filter(|s| !matches!(s.state.as_str(), "running" | "done" | "stopped"))
+                .map(|s| format!("{} ({}: {})", s.name, s.state, s.detail.unwrap_or_default()))
+                .collect();
+            if not_up.is_empty() {
+                say("ready");
+            } else {
+                say(&format!("ready; not running: {}", not_up.join(", ")));
+            }
+            if let Some(kib) = fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| console::resident_kib(&s))
+            {
+                say(&format!("PID 1 resident memory {kib} KiB"));
+            }
+        }
+        if let Some((action, deadline)) = self.pending_power {
+            if self.services.supervisor.all_stopped() || now >= deadline {
+                self.pending_power = None;
+                let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+                let error = shutdown::shut_down(&self.sys, action, &mounts, &mut |m| say(m));
+                say(&format!(
+                    "error: the kernel refused {}: {error}; still running",
+                    action.verb()
+                ));
+            }
+        }
+    }
+
+    pub(crate) fn handle(&mut self, fd: RawFd) {
+        match self.sources.get(&fd) {
+            Some(Source::Signals) => self.handle_signals(),
+            Some(Source::Uevents) => self.drain_uevents(),
+            Some(Source::Button(..)) => self.handle_button(fd),
+            Some(Source::Output(_)) => self.handle_output(fd),
+            Some(Source::Listener(_)) => self.accept_clients(fd),
+            Some(Source::Client(_)) => self.handle_client(fd),
+            Some(Source::Datasource { .. }) => self.handle_datasource(fd),
+            None => {}
+        }
+    }
+
+    pub(crate) fn forget(&mut self, fd: RawFd) -> Option<Source> {
+        let source = self.sources.remove(&fd)?;
+        // SAFETY: fd is open: its owner (in `source`) is dropped only below.
+        let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        Some(source)
+    }
+
+    pub(crate) fn handle_signals(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            let request = match Signal::try_from(info.ssi_signo as i32).ok() {
+                Some(Signal::SIGCHLD) => {
+                    self.reap();
+                    None
+                }
+                Some(Signal::SIGINT) => Some((PowerAction::Reboot, "Ctrl-Alt-Del")),
+                Some(Signal::SIGTERM) => Some((PowerAction::Reboot, "SIGTERM")),
+                Some(Signal::SIGUSR1) => Some((PowerAction::Halt, "SIGUSR1")),
+                Some(Signal::SIGUSR2) | Some(Signal::SIGPWR) => {
+                    Some((PowerAction::PowerOff, "power signal"))
+                }
+                _ => None,
+            };
+            if let Some((action, reason)) = request {
+                self.power(action, reason);
+            }
+        }
+    }
+
+    /// The one central reaper: every exited child goes through here.
+    pub(crate) fn reap(&mut self) {
+        loop {
+            let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid.as_raw(), 128 + signal as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            if let Some(line) = self.services.exited(pid, code, Instant::now(), uptime()) {
+                self.publish(vec![line]);
+            }
+        }
+    }
+
+    /// The one way to power off, reboot or halt; the control API calls it too.
+    /// Services are stopped in order first; the rest happens in `supervise`.
+    pub(crate) fn power(&mut self, action: PowerAction, reason: &str) {
+        if self.pending_power.is_some() {
+            return;
+        }
+        say(&format!("{} ({reason})", action.verb()));
+        let now = Instant::now();
+        let actions = self.services.supervisor.shut_down(now);
+        self.act(actions, now);
+        self.pending_power = Some((action, now + SERVICES_STOP_LIMIT));
+    }
+
+    /// Carries out supervisor actions: new output pipes join the epoll set,
+    /// PID 1's notes about the services are published.
+    pub(crate) fn act(&mut self, actions: Vec<Action>, now: Instant) {
+        for action in actions {
+            let (pipes, notes) = self.services.perform(action, now, uptime());
+            for pipe in pipes {
+                if let Err(e) = watch(&self.epoll, pipe.fd.as_fd()) {
+                    say(&format!("error: watching output of {}: {e}", pipe.service));
+                    continue;
+                }
+                self.sources
+                    .insert(pipe.fd.as_raw_fd(), Source::Output(pipe));
+            }
+            self.publish(notes);
+        }
+    }
+
+    /// New log lines: to followers, and to the console if asked.
+    pub(crate) fn publish(&mut self, lines: Vec<LogLine>) {
+        if lines.is_empty() {
+            return;
+        }
+        if self.echo_output {
+            for line in &lines {
+                console::echo(&format!("[{}] {}", line.service, line.text));
+            }
+        }
+        let now = console::since_boot();
+        for line in &lines {
+            let age = now.saturating_sub(Duration::from_secs_f64(line.time.max(0.0)));
+            self.forward.push_line(line, age);
+        }
+        let mut gone = Vec::new();
+        for (fd, source) in &mut self.sources {
+            if let Source::Client(client) = source {
+                if let Some(service) = &client.follow {
+                    let mine: Vec<LogLine> = lines
+                        .iter()
+                        .filter(|l| &l.service == service)
+                        .cloned()
+                        .collect();
+                    if !mine.is_empty() && !client.send(&Response::Log { lines: mine }) {
+                        gone.push(*fd);
+                    }
+                }
+            }
+        }
+        for fd in gone {
+            self.forget(fd);
+        }
+    }
+
+    pub(crate) fn handle_output(&mut self, fd: RawFd) {
+        let Some(Source::Output(pipe)) = self.sources.get(&fd) else {
+            return;
+        };
+        let (service, stream) = (pipe.service.clone(), pipe.stream);
+        let mut buf = [0u8; 8192];
+        let mut lines = Vec::new();
+        let mut closed = false;
+        loop {
+            match nix::unistd::read(&pipe.fd, &mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => lines.extend(self.services.output(&service, stream, &buf[..n], uptime())),
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::EAGAIN) => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed {
+            lines.extend(self.services.output_closed(&service, stream, uptime()));
+            self.forget(fd);
+        }
+        self.publish(lines);
+    }
+}
