@@ -309,11 +309,13 @@ impl Init {
                 ok("powering off".into())
             }
             Request::ConfigSet { key, value } => config_change(
-                local_settings::change(Path::new(LOCAL_FILE), &key, Some(value)),
+                &self.sys,
+                local_settings::change(&self.sys, Path::new(LOCAL_FILE), &key, Some(value)),
                 &key,
             ),
             Request::ConfigUnset { key } => config_change(
-                local_settings::change(Path::new(LOCAL_FILE), &key, None),
+                &self.sys,
+                local_settings::change(&self.sys, Path::new(LOCAL_FILE), &key, None),
                 &key,
             ),
         })

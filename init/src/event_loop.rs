@@ -17,7 +17,6 @@ use brig_spec::control::{LogLine, Response};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use crate::boot::state;
 use crate::config::network::Remote;
@@ -215,13 +214,7 @@ impl Init {
 
     /// The one central reaper: every exited child goes through here.
     pub(crate) fn reap(&mut self) {
-        loop {
-            let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid.as_raw(), 128 + signal as i32),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
-            };
+        while let Some((pid, code)) = self.sys.reap() {
             if let Some(line) = self.services.exited(pid, code, Instant::now(), uptime()) {
                 self.publish(vec![line]);
             }

@@ -102,24 +102,20 @@ pub fn boot() -> Result<Init, String> {
 
     // Names in config URLs resolve with the network container's DNS.
     let resolv = format!("{}/resolv.conf", brig_spec::network::DNS_DIR);
-    if let Err(e) = std::os::unix::fs::symlink(&resolv, "/etc/resolv.conf") {
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            say(&format!("error: linking /etc/resolv.conf to {resolv}: {e}"));
-        }
+    if let Err(e) = sys.symlink(&resolv, "/etc/resolv.conf") {
+        say(&format!("error: linking /etc/resolv.conf to {resolv}: {e}"));
     }
 
     // syslog(3) in PID 1's own root and in privileged containers (which
     // see this /dev) reaches the log service.
-    if let Err(e) = std::os::unix::fs::symlink(brig_spec::logs::SYSLOG_SOCKET, "/dev/log") {
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            say(&format!("error: linking /dev/log: {e}"));
-        }
+    if let Err(e) = sys.symlink(brig_spec::logs::SYSLOG_SOCKET, "/dev/log") {
+        say(&format!("error: linking /dev/log: {e}"));
     }
 
     // Modules the kernel asks for later (a bond, a bridge) come through us.
     let _ = fs::create_dir_all("/sbin");
-    let _ = fs::remove_file(modprobe::PATH);
-    if let Err(e) = std::os::unix::fs::symlink("/init", modprobe::PATH) {
+    let _ = sys.remove_file(Path::new(modprobe::PATH));
+    if let Err(e) = sys.symlink("/init", modprobe::PATH) {
         say(&format!("error: creating {}: {e}", modprobe::PATH));
     }
 

@@ -3,8 +3,6 @@
 //! services), a network datasource fetched by a helper process, and
 //! `brigctl config set` re-planning the file a service reads.
 
-use std::fs;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Instant;
@@ -32,24 +30,24 @@ pub(crate) fn read_config(
     let saved_dir = Path::new(saved::SAVED_DIR);
     let seed = match found {
         Ok(Some(seed)) => {
-            if let Err(e) = saved::save(&seed, saved_dir) {
+            if let Err(e) = saved::save(sys, &seed, saved_dir) {
                 say(&format!("error: config: {e}"));
             }
             Some(seed)
         }
-        Ok(None) => saved::saved(saved_dir),
+        Ok(None) => saved::saved(sys, saved_dir),
         Err(e) => {
             say(&format!("error: config: {e}"));
-            saved::saved(saved_dir)
+            saved::saved(sys, saved_dir)
         }
     };
-    let local = local_settings::read(Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
+    let local = local_settings::read(sys, Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
         say(&format!(
             "error: config: {e}; those settings are not applied"
         ));
         Default::default()
     });
-    let default = match fs::read(DEFAULT_FILE) {
+    let default = match sys.read_file(Path::new(DEFAULT_FILE)) {
         Ok(data) => {
             say(&format!(
                 "config: the image's default config ({DEFAULT_FILE}) applies under the datasource"
@@ -91,7 +89,7 @@ pub(crate) fn read_config(
         }
     }
     for (path, text) in &plan.files {
-        if let Err(e) = write_config_file(path, text) {
+        if let Err(e) = write_config_file(sys, path, text) {
             say(&format!("error: config: {e}"));
         }
     }
@@ -100,32 +98,25 @@ pub(crate) fn read_config(
 
 /// Writes a config file for the containers, root's only: config can hold
 /// password hashes and keys.
-pub(crate) fn write_config_file(path: &Path, text: &str) -> Result<(), String> {
-    path.parent()
-        .map_or(Ok(()), fs::create_dir_all)
-        .and_then(|()| {
-            use std::os::unix::fs::OpenOptionsExt;
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(path)
-        })
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+pub(crate) fn write_config_file(sys: &dyn System, path: &Path, text: &str) -> Result<(), String> {
+    sys.write_file(path, text.as_bytes(), 0o600)
         .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// The answer to a config change of `key`, also said on the console. A
 /// change to a section a service reads at each start is written to its
 /// file now, for a restart of that service to apply.
-pub(crate) fn config_change(result: Result<String, String>, key: &str) -> Response {
+pub(crate) fn config_change(
+    sys: &dyn System,
+    result: Result<String, String>,
+    key: &str,
+) -> Response {
     let mut message = match result {
         Ok(message) => message,
         Err(error) => return Response::Error { error },
     };
     if let Some((_, file, service)) = local_settings::applied_by_restart(key) {
-        if let Err(e) = rewrite_service_config(Path::new(file)) {
+        if let Err(e) = rewrite_service_config(sys, Path::new(file)) {
             message = format!("{message}; but {e}, so restarting {service} will not apply it");
         }
     }
@@ -136,16 +127,19 @@ pub(crate) fn config_change(result: Result<String, String>, key: &str) -> Respon
 /// Writes `file` anew from the config as it is now (the saved datasource,
 /// the image's default, the local settings), or removes it when the
 /// config no longer has that section.
-pub(crate) fn rewrite_service_config(file: &Path) -> Result<(), String> {
-    let local = local_settings::read(Path::new(LOCAL_FILE))?;
-    let plan = plan::replan(Path::new(saved::SAVED_DIR), Path::new(DEFAULT_FILE), &local);
+pub(crate) fn rewrite_service_config(sys: &dyn System, file: &Path) -> Result<(), String> {
+    let local = local_settings::read(sys, Path::new(LOCAL_FILE))?;
+    let plan = plan::replan(
+        sys,
+        Path::new(saved::SAVED_DIR),
+        Path::new(DEFAULT_FILE),
+        &local,
+    );
     match plan.files.iter().find(|(path, _)| path == file) {
-        Some((_, text)) => write_config_file(file, text),
-        None => match fs::remove_file(file) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("removing {}: {e}", file.display())),
-        },
+        Some((_, text)) => write_config_file(sys, file, text),
+        None => sys
+            .remove_file(file)
+            .map_err(|e| format!("removing {}: {e}", file.display())),
     }
 }
 
@@ -156,7 +150,7 @@ impl Init {
         // Before the services they concern start: host-wide settings.
         for (name, value) in &plan.sysctl {
             let path = plan::sysctl_path(name);
-            match fs::write(&path, value) {
+            match self.sys.set_sysctl(&path, value) {
                 Ok(()) => say(&format!("sysctl {name} = {value} (from config)")),
                 Err(e) => say(&format!("error: config: sysctl {name} = {value}: {e}")),
             }
@@ -247,13 +241,13 @@ impl Init {
     /// and let the other services start.
     pub(crate) fn config_fetched(&mut self, remote: &Remote, found: Result<config::Seed, String>) {
         let found = found.map(Some).map_err(|e| format!("{remote}: {e}"));
-        let network_before = fs::read(plan::NETWORK_FILE).ok();
+        let network_before = self.sys.read_file(Path::new(plan::NETWORK_FILE)).ok();
         if let Some(plan) = read_config(&self.sys, found) {
             self.apply_config(plan);
             // The user's services, added just now.
             self.load_service_modules();
         }
-        if fs::read(plan::NETWORK_FILE).ok() != network_before {
+        if self.sys.read_file(Path::new(plan::NETWORK_FILE)).ok() != network_before {
             say("config: the network config changed; restarting the network container");
             let now = Instant::now();
             match self.services.supervisor.restart(NETWORK_SERVICE, now) {

@@ -2,13 +2,13 @@
 //! (`LOCAL_FILE`) that is merged over the datasource's cloud-config at each
 //! boot. A value is checked before it is saved, and saved atomically.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use brig_spec::cloud_config::{interpret, UserDocument};
 use brig_spec::key_path;
 use serde_json::{Map, Value};
+
+use crate::host::system::System;
 
 /// `local` with `key` set to `value` (or removed, for None), if the result
 /// is valid cloud-config at that key.
@@ -69,11 +69,16 @@ pub fn applied_by_restart(key: &str) -> Option<(&'static str, &'static str, &'st
 }
 
 /// Sets or removes `key` in the file at `path`; a message for the user.
-pub fn change(path: &Path, key: &str, value: Option<Value>) -> Result<String, String> {
-    let local = read(path)?;
+pub fn change(
+    sys: &dyn System,
+    path: &Path,
+    key: &str,
+    value: Option<Value>,
+) -> Result<String, String> {
+    let local = read(sys, path)?;
     let shown = value.as_ref().map(Value::to_string);
     let next = updated(&local, key, value)?;
-    save(path, &next)?;
+    save(sys, path, &next)?;
     let applies = match applied_by_restart(key) {
         Some((_, _, service)) => {
             format!("`sudo brigctl restart {service}` applies it now, a reboot too")
@@ -86,26 +91,19 @@ pub fn change(path: &Path, key: &str, value: Option<Value>) -> Result<String, St
     })
 }
 
-/// Write, sync, rename, sync the directory: a power cut leaves the old
+/// Replaced atomically (`System::write_file`): a power cut leaves the old
 /// settings or the new, never a part.
-fn save(path: &Path, settings: &Map<String, Value>) -> Result<(), String> {
-    let what = |e: std::io::Error| format!("saving {}: {e}", path.display());
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir).map_err(what)?;
-    let temporary = path.with_extension("json.new");
+fn save(sys: &dyn System, path: &Path, settings: &Map<String, Value>) -> Result<(), String> {
     let text = serde_json::to_string_pretty(settings).unwrap_or_default() + "\n";
-    let mut file = fs::File::create(&temporary).map_err(what)?;
-    file.write_all(text.as_bytes()).map_err(what)?;
-    file.sync_all().map_err(what)?;
-    fs::rename(&temporary, path).map_err(what)?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
+    sys.write_file(path, text.as_bytes(), 0o644)
+        .map_err(|e| format!("saving {}: {e}", path.display()))
 }
 
 /// The settings made with `brigctl config set`: a JSON mapping at `path`,
 /// none when the file does not exist.
-pub fn read(path: &Path) -> Result<Map<String, Value>, String> {
-    match fs::read_to_string(path) {
-        Ok(text) => match serde_json::from_str(&text) {
+pub fn read(sys: &dyn System, path: &Path) -> Result<Map<String, Value>, String> {
+    match sys.read_file(path) {
+        Ok(text) => match serde_json::from_slice(&text) {
             Ok(Value::Object(map)) => Ok(map),
             Ok(_) => Err(format!("{}: not a mapping", path.display())),
             Err(e) => Err(format!("{}: {e}", path.display())),
@@ -118,7 +116,9 @@ pub fn read(path: &Path) -> Result<Map<String, Value>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::system::Linux;
     use serde_json::json;
+    use std::fs;
 
     #[test]
     fn values_are_checked_before_they_are_saved() {
@@ -143,19 +143,19 @@ mod tests {
     fn settings_are_saved_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config/local.json");
-        let said = change(&path, "hostname", Some(json!("node-9"))).unwrap();
+        let said = change(&Linux, &path, "hostname", Some(json!("node-9"))).unwrap();
         assert_eq!(
             said,
             "hostname = \"node-9\" saved; it applies from the next boot"
         );
-        change(&path, "timezone", Some(json!("Europe/Berlin"))).unwrap();
-        let saved = read(&path).unwrap();
+        change(&Linux, &path, "timezone", Some(json!("Europe/Berlin"))).unwrap();
+        let saved = read(&Linux, &path).unwrap();
         assert_eq!(saved["hostname"], "node-9");
         assert_eq!(saved["timezone"], "Europe/Berlin");
-        change(&path, "hostname", None).unwrap();
-        assert!(!read(&path).unwrap().contains_key("hostname"));
+        change(&Linux, &path, "hostname", None).unwrap();
+        assert!(!read(&Linux, &path).unwrap().contains_key("hostname"));
         assert_eq!(fs::read_dir(dir.path().join("config")).unwrap().count(), 1);
-        let said = change(&path, "brig.docker.debug", Some(json!(true))).unwrap();
+        let said = change(&Linux, &path, "brig.docker.debug", Some(json!(true))).unwrap();
         assert_eq!(
             said,
             "brig.docker.debug = true saved; `sudo brigctl restart docker` applies it now, a reboot too"

@@ -4,7 +4,6 @@
 //! mounts and services for PID 1, and the files under /run/brig/config for
 //! the system containers. Every problem is reported and the rest applies.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use brig_spec::cloud_config::{
@@ -15,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::config::saved::saved;
 use crate::config::Seed;
+use crate::host::system::System;
 
 /// What to do with a seed: the host name to set and the files to write.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -55,12 +55,17 @@ pub const NTP_SERVERS_FILE: &str = "/run/brig/config/ntp/servers.conf";
 /// The plan for the settings `local` holds now, over the datasource this
 /// boot saved in `saved_dir` and the image's default user data (for a
 /// `brigctl config set` while the machine runs).
-pub fn replan(saved_dir: &Path, default_file: &Path, local: &Map<String, Value>) -> Plan {
-    let seed = saved(saved_dir).unwrap_or_else(|| Seed {
+pub fn replan(
+    sys: &dyn System,
+    saved_dir: &Path,
+    default_file: &Path,
+    local: &Map<String, Value>,
+) -> Plan {
+    let seed = saved(sys, saved_dir).unwrap_or_else(|| Seed {
         source: "no datasource".into(),
         ..Default::default()
     });
-    let default = fs::read(default_file).ok();
+    let default = sys.read_file(default_file).ok();
     plan(&seed, default.as_deref(), local)
 }
 
@@ -177,6 +182,7 @@ fn json_file<T: serde::Serialize>(value: &T) -> String {
 mod tests {
     use super::*;
     use crate::config::saved::save;
+    use crate::host::system::Linux;
 
     #[test]
     fn sysctl_names_map_to_proc() {
@@ -304,7 +310,7 @@ mod tests {
             ),
             ..Seed::default()
         };
-        save(&seed, dir.path()).unwrap();
+        save(&Linux, &seed, dir.path()).unwrap();
         let docker = |p: &Plan| {
             p.files
                 .iter()
@@ -312,19 +318,25 @@ mod tests {
                 .map(|(_, text)| serde_json::from_str::<Value>(text).unwrap())
         };
         let absent = dir.path().join("no-default");
-        let p = replan(dir.path(), &absent, &Map::new());
+        let p = replan(&Linux, dir.path(), &absent, &Map::new());
         let mirrors = |d: &Value| d["daemon"]["registry-mirrors"][0].clone();
         assert_eq!(mirrors(&docker(&p).unwrap()), "https://a.test");
         let local: Map<String, Value> =
             serde_json::from_str(r#"{"brig": {"docker": {"debug": true}}}"#).unwrap();
-        let p = replan(dir.path(), &absent, &local);
+        let p = replan(&Linux, dir.path(), &absent, &local);
         let d = docker(&p).unwrap();
         assert_eq!(mirrors(&d), "https://a.test", "{d}");
         assert_eq!(d["daemon"]["debug"], true, "{d}");
         // No datasource saved: the local settings alone.
-        let p = replan(&dir.path().join("none"), &absent, &local);
+        let p = replan(&Linux, &dir.path().join("none"), &absent, &local);
         assert_eq!(docker(&p).unwrap()["daemon"]["debug"], true);
-        assert!(docker(&replan(&dir.path().join("none"), &absent, &Map::new())).is_none());
+        assert!(docker(&replan(
+            &Linux,
+            &dir.path().join("none"),
+            &absent,
+            &Map::new()
+        ))
+        .is_none());
     }
 
     #[test]

@@ -2,19 +2,18 @@
 //! boots once without its datasource (a seed disk detached) keeps its users
 //! and keys.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{Datasource, Seed};
+use crate::host::system::System;
 
 /// Where the last datasource's files are kept: a machine that boots once
 /// without its datasource (a seed disk detached) keeps its users and keys.
 pub const SAVED_DIR: &str = "/var/lib/brig/config/datasource";
 
 /// Keeps `seed`'s files in `dir`, each replaced atomically.
-pub fn save(seed: &Seed, dir: &Path) -> Result<(), String> {
+pub fn save(sys: &dyn System, seed: &Seed, dir: &Path) -> Result<(), String> {
     let what = |e: std::io::Error| format!("saving the datasource in {}: {e}", dir.display());
-    fs::create_dir_all(dir).map_err(what)?;
     for (name, data) in [
         ("user-data", seed.user_data.clone()),
         ("meta-data", seed.meta_data.clone().map(String::into_bytes)),
@@ -24,27 +23,17 @@ pub fn save(seed: &Seed, dir: &Path) -> Result<(), String> {
         ),
     ] {
         let path = dir.join(name);
-        let Some(data) = data else {
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(what(e)),
-                _ => continue,
-            }
-        };
-        let temporary = dir.join(format!(".{name}.new"));
-        let written = fs::File::create(&temporary).and_then(|mut f| {
-            std::io::Write::write_all(&mut f, &data)?;
-            f.sync_all()
-        });
-        written
-            .and_then(|()| fs::rename(&temporary, &path))
-            .map_err(what)?;
+        match data {
+            Some(data) => sys.write_file(&path, &data, 0o644).map_err(what)?,
+            None => sys.remove_file(&path).map_err(what)?,
+        }
     }
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)
+    Ok(())
 }
 
 /// The datasource saved by an earlier boot, if any.
-pub fn saved(dir: &Path) -> Option<Seed> {
-    let read = |name: &str| fs::read(dir.join(name)).ok();
+pub fn saved(sys: &dyn System, dir: &Path) -> Option<Seed> {
+    let read = |name: &str| sys.read_file(&dir.join(name)).ok();
     let user_data = read("user-data")?;
     Some(Seed {
         source: format!(
@@ -58,36 +47,42 @@ pub fn saved(dir: &Path) -> Option<Seed> {
 }
 
 /// The saved datasource as a datasource: the last step of the order.
-pub struct Saved(pub PathBuf);
+pub struct Saved<'a> {
+    pub sys: &'a dyn System,
+    pub dir: &'a Path,
+}
 
-impl Datasource for Saved {
+impl Datasource for Saved<'_> {
     fn read(&mut self) -> Result<Option<Seed>, String> {
-        Ok(saved(&self.0))
+        Ok(saved(self.sys, self.dir))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::system::Linux;
+    use std::fs;
 
     #[test]
     fn the_datasource_is_kept_for_boots_without_one() {
         let dir = tempfile::tempdir().unwrap();
         let saved_dir = dir.path().join("datasource");
-        assert_eq!(saved(&saved_dir), None);
+        assert_eq!(saved(&Linux, &saved_dir), None);
         let seed = Seed {
             source: "/dev/vdb".into(),
             user_data: Some(b"#cloud-config\nhostname: kept\n".to_vec()),
             meta_data: Some("instance-id: i-1\n".into()),
             network_config: Some("version: 2\n".into()),
         };
-        save(&seed, &saved_dir).unwrap();
-        let again = saved(&saved_dir).unwrap();
+        save(&Linux, &seed, &saved_dir).unwrap();
+        let again = saved(&Linux, &saved_dir).unwrap();
         assert_eq!(again.user_data, seed.user_data);
         assert_eq!(again.network_config, seed.network_config);
         assert!(again.source.contains("saved at an earlier boot"));
         // A newer datasource without network-config: the old one goes.
         save(
+            &Linux,
             &Seed {
                 network_config: None,
                 ..seed
@@ -95,7 +90,7 @@ mod tests {
             &saved_dir,
         )
         .unwrap();
-        assert_eq!(saved(&saved_dir).unwrap().network_config, None);
+        assert_eq!(saved(&Linux, &saved_dir).unwrap().network_config, None);
         assert_eq!(
             fs::read_dir(&saved_dir).unwrap().count(),
             2,

@@ -53,6 +53,23 @@ pub trait System {
     fn kill_all(&self, signal: Signal) -> io::Result<()>;
     /// Reaps exited children; returns false once no child is left.
     fn reap_children(&self) -> bool;
+    /// Reaps one exited child: its pid and exit code (128 + the signal
+    /// that killed it); None while no child has exited.
+    fn reap(&self) -> Option<(i32, i32)>;
+    /// The whole file at `path`.
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Replaces the file at `path` with `data`, making its directory if
+    /// needed: written beside it, synced, renamed over it, the directory
+    /// synced, so a reader or a power cut sees the old file or the new,
+    /// never a part. The file gets `mode`.
+    fn write_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()>;
+    /// Writes `value` to the sysctl file at `path` (under /proc/sys).
+    fn set_sysctl(&self, path: &Path, value: &str) -> io::Result<()>;
+    /// Removes the file at `path`; one that is not there is no error.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes `link` a symbolic link to `target`; an existing `link` is no
+    /// error.
+    fn symlink(&self, target: &str, link: &str) -> io::Result<()>;
     fn sleep(&self, duration: Duration);
     fn sync(&self);
     /// Only returns on failure.
@@ -150,6 +167,64 @@ impl System for Linux {
         }
     }
 
+    fn reap(&self) -> Option<(i32, i32)> {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        loop {
+            return match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => Some((pid.as_raw(), code)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    Some((pid.as_raw(), 128 + signal as i32))
+                }
+                // Stopped or continued: not an exit.
+                Ok(WaitStatus::StillAlive) | Err(_) => None,
+                Ok(_) => continue,
+            };
+        }
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    fn write_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir)?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temporary = dir.join(format!(".{name}.new"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temporary)?;
+        // A leftover temporary file from a power cut may have another mode.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        File::open(dir)?.sync_all()
+    }
+
+    fn set_sysctl(&self, path: &Path, value: &str) -> io::Result<()> {
+        std::fs::write(path, value)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            result => result,
+        }
+    }
+
+    fn symlink(&self, target: &str, link: &str) -> io::Result<()> {
+        match std::os::unix::fs::symlink(target, link) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            result => result,
+        }
+    }
+
     fn sleep(&self, duration: Duration) {
         std::thread::sleep(duration);
     }
@@ -190,6 +265,10 @@ pub mod fake {
         pub on_load: Option<LoadHook>,
         /// How many reap calls report children still alive.
         pub children_alive_for: RefCell<usize>,
+        /// Children that have exited, for `reap`: (pid, code).
+        pub exited: RefCell<std::collections::VecDeque<(i32, i32)>>,
+        /// The files written, as a filesystem would hold them.
+        pub files: RefCell<HashMap<std::path::PathBuf, Vec<u8>>>,
     }
 
     impl Recorder {
@@ -207,6 +286,13 @@ pub mod fake {
 
         pub fn calls(&self) -> Vec<String> {
             self.calls.borrow().clone()
+        }
+
+        /// The text of the file at `path`, if one was written there.
+        pub fn file(&self, path: &str) -> Option<String> {
+            let files = self.files.borrow();
+            let data = files.get(Path::new(path))?;
+            Some(String::from_utf8_lossy(data).into_owned())
         }
     }
 
@@ -265,6 +351,32 @@ pub mod fake {
             *left -= 1;
             true
         }
+        fn reap(&self) -> Option<(i32, i32)> {
+            self.exited.borrow_mut().pop_front()
+        }
+        fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+            let files = self.files.borrow();
+            files
+                .get(path)
+                .cloned()
+                .ok_or(io::ErrorKind::NotFound.into())
+        }
+        fn write_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+            self.record(format!("write {} {mode:o}", path.display()))?;
+            self.files.borrow_mut().insert(path.into(), data.to_vec());
+            Ok(())
+        }
+        fn set_sysctl(&self, path: &Path, value: &str) -> io::Result<()> {
+            self.record(format!("sysctl {} {value}", path.display()))
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            self.record(format!("remove {}", path.display()))?;
+            self.files.borrow_mut().remove(path);
+            Ok(())
+        }
+        fn symlink(&self, target: &str, link: &str) -> io::Result<()> {
+            self.record(format!("symlink {link} -> {target}"))
+        }
         fn sleep(&self, duration: Duration) {
             self.calls
                 .borrow_mut()
@@ -277,5 +389,32 @@ pub mod fake {
             let _ = self.record(format!("power {action:?}"));
             io::Error::from_raw_os_error(libc::EPERM)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn files_are_replaced_whole_with_their_mode_and_nothing_left_beside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config/docker/daemon.json");
+        Linux.write_file(&path, b"first", 0o600).unwrap();
+        Linux.write_file(&path, b"second", 0o600).unwrap();
+        assert_eq!(Linux.read_file(&path).unwrap(), b"second");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["daemon.json"], "no temporary file left");
+        Linux.remove_file(&path).unwrap();
+        Linux
+            .remove_file(&path)
+            .expect("a file already gone is no error");
+        assert!(Linux.read_file(&path).is_err());
     }
 }
