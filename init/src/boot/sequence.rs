@@ -28,6 +28,7 @@ use crate::host::hotplug::report_modules;
 use crate::host::kernel_cmdline::Cmdline;
 use crate::host::system::{Linux, System};
 use crate::host::{block_devices, modprobe, mounts, power_button, uevent};
+use crate::supervise::containers::Containers;
 use crate::supervise::log_forward;
 use crate::supervise::services;
 use crate::supervise::services::Services;
@@ -55,6 +56,13 @@ pub(crate) const CONTAINER_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
 /// How long PID 1 waits for the system partition the command line names
 /// (a USB disk can take seconds to appear).
 pub(crate) const SYSTEM_PARTITION_WAIT: Duration = Duration::from_secs(15);
+
+/// The system containers in the image (`services::IMAGES`), run with the
+/// real runtime.
+fn system_services(cgroups: Option<PathBuf>) -> Services {
+    let images = Path::new(services::IMAGES);
+    Services::new(images, Box::new(Containers::new(images, cgroups)))
+}
 
 /// The running kernel's modules in the image.
 pub fn modules_dir() -> PathBuf {
@@ -184,7 +192,7 @@ pub fn boot() -> Result<Init, String> {
         uevents,
         sources,
         coldplug,
-        services: Services::new(Path::new(services::IMAGES), cgroups.clone()),
+        services: system_services(cgroups.clone()),
         echo_output: cmdline.value("brig.service_output") == Some("console"),
         announced_ready: false,
         pending_power: None,
@@ -328,7 +336,7 @@ impl Init {
             "system partition {device} mounted on {}",
             disk::SYSTEM_MOUNT
         ));
-        self.services = Services::new(Path::new(services::IMAGES), cgroups);
+        self.services = system_services(cgroups);
         self.boot = format!("disk /dev/{} (system partition {device})", partition.disk);
         Some(partition.disk)
     }

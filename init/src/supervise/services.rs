@@ -3,25 +3,22 @@
 //! mounts, cgroups, spawn, signals, readiness checks) and keeps each
 //! service's output.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use brig_runtime::{cgroup, image, netns, Paths};
 use brig_spec::control::{LogLine, ServiceStatus, READ_ONLY_GID};
-use brig_spec::service::{Namespace, Readiness, ServiceSpec};
+use brig_spec::service::{Readiness, ServiceSpec};
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
+use crate::supervise::containers::Runtime;
 use crate::supervise::log_ring::{self, LogRing};
 use crate::supervise::supervisor::{Action, State, Supervisor};
 
 /// Where `brig build` puts each service's `<name>.toml` and `<name>.squashfs`.
 pub const IMAGES: &str = "/lib/brig/containers";
-/// Runtime state: `images/<name>` (mounted images), `containers/<name>`.
-pub const RUN: &str = "/run/brig";
 /// Runtime directories that system containers share through bind mounts:
 /// DNS and NTP sources written by the network container, its status
 /// socket, and the config PID 1 hands out; with their modes and groups. The
@@ -38,11 +35,6 @@ pub const SHARED_DIRS: &[(&str, u32, u32)] = &[
     // The Docker socket (its own mode and group say who may use it).
     (brig_spec::docker_config::SOCKET_DIR, 0o755, 0),
 ];
-/// Network namespaces kept prepared: a restart, or a few services starting
-/// together, need not create theirs.
-const NETNS_AHEAD: usize = 2;
-/// Named volumes (moved to the state partition when there is one).
-pub const VOLUMES: &str = "/var/lib/brig/volumes";
 
 /// Reads every `<name>.toml` in `dir`. Returns the valid specs, and for the
 /// rest the name and what is wrong, so they show up as failed services.
@@ -88,30 +80,20 @@ pub struct Pipe {
 pub struct Services {
     pub supervisor: Supervisor,
     pub rings: HashMap<String, LogRing>,
-    images: PathBuf,
-    run: PathBuf,
-    volumes: PathBuf,
-    cgroup_root: Option<PathBuf>,
-    mounted: HashSet<String>,
     /// Readiness command checks running: pid -> service.
     checks: HashMap<i32, String>,
-    /// Network namespaces prepared while idle, for services' (re)starts.
-    netns: netns::Pool,
+    runtime: Box<dyn Runtime>,
 }
 
 impl Services {
-    pub fn new(images: &Path, cgroup_root: Option<PathBuf>) -> Services {
+    /// The services whose specs are in `images`, run with `runtime`.
+    pub fn new(images: &Path, runtime: Box<dyn Runtime>) -> Services {
         let (specs, broken) = load_specs(images);
         Services {
             supervisor: Supervisor::new(specs, broken),
             rings: HashMap::new(),
-            images: images.to_path_buf(),
-            run: PathBuf::from(RUN),
-            volumes: PathBuf::from(VOLUMES),
-            cgroup_root,
-            mounted: HashSet::new(),
             checks: HashMap::new(),
-            netns: netns::Pool::new(NETNS_AHEAD),
+            runtime,
         }
     }
 
@@ -119,15 +101,7 @@ impl Services {
     /// ready; on failure stops trying (starts then create their own) and
     /// says why, once.
     pub fn prepare_ahead(&mut self) -> Option<String> {
-        match self.netns.refill_one() {
-            Ok(_) => None,
-            Err(e) => {
-                self.netns = netns::Pool::new(0);
-                Some(format!(
-                    "{e}; services create their network namespaces as they start"
-                ))
-            }
-        }
+        self.runtime.prepare_ahead().err()
     }
 
     fn ring(&mut self, service: &str) -> &mut LogRing {
@@ -173,7 +147,7 @@ impl Services {
             Action::Terminate(name) => {
                 if let Some(pid) = self.supervisor.get(&name).and_then(|s| s.pid) {
                     notes.push(self.note(&name, "stopping (SIGTERM)".into(), time));
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+                    self.runtime.signal(pid, Signal::SIGTERM);
                 }
             }
             Action::KillAll(name) => {
@@ -190,49 +164,12 @@ impl Services {
     }
 
     fn start(&mut self, name: &str) -> Result<(i32, OwnedFd, OwnedFd), String> {
-        let spec = self
-            .supervisor
-            .get(name)
-            .ok_or("unknown service")?
-            .spec
-            .clone();
-        let started = self.spawn(&spec)?;
+        let spec = &self.supervisor.get(name).ok_or("unknown service")?.spec;
+        let started = self.runtime.start(spec)?;
+        // For the event loop; `run_tool` reads its tool's output blocking.
         brig_runtime::set_nonblocking(&started.stdout);
         brig_runtime::set_nonblocking(&started.stderr);
         Ok((started.pid, started.stdout, started.stderr))
-    }
-
-    /// Mounts the service's image if needed, makes its cgroup, and starts
-    /// its container as `spec` says.
-    fn spawn(&mut self, spec: &ServiceSpec) -> Result<brig_runtime::Started, String> {
-        let name = spec.name.as_str();
-        let lower = self.run.join("images").join(name);
-        if !self.mounted.contains(name) {
-            let source = match &spec.rootfs.image {
-                Some(path) => PathBuf::from(path),
-                None => self.images.join(format!("{name}.squashfs")),
-            };
-            image::mount(&source, &lower)?;
-            self.mounted.insert(name.to_string());
-        }
-        let cgroup = match &self.cgroup_root {
-            Some(root) => {
-                Some(cgroup::create(root, name, &spec.limits).map_err(|e| e.to_string())?)
-            }
-            None => None,
-        };
-        let paths = Paths {
-            lower,
-            dir: self.run.join("containers").join(name),
-            volumes: self.volumes.clone(),
-            cgroup,
-        };
-        let netns = if spec.shares(Namespace::Net) {
-            None
-        } else {
-            self.netns.take()
-        };
-        brig_runtime::spawn_in(spec, &paths, netns.as_ref())
     }
 
     /// Runs `command` in a container of service `name`'s image and waits
@@ -247,41 +184,23 @@ impl Services {
             .spec
             .clone();
         spec.command = command.iter().map(|c| c.to_string()).collect();
-        let started = self.spawn(&spec)?;
+        let started = self.runtime.start(&spec)?;
         // One stream after the other: the tools say little, far less than a
         // pipe holds, so stderr cannot fill up while stdout is read.
         let mut output = String::new();
         for stream in [started.stdout, started.stderr] {
             let _ = std::fs::File::from(stream).read_to_string(&mut output);
         }
-        let code = loop {
-            match nix::sys::wait::waitpid(Pid::from_raw(started.pid), None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code,
-                Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
-                    break 128 + signal as i32
-                }
-                Ok(_) => continue,
-                Err(e) => return Err(format!("waiting for {}: {e}", command.join(" "))),
-            }
-        };
+        let code = self
+            .runtime
+            .wait(started.pid)
+            .map_err(|e| format!("waiting for {}: {e}", command.join(" ")))?;
         Ok((code, output))
     }
 
-    fn cgroup_of(&self, name: &str) -> Option<PathBuf> {
-        self.cgroup_root
-            .as_ref()
-            .map(|r| r.join(cgroup::SERVICES).join(name))
-    }
-
-    fn kill_all(&self, name: &str) {
-        match self.cgroup_of(name) {
-            Some(path) if cgroup::kill(&path).is_ok() => {}
-            _ => {
-                if let Some(pid) = self.supervisor.get(name).and_then(|s| s.pid) {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-        }
+    fn kill_all(&mut self, name: &str) {
+        let pid = self.supervisor.get(name).and_then(|s| s.pid);
+        self.runtime.kill_all(name, pid);
     }
 
     /// Checks readiness; true if the service just became ready.
@@ -292,14 +211,14 @@ impl Services {
         let Some(pid) = service.pid else { return false };
         match &service.spec.readiness {
             Readiness::Path { path, .. } => {
-                if Path::new(&format!("/proc/{pid}/root{path}")).exists() {
+                if self.runtime.has_path(pid, path) {
                     self.supervisor.ready(name);
                     return true;
                 }
             }
             Readiness::Command { command, .. } => {
                 if !self.checks.values().any(|s| s == name) {
-                    if let Some(check) = spawn_check(pid, command) {
+                    if let Some(check) = self.runtime.start_check(pid, command) {
                         self.checks.insert(check, name.to_string());
                     }
                 }
@@ -320,11 +239,7 @@ impl Services {
         }
         let name = self.supervisor.exited(pid, code, now)?;
         // Whatever the main process left behind goes with it.
-        if let Some(path) = self.cgroup_of(&name) {
-            if cgroup::populated(&path) {
-                let _ = cgroup::kill(&path);
-            }
-        }
+        self.runtime.kill_leftovers(&name);
         let state = self
             .supervisor
             .get(&name)
@@ -360,9 +275,7 @@ impl Services {
                     .and(s.started_at)
                     .map(|t| now.saturating_duration_since(t).as_secs()),
                 restarts: s.restarts,
-                memory_bytes: self
-                    .cgroup_of(&s.spec.name)
-                    .and_then(|p| cgroup::memory_current(&p)),
+                memory_bytes: self.runtime.memory(&s.spec.name),
                 detail: s.detail.clone(),
             })
             .collect()
@@ -378,50 +291,10 @@ impl Services {
     }
 }
 
-/// Runs a readiness `command` inside the namespaces of process `pid`.
-fn spawn_check(pid: i32, command: &[String]) -> Option<i32> {
-    use std::ffi::CString;
-    let argv: Vec<CString> = command
-        .iter()
-        .filter_map(|a| CString::new(a.as_str()).ok())
-        .collect();
-    let namespaces: Vec<std::fs::File> = ["ipc", "uts", "net", "cgroup", "mnt"]
-        .iter()
-        .filter_map(|ns| std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).ok())
-        .collect();
-    // SAFETY: PID 1 is single-threaded; the child only calls setns, sigprocmask
-    // and execve before exec or _exit.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            for ns in &namespaces {
-                // SAFETY: setns on a namespace fd we opened; 0 = any type.
-                unsafe { libc::setns(ns.as_raw_fd(), 0) };
-            }
-            let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
-            if let Ok(null) = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-            {
-                for fd in 0..3 {
-                    // SAFETY: dup2 onto the standard fds of this child.
-                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
-                }
-            }
-            if let Some(program) = argv.first() {
-                let _ = nix::unistd::execv(program, &argv);
-            }
-            // SAFETY: leave without running PID 1's destructors.
-            unsafe { libc::_exit(127) }
-        }
-        Ok(nix::unistd::ForkResult::Parent { child }) => Some(child.as_raw()),
-        Err(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervise::containers::Containers;
 
     #[test]
     fn broken_specs_are_loaded_as_failures_with_their_error() {
@@ -443,7 +316,7 @@ mod tests {
             "{}",
             broken[0].1
         );
-        let services = Services::new(dir.path(), None);
+        let services = Services::new(dir.path(), Box::new(Containers::new(dir.path(), None)));
         let status = services.status(Instant::now());
         let bad = status.iter().find(|s| s.name == "bad").unwrap();
         assert_eq!(bad.state, "failed");

@@ -1,0 +1,206 @@
+//! What `Services` asks of the machine to run its containers, as one trait
+//! (`Runtime`), so that the event loop is unit tested with a fake; the real
+//! one (`Containers`) does it with brig-runtime: image mounts, cgroups,
+//! prepared network namespaces, signals, readiness checks.
+
+use std::collections::HashSet;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use brig_runtime::{cgroup, image, netns, Paths, Started};
+use brig_spec::service::{Namespace, ServiceSpec};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// Runtime state: `images/<name>` (mounted images), `containers/<name>`.
+pub const RUN: &str = "/run/brig";
+/// Named volumes (moved to the state partition when there is one).
+pub const VOLUMES: &str = "/var/lib/brig/volumes";
+/// Network namespaces kept prepared: a restart, or a few services starting
+/// together, need not create theirs.
+const NETNS_AHEAD: usize = 2;
+
+pub trait Runtime {
+    /// Prepares one network namespace ahead if fewer are ready. On failure
+    /// it stops trying (starts then make their own) and says why, once.
+    fn prepare_ahead(&mut self) -> Result<(), String>;
+    /// Starts `spec`'s container, mounting its image and making its cgroup
+    /// first.
+    fn start(&mut self, spec: &ServiceSpec) -> Result<Started, String>;
+    /// Waits for process `pid` (a tool run before the event loop); its
+    /// exit code.
+    fn wait(&mut self, pid: i32) -> Result<i32, String>;
+    /// Sends `signal` to process `pid`.
+    fn signal(&mut self, pid: i32, signal: Signal);
+    /// Kills every process of service `name` (its cgroup; without one, its
+    /// main process `pid`).
+    fn kill_all(&mut self, name: &str, pid: Option<i32>);
+    /// After the main process of `name` exited: kills what it left behind.
+    fn kill_leftovers(&mut self, name: &str);
+    /// Whether `path` exists in the root of process `pid` (readiness).
+    fn has_path(&self, pid: i32, path: &str) -> bool;
+    /// Starts a readiness `command` in the namespaces of process `pid`;
+    /// its pid, reaped by the central reaper.
+    fn start_check(&mut self, pid: i32, command: &[String]) -> Option<i32>;
+    /// The memory service `name` uses now (its cgroup's).
+    fn memory(&self, name: &str) -> Option<u64>;
+}
+
+/// The real runtime.
+pub struct Containers {
+    images: PathBuf,
+    run: PathBuf,
+    volumes: PathBuf,
+    cgroup_root: Option<PathBuf>,
+    mounted: HashSet<String>,
+    netns: netns::Pool,
+}
+
+impl Containers {
+    /// Images from `images` (`<name>.squashfs`), each service in a cgroup
+    /// under `cgroup_root` if there is one.
+    pub fn new(images: &Path, cgroup_root: Option<PathBuf>) -> Containers {
+        Containers {
+            images: images.to_path_buf(),
+            run: PathBuf::from(RUN),
+            volumes: PathBuf::from(VOLUMES),
+            cgroup_root,
+            mounted: HashSet::new(),
+            netns: netns::Pool::new(NETNS_AHEAD),
+        }
+    }
+
+    fn cgroup_of(&self, name: &str) -> Option<PathBuf> {
+        self.cgroup_root
+            .as_ref()
+            .map(|r| r.join(cgroup::SERVICES).join(name))
+    }
+}
+
+impl Runtime for Containers {
+    fn prepare_ahead(&mut self) -> Result<(), String> {
+        self.netns.refill_one().map(|_| ()).map_err(|e| {
+            self.netns = netns::Pool::new(0);
+            format!("{e}; services create their network namespaces as they start")
+        })
+    }
+
+    fn start(&mut self, spec: &ServiceSpec) -> Result<Started, String> {
+        let name = spec.name.as_str();
+        let lower = self.run.join("images").join(name);
+        if !self.mounted.contains(name) {
+            let source = match &spec.rootfs.image {
+                Some(path) => PathBuf::from(path),
+                None => self.images.join(format!("{name}.squashfs")),
+            };
+            image::mount(&source, &lower)?;
+            self.mounted.insert(name.to_string());
+        }
+        let cgroup = match &self.cgroup_root {
+            Some(root) => {
+                Some(cgroup::create(root, name, &spec.limits).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        let paths = Paths {
+            lower,
+            dir: self.run.join("containers").join(name),
+            volumes: self.volumes.clone(),
+            cgroup,
+        };
+        let netns = if spec.shares(Namespace::Net) {
+            None
+        } else {
+            self.netns.take()
+        };
+        brig_runtime::spawn_in(spec, &paths, netns.as_ref())
+    }
+
+    fn wait(&mut self, pid: i32) -> Result<i32, String> {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        loop {
+            match waitpid(Pid::from_raw(pid), None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                Ok(_) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    fn signal(&mut self, pid: i32, signal: Signal) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+    }
+
+    fn kill_all(&mut self, name: &str, pid: Option<i32>) {
+        match self.cgroup_of(name) {
+            Some(path) if cgroup::kill(&path).is_ok() => {}
+            _ => {
+                if let Some(pid) = pid {
+                    self.signal(pid, Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn kill_leftovers(&mut self, name: &str) {
+        if let Some(path) = self.cgroup_of(name) {
+            if cgroup::populated(&path) {
+                let _ = cgroup::kill(&path);
+            }
+        }
+    }
+
+    fn has_path(&self, pid: i32, path: &str) -> bool {
+        Path::new(&format!("/proc/{pid}/root{path}")).exists()
+    }
+
+    fn start_check(&mut self, pid: i32, command: &[String]) -> Option<i32> {
+        spawn_check(pid, command)
+    }
+
+    fn memory(&self, name: &str) -> Option<u64> {
+        cgroup::memory_current(&self.cgroup_of(name)?)
+    }
+}
+
+/// Runs a readiness `command` inside the namespaces of process `pid`.
+fn spawn_check(pid: i32, command: &[String]) -> Option<i32> {
+    use std::ffi::CString;
+    let argv: Vec<CString> = command
+        .iter()
+        .filter_map(|a| CString::new(a.as_str()).ok())
+        .collect();
+    let namespaces: Vec<std::fs::File> = ["ipc", "uts", "net", "cgroup", "mnt"]
+        .iter()
+        .filter_map(|ns| std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).ok())
+        .collect();
+    // SAFETY: PID 1 is single-threaded; the child only calls setns, sigprocmask
+    // and execve before exec or _exit.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            for ns in &namespaces {
+                // SAFETY: setns on a namespace fd we opened; 0 = any type.
+                unsafe { libc::setns(ns.as_raw_fd(), 0) };
+            }
+            let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto the standard fds of this child.
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                }
+            }
+            if let Some(program) = argv.first() {
+                let _ = nix::unistd::execv(program, &argv);
+            }
+            // SAFETY: leave without running PID 1's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => Some(child.as_raw()),
+        Err(_) => None,
+    }
+}
