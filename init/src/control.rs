@@ -18,7 +18,7 @@ use crate::config::apply::config_change;
 use crate::config::local_settings;
 use crate::event_loop::{watch, Init, Source};
 use crate::host::console::{self, say};
-use crate::host::system::PowerAction;
+use crate::host::system::{PowerAction, System};
 use crate::supervise::services::Services;
 use crate::supervise::supervisor::Action;
 use crate::VERSION;
@@ -154,7 +154,7 @@ pub fn take_requests(input: &mut Vec<u8>) -> Vec<Input> {
     out
 }
 
-impl Init {
+impl<S: System> Init<S> {
     pub(crate) fn status(&self) -> SystemStatus {
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
@@ -255,7 +255,7 @@ impl Init {
     }
 
     pub(crate) fn answer(&mut self, fd: RawFd, request: Request) -> Option<Response> {
-        let now = Instant::now();
+        let now = self.sys.now();
         let ok = |message: String| Response::Ok { message };
         let known = |services: &Services, name: &str| services.supervisor.get(name).is_some();
         Some(match request {

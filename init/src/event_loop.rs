@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use brig_spec::control::{LogLine, Response};
@@ -52,8 +53,10 @@ pub(crate) enum Source {
     },
 }
 
-pub struct Init {
-    pub(crate) sys: Linux,
+/// PID 1 at run time; `S` is the seam to the kernel (the recording fake in
+/// the unit tests).
+pub struct Init<S: System = Linux> {
+    pub(crate) sys: S,
     pub(crate) epoll: Epoll,
     pub(crate) signals: SignalFd,
     pub(crate) uevents: Option<OwnedFd>,
@@ -84,14 +87,14 @@ pub(crate) fn uptime() -> f64 {
     console::since_boot().as_secs_f64()
 }
 
-impl Init {
+impl<S: System> Init<S> {
     /// One turn of the event loop: act on what is due, wait, handle events.
     pub fn turn(&mut self) {
         self.supervise();
         let timeout = match self.services.supervisor.next_deadline() {
             Some(deadline) => {
                 let ms = deadline
-                    .saturating_duration_since(Instant::now())
+                    .saturating_duration_since(self.sys.now())
                     .as_millis()
                     .min(60_000) as u16;
                 EpollTimeout::from(ms.max(1))
@@ -129,7 +132,7 @@ impl Init {
 
     /// Lets the supervisor act, announces readiness, finishes a pending shutdown.
     pub(crate) fn supervise(&mut self) {
-        let now = Instant::now();
+        let now = self.sys.now();
         let actions = self.services.supervisor.tick(now);
         self.act(actions, now);
         if self.pending_power.is_none() {
@@ -161,7 +164,11 @@ impl Init {
         if let Some((action, deadline)) = self.pending_power {
             if self.services.supervisor.all_stopped() || now >= deadline {
                 self.pending_power = None;
-                let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+                let mounts = self
+                    .sys
+                    .read_file(Path::new("/proc/self/mounts"))
+                    .unwrap_or_default();
+                let mounts = String::from_utf8_lossy(&mounts);
                 let error = shutdown::shut_down(&self.sys, action, &mounts, &mut |m| say(m));
                 say(&format!(
                     "error: the kernel refused {}: {error}; still running",
@@ -215,7 +222,7 @@ impl Init {
     /// The one central reaper: every exited child goes through here.
     pub(crate) fn reap(&mut self) {
         while let Some((pid, code)) = self.sys.reap() {
-            if let Some(line) = self.services.exited(pid, code, Instant::now(), uptime()) {
+            if let Some(line) = self.services.exited(pid, code, self.sys.now(), uptime()) {
                 self.publish(vec![line]);
             }
         }
@@ -228,7 +235,7 @@ impl Init {
             return;
         }
         say(&format!("{} ({reason})", action.verb()));
-        let now = Instant::now();
+        let now = self.sys.now();
         let actions = self.services.supervisor.shut_down(now);
         self.act(actions, now);
         self.pending_power = Some((action, now + SERVICES_STOP_LIMIT));
@@ -316,3 +323,6 @@ impl Init {
         self.publish(lines);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -277,7 +277,7 @@ pub fn boot() -> Result<Init, String> {
     Ok(init)
 }
 
-impl Init {
+impl<S: System> Init<S> {
     /// With `brig.system=PARTUUID=` on the command line (a disk image's boot
     /// entry): waits for that partition, mounts it over /lib/brig and reads
     /// the system containers from it. Returns the disk's name (`vda`).

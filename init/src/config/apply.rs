@@ -5,7 +5,6 @@
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
-use std::time::Instant;
 
 use brig_spec::cloud_config::{DEFAULT_FILE, LOCAL_FILE};
 use brig_spec::control::Response;
@@ -143,7 +142,7 @@ pub(crate) fn rewrite_service_config(sys: &dyn System, file: &Path) -> Result<()
     }
 }
 
-impl Init {
+impl<S: System> Init<S> {
     /// Applies what config asks of PID 1 itself: sysctls, modules, mounts
     /// and the user's services (the rest went to files for the containers).
     pub(crate) fn apply_config(&mut self, plan: plan::Plan) {
@@ -249,7 +248,7 @@ impl Init {
         }
         if self.sys.read_file(Path::new(plan::NETWORK_FILE)).ok() != network_before {
             say("config: the network config changed; restarting the network container");
-            let now = Instant::now();
+            let now = self.sys.now();
             match self.services.supervisor.restart(NETWORK_SERVICE, now) {
                 Ok(actions) => self.act(actions, now),
                 Err(e) => say(&format!("error: restarting {NETWORK_SERVICE}: {e}")),

@@ -11,10 +11,10 @@ use crate::event_loop::watch;
 use crate::event_loop::{Init, Source};
 use crate::host::coldplug::Outcome;
 use crate::host::console::say;
-use crate::host::system::PowerAction;
+use crate::host::system::{PowerAction, System};
 use crate::host::{power_button, uevent};
 
-impl Init {
+impl<S: System> Init<S> {
     pub(crate) fn drain_uevents(&mut self) {
         let Some(socket) = &self.uevents else { return };
         let mut buf = vec![0u8; 8192];

@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::reboot::RebootMode;
@@ -71,6 +71,8 @@ pub trait System {
     /// error.
     fn symlink(&self, target: &str, link: &str) -> io::Result<()>;
     fn sleep(&self, duration: Duration);
+    /// The monotonic clock: the supervisor's time (a fake one steps it).
+    fn now(&self) -> Instant;
     fn sync(&self);
     /// Only returns on failure.
     fn power(&self, action: PowerAction) -> io::Error;
@@ -229,6 +231,10 @@ impl System for Linux {
         std::thread::sleep(duration);
     }
 
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
     fn sync(&self) {
         nix::unistd::sync();
     }
@@ -269,6 +275,8 @@ pub mod fake {
         pub exited: RefCell<std::collections::VecDeque<(i32, i32)>>,
         /// The files written, as a filesystem would hold them.
         pub files: RefCell<HashMap<std::path::PathBuf, Vec<u8>>>,
+        /// The time `now` gives, stepped by `advance`.
+        pub clock: RefCell<Option<Instant>>,
     }
 
     impl Recorder {
@@ -286,6 +294,12 @@ pub mod fake {
 
         pub fn calls(&self) -> Vec<String> {
             self.calls.borrow().clone()
+        }
+
+        /// Moves the clock on by `by`.
+        pub fn advance(&self, by: Duration) {
+            let now = self.now();
+            *self.clock.borrow_mut() = Some(now + by);
         }
 
         /// The text of the file at `path`, if one was written there.
@@ -384,6 +398,9 @@ pub mod fake {
         }
         fn sync(&self) {
             self.calls.borrow_mut().push("sync".into());
+        }
+        fn now(&self) -> Instant {
+            *self.clock.borrow_mut().get_or_insert_with(Instant::now)
         }
         fn power(&self, action: PowerAction) -> io::Error {
             let _ = self.record(format!("power {action:?}"));

@@ -1,0 +1,346 @@
+//! The event loop driven as the kernel would drive it, without root: the
+//! recording `System` fake stands in for the kernel (files, hostname,
+//! sysctls, reaping, the clock, power) and a fake `Runtime` for the
+//! containers, so each test calls the same handlers the loop calls (a
+//! readable fd, SIGCHLD's reap, a request, a turn's supervision) and reads
+//! back what PID 1 did.
+
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use brig_runtime::Started;
+use brig_spec::cloud_config::LOCAL_FILE;
+use brig_spec::control::{Request, Response};
+use brig_spec::service::ServiceSpec;
+use nix::sys::epoll::{Epoll, EpollCreateFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::*;
+use crate::config::network::Remote;
+use crate::config::{plan, saved, Seed};
+use crate::host::coldplug::Coldplug;
+use crate::host::system::fake::Recorder;
+use crate::supervise::containers::Runtime;
+use crate::supervise::supervisor::{BACKOFF_START, STABLE_AFTER};
+
+/// What the fake runtime was asked to do, in order.
+type Log = Rc<RefCell<Vec<String>>>;
+
+/// Containers that only say they started: each gets the next pid and real
+/// pipes (their write ends are kept, so the loop sees no end of output).
+struct FakeRuntime {
+    log: Log,
+    next_pid: i32,
+    writers: Vec<OwnedFd>,
+}
+
+impl Runtime for FakeRuntime {
+    fn prepare_ahead(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn start(&mut self, spec: &ServiceSpec) -> Result<Started, String> {
+        self.next_pid += 1;
+        let pid = self.next_pid;
+        self.log
+            .borrow_mut()
+            .push(format!("start {} {pid}", spec.name));
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let ((stdout, out_w), (stderr, err_w)) = (pipe(), pipe());
+        self.writers.extend([out_w, err_w]);
+        Ok(Started {
+            pid,
+            stdout,
+            stderr,
+        })
+    }
+    fn wait(&mut self, pid: i32) -> Result<i32, String> {
+        Err(format!("no tool runs here (pid {pid})"))
+    }
+    fn signal(&mut self, pid: i32, signal: Signal) {
+        self.log
+            .borrow_mut()
+            .push(format!("signal {pid} {}", signal.as_str()));
+    }
+    fn kill_all(&mut self, name: &str, _: Option<i32>) {
+        self.log.borrow_mut().push(format!("kill-all {name}"));
+    }
+    fn kill_leftovers(&mut self, name: &str) {
+        self.log.borrow_mut().push(format!("kill-leftovers {name}"));
+    }
+    fn has_path(&self, _: i32, _: &str) -> bool {
+        false
+    }
+    fn start_check(&mut self, _: i32, _: &[String]) -> Option<i32> {
+        None
+    }
+    fn memory(&self, _: &str) -> Option<u64> {
+        None
+    }
+}
+
+/// PID 1 with these service specs (`name`, TOML), on the fakes; the
+/// temporary directory holds the specs and the log socket's path.
+fn pid1(specs: &[(&str, &str)]) -> (Init<Recorder>, Log, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, toml) in specs {
+        let text = format!("{toml}\n[rootfs]\npackages = [\"busybox\"]\n");
+        std::fs::write(dir.path().join(format!("{name}.toml")), text).unwrap();
+    }
+    let log = Log::default();
+    let runtime = FakeRuntime {
+        log: log.clone(),
+        next_pid: 100,
+        writers: Vec::new(),
+    };
+    let flags = SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK;
+    let socket = dir.path().join("log.sock");
+    let init = Init {
+        sys: Recorder::default(),
+        epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
+        signals: SignalFd::with_flags(&SigSet::empty(), flags).unwrap(),
+        uevents: None,
+        sources: HashMap::new(),
+        coldplug: Coldplug::from_dir(&dir.path().join("no-modules")).0,
+        services: Services::new(dir.path(), Box::new(runtime)),
+        echo_output: false,
+        announced_ready: false,
+        pending_power: None,
+        boot: "the tests".into(),
+        state: state::State::Absent,
+        forward: log_forward::Forwarder::new(socket.to_str().unwrap()),
+    };
+    (init, log, dir)
+}
+
+fn taken(log: &Log) -> Vec<String> {
+    std::mem::take(&mut *log.borrow_mut())
+}
+
+fn state(init: &Init<Recorder>, name: &str) -> &'static str {
+    init.services.supervisor.get(name).unwrap().state.name()
+}
+
+const NETWORK: (&str, &str) = (
+    "network",
+    "command = [\"/usr/bin/brig-netd\"]\nhost_namespaces = [\"net\"]\nrestart = \"always\"",
+);
+
+#[test]
+fn a_config_fetched_by_the_helper_is_planned_applied_and_releases_the_services() {
+    let ntp = (
+        "ntp",
+        "command = [\"/usr/sbin/chronyd\"]\nrestart = \"always\"",
+    );
+    let (mut init, log, _dir) = pid1(&[NETWORK, ntp]);
+    // As `fetch_config` leaves it: only the network may start.
+    init.services.supervisor.hold_all_but(NETWORK_SERVICE);
+    init.supervise();
+    assert_eq!(taken(&log), ["start network 101"]);
+
+    // The helper writes its answer to a pipe and exits.
+    let user_data = "#cloud-config\nhostname: fetched\nntp: {servers: [ntp.example.com]}\n\
+                     brig: {sysctl: {vm.swappiness: 10}}\n\
+                     network: {version: 2, ethernets: {eth0: {dhcp4: true}}}\n";
+    let seed = Seed {
+        source: "http://10.0.2.2:8000/ (NoCloud seed URL)".into(),
+        user_data: Some(user_data.as_bytes().to_vec()),
+        ..Seed::default()
+    };
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let answer = serde_json::to_vec(&Ok::<_, String>(seed)).unwrap();
+    nix::unistd::write(&write_end, &answer).unwrap();
+    drop(write_end);
+    let fd = read_end.as_raw_fd();
+    let remote = Remote::NoCloud(crate::config::http::Url::parse("http://10.0.2.2:8000/").unwrap());
+    init.sources.insert(
+        fd,
+        Source::Datasource {
+            remote,
+            fd: read_end,
+            data: Vec::new(),
+        },
+    );
+    init.handle(fd); // the answer
+    assert!(init.sources.contains_key(&fd), "read, not yet at its end");
+    init.handle(fd); // its end: applied
+
+    assert!(!init.sources.contains_key(&fd));
+    let calls = init.sys.calls();
+    assert!(calls.contains(&"hostname fetched".into()), "{calls:?}");
+    assert!(
+        calls.contains(&"sysctl /proc/sys/vm/swappiness 10".into()),
+        "{calls:?}"
+    );
+    let saved_user_data = Path::new(saved::SAVED_DIR).join("user-data");
+    assert_eq!(
+        init.sys.file(saved_user_data.to_str().unwrap()).as_deref(),
+        Some(user_data),
+        "the datasource is saved for boots without it"
+    );
+    let network = init
+        .sys
+        .file(plan::NETWORK_FILE)
+        .expect("network config written");
+    assert!(network.contains("\"eth0\""), "{network}");
+    assert!(
+        calls.contains(&format!("write {} 600", plan::NETWORK_FILE)),
+        "{calls:?}"
+    );
+    let ntp_servers = init.sys.file(plan::NTP_SERVERS_FILE).unwrap();
+    assert!(
+        ntp_servers.contains("server ntp.example.com iburst"),
+        "{ntp_servers}"
+    );
+    // The network config changed: the network container is restarted with
+    // it (stopped first); the held services may start.
+    assert_eq!(taken(&log), ["signal 101 SIGTERM"]);
+    init.sys.exited.borrow_mut().push_back((101, 0));
+    init.reap();
+    init.supervise();
+    let mut started = taken(&log);
+    started.sort();
+    assert_eq!(
+        started,
+        [
+            "kill-leftovers network",
+            "start network 102",
+            "start ntp 103"
+        ]
+    );
+}
+
+#[test]
+fn brigctl_config_set_saves_the_setting_and_replans_the_file_its_service_reads() {
+    let docker = ("docker", "command = [\"/usr/bin/dockerd\"]");
+    let (mut init, _log, _dir) = pid1(&[docker]);
+    let set = Request::ConfigSet {
+        key: "brig.docker.debug".into(),
+        value: serde_json::json!(true),
+    };
+    let Some(Response::Ok { message }) = init.answer(-1, set) else {
+        panic!("config set refused");
+    };
+    assert!(
+        message.contains("`sudo brigctl restart docker` applies it now"),
+        "{message}"
+    );
+    let local: serde_json::Value =
+        serde_json::from_str(&init.sys.file(LOCAL_FILE).expect("local settings saved")).unwrap();
+    assert_eq!(local["brig"]["docker"]["debug"], true);
+    let config = init
+        .sys
+        .file(brig_spec::docker_config::CONFIG_FILE)
+        .expect("docker's file written anew");
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["daemon"]["debug"], true, "{config}");
+
+    // Unset: the section is gone from the config, and so is the file.
+    let unset = Request::ConfigUnset {
+        key: "brig.docker".into(),
+    };
+    assert!(matches!(init.answer(-1, unset), Some(Response::Ok { .. })));
+    assert_eq!(init.sys.file(brig_spec::docker_config::CONFIG_FILE), None);
+    // A value that is not valid there is refused, and nothing is written.
+    let writes = init.sys.calls().len();
+    let bad = Request::ConfigSet {
+        key: "brig.docker.debug".into(),
+        value: serde_json::json!("very"),
+    };
+    assert!(matches!(init.answer(-1, bad), Some(Response::Error { .. })));
+    assert_eq!(init.sys.calls().len(), writes);
+}
+
+#[test]
+fn a_crashed_service_is_reaped_and_restarted_after_a_backoff_that_grows() {
+    let web = ("web", "command = [\"/bin/httpd\"]\nrestart = \"always\"");
+    let (mut init, log, _dir) = pid1(&[web]);
+    init.supervise();
+    assert_eq!(taken(&log), ["start web 101"]);
+    assert_eq!(state(&init, "web"), "running");
+
+    // It crashes: SIGCHLD's reap hands it to the supervisor.
+    init.sys.exited.borrow_mut().push_back((101, 1));
+    init.reap();
+    assert_eq!(taken(&log), ["kill-leftovers web"]);
+    assert_eq!(state(&init, "web"), "backoff");
+    let lines = init.services.rings["web"].tail(None);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text == "exited with status 1; now backoff"),
+        "{lines:?}"
+    );
+    // Not before the backoff, then again.
+    init.sys.advance(BACKOFF_START - Duration::from_millis(1));
+    init.supervise();
+    assert!(taken(&log).is_empty());
+    init.sys.advance(Duration::from_millis(1));
+    init.supervise();
+    assert_eq!(taken(&log), ["start web 102"]);
+
+    // A second crash waits twice as long.
+    init.sys.exited.borrow_mut().push_back((102, 1));
+    init.reap();
+    taken(&log);
+    init.sys
+        .advance(2 * BACKOFF_START - Duration::from_millis(1));
+    init.supervise();
+    assert!(taken(&log).is_empty());
+    init.sys.advance(Duration::from_millis(1));
+    init.supervise();
+    assert_eq!(taken(&log), ["start web 103"]);
+    // A run long enough to be stable resets it.
+    init.sys.advance(STABLE_AFTER);
+    init.sys.exited.borrow_mut().push_back((103, 1));
+    init.reap();
+    init.sys.advance(BACKOFF_START);
+    init.supervise();
+    assert_eq!(taken(&log), ["kill-leftovers web", "start web 104"]);
+}
+
+#[test]
+fn power_off_stops_dependents_first_then_the_rest_and_only_then_the_machine() {
+    let console = (
+        "console",
+        "command = [\"/usr/sbin/sshd\"]\ndepends_on = [\"network\"]\nrestart = \"always\"",
+    );
+    let (mut init, log, _dir) = pid1(&[NETWORK, console]);
+    init.supervise();
+    assert_eq!(taken(&log), ["start network 101"], "dependencies first");
+    init.supervise();
+    assert_eq!(taken(&log), ["start console 102"]);
+
+    init.power(PowerAction::PowerOff, "brigctl poweroff");
+    assert_eq!(taken(&log), ["signal 102 SIGTERM"], "the console first");
+    // Another request while going down is not a second shutdown.
+    init.power(PowerAction::Reboot, "Ctrl-Alt-Del");
+    assert!(taken(&log).is_empty());
+    init.supervise();
+    assert!(taken(&log).is_empty(), "the network waits for the console");
+    assert!(!init.sys.calls().iter().any(|c| c.starts_with("power")));
+
+    init.sys.exited.borrow_mut().push_back((102, 0));
+    init.reap();
+    init.supervise();
+    assert_eq!(
+        taken(&log),
+        ["kill-leftovers console", "signal 101 SIGTERM"],
+        "then the network"
+    );
+    assert!(!init.sys.calls().iter().any(|c| c.starts_with("power")));
+
+    init.sys.exited.borrow_mut().push_back((101, 0));
+    init.reap();
+    init.supervise();
+    let calls = init.sys.calls();
+    let at = |call: &str| calls.iter().position(|c| c == call);
+    let (term, sync, power) = (at("kill-all SIGTERM"), at("sync"), at("power PowerOff"));
+    assert!(
+        term.is_some() && term < sync && sync < power && power == Some(calls.len() - 1),
+        "what is left is told to stop, the disks synced, then the power cut: {calls:?}"
+    );
+}
