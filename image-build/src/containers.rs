@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use brig_spec::service::ServiceSpec;
 
 use crate::board::Board;
@@ -124,7 +124,8 @@ pub fn discover(dirs: &[PathBuf]) -> Result<Vec<ServiceSource>> {
             let file = service_dir.join("service.toml");
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let spec = ServiceSpec::parse(&name, &file.display().to_string(), &text)?;
+            let spec = ServiceSpec::parse(&name, &text)
+                .map_err(|problem| anyhow!("{}: {problem}", file.display()))?;
             if spec.rootfs.image.is_some() {
                 bail!("{}: `rootfs.image` is for services added on the device; built-in services list packages, binaries or files", file.display());
             }

@@ -326,7 +326,6 @@ mod tests {
     fn spec(extra: &str) -> ServiceSpec {
         ServiceSpec::parse(
             "web",
-            "t.toml",
             &format!("command = [\"/bin/sh\"]\n{extra}\n[rootfs]\npackages = [\"x\"]\n"),
         )
         .unwrap()

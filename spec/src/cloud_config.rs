@@ -4,8 +4,6 @@
 //! Brig does not apply yet, and unknown keys, are reported, never silently
 //! dropped. A bad value loses only its own key: the rest still applies.
 
-use std::fmt;
-
 use serde_json::Value;
 
 use crate::console::{self, ConsoleConfig};
@@ -13,6 +11,7 @@ use crate::docker_config::{self, DockerConfig};
 use crate::log_config::{self, LoggingConfig};
 use crate::mime;
 use crate::mounts::{self, MountEntry};
+use crate::problem::Problem;
 use crate::service::ServiceSpec;
 use crate::steps;
 
@@ -28,23 +27,6 @@ pub const DEFAULT_FILE: &str = "/etc/brig/user-data";
 /// Settings made with `brigctl config set`, merged over the datasource's
 /// cloud-config at each boot (on the state partition when there is one).
 pub const LOCAL_FILE: &str = "/var/lib/brig/config/local.json";
-
-/// One problem in the user data, with the key it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub key: String,
-    pub problem: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "cloud-config: {}", self.problem)
-        } else {
-            write!(f, "cloud-config: `{}`: {}", self.key, self.problem)
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserData {
@@ -335,7 +317,10 @@ pub fn from_document(
             },
             "ntp" => match ntp(value) {
                 Ok(n) => config.ntp = Some(n),
-                Err((sub, e)) => problems.push(Problem {
+                Err(Problem {
+                    key: sub,
+                    problem: e,
+                }) => problems.push(Problem {
                     key: if sub.is_empty() {
                         key.clone()
                     } else {
@@ -397,9 +382,10 @@ pub fn from_document(
             "bootcmd" | "runcmd" => match steps::shell_script(value) {
                 Ok(script) if key == "bootcmd" => config.console.bootcmd = Some(script),
                 Ok(script) => config.console.runcmd = Some(script),
-                Err(p) => {
-                    problems.push(sub_problem(key, (p.0, format!("{}; none of it runs", p.1))))
-                }
+                Err(p) => problems.push(sub_problem(
+                    key,
+                    Problem::new(p.key, format!("{}; none of it runs", p.problem)),
+                )),
             },
             k if NOT_YET.contains(&k) => problem("not applied by this Brig version yet".into()),
             k if IGNORED.contains(&k) => {}
@@ -428,13 +414,8 @@ pub fn from_document(
     config
 }
 
-fn sub_problem(key: &str, (sub, problem): console::KeyProblem) -> Problem {
-    let key = match sub.as_str() {
-        "" => key.to_string(),
-        s if s.starts_with('[') => format!("{key}{s}"),
-        s => format!("{key}.{s}"),
-    };
-    Problem { key, problem }
+fn sub_problem(key: &str, problem: Problem) -> Problem {
+    problem.under(key)
 }
 
 /// Brig's own settings (`brig:`).
@@ -556,7 +537,10 @@ fn brig_section(value: &Value, config: &mut CloudConfig, problems: &mut Vec<Prob
                 for (name, spec) in services {
                     match ServiceSpec::from_config(name, spec) {
                         Ok(spec) => config.services.push(spec),
-                        Err((sub, p)) => {
+                        Err(Problem {
+                            key: sub,
+                            problem: p,
+                        }) => {
                             let sub = if sub.is_empty() {
                                 String::new()
                             } else {
@@ -625,8 +609,10 @@ pub fn report(name: &str, data: &[u8]) -> Vec<String> {
     problems
         .iter()
         .map(|p| match crate::key_path::locate(&locations, &p.key) {
-            Some((line, column)) if !p.key.is_empty() => format!("{name}:{line}:{column}: {p}"),
-            _ => format!("{name}: {p}"),
+            Some((line, column)) if !p.key.is_empty() => {
+                format!("{name}:{line}:{column}: cloud-config: {p}")
+            }
+            _ => format!("{name}: cloud-config: {p}"),
         })
         .collect()
 }
@@ -751,16 +737,22 @@ pub(crate) fn ssh_keys(value: &Value) -> Result<Vec<String>, String> {
 
 /// `ntp:`: enabled, servers, pools (other cloud-init sub-keys are ignored:
 /// Brig's NTP client is always chrony).
-fn ntp(value: &Value) -> Result<Ntp, (String, String)> {
+fn ntp(value: &Value) -> Result<Ntp, Problem> {
     let Some(map) = value.as_object() else {
-        return Err((String::new(), format!("expected a mapping, not {value}")));
+        return Err(Problem::new(
+            String::new(),
+            format!("expected a mapping, not {value}"),
+        ));
     };
-    let names = |key: &str| -> Result<Vec<String>, (String, String)> {
+    let names = |key: &str| -> Result<Vec<String>, Problem> {
         let Some(v) = map.get(key) else {
             return Ok(Vec::new());
         };
         let Some(items) = v.as_array() else {
-            return Err((key.into(), format!("expected a list, not {v}")));
+            return Err(Problem::new(
+                key.into(),
+                format!("expected a list, not {v}"),
+            ));
         };
         items
             .iter()
@@ -776,7 +768,7 @@ fn ntp(value: &Value) -> Result<Ntp, (String, String)> {
                 if ok {
                     Ok(name.to_string())
                 } else {
-                    Err((
+                    Err(Problem::new(
                         format!("{key}[{i}]"),
                         format!("{item} is not a host name or address"),
                     ))
@@ -787,7 +779,12 @@ fn ntp(value: &Value) -> Result<Ntp, (String, String)> {
     let enabled = match map.get("enabled") {
         None => true,
         Some(Value::Bool(b)) => *b,
-        Some(v) => return Err(("enabled".into(), format!("expected true or false, not {v}"))),
+        Some(v) => {
+            return Err(Problem::new(
+                "enabled".into(),
+                format!("expected true or false, not {v}"),
+            ))
+        }
     };
     Ok(Ntp {
         enabled,
@@ -805,7 +802,13 @@ mod tests {
         let UserData::CloudConfig(c) = data else {
             panic!("not cloud-config: {data:?} {problems:?}")
         };
-        (*c, problems.iter().map(|p| p.to_string()).collect())
+        (
+            *c,
+            problems
+                .iter()
+                .map(|p| format!("cloud-config: {p}"))
+                .collect(),
+        )
     }
 
     #[test]
@@ -1036,7 +1039,10 @@ Content-Type: text/cloud-boothook
         assert_eq!(c.sysctl.len(), 1, "mappings merge key by key");
         assert_eq!(c.modules, ["dummy"]);
         assert_eq!(c.console.scripts, ["#!/bin/sh\necho one"]);
-        let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let problems: Vec<String> = problems
+            .iter()
+            .map(|p| format!("cloud-config: {p}"))
+            .collect();
         assert_eq!(
             problems,
             ["cloud-config: MIME part 4 (text/cloud-boothook): text/cloud-boothook parts are not supported; ignored"]

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::problem::Problem;
 use crate::steps::WriteFile;
 
 /// Where PID 1 writes it and the console container reads it.
@@ -172,13 +173,10 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// One problem: the sub-key (relative to the cloud-config key) and what.
-pub type KeyProblem = (String, String);
-
 /// `users:` — a list of `default`, names and mappings. Returns the
 /// accounts in order (`default` as the default user) and the problems; a
 /// bad entry is left out, a bad key of an entry loses only that key.
-pub fn parse_users(value: &Value) -> (Vec<UserEntry>, Vec<KeyProblem>) {
+pub fn parse_users(value: &Value) -> (Vec<UserEntry>, Vec<Problem>) {
     let mut problems = Vec::new();
     let items: Vec<Value> = match value {
         // cloud-init also takes "default, alice" and a single mapping.
@@ -189,7 +187,10 @@ pub fn parse_users(value: &Value) -> (Vec<UserEntry>, Vec<KeyProblem>) {
         Value::Array(items) => items.clone(),
         Value::Object(_) => vec![value.clone()],
         other => {
-            problems.push((String::new(), format!("expected a list, not {other}")));
+            problems.push(Problem::new(
+                String::new(),
+                format!("expected a list, not {other}"),
+            ));
             return (Vec::new(), problems);
         }
     };
@@ -208,7 +209,7 @@ pub fn parse_users(value: &Value) -> (Vec<UserEntry>, Vec<KeyProblem>) {
                     continue;
                 }
                 if !valid_name(name) {
-                    problems.push((
+                    problems.push(Problem::new(
                         format!("{at}.name"),
                         format!("{name:?} is not a valid user name (lower case letters, digits, _ and -; at most 32); entry left out"),
                     ));
@@ -218,7 +219,7 @@ pub fn parse_users(value: &Value) -> (Vec<UserEntry>, Vec<KeyProblem>) {
                 apply_user_keys(&mut account, item, &at, &mut problems);
                 entries.push(UserEntry::Account(Box::new(account)));
             }
-            other => problems.push((
+            other => problems.push(Problem::new(
                 at,
                 format!("{other} is not a user name or a mapping; entry left out"),
             )),
@@ -236,7 +237,7 @@ pub enum UserEntry {
 }
 
 /// `user:` — settings for the default user (a name renames it).
-pub fn parse_default_user(value: &Value) -> (Account, Vec<KeyProblem>) {
+pub fn parse_default_user(value: &Value) -> (Account, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut account = Account::default_user();
     match value {
@@ -245,7 +246,7 @@ pub fn parse_default_user(value: &Value) -> (Account, Vec<KeyProblem>) {
             if let Some(name) = map.get("name") {
                 match name.as_str() {
                     Some(n) if valid_name(n) => account.name = n.into(),
-                    _ => problems.push((
+                    _ => problems.push(Problem::new(
                         "name".into(),
                         format!("{name} is not a valid user name; the default user keeps its name"),
                     )),
@@ -253,7 +254,7 @@ pub fn parse_default_user(value: &Value) -> (Account, Vec<KeyProblem>) {
             }
             apply_user_keys(&mut account, value, "", &mut problems);
         }
-        other => problems.push((
+        other => problems.push(Problem::new(
             String::new(),
             format!("{other} is not a user name or a mapping"),
         )),
@@ -262,7 +263,7 @@ pub fn parse_default_user(value: &Value) -> (Account, Vec<KeyProblem>) {
 }
 
 /// Keys of a cloud-init user mapping, applied to `account`.
-fn apply_user_keys(account: &mut Account, item: &Value, at: &str, problems: &mut Vec<KeyProblem>) {
+fn apply_user_keys(account: &mut Account, item: &Value, at: &str, problems: &mut Vec<Problem>) {
     let Some(map) = item.as_object() else { return };
     for (key, value) in map {
         let sub = if at.is_empty() {
@@ -339,7 +340,7 @@ fn apply_user_keys(account: &mut Account, item: &Value, at: &str, problems: &mut
             _ => Err("unknown or unsupported user key, ignored".into()),
         };
         if let Err(e) = result {
-            problems.push((sub, e));
+            problems.push(Problem::new(sub, e));
         }
     }
 }
@@ -410,7 +411,7 @@ fn crypt_hash(h: &str) -> bool {
 /// [members]}` mappings, or one mapping of names to members (a list, "a,
 /// b", or nothing). A bad entry is left out with a problem; a bad member
 /// name loses only that member.
-pub fn parse_groups(value: &Value) -> (Vec<GroupEntry>, Vec<KeyProblem>) {
+pub fn parse_groups(value: &Value) -> (Vec<GroupEntry>, Vec<Problem>) {
     let mut problems = Vec::new();
     // (where in the config, name, members) for each entry.
     let mut items: Vec<(String, String, Value)> = Vec::new();
@@ -433,7 +434,7 @@ pub fn parse_groups(value: &Value) -> (Vec<GroupEntry>, Vec<KeyProblem>) {
                         let (name, members) = map.iter().next().expect("one entry");
                         items.push((format!("[{i}].{name}"), name.clone(), members.clone()));
                     }
-                    other => problems.push((
+                    other => problems.push(Problem::new(
                         format!("[{i}]"),
                         format!("{other} is not a group name or a mapping of one group to its members; entry left out"),
                     )),
@@ -441,7 +442,7 @@ pub fn parse_groups(value: &Value) -> (Vec<GroupEntry>, Vec<KeyProblem>) {
             }
         }
         other => {
-            problems.push((
+            problems.push(Problem::new(
                 String::new(),
                 format!("expected a list of groups, not {other}"),
             ));
@@ -451,7 +452,7 @@ pub fn parse_groups(value: &Value) -> (Vec<GroupEntry>, Vec<KeyProblem>) {
     let mut groups: Vec<GroupEntry> = Vec::new();
     for (at, name, members) in items {
         if !valid_name(&name) {
-            problems.push((
+            problems.push(Problem::new(
                 at,
                 format!("{name:?} is not a valid group name (lower case letters, digits, _ and -; at most 32); entry left out"),
             ));
@@ -465,7 +466,7 @@ pub fn parse_groups(value: &Value) -> (Vec<GroupEntry>, Vec<KeyProblem>) {
                 .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string))
                 .collect(),
             other => {
-                problems.push((
+                problems.push(Problem::new(
                     at,
                     format!("expected a list of user names, not {other}; entry left out"),
                 ));
@@ -475,7 +476,7 @@ pub fn parse_groups(value: &Value) -> (Vec<GroupEntry>, Vec<KeyProblem>) {
         let mut kept = Vec::new();
         for member in members {
             if !valid_name(&member) {
-                problems.push((
+                problems.push(Problem::new(
                     at.clone(),
                     format!("{member:?} is not a valid user name; left out of {name:?}"),
                 ));
@@ -503,14 +504,14 @@ pub fn parse_groups(value: &Value) -> (Vec<GroupEntry>, Vec<KeyProblem>) {
 
 /// Members of `groups` that are neither an account of `accounts` nor one
 /// of the console's own: each a problem, and left out of its group.
-pub fn resolve_groups(groups: &mut [GroupEntry], accounts: &[Account]) -> Vec<KeyProblem> {
+pub fn resolve_groups(groups: &mut [GroupEntry], accounts: &[Account]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for group in groups {
         group.members.retain(|member| {
             let known = SYSTEM_ACCOUNTS.contains(&member.as_str())
                 || accounts.iter().any(|a| &a.name == member);
             if !known {
-                problems.push((
+                problems.push(Problem::new(
                     String::new(),
                     format!(
                         "{member:?} is not a user of this machine (`users`); left out of group {:?}",
@@ -532,7 +533,7 @@ pub fn resolve_users(
     users: Option<Vec<UserEntry>>,
     default_user: Account,
     default_keys: &[String],
-) -> (Vec<Account>, Vec<KeyProblem>) {
+) -> (Vec<Account>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut default_user = default_user;
     default_user
@@ -541,7 +542,7 @@ pub fn resolve_users(
     let entries = users.unwrap_or_else(|| vec![UserEntry::Default]);
     let has_default = entries.contains(&UserEntry::Default);
     if !has_default && !default_keys.is_empty() {
-        problems.push((
+        problems.push(Problem::new(
             String::new(),
             "`ssh_authorized_keys` are for the default user, and `users` does not list `default`: the keys are not used".into(),
         ));
@@ -553,7 +554,7 @@ pub fn resolve_users(
             UserEntry::Account(a) => *a,
         };
         if accounts.iter().any(|a| a.name == account.name) {
-            problems.push((
+            problems.push(Problem::new(
                 String::new(),
                 format!(
                     "user {:?} is listed twice; the first entry counts",
@@ -656,7 +657,10 @@ mod tests {
 - 42
 ",
         ));
-        let problems: Vec<String> = problems.iter().map(|(k, p)| format!("{k}: {p}")).collect();
+        let problems: Vec<String> = problems
+            .iter()
+            .map(|Problem { key: k, problem: p }| format!("{k}: {p}"))
+            .collect();
         assert_eq!(entries.len(), 1, "only dave");
         let UserEntry::Account(dave) = &entries[0] else {
             panic!()
@@ -685,13 +689,13 @@ mod tests {
             resolve_users(Some(entries), Account::default_user(), &[KEY.into()]);
         assert_eq!(accounts.len(), 1);
         assert!(
-            problems[0].1.contains("does not list `default`"),
+            problems[0].problem.contains("does not list `default`"),
             "{problems:?}"
         );
         let (entries, _) = parse_users(&yaml("[default, brig]"));
         let (accounts, problems) = resolve_users(Some(entries), Account::default_user(), &[]);
         assert_eq!(accounts.len(), 1);
-        assert!(problems[0].1.contains("listed twice"));
+        assert!(problems[0].problem.contains("listed twice"));
     }
 
     #[test]
@@ -728,7 +732,7 @@ mod tests {
         assert_eq!(groups[2].members, ["brig"]);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0]
-            .1
+            .problem
             .starts_with("\"alice\" is not a user of this machine"));
 
         // The mapping form, and what is refused.
@@ -748,7 +752,10 @@ mod tests {
             as_pairs(&groups),
             [("x".to_string(), vec!["ok".to_string()])]
         );
-        let problems: Vec<String> = problems.iter().map(|(k, p)| format!("{k}: {p}")).collect();
+        let problems: Vec<String> = problems
+            .iter()
+            .map(|Problem { key: k, problem: p }| format!("{k}: {p}"))
+            .collect();
         for expected in [
             "[0]: \"Bad Group\" is not a valid group name",
             "[1].a: expected a list of user names, not 1",
@@ -762,7 +769,7 @@ mod tests {
             );
         }
         let (_, problems) = parse_groups(&yaml("true"));
-        assert!(problems[0].1.starts_with("expected a list of groups"));
+        assert!(problems[0].problem.starts_with("expected a list of groups"));
     }
 
     #[test]

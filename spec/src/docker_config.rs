@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::console::KeyProblem;
+use crate::problem::Problem;
 
 /// Where PID 1 writes the parsed `brig.docker` for brig-dockerd.
 pub const CONFIG_FILE: &str = "/run/brig/config/docker.json";
@@ -122,11 +122,14 @@ const BRIG_ARGS: &[&str] = &["host", "group", "pidfile", "exec-root", "config-fi
 
 /// Parses `brig.docker`; problems carry the key below `brig.docker`. A bad
 /// setting is left out, the rest applies.
-pub fn parse(value: &Value) -> (DockerConfig, Vec<KeyProblem>) {
+pub fn parse(value: &Value) -> (DockerConfig, Vec<Problem>) {
     let mut config = DockerConfig::default();
-    let mut problems: Vec<KeyProblem> = Vec::new();
+    let mut problems: Vec<Problem> = Vec::new();
     let Some(map) = value.as_object() else {
-        problems.push((String::new(), format!("expected a mapping, not {value}")));
+        problems.push(Problem::new(
+            String::new(),
+            format!("expected a mapping, not {value}"),
+        ));
         return (config, problems);
     };
     for (key, value) in map {
@@ -169,7 +172,7 @@ pub fn parse(value: &Value) -> (DockerConfig, Vec<KeyProblem>) {
                                 || (a.starts_with("--") && BRIG_ARGS.contains(&name.unwrap_or("")))
                         };
                         match args.iter().find(brig_owns) {
-                            Some(a) => problems.push((
+                            Some(a) => problems.push(Problem::new(
                                 key.clone(),
                                 format!(
                                     "{a:?} is set by Brig (docs/docker.md); extra_args ignored"
@@ -178,7 +181,7 @@ pub fn parse(value: &Value) -> (DockerConfig, Vec<KeyProblem>) {
                             None => config.extra_args = args,
                         }
                     }
-                    None => problems.push((
+                    None => problems.push(Problem::new(
                         key.clone(),
                         format!("expected a list of arguments, not {value}"),
                     )),
@@ -195,26 +198,32 @@ pub fn parse(value: &Value) -> (DockerConfig, Vec<KeyProblem>) {
                             .filter_map(|v| v.as_str().map(str::to_string))
                             .collect()
                     }
-                    Err(e) => problems.push((key.clone(), e)),
+                    Err(e) => problems.push(Problem::new(key.clone(), e)),
                 }
                 continue;
             }
             "tls" => {
                 match tls(value) {
                     Ok(t) => config.tls = Some(t),
-                    Err((sub, e)) => problems.push((join_key(key, &sub), e)),
+                    Err(Problem {
+                        key: sub,
+                        problem: e,
+                    }) => problems.push(Problem::new(join_key(key, &sub), e)),
                 }
                 continue;
             }
             "swarm" => {
                 match swarm(value) {
                     Ok(s) => config.swarm = Some(s),
-                    Err((sub, e)) => problems.push((join_key(key, &sub), e)),
+                    Err(Problem {
+                        key: sub,
+                        problem: e,
+                    }) => problems.push(Problem::new(join_key(key, &sub), e)),
                 }
                 continue;
             }
             _ => {
-                problems.push((key.clone(), "unknown key, ignored".into()));
+                problems.push(Problem::new(key.clone(), "unknown key, ignored".into()));
                 continue;
             }
         };
@@ -222,11 +231,11 @@ pub fn parse(value: &Value) -> (DockerConfig, Vec<KeyProblem>) {
             Ok(v) => {
                 config.daemon.insert(daemon_key, v);
             }
-            Err(e) => problems.push((key.clone(), e)),
+            Err(e) => problems.push(Problem::new(key.clone(), e)),
         }
     }
     if !config.listen.is_empty() && config.tls.is_none() {
-        problems.push((
+        problems.push(Problem::new(
             "listen".into(),
             "the Docker API on TCP is root on this machine for whoever reaches it: give `tls` (client certificates are required); not listening".into(),
         ));
@@ -234,7 +243,7 @@ pub fn parse(value: &Value) -> (DockerConfig, Vec<KeyProblem>) {
     }
     if let Some(s) = &config.swarm {
         if !s.join.is_empty() && s.token.is_none() && config.tls.is_none() {
-            problems.push((
+            problems.push(Problem::new(
                 "swarm".into(),
                 "joining without a `token` asks a manager for one over TLS: give `tls` or `token`; not joining".into(),
             ));
@@ -266,25 +275,28 @@ fn tcp_address(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn tls(value: &Value) -> Result<Tls, KeyProblem> {
+fn tls(value: &Value) -> Result<Tls, Problem> {
     let map = value.as_object().ok_or_else(|| {
-        (
+        Problem::new(
             String::new(),
             format!("expected a mapping of ca, cert, key, not {value}"),
         )
     })?;
-    let pem = |key: &str, label: &str| -> Result<String, KeyProblem> {
+    let pem = |key: &str, label: &str| -> Result<String, Problem> {
         match map.get(key).and_then(Value::as_str) {
             Some(text) if text.contains(&format!("-----BEGIN {label}")) => Ok(text.to_string()),
-            Some(_) => Err((key.into(), format!("expected PEM text with a {label}"))),
-            None => Err((key.into(), "missing".into())),
+            Some(_) => Err(Problem::new(
+                key.into(),
+                format!("expected PEM text with a {label}"),
+            )),
+            None => Err(Problem::new(key.into(), "missing".into())),
         }
     };
     if let Some(k) = map
         .keys()
         .find(|k| !["ca", "cert", "key"].contains(&k.as_str()))
     {
-        return Err((k.clone(), "unknown key".into()));
+        return Err(Problem::new(k.clone(), "unknown key".into()));
     }
     Ok(Tls {
         ca: pem("ca", "CERTIFICATE")?,
@@ -293,10 +305,10 @@ fn tls(value: &Value) -> Result<Tls, KeyProblem> {
     })
 }
 
-fn swarm(value: &Value) -> Result<Swarm, KeyProblem> {
+fn swarm(value: &Value) -> Result<Swarm, Problem> {
     let map = value
         .as_object()
-        .ok_or_else(|| (String::new(), format!("expected a mapping, not {value}")))?;
+        .ok_or_else(|| Problem::new(String::new(), format!("expected a mapping, not {value}")))?;
     let mut swarm = Swarm {
         init: false,
         join: Vec::new(),
@@ -305,7 +317,7 @@ fn swarm(value: &Value) -> Result<Swarm, KeyProblem> {
         advertise_addr: None,
     };
     for (key, value) in map {
-        let fail = |p: String| (key.clone(), p);
+        let fail = |p: String| Problem::new(key.clone(), p);
         match key.as_str() {
             "init" => {
                 swarm.init = value
@@ -358,11 +370,11 @@ fn swarm(value: &Value) -> Result<Swarm, KeyProblem> {
         }
     }
     match (swarm.init, swarm.join.is_empty()) {
-        (true, false) => Err((
+        (true, false) => Err(Problem::new(
             String::new(),
             "`init` and `join` exclude each other: a node creates the swarm or joins it".into(),
         )),
-        (false, true) => Err((
+        (false, true) => Err(Problem::new(
             String::new(),
             "say `init: true` or the managers to `join`".into(),
         )),
@@ -545,7 +557,10 @@ mod tests {
             json!({"log-driver": "json-file"})
         );
         assert!(config.extra_args.is_empty());
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|Problem { key: k, problem: _ }| k.as_str())
+            .collect();
         assert_eq!(
             keys,
             [
@@ -558,11 +573,13 @@ mod tests {
             ]
         );
         assert!(
-            problems[2].1.contains("size /8 does not fit in /16"),
+            problems[2].problem.contains("size /8 does not fit in /16"),
             "{problems:?}"
         );
-        assert!(problems[3].1.contains("set by Brig"), "{problems:?}");
-        assert!(problems[5].1.contains("is not an http:// or https:// URL"));
+        assert!(problems[3].problem.contains("set by Brig"), "{problems:?}");
+        assert!(problems[5]
+            .problem
+            .contains("is not an http:// or https:// URL"));
     }
 
     const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
@@ -595,7 +612,10 @@ mod tests {
             "swarm": {"join": ["10.77.0.11:2377"]},
         }));
         assert!(config.listen.is_empty() && config.swarm.is_none());
-        let said: Vec<String> = problems.iter().map(|(k, p)| format!("{k}: {p}")).collect();
+        let said: Vec<String> = problems
+            .iter()
+            .map(|Problem { key: k, problem: p }| format!("{k}: {p}"))
+            .collect();
         assert!(
             said[0].starts_with("listen: the Docker API on TCP is root"),
             "{said:?}"
@@ -605,10 +625,10 @@ mod tests {
             "{said:?}"
         );
         let (_, problems) = parse(&json!({"swarm": {"init": true, "join": ["a"]}}));
-        assert!(problems[0].1.contains("exclude each other"));
+        assert!(problems[0].problem.contains("exclude each other"));
         let (_, problems) = parse(&json!({"swarm": {"role": "boss", "init": true}}));
-        assert_eq!(problems[0].0, "swarm.role");
+        assert_eq!(problems[0].key, "swarm.role");
         let (_, problems) = parse(&json!({"tls": {"ca": PEM, "cert": "x", "key": KEY}}));
-        assert_eq!(problems[0].0, "tls.cert");
+        assert_eq!(problems[0].key, "tls.cert");
     }
 }

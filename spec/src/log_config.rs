@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::console::KeyProblem;
+use crate::problem::Problem;
 use crate::service::parse_size;
 
 /// Where PID 1 writes the parsed `brig.logging` for brig-logd.
@@ -109,15 +109,18 @@ impl Remote {
 
 /// Parses `brig.logging`. Problems carry the key below `brig.logging`; a
 /// bad remote is left out, the rest still applies.
-pub fn parse(value: &Value) -> (LoggingConfig, Vec<KeyProblem>) {
+pub fn parse(value: &Value) -> (LoggingConfig, Vec<Problem>) {
     let mut config = LoggingConfig::default();
     let mut problems = Vec::new();
     let Some(map) = value.as_object() else {
-        problems.push((String::new(), format!("expected a mapping, not {value}")));
+        problems.push(Problem::new(
+            String::new(),
+            format!("expected a mapping, not {value}"),
+        ));
         return (config, problems);
     };
     for (key, value) in map {
-        let mut problem = |p: String| problems.push((key.clone(), p));
+        let mut problem = |p: String| problems.push(Problem::new(key.clone(), p));
         match key.as_str() {
             "storage" => match value.as_str() {
                 Some("auto") => config.storage = Storage::Auto,
@@ -137,7 +140,10 @@ pub fn parse(value: &Value) -> (LoggingConfig, Vec<KeyProblem>) {
                 for (i, item) in list.iter().enumerate() {
                     match remote(item) {
                         Ok(r) => config.remote.push(r),
-                        Err((sub, p)) => problems.push((
+                        Err(Problem {
+                            key: sub,
+                            problem: p,
+                        }) => problems.push(Problem::new(
                             format!("remote[{i}]{}", if sub.is_empty() { "" } else { "." }) + &sub,
                             format!("{p}; not forwarded there"),
                         )),
@@ -149,7 +155,7 @@ pub fn parse(value: &Value) -> (LoggingConfig, Vec<KeyProblem>) {
     }
     if config.storage == Storage::Ram {
         if let Some(n) = config.max_size.filter(|&n| n > MAX_RAM_STORE) {
-            problems.push((
+            problems.push(Problem::new(
                 "max_size".into(),
                 format!(
                     "{} MiB is more than logs in RAM may take ({} MiB); {} MiB kept",
@@ -176,22 +182,32 @@ fn size(value: &Value) -> Result<u64, String> {
 
 /// One server: `"tcp://host:port"`, or a mapping with `url` and the TLS
 /// settings.
-fn remote(item: &Value) -> Result<Remote, KeyProblem> {
+fn remote(item: &Value) -> Result<Remote, Problem> {
     let (url, settings) = match item {
         Value::String(url) => (url.as_str(), None),
         Value::Object(map) => match map.get("url") {
             Some(Value::String(url)) => (url.as_str(), Some(map)),
-            Some(other) => return Err(("url".into(), format!("expected a URL, not {other}"))),
-            None => return Err((String::new(), "no `url` (such as tcp://host:514)".into())),
+            Some(other) => {
+                return Err(Problem::new(
+                    "url".into(),
+                    format!("expected a URL, not {other}"),
+                ))
+            }
+            None => {
+                return Err(Problem::new(
+                    String::new(),
+                    "no `url` (such as tcp://host:514)".into(),
+                ))
+            }
         },
         other => {
-            return Err((
+            return Err(Problem::new(
                 String::new(),
                 format!("expected a URL such as udp://host:514 or a mapping, not {other}"),
             ))
         }
     };
-    let (protocol, host, port) = parse_url(url).map_err(|e| ("url".to_string(), e))?;
+    let (protocol, host, port) = parse_url(url).map_err(|e| Problem::new("url".to_string(), e))?;
     let mut remote = Remote {
         protocol,
         host,
@@ -207,14 +223,17 @@ fn remote(item: &Value) -> Result<Remote, KeyProblem> {
             value
                 .as_str()
                 .map(str::to_string)
-                .ok_or_else(|| (key.clone(), format!("expected text, not {value}")))
+                .ok_or_else(|| Problem::new(key.clone(), format!("expected text, not {value}")))
         };
         let pem = |label: &str| {
             let text = text()?;
             if text.contains(&format!("-----BEGIN {label}")) {
                 Ok(text)
             } else {
-                Err((key.clone(), format!("expected PEM text with a {label}")))
+                Err(Problem::new(
+                    key.clone(),
+                    format!("expected PEM text with a {label}"),
+                ))
             }
         };
         match key.as_str() {
@@ -225,10 +244,15 @@ fn remote(item: &Value) -> Result<Remote, KeyProblem> {
             "server_name" => remote.server_name = Some(text()?),
             "queue_size" => match size(value) {
                 Ok(n) if n >= 1024 => remote.queue_size = n,
-                Ok(n) => return Err((key.clone(), format!("{n} bytes is less than 1K"))),
-                Err(e) => return Err((key.clone(), e)),
+                Ok(n) => {
+                    return Err(Problem::new(
+                        key.clone(),
+                        format!("{n} bytes is less than 1K"),
+                    ))
+                }
+                Err(e) => return Err(Problem::new(key.clone(), e)),
             },
-            _ => return Err((key.clone(), "unknown key".into())),
+            _ => return Err(Problem::new(key.clone(), "unknown key".into())),
         }
     }
     let tls_only = [
@@ -239,14 +263,14 @@ fn remote(item: &Value) -> Result<Remote, KeyProblem> {
     ];
     if protocol != Protocol::Tls {
         if let Some((key, _)) = tls_only.iter().find(|(_, set)| *set) {
-            return Err((
+            return Err(Problem::new(
                 key.to_string(),
                 format!("only for tls://, not {}://", protocol.name()),
             ));
         }
     }
     if remote.cert.is_some() != remote.key.is_some() {
-        return Err((
+        return Err(Problem::new(
             String::new(),
             "`cert` and `key` go together: give both or neither".into(),
         ));
@@ -354,7 +378,10 @@ mod tests {
         }));
         assert_eq!(config.remote.len(), 1, "{problems:?}");
         assert_eq!(config.remote[0].url(), "tcp://ok:514");
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|Problem { key: k, problem: _ }| k.as_str())
+            .collect();
         assert_eq!(
             keys,
             [
@@ -369,21 +396,24 @@ mod tests {
             ]
         );
         assert!(
-            problems[1].1.contains("http:// is not udp://"),
+            problems[1].problem.contains("http:// is not udp://"),
             "{problems:?}"
         );
-        assert!(problems[3].1.contains("only for tls://"), "{problems:?}");
-        assert!(problems[4].1.contains("`cert` and `key` go together"));
-        assert!(problems[1].1.ends_with("; not forwarded there"));
+        assert!(
+            problems[3].problem.contains("only for tls://"),
+            "{problems:?}"
+        );
+        assert!(problems[4].problem.contains("`cert` and `key` go together"));
+        assert!(problems[1].problem.ends_with("; not forwarded there"));
     }
 
     #[test]
     fn logs_in_ram_stay_within_the_containers_memory() {
         let (config, problems) = parse(&json!({"storage": "ram", "max_size": "1G"}));
         assert_eq!(config.max_size, Some(MAX_RAM_STORE));
-        assert!(problems[0].1.contains("16 MiB kept"), "{problems:?}");
+        assert!(problems[0].problem.contains("16 MiB kept"), "{problems:?}");
         let (config, problems) = parse(&json!({"max_size": 1000}));
         assert_eq!(config.max_size, None);
-        assert!(problems[0].1.contains("less than 64K"));
+        assert!(problems[0].problem.contains("less than 64K"));
     }
 }

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::console::KeyProblem;
+use crate::problem::Problem;
 
 /// Where mount points may be: the directories the console container and
 /// user services see (they bind them from the host).
@@ -45,11 +45,11 @@ impl std::fmt::Display for Device {
 }
 
 /// Parses `mounts:`. A bad entry is reported (key `[i]`) and left out.
-pub fn parse(value: &Value) -> (Vec<MountEntry>, Vec<KeyProblem>) {
+pub fn parse(value: &Value) -> (Vec<MountEntry>, Vec<Problem>) {
     let mut entries = Vec::new();
     let mut problems = Vec::new();
     let Some(list) = value.as_array() else {
-        problems.push((
+        problems.push(Problem::new(
             String::new(),
             format!("expected a list of entries, not {value}"),
         ));
@@ -59,7 +59,7 @@ pub fn parse(value: &Value) -> (Vec<MountEntry>, Vec<KeyProblem>) {
         match entry(item) {
             Ok(e) => {
                 if entries.iter().any(|o: &MountEntry| o.target == e.target) {
-                    problems.push((
+                    problems.push(Problem::new(
                         format!("[{i}]"),
                         format!(
                             "{} is already a mount point of an earlier entry; left out",
@@ -70,7 +70,10 @@ pub fn parse(value: &Value) -> (Vec<MountEntry>, Vec<KeyProblem>) {
                     entries.push(e);
                 }
             }
-            Err(p) => problems.push((format!("[{i}]"), format!("{p}; entry left out"))),
+            Err(p) => problems.push(Problem::new(
+                format!("[{i}]"),
+                format!("{p}; entry left out"),
+            )),
         }
     }
     (entries, problems)
@@ -243,26 +246,29 @@ mod tests {
             ["/dev/../dev/sda", "/mnt/z"]
         ]));
         assert_eq!(entries.len(), 1, "{entries:?}");
-        let keys: Vec<&str> = problems.iter().map(|p| p.0.as_str()).collect();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
             ["[1]", "[2]", "[3]", "[4]", "[5]", "[6]", "[7]", "[8]", "[9]", "[10]"]
         );
         assert!(
-            problems[0].1.contains("under /mnt or /media"),
-            "{problems:?}"
-        );
-        assert!(problems[2].1.contains("no mount point"), "{problems:?}");
-        assert!(
-            problems[3].1.contains("network filesystems"),
+            problems[0].problem.contains("under /mnt or /media"),
             "{problems:?}"
         );
         assert!(
-            problems[5].1.contains("already a mount point"),
+            problems[2].problem.contains("no mount point"),
             "{problems:?}"
         );
-        assert!(problems.iter().all(|p| !p.1.is_empty()));
+        assert!(
+            problems[3].problem.contains("network filesystems"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[5].problem.contains("already a mount point"),
+            "{problems:?}"
+        );
+        assert!(problems.iter().all(|p| !p.problem.is_empty()));
         let (_, problems) = parse(&json!("vdb"));
-        assert!(problems[0].1.contains("expected a list"));
+        assert!(problems[0].problem.contains("expected a list"));
     }
 }

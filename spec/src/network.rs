@@ -6,6 +6,7 @@
 //! dropped, the rest is kept, so that one typo cannot take the box off the
 //! network (brig-netd gives the interfaces no valid entry claims the default).
 
+use crate::problem::Problem;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -207,28 +208,11 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// One problem in the config: where (`ethernets.eth0.addresses`) and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub key: String,
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "network config: {}", self.problem)
-        } else {
-            write!(f, "network config: `{}`: {}", self.key, self.problem)
-        }
-    }
-}
-
 /// The result of parsing: what is usable, and what was wrong.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Parsed {
     pub config: NetworkConfig,
-    pub errors: Vec<ConfigError>,
+    pub errors: Vec<Problem>,
     /// Nothing usable: the whole document was rejected.
     pub rejected: bool,
 }
@@ -240,7 +224,7 @@ impl NetworkConfig {
     /// or the version 2 mapping itself (both are what cloud-init accepts).
     pub fn parse(text: &str) -> Parsed {
         let reject = |problem: String| Parsed {
-            errors: vec![ConfigError {
+            errors: vec![Problem {
                 key: String::new(),
                 problem,
             }],
@@ -273,7 +257,7 @@ impl NetworkConfig {
             let known = ["version", "renderer", "wifis"].contains(&key.as_str())
                 || SECTIONS.contains(&key.as_str());
             if !known {
-                parsed.errors.push(ConfigError {
+                parsed.errors.push(Problem {
                     key: key.clone(),
                     problem: format!(
                         "unknown key; expected one of version, renderer, {}",
@@ -301,7 +285,7 @@ impl NetworkConfig {
                 addressing.retain(|key, _| crate::wifi::ADDRESSING.contains(&key.as_str()));
                 match parse_device("ethernets", &id, addressing.into()) {
                     Ok(device) => parsed.config.devices.push(device),
-                    Err((sub, problem)) => parsed.errors.push(ConfigError {
+                    Err(Problem { key: sub, problem }) => parsed.errors.push(Problem {
                         key: [format!("wifis.{id}"), sub]
                             .iter()
                             .filter(|k| !k.is_empty())
@@ -318,7 +302,7 @@ impl NetworkConfig {
                 continue;
             };
             let Some(entries) = entries.as_object() else {
-                parsed.errors.push(ConfigError {
+                parsed.errors.push(Problem {
                     key: section.into(),
                     problem: "expected a mapping of interface ids".into(),
                 });
@@ -328,7 +312,7 @@ impl NetworkConfig {
                 let key = format!("{section}.{id}");
                 match parse_device(section, id, value.clone()) {
                     Ok(device) => parsed.config.devices.push(device),
-                    Err((sub, problem)) => parsed.errors.push(ConfigError {
+                    Err(Problem { key: sub, problem }) => parsed.errors.push(Problem {
                         key: if sub.is_empty() {
                             key
                         } else {
@@ -349,7 +333,7 @@ impl NetworkConfig {
 
     /// Drops devices that name members or links that do not exist (or were
     /// rejected), and members claimed twice.
-    fn check_references(&mut self, errors: &mut Vec<ConfigError>) {
+    fn check_references(&mut self, errors: &mut Vec<Problem>) {
         loop {
             let ids: BTreeSet<String> = (self.devices.iter().map(|d| d.id.clone()))
                 .chain(self.wifis.iter().map(|w| w.interface.clone()))
@@ -391,7 +375,7 @@ impl NetworkConfig {
             let Some((id, section, problem)) = bad else {
                 return;
             };
-            errors.push(ConfigError {
+            errors.push(Problem {
                 key: format!("{section}.{id}"),
                 problem,
             });
@@ -492,14 +476,14 @@ enum Number {
 }
 
 impl Number {
-    fn value(&self, key: &str) -> Result<u32, (String, String)> {
+    fn value(&self, key: &str) -> Result<u32, Problem> {
         match self {
             Number::Int(n) => Ok(*n),
             Number::Text(t) => t
                 .trim_end_matches("ms")
                 .trim_end_matches('s')
                 .parse()
-                .map_err(|_| (key.to_string(), format!("`{t}` is not a number"))),
+                .map_err(|_| Problem::new(key.to_string(), format!("`{t}` is not a number"))),
         }
     }
 }
@@ -563,15 +547,11 @@ enum YesOrRoute {
     Text(#[allow(dead_code)] String),
 }
 
-fn parse_device(
-    section: &str,
-    id: &str,
-    value: serde_json::Value,
-) -> Result<Device, (String, String)> {
-    let raw: RawDevice =
-        RawDevice::deserialize(value).map_err(|e| (String::new(), one_line(&e.to_string())))?;
-    let field_err = |field: &str, problem: String| (field.to_string(), problem);
-    let only = |allowed: &[&str]| -> Result<(), (String, String)> {
+fn parse_device(section: &str, id: &str, value: serde_json::Value) -> Result<Device, Problem> {
+    let raw: RawDevice = RawDevice::deserialize(value)
+        .map_err(|e| Problem::new(String::new(), one_line(&e.to_string())))?;
+    let field_err = |field: &str, problem: String| Problem::new(field.to_string(), problem);
+    let only = |allowed: &[&str]| -> Result<(), Problem> {
         let present = [
             ("match", raw.matching.is_some()),
             ("set-name", raw.set_name.is_some()),
@@ -720,7 +700,7 @@ fn parse_device(
     })
 }
 
-fn settings(raw: &RawDevice) -> Result<Settings, (String, String)> {
+fn settings(raw: &RawDevice) -> Result<Settings, Problem> {
     let mut s = Settings {
         dhcp4: raw.dhcp4,
         dhcp6: raw.dhcp6,
@@ -735,18 +715,20 @@ fn settings(raw: &RawDevice) -> Result<Settings, (String, String)> {
                 m.keys().next().cloned().unwrap_or_default()
             }
             RawAddress::WithOptions(_) => {
-                return Err((
+                return Err(Problem::new(
                     format!("addresses[{i}]"),
                     "expected `ADDRESS/PREFIX` or `ADDRESS/PREFIX: {options}`".into(),
                 ))
             }
         };
-        s.addresses
-            .push(text.parse().map_err(|p| (format!("addresses[{i}]"), p))?);
+        s.addresses.push(
+            text.parse()
+                .map_err(|p| Problem::new(format!("addresses[{i}]"), p))?,
+        );
     }
     if let Some(g) = &raw.gateway4 {
         let via: Ipv4Addr = g.parse().map_err(|_| {
-            (
+            Problem::new(
                 "gateway4".to_string(),
                 format!("`{g}` is not an IPv4 address"),
             )
@@ -761,7 +743,7 @@ fn settings(raw: &RawDevice) -> Result<Settings, (String, String)> {
     }
     if let Some(g) = &raw.gateway6 {
         let via: Ipv6Addr = g.parse().map_err(|_| {
-            (
+            Problem::new(
                 "gateway6".to_string(),
                 format!("`{g}` is not an IPv6 address"),
             )
@@ -780,18 +762,24 @@ fn settings(raw: &RawDevice) -> Result<Settings, (String, String)> {
             .via
             .as_deref()
             .map(|v| {
-                v.parse()
-                    .map_err(|_| (format!("{key}.via"), format!("`{v}` is not an IP address")))
+                v.parse().map_err(|_| {
+                    Problem::new(format!("{key}.via"), format!("`{v}` is not an IP address"))
+                })
             })
             .transpose()?;
         let to = match r.to.as_str() {
             "default" => Cidr::default_route(via.is_some_and(|v| v.is_ipv6())),
-            "0.0.0.0/0" | "::/0" => r.to.parse().map_err(|p| (format!("{key}.to"), p))?,
-            other => other.parse().map_err(|p| (format!("{key}.to"), p))?,
+            "0.0.0.0/0" | "::/0" => {
+                r.to.parse()
+                    .map_err(|p| Problem::new(format!("{key}.to"), p))?
+            }
+            other => other
+                .parse()
+                .map_err(|p| Problem::new(format!("{key}.to"), p))?,
         };
         if let Some(v) = via {
             if v.is_ipv4() != to.addr.is_ipv4() {
-                return Err((
+                return Err(Problem::new(
                     format!("{key}.via"),
                     format!("{v} and {to} are different address families"),
                 ));
@@ -808,7 +796,7 @@ fn settings(raw: &RawDevice) -> Result<Settings, (String, String)> {
     if let Some(ns) = &raw.nameservers {
         for (i, a) in ns.addresses.iter().enumerate() {
             s.nameservers.push(a.parse().map_err(|_| {
-                (
+                Problem::new(
                     format!("nameservers.addresses[{i}]"),
                     format!("`{a}` is not an IP address"),
                 )
@@ -816,7 +804,7 @@ fn settings(raw: &RawDevice) -> Result<Settings, (String, String)> {
         }
         for (i, d) in ns.search.iter().enumerate() {
             if d.is_empty() || d.len() > 253 || d.contains(char::is_whitespace) {
-                return Err((
+                return Err(Problem::new(
                     format!("nameservers.search[{i}]"),
                     format!("`{d}` is not a domain name"),
                 ));
@@ -826,12 +814,15 @@ fn settings(raw: &RawDevice) -> Result<Settings, (String, String)> {
     }
     if let Some(mtu) = raw.mtu {
         if !(68..=65535).contains(&mtu) {
-            return Err(("mtu".into(), format!("{mtu} is out of range (68-65535)")));
+            return Err(Problem::new(
+                "mtu".into(),
+                format!("{mtu} is out of range (68-65535)"),
+            ));
         }
         s.mtu = Some(mtu);
     }
     if let Some(mac) = &raw.macaddress {
-        s.mac = Some(parse_mac(mac).map_err(|p| ("macaddress".to_string(), p))?);
+        s.mac = Some(parse_mac(mac).map_err(|p| Problem::new("macaddress".to_string(), p))?);
     }
     if let Some(o) = &raw.dhcp4_overrides {
         let d = DhcpOverrides::default();
@@ -1116,7 +1107,7 @@ mod tests {
         NetworkConfig::parse(text)
             .errors
             .iter()
-            .map(|e| e.to_string())
+            .map(|e| format!("network config: {e}"))
             .collect()
     }
 
@@ -1134,7 +1125,7 @@ mod tests {
             let p = NetworkConfig::parse(text);
             assert!(p.rejected, "{text}");
             assert!(
-                p.errors[0].to_string().contains(expect),
+                format!("network config: {}", p.errors[0]).contains(expect),
                 "{text}: {:?}",
                 p.errors
             );

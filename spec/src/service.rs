@@ -1,8 +1,8 @@
 //! The system container spec: `system-containers/<name>/service.toml`, also
 //! the format of user-added services. See docs/service-spec.md.
 
+use crate::problem::Problem;
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -314,26 +314,6 @@ pub fn capability_number(name: &str) -> Option<u32> {
         .map(|n| n as u32)
 }
 
-/// A spec problem: which file, which key, what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecError {
-    pub file: String,
-    pub key: String,
-    pub problem: String,
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file, self.problem)
-        } else {
-            write!(f, "{}: `{}`: {}", self.file, self.key, self.problem)
-        }
-    }
-}
-
-impl std::error::Error for SpecError {}
-
 impl ServiceSpec {
     /// Shares the host's network namespace with NET_ADMIN: the network
     /// container. It may already reconfigure every link, so /proc/sys/net
@@ -346,19 +326,14 @@ impl ServiceSpec {
                 .any(|c| capability_number(c) == capability_number("NET_ADMIN"))
     }
 
-    /// Parses and validates a spec; `file` names it in errors.
-    pub fn parse(name: &str, file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
-        let mut spec: ServiceSpec = toml::from_str(text).map_err(|e| SpecError {
-            file: file.to_string(),
-            key: String::new(),
-            problem: e.to_string().trim_end().replace('\n', " "),
+    /// Parses and validates the spec of service `name`; whoever reports
+    /// the problem names the file.
+    pub fn parse(name: &str, text: &str) -> Result<ServiceSpec, Problem> {
+        let mut spec: ServiceSpec = toml::from_str(text).map_err(|e| {
+            Problem::new(String::new(), e.to_string().trim_end().replace('\n', " "))
         })?;
         spec.name = name.to_string();
-        spec.validate().map_err(|(key, problem)| SpecError {
-            file: file.to_string(),
-            key,
-            problem,
-        })?;
+        spec.validate()?;
         Ok(spec)
     }
 
@@ -366,12 +341,9 @@ impl ServiceSpec {
     /// fields as a service.toml, with its root from `rootfs.image` (a
     /// squashfs file or a directory on the machine), as nothing is built
     /// for it. Errors are (key below the service, problem).
-    pub fn from_config(
-        name: &str,
-        value: &serde_json::Value,
-    ) -> Result<ServiceSpec, (String, String)> {
-        let mut spec: ServiceSpec =
-            serde_json::from_value(value.clone()).map_err(|e| (String::new(), e.to_string()))?;
+    pub fn from_config(name: &str, value: &serde_json::Value) -> Result<ServiceSpec, Problem> {
+        let mut spec: ServiceSpec = serde_json::from_value(value.clone())
+            .map_err(|e| Problem::new(String::new(), e.to_string()))?;
         spec.name = name.to_string();
         let built = &spec.rootfs;
         if !(built.packages.is_empty()
@@ -381,7 +353,7 @@ impl ServiceSpec {
             && built.binaries.is_empty()
             && built.files.is_empty())
         {
-            return Err((
+            return Err(Problem::new(
                 "rootfs".into(),
                 "packages, packages_with, keep, drop, binaries and files are built into images (system-containers/); a service from config names its rootfs.image".into(),
             ));
@@ -389,13 +361,13 @@ impl ServiceSpec {
         match &spec.rootfs.image {
             Some(image) if image.starts_with('/') && !image.split('/').any(|p| p == "..") => {}
             Some(image) => {
-                return Err((
+                return Err(Problem::new(
                     "rootfs.image".into(),
                     format!("{image:?} must be an absolute path without .."),
                 ))
             }
             None => {
-                return Err((
+                return Err(Problem::new(
                     "rootfs.image".into(),
                     "missing: a squashfs file or a directory on the machine".into(),
                 ))
@@ -406,8 +378,8 @@ impl ServiceSpec {
     }
 
     /// Checks what serde cannot; returns (key, problem).
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let err = |key: &str, problem: String| Err((key.to_string(), problem));
+    pub fn validate(&self) -> Result<(), Problem> {
+        let err = |key: &str, problem: String| Err(Problem::new(key.to_string(), problem));
         if !valid_name(&self.name) {
             return err(
                 "name",
@@ -637,8 +609,8 @@ type = "path"
 path = "/run/ready"
 "#;
 
-    fn parse(text: &str) -> Result<ServiceSpec, SpecError> {
-        ServiceSpec::parse("test", "system-containers/test/service.toml", text)
+    fn parse(text: &str) -> Result<ServiceSpec, Problem> {
+        ServiceSpec::parse("test", text)
     }
 
     #[test]
@@ -690,8 +662,10 @@ path = "/run/ready"
         assert_eq!(s.stop_grace_seconds, 10);
     }
 
+    /// As the image builder and PID 1 report it.
     fn error(text: &str) -> String {
-        parse(text).unwrap_err().to_string()
+        let problem = parse(text).unwrap_err();
+        format!("system-containers/test/service.toml: {problem}")
     }
 
     #[test]

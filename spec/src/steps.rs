@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::console::KeyProblem;
+use crate::problem::Problem;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -32,10 +32,13 @@ pub struct WriteFile {
 }
 
 /// `write_files:` — a list of mappings; a bad entry is left out.
-pub fn parse_write_files(value: &Value) -> (Vec<WriteFile>, Vec<KeyProblem>) {
+pub fn parse_write_files(value: &Value) -> (Vec<WriteFile>, Vec<Problem>) {
     let mut problems = Vec::new();
     let Some(items) = value.as_array() else {
-        problems.push((String::new(), format!("expected a list, not {value}")));
+        problems.push(Problem::new(
+            String::new(),
+            format!("expected a list, not {value}"),
+        ));
         return (Vec::new(), problems);
     };
     let mut files = Vec::new();
@@ -43,7 +46,7 @@ pub fn parse_write_files(value: &Value) -> (Vec<WriteFile>, Vec<KeyProblem>) {
         let at = format!("[{i}]");
         match write_file(item) {
             Ok(file) => files.push(file),
-            Err((key, problem)) => problems.push((
+            Err(Problem { key, problem }) => problems.push(Problem::new(
                 if key.is_empty() {
                     at
                 } else {
@@ -56,8 +59,8 @@ pub fn parse_write_files(value: &Value) -> (Vec<WriteFile>, Vec<KeyProblem>) {
     (files, problems)
 }
 
-fn write_file(item: &Value) -> Result<WriteFile, KeyProblem> {
-    let bad = |key: &str, p: String| (key.to_string(), p);
+fn write_file(item: &Value) -> Result<WriteFile, Problem> {
+    let bad = |key: &str, p: String| Problem::new(key.to_string(), p);
     let Some(map) = item.as_object() else {
         return Err(bad("", format!("expected a mapping, not {item}")));
     };
@@ -176,9 +179,12 @@ fn write_file(item: &Value) -> Result<WriteFile, KeyProblem> {
 /// `bootcmd:` / `runcmd:` as a shell script, as cloud-init renders them: a
 /// string item is a line of shell, a list item one command with each word
 /// quoted.
-pub fn shell_script(value: &Value) -> Result<String, KeyProblem> {
+pub fn shell_script(value: &Value) -> Result<String, Problem> {
     let Some(items) = value.as_array() else {
-        return Err((String::new(), format!("expected a list, not {value}")));
+        return Err(Problem::new(
+            String::new(),
+            format!("expected a list, not {value}"),
+        ));
     };
     let mut script = String::from("#!/bin/sh\n");
     for (i, item) in items.iter().enumerate() {
@@ -192,7 +198,7 @@ pub fn shell_script(value: &Value) -> Result<String, KeyProblem> {
                         Value::Number(n) => n.to_string(),
                         Value::Bool(b) => b.to_string(),
                         other => {
-                            return Err((
+                            return Err(Problem::new(
                                 format!("[{i}]"),
                                 format!("{other} is not a word of a command"),
                             ))
@@ -203,7 +209,7 @@ pub fn shell_script(value: &Value) -> Result<String, KeyProblem> {
                 script += &quoted.join(" ");
             }
             other => {
-                return Err((
+                return Err(Problem::new(
                     format!("[{i}]"),
                     format!("{other} is neither a line of shell nor a list of words"),
                 ))
@@ -222,7 +228,7 @@ mod tests {
         yaml_reporting(text, &mut Vec::new())
     }
 
-    fn yaml_reporting(text: &str, problems: &mut Vec<crate::cloud_config::Problem>) -> Value {
+    fn yaml_reporting(text: &str, problems: &mut Vec<Problem>) -> Value {
         crate::cloud_config::load_yaml(text, problems).unwrap()
     }
 
@@ -268,7 +274,7 @@ mod tests {
         );
         // The first example's content is cut short in cloud-init's docs.
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].0, "[0].content");
+        assert_eq!(problems[0].key, "[0].content");
         let by_path = |p: &str| files.iter().find(|f| f.path == p).unwrap();
         assert_eq!(by_path("/etc/sysconfig/samba").mode, 0o644);
         assert_eq!(by_path("/etc/sysconfig/samba").owner, "root:root");
@@ -299,7 +305,10 @@ mod tests {
 "#,
         ));
         assert!(files.is_empty(), "{files:?}");
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|Problem { key: k, problem: _ }| k.as_str())
+            .collect();
         assert_eq!(
             keys,
             [
@@ -316,7 +325,7 @@ mod tests {
         );
         assert!(problems
             .iter()
-            .all(|(_, p)| p.ends_with("; entry left out")));
+            .all(|Problem { key: _, problem: p }| p.ends_with("; entry left out")));
     }
 
     #[test]
@@ -333,7 +342,7 @@ mod tests {
             script,
             "#!/bin/sh\necho hello > /tmp/greeting\n'sh' '-xc' 'echo $(date) '\\'': hello world!'\\'''\n'touch' '/tmp/it'\\''s here' '42'\n"
         );
-        assert_eq!(shell_script(&yaml("[[a, {b: c}]]")).unwrap_err().0, "[0]");
+        assert_eq!(shell_script(&yaml("[[a, {b: c}]]")).unwrap_err().key, "[0]");
         assert!(
             shell_script(&yaml("echo hi")).is_err(),
             "a string is not a list"

@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::network::ConfigError;
+use crate::problem::Problem;
 
 /// One `wifis:` entry: an interface and the networks it may join.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +67,10 @@ pub const ADDRESSING: &[&str] = &[
 /// Reads the `wifis:` mapping. A broken access point is reported (with its
 /// key, `wifis.wlan0.access-points.home.password`) and left out; the rest
 /// is kept.
-pub fn parse(wifis: &Value) -> (Vec<Wifi>, Vec<ConfigError>) {
+pub fn parse(wifis: &Value) -> (Vec<Wifi>, Vec<Problem>) {
     let mut errors = Vec::new();
     let mut error = |key: String, problem: &str| {
-        errors.push(ConfigError {
+        errors.push(Problem {
             key,
             problem: problem.to_string(),
         })
@@ -108,7 +108,7 @@ pub fn parse(wifis: &Value) -> (Vec<Wifi>, Vec<ConfigError>) {
                             let key = format!("{key}.{ssid}");
                             match access_point(ssid, point) {
                                 Ok(point) => wifi.access_points.push(point),
-                                Err((at, problem)) => error(
+                                Err(Problem { key: at, problem }) => error(
                                     if at.is_empty() {
                                         key
                                     } else {
@@ -136,8 +136,8 @@ pub fn parse(wifis: &Value) -> (Vec<Wifi>, Vec<ConfigError>) {
 }
 
 /// One access point; on error, where in it (`password`) and what.
-fn access_point(ssid: &str, value: &Value) -> Result<AccessPoint, (String, String)> {
-    let fail = |at: &str, problem: &str| Err((at.to_string(), problem.to_string()));
+fn access_point(ssid: &str, value: &Value) -> Result<AccessPoint, Problem> {
+    let fail = |at: &str, problem: &str| Err(Problem::new(at.to_string(), problem.to_string()));
     if ssid.is_empty() || ssid.len() > 32 {
         return fail("", "a network name (SSID) has 1 to 32 bytes");
     }
@@ -154,12 +154,15 @@ fn access_point(ssid: &str, value: &Value) -> Result<AccessPoint, (String, Strin
     for (name, value) in point {
         match name.as_str() {
             "password" => {
-                password = Some(text(value).ok_or(("password".into(), "expected text".into()))?)
+                password = Some(
+                    text(value).ok_or(Problem::new("password".into(), "expected text".into()))?,
+                )
             }
             "hidden" => {
-                hidden = value
-                    .as_bool()
-                    .ok_or(("hidden".into(), "expected true or false".into()))?
+                hidden = value.as_bool().ok_or(Problem::new(
+                    "hidden".into(),
+                    "expected true or false".into(),
+                ))?
             }
             "bssid" => {
                 let text = value.as_str().unwrap_or_default();
@@ -186,10 +189,10 @@ fn access_point(ssid: &str, value: &Value) -> Result<AccessPoint, (String, Strin
                     match name.as_str() {
                         "key-management" => management = value.as_str().map(str::to_string),
                         "password" => {
-                            password = Some(
-                                text(value)
-                                    .ok_or(("auth.password".into(), "expected text".into()))?,
-                            )
+                            password = Some(text(value).ok_or(Problem::new(
+                                "auth.password".into(),
+                                "expected text".into(),
+                            ))?)
                         }
                         _ => {
                             return fail(
@@ -207,11 +210,11 @@ fn access_point(ssid: &str, value: &Value) -> Result<AccessPoint, (String, Strin
         (None | Some("none"), None) => Security::Open,
         (Some("none"), Some(_)) => return fail("auth.key-management", "`none` takes no password"),
         (None | Some("psk"), Some(password)) => {
-            Security::Psk(psk(&password).map_err(|p| ("password".to_string(), p))?)
+            Security::Psk(psk(&password).map_err(|p| Problem::new("password".to_string(), p))?)
         }
-        (Some("sae"), Some(password)) => {
-            Security::Sae(printable(&password).map_err(|p| ("password".to_string(), p))?)
-        }
+        (Some("sae"), Some(password)) => Security::Sae(
+            printable(&password).map_err(|p| Problem::new("password".to_string(), p))?,
+        ),
         (Some("psk" | "sae"), None) => return fail("password", "missing: this network needs one"),
         (Some("eap" | "eap-sha256" | "eap-suite-b-192" | "802.1x"), _) => {
             return fail(

@@ -197,7 +197,7 @@ fn services_run_as_containers(board: &str) {
             let file = p.join("service.toml");
             let text = std::fs::read_to_string(&file).ok()?;
             let name = p.file_name().unwrap().to_str().unwrap();
-            Some(ServiceSpec::parse(name, file.to_str().unwrap(), &text).unwrap())
+            Some(ServiceSpec::parse(name, &text).unwrap())
         })
         .filter(|spec| spec.boards.is_empty() || spec.boards.iter().any(|b| b == board))
         .count();

@@ -42,7 +42,7 @@ pub fn updated(
             || key.starts_with(&format!("{k}["))
     };
     match problems.iter().find(|p| concerns(&p.key)) {
-        Some(problem) => Err(format!("not saved: {problem}")),
+        Some(problem) => Err(format!("not saved: cloud-config: {problem}")),
         None => Ok(next),
     }
 }

@@ -79,12 +79,16 @@ pub fn replan(
 pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> Plan {
     let mut plan = Plan::default();
     let (meta, problems) = parse_meta_data(seed.meta_data.as_deref().unwrap_or(""));
-    plan.problems.extend(problems.iter().map(|p| p.to_string()));
+    plan.problems
+        .extend(problems.iter().map(|p| format!("cloud-config: {p}")));
     let mut base = None;
     if let Some(data) = default {
         let (read, problems) = read_user_data(data);
-        plan.problems
-            .extend(problems.iter().map(|p| format!("{DEFAULT_FILE}: {p}")));
+        plan.problems.extend(
+            problems
+                .iter()
+                .map(|p| format!("{DEFAULT_FILE}: cloud-config: {p}")),
+        );
         base = read;
     }
     let user_data = seed.user_data.as_deref().unwrap_or_default();
@@ -114,7 +118,8 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
         }
     };
     let config = read.map(|user| interpret(&user, &mut problems));
-    plan.problems.extend(problems.iter().map(|p| p.to_string()));
+    plan.problems
+        .extend(problems.iter().map(|p| format!("cloud-config: {p}")));
     let instance_id = meta.instance_id.clone().unwrap_or_else(|| {
         let all = [default.unwrap_or_default(), user_data].concat();
         default_instance_id(&all)

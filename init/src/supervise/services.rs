@@ -59,8 +59,8 @@ pub fn load_specs(dir: &Path) -> (Vec<ServiceSpec>, Vec<(String, String)>) {
         let result = std::fs::read_to_string(&file)
             .map_err(|e| format!("reading {}: {e}", file.display()))
             .and_then(|text| {
-                ServiceSpec::parse(&name, &file.display().to_string(), &text)
-                    .map_err(|e| e.to_string())
+                ServiceSpec::parse(&name, &text)
+                    .map_err(|problem| format!("{}: {problem}", file.display()))
             });
         match result {
             Ok(spec) => specs.push(spec),

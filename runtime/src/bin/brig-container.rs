@@ -81,8 +81,8 @@ fn run() -> Result<u8, String> {
     });
     let text = std::fs::read_to_string(&args.spec)
         .map_err(|e| format!("reading {}: {e}", args.spec.display()))?;
-    let spec = ServiceSpec::parse(&name, &args.spec.display().to_string(), &text)
-        .map_err(|e| e.to_string())?;
+    let spec = ServiceSpec::parse(&name, &text)
+        .map_err(|problem| format!("{}: {problem}", args.spec.display()))?;
 
     let lower = args.state.join("images").join(&name);
     image::mount(&args.rootfs, &lower)?;

@@ -797,7 +797,7 @@ fn load_config(path: Option<&Path>) -> (NetworkConfig, Vec<String>) {
     let mut errors: Vec<String> = parsed
         .errors
         .iter()
-        .map(|e| format!("{}: {e}", path.display()))
+        .map(|e| format!("{}: network config: {e}", path.display()))
         .collect();
     if parsed.rejected {
         errors.push("using the default: DHCP on every ethernet".into());
