@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use brig_spec::cloud_config::{report, EFFECTIVE_FILE, USER_DATA_FILE};
+use brig_spec::cloud_config::report;
 use brig_spec::key_path;
+use brig_spec::paths::{EFFECTIVE_FILE, USER_DATA_FILE};
 use serde_json::{Map, Value};
 
 fn effective() -> Result<Map<String, Value>, String> {

@@ -5,11 +5,12 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use brig_spec::control::{
-    LogLine, Request, Response, ServiceStatus, SystemStatus, READ_ONLY_GID, SOCKET,
-};
-use brig_spec::logs::{Entry, Query, QUERY_SOCKET};
-use brig_spec::network::{NetworkStatus, STATUS_SOCKET};
+use brig_spec::control::{LogLine, Request, Response, ServiceStatus, SystemStatus, READ_ONLY_GID};
+use brig_spec::logs::{Entry, Query};
+use brig_spec::network::NetworkStatus;
+use brig_spec::paths::CONTROL_SOCKET;
+use brig_spec::paths::LOG_QUERY_SOCKET;
+use brig_spec::paths::NETWORK_STATUS_SOCKET;
 use clap::{Parser, Subcommand};
 
 mod config;
@@ -25,7 +26,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// The control socket.
-    #[arg(long, global = true, default_value = SOCKET)]
+    #[arg(long, global = true, default_value = CONTROL_SOCKET)]
     socket: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -56,7 +57,7 @@ enum Command {
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
         /// The log service's query socket.
-        #[arg(long, default_value = QUERY_SOCKET, hide = true)]
+        #[arg(long, default_value = LOG_QUERY_SOCKET, hide = true)]
         query_socket: PathBuf,
     },
     /// Start a stopped, failed or crash-looping service.
@@ -69,7 +70,7 @@ enum Command {
     /// network container).
     Network {
         /// The network container's status socket.
-        #[arg(long, default_value = STATUS_SOCKET)]
+        #[arg(long, default_value = NETWORK_STATUS_SOCKET)]
         status_socket: PathBuf,
     },
     /// The machine's cloud-config: get, set, unset, export, validate.

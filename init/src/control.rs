@@ -11,8 +11,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Instant;
 
-use brig_spec::cloud_config::LOCAL_FILE;
-use brig_spec::control::{Request, Response, SystemStatus, MAX_REQUEST, SOCKET};
+use brig_spec::control::{Request, Response, SystemStatus, MAX_REQUEST};
+use brig_spec::paths::CONTROL_SOCKET;
+use brig_spec::paths::LOCAL_FILE;
 
 use crate::config::apply::config_change;
 use crate::config::local_settings;
@@ -172,20 +173,20 @@ impl<S: System> Init<S> {
     }
 
     pub(crate) fn open_control_socket(&mut self) {
-        let path = Path::new(SOCKET);
+        let path = Path::new(CONTROL_SOCKET);
         if let Some(dir) = path.parent() {
             let _ = fs::create_dir_all(dir);
         }
         let _ = fs::remove_file(path);
         let listener = match UnixListener::bind(path) {
             Ok(l) => l,
-            Err(e) => return say(&format!("error: control socket {SOCKET}: {e}")),
+            Err(e) => return say(&format!("error: control socket {CONTROL_SOCKET}: {e}")),
         };
         // Root, and the read-only group: each request is checked against
         // the peer's credentials (only root may change anything).
         if let Err(e) = brig_spec::control::open_to_read_only_group(path) {
             say(&format!(
-                "error: control socket {SOCKET}: setting its owner and mode: {e}"
+                "error: control socket {CONTROL_SOCKET}: setting its owner and mode: {e}"
             ));
         }
         let _ = listener.set_nonblocking(true);

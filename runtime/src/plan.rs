@@ -6,8 +6,8 @@
 
 use std::path::PathBuf;
 
-use brig_spec::logs::{SYSLOG_DIR, SYSLOG_SOCKET};
-use brig_spec::network::DNS_DIR;
+use brig_spec::paths::DNS_DIR;
+use brig_spec::paths::{SYSLOG_DIR, SYSLOG_SOCKET};
 use brig_spec::service::{capability_number, Mount, Namespace, ServiceSpec, DEFAULT_CAPABILITIES};
 use nix::mount::MsFlags;
 

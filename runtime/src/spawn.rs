@@ -7,8 +7,8 @@ use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use brig_spec::logs::SYSLOG_DIR;
-use brig_spec::network::DNS_DIR;
+use brig_spec::paths::DNS_DIR;
+use brig_spec::paths::SYSLOG_DIR;
 use brig_spec::service::{Mount, Namespace, ServiceSpec};
 
 use crate::child::{child, ChildPlan};

@@ -15,18 +15,9 @@ use crate::problem::Problem;
 use crate::service::ServiceSpec;
 use crate::steps;
 
-/// Where PID 1 writes the effective cloud-config (JSON), which `brigctl
-/// config get` and `export` read.
-pub const EFFECTIVE_FILE: &str = "/run/brig/config/cloud-config.json";
-/// Where PID 1 puts the user data the machine booted with, for `brigctl
-/// config validate`.
-pub const USER_DATA_FILE: &str = "/run/brig/config/user-data";
 /// The image's default user data (`brig build --user-data`): the datasource's
 /// config merges over it.
 pub const DEFAULT_FILE: &str = "/etc/brig/user-data";
-/// Settings made with `brigctl config set`, merged over the datasource's
-/// cloud-config at each boot (on the state partition when there is one).
-pub const LOCAL_FILE: &str = "/var/lib/brig/config/local.json";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserData {

@@ -10,9 +10,6 @@ use serde_json::Value;
 use crate::problem::Problem;
 use crate::steps::WriteFile;
 
-/// Where PID 1 writes it and the console container reads it.
-pub const CONFIG_PATH: &str = "/run/brig/config/console.json";
-
 /// The default user's name (cloud-init's `default` entry in `users`).
 pub const DEFAULT_USER: &str = "brig";
 

@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const SOCKET: &str = "/run/brig/control.sock";
 /// The group that may read the machine's state without root: `brigctl
 /// ps`, `status`, `logs` and `network` (Debian's `adm`, gid 4, whose
 /// members read the logs there too). Changes still need root.

@@ -9,15 +9,10 @@ use serde_json::{Map, Value};
 
 use crate::problem::Problem;
 
-/// Where PID 1 writes the parsed `brig.docker` for brig-dockerd.
-pub const CONFIG_FILE: &str = "/run/brig/config/docker.json";
 /// The group that may use the Docker socket, the same in the docker and
 /// console containers (the user `brig` is in it).
 pub const DOCKER_GROUP: &str = "docker";
 pub const DOCKER_GID: u32 = 999;
-/// The host directory with the Docker socket, bound into the docker,
-/// console and swarm containers at the same path.
-pub const SOCKET_DIR: &str = "/run/brig/docker";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod mime;
 pub mod mounts;
 pub mod network;
+pub mod paths;
 pub mod problem;
 pub mod service;
 pub mod steps;

@@ -9,9 +9,6 @@ use serde_json::Value;
 use crate::problem::Problem;
 use crate::service::parse_size;
 
-/// Where PID 1 writes the parsed `brig.logging` for brig-logd.
-pub const CONFIG_FILE: &str = "/run/brig/config/logging.json";
-
 /// A forwarding queue holds this much when the config does not say.
 pub const DEFAULT_QUEUE: u64 = 1 << 20;
 /// Logs kept in RAM are charged to the log container's memory limit.

@@ -7,14 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Shared with every container (read-only): the syslog socket is in it.
-pub const SYSLOG_DIR: &str = "/run/brig/log";
-/// The syslog socket; `/dev/log` in every container points to it.
-pub const SYSLOG_SOCKET: &str = "/run/brig/log/dev-log";
-/// Shared only with the console (brigctl): reading the logs is root's.
-pub const QUERY_DIR: &str = "/run/brig/logd";
-pub const QUERY_SOCKET: &str = "/run/brig/logd/query.sock";
-
 /// One stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {

@@ -872,17 +872,6 @@ pub fn valid_ifname(name: &str) -> bool {
 
 // ---- what brig-netd reports (`brigctl network`) ----
 
-/// Where brig-netd answers status requests (one JSON line each way).
-pub const STATUS_SOCKET: &str = "/run/brig/network/netd.sock";
-/// brig-netd writes `resolv.conf` here; PID 1 shows this directory (read
-/// only) to every container in the host network namespace, with
-/// `/etc/resolv.conf` a symlink into it, so updates reach them at once.
-pub const DNS_DIR: &str = "/run/brig/dns";
-/// NTP servers learned from DHCP (a chrony `sourcedir`).
-pub const NTP_DIR: &str = "/run/brig/ntp";
-/// The network config PID 1 hands to the network container.
-pub const CONFIG_FILE: &str = "/run/brig/config/network.yaml";
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkStatus {
     pub interfaces: Vec<InterfaceStatus>,

@@ -109,14 +109,14 @@ pub fn boot() -> Result<Init, String> {
     }
 
     // Names in config URLs resolve with the network container's DNS.
-    let resolv = format!("{}/resolv.conf", brig_spec::network::DNS_DIR);
+    let resolv = format!("{}/resolv.conf", brig_spec::paths::DNS_DIR);
     if let Err(e) = sys.symlink(&resolv, "/etc/resolv.conf") {
         say(&format!("error: linking /etc/resolv.conf to {resolv}: {e}"));
     }
 
     // syslog(3) in PID 1's own root and in privileged containers (which
     // see this /dev) reaches the log service.
-    if let Err(e) = sys.symlink(brig_spec::logs::SYSLOG_SOCKET, "/dev/log") {
+    if let Err(e) = sys.symlink(brig_spec::paths::SYSLOG_SOCKET, "/dev/log") {
         say(&format!("error: linking /dev/log: {e}"));
     }
 
@@ -203,7 +203,7 @@ pub fn boot() -> Result<Init, String> {
         }
         .into(),
         state: state::State::Absent,
-        forward: log_forward::Forwarder::new(brig_spec::logs::SYSLOG_SOCKET),
+        forward: log_forward::Forwarder::new(brig_spec::paths::SYSLOG_SOCKET),
     };
 
     let mut outcome = init.coldplug.scan(&init.sys, Path::new("/sys"));

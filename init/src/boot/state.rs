@@ -8,12 +8,12 @@
 use brig_spec::control::StateStatus;
 use nix::mount::MsFlags;
 
+use brig_spec::paths::STATE;
+
 use crate::host::block_devices::Volume;
 use crate::host::system::System;
 
 pub const LABEL: &str = "BRIG_STATE";
-/// Where it is mounted: the parent of every path Brig keeps.
-pub const MOUNT_POINT: &str = "/var/lib/brig";
 
 /// What became of the state partition, for the console.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ impl State {
     pub fn describe(&self) -> String {
         match self {
             State::Mounted { device } => {
-                format!("state: {device} ({LABEL}, ext4) mounted at {MOUNT_POINT}")
+                format!("state: {device} ({LABEL}, ext4) mounted at {STATE}")
             }
             State::Absent => format!(
                 "state: no state partition ({LABEL}): running from RAM, nothing is kept across reboots"
@@ -54,7 +54,7 @@ impl State {
                 Some(device.clone()),
                 // The field types differ between C libraries and arches.
                 #[allow(clippy::unnecessary_cast)]
-                nix::sys::statvfs::statvfs(MOUNT_POINT).ok().map(|v| {
+                nix::sys::statvfs::statvfs(STATE).ok().map(|v| {
                     let block = v.fragment_size() as u64;
                     let size = v.blocks() as u64 * block;
                     (size, size - v.blocks_free() as u64 * block)
@@ -128,16 +128,16 @@ pub fn mount(
         Ok(said) => crate::host::console::say(&format!("state: {device}: {said}")),
         Err(e) => return unusable(e),
     }
-    if let Err(e) = sys.create_dir_all(MOUNT_POINT) {
-        return unusable(format!("creating {MOUNT_POINT}: {e}"));
+    if let Err(e) = sys.create_dir_all(STATE) {
+        return unusable(format!("creating {STATE}: {e}"));
     }
     // The kernel replays the journal: a power cut leaves it consistent.
-    if let Err(e) = sys.mount(device, MOUNT_POINT, "ext4", MsFlags::MS_NOATIME, "") {
+    if let Err(e) = sys.mount(device, STATE, "ext4", MsFlags::MS_NOATIME, "") {
         return unusable(format!("mounting: {e}"));
     }
     if let (true, Some(bytes)) = (should_grow(volume), volume.device_bytes) {
         // Not growing is no reason to run from RAM: it keeps its size.
-        crate::host::console::say(&match sys.grow_ext4(MOUNT_POINT, bytes) {
+        crate::host::console::say(&match sys.grow_ext4(STATE, bytes) {
             Ok(()) => format!(
                 "state: {device}: grown online to fill its device ({} MiB)",
                 bytes >> 20

@@ -6,8 +6,9 @@
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 
-use brig_spec::cloud_config::{DEFAULT_FILE, LOCAL_FILE};
+use brig_spec::cloud_config::DEFAULT_FILE;
 use brig_spec::control::Response;
+use brig_spec::paths::{self, LOCAL_FILE};
 
 use crate::config::network::{self, Remote};
 use crate::config::{self, local_settings, plan, saved};
@@ -26,7 +27,7 @@ pub(crate) fn read_config(
     sys: &dyn System,
     found: Result<Option<config::Seed>, String>,
 ) -> Option<plan::Plan> {
-    let saved_dir = Path::new(saved::SAVED_DIR);
+    let saved_dir = Path::new(paths::SAVED_DIR);
     let seed = match found {
         Ok(Some(seed)) => {
             if let Err(e) = saved::save(sys, &seed, saved_dir) {
@@ -130,7 +131,7 @@ pub(crate) fn rewrite_service_config(sys: &dyn System, file: &Path) -> Result<()
     let local = local_settings::read(sys, Path::new(LOCAL_FILE))?;
     let plan = plan::replan(
         sys,
-        Path::new(saved::SAVED_DIR),
+        Path::new(paths::SAVED_DIR),
         Path::new(DEFAULT_FILE),
         &local,
     );
@@ -240,13 +241,13 @@ impl<S: System> Init<S> {
     /// and let the other services start.
     pub(crate) fn config_fetched(&mut self, remote: &Remote, found: Result<config::Seed, String>) {
         let found = found.map(Some).map_err(|e| format!("{remote}: {e}"));
-        let network_before = self.sys.read_file(Path::new(plan::NETWORK_FILE)).ok();
+        let network_before = self.sys.read_file(Path::new(paths::NETWORK_CONFIG)).ok();
         if let Some(plan) = read_config(&self.sys, found) {
             self.apply_config(plan);
             // The user's services, added just now.
             self.load_service_modules();
         }
-        if self.sys.read_file(Path::new(plan::NETWORK_FILE)).ok() != network_before {
+        if self.sys.read_file(Path::new(paths::NETWORK_CONFIG)).ok() != network_before {
             say("config: the network config changed; restarting the network container");
             let now = self.sys.now();
             match self.services.supervisor.restart(NETWORK_SERVICE, now) {

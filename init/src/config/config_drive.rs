@@ -82,7 +82,7 @@ mod tests {
         let console: console::ConsoleConfig = serde_json::from_str(
             &p.files
                 .iter()
-                .find(|(f, _)| f == Path::new(console::CONFIG_PATH))
+                .find(|(f, _)| f == Path::new(brig_spec::paths::CONSOLE_CONFIG))
                 .unwrap()
                 .1,
         )

@@ -51,12 +51,8 @@ pub fn updated(
 /// after a change PID 1 writes that file anew, so restarting the service
 /// applies the change without a reboot. (section, file, service)
 pub const APPLIED_BY_RESTART: [(&str, &str, &str); 2] = [
-    (
-        "brig.docker",
-        brig_spec::docker_config::CONFIG_FILE,
-        "docker",
-    ),
-    ("brig.logging", brig_spec::log_config::CONFIG_FILE, "syslog"),
+    ("brig.docker", brig_spec::paths::DOCKER_CONFIG, "docker"),
+    ("brig.logging", brig_spec::paths::LOGGING_CONFIG, "syslog"),
 ];
 
 /// The section of `APPLIED_BY_RESTART` that `key` is in (or is).

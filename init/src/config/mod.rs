@@ -23,6 +23,7 @@ pub mod saved;
 
 use std::path::Path;
 
+use brig_spec::paths::SEED_MOUNT;
 use nix::mount::MsFlags;
 
 use crate::host::block_devices::Volume;
@@ -112,9 +113,6 @@ fn labelled<'a>(
             && types.contains(&v.fstype)
     })
 }
-
-/// Where a seed volume is mounted while it is read.
-const SEED_MOUNT: &str = "/run/brig/seed";
 
 /// Mounts `device` read-only, reads it with `read`, unmounts it.
 fn read_volume(

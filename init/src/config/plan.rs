@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use brig_spec::cloud_config::{
     default_instance_id, interpret, merge, parse_meta_data, read_user_data, DEFAULT_FILE,
 };
-use brig_spec::console;
+use brig_spec::paths::{EFFECTIVE_FILE, NETWORK_CONFIG, NTP_SERVERS_FILE, USER_DATA_FILE};
 use serde_json::{Map, Value};
 
 use crate::config::saved::saved;
@@ -43,15 +43,6 @@ pub fn sysctl_path(name: &str) -> PathBuf {
     Path::new("/proc/sys").join(relative)
 }
 
-/// The effective cloud-config (datasource and local settings merged), for
-/// `brigctl config get` and `export`.
-pub const EFFECTIVE_FILE: &str = brig_spec::cloud_config::EFFECTIVE_FILE;
-/// The user data as the datasource gave it, for `brigctl config validate`.
-pub const USER_DATA_FILE: &str = brig_spec::cloud_config::USER_DATA_FILE;
-/// Where the network container reads its config (network config v2).
-pub const NETWORK_FILE: &str = brig_spec::network::CONFIG_FILE;
-/// Replaces the ntp container's default servers (chrony's confdir).
-pub const NTP_SERVERS_FILE: &str = "/run/brig/config/ntp/servers.conf";
 /// The plan for the settings `local` holds now, over the datasource this
 /// boot saved in `saved_dir` and the image's default user data (for a
 /// `brigctl config set` while the machine runs).
@@ -137,7 +128,7 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
         (None, None) => None,
     };
     if let Some(text) = network {
-        plan.files.push((NETWORK_FILE.into(), text));
+        plan.files.push((NETWORK_CONFIG.into(), text));
     }
     if let Some(data) = seed.user_data.as_deref().or(default) {
         plan.files.push((
@@ -157,21 +148,17 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
     plan.mounts = config.mounts.clone();
     plan.services = config.services.clone();
     if let Some(docker) = &config.docker {
-        plan.files.push((
-            brig_spec::docker_config::CONFIG_FILE.into(),
-            json_file(docker),
-        ));
+        plan.files
+            .push((brig_spec::paths::DOCKER_CONFIG.into(), json_file(docker)));
     }
     if let Some(logging) = &config.logging {
-        plan.files.push((
-            brig_spec::log_config::CONFIG_FILE.into(),
-            json_file(logging),
-        ));
+        plan.files
+            .push((brig_spec::paths::LOGGING_CONFIG.into(), json_file(logging)));
     }
     let mut console = config.console.clone();
     console.instance_id = instance_id;
     plan.files
-        .push((console::CONFIG_PATH.into(), json_file(&console)));
+        .push((brig_spec::paths::CONSOLE_CONFIG.into(), json_file(&console)));
     plan.files
         .push((EFFECTIVE_FILE.into(), json_file(&config.document)));
     plan
@@ -188,6 +175,7 @@ mod tests {
     use super::*;
     use crate::config::saved::save;
     use crate::host::system::Linux;
+    use brig_spec::console;
 
     #[test]
     fn sysctl_names_map_to_proc() {
@@ -227,7 +215,7 @@ mod tests {
         assert_eq!(p.hostname.as_deref(), Some("node7"));
         assert_eq!(p.problems, ["cloud-config: `rumcmd`: unknown key, ignored"]);
         let network = &p.files[0];
-        assert_eq!(network.0, Path::new(NETWORK_FILE));
+        assert_eq!(network.0, Path::new(NETWORK_CONFIG));
         let parsed = brig_spec::network::NetworkConfig::parse(&network.1);
         assert!(
             parsed.errors.is_empty() && parsed.config.devices.len() == 1,
@@ -235,7 +223,7 @@ mod tests {
         );
         assert!(file(&p, NTP_SERVERS_FILE).contains("server ntp.example.com iburst"));
         let accounts: console::ConsoleConfig =
-            serde_json::from_str(file(&p, console::CONFIG_PATH)).unwrap();
+            serde_json::from_str(file(&p, brig_spec::paths::CONSOLE_CONFIG)).unwrap();
         assert!(file(&p, USER_DATA_FILE).starts_with("#cloud-config\nhostname: node7"));
         assert_eq!(accounts.users, console::ConsoleConfig::default().users);
         assert_eq!(accounts.instance_id, "i-1", "from meta data");
@@ -251,10 +239,10 @@ mod tests {
         assert_eq!(p.hostname.as_deref(), Some("meta-name"));
         assert_eq!(
             p.files[0],
-            (PathBuf::from(NETWORK_FILE), "version: 2\n".into())
+            (PathBuf::from(NETWORK_CONFIG), "version: 2\n".into())
         );
         let console: console::ConsoleConfig =
-            serde_json::from_str(file(&p, console::CONFIG_PATH)).unwrap();
+            serde_json::from_str(file(&p, brig_spec::paths::CONSOLE_CONFIG)).unwrap();
         assert_eq!(console.scripts, ["#!/bin/sh\necho hi\n"]);
         assert!(p.problems.is_empty(), "{:?}", p.problems);
 
@@ -268,7 +256,7 @@ mod tests {
             &Map::new(),
         );
         let console: console::ConsoleConfig =
-            serde_json::from_str(file(&p, console::CONFIG_PATH)).unwrap();
+            serde_json::from_str(file(&p, brig_spec::paths::CONSOLE_CONFIG)).unwrap();
         assert_eq!(
             console.instance_id,
             default_instance_id(b"#!/bin/sh\necho hi\n")
@@ -319,7 +307,7 @@ mod tests {
         let docker = |p: &Plan| {
             p.files
                 .iter()
-                .find(|(f, _)| f == Path::new(brig_spec::docker_config::CONFIG_FILE))
+                .find(|(f, _)| f == Path::new(brig_spec::paths::DOCKER_CONFIG))
                 .map(|(_, text)| serde_json::from_str::<Value>(text).unwrap())
         };
         let absent = dir.path().join("no-default");
@@ -382,7 +370,7 @@ brig: {sysctl: {vm.swappiness: 7, kernel.panic: 5}}\ncolour: red\n";
         let console = &p
             .files
             .iter()
-            .find(|(f, _)| f == Path::new(console::CONFIG_PATH))
+            .find(|(f, _)| f == Path::new(brig_spec::paths::CONSOLE_CONFIG))
             .unwrap()
             .1;
         assert!(console.contains("Asia/Tokyo"), "{console}");

@@ -7,10 +7,6 @@ use std::path::Path;
 use crate::config::{Datasource, Seed};
 use crate::host::system::System;
 
-/// Where the last datasource's files are kept: a machine that boots once
-/// without its datasource (a seed disk detached) keeps its users and keys.
-pub const SAVED_DIR: &str = "/var/lib/brig/config/datasource";
-
 /// Keeps `seed`'s files in `dir`, each replaced atomically.
 pub fn save(sys: &dyn System, seed: &Seed, dir: &Path) -> Result<(), String> {
     let what = |e: std::io::Error| format!("saving the datasource in {}: {e}", dir.display());

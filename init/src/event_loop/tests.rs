@@ -12,8 +12,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use brig_runtime::Started;
-use brig_spec::cloud_config::LOCAL_FILE;
 use brig_spec::control::{Request, Response};
+use brig_spec::paths::{self, LOCAL_FILE};
 use brig_spec::service::ServiceSpec;
 use nix::sys::epoll::{Epoll, EpollCreateFlags};
 use nix::sys::signal::{SigSet, Signal};
@@ -21,7 +21,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::*;
 use crate::config::network::Remote;
-use crate::config::{plan, saved, Seed};
+use crate::config::Seed;
 use crate::host::coldplug::Coldplug;
 use crate::host::system::fake::Recorder;
 use crate::supervise::containers::Runtime;
@@ -175,7 +175,7 @@ fn a_config_fetched_by_the_helper_is_planned_applied_and_releases_the_services()
         calls.contains(&"sysctl /proc/sys/vm/swappiness 10".into()),
         "{calls:?}"
     );
-    let saved_user_data = Path::new(saved::SAVED_DIR).join("user-data");
+    let saved_user_data = Path::new(paths::SAVED_DIR).join("user-data");
     assert_eq!(
         init.sys.file(saved_user_data.to_str().unwrap()).as_deref(),
         Some(user_data),
@@ -183,14 +183,14 @@ fn a_config_fetched_by_the_helper_is_planned_applied_and_releases_the_services()
     );
     let network = init
         .sys
-        .file(plan::NETWORK_FILE)
+        .file(paths::NETWORK_CONFIG)
         .expect("network config written");
     assert!(network.contains("\"eth0\""), "{network}");
     assert!(
-        calls.contains(&format!("write {} 600", plan::NETWORK_FILE)),
+        calls.contains(&format!("write {} 600", paths::NETWORK_CONFIG)),
         "{calls:?}"
     );
-    let ntp_servers = init.sys.file(plan::NTP_SERVERS_FILE).unwrap();
+    let ntp_servers = init.sys.file(paths::NTP_SERVERS_FILE).unwrap();
     assert!(
         ntp_servers.contains("server ntp.example.com iburst"),
         "{ntp_servers}"
@@ -233,7 +233,7 @@ fn brigctl_config_set_saves_the_setting_and_replans_the_file_its_service_reads()
     assert_eq!(local["brig"]["docker"]["debug"], true);
     let config = init
         .sys
-        .file(brig_spec::docker_config::CONFIG_FILE)
+        .file(brig_spec::paths::DOCKER_CONFIG)
         .expect("docker's file written anew");
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
     assert_eq!(config["daemon"]["debug"], true, "{config}");
@@ -243,7 +243,7 @@ fn brigctl_config_set_saves_the_setting_and_replans_the_file_its_service_reads()
         key: "brig.docker".into(),
     };
     assert!(matches!(init.answer(-1, unset), Some(Response::Ok { .. })));
-    assert_eq!(init.sys.file(brig_spec::docker_config::CONFIG_FILE), None);
+    assert_eq!(init.sys.file(brig_spec::paths::DOCKER_CONFIG), None);
     // A value that is not valid there is refused, and nothing is written.
     let writes = init.sys.calls().len();
     let bad = Request::ConfigSet {

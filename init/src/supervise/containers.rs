@@ -8,14 +8,11 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use brig_runtime::{cgroup, image, netns, Paths, Started};
+use brig_spec::paths::{RUN, VOLUMES};
 use brig_spec::service::{Namespace, ServiceSpec};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-/// Runtime state: `images/<name>` (mounted images), `containers/<name>`.
-pub const RUN: &str = "/run/brig";
-/// Named volumes (moved to the state partition when there is one).
-pub const VOLUMES: &str = "/var/lib/brig/volumes";
 /// Network namespaces kept prepared: a restart, or a few services starting
 /// together, need not create theirs.
 const NETNS_AHEAD: usize = 2;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use brig_spec::control::{LogLine, ServiceStatus, READ_ONLY_GID};
+use brig_spec::paths;
 use brig_spec::service::{Readiness, ServiceSpec};
 use nix::sys::signal::Signal;
 
@@ -26,14 +27,14 @@ pub const IMAGES: &str = "/lib/brig/containers";
 /// create in a directory others can enter. The log service's query socket
 /// is for root and the read-only group (`brigctl logs` without sudo).
 pub const SHARED_DIRS: &[(&str, u32, u32)] = &[
-    (brig_spec::network::DNS_DIR, 0o755, 0),
-    (brig_spec::network::NTP_DIR, 0o750, 0),
-    ("/run/brig/network", 0o755, 0),
-    ("/run/brig/config", 0o755, 0),
-    (brig_spec::logs::SYSLOG_DIR, 0o755, 0),
-    (brig_spec::logs::QUERY_DIR, 0o750, READ_ONLY_GID),
+    (brig_spec::paths::DNS_DIR, 0o755, 0),
+    (brig_spec::paths::NTP_DIR, 0o750, 0),
+    (paths::NETWORK_STATUS_DIR, 0o755, 0),
+    (paths::CONFIG_DIR, 0o755, 0),
+    (brig_spec::paths::SYSLOG_DIR, 0o755, 0),
+    (brig_spec::paths::LOG_QUERY_DIR, 0o750, READ_ONLY_GID),
     // The Docker socket (its own mode and group say who may use it).
-    (brig_spec::docker_config::SOCKET_DIR, 0o755, 0),
+    (brig_spec::paths::DOCKER_SOCKET_DIR, 0o755, 0),
 ];
 
 /// Reads every `<name>.toml` in `dir`. Returns the valid specs, and for the

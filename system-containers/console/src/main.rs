@@ -10,8 +10,8 @@ use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use brig_console::{accounts, gettys, setup, steps};
-use brig_spec::console::{ConsoleConfig, CONFIG_PATH};
-use brig_spec::docker_config;
+use brig_spec::console::ConsoleConfig;
+use brig_spec::paths::CONSOLE_CONFIG;
 
 /// The volume with the ssh host keys.
 const HOST_KEYS: &str = "/var/lib/ssh";
@@ -49,15 +49,15 @@ fn main() -> ExitCode {
 /// The config, or the defaults (the `brig` user without keys) when there is
 /// none; a broken file is reported.
 fn load_config() -> ConsoleConfig {
-    match fs::read_to_string(CONFIG_PATH) {
+    match fs::read_to_string(CONSOLE_CONFIG) {
         Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-            say(&format!("error: {CONFIG_PATH}: {e}; using the defaults"));
+            say(&format!("error: {CONSOLE_CONFIG}: {e}; using the defaults"));
             ConsoleConfig::default()
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConsoleConfig::default(),
         Err(e) => {
             say(&format!(
-                "error: reading {CONFIG_PATH}: {e}; using the defaults"
+                "error: reading {CONSOLE_CONFIG}: {e}; using the defaults"
             ));
             ConsoleConfig::default()
         }
@@ -104,7 +104,7 @@ fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, String> {
     // through SOCKET_DIR.
     if let Err(e) = setup::link(
         Path::new("/var/run/docker.sock"),
-        &Path::new(docker_config::SOCKET_DIR).join("docker.sock"),
+        Path::new(brig_spec::paths::DOCKER_SOCKET),
     ) {
         say(&format!("error: {e}; the docker CLI needs -H"));
     }

@@ -9,7 +9,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
-use brig_spec::docker_config::{self, DockerConfig, DOCKER_GROUP, SOCKET_DIR};
+use brig_spec::docker_config::{DockerConfig, DOCKER_GROUP};
+use brig_spec::paths::DOCKER_SOCKET;
 use serde_json::{Map, Value};
 
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
@@ -40,7 +41,7 @@ fn say(message: &str) {
 }
 
 fn main() -> ExitCode {
-    let config = read_config(Path::new(docker_config::CONFIG_FILE));
+    let config = read_config(Path::new(brig_spec::paths::DOCKER_CONFIG));
     if let Some(tls) = &config.tls {
         if let Err(e) = tls.write_to(Path::new(TLS_DIR)) {
             say(&format!("error: {e}"));
@@ -72,11 +73,11 @@ fn main() -> ExitCode {
             "error: {e}; containers' resource limits and `docker stats` will not work"
         ));
     }
-    let socket = format!("{SOCKET_DIR}/docker.sock");
+    let socket = DOCKER_SOCKET;
     // Tools inside use the default path.
     let _ = fs::remove_file("/var/run/docker.sock");
-    let _ = std::os::unix::fs::symlink(&socket, "/var/run/docker.sock");
-    let args = dockerd_args(&config, &socket);
+    let _ = std::os::unix::fs::symlink(socket, "/var/run/docker.sock");
+    let args = dockerd_args(&config, socket);
     say(&format!("starting dockerd {}", args.join(" ")));
     let error = Command::new("/usr/sbin/dockerd")
         .args(&args)
@@ -232,6 +233,7 @@ fn nest_cgroup(root: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use brig_spec::docker_config;
 
     #[test]
     fn a_crashed_runs_state_is_removed() {
@@ -269,7 +271,7 @@ mod tests {
             serde_json::json!({"log-driver": "syslog"})
         );
         assert_eq!(
-            dockerd_args(&config, "/run/brig/docker/docker.sock"),
+            dockerd_args(&config, DOCKER_SOCKET),
             [
                 "--host=unix:///run/brig/docker/docker.sock",
                 "--group=docker",

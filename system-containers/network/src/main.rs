@@ -15,7 +15,7 @@ use brig_netd::dhcp4::message::{Message, CLIENT_PORT, SERVER_PORT};
 use brig_netd::dhcp4::packet;
 use brig_netd::netlink;
 use brig_netd::raw_socket::{self, RawSocket};
-use brig_spec::network::STATUS_SOCKET;
+use brig_spec::paths::{self, NETWORK_STATUS_SOCKET};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,9 +50,9 @@ fn run(args: &[&str]) -> Result<(), String> {
     let mut options = Options {
         config: Some(PathBuf::from("/etc/brig/network.yaml")),
         state_dir: PathBuf::from("/var/lib/brig-netd"),
-        dns_dir: PathBuf::from("/run/brig/dns"),
-        ntp_dir: PathBuf::from("/run/brig/ntp"),
-        status_socket: PathBuf::from(STATUS_SOCKET),
+        dns_dir: PathBuf::from(paths::DNS_DIR),
+        ntp_dir: PathBuf::from(paths::NTP_DIR),
+        status_socket: PathBuf::from(NETWORK_STATUS_SOCKET),
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use brig_spec::docker_config::{self, DockerConfig, Swarm, API_TLS_PORT, SOCKET_DIR, SWARM_PORT};
+use brig_spec::docker_config::{DockerConfig, Swarm, API_TLS_PORT, SWARM_PORT};
+use brig_spec::paths::DOCKER_SOCKET_DIR;
 
 /// The client's copy of this node's TLS files.
 const TLS_DIR: &str = "/tmp/brig-swarm-tls";
@@ -25,13 +26,13 @@ fn say(message: &str) {
 }
 
 fn main() -> ExitCode {
-    let config: DockerConfig = match std::fs::read(docker_config::CONFIG_FILE) {
+    let config: DockerConfig = match std::fs::read(brig_spec::paths::DOCKER_CONFIG) {
         Ok(data) => match serde_json::from_slice(&data) {
             Ok(c) => c,
             Err(e) => {
                 say(&format!(
                     "error: reading {}: {e}",
-                    docker_config::CONFIG_FILE
+                    brig_spec::paths::DOCKER_CONFIG
                 ));
                 return ExitCode::FAILURE;
             }
@@ -82,7 +83,7 @@ fn main() -> ExitCode {
 
 /// One attempt to make this node what the config says; what it did.
 fn take_part(swarm: &Swarm, tls: Option<&str>) -> Result<String, String> {
-    let local = format!("unix://{SOCKET_DIR}/docker.sock");
+    let local = format!("unix://{DOCKER_SOCKET_DIR}/docker.sock");
     let state = node_state(&local).map_err(|e| format!("asking the local dockerd: {e}"))?;
     if state == "active" {
         return Ok("this node is in a swarm already".into());

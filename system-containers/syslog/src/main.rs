@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use brig_logd::daemon::{self, Config};
 use brig_logd::store::Limits;
-use brig_spec::log_config::{self, LoggingConfig, Storage};
+use brig_spec::log_config::{LoggingConfig, Storage};
 
 const USAGE: &str = "usage: brig-logd run [--config FILE] [--syslog-socket PATH] [--query-socket PATH] [--store DIR] [--ram-store DIR] [--max-file BYTES] [--max-total BYTES] [--kmsg PATH|none]";
 
@@ -28,14 +28,14 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
         return Err(USAGE.into());
     }
     let mut config = Config {
-        syslog_socket: brig_spec::logs::SYSLOG_SOCKET.into(),
-        query_socket: brig_spec::logs::QUERY_SOCKET.into(),
+        syslog_socket: brig_spec::paths::SYSLOG_SOCKET.into(),
+        query_socket: brig_spec::paths::LOG_QUERY_SOCKET.into(),
         store_dir: "/var/log/brig".into(),
         limits: DISK,
         kmsg: Some("/dev/kmsg".into()),
         remotes: Vec::new(),
     };
-    let mut config_file = PathBuf::from(log_config::CONFIG_FILE);
+    let mut config_file = PathBuf::from(brig_spec::paths::LOGGING_CONFIG);
     let mut ram_store = PathBuf::from(RAM_STORE);
     let mut limits_given = false;
     while let Some(flag) = it.next() {
