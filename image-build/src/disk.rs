@@ -156,7 +156,7 @@ pub fn derived_guid(seed: &[u8], salt: &str) -> Guid {
         data.extend_from_slice(seed);
         data.extend_from_slice(salt.as_bytes());
         data.push(extra);
-        crate::containers::fnv1a(&data).to_le_bytes()
+        crate::hash::fnv1a(&data).to_le_bytes()
     };
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&hash(0));

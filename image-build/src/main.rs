@@ -8,6 +8,7 @@ mod containers;
 mod debian;
 mod disk;
 mod flash;
+mod hash;
 mod host_tools;
 mod initramfs;
 mod keep;
