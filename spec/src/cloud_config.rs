@@ -14,6 +14,11 @@ use crate::mounts::{self, MountEntry};
 use crate::problem::Problem;
 use crate::service::ServiceSpec;
 use crate::steps;
+use brig_section::brig_section;
+pub use meta_data::{parse_meta_data, MetaData};
+
+mod brig_section;
+mod meta_data;
 
 /// The image's default user data (`brig build --user-data`): the datasource's
 /// config merges over it.
@@ -409,144 +414,6 @@ fn sub_problem(key: &str, problem: Problem) -> Problem {
     problem.under(key)
 }
 
-/// Brig's own settings (`brig:`).
-fn brig_section(value: &Value, config: &mut CloudConfig, problems: &mut Vec<Problem>) {
-    let Some(map) = value.as_object() else {
-        problems.push(Problem {
-            key: "brig".into(),
-            problem: format!("expected a mapping, not {value}"),
-        });
-        return;
-    };
-    for (key, value) in map {
-        let mut problem = |sub: &str, p: String| {
-            problems.push(Problem {
-                key: format!("brig.{key}{sub}"),
-                problem: p,
-            })
-        };
-        match key.as_str() {
-            "console" => {
-                let Some(console) = value.as_object() else {
-                    problem("", format!("expected a mapping, not {value}"));
-                    continue;
-                };
-                for (sub, v) in console {
-                    match (sub.as_str(), v) {
-                        ("autologin", Value::Bool(false)) => config.console.autologin = None,
-                        ("autologin", Value::Bool(true)) => {
-                            config.console.autologin = Some(console::DEFAULT_USER.into())
-                        }
-                        ("autologin", Value::String(name)) => {
-                            config.console.autologin = Some(name.clone())
-                        }
-                        ("autologin", other) => problem(
-                            ".autologin",
-                            format!("expected true, false or a user name, not {other}"),
-                        ),
-                        (other, _) => problem(&format!(".{other}"), "unknown key, ignored".into()),
-                    }
-                }
-            }
-            "sysctl" => {
-                let Some(settings) = value.as_object() else {
-                    problem(
-                        "",
-                        format!("expected a mapping of names to values, not {value}"),
-                    );
-                    continue;
-                };
-                for (name, v) in settings {
-                    let text = match v {
-                        Value::String(s) => s.clone(),
-                        Value::Number(n) => n.to_string(),
-                        Value::Bool(b) => u8::from(*b).to_string(),
-                        other => {
-                            problem(
-                                &format!(".{name}"),
-                                format!("expected a value, not {other}"),
-                            );
-                            continue;
-                        }
-                    };
-                    let valid_name = !name.is_empty()
-                        && name.split(['.', '/']).all(|part| {
-                            !part.is_empty()
-                                && part != ".."
-                                && part
-                                    .bytes()
-                                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
-                        });
-                    if !valid_name {
-                        problem(
-                            &format!(".{name}"),
-                            "not a sysctl name such as vm.swappiness".into(),
-                        );
-                    } else if text.contains('\n') {
-                        problem(&format!(".{name}"), "a value is one line".into());
-                    } else {
-                        config.sysctl.push((name.clone(), text));
-                    }
-                }
-            }
-            "modules" => {
-                let Some(names) = value.as_array() else {
-                    problem("", format!("expected a list of module names, not {value}"));
-                    continue;
-                };
-                for (i, name) in names.iter().enumerate() {
-                    match name.as_str() {
-                        Some(n)
-                            if !n.is_empty()
-                                && n.bytes()
-                                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)) =>
-                        {
-                            config.modules.push(n.to_string())
-                        }
-                        _ => problem(&format!("[{i}]"), format!("{name} is not a module name")),
-                    }
-                }
-            }
-            "docker" => {
-                let (docker, found) = docker_config::parse(value);
-                config.docker = Some(docker);
-                problems.extend(found.into_iter().map(|p| sub_problem("brig.docker", p)));
-            }
-            "logging" => {
-                let (logging, found) = log_config::parse(value);
-                config.logging = Some(logging);
-                problems.extend(found.into_iter().map(|p| sub_problem("brig.logging", p)));
-            }
-            "services" => {
-                let Some(services) = value.as_object() else {
-                    problem(
-                        "",
-                        format!("expected a mapping of service names to specs, not {value}"),
-                    );
-                    continue;
-                };
-                for (name, spec) in services {
-                    match ServiceSpec::from_config(name, spec) {
-                        Ok(spec) => config.services.push(spec),
-                        Err(Problem {
-                            key: sub,
-                            problem: p,
-                        }) => {
-                            let sub = if sub.is_empty() {
-                                String::new()
-                            } else {
-                                format!(".{sub}")
-                            };
-                            problem(&format!(".{name}{sub}"), format!("{p}; service not added"))
-                        }
-                    }
-                }
-            }
-            _ => problem("", "unknown key, ignored".into()),
-        }
-    }
-}
-
 /// cloud-config YAML as cloud-init (PyYAML, YAML 1.1) reads it: `0644` is
 /// octal. `!!binary` that is not text cannot be a string: the document is
 /// read again with it as its base64 text, and that is reported.
@@ -615,68 +482,6 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
         .decode(text.trim())
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim()))
         .map_err(|e| format!("not valid base64: {e}"))
-}
-
-/// The datasource's meta data (NoCloud's `meta-data` file).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MetaData {
-    pub instance_id: Option<String>,
-    pub local_hostname: Option<String>,
-    /// `public-keys`: for the default user, beside user data's keys (as
-    /// cloud-init does with a cloud's key pairs).
-    pub public_keys: Vec<String>,
-}
-
-/// Parses meta data (YAML; other keys are the datasource's business).
-pub fn parse_meta_data(text: &str) -> (MetaData, Vec<Problem>) {
-    let mut meta = MetaData::default();
-    let mut problems = Vec::new();
-    let value: Value = match serde_saphyr::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            let problem = e.to_string().lines().collect::<Vec<_>>().join(" ");
-            problems.push(Problem {
-                key: "meta-data".into(),
-                problem: format!("not valid YAML: {problem}"),
-            });
-            return (meta, problems);
-        }
-    };
-    if let Some(id) = value.get("instance-id") {
-        match id {
-            Value::String(s) => meta.instance_id = Some(s.clone()),
-            Value::Number(n) => meta.instance_id = Some(n.to_string()),
-            other => problems.push(Problem {
-                key: "meta-data.instance-id".into(),
-                problem: format!("expected a string, not {other}"),
-            }),
-        }
-    }
-    if let Some(name) = value.get("local-hostname") {
-        match host_name(name, 64) {
-            Ok(h) => meta.local_hostname = Some(h),
-            Err(e) => problems.push(Problem {
-                key: "meta-data.local-hostname".into(),
-                problem: e,
-            }),
-        }
-    }
-    if let Some(keys) = value.get("public-keys") {
-        // A key, a list of keys, or (EC2, ConfigDrive) a mapping of key
-        // names to keys.
-        let listed = match keys {
-            Value::Object(named) => Value::Array(named.values().cloned().collect()),
-            other => other.clone(),
-        };
-        match ssh_keys(&listed) {
-            Ok(keys) => meta.public_keys = keys,
-            Err(e) => problems.push(Problem {
-                key: "meta-data.public-keys".into(),
-                problem: e,
-            }),
-        }
-    }
-    (meta, problems)
 }
 
 /// A host name (RFC 1123 labels: letters, digits, inner hyphens).

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn service_dir(root: &Path, name: &str, toml: &str) {

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn spec(name: &str, deps: &[&str]) -> ServiceSpec {
