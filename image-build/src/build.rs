@@ -1,5 +1,10 @@
 //! `brig build`: kernel from Debian, checked against kernel-config/, brig-init
 //! cross-built, everything packed into a compressed initramfs in out/<board>/.
+//!
+//! Longer than 600 lines because it is the build's one sequence, step by
+//! step in the order it runs; each step's work lives in its own module
+//! (containers, initramfs, disk, kernel_modules, ...), this file only
+//! orders them and writes the manifest.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

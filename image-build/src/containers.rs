@@ -9,6 +9,10 @@
 //! files replace, plus our files, is streamed into tar2sqfs, which keeps
 //! ownership without root; all timestamps are SOURCE_DATE_EPOCH, so the same
 //! inputs give the same image.
+//!
+//! Longer than 600 lines because the rootfs of one container is one
+//! pipeline (packages, trim, cache, overlay of our files, squashfs) whose
+//! stages hand each other streams; its tests are in containers/tests.rs.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -1,5 +1,10 @@
 //! `brig run`: boots built artifacts in QEMU. KVM is used only when it really
 //! works here (a probe boot, not just an openable /dev/kvm), otherwise TCG.
+//!
+//! Longer than 600 lines because one QEMU command line is assembled here
+//! for every board and boot method (kernel, UEFI disk, Pi card) from one
+//! profile; apart, the boards' differences would be harder to see side by
+//! side. Its tests are in qemu/tests.rs.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,9 @@
 //! A Brig guest in QEMU, started with `brig run --headless`, and the images
 //! the tests share.
+//!
+//! Longer than 600 lines because it is the one harness every end-to-end
+//! test drives a guest through (boot, serial console, ssh, QMP, power,
+//! shared images); the tests themselves stay short because of it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -4,6 +4,10 @@
 //! and device tree off that partition, as the Pi's firmware would), makes
 //! its state partition on first boot and answers ssh; and `brig flash`
 //! writes the card, refusing the disks it must not touch.
+//!
+//! Longer than 600 lines because the two boards' cards are checked as one
+//! user story (build, inspect, boot, state partition, flash), sharing the
+//! cards it builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

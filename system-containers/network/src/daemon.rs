@@ -2,6 +2,11 @@
 //! default) claims, keeps DHCPv4 leases on them, follows link events, writes
 //! resolv.conf and the DHCP NTP servers, answers status requests, and
 //! releases its leases on SIGTERM.
+//!
+//! Longer than 600 lines because it is one event loop over one state (the
+//! links, their leases, the files written from them); every handler reads
+//! and changes that state. The pure parts are elsewhere (plan.rs, dhcp4/,
+//! resolv.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

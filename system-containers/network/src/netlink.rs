@@ -1,6 +1,10 @@
 //! Applying network configuration through rtnetlink, synchronously: links
 //! up and MTU, addresses with lifetimes, routes. One request at a time, each
 //! acknowledged, so every failure is reported with what was being done.
+//!
+//! Longer than 600 lines because it is one protocol: the message framing
+//! and every request brig-netd makes share the same builder and the same
+//! acknowledgement loop; split by request, each file would repeat them.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, RawFd};
