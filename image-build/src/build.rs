@@ -1,5 +1,5 @@
 //! `brig build`: kernel from Debian, checked against kernel-config/, brig-init
-//! cross-built, everything packed into a compressed initramfs in out/<board>/.
+//! cross-built, everything packed into a compressed initramfs in `out/<board>/`.
 //!
 //! Longer than 600 lines because it is the build's one sequence, step by
 //! step in the order it runs; each step's work lives in its own module

@@ -44,11 +44,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Build a board's kernel and initramfs into out/<board>/.
+    /// Build a board's kernel and initramfs into out/BOARD/.
     Build {
         #[arg(long, default_value = "qemu-x86_64")]
         board: String,
-        /// Output directory (default: out/<board> in the source tree).
+        /// Output directory (default: out/BOARD in the source tree).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Fetch the kernel package again even if it is cached.
@@ -96,7 +96,7 @@ enum Commands {
     Run {
         #[arg(long, default_value = "qemu-x86_64")]
         board: String,
-        /// Directory of the built artifacts (default: out/<board>).
+        /// Directory of the built artifacts (default: out/BOARD).
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
@@ -108,7 +108,7 @@ enum Commands {
     Accel {
         #[arg(long, default_value = "qemu-x86_64")]
         board: String,
-        /// Directory of the built artifacts (default: out/<board>).
+        /// Directory of the built artifacts (default: out/BOARD).
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
@@ -118,7 +118,7 @@ enum Commands {
     Flash {
         #[arg(long, default_value = "rpi4")]
         board: String,
-        /// Directory of the built artifacts (default: out/<board>).
+        /// Directory of the built artifacts (default: out/BOARD).
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]

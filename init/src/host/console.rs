@@ -128,7 +128,7 @@ fn write_line(fd: BorrowedFd, line: &str, stalled: &AtomicBool) -> bool {
     true
 }
 
-/// `VmRSS` in KiB from the text of /proc/<pid>/status.
+/// `VmRSS` in KiB from the text of `/proc/<pid>/status`.
 pub fn resident_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
