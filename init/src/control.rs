@@ -18,7 +18,7 @@ use brig_spec::paths::LOCAL_FILE;
 use crate::config::apply::config_change;
 use crate::config::local_settings;
 use crate::event_loop::{watch, Init, Source};
-use crate::host::console::{self, say};
+use crate::host::console::{self, say_error};
 use crate::host::system::{PowerAction, System};
 use crate::supervise::services::Services;
 use crate::supervise::supervisor::Action;
@@ -180,18 +180,18 @@ impl<S: System> Init<S> {
         let _ = fs::remove_file(path);
         let listener = match UnixListener::bind(path) {
             Ok(l) => l,
-            Err(e) => return say(&format!("error: control socket {CONTROL_SOCKET}: {e}")),
+            Err(e) => return say_error(&format!("control socket {CONTROL_SOCKET}: {e}")),
         };
         // Root, and the read-only group: each request is checked against
         // the peer's credentials (only root may change anything).
         if let Err(e) = brig_spec::control::open_to_read_only_group(path) {
-            say(&format!(
-                "error: control socket {CONTROL_SOCKET}: setting its owner and mode: {e}"
+            say_error(&format!(
+                "control socket {CONTROL_SOCKET}: setting its owner and mode: {e}"
             ));
         }
         let _ = listener.set_nonblocking(true);
         if let Err(e) = watch(&self.epoll, listener.as_fd()) {
-            return say(&format!("error: watching the control socket: {e}"));
+            return say_error(&format!("watching the control socket: {e}"));
         }
         self.sources
             .insert(listener.as_raw_fd(), Source::Listener(listener));

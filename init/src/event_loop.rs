@@ -23,7 +23,7 @@ use crate::boot::state;
 use crate::config::network::Remote;
 use crate::control::Client;
 use crate::host::coldplug::Coldplug;
-use crate::host::console::{self, say};
+use crate::host::console::{self, say, say_error};
 use crate::host::shutdown;
 use crate::host::system::{Linux, PowerAction, System};
 use crate::supervise::log_forward;
@@ -107,7 +107,7 @@ impl<S: System> Init<S> {
             Ok(n) => n,
             Err(nix::Error::EINTR) => return,
             Err(e) => {
-                say(&format!("error: waiting for events: {e}"));
+                say_error(&format!("waiting for events: {e}"));
                 self.sys.sleep(Duration::from_secs(1));
                 return;
             }
@@ -122,8 +122,8 @@ impl<S: System> Init<S> {
     /// the log service if it is there (they wait for it otherwise).
     pub(crate) fn forward_logs(&mut self) {
         let now = console::since_boot();
-        for (at, text) in console::take_notes() {
-            self.forward.push_note(&text, now.saturating_sub(at));
+        for (at, level, text) in console::take_notes() {
+            self.forward.push_note(level, &text, now.saturating_sub(at));
         }
         if self.forward.pending() > 0 {
             self.forward.flush();
@@ -137,7 +137,7 @@ impl<S: System> Init<S> {
         self.act(actions, now);
         if self.pending_power.is_none() {
             if let Some(e) = self.services.prepare_ahead() {
-                say(&format!("error: {e}"));
+                say_error(&e);
             }
         }
         if !self.announced_ready && self.services.settled() {
@@ -170,8 +170,8 @@ impl<S: System> Init<S> {
                     .unwrap_or_default();
                 let mounts = String::from_utf8_lossy(&mounts);
                 let error = shutdown::shut_down(&self.sys, action, &mounts, &mut |m| say(m));
-                say(&format!(
-                    "error: the kernel refused {}: {error}; still running",
+                say_error(&format!(
+                    "the kernel refused {}: {error}; still running",
                     action.verb()
                 ));
             }
@@ -248,7 +248,7 @@ impl<S: System> Init<S> {
             let (pipes, notes) = self.services.perform(action, now, uptime());
             for pipe in pipes {
                 if let Err(e) = watch(&self.epoll, pipe.fd.as_fd()) {
-                    say(&format!("error: watching output of {}: {e}", pipe.service));
+                    say_error(&format!("watching output of {}: {e}", pipe.service));
                     continue;
                 }
                 self.sources

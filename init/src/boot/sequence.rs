@@ -23,7 +23,7 @@ use crate::config::ec2::Dmi;
 use crate::event_loop::watch;
 use crate::event_loop::{Init, Source};
 use crate::host::coldplug::{Coldplug, Outcome};
-use crate::host::console::say;
+use crate::host::console::{say, say_error};
 use crate::host::hotplug::report_modules;
 use crate::host::kernel_cmdline::Cmdline;
 use crate::host::system::{Linux, System};
@@ -88,12 +88,12 @@ pub fn boot() -> Result<Init, String> {
         .map_err(|e| format!("creating signalfd: {e}"))?;
     // Ctrl-Alt-Del sends us SIGINT instead of an immediate reboot.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
-        say(&format!("error: cannot take over Ctrl-Alt-Del: {e}"));
+        say_error(&format!("cannot take over Ctrl-Alt-Del: {e}"));
     }
 
     let mounted = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     for error in mounts::mount_early(&sys, &mounts::parse_mount_points(&mounted)) {
-        say(&format!("error: {error}"));
+        say_error(&error.to_string());
     }
     ensure_console();
     say("mounted /proc /sys /dev /dev/pts /dev/shm /run /sys/fs/cgroup");
@@ -102,8 +102,8 @@ pub fn boot() -> Result<Init, String> {
     if on_initramfs {
         match switch_root::switch(&["/proc", "/sys", "/dev", "/run"]) {
             Ok(()) => say("switched from the initramfs to a tmpfs root"),
-            Err(e) => say(&format!(
-                "error: switching root: {e}; system containers cannot start"
+            Err(e) => say_error(&format!(
+                "switching root: {e}; system containers cannot start"
             )),
         }
     }
@@ -111,20 +111,20 @@ pub fn boot() -> Result<Init, String> {
     // Names in config URLs resolve with the network container's DNS.
     let resolv = format!("{}/resolv.conf", brig_spec::paths::DNS_DIR);
     if let Err(e) = sys.symlink(&resolv, "/etc/resolv.conf") {
-        say(&format!("error: linking /etc/resolv.conf to {resolv}: {e}"));
+        say_error(&format!("linking /etc/resolv.conf to {resolv}: {e}"));
     }
 
     // syslog(3) in PID 1's own root and in privileged containers (which
     // see this /dev) reaches the log service.
     if let Err(e) = sys.symlink(brig_spec::paths::SYSLOG_SOCKET, "/dev/log") {
-        say(&format!("error: linking /dev/log: {e}"));
+        say_error(&format!("linking /dev/log: {e}"));
     }
 
     // Modules the kernel asks for later (a bond, a bridge) come through us.
     let _ = fs::create_dir_all("/sbin");
     let _ = sys.remove_file(Path::new(modprobe::PATH));
     if let Err(e) = sys.symlink("/init", modprobe::PATH) {
-        say(&format!("error: creating {}: {e}", modprobe::PATH));
+        say_error(&format!("creating {}: {e}", modprobe::PATH));
     }
 
     let cmdline = Cmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
@@ -134,7 +134,7 @@ pub fn boot() -> Result<Init, String> {
         .unwrap_or(DEFAULT_HOSTNAME);
     match sys.set_hostname(hostname) {
         Ok(()) => say(&format!("hostname {hostname}")),
-        Err(e) => say(&format!("error: setting hostname {hostname:?}: {e}")),
+        Err(e) => say_error(&format!("setting hostname {hostname:?}: {e}")),
     }
 
     let epoll =
@@ -150,15 +150,15 @@ pub fn boot() -> Result<Init, String> {
                 Some(fd)
             }
             Err(e) => {
-                say(&format!(
-                    "error: watching uevents: {e}; hotplugged devices get no modules"
+                say_error(&format!(
+                    "watching uevents: {e}; hotplugged devices get no modules"
                 ));
                 None
             }
         },
         Err(e) => {
-            say(&format!(
-                "error: opening the uevent socket: {e}; hotplugged devices get no modules"
+            say_error(&format!(
+                "opening the uevent socket: {e}; hotplugged devices get no modules"
             ));
             None
         }
@@ -166,7 +166,7 @@ pub fn boot() -> Result<Init, String> {
 
     let (coldplug, problems) = Coldplug::from_dir(&modules_dir());
     for p in problems {
-        say(&format!("error: module index: {p}"));
+        say_error(&format!("module index: {p}"));
     }
     let cgroup_root = PathBuf::from(cgroup::ROOT);
     let cgroups = cgroup::is_v2(&cgroup_root).then_some(cgroup_root);
@@ -176,13 +176,13 @@ pub fn boot() -> Result<Init, String> {
             .and_then(|()| std::os::unix::fs::chown(dir, Some(0), Some(*group)))
             .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(*mode)));
         if let Err(e) = made {
-            say(&format!("error: creating {dir}: {e}"));
+            say_error(&format!("creating {dir}: {e}"));
         }
     }
     // Where the user's disks go (cloud-config `mounts`); containers bind them.
     for dir in brig_spec::mounts::MOUNT_ROOTS {
         if let Err(e) = fs::create_dir_all(dir) {
-            say(&format!("error: creating {dir}: {e}"));
+            say_error(&format!("creating {dir}: {e}"));
         }
     }
     let mut init = Init {
@@ -222,17 +222,17 @@ pub fn boot() -> Result<Init, String> {
     match &cgroups {
         Some(root) => {
             for e in cgroup::prepare(root) {
-                say(&format!("error: cgroups: {e}"));
+                say_error(&format!("cgroups: {e}"));
             }
         }
-        None => say("error: no cgroup2 hierarchy: services run without limits"),
+        None => say_error("no cgroup2 hierarchy: services run without limits"),
     }
     // A disk image: the system containers are on its system partition.
     let boot_disk = init.mount_system_partition(&cmdline, cgroups.clone());
     // Before the config: the saved config and datasource live on it.
     let scan = || {
         block_devices::scan().unwrap_or_else(|e| {
-            say(&format!("error: {e}"));
+            say_error(&e.to_string());
             Vec::new()
         })
     };
@@ -258,9 +258,9 @@ pub fn boot() -> Result<Init, String> {
             services.run_tool(STORAGE_TOOLS, &["/usr/sbin/e2fsck", "-p", device])?;
         state::fsck_verdict(code, &output).map(|said| format!("e2fsck: {said}"))
     });
-    say(&init.state.describe());
+    init.state.announce();
     let found = config::find(&init.sys, &cmdline, &volumes, &Dmi::read(), &mut |e| {
-        say(&format!("error: config: {e}"))
+        say_error(&format!("config: {e}"))
     });
     match found {
         config::Found::Here(seed) => {
@@ -290,7 +290,7 @@ impl<S: System> Init<S> {
             Ok(Some(wanted)) => wanted,
             Ok(None) => return None,
             Err(e) => {
-                say(&format!("error: {e}; no system containers"));
+                say_error(&format!("{e}; no system containers"));
                 return None;
             }
         };
@@ -305,15 +305,15 @@ impl<S: System> Init<S> {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Ok(None) => {
-                    say(&format!(
-                        "error: the system partition ({} PARTUUID={wanted}) did not appear within {} s: no system containers",
+                    say_error(&format!(
+                        "the system partition ({} PARTUUID={wanted}) did not appear within {} s: no system containers",
                         disk::SYSTEM_LABEL,
                         SYSTEM_PARTITION_WAIT.as_secs()
                     ));
                     return None;
                 }
                 Err(e) => {
-                    say(&format!("error: {e}; no system containers"));
+                    say_error(&format!("{e}; no system containers"));
                     return None;
                 }
             }
@@ -326,8 +326,8 @@ impl<S: System> Init<S> {
                 .mount(&device, disk::SYSTEM_MOUNT, "squashfs", flags, "")
         });
         if let Err(e) = mounted {
-            say(&format!(
-                "error: mounting the system partition {device} on {}: {e}; no system containers",
+            say_error(&format!(
+                "mounting the system partition {device} on {}: {e}; no system containers",
                 disk::SYSTEM_MOUNT
             ));
             return None;
@@ -352,7 +352,7 @@ impl<S: System> Init<S> {
         let (sectors, found) = match disk::read_table(disk) {
             Ok(t) => t,
             Err(e) => {
-                say(&format!("error: state: {e}; the disk is left as it is"));
+                say_error(&format!("state: {e}; the disk is left as it is"));
                 return false;
             }
         };
@@ -387,7 +387,7 @@ impl<S: System> Init<S> {
         let device = match disk::apply(disk, sectors, &found.table, &plan) {
             Ok(device) => device,
             Err(e) => {
-                say(&format!("error: state: {e}"));
+                say_error(&format!("state: {e}"));
                 return false;
             }
         };
@@ -410,14 +410,14 @@ impl<S: System> Init<S> {
                     state::LABEL
                 )),
                 Ok((code, output)) => {
-                    say(&format!(
-                        "error: state: mke2fs {device} failed (exit {code}): {}",
+                    say_error(&format!(
+                        "state: mke2fs {device} failed (exit {code}): {}",
                         output.trim()
                     ));
                     return false;
                 }
                 Err(e) => {
-                    say(&format!("error: state: formatting {device}: {e}"));
+                    say_error(&format!("state: formatting {device}: {e}"));
                     return false;
                 }
             }

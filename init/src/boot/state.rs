@@ -11,6 +11,7 @@ use nix::mount::MsFlags;
 use brig_spec::paths::STATE;
 
 use crate::host::block_devices::Volume;
+use crate::host::console::{say, say_error};
 use crate::host::system::System;
 
 pub const LABEL: &str = "BRIG_STATE";
@@ -31,7 +32,23 @@ pub enum State {
 }
 
 impl State {
+    /// What became of it, for `brigctl status` (`error: …` when unusable).
     pub fn describe(&self) -> String {
+        match self {
+            State::Unusable { .. } => format!("error: {}", self.summary()),
+            _ => self.summary(),
+        }
+    }
+
+    /// Says what became of it on the console, as an error when unusable.
+    pub fn announce(&self) {
+        match self {
+            State::Unusable { .. } => say_error(&self.summary()),
+            _ => say(&self.summary()),
+        }
+    }
+
+    fn summary(&self) -> String {
         match self {
             State::Mounted { device } => {
                 format!("state: {device} ({LABEL}, ext4) mounted at {STATE}")
@@ -40,7 +57,7 @@ impl State {
                 "state: no state partition ({LABEL}): running from RAM, nothing is kept across reboots"
             ),
             State::Unusable { device, error } => format!(
-                "error: state: {device} ({LABEL}): {error}; running from RAM, the volume is left untouched"
+                "state: {device} ({LABEL}): {error}; running from RAM, the volume is left untouched"
             ),
         }
     }
@@ -137,13 +154,15 @@ pub fn mount(
     }
     if let (true, Some(bytes)) = (should_grow(volume), volume.device_bytes) {
         // Not growing is no reason to run from RAM: it keeps its size.
-        crate::host::console::say(&match sys.grow_ext4(STATE, bytes) {
-            Ok(()) => format!(
+        match sys.grow_ext4(STATE, bytes) {
+            Ok(()) => say(&format!(
                 "state: {device}: grown online to fill its device ({} MiB)",
                 bytes >> 20
-            ),
-            Err(e) => format!("error: state: growing {device} online: {e}; it keeps its size"),
-        });
+            )),
+            Err(e) => say_error(&format!(
+                "state: growing {device} online: {e}; it keeps its size"
+            )),
+        }
     }
     State::Mounted {
         device: device.clone(),

@@ -15,7 +15,7 @@ use crate::config::{self, local_settings, plan, saved};
 use crate::event_loop::watch;
 use crate::event_loop::NETWORK_SERVICE;
 use crate::event_loop::{Init, Source};
-use crate::host::console::say;
+use crate::host::console::{say, say_error};
 use crate::host::hotplug::report_modules;
 use crate::host::system::System;
 use crate::host::{block_devices, user_mounts};
@@ -31,20 +31,18 @@ pub(crate) fn read_config(
     let seed = match found {
         Ok(Some(seed)) => {
             if let Err(e) = saved::save(sys, &seed, saved_dir) {
-                say(&format!("error: config: {e}"));
+                say_error(&format!("config: {e}"));
             }
             Some(seed)
         }
         Ok(None) => saved::saved(sys, saved_dir),
         Err(e) => {
-            say(&format!("error: config: {e}"));
+            say_error(&format!("config: {e}"));
             saved::saved(sys, saved_dir)
         }
     };
     let local = local_settings::read(sys, Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
-        say(&format!(
-            "error: config: {e}; those settings are not applied"
-        ));
+        say_error(&format!("config: {e}; those settings are not applied"));
         Default::default()
     });
     let default = match sys.read_file(Path::new(DEFAULT_FILE)) {
@@ -56,7 +54,7 @@ pub(crate) fn read_config(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            say(&format!("error: config: reading {DEFAULT_FILE}: {e}"));
+            say_error(&format!("config: reading {DEFAULT_FILE}: {e}"));
             None
         }
     };
@@ -85,12 +83,12 @@ pub(crate) fn read_config(
     if let Some(name) = &plan.hostname {
         match sys.set_hostname(name) {
             Ok(()) => say(&format!("hostname {name} (from config)")),
-            Err(e) => say(&format!("error: setting hostname {name:?}: {e}")),
+            Err(e) => say_error(&format!("setting hostname {name:?}: {e}")),
         }
     }
     for (path, text) in &plan.files {
         if let Err(e) = write_config_file(sys, path, text) {
-            say(&format!("error: config: {e}"));
+            say_error(&format!("config: {e}"));
         }
     }
     Some(plan)
@@ -152,7 +150,7 @@ impl<S: System> Init<S> {
             let path = plan::sysctl_path(name);
             match self.sys.set_sysctl(&path, value) {
                 Ok(()) => say(&format!("sysctl {name} = {value} (from config)")),
-                Err(e) => say(&format!("error: config: sysctl {name} = {value}: {e}")),
+                Err(e) => say_error(&format!("config: sysctl {name} = {value}: {e}")),
             }
         }
         if !plan.modules.is_empty() {
@@ -166,13 +164,13 @@ impl<S: System> Init<S> {
         }
         if !plan.mounts.is_empty() {
             let volumes = block_devices::scan().unwrap_or_else(|e| {
-                say(&format!("error: mounts: {e}"));
+                say_error(&format!("mounts: {e}"));
                 Vec::new()
             });
             for line in user_mounts::mount_all(&self.sys, &plan.mounts, &volumes) {
                 match line {
                     Ok(done) => say(&done),
-                    Err(e) => say(&format!("error: {e}")),
+                    Err(e) => say_error(&e.to_string()),
                 }
             }
         }
@@ -180,9 +178,7 @@ impl<S: System> Init<S> {
             let name = spec.name.clone();
             match self.services.supervisor.add(spec) {
                 Ok(()) => say(&format!("config: service {name} added (brig.services)")),
-                Err(e) => say(&format!(
-                    "error: config: `brig.services.{name}`: {e}; not added"
-                )),
+                Err(e) => say_error(&format!("config: `brig.services.{name}`: {e}; not added")),
             }
         }
     }
@@ -252,7 +248,7 @@ impl<S: System> Init<S> {
             let now = self.sys.now();
             match self.services.supervisor.restart(NETWORK_SERVICE, now) {
                 Ok(actions) => self.act(actions, now),
-                Err(e) => say(&format!("error: restarting {NETWORK_SERVICE}: {e}")),
+                Err(e) => say_error(&format!("restarting {NETWORK_SERVICE}: {e}")),
             }
         }
         self.services.supervisor.release();

@@ -21,28 +21,44 @@ pub fn since_boot() -> Duration {
 
 /// PID 1's messages since the log service last took them, with when they
 /// were said (bounded: the oldest go).
-static NOTES: std::sync::Mutex<Vec<(Duration, String)>> = std::sync::Mutex::new(Vec::new());
+static NOTES: std::sync::Mutex<Vec<(Duration, Level, String)>> = std::sync::Mutex::new(Vec::new());
 const NOTES_KEPT: usize = 1024;
 
 /// The messages said since the last call, oldest first.
-pub fn take_notes() -> Vec<(Duration, String)> {
+pub fn take_notes() -> Vec<(Duration, Level, String)> {
     NOTES
         .lock()
         .map(|mut notes| std::mem::take(&mut *notes))
         .unwrap_or_default()
 }
 
-/// `brig: <message> [t=1.234s]` on the console, and kept for the log
-/// service. Errors writing are ignored: a missing console must not take
-/// PID 1 down.
+/// How much one of PID 1's messages matters: the log service gets it at
+/// this severity (an error, or information).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Error,
+}
+
+/// Says `message` on the console and keeps it for the log service.
 pub fn say(message: &str) {
+    note(Level::Info, message.to_string());
+}
+
+/// Says that something went wrong: `error: <message>` on the console, at
+/// severity error in the log.
+pub fn say_error(message: &str) {
+    note(Level::Error, format!("error: {message}"));
+}
+
+fn note(level: Level, text: String) {
     if let Ok(mut notes) = NOTES.lock() {
         if notes.len() >= NOTES_KEPT {
             notes.remove(0);
         }
-        notes.push((since_boot(), message.to_string()));
+        notes.push((since_boot(), level, text.clone()));
     }
-    echo(message);
+    echo(&text);
 }
 
 /// As `say`, on the console only (a service's line echoed there, which

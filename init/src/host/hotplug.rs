@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::event_loop::watch;
 use crate::event_loop::{Init, Source};
 use crate::host::coldplug::Outcome;
-use crate::host::console::say;
+use crate::host::console::{say, say_error};
 use crate::host::system::{PowerAction, System};
 use crate::host::{power_button, uevent};
 
@@ -57,7 +57,7 @@ impl<S: System> Init<S> {
             return;
         };
         if let Err(e) = watch(&self.epoll, file.as_fd()) {
-            return say(&format!("error: watching power button {event}: {e}"));
+            return say_error(&format!("watching power button {event}: {e}"));
         }
         let name = fs::read_to_string(sysfs.join("class/input").join(event).join("device/name"))
             .unwrap_or_default();
@@ -118,6 +118,6 @@ pub(crate) fn report_modules(when: &str, outcome: &Outcome) {
         outcome.loaded.join(" ")
     ));
     for error in &outcome.errors {
-        say(&format!("error: {when}: {error}"));
+        say_error(&format!("{when}: {error}"));
     }
 }

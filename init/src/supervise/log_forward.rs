@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 use brig_spec::control::LogLine;
 use brig_spec::logs::rfc3339;
 
+use crate::host::console::Level;
+
 /// Lines kept while the log service is away.
 pub const QUEUE_LINES: usize = 4096;
 
@@ -47,9 +49,13 @@ impl Forwarder {
         self.push(rfc5424(severity, &line.service, msgid, &line.text, age));
     }
 
-    /// One of PID 1's own console messages, written `age` ago.
-    pub fn push_note(&mut self, text: &str, age: Duration) {
-        let severity = if text.starts_with("error") { 3 } else { 6 };
+    /// One of PID 1's own console messages, written `age` ago, at the
+    /// severity its level says (error 3, informational 6).
+    pub fn push_note(&mut self, level: Level, text: &str, age: Duration) {
+        let severity = match level {
+            Level::Error => 3,
+            Level::Info => 6,
+        };
         self.push(rfc5424(severity, "brig-init", "init", text, age));
     }
 
@@ -126,7 +132,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dev-log");
         let mut f = Forwarder::new(path.to_str().unwrap());
-        f.push_note("brig-init started as PID 1", Duration::from_secs(5));
+        f.push_note(
+            Level::Info,
+            "brig-init started as PID 1",
+            Duration::from_secs(5),
+        );
         f.push_line(
             &line("network", "stdout", "bound 10.0.2.15"),
             Duration::ZERO,
@@ -161,9 +171,32 @@ mod tests {
     fn the_queue_is_bounded_and_counts_what_it_lets_go() {
         let mut f = Forwarder::new("/nonexistent/dev-log");
         for n in 0..QUEUE_LINES + 10 {
-            f.push_note(&format!("note {n}"), Duration::ZERO);
+            f.push_note(Level::Info, &format!("note {n}"), Duration::ZERO);
         }
         f.flush();
         assert_eq!((f.pending(), f.dropped), (QUEUE_LINES, 10));
+    }
+
+    #[test]
+    fn a_notes_severity_is_its_level_whatever_its_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev-log");
+        let logd = UnixDatagram::bind(&path).unwrap();
+        let mut f = Forwarder::new(path.to_str().unwrap());
+        f.push_note(Level::Info, "error-correcting memory found", Duration::ZERO);
+        f.push_note(Level::Error, "cannot mount /data", Duration::ZERO);
+        f.flush();
+        let mut buf = [0u8; 512];
+        let mut priority = || {
+            let n = logd.recv(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n])
+                .split('>')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        // daemon facility (3): informational 6, error 3.
+        assert_eq!(priority(), "<30");
+        assert_eq!(priority(), "<27");
     }
 }
