@@ -55,7 +55,9 @@ pub(crate) fn child(
             ))
         }
         Some(_) => {}
-        None if !spec.shares(Namespace::Net) => crate::netns::loopback_up()?,
+        None if !spec.shares(Namespace::Net) => {
+            crate::netns::loopback_up().map_err(|e| e.to_string())?
+        }
         None => {}
     }
     let sys = |what: String, r: nix::Result<()>| r.map_err(|e| format!("{what}: {e}"));
@@ -121,7 +123,8 @@ pub(crate) fn child(
     }
     {
         let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
-        let ids = resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))?;
+        let ids = resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))
+            .map_err(|e| e.to_string())?;
         switch_user(&ids, plan.caps)?;
         *envp = environment(spec, &ids.home)?;
     }

@@ -2,10 +2,13 @@
 //! and mounted, or (for user services) a directory bind-mounted read-only.
 
 use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
+
+use crate::Error;
 
 const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
 const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;
@@ -41,14 +44,18 @@ struct LoopConfig {
 }
 
 /// Mounts `image` read-only at `at`.
-pub fn mount(image: &Path, at: &Path) -> Result<(), String> {
-    let meta = fs::metadata(image).map_err(|e| format!("image {}: {e}", image.display()))?;
-    fs::create_dir_all(at).map_err(|e| format!("creating {}: {e}", at.display()))?;
+pub fn mount(image: &Path, at: &Path) -> Result<(), Error> {
+    let meta =
+        fs::metadata(image).map_err(|e| Error::host(format!("image {}", image.display()), e))?;
+    fs::create_dir_all(at).map_err(|e| Error::host(format!("creating {}", at.display()), e))?;
     if meta.is_dir() {
         let bind = |flags| nix::mount::mount(Some(image), at, None::<&str>, flags, None::<&str>);
         bind(MsFlags::MS_BIND | MsFlags::MS_REC)
             .and_then(|()| bind(MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY))
-            .map_err(|e| format!("bind-mounting {} on {}: {e}", image.display(), at.display()))
+            .map_err(|e| {
+                let doing = format!("bind-mounting {} on {}", image.display(), at.display());
+                Error::host(doing, e)
+            })
     } else {
         // The loop device's fd stays open until the mount holds the device:
         // with autoclear, closing it first would detach the device.
@@ -62,45 +69,45 @@ pub fn mount(image: &Path, at: &Path) -> Result<(), String> {
             None::<&str>,
         )
         .map_err(|e| {
-            format!(
-                "mounting {} ({}) as squashfs: {e}{}",
+            let doing = format!(
+                "mounting {} ({}) as squashfs",
                 image.display(),
-                device.display(),
-                if e == nix::Error::EINVAL {
-                    " (not a valid squashfs image?)"
-                } else {
-                    ""
-                }
-            )
+                device.display()
+            );
+            match e {
+                nix::Error::EINVAL => Error::host(
+                    doing,
+                    io::Error::other(format!("{e} (not a valid squashfs image?)")),
+                ),
+                e => Error::host(doing, e),
+            }
         })
     }
 }
 
 /// Attaches `file` read-only to a free loop device; returns its path and
 /// the open device.
-fn attach_loop(file: &Path) -> Result<(PathBuf, File), String> {
-    let backing = File::open(file).map_err(|e| format!("opening image {}: {e}", file.display()))?;
+fn attach_loop(file: &Path) -> Result<(PathBuf, File), Error> {
+    let backing = File::open(file)
+        .map_err(|e| Error::host(format!("opening image {}", file.display()), e))?;
     let control = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/loop-control")
-        .map_err(|e| format!("opening /dev/loop-control (loop module loaded?): {e}"))?;
+        .map_err(|e| Error::host("opening /dev/loop-control (loop module loaded?)", e))?;
     // Another process may take the free device first: try again.
-    let mut last_error = String::new();
+    let mut last_error = None;
     for _ in 0..10 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
         let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if n < 0 {
-            return Err(format!(
-                "finding a free loop device: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(Error::last_os_error("finding a free loop device"));
         }
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let device = OpenOptions::new()
             .read(true)
             .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+            .map_err(|e| Error::host(format!("opening {}", path.display()), e))?;
         // SAFETY: LoopInfo64 and LoopConfig are plain integer arrays; all-zero
         // is their documented "nothing set" value.
         let mut config: LoopConfig = unsafe { std::mem::zeroed() };
@@ -117,12 +124,11 @@ fn attach_loop(file: &Path) -> Result<(PathBuf, File), String> {
         {
             return Ok((path, device));
         }
-        last_error = format!(
-            "attaching {} to {}: {}",
+        last_error = Some(Error::last_os_error(format!(
+            "attaching {} to {}",
             file.display(),
-            path.display(),
-            std::io::Error::last_os_error()
-        );
+            path.display()
+        )));
     }
-    Err(last_error)
+    Err(last_error.unwrap_or_else(|| Error::last_os_error("attaching a loop device")))
 }

@@ -7,16 +7,19 @@
 //! - `plan`: the pure decisions (mounts, capabilities, user, namespaces);
 //! - `spawn`: the parent side, `child`: what runs in the new namespaces;
 //! - `clone3`: starting a child in this process's memory until it execs;
+//! - `error`: why a container did not start, by kind;
 //! - `cgroup`, `netns`, `image`: a container's cgroup, prepared network
 //!   namespaces and read-only root image.
 
 pub mod cgroup;
 mod child;
 pub mod clone3;
+mod error;
 pub mod image;
 pub mod netns;
 pub mod plan;
 pub mod spawn;
 
+pub use error::Error;
 pub use plan::{MountOp, Paths};
 pub use spawn::{set_nonblocking, spawn, spawn_in, Started};

@@ -8,9 +8,11 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use crate::Error;
+
 /// Sets `lo` up in the calling process's network namespace.
-pub fn loopback_up() -> Result<(), String> {
-    let fail = |what: &str| format!("{what} lo: {}", std::io::Error::last_os_error());
+pub fn loopback_up() -> Result<(), Error> {
+    let fail = |what: &str| Error::last_os_error(format!("{what} lo"));
     // SAFETY: a plain socket(2) call; the fd is owned right below.
     let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if socket < 0 {
@@ -39,10 +41,10 @@ pub fn loopback_up() -> Result<(), String> {
 
 /// A new network namespace with `lo` up, held by the returned fd: a helper
 /// process creates it, the fd is taken from /proc, the helper exits.
-pub fn prepare() -> Result<OwnedFd, String> {
+pub fn prepare() -> Result<OwnedFd, Error> {
     let pipe = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("creating a pipe: {e}"))
+            .map_err(|e| Error::host("creating a pipe", e))
     };
     let (ready_read, ready_write) = pipe()?;
     let (hold_read, hold_write) = pipe()?;
@@ -55,13 +57,16 @@ pub fn prepare() -> Result<OwnedFd, String> {
             let made = if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
                 loopback_up()
             } else {
-                Err(format!("unshare: {}", std::io::Error::last_os_error()))
+                Err(Error::last_os_error("unshare"))
             };
             let mut ready = File::from(ready_write);
-            let _ = ready.write_all(match &made {
-                Ok(()) => b"ok",
-                Err(e) => e.as_bytes(),
-            });
+            let _ = ready.write_all(
+                match &made {
+                    Ok(()) => b"ok".to_vec(),
+                    Err(e) => e.to_string().into_bytes(),
+                }
+                .as_slice(),
+            );
             drop(ready);
             // Hold the namespace until the parent has its fd (EOF).
             let _ = File::from(hold_read).read(&mut [0u8; 1]);
@@ -75,15 +80,23 @@ pub fn prepare() -> Result<OwnedFd, String> {
             let opened = match answer.as_str() {
                 "ok" => File::open(format!("/proc/{child}/ns/net"))
                     .map(OwnedFd::from)
-                    .map_err(|e| format!("opening the network namespace of {child}: {e}")),
-                "" => Err("the network namespace helper died".to_string()),
-                error => Err(format!("preparing a network namespace: {error}")),
+                    .map_err(|e| {
+                        Error::host(format!("opening the network namespace of {child}"), e)
+                    }),
+                "" => Err(Error::host(
+                    "preparing a network namespace",
+                    std::io::Error::other("the helper died"),
+                )),
+                error => Err(Error::host(
+                    "preparing a network namespace",
+                    std::io::Error::other(error.to_string()),
+                )),
             };
             drop(hold_write);
             let _ = nix::sys::wait::waitpid(child, None);
             opened
         }
-        Err(e) => Err(format!("forking the network namespace helper: {e}")),
+        Err(e) => Err(Error::host("forking the network namespace helper", e)),
     }
 }
 
@@ -107,7 +120,7 @@ impl Pool {
     }
 
     /// Prepares one namespace if the pool is short; true if it did work.
-    pub fn refill_one(&mut self) -> Result<bool, String> {
+    pub fn refill_one(&mut self) -> Result<bool, Error> {
         if self.ready.len() >= self.target {
             return Ok(false);
         }

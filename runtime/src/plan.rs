@@ -11,6 +11,8 @@ use brig_spec::paths::{SYSLOG_DIR, SYSLOG_SOCKET};
 use brig_spec::service::{capability_number, Mount, Namespace, ServiceSpec, DEFAULT_CAPABILITIES};
 use nix::mount::MsFlags;
 
+use crate::Error;
+
 /// Where a container's pieces live on the host.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -247,7 +249,7 @@ pub struct Ids {
 
 /// Resolves `root`, `uid[:gid]` or a user name against the container's
 /// /etc/passwd and /etc/group text.
-pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<Ids, String> {
+pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<Ids, Error> {
     let entry = |uid_match: &dyn Fn(&[&str]) -> bool| {
         passwd
             .lines()
@@ -262,14 +264,17 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<Ids, String
         let home = found.as_ref().map_or("/".to_string(), |f| f[5].to_string());
         (found.map(|f| f[0].to_string()), u, gid, home)
     } else {
-        let f = entry(&|f| f[0] == user)
-            .ok_or_else(|| format!("user {user:?} is not in the container's /etc/passwd"))?;
+        let f = entry(&|f| f[0] == user).ok_or_else(|| {
+            Error::Spec(format!(
+                "user {user:?} is not in the container's /etc/passwd"
+            ))
+        })?;
         let uid = f[2]
             .parse()
-            .map_err(|_| format!("bad uid for {user:?} in /etc/passwd"))?;
+            .map_err(|_| Error::Spec(format!("bad uid for {user:?} in /etc/passwd")))?;
         let gid = f[3]
             .parse()
-            .map_err(|_| format!("bad gid for {user:?} in /etc/passwd"))?;
+            .map_err(|_| Error::Spec(format!("bad gid for {user:?} in /etc/passwd")))?;
         (Some(user.to_string()), uid, gid, f[5].to_string())
     };
     let mut groups = vec![gid];
@@ -509,8 +514,8 @@ mod tests {
         );
         let e = resolve_user("ghost", PASSWD, GROUP).unwrap_err();
         assert!(
-            e.contains("\"ghost\" is not in the container's /etc/passwd"),
-            "{e}"
+            matches!(&e, Error::Spec(why) if why.contains("\"ghost\" is not in the container's /etc/passwd")),
+            "a spec problem: {e:?}"
         );
         // A root-only rootfs without /etc/passwd still runs root services.
         assert_eq!(resolve_user("root", "", "").unwrap().uid, 0);

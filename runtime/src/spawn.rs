@@ -14,6 +14,7 @@ use brig_spec::service::{Mount, Namespace, ServiceSpec};
 use crate::child::{child, ChildPlan};
 use crate::clone3::{self, CloneArgs, CLONE_INTO_CGROUP};
 use crate::plan::{capability_mask, clone_flags, plan_mounts, Paths};
+use crate::Error;
 
 /// A started container: its main process and the read ends of its output.
 #[derive(Debug)]
@@ -23,13 +24,13 @@ pub struct Started {
     pub stderr: OwnedFd,
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))
+fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::host("creating a pipe", e))
 }
 
 /// Starts the container. Blocks until the child has exec'd the service (or
 /// failed, with the child's own account of what went wrong).
-pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, String> {
+pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, Error> {
     spawn_in(spec, paths, None)
 }
 
@@ -39,11 +40,12 @@ pub fn spawn_in(
     spec: &ServiceSpec,
     paths: &Paths,
     netns: Option<&OwnedFd>,
-) -> Result<Started, String> {
+) -> Result<Started, Error> {
     let netns = netns.filter(|_| !spec.shares(Namespace::Net));
     for sub in ["upper", "work", "root"] {
         let dir = paths.dir.join(sub);
-        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::host(format!("creating {}", dir.display()), e))?;
     }
     for dir in [
         Some(SYSLOG_DIR),
@@ -52,18 +54,19 @@ pub fn spawn_in(
     .into_iter()
     .flatten()
     {
-        fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
+        fs::create_dir_all(dir).map_err(|e| Error::host(format!("creating {dir}"), e))?;
     }
     for m in &spec.mounts {
         if let Mount::Volume { name, .. } = m {
             let dir = paths.volumes.join(name);
             fs::create_dir_all(&dir)
-                .map_err(|e| format!("creating volume {}: {e}", dir.display()))?;
+                .map_err(|e| Error::host(format!("creating volume {}", dir.display()), e))?;
         }
     }
     let cgroup_fd = match &paths.cgroup {
         Some(path) => Some(
-            fs::File::open(path).map_err(|e| format!("opening cgroup {}: {e}", path.display()))?,
+            fs::File::open(path)
+                .map_err(|e| Error::host(format!("opening cgroup {}", path.display()), e))?,
         ),
         None => None,
     };
@@ -71,14 +74,15 @@ pub fn spawn_in(
     let (err_read, err_write) = pipe()?;
     let mounts = plan_mounts(spec, paths);
     let caps = capability_mask(spec);
-    let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+    let cstr =
+        |s: &str| CString::new(s).map_err(|_| Error::Spec(format!("{s:?} contains a NUL byte")));
     let argv: Vec<CString> = spec
         .command
         .iter()
         .map(|a| cstr(a))
         .collect::<Result<_, _>>()?;
     if argv.is_empty() {
-        return Err("the command is empty".into());
+        return Err(Error::Spec("the command is empty".into()));
     }
 
     let mut flags = clone_flags(spec);
@@ -123,10 +127,10 @@ pub fn spawn_in(
         // belong to PID 1 (the child shares its memory).
         unsafe { libc::_exit(127) }
     })
-    .map_err(|e| format!("clone3: {e}"))?;
+    .map_err(|e| Error::host("clone3", e))?;
     drop((out_write, err_write, envp));
     if let Some(message) = failure {
-        return Err(message);
+        return Err(Error::Setup(message));
     }
     Ok(Started {
         pid,

@@ -36,13 +36,19 @@ struct FakeRuntime {
     log: Log,
     next_pid: i32,
     writers: Vec<OwnedFd>,
+    /// Why a start fails, if it does (by service name).
+    refuse: fn(&str) -> Option<brig_runtime::Error>,
 }
 
 impl Runtime for FakeRuntime {
     fn prepare_ahead(&mut self) -> Result<(), String> {
         Ok(())
     }
-    fn start(&mut self, spec: &ServiceSpec) -> Result<Started, String> {
+    fn start(&mut self, spec: &ServiceSpec) -> Result<Started, brig_runtime::Error> {
+        if let Some(error) = (self.refuse)(&spec.name) {
+            self.log.borrow_mut().push(format!("refused {}", spec.name));
+            return Err(error);
+        }
         self.next_pid += 1;
         let pid = self.next_pid;
         self.log
@@ -85,6 +91,14 @@ impl Runtime for FakeRuntime {
 /// PID 1 with these service specs (`name`, TOML), on the fakes; the
 /// temporary directory holds the specs and the log socket's path.
 fn pid1(specs: &[(&str, &str)]) -> (Init<Recorder>, Log, tempfile::TempDir) {
+    pid1_refusing(specs, |_| None)
+}
+
+/// As `pid1`, with starts failing as `refuse` says.
+fn pid1_refusing(
+    specs: &[(&str, &str)],
+    refuse: fn(&str) -> Option<brig_runtime::Error>,
+) -> (Init<Recorder>, Log, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     for (name, toml) in specs {
         let text = format!("{toml}\n[rootfs]\npackages = [\"busybox\"]\n");
@@ -95,6 +109,7 @@ fn pid1(specs: &[(&str, &str)]) -> (Init<Recorder>, Log, tempfile::TempDir) {
         log: log.clone(),
         next_pid: 100,
         writers: Vec::new(),
+        refuse,
     };
     let flags = SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK;
     let socket = dir.path().join("log.sock");
@@ -342,5 +357,43 @@ fn power_off_stops_dependents_first_then_the_rest_and_only_then_the_machine() {
     assert!(
         term.is_some() && term < sync && sync < power && power == Some(calls.len() - 1),
         "what is left is told to stop, the disks synced, then the power cut: {calls:?}"
+    );
+}
+
+#[test]
+fn a_spec_that_cannot_run_fails_at_once_and_a_host_failure_is_retried() {
+    let web = ("web", "command = [\"/bin/httpd\"]\nrestart = \"always\"");
+    let db = ("db", "command = [\"/bin/db\"]\nrestart = \"always\"");
+    let (mut init, log, _dir) = pid1_refusing(&[web, db], |name| match name {
+        "web" => Some(brig_runtime::Error::Spec(
+            "user \"www\" is not in the image".into(),
+        )),
+        _ => Some(brig_runtime::Error::host(
+            "opening /dev/loop-control",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        )),
+    });
+    init.supervise();
+    let mut refused = taken(&log);
+    refused.sort();
+    assert_eq!(refused, ["refused db", "refused web"]);
+    assert_eq!(
+        state(&init, "web"),
+        "failed",
+        "a spec problem is no reason to retry"
+    );
+    assert_eq!(
+        state(&init, "db"),
+        "backoff",
+        "the host may be ready next time"
+    );
+    let detail = init.services.supervisor.get("web").unwrap().detail.clone();
+    assert_eq!(detail.as_deref(), Some("user \"www\" is not in the image"));
+    init.sys.advance(STABLE_AFTER);
+    init.supervise();
+    assert_eq!(
+        taken(&log),
+        ["refused db"],
+        "only the host failure is tried again"
     );
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use brig_runtime::{cgroup, image, netns, Paths, Started};
+use brig_runtime::{cgroup, image, netns, Error, Paths, Started};
 use brig_spec::paths::{RUN, VOLUMES};
 use brig_spec::service::{Namespace, ServiceSpec};
 use nix::sys::signal::Signal;
@@ -23,7 +23,7 @@ pub trait Runtime {
     fn prepare_ahead(&mut self) -> Result<(), String>;
     /// Starts `spec`'s container, mounting its image and making its cgroup
     /// first.
-    fn start(&mut self, spec: &ServiceSpec) -> Result<Started, String>;
+    fn start(&mut self, spec: &ServiceSpec) -> Result<Started, Error>;
     /// Waits for process `pid` (a tool run before the event loop); its
     /// exit code.
     fn wait(&mut self, pid: i32) -> Result<i32, String>;
@@ -82,7 +82,7 @@ impl Runtime for Containers {
         })
     }
 
-    fn start(&mut self, spec: &ServiceSpec) -> Result<Started, String> {
+    fn start(&mut self, spec: &ServiceSpec) -> Result<Started, Error> {
         let name = spec.name.as_str();
         let lower = self.run.join("images").join(name);
         if !self.mounted.contains(name) {
@@ -94,9 +94,10 @@ impl Runtime for Containers {
             self.mounted.insert(name.to_string());
         }
         let cgroup = match &self.cgroup_root {
-            Some(root) => {
-                Some(cgroup::create(root, name, &spec.limits).map_err(|e| e.to_string())?)
-            }
+            Some(root) => Some(
+                cgroup::create(root, name, &spec.limits)
+                    .map_err(|e| Error::host(format!("preparing the cgroup of {name}"), e))?,
+            ),
             None => None,
         };
         let paths = Paths {

@@ -142,7 +142,13 @@ impl Services {
                 }
                 Err(error) => {
                     notes.push(self.note(&name, format!("cannot start: {error}"), time));
-                    self.supervisor.start_failed(&name, error, now);
+                    match error {
+                        // Starting it again would fail the same way.
+                        brig_runtime::Error::Spec(_) => {
+                            self.supervisor.cannot_run(&name, error.to_string())
+                        }
+                        _ => self.supervisor.start_failed(&name, error.to_string(), now),
+                    }
                 }
             },
             Action::Terminate(name) => {
@@ -164,9 +170,11 @@ impl Services {
         (pipes, notes)
     }
 
-    fn start(&mut self, name: &str) -> Result<(i32, OwnedFd, OwnedFd), String> {
-        let spec = &self.supervisor.get(name).ok_or("unknown service")?.spec;
-        let started = self.runtime.start(spec)?;
+    fn start(&mut self, name: &str) -> Result<(i32, OwnedFd, OwnedFd), brig_runtime::Error> {
+        let Some(service) = self.supervisor.get(name) else {
+            return Err(brig_runtime::Error::Spec(format!("no service {name}")));
+        };
+        let started = self.runtime.start(&service.spec)?;
         // For the event loop; `run_tool` reads its tool's output blocking.
         brig_runtime::set_nonblocking(&started.stdout);
         brig_runtime::set_nonblocking(&started.stderr);
@@ -185,7 +193,7 @@ impl Services {
             .spec
             .clone();
         spec.command = command.iter().map(|c| c.to_string()).collect();
-        let started = self.runtime.start(&spec)?;
+        let started = self.runtime.start(&spec).map_err(|e| e.to_string())?;
         // One stream after the other: the tools say little, far less than a
         // pipe holds, so stderr cannot fill up while stdout is read.
         let mut output = String::new();

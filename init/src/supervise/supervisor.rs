@@ -355,6 +355,16 @@ impl Supervisor {
         s.schedule_restart(now);
     }
 
+    /// The service cannot run as its spec says (an empty command, a user
+    /// its image lacks): failed, with `error`, and not started again until
+    /// asked (`brigctl start`), since it would fail the same way.
+    pub fn cannot_run(&mut self, name: &str, error: String) {
+        let Some(s) = self.get_mut(name) else { return };
+        s.pid = None;
+        s.detail = Some(error);
+        s.state = State::Failed;
+    }
+
     /// The readiness check passed.
     pub fn ready(&mut self, name: &str) {
         if let Some(s) = self.get_mut(name) {

@@ -85,7 +85,7 @@ fn run() -> Result<u8, String> {
         .map_err(|problem| format!("{}: {problem}", args.spec.display()))?;
 
     let lower = args.state.join("images").join(&name);
-    image::mount(&args.rootfs, &lower)?;
+    image::mount(&args.rootfs, &lower).map_err(|e| e.to_string())?;
     let result = run_mounted(&args, &spec, &lower);
     let _ = nix::mount::umount2(&lower, nix::mount::MntFlags::MNT_DETACH);
     result
@@ -110,11 +110,12 @@ fn run_mounted(args: &Args, spec: &ServiceSpec, lower: &Path) -> Result<u8, Stri
     };
     if args.repeat == 0 {
         let netns = if args.netns_ahead {
-            Some(netns::prepare()?)
+            Some(netns::prepare().map_err(|e| e.to_string())?)
         } else {
             None
         };
-        let started = brig_runtime::spawn_in(spec, &paths, netns.as_ref())?;
+        let started =
+            brig_runtime::spawn_in(spec, &paths, netns.as_ref()).map_err(|e| e.to_string())?;
         let pid = started.pid;
         // Forward stderr on a thread: this process is not PID 1 and may use one.
         let mut stderr = std::fs::File::from(started.stderr);
@@ -134,12 +135,13 @@ fn run_mounted(args: &Args, spec: &ServiceSpec, lower: &Path) -> Result<u8, Stri
         let mut to_exit = Vec::new();
         for _ in 0..args.repeat {
             let netns = if prepared {
-                Some(netns::prepare()?)
+                Some(netns::prepare().map_err(|e| e.to_string())?)
             } else {
                 None
             };
             let t0 = Instant::now();
-            let started = brig_runtime::spawn_in(spec, &paths, netns.as_ref())?;
+            let started =
+                brig_runtime::spawn_in(spec, &paths, netns.as_ref()).map_err(|e| e.to_string())?;
             let t1 = Instant::now();
             drop((started.stdout, started.stderr));
             wait(started.pid);
