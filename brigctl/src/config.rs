@@ -41,7 +41,7 @@ fn show(value: &Value) -> String {
 
 pub fn get(key: &str, json: bool) -> Result<ExitCode, String> {
     let document = effective()?;
-    match key_path::get(&document, key)? {
+    match key_path::get(&document, key).map_err(|p| p.to_string())? {
         Some(value) if json => println!("{value}"),
         Some(value) => println!("{}", show(value)),
         None => return Err(format!("{key} is not set")),

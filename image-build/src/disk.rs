@@ -188,7 +188,9 @@ pub fn table(layout: &Layout, seed: &[u8], board: &str) -> Result<Table, String>
             attributes,
             name: label.into(),
         };
-        table.add(partition, layout.disk_sectors)?;
+        table
+            .add(partition, layout.disk_sectors)
+            .map_err(|e| e.to_string())?;
     }
     Ok(table)
 }

@@ -476,12 +476,12 @@ pub fn report(name: &str, data: &[u8]) -> Vec<String> {
 }
 
 /// User data given as base64 (the kernel command line's `brig.config=`).
-pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, Problem> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim()))
-        .map_err(|e| format!("not valid base64: {e}"))
+        .map_err(|e| Problem::new(String::new(), format!("not valid base64: {e}")))
 }
 
 /// A host name (RFC 1123 labels: letters, digits, inner hyphens).

@@ -46,10 +46,13 @@ pub struct Tls {
 
 impl Tls {
     /// Writes `ca.pem`, `cert.pem` and `key.pem` (root's only) into `dir`,
-    /// as dockerd and the docker CLI take them.
-    pub fn write_to(&self, dir: &std::path::Path) -> Result<(), String> {
+    /// as dockerd and the docker CLI take them; an error names the file.
+    pub fn write_to(&self, dir: &std::path::Path) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+        let at = |path: &std::path::Path, doing: &str, e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| at(dir, "making", e))?;
         for (name, text, mode) in [
             ("ca.pem", &self.ca, 0o644),
             ("cert.pem", &self.cert, 0o644),
@@ -60,7 +63,7 @@ impl Tls {
                 .and_then(|()| {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                 })
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                .map_err(|e| at(&path, "writing", e))?;
         }
         Ok(())
     }

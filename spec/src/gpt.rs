@@ -125,6 +125,36 @@ pub struct Found {
     pub note: Option<String>,
 }
 
+/// Why a partition cannot go where it was asked to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutError {
+    /// All 128 entries are in use.
+    TableFull,
+    /// There is no partition with that number.
+    NoPartition(u32),
+    /// Outside the disk's usable sectors (what, where).
+    OffTheDisk(String),
+    /// Over another partition (which, where).
+    Overlap(String),
+    /// A name GPT cannot hold (over 36 UTF-16 units).
+    NameTooLong(String),
+}
+
+impl std::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayoutError::TableFull => f.write_str("the partition table is full"),
+            LayoutError::NoPartition(n) => write!(f, "there is no partition {n}"),
+            LayoutError::OffTheDisk(what) | LayoutError::Overlap(what) => f.write_str(what),
+            LayoutError::NameTooLong(name) => {
+                write!(f, "partition name {name:?} is longer than 36 characters")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LayoutError {}
+
 impl Table {
     pub fn new(disk_guid: Guid) -> Table {
         Table {
@@ -171,12 +201,12 @@ impl Table {
     }
 
     /// Adds a partition in the first unused slot; its number (1-based).
-    pub fn add(&mut self, partition: Partition, disk_sectors: u64) -> Result<u32, String> {
+    pub fn add(&mut self, partition: Partition, disk_sectors: u64) -> Result<u32, LayoutError> {
         let slot = self
             .entries
             .iter()
             .position(Option::is_none)
-            .ok_or("the partition table is full")?;
+            .ok_or(LayoutError::TableFull)?;
         self.check(&partition, slot, disk_sectors)?;
         self.entries[slot] = Some(partition);
         Ok(slot as u32 + 1)
@@ -184,14 +214,19 @@ impl Table {
 
     /// Moves the end of partition `number` to `last_lba`, if nothing is in
     /// the way.
-    pub fn grow(&mut self, number: u32, last_lba: u64, disk_sectors: u64) -> Result<(), String> {
+    pub fn grow(
+        &mut self,
+        number: u32,
+        last_lba: u64,
+        disk_sectors: u64,
+    ) -> Result<(), LayoutError> {
         let slot = (number as usize).wrapping_sub(1);
         let mut grown = self
             .entries
             .get(slot)
             .cloned()
             .flatten()
-            .ok_or_else(|| format!("there is no partition {number}"))?;
+            .ok_or(LayoutError::NoPartition(number))?;
         grown.last_lba = last_lba;
         self.check(&grown, slot, disk_sectors)?;
         self.entries[slot] = Some(grown);
@@ -200,23 +235,28 @@ impl Table {
 
     /// Whether `partition` fits in slot `slot`: on the disk, clear of the
     /// others, with a name GPT can hold.
-    fn check(&self, partition: &Partition, slot: usize, disk_sectors: u64) -> Result<(), String> {
+    fn check(
+        &self,
+        partition: &Partition,
+        slot: usize,
+        disk_sectors: u64,
+    ) -> Result<(), LayoutError> {
         let (first_usable, last_usable) = Table::usable(disk_sectors);
         if partition.first_lba < first_usable
             || partition.last_lba > last_usable
             || partition.first_lba > partition.last_lba
         {
-            return Err(format!(
+            return Err(LayoutError::OffTheDisk(format!(
                 "partition {:?} (sectors {}..={}) does not fit the disk's usable sectors {first_usable}..={last_usable}",
                 partition.name, partition.first_lba, partition.last_lba
-            ));
+            )));
         }
         if let Some((n, other)) = self.partitions().find(|(n, p)| {
             *n as usize != slot + 1
                 && p.first_lba <= partition.last_lba
                 && partition.first_lba <= p.last_lba
         }) {
-            return Err(format!(
+            return Err(LayoutError::Overlap(format!(
                 "partition {:?} (sectors {}..={}) overlaps partition {n} {:?} ({}..={})",
                 partition.name,
                 partition.first_lba,
@@ -224,13 +264,10 @@ impl Table {
                 other.name,
                 other.first_lba,
                 other.last_lba
-            ));
+            )));
         }
         if partition.name.encode_utf16().count() > 36 {
-            return Err(format!(
-                "partition name {:?} is longer than 36 characters",
-                partition.name
-            ));
+            return Err(LayoutError::NameTooLong(partition.name.clone()));
         }
         Ok(())
     }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::problem::Problem;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
     Key(String),
@@ -14,7 +16,8 @@ pub enum Segment {
 }
 
 /// `a.b[2].c` as segments.
-pub fn parse(path: &str) -> Result<Vec<Segment>, String> {
+pub fn parse(path: &str) -> Result<Vec<Segment>, Problem> {
+    let bad = |problem: String| Problem::new(path.to_string(), problem);
     let mut segments = Vec::new();
     for part in path.split('.') {
         let (name, mut rest) = match part.find('[') {
@@ -22,30 +25,30 @@ pub fn parse(path: &str) -> Result<Vec<Segment>, String> {
             None => (part, ""),
         };
         if name.is_empty() && segments.is_empty() || name.is_empty() && rest.is_empty() {
-            return Err(format!("{path:?}: an empty key"));
+            return Err(bad("an empty key".into()));
         }
         if !name.is_empty() {
             segments.push(Segment::Key(name.to_string()));
         }
         while let Some(inner) = rest.strip_prefix('[') {
             let Some((index, after)) = inner.split_once(']') else {
-                return Err(format!("{path:?}: an unclosed ["));
+                return Err(bad("an unclosed [".into()));
             };
             let index = index
                 .parse()
-                .map_err(|_| format!("{path:?}: {index:?} is not an index"))?;
+                .map_err(|_| bad(format!("{index:?} is not an index")))?;
             segments.push(Segment::Index(index));
             rest = after;
         }
         if !rest.is_empty() {
-            return Err(format!("{path:?}: unexpected {rest:?}"));
+            return Err(bad(format!("unexpected {rest:?}")));
         }
     }
     Ok(segments)
 }
 
 /// The value at `path`.
-pub fn get<'a>(document: &'a Map<String, Value>, path: &str) -> Result<Option<&'a Value>, String> {
+pub fn get<'a>(document: &'a Map<String, Value>, path: &str) -> Result<Option<&'a Value>, Problem> {
     let segments = parse(path)?;
     let mut at: Option<&Value> = None;
     for (i, segment) in segments.iter().enumerate() {
@@ -64,10 +67,11 @@ pub fn get<'a>(document: &'a Map<String, Value>, path: &str) -> Result<Option<&'
 
 /// Sets `path` to `value`, making the mappings on the way. Indices must
 /// name an existing list item.
-pub fn set(document: &mut Map<String, Value>, path: &str, value: Value) -> Result<(), String> {
+pub fn set(document: &mut Map<String, Value>, path: &str, value: Value) -> Result<(), Problem> {
+    let at_path = |problem: String| Problem::new(path.to_string(), problem);
     let segments = parse(path)?;
     let Some((Segment::Key(first), rest)) = segments.split_first() else {
-        return Err(format!("{path:?} must start with a key"));
+        return Err(at_path("must start with a key".into()));
     };
     let mut at = document.entry(first.clone()).or_insert(Value::Null);
     for segment in rest {
@@ -78,12 +82,12 @@ pub fn set(document: &mut Map<String, Value>, path: &str, value: Value) -> Resul
                 }
                 at.as_object_mut()
                     .map(|m| m.entry(k.clone()).or_insert(Value::Null))
-                    .ok_or_else(|| format!("{path:?}: not a mapping"))?
+                    .ok_or_else(|| at_path("not a mapping".into()))?
             }
             Segment::Index(n) => at
                 .as_array_mut()
                 .and_then(|items| items.get_mut(*n))
-                .ok_or_else(|| format!("{path:?}: no list item {n}"))?,
+                .ok_or_else(|| at_path(format!("no list item {n}")))?,
         };
     }
     *at = value;
@@ -91,7 +95,7 @@ pub fn set(document: &mut Map<String, Value>, path: &str, value: Value) -> Resul
 }
 
 /// Removes `path`; whether it was there.
-pub fn unset(document: &mut Map<String, Value>, path: &str) -> Result<bool, String> {
+pub fn unset(document: &mut Map<String, Value>, path: &str) -> Result<bool, Problem> {
     let segments = parse(path)?;
     let Some((last, parents)) = segments.split_last() else {
         return Ok(false);

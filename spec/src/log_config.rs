@@ -172,7 +172,7 @@ fn size(value: &Value) -> Result<u64, String> {
         Value::Number(n) => n
             .as_u64()
             .ok_or_else(|| format!("expected a size such as 64M, not {n}")),
-        Value::String(s) => parse_size(s),
+        Value::String(s) => parse_size(s).map_err(|p| p.problem),
         other => Err(format!("expected a size such as 64M, not {other}")),
     }
 }

@@ -392,7 +392,7 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+pub fn parse_mac(text: &str) -> Result<[u8; 6], Problem> {
     let parts: Vec<&str> = text.split(':').collect();
     let mut mac = [0u8; 6];
     let ok = parts.len() == 6
@@ -403,7 +403,10 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     if ok {
         Ok(mac)
     } else {
-        Err(format!("`{text}` is not a MAC address (xx:xx:xx:xx:xx:xx)"))
+        Err(Problem::new(
+            String::new(),
+            format!("`{text}` is not a MAC address (xx:xx:xx:xx:xx:xx)"),
+        ))
     }
 }
 

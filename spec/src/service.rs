@@ -208,25 +208,29 @@ pub enum RestartPolicy {
 }
 
 /// `64M`, `512K`, `1G`, `1024` (bytes); binary units.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, Problem> {
     let text = text.trim();
+    let invalid = || {
+        Problem::new(
+            String::new(),
+            format!("invalid size {text:?} (expected e.g. 64M, 1G)"),
+        )
+    };
     let (digits, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),
     );
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid size {text:?} (expected e.g. 64M, 1G)"))?;
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
     let shift = match unit.trim_end_matches(['i', 'B']) {
         "" => 0,
         "K" | "k" => 10,
         "M" | "m" => 20,
         "G" | "g" => 30,
-        _ => return Err(format!("invalid size {text:?} (expected e.g. 64M, 1G)")),
+        _ => return Err(invalid()),
     };
     number
         .checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {text:?} is too large"))
+        .ok_or_else(|| Problem::new(String::new(), format!("size {text:?} is too large")))
 }
 
 fn size_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

@@ -92,7 +92,7 @@ fn write_file(item: &Value) -> Result<WriteFile, Problem> {
         }
     };
     if matches!(encoding, Encoding::Base64 | Encoding::GzipBase64) {
-        crate::cloud_config::decode_base64(&content).map_err(|e| bad("content", e))?;
+        crate::cloud_config::decode_base64(&content).map_err(|p| p.under("content"))?;
     }
     let mode = match map.get("permissions") {
         None => 0o644,

@@ -216,21 +216,25 @@ pub fn apply(disk: &str, sectors: u64, table: &Table, plan: &StatePlan) -> Resul
     let (number, first, last) = match plan {
         StatePlan::Leave(_) => return Err("nothing to do".into()),
         StatePlan::Create { first, last } => {
-            let number = table.add(
-                Partition {
-                    type_guid: gpt::types::linux_filesystem(),
-                    unique_guid: Guid::from_random(random_bytes()?),
-                    first_lba: *first,
-                    last_lba: *last,
-                    attributes: 0,
-                    name: STATE_LABEL.into(),
-                },
-                sectors,
-            )?;
+            let number = table
+                .add(
+                    Partition {
+                        type_guid: gpt::types::linux_filesystem(),
+                        unique_guid: Guid::from_random(random_bytes()?),
+                        first_lba: *first,
+                        last_lba: *last,
+                        attributes: 0,
+                        name: STATE_LABEL.into(),
+                    },
+                    sectors,
+                )
+                .map_err(|e| e.to_string())?;
             (number, *first, *last)
         }
         StatePlan::Grow { number, last, .. } => {
-            table.grow(*number, *last, sectors)?;
+            table
+                .grow(*number, *last, sectors)
+                .map_err(|e| e.to_string())?;
             let first = table
                 .partitions()
                 .find(|(n, _)| n == number)

@@ -19,9 +19,9 @@ pub fn updated(
 ) -> Result<Map<String, Value>, String> {
     let mut next = local.clone();
     match value {
-        Some(value) => key_path::set(&mut next, key, value)?,
+        Some(value) => key_path::set(&mut next, key, value).map_err(|p| p.to_string())?,
         None => {
-            if !key_path::unset(&mut next, key)? {
+            if !key_path::unset(&mut next, key).map_err(|p| p.to_string())? {
                 return Err(format!("{key} is not set"));
             }
         }

@@ -267,6 +267,7 @@ fn base64_user_data() {
     );
     assert!(decode_base64("not base64!")
         .unwrap_err()
+        .problem
         .starts_with("not valid base64"));
 }
 

@@ -208,7 +208,7 @@ pub(super) fn parse_device(
                         .as_deref()
                         .map(parse_mac)
                         .transpose()
-                        .map_err(|p| field_err("match.macaddress", p))?,
+                        .map_err(|p| p.under("match.macaddress"))?,
                     driver: m.driver.clone(),
                 },
             };
@@ -440,7 +440,7 @@ pub(super) fn settings(raw: &RawDevice) -> Result<Settings, Problem> {
         s.mtu = Some(mtu);
     }
     if let Some(mac) = &raw.macaddress {
-        s.mac = Some(parse_mac(mac).map_err(|p| Problem::new("macaddress".to_string(), p))?);
+        s.mac = Some(parse_mac(mac).map_err(|p| p.under("macaddress"))?);
     }
     if let Some(o) = &raw.dhcp4_overrides {
         let d = DhcpOverrides::default();

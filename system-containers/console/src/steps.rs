@@ -54,7 +54,8 @@ pub fn owner_ids(owner: &str, passwd: &str, group: &str) -> Result<(u32, u32), S
 
 /// A `write_files` entry's bytes.
 pub fn decode(file: &WriteFile) -> Result<Vec<u8>, String> {
-    let base64 = |text: &str| brig_spec::cloud_config::decode_base64(text);
+    let base64 =
+        |text: &str| brig_spec::cloud_config::decode_base64(text).map_err(|p| p.to_string());
     match file.encoding {
         Encoding::Text => Ok(file.content.clone().into_bytes()),
         Encoding::Base64 => base64(&file.content),
