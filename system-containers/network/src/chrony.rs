@@ -9,6 +9,7 @@
 //! padded to the size of the reply, answered with a status code. Both
 //! commands carry no data and are answered with a null reply.
 
+use crate::Error;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::Duration;
@@ -38,36 +39,41 @@ pub fn encode(command: Command, sequence: u32) -> [u8; NULL_REPLY_LEN] {
 }
 
 /// Checks chronyd's answer to request `sequence`: Ok, or what went wrong.
-pub fn check_reply(reply: &[u8], sequence: u32) -> Result<(), String> {
+pub fn check_reply(reply: &[u8], sequence: u32) -> Result<(), Error> {
     if reply.len() < NULL_REPLY_LEN || reply[0] != PROTOCOL_VERSION || reply[1] != REPLY {
-        return Err(format!("unexpected reply ({} bytes)", reply.len()));
+        return Err(Error::Protocol(format!(
+            "unexpected reply ({} bytes)",
+            reply.len()
+        )));
     }
     if reply[16..20] != sequence.to_be_bytes() {
-        return Err("reply to another request".into());
+        return Err(Error::Protocol("reply to another request".into()));
     }
     match u16::from_be_bytes([reply[8], reply[9]]) {
         0 => Ok(()),
-        status => Err(format!("chronyd answered with status {status}")),
+        status => Err(Error::Protocol(format!(
+            "chronyd answered with status {status}"
+        ))),
     }
 }
 
 /// Sends `command` to chronyd at `socket`. The reply comes back to a socket
 /// bound next to chronyd's (chronyd answers only named sockets).
-pub fn send(socket: &Path, command: Command) -> Result<(), String> {
+pub fn send(socket: &Path, command: Command) -> Result<(), Error> {
     let reply_path = socket.with_file_name(format!("netd-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&reply_path);
     let result = (|| {
         let sock = UnixDatagram::bind(&reply_path)
-            .map_err(|e| format!("binding {}: {e}", reply_path.display()))?;
+            .map_err(|e| Error::system(format!("binding {}", reply_path.display()), e))?;
         sock.set_read_timeout(Some(Duration::from_secs(1)))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::system("setting a timeout for chronyd's reply", e))?;
         let sequence = std::process::id() ^ command as u32;
         sock.send_to(&encode(command, sequence), socket)
-            .map_err(|e| format!("sending to {}: {e}", socket.display()))?;
+            .map_err(|e| Error::system(format!("sending to {}", socket.display()), e))?;
         let mut reply = [0u8; 512];
         let n = sock
             .recv(&mut reply)
-            .map_err(|e| format!("waiting for chronyd's reply: {e}"))?;
+            .map_err(|e| Error::system("waiting for chronyd's reply", e))?;
         check_reply(&reply[..n], sequence)
     })();
     let _ = std::fs::remove_file(&reply_path);
@@ -95,11 +101,17 @@ mod tests {
         let ok = [
             6, 2, 0, 0, 0, 70, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 210, 0, 0, 0, 0, 0, 0, 0, 0,
         ];
-        assert_eq!(check_reply(&ok, 1234), Ok(()));
-        assert!(check_reply(&ok, 1235).unwrap_err().contains("another"));
+        assert!(check_reply(&ok, 1234).is_ok());
+        assert!(check_reply(&ok, 1235)
+            .unwrap_err()
+            .to_string()
+            .contains("another"));
         let mut failed = ok;
         failed[9] = 1;
-        assert!(check_reply(&failed, 1234).unwrap_err().contains("status 1"));
+        assert!(check_reply(&failed, 1234)
+            .unwrap_err()
+            .to_string()
+            .contains("status 1"));
         assert!(check_reply(&ok[..10], 1234).is_err());
     }
 }

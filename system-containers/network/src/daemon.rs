@@ -30,6 +30,7 @@ use crate::netlink::{self, LinkMonitor, LinkState, Netlink, RouteSpec};
 use crate::plan::{self, Assignment, LinkInfo};
 use crate::raw_socket::RawSocket;
 use crate::resolv::{self, Dns};
+use crate::Error;
 
 pub struct Options {
     /// The network config (netplan v2); none means the default.
@@ -83,21 +84,24 @@ fn say(text: &str) {
 }
 
 impl Daemon {
-    pub fn new(options: Options) -> Result<Daemon, String> {
+    pub fn new(options: Options) -> Result<Daemon, Error> {
         let (config, config_errors) = load_config(options.config.as_deref());
         for e in &config_errors {
             say(e);
         }
         for dir in [&options.state_dir, &options.dns_dir, &options.ntp_dir] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::system(format!("creating {}", dir.display()), e))?;
         }
         if let Some(parent) = options.status_socket.parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                .map_err(|e| Error::system(format!("creating {}", parent.display()), e))?;
         }
         let _ = std::fs::remove_file(&options.status_socket);
-        let listener = UnixListener::bind(&options.status_socket)
-            .map_err(|e| format!("listening on {}: {e}", options.status_socket.display()))?;
+        let listener = UnixListener::bind(&options.status_socket).map_err(|e| {
+            let doing = format!("listening on {}", options.status_socket.display());
+            Error::system(doing, e)
+        })?;
         // Root's, and the read-only group's (`brigctl network` without sudo).
         if let Err(e) = brig_spec::control::open_to_read_only_group(&options.status_socket) {
             say(&format!(
@@ -107,7 +111,7 @@ impl Daemon {
         }
         listener
             .set_nonblocking(true)
-            .map_err(|e| format!("status socket: {e}"))?;
+            .map_err(|e| Error::system("status socket", e))?;
         Ok(Daemon {
             monitor: LinkMonitor::open()?,
             netlink: Netlink::open()?,
@@ -126,7 +130,7 @@ impl Daemon {
     }
 
     /// Runs until SIGTERM or SIGINT, then releases the leases.
-    pub fn run(&mut self) -> Result<(), String> {
+    pub fn run(&mut self) -> Result<(), Error> {
         // Subscribed before listing, so no change falls between the two.
         for link in self.netlink.links()? {
             self.link_seen(link);
@@ -172,7 +176,7 @@ impl Daemon {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(format!("poll: {e}"));
+                return Err(Error::system("poll", e));
             }
             if fds[0].revents != 0 {
                 self.shutdown();
@@ -248,7 +252,7 @@ impl Daemon {
         if state.name == "lo" {
             if !state.up {
                 if let Err(e) = self.netlink.link_up(state.index, None) {
-                    say(&e);
+                    say(&e.to_string());
                 }
             }
             self.others.insert(state.index, state);
@@ -373,7 +377,7 @@ impl Daemon {
 
     fn configure_static(&mut self, state: &LinkState, s: &Settings) {
         let index = state.index;
-        let report = |r: Result<(), String>| {
+        let report = |r: Result<(), Error>| {
             if let Err(e) = r {
                 say(&format!("{}: {e}", state.name));
             }
@@ -387,7 +391,7 @@ impl Daemon {
             let path = format!("/proc/sys/net/ipv6/conf/{}/accept_ra", state.name);
             report(
                 std::fs::write(&path, if accept { "1" } else { "0" })
-                    .map_err(|e| format!("writing {path}: {e}")),
+                    .map_err(|e| Error::system(format!("writing {path}"), e)),
             );
         }
         for address in &s.addresses {
@@ -616,7 +620,7 @@ impl Daemon {
             let path = self.options.dns_dir.join("resolv.conf");
             match write_atomically(&path, &text) {
                 Ok(()) => self.dns_written = Some(text),
-                Err(e) => say(&e),
+                Err(e) => say(&e.to_string()),
             }
         }
         let text = resolv::render_ntp_sources(&ntp);
@@ -627,7 +631,7 @@ impl Daemon {
                     self.ntp_written = Some(text);
                     self.tell_chrony(chrony::Command::ReloadSources);
                 }
-                Err(e) => say(&e),
+                Err(e) => say(&e.to_string()),
             }
         }
     }
@@ -846,12 +850,12 @@ fn remembered_lease(dir: &Path, mac: &[u8; 6]) -> Option<Ipv4Addr> {
 
 fn remember_lease(dir: &Path, mac: &[u8; 6], address: Ipv4Addr) {
     if let Err(e) = write_atomically(&lease_file(dir, mac), &format!("{address}\n")) {
-        say(&e);
+        say(&e.to_string());
     }
 }
 
 /// Write, fsync, rename: readers see the old file or the new one, whole.
-pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let result = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(text.as_bytes())?;
@@ -859,7 +863,7 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
     });
     result
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("writing {}: {e}", path.display()))
+        .map_err(|e| Error::system(format!("writing {}", path.display()), e))
 }
 
 fn poll_fd(fd: RawFd) -> libc::pollfd {
@@ -871,7 +875,7 @@ fn poll_fd(fd: RawFd) -> libc::pollfd {
 }
 
 /// SIGTERM and SIGINT as a readable descriptor (blocked for normal delivery).
-fn termination_signals() -> Result<OwnedFd, String> {
+fn termination_signals() -> Result<OwnedFd, Error> {
     // SAFETY: sigset manipulation on a local set, then sigprocmask and
     // signalfd on it; results checked.
     unsafe {
@@ -880,14 +884,14 @@ fn termination_signals() -> Result<OwnedFd, String> {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(format!(
-                "blocking signals: {}",
-                std::io::Error::last_os_error()
+            return Err(Error::system(
+                "blocking signals",
+                std::io::Error::last_os_error(),
             ));
         }
         let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         if fd < 0 {
-            return Err(format!("signalfd: {}", std::io::Error::last_os_error()));
+            return Err(Error::system("signalfd", std::io::Error::last_os_error()));
         }
         Ok(OwnedFd::from_raw_fd(fd))
     }

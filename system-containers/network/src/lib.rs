@@ -6,7 +6,9 @@
 pub mod chrony;
 pub mod daemon;
 pub mod dhcp4;
+mod error;
 pub mod netlink;
 pub mod plan;
 pub mod raw_socket;
 pub mod resolv;
+pub use error::Error;

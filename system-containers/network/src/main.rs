@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             rest.contains(&"--apply"),
             rest.contains(&"--release"),
         ),
-        _ => Err(USAGE.to_string()),
+        _ => Err(USAGE.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,11 +42,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// What ends a command: this program's own word, or the library's error.
+type Failure = Box<dyn std::error::Error>;
+
 const USAGE: &str =
     "usage: brig-netd run [--config FILE] [--state DIR] [--dns DIR] [--ntp DIR] [--socket PATH]
        brig-netd lease IFACE [--apply] [--release]";
 
-fn run(args: &[&str]) -> Result<(), String> {
+fn run(args: &[&str]) -> Result<(), Failure> {
     let mut options = Options {
         config: Some(PathBuf::from("/etc/brig/network.yaml")),
         state_dir: PathBuf::from("/var/lib/brig-netd"),
@@ -66,15 +69,15 @@ fn run(args: &[&str]) -> Result<(), String> {
             "--dns" => options.dns_dir = value,
             "--ntp" => options.ntp_dir = value,
             "--socket" => options.status_socket = value,
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
+            other => return Err(format!("unknown option {other}\n{USAGE}").into()),
         }
     }
-    Daemon::new(options)?.run()
+    Ok(Daemon::new(options)?.run()?)
 }
 
 const GIVE_UP: Duration = Duration::from_secs(60);
 
-fn lease(iface: &str, apply: bool, release: bool) -> Result<(), String> {
+fn lease(iface: &str, apply: bool, release: bool) -> Result<(), Failure> {
     let (index, mac) =
         raw_socket::interface(iface).map_err(|e| format!("interface {iface}: {e}"))?;
     let socket = RawSocket::open(index).map_err(|e| format!("raw socket on {iface}: {e}"))?;
@@ -120,7 +123,7 @@ fn lease(iface: &str, apply: bool, release: bool) -> Result<(), String> {
             return Ok(());
         }
         if start.elapsed() > GIVE_UP {
-            return Err(format!("no lease on {iface} within {}s", GIVE_UP.as_secs()));
+            return Err(format!("no lease on {iface} within {}s", GIVE_UP.as_secs()).into());
         }
         let wait = client.next_timeout().map_or(Duration::from_secs(1), |t| {
             t.saturating_duration_since(Instant::now())

@@ -6,6 +6,7 @@
 //! and every request brig-netd makes share the same builder and the same
 //! acknowledgement loop; split by request, each file would repeat them.
 
+use crate::Error;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -82,15 +83,15 @@ pub struct Netlink {
 }
 
 impl Netlink {
-    pub fn open() -> Result<Netlink, String> {
+    pub fn open() -> Result<Netlink, Error> {
         let mut socket =
-            Socket::new(NETLINK_ROUTE).map_err(|e| format!("opening rtnetlink: {e}"))?;
+            Socket::new(NETLINK_ROUTE).map_err(|e| Error::system("opening rtnetlink", e))?;
         socket
             .bind_auto()
-            .map_err(|e| format!("binding rtnetlink: {e}"))?;
+            .map_err(|e| Error::system("binding rtnetlink", e))?;
         socket
             .connect(&SocketAddr::new(0, 0))
-            .map_err(|e| format!("connecting rtnetlink: {e}"))?;
+            .map_err(|e| Error::system("connecting rtnetlink", e))?;
         Ok(Netlink {
             socket,
             sequence: 0,
@@ -103,7 +104,7 @@ impl Netlink {
         message: RouteNetlinkMessage,
         flags: u16,
         what: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         self.exchange(message, NLM_F_ACK | flags, what).map(|_| ())
     }
 
@@ -112,7 +113,7 @@ impl Netlink {
         &mut self,
         message: RouteNetlinkMessage,
         what: &str,
-    ) -> Result<Vec<RouteNetlinkMessage>, String> {
+    ) -> Result<Vec<RouteNetlinkMessage>, Error> {
         self.exchange(message, NLM_F_DUMP, what)
     }
 
@@ -121,7 +122,7 @@ impl Netlink {
         message: RouteNetlinkMessage,
         flags: u16,
         what: &str,
-    ) -> Result<Vec<RouteNetlinkMessage>, String> {
+    ) -> Result<Vec<RouteNetlinkMessage>, Error> {
         self.sequence += 1;
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
@@ -132,27 +133,27 @@ impl Netlink {
         packet.serialize(&mut buf);
         self.socket
             .send(&buf, 0)
-            .map_err(|e| format!("{what}: sending: {e}"))?;
+            .map_err(|e| Error::system(format!("{what}: sending"), e))?;
         let mut reply = vec![0u8; 32768];
         let mut collected = Vec::new();
         loop {
             let n = self
                 .socket
                 .recv(&mut &mut reply[..], 0)
-                .map_err(|e| format!("{what}: receiving: {e}"))?;
+                .map_err(|e| Error::system(format!("{what}: receiving"), e))?;
             let mut offset = 0;
             while offset < n {
                 let message = <NetlinkMessage<RouteNetlinkMessage>>::deserialize(&reply[offset..n])
-                    .map_err(|e| format!("{what}: bad reply: {e}"))?;
+                    .map_err(|e| Error::Protocol(format!("{what}: bad reply: {e}")))?;
                 let length = message.header.length as usize;
                 if message.header.sequence_number == self.sequence {
                     match message.payload {
                         NetlinkPayload::Error(error) => {
                             return match error.code {
                                 None => Ok(collected),
-                                Some(code) => Err(format!(
-                                    "{what}: {}",
-                                    std::io::Error::from_raw_os_error(-code.get())
+                                Some(code) => Err(Error::system(
+                                    what,
+                                    std::io::Error::from_raw_os_error(-code.get()),
                                 )),
                             };
                         }
@@ -169,7 +170,7 @@ impl Netlink {
         }
     }
 
-    pub fn links(&mut self) -> Result<Vec<LinkState>, String> {
+    pub fn links(&mut self) -> Result<Vec<LinkState>, Error> {
         let answers = self.dump(
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
             "listing links",
@@ -183,7 +184,7 @@ impl Netlink {
             .collect())
     }
 
-    pub fn addresses(&mut self) -> Result<Vec<AddressState>, String> {
+    pub fn addresses(&mut self) -> Result<Vec<AddressState>, Error> {
         let answers = self.dump(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
             "listing addresses",
@@ -216,7 +217,7 @@ impl Netlink {
     }
 
     /// Routes of the main table, both families.
-    pub fn routes(&mut self) -> Result<Vec<RouteState>, String> {
+    pub fn routes(&mut self) -> Result<Vec<RouteState>, Error> {
         let answers = self.dump(
             RouteNetlinkMessage::GetRoute(RouteMessage::default()),
             "listing routes",
@@ -231,7 +232,7 @@ impl Netlink {
     }
 
     /// Brings the link up, with `mtu` if given.
-    pub fn link_up(&mut self, index: u32, mtu: Option<u32>) -> Result<(), String> {
+    pub fn link_up(&mut self, index: u32, mtu: Option<u32>) -> Result<(), Error> {
         let mut link = LinkMessage::default();
         link.header.index = index;
         link.header.flags = LinkFlags::Up;
@@ -254,7 +255,7 @@ impl Netlink {
         address: Ipv4Addr,
         prefix: u8,
         valid_seconds: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let mut message = address_message(index, address, prefix);
         if let Some(b) = broadcast(address, prefix) {
             message.attributes.push(AddressAttribute::Broadcast(b));
@@ -277,7 +278,7 @@ impl Netlink {
         index: u32,
         address: Ipv4Addr,
         prefix: u8,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let message = address_message(index, address, prefix);
         self.request(
             RouteNetlinkMessage::DelAddress(message),
@@ -292,7 +293,7 @@ impl Netlink {
         name: &str,
         kind: &DeviceKind,
         parent: Option<u32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let (info_kind, data) = match kind {
             DeviceKind::Bond {
                 mode,
@@ -330,7 +331,9 @@ impl Netlink {
             DeviceKind::Vlan { vlan_id, .. } => {
                 (InfoKind::Vlan, InfoData::Vlan(vec![InfoVlan::Id(*vlan_id)]))
             }
-            DeviceKind::Ethernet { .. } => return Err(format!("{name} is not a virtual device")),
+            DeviceKind::Ethernet { .. } => {
+                return Err(Error::Protocol(format!("{name} is not a virtual device")))
+            }
         };
         let mut link = LinkMessage::default();
         link.attributes.push(LinkAttribute::IfName(name.into()));
@@ -350,7 +353,7 @@ impl Netlink {
 
     /// Makes link `index` a port of bond or bridge `master`. Bonds take only
     /// ports that are down; the bond brings them up, a bridge does not.
-    pub fn set_master(&mut self, index: u32, master: u32) -> Result<(), String> {
+    pub fn set_master(&mut self, index: u32, master: u32) -> Result<(), Error> {
         let mut down = LinkMessage::default();
         down.header.index = index;
         down.header.change_mask = LinkFlags::Up;
@@ -372,7 +375,7 @@ impl Netlink {
 
     /// Sets a bond's primary port (RTM_NEWLINK on the existing bond: the
     /// kernel applies link-kind options only there, not in RTM_SETLINK).
-    pub fn set_bond_primary(&mut self, bond: u32, port: u32) -> Result<(), String> {
+    pub fn set_bond_primary(&mut self, bond: u32, port: u32) -> Result<(), Error> {
         let mut link = LinkMessage::default();
         link.header.index = bond;
         link.attributes.push(LinkAttribute::LinkInfo(vec![
@@ -386,7 +389,7 @@ impl Netlink {
         )
     }
 
-    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<(), String> {
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<(), Error> {
         let mut link = LinkMessage::default();
         link.header.index = index;
         link.attributes.push(LinkAttribute::Address(mac.to_vec()));
@@ -398,7 +401,7 @@ impl Netlink {
     }
 
     /// Adds a permanent address (static config), IPv4 or IPv6.
-    pub fn add_static_address(&mut self, index: u32, address: Cidr) -> Result<(), String> {
+    pub fn add_static_address(&mut self, index: u32, address: Cidr) -> Result<(), Error> {
         let message = match address.addr {
             IpAddr::V4(v4) => {
                 let mut m = address_message(index, v4, address.prefix);
@@ -428,7 +431,7 @@ impl Netlink {
         index: u32,
         route: &RouteSpec,
         protocol: RouteProtocol,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let message = route_message(index, route, protocol);
         let what = match route.via {
             Some(via) => format!("adding route {} via {via}", route.to),
@@ -450,15 +453,15 @@ pub struct LinkMonitor {
 const RTMGRP_LINK: u32 = 1;
 
 impl LinkMonitor {
-    pub fn open() -> Result<LinkMonitor, String> {
-        let mut socket =
-            Socket::new(NETLINK_ROUTE).map_err(|e| format!("opening rtnetlink monitor: {e}"))?;
+    pub fn open() -> Result<LinkMonitor, Error> {
+        let mut socket = Socket::new(NETLINK_ROUTE)
+            .map_err(|e| Error::system("opening rtnetlink monitor", e))?;
         socket
             .bind(&SocketAddr::new(0, RTMGRP_LINK))
-            .map_err(|e| format!("subscribing to link events: {e}"))?;
+            .map_err(|e| Error::system("subscribing to link events", e))?;
         socket
             .set_non_blocking(true)
-            .map_err(|e| format!("link monitor: {e}"))?;
+            .map_err(|e| Error::system("link monitor", e))?;
         Ok(LinkMonitor { socket })
     }
 
@@ -649,7 +652,7 @@ pub fn lease_routes(lease: &Lease, metric: Option<u32>) -> Vec<RouteSpec> {
 }
 
 /// Applies a lease to the link: up (with its MTU), the address, the routes.
-pub fn apply(netlink: &mut Netlink, index: u32, lease: &Lease) -> Result<(), String> {
+pub fn apply(netlink: &mut Netlink, index: u32, lease: &Lease) -> Result<(), Error> {
     netlink.link_up(index, lease.mtu.map(u32::from))?;
     let valid = lease.lease_time.as_secs().min(u64::from(u32::MAX - 1)) as u32;
     netlink.add_address(index, lease.address, lease.prefix, valid)?;
@@ -660,6 +663,6 @@ pub fn apply(netlink: &mut Netlink, index: u32, lease: &Lease) -> Result<(), Str
 }
 
 /// Removes the lease's address (its routes go with it).
-pub fn remove(netlink: &mut Netlink, index: u32, lease: &Lease) -> Result<(), String> {
+pub fn remove(netlink: &mut Netlink, index: u32, lease: &Lease) -> Result<(), Error> {
     netlink.remove_address(index, lease.address, lease.prefix)
 }

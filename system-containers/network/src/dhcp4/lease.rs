@@ -1,5 +1,6 @@
 //! A lease: what an ACK grants, with the options Brig applies.
 
+use crate::Error;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -38,16 +39,17 @@ pub const MIN_LEASE: Duration = Duration::from_secs(10);
 
 impl Lease {
     /// The lease an ACK grants, or why it is unusable.
-    pub fn from_ack(ack: &Message) -> Result<Lease, String> {
+    pub fn from_ack(ack: &Message) -> Result<Lease, Error> {
         let address = ack.yiaddr;
         if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
-            return Err(format!("the ACK offers no usable address ({address})"));
+            return Err(Error::Protocol(format!(
+                "the ACK offers no usable address ({address})"
+            )));
         }
         let server = ack.address(code::SERVER_ID).unwrap_or(ack.siaddr);
         let prefix = match ack.address(code::SUBNET_MASK) {
-            Some(mask) => {
-                prefix_of(mask).ok_or_else(|| format!("subnet mask {mask} is not contiguous"))?
-            }
+            Some(mask) => prefix_of(mask)
+                .ok_or_else(|| Error::Protocol(format!("subnet mask {mask} is not contiguous")))?,
             None => default_prefix(address),
         };
         let routes = match ack.option(code::CLASSLESS_ROUTES) {
@@ -130,17 +132,21 @@ fn default_prefix(address: Ipv4Addr) -> u8 {
 
 /// Option 121: each route is a prefix length, the significant octets of the
 /// destination, and the gateway (RFC 3442 section 3).
-pub fn classless_routes(data: &[u8]) -> Result<Vec<Route>, String> {
+pub fn classless_routes(data: &[u8]) -> Result<Vec<Route>, Error> {
     let mut routes = Vec::new();
     let mut i = 0;
     while i < data.len() {
         let prefix = data[i];
         if prefix > 32 {
-            return Err(format!("classless route with prefix /{prefix}"));
+            return Err(Error::Protocol(format!(
+                "classless route with prefix /{prefix}"
+            )));
         }
         let significant = (prefix as usize).div_ceil(8);
         let end = i + 1 + significant + 4;
-        let entry = data.get(i + 1..end).ok_or("a classless route is cut off")?;
+        let entry = data
+            .get(i + 1..end)
+            .ok_or_else(|| Error::Protocol("a classless route is cut off".into()))?;
         let mut destination = [0u8; 4];
         destination[..significant].copy_from_slice(&entry[..significant]);
         let g = &entry[significant..];
@@ -291,7 +297,10 @@ mod tests {
         assert!(Lease::from_ack(&m).is_err());
         let mut m = ack();
         m.set(code::SUBNET_MASK, vec![255, 0, 255, 0]);
-        assert!(Lease::from_ack(&m).unwrap_err().contains("not contiguous"));
+        assert!(Lease::from_ack(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("not contiguous"));
     }
 
     #[test]
