@@ -25,7 +25,7 @@ fn main() {
     }));
     let mut init = match panic::catch_unwind(boot) {
         Ok(Ok(init)) => init,
-        Ok(Err(e)) => emergency(&e),
+        Ok(Err(e)) => emergency(&e.to_string()),
         Err(_) => emergency("boot step crashed"),
     };
     loop {

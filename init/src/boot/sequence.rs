@@ -72,7 +72,33 @@ pub fn modules_dir() -> PathBuf {
     Path::new("/lib/modules").join(release)
 }
 
-pub fn boot() -> Result<Init, String> {
+/// Why boot could not set up the event loop; PID 1 then keeps the machine
+/// up without it (`emergency`).
+#[derive(Debug)]
+pub struct BootError {
+    doing: &'static str,
+    source: nix::Error,
+}
+
+impl BootError {
+    fn new(doing: &'static str, source: nix::Error) -> BootError {
+        BootError { doing, source }
+    }
+}
+
+impl std::fmt::Display for BootError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.doing, self.source)
+    }
+}
+
+impl std::error::Error for BootError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+pub fn boot() -> Result<Init, BootError> {
     let sys = Linux;
     say(&format!("brig-init {VERSION} started as PID 1"));
 
@@ -83,9 +109,9 @@ pub fn boot() -> Result<Init, String> {
         mask.add(s);
     }
     mask.thread_block()
-        .map_err(|e| format!("blocking signals: {e}"))?;
+        .map_err(|source| BootError::new("blocking signals", source))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| format!("creating signalfd: {e}"))?;
+        .map_err(|source| BootError::new("creating signalfd", source))?;
     // Ctrl-Alt-Del sends us SIGINT instead of an immediate reboot.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         say_error(&format!("cannot take over Ctrl-Alt-Del: {e}"));
@@ -137,10 +163,10 @@ pub fn boot() -> Result<Init, String> {
         Err(e) => say_error(&format!("setting hostname {hostname:?}: {e}")),
     }
 
-    let epoll =
-        Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("creating epoll: {e}"))?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+        .map_err(|source| BootError::new("creating epoll", source))?;
     let mut sources = HashMap::new();
-    watch(&epoll, signals.as_fd()).map_err(|e| format!("watching signalfd: {e}"))?;
+    watch(&epoll, signals.as_fd()).map_err(|source| BootError::new("watching signalfd", source))?;
     sources.insert(signals.as_raw_fd(), Source::Signals);
     // Subscribe before coldplug so no device added meanwhile is missed.
     let uevents = match uevent::open_socket() {

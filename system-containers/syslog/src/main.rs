@@ -13,7 +13,9 @@ const USAGE: &str = "usage: brig-logd run [--config FILE] [--syslog-socket PATH]
 const RAM_STORE: &str = "/var/log/brig-ram";
 
 fn main() -> ExitCode {
-    match parse(std::env::args().skip(1).collect()).and_then(|c| daemon::run(&c)) {
+    match parse(std::env::args().skip(1).collect())
+        .and_then(|c| daemon::run(&c).map_err(|e| e.to_string()))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("brig-logd: {e}");
