@@ -6,11 +6,13 @@
 use std::fmt;
 use std::io;
 
+use brig_spec::failed::Failed;
+
 #[derive(Debug)]
 pub enum Error {
     /// Preparing the host failed: what was being done (to which path or
     /// device), and the system's error.
-    Host { doing: String, source: io::Error },
+    Host(Failed),
     /// The spec cannot run as written: an empty command, a NUL byte in an
     /// argument, a user its image does not have.
     Spec(String),
@@ -22,10 +24,7 @@ pub enum Error {
 impl Error {
     /// A host error: `doing` what, failed with `source`.
     pub fn host(doing: impl Into<String>, source: impl Into<io::Error>) -> Error {
-        Error::Host {
-            doing: doing.into(),
-            source: source.into(),
-        }
+        Error::Host(Failed::new(doing, source))
     }
 
     /// As `host`, with the calling thread's last OS error.
@@ -37,7 +36,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Host { doing, source } => write!(f, "{doing}: {source}"),
+            Error::Host(failed) => failed.fmt(f),
             Error::Spec(why) | Error::Setup(why) => f.write_str(why),
         }
     }
@@ -46,7 +45,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Host { source, .. } => Some(source),
+            Error::Host(failed) => Some(failed),
             _ => None,
         }
     }

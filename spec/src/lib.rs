@@ -4,6 +4,7 @@ pub mod cloud_config;
 pub mod console;
 pub mod control;
 pub mod docker_config;
+pub mod failed;
 pub mod glob;
 pub mod gpt;
 pub mod key_path;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use brig_runtime::cgroup;
+use brig_spec::failed::Failed;
 use nix::sys::epoll::{Epoll, EpollCreateFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -72,33 +73,9 @@ pub fn modules_dir() -> PathBuf {
     Path::new("/lib/modules").join(release)
 }
 
-/// Why boot could not set up the event loop; PID 1 then keeps the machine
-/// up without it (`emergency`).
-#[derive(Debug)]
-pub struct BootError {
-    doing: &'static str,
-    source: nix::Error,
-}
-
-impl BootError {
-    fn new(doing: &'static str, source: nix::Error) -> BootError {
-        BootError { doing, source }
-    }
-}
-
-impl std::fmt::Display for BootError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.doing, self.source)
-    }
-}
-
-impl std::error::Error for BootError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-pub fn boot() -> Result<Init, BootError> {
+/// Boots the machine as far as the event loop; an error means the loop
+/// itself could not be set up (PID 1 then goes on in `emergency`).
+pub fn boot() -> Result<Init, Failed> {
     let sys = Linux;
     say(&format!("brig-init {VERSION} started as PID 1"));
 
@@ -109,9 +86,9 @@ pub fn boot() -> Result<Init, BootError> {
         mask.add(s);
     }
     mask.thread_block()
-        .map_err(|source| BootError::new("blocking signals", source))?;
+        .map_err(|source| Failed::new("blocking signals", source))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|source| BootError::new("creating signalfd", source))?;
+        .map_err(|source| Failed::new("creating signalfd", source))?;
     // Ctrl-Alt-Del sends us SIGINT instead of an immediate reboot.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         say_error(&format!("cannot take over Ctrl-Alt-Del: {e}"));
@@ -164,9 +141,9 @@ pub fn boot() -> Result<Init, BootError> {
     }
 
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
-        .map_err(|source| BootError::new("creating epoll", source))?;
+        .map_err(|source| Failed::new("creating epoll", source))?;
     let mut sources = HashMap::new();
-    watch(&epoll, signals.as_fd()).map_err(|source| BootError::new("watching signalfd", source))?;
+    watch(&epoll, signals.as_fd()).map_err(|source| Failed::new("watching signalfd", source))?;
     sources.insert(signals.as_raw_fd(), Source::Signals);
     // Subscribe before coldplug so no device added meanwhile is missed.
     let uevents = match uevent::open_socket() {

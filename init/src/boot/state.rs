@@ -174,21 +174,12 @@ mod tests {
     use super::*;
     use crate::host::system::fake::Recorder;
 
-    fn volume(label: &str, fstype: &'static str) -> Volume {
-        Volume {
-            fstype,
-            label: Some(label.into()),
-            uuid: None,
-            ..Volume::default()
-        }
-    }
-
     #[test]
     fn found_by_label_and_mounted() {
         let sys = Recorder::default();
         let volumes = vec![
-            ("/dev/vda".to_string(), volume("cidata", "vfat")),
-            ("/dev/vdb".to_string(), volume(LABEL, "ext4")),
+            ("/dev/vda".to_string(), Volume::labelled("cidata", "vfat")),
+            ("/dev/vdb".to_string(), Volume::labelled(LABEL, "ext4")),
         ];
         let state = mount(&sys, &volumes, &mut |_| Ok("clean".into()));
         assert_eq!(
@@ -207,15 +198,15 @@ mod tests {
     fn unusable_volumes_are_left_alone() {
         let sys = Recorder::default();
         let two = vec![
-            ("/dev/vdb".to_string(), volume(LABEL, "ext4")),
-            ("/dev/vdc".to_string(), volume(LABEL, "ext4")),
+            ("/dev/vdb".to_string(), Volume::labelled(LABEL, "ext4")),
+            ("/dev/vdc".to_string(), Volume::labelled(LABEL, "ext4")),
         ];
         let state = mount(&sys, &two, &mut |_| Ok("clean".into())).describe();
         assert!(
             state.contains("/dev/vdc is labelled BRIG_STATE too"),
             "{state}"
         );
-        let fat = vec![("/dev/vdb".to_string(), volume(LABEL, "vfat"))];
+        let fat = vec![("/dev/vdb".to_string(), Volume::labelled(LABEL, "vfat"))];
         assert!(mount(&sys, &fat, &mut |_| Ok("clean".into()))
             .describe()
             .contains("holds vfat, not ext4"));
@@ -251,7 +242,7 @@ mod tests {
         assert!(fsck_verdict(8, "ext2fs_check_desc: Corrupt group descriptor").is_err());
         // An unusable verdict stops the mount, and nothing is mounted.
         let sys = Recorder::default();
-        let volumes = vec![("/dev/vdb".to_string(), volume(LABEL, "ext4"))];
+        let volumes = vec![("/dev/vdb".to_string(), Volume::labelled(LABEL, "ext4"))];
         let state = mount(&sys, &volumes, &mut |_| {
             Err("e2fsck could not repair it (exit 4): x".into())
         });
@@ -264,14 +255,17 @@ mod tests {
         let sized = |fs: u64, dev: u64| Volume {
             fs_bytes: Some(fs),
             device_bytes: Some(dev),
-            ..volume(LABEL, "ext4")
+            ..Volume::labelled(LABEL, "ext4")
         };
         assert!(should_grow(&sized(256 << 20, 1 << 30)));
         assert!(
             !should_grow(&sized(256 << 20, (256 << 20) + (1 << 20))),
             "a little slack"
         );
-        assert!(!should_grow(&volume(LABEL, "ext4")), "sizes unknown");
+        assert!(
+            !should_grow(&Volume::labelled(LABEL, "ext4")),
+            "sizes unknown"
+        );
         let sys = Recorder::default();
         let volumes = vec![("/dev/vdb".to_string(), sized(256 << 20, 1 << 30))];
         let state = mount(&sys, &volumes, &mut |_| Ok("clean".into()));

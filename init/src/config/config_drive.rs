@@ -3,24 +3,18 @@
 use std::fs;
 use std::path::Path;
 
-use crate::config::{Datasource, Seed};
-use crate::host::block_devices::Volume;
-use crate::host::system::System;
 use serde_json::{Map, Value};
 
-pub struct ConfigDrive<'a> {
-    pub sys: &'a dyn System,
-    pub volumes: &'a [(String, Volume)],
-}
+use crate::config::{Datasource, Seed, Volumes};
+
+pub struct ConfigDrive<'a>(pub Volumes<'a>);
 
 impl Datasource for ConfigDrive<'_> {
     fn read(&mut self) -> Result<Option<Seed>, String> {
-        let Some((device, v)) = super::labelled(self.volumes, "config-2", &["vfat", "iso9660"])
-        else {
-            return Ok(None);
-        };
-        let source = format!("{device} (OpenStack ConfigDrive, {})", v.fstype);
-        super::read_volume(self.sys, device, v.fstype, |at| files(at, source)).map(Some)
+        self.0
+            .read_labelled("config-2", &["vfat", "iso9660"], |at, device, fstype| {
+                files(at, format!("{device} (OpenStack ConfigDrive, {fstype})"))
+            })
     }
 }
 

@@ -81,11 +81,12 @@ pub fn find(
     if let (true, Some(remote)) = (at_a_url, &remote) {
         return Found::Network(remote.clone());
     }
+    let volumes = Volumes { sys, list: volumes };
     let mut here: [Box<dyn Datasource + '_>; 4] = [
         Box::new(kernel_cmdline::KernelCommandLine::new(cmdline)),
-        Box::new(nocloud::NoCloud { sys, volumes }),
-        Box::new(boot_partition::BootPartition { sys, volumes }),
-        Box::new(config_drive::ConfigDrive { sys, volumes }),
+        Box::new(nocloud::NoCloud(volumes)),
+        Box::new(boot_partition::BootPartition(volumes)),
+        Box::new(config_drive::ConfigDrive(volumes)),
     ];
     for datasource in &mut here {
         match datasource.read() {
@@ -97,6 +98,30 @@ pub fn find(
     match remote {
         Some(remote) if !at_a_url => Found::Network(remote),
         _ => Found::Here(None),
+    }
+}
+
+/// The machine's block devices, where the datasources on a volume look.
+#[derive(Clone, Copy)]
+pub struct Volumes<'a> {
+    pub sys: &'a dyn System,
+    pub list: &'a [(String, Volume)],
+}
+
+impl Volumes<'_> {
+    /// Reads the first volume labelled `label` (in any case) of one of
+    /// `types`, mounted read-only while `read` reads it from its mount point
+    /// (with the device and its type); None when there is none.
+    fn read_labelled(
+        &self,
+        label: &str,
+        types: &[&str],
+        read: impl FnOnce(&Path, &str, &str) -> Result<Seed, String>,
+    ) -> Result<Option<Seed>, String> {
+        let Some((device, v)) = labelled(self.list, label, types) else {
+            return Ok(None);
+        };
+        read_volume(self.sys, device, v.fstype, |at| read(at, device, v.fstype)).map(Some)
     }
 }
 
@@ -137,14 +162,6 @@ mod tests {
     use super::*;
     use crate::host::system::fake::Recorder;
 
-    fn volume(label: &str, fstype: &'static str) -> Volume {
-        Volume {
-            fstype,
-            label: Some(label.into()),
-            ..Volume::default()
-        }
-    }
-
     /// `find` on this command line and these volumes: what it found (its
     /// source), what it reported, and what it mounted.
     fn find_on(line: &str, volumes: Vec<(String, Volume)>) -> (String, Vec<String>, Vec<String>) {
@@ -172,8 +189,14 @@ mod tests {
 
     #[test]
     fn datasources_are_tried_in_order_and_a_broken_one_gives_way_to_the_next() {
-        let cidata = ("/dev/vdb".to_string(), volume("CIDATA", "iso9660"));
-        let drive = ("/dev/sr0".to_string(), volume("config-2", "iso9660"));
+        let cidata = (
+            "/dev/vdb".to_string(),
+            Volume::labelled("CIDATA", "iso9660"),
+        );
+        let drive = (
+            "/dev/sr0".to_string(),
+            Volume::labelled("config-2", "iso9660"),
+        );
         // The command line first: no volume is even mounted.
         let (found, reported, mounts) =
             find_on("brig.config=I2Nsb3VkLWNvbmZpZwo=", vec![cidata.clone()]);

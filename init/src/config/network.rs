@@ -13,7 +13,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::config::http::{self, Response, Url};
-use crate::config::{ec2, nocloud_net, Datasource, Seed};
+use crate::config::nocloud_net::{AtUrl, Layout};
+use crate::config::{ec2, Datasource, Seed};
 use crate::host::kernel_cmdline::Cmdline;
 use ec2::{Dmi, IMDS};
 
@@ -96,8 +97,16 @@ pub trait Fetch {
 /// Fetches from `remote`: a seed, or why not.
 pub fn read(remote: &Remote, fetcher: &mut dyn Fetch) -> Result<Seed, String> {
     let mut datasource: Box<dyn Datasource + '_> = match remote {
-        Remote::UserData(url) => Box::new(nocloud_net::UserDataUrl { url, fetcher }),
-        Remote::NoCloud(url) => Box::new(nocloud_net::NoCloudNet { url, fetcher }),
+        Remote::UserData(url) => Box::new(AtUrl {
+            url,
+            layout: Layout::UserData,
+            fetcher,
+        }),
+        Remote::NoCloud(url) => Box::new(AtUrl {
+            url,
+            layout: Layout::NoCloudSeed,
+            fetcher,
+        }),
         Remote::Ec2 => Box::new(ec2::Ec2 { fetcher }),
     };
     // Each says why it has nothing; this is for one that forgot to.

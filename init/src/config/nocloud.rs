@@ -5,23 +5,16 @@
 use std::fs;
 use std::path::Path;
 
-use crate::config::{Datasource, Seed};
-use crate::host::block_devices::Volume;
-use crate::host::system::System;
+use crate::config::{Datasource, Seed, Volumes};
 
-pub struct NoCloud<'a> {
-    pub sys: &'a dyn System,
-    pub volumes: &'a [(String, Volume)],
-}
+pub struct NoCloud<'a>(pub Volumes<'a>);
 
 impl Datasource for NoCloud<'_> {
     fn read(&mut self) -> Result<Option<Seed>, String> {
-        let Some((device, v)) = super::labelled(self.volumes, "cidata", &["vfat", "iso9660"])
-        else {
-            return Ok(None);
-        };
-        let source = format!("{device} (NoCloud, {})", v.fstype);
-        super::read_volume(self.sys, device, v.fstype, |at| Ok(files(at, source))).map(Some)
+        self.0
+            .read_labelled("cidata", &["vfat", "iso9660"], |at, device, fstype| {
+                Ok(files(at, format!("{device} (NoCloud, {fstype})")))
+            })
     }
 }
 

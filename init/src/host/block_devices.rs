@@ -141,6 +141,18 @@ pub fn scan() -> Result<Vec<(String, Volume)>, String> {
 }
 
 #[cfg(test)]
+impl Volume {
+    /// A volume with this label and type, for tests.
+    pub fn labelled(label: &str, fstype: &'static str) -> Volume {
+        Volume {
+            fstype,
+            label: Some(label.into()),
+            ..Volume::default()
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

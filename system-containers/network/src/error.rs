@@ -6,26 +6,25 @@
 use std::fmt;
 use std::io;
 
+use brig_spec::failed::Failed;
+
 #[derive(Debug)]
 pub enum Error {
-    System { doing: String, source: io::Error },
+    System(Failed),
     Protocol(String),
 }
 
 impl Error {
     /// `doing` what, failed with `source`.
     pub fn system(doing: impl Into<String>, source: impl Into<io::Error>) -> Error {
-        Error::System {
-            doing: doing.into(),
-            source: source.into(),
-        }
+        Error::System(Failed::new(doing, source))
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::System { doing, source } => write!(f, "{doing}: {source}"),
+            Error::System(failed) => failed.fmt(f),
             Error::Protocol(what) => f.write_str(what),
         }
     }
@@ -34,7 +33,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::System { source, .. } => Some(source),
+            Error::System(failed) => Some(failed),
             Error::Protocol(_) => None,
         }
     }

@@ -10,6 +10,7 @@ use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use brig_spec::failed::Failed;
 use brig_spec::log_config::Remote;
 use brig_spec::logs::Entry;
 
@@ -32,37 +33,11 @@ pub struct Config {
     pub remotes: Vec<Remote>,
 }
 
-/// A part of the log service that could not be set up: what was being done
-/// (to which path), and the system's error.
-#[derive(Debug)]
-pub struct SetupError {
-    doing: String,
-    source: std::io::Error,
-}
-
-impl SetupError {
-    fn new(doing: String, source: std::io::Error) -> SetupError {
-        SetupError { doing, source }
-    }
-}
-
-impl std::fmt::Display for SetupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.doing, self.source)
-    }
-}
-
-impl std::error::Error for SetupError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
 /// Runs until killed; an error is a setup that failed (a socket, the
 /// store), or poll itself.
-pub fn run(config: &Config) -> Result<(), SetupError> {
+pub fn run(config: &Config) -> Result<(), Failed> {
     let mut store = Store::open(&config.store_dir, config.limits).map_err(|e| {
-        SetupError::new(
+        Failed::new(
             format!("opening the store {}", config.store_dir.display()),
             e,
         )
@@ -70,7 +45,7 @@ pub fn run(config: &Config) -> Result<(), SetupError> {
     let syslog = bind_datagram(&config.syslog_socket)?;
     let _ = std::fs::remove_file(&config.query_socket);
     let listener = UnixListener::bind(&config.query_socket)
-        .map_err(|e| SetupError::new(format!("binding {}", config.query_socket.display()), e))?;
+        .map_err(|e| Failed::new(format!("binding {}", config.query_socket.display()), e))?;
     // Root's, and the read-only group's (`brigctl logs` without sudo).
     if let Err(e) = brig_spec::control::open_to_read_only_group(&config.query_socket) {
         eprintln!(
@@ -80,14 +55,14 @@ pub fn run(config: &Config) -> Result<(), SetupError> {
     }
     listener
         .set_nonblocking(true)
-        .map_err(|e| SetupError::new(config.query_socket.display().to_string(), e))?;
+        .map_err(|e| Failed::new(config.query_socket.display().to_string(), e))?;
     let mut kmsg = match &config.kmsg {
         Some(path) => Some(
             std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(path)
-                .map_err(|e| SetupError::new(format!("opening {}", path.display()), e))?,
+                .map_err(|e| Failed::new(format!("opening {}", path.display()), e))?,
         ),
         None => None,
     };
@@ -113,7 +88,7 @@ pub fn run(config: &Config) -> Result<(), SetupError> {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
-            return Err(SetupError::new("poll".into(), e));
+            return Err(Failed::new("poll", e));
         }
         let mut new = Vec::new();
         // A bounded batch per turn, so one source cannot starve the others.
@@ -162,20 +137,20 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
     }
 }
 
-fn bind_datagram(path: &PathBuf) -> Result<UnixDatagram, SetupError> {
+fn bind_datagram(path: &PathBuf) -> Result<UnixDatagram, Failed> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
-            .map_err(|e| SetupError::new(format!("creating {}", dir.display()), e))?;
+            .map_err(|e| Failed::new(format!("creating {}", dir.display()), e))?;
     }
     let _ = std::fs::remove_file(path);
     let socket = UnixDatagram::bind(path)
-        .map_err(|e| SetupError::new(format!("binding {}", path.display()), e))?;
+        .map_err(|e| Failed::new(format!("binding {}", path.display()), e))?;
     // Every program in every container may log.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| SetupError::new(path.display().to_string(), e))?;
+        .map_err(|e| Failed::new(path.display().to_string(), e))?;
     socket
         .set_nonblocking(true)
-        .map_err(|e| SetupError::new(path.display().to_string(), e))?;
+        .map_err(|e| Failed::new(path.display().to_string(), e))?;
     // Room for bursts while the store writes.
     let size: libc::c_int = 4 << 20;
     // SAFETY: setsockopt with a pointer to a live c_int and its size.
