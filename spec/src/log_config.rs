@@ -375,10 +375,7 @@ mod tests {
         }));
         assert_eq!(config.remote.len(), 1, "{problems:?}");
         assert_eq!(config.remote[0].url(), "tcp://ok:514");
-        let keys: Vec<&str> = problems
-            .iter()
-            .map(|Problem { key: k, problem: _ }| k.as_str())
-            .collect();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
             [

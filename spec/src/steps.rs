@@ -305,10 +305,7 @@ mod tests {
 "#,
         ));
         assert!(files.is_empty(), "{files:?}");
-        let keys: Vec<&str> = problems
-            .iter()
-            .map(|Problem { key: k, problem: _ }| k.as_str())
-            .collect();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
             [

@@ -87,7 +87,7 @@ fn bad_entries_and_keys_are_reported_and_left_out() {
     ));
     let problems: Vec<String> = problems
         .iter()
-        .map(|Problem { key: k, problem: p }| format!("{k}: {p}"))
+        .map(|p| format!("{}: {}", p.key, p.problem))
         .collect();
     assert_eq!(entries.len(), 1, "only dave");
     let UserEntry::Account(dave) = &entries[0] else {
@@ -181,7 +181,7 @@ fn groups_as_cloud_init_documents_them() {
     );
     let problems: Vec<String> = problems
         .iter()
-        .map(|Problem { key: k, problem: p }| format!("{k}: {p}"))
+        .map(|p| format!("{}: {}", p.key, p.problem))
         .collect();
     for expected in [
         "[0]: \"Bad Group\" is not a valid group name",

@@ -49,10 +49,7 @@ fn bad_settings_are_named_and_left_out() {
         json!({"log-driver": "json-file"})
     );
     assert!(config.extra_args.is_empty());
-    let keys: Vec<&str> = problems
-        .iter()
-        .map(|Problem { key: k, problem: _ }| k.as_str())
-        .collect();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
         [
@@ -106,7 +103,7 @@ fn an_open_api_or_a_swarm_without_a_way_in_is_refused() {
     assert!(config.listen.is_empty() && config.swarm.is_none());
     let said: Vec<String> = problems
         .iter()
-        .map(|Problem { key: k, problem: p }| format!("{k}: {p}"))
+        .map(|p| format!("{}: {}", p.key, p.problem))
         .collect();
     assert!(
         said[0].starts_with("listen: the Docker API on TCP is root"),
