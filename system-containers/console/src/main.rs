@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use brig_console::{accounts, gettys, setup, steps};
 use brig_spec::console::ConsoleConfig;
+use brig_spec::failed::Failed;
 use brig_spec::paths::CONSOLE_CONFIG;
 
 /// The volume with the ssh host keys.
@@ -65,7 +66,7 @@ fn load_config() -> ConsoleConfig {
 }
 
 /// Accounts, homes, /etc/hosts, host keys, sshd's runtime directory.
-fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, String> {
+fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, Failed> {
     let rendered = accounts::render(config);
     let mut problems = rendered.problems.clone();
     problems.extend(setup::write_accounts(&rendered, Path::new("/etc"))?);
@@ -99,7 +100,7 @@ fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, String> {
     for line in setup::host_keys(Path::new(HOST_KEYS), &format!("root@{hostname}"))? {
         say(&line);
     }
-    fs::create_dir_all("/run/sshd").map_err(|e| format!("making /run/sshd: {e}"))?;
+    fs::create_dir_all("/run/sshd").map_err(|e| Failed::new("making /run/sshd", e))?;
     // The docker CLI's default socket is the docker container's, shared
     // through SOCKET_DIR.
     if let Err(e) = setup::link(

@@ -9,6 +9,8 @@ use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use brig_spec::failed::Failed;
+
 use crate::accounts::{Home, Rendered};
 
 /// The gid of group `shadow` (accounts.rs), which may read /etc/shadow.
@@ -17,8 +19,8 @@ const SHADOW_GID: u32 = 42;
 /// Writes `data` to `path` with `mode`, owned by `uid` and `gid`: to a
 /// temporary file first, synced, then renamed over, then the directory
 /// synced, so a power cut leaves the old file or the new, never a part.
-pub fn write_file(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(), String> {
-    let what = |e: std::io::Error| format!("writing {}: {e}", path.display());
+pub fn write_file(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(), Failed> {
+    let what = |e: std::io::Error| Failed::new(format!("writing {}", path.display()), e);
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).map_err(what)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -34,25 +36,30 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> Re
 }
 
 /// Makes `link` a symbolic link to `target`, replacing what is there.
-pub fn link(link: &Path, target: &Path) -> Result<(), String> {
+pub fn link(link: &Path, target: &Path) -> Result<(), Failed> {
     if let Some(dir) = link.parent() {
-        fs::create_dir_all(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(|e| Failed::new(format!("making {}", dir.display()), e))?;
     }
+    let replacing = format!("replacing {}", link.display());
     match fs::symlink_metadata(link) {
         Ok(m) if m.is_dir() => {
-            return Err(format!("{} is a directory", link.display()));
+            return Err(Failed::new(replacing, std::io::ErrorKind::IsADirectory));
         }
-        Ok(_) => fs::remove_file(link).map_err(|e| format!("replacing {}: {e}", link.display()))?,
+        Ok(_) => fs::remove_file(link).map_err(|e| Failed::new(replacing, e))?,
         Err(_) => {}
     }
-    std::os::unix::fs::symlink(target, link)
-        .map_err(|e| format!("linking {} to {}: {e}", link.display(), target.display()))
+    std::os::unix::fs::symlink(target, link).map_err(|e| {
+        Failed::new(
+            format!("linking {} to {}", link.display(), target.display()),
+            e,
+        )
+    })
 }
 
 /// /etc/passwd, shadow, group, gshadow, sudoers rules, authorized keys and
 /// sshd's settings. Returns the problems; the account files themselves
 /// failing is an error (nobody could log in).
-pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, String> {
+pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, Failed> {
     write_file(&etc.join("passwd"), r.passwd.as_bytes(), 0o644, 0, 0)?;
     write_file(
         &etc.join("shadow"),
@@ -73,7 +80,7 @@ pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, String> {
     for (user, rules) in &r.sudoers {
         let path = etc.join("sudoers.d").join(format!("90-brig-{user}"));
         if let Err(e) = write_file(&path, rules.as_bytes(), 0o440, 0, 0) {
-            problems.push(e);
+            problems.push(e.to_string());
             continue;
         }
         // sudo refuses to run at all with a broken sudoers file: check
@@ -88,7 +95,7 @@ pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, String> {
     for (user, keys) in &r.authorized_keys {
         let path = etc.join("ssh/authorized_keys").join(user);
         if let Err(e) = write_file(&path, keys.as_bytes(), 0o644, 0, 0) {
-            problems.push(e);
+            problems.push(e.to_string());
         }
     }
     if let Err(e) = write_file(
@@ -98,7 +105,7 @@ pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, String> {
         0,
         0,
     ) {
-        problems.push(e);
+        problems.push(e.to_string());
     }
     Ok(problems)
 }
@@ -168,8 +175,8 @@ pub fn host_key_path(dir: &Path, kind: &str) -> PathBuf {
 /// Keeps the host keys in `dir` (a volume: the same keys across restarts
 /// and, with a state partition, reboots); makes those missing with
 /// ssh-keygen, atomically. Returns a line per key for the console.
-pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, String> {
-    fs::create_dir_all(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, Failed> {
+    fs::create_dir_all(dir).map_err(|e| Failed::new(format!("making {}", dir.display()), e))?;
     let mut lines = Vec::new();
     for kind in HOST_KEY_TYPES {
         let key = host_key_path(dir, kind);
@@ -184,7 +191,7 @@ pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, String> {
             .arg("-f")
             .arg(&public)
             .output()
-            .map_err(|e| format!("running ssh-keygen -l: {e}"))?;
+            .map_err(|e| Failed::new("running ssh-keygen -l", e))?;
         lines.push(format!(
             "host key {}",
             String::from_utf8_lossy(&fingerprint.stdout).trim()
@@ -195,7 +202,7 @@ pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, String> {
 
 /// One key pair: made under temporary names, synced, then renamed into
 /// place (public key first: a private key present means the pair is whole).
-fn generate(dir: &Path, kind: &str, key: &Path, comment: &str) -> Result<(), String> {
+fn generate(dir: &Path, kind: &str, key: &Path, comment: &str) -> Result<(), Failed> {
     let temporary = dir.join(format!(".new_ssh_host_{kind}_key"));
     let temporary_pub = temporary.with_extension("pub");
     let _ = fs::remove_file(&temporary);
@@ -204,23 +211,28 @@ fn generate(dir: &Path, kind: &str, key: &Path, comment: &str) -> Result<(), Str
         .args(["-q", "-t", kind, "-N", "", "-C", comment, "-f"])
         .arg(&temporary)
         .output()
-        .map_err(|e| format!("running ssh-keygen: {e}"))?;
+        .map_err(|e| Failed::new("running ssh-keygen", e))?;
     if !out.status.success() {
-        return Err(format!(
-            "ssh-keygen -t {kind} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(Failed::new(
+            format!("ssh-keygen -t {kind}"),
+            std::io::Error::other(format!("{}: {said}", out.status)),
         ));
     }
     let sync = |p: &Path| {
         fs::File::open(p)
             .and_then(|f| f.sync_all())
-            .map_err(|e| format!("syncing {}: {e}", p.display()))
+            .map_err(|e| Failed::new(format!("syncing {}", p.display()), e))
     };
     sync(&temporary)?;
     sync(&temporary_pub)?;
     let rename = |from: &Path, to: &Path| {
-        fs::rename(from, to)
-            .map_err(|e| format!("renaming {} to {}: {e}", from.display(), to.display()))
+        fs::rename(from, to).map_err(|e| {
+            Failed::new(
+                format!("renaming {} to {}", from.display(), to.display()),
+                e,
+            )
+        })
     };
     rename(&temporary_pub, &key.with_extension("pub"))?;
     rename(&temporary, key)?;

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brig_spec::console::ConsoleConfig;
+use brig_spec::problem::Problem;
 use brig_spec::steps::{Encoding, WriteFile};
 
 use crate::setup::write_file;
@@ -35,14 +36,15 @@ pub fn id_in(table: &str, name: &str) -> Option<u32> {
 }
 
 /// `user:group` (or `user`, with the user's primary group) as ids.
-pub fn owner_ids(owner: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+pub fn owner_ids(owner: &str, passwd: &str, group: &str) -> Result<(u32, u32), Problem> {
+    let missing = |what: String| Problem::new("owner".into(), what);
     let (user, group_name) = match owner.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (owner, None),
     };
-    let uid = id_in(passwd, user).ok_or_else(|| format!("no user {user:?}"))?;
+    let uid = id_in(passwd, user).ok_or_else(|| missing(format!("no user {user:?}")))?;
     let gid = match group_name {
-        Some(g) => id_in(group, g).ok_or_else(|| format!("no group {g:?}"))?,
+        Some(g) => id_in(group, g).ok_or_else(|| missing(format!("no group {g:?}")))?,
         None => passwd
             .lines()
             .find(|l| l.starts_with(&format!("{user}:")))
@@ -95,12 +97,12 @@ pub fn write_files(files: &[WriteFile], passwd: &str, group: &str) -> Vec<String
     let mut lines = Vec::new();
     for file in files {
         let written = decode(file).and_then(|data| {
-            let (uid, gid) = owner_ids(&file.owner, passwd, group)?;
+            let (uid, gid) = owner_ids(&file.owner, passwd, group).map_err(|p| p.to_string())?;
             let path = Path::new(&file.path);
             if file.append {
                 append(path, &data, file.mode, uid, gid)
             } else {
-                write_file(path, &data, file.mode, uid, gid)
+                write_file(path, &data, file.mode, uid, gid).map_err(|e| e.to_string())
             }
         });
         lines.push(match written {
@@ -289,11 +291,11 @@ mod tests {
         assert_eq!(owner_ids("brig", PASSWD, GROUP), Ok((1000, 1000)));
         assert_eq!(
             owner_ids("nginx:nginx", PASSWD, GROUP),
-            Err("no user \"nginx\"".into())
+            Err(Problem::new("owner".into(), "no user \"nginx\"".into()))
         );
         assert_eq!(
             owner_ids("brig:docker", PASSWD, GROUP),
-            Err("no group \"docker\"".into())
+            Err(Problem::new("owner".into(), "no group \"docker\"".into()))
         );
     }
 
