@@ -11,7 +11,7 @@ use brig_spec::control::Response;
 use brig_spec::paths::{self, LOCAL_FILE};
 
 use crate::config::network::{self, Remote};
-use crate::config::{self, local_settings, plan, saved};
+use crate::config::{self, local_settings, plan, saved, Datasource};
 use crate::event_loop::watch;
 use crate::event_loop::NETWORK_SERVICE;
 use crate::event_loop::{Init, Source};
@@ -28,6 +28,11 @@ pub(crate) fn read_config(
     found: Result<Option<config::Seed>, String>,
 ) -> Option<plan::Plan> {
     let saved_dir = Path::new(paths::SAVED_DIR);
+    // The last step of the datasources' order; it reads and never fails.
+    let mut last_seen = saved::Saved {
+        sys,
+        dir: saved_dir,
+    };
     let seed = match found {
         Ok(Some(seed)) => {
             if let Err(e) = saved::save(sys, &seed, saved_dir) {
@@ -35,10 +40,10 @@ pub(crate) fn read_config(
             }
             Some(seed)
         }
-        Ok(None) => saved::saved(sys, saved_dir),
+        Ok(None) => last_seen.read().unwrap_or_default(),
         Err(e) => {
             say_error(&format!("config: {e}"));
-            saved::saved(sys, saved_dir)
+            last_seen.read().unwrap_or_default()
         }
     };
     let local = local_settings::read(sys, Path::new(LOCAL_FILE)).unwrap_or_else(|e| {
