@@ -34,6 +34,9 @@ use crate::supervise::supervisor::Action;
 /// wait for it).
 pub(crate) const NETWORK_SERVICE: &str = "network";
 
+/// The most of one output pipe read in one turn of the loop.
+pub(crate) const OUTPUT_PER_TURN: usize = 64 * 1024;
+
 /// How long services get to stop at shutdown before the rest goes ahead.
 pub(crate) const SERVICES_STOP_LIMIT: Duration = Duration::from_secs(30);
 
@@ -301,13 +304,19 @@ impl<S: System> Init<S> {
         let mut buf = [0u8; 8192];
         let mut lines = Vec::new();
         let mut closed = false;
-        loop {
-            match nix::unistd::read(&pipe.fd, &mut buf) {
+        // A bounded share per turn: a service that writes without pause
+        // (`yes`) is read again next turn, after everything else.
+        let mut budget = OUTPUT_PER_TURN;
+        while budget > 0 {
+            match nix::unistd::read(&pipe.fd, &mut buf[..budget.min(8192)]) {
                 Ok(0) => {
                     closed = true;
                     break;
                 }
-                Ok(n) => lines.extend(self.services.output(&service, stream, &buf[..n], uptime())),
+                Ok(n) => {
+                    budget -= n;
+                    lines.extend(self.services.output(&service, stream, &buf[..n], uptime()));
+                }
                 Err(nix::Error::EINTR) => continue,
                 Err(nix::Error::EAGAIN) => break,
                 Err(_) => {

@@ -25,17 +25,24 @@ use crate::config::Seed;
 use crate::host::coldplug::Coldplug;
 use crate::host::system::fake::Recorder;
 use crate::supervise::containers::Runtime;
+use crate::supervise::log_ring;
 use crate::supervise::supervisor::{BACKOFF_START, STABLE_AFTER};
 
-/// What the fake runtime was asked to do, in order.
-type Log = Rc<RefCell<Vec<String>>>;
+/// What the fake runtime was asked to do, in order, and the write ends of
+/// its containers' output pipes (stdout, stderr, in start order).
+#[derive(Default)]
+struct Seen {
+    calls: RefCell<Vec<String>>,
+    writers: RefCell<Vec<OwnedFd>>,
+}
+
+type Log = Rc<Seen>;
 
 /// Containers that only say they started: each gets the next pid and real
 /// pipes (their write ends are kept, so the loop sees no end of output).
 struct FakeRuntime {
     log: Log,
     next_pid: i32,
-    writers: Vec<OwnedFd>,
     /// Why a start fails, if it does (by service name).
     refuse: fn(&str) -> Option<brig_runtime::Error>,
 }
@@ -46,17 +53,21 @@ impl Runtime for FakeRuntime {
     }
     fn start(&mut self, spec: &ServiceSpec) -> Result<Started, brig_runtime::Error> {
         if let Some(error) = (self.refuse)(&spec.name) {
-            self.log.borrow_mut().push(format!("refused {}", spec.name));
+            self.log
+                .calls
+                .borrow_mut()
+                .push(format!("refused {}", spec.name));
             return Err(error);
         }
         self.next_pid += 1;
         let pid = self.next_pid;
         self.log
+            .calls
             .borrow_mut()
             .push(format!("start {} {pid}", spec.name));
         let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let ((stdout, out_w), (stderr, err_w)) = (pipe(), pipe());
-        self.writers.extend([out_w, err_w]);
+        self.log.writers.borrow_mut().extend([out_w, err_w]);
         Ok(Started {
             pid,
             stdout,
@@ -68,14 +79,18 @@ impl Runtime for FakeRuntime {
     }
     fn signal(&mut self, pid: i32, signal: Signal) {
         self.log
+            .calls
             .borrow_mut()
             .push(format!("signal {pid} {}", signal.as_str()));
     }
     fn kill_all(&mut self, name: &str, _: Option<i32>) {
-        self.log.borrow_mut().push(format!("kill-all {name}"));
+        self.log.calls.borrow_mut().push(format!("kill-all {name}"));
     }
     fn kill_leftovers(&mut self, name: &str) {
-        self.log.borrow_mut().push(format!("kill-leftovers {name}"));
+        self.log
+            .calls
+            .borrow_mut()
+            .push(format!("kill-leftovers {name}"));
     }
     fn has_path(&self, _: i32, _: &str) -> bool {
         false
@@ -108,7 +123,6 @@ fn pid1_refusing(
     let runtime = FakeRuntime {
         log: log.clone(),
         next_pid: 100,
-        writers: Vec::new(),
         refuse,
     };
     let flags = SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK;
@@ -132,7 +146,7 @@ fn pid1_refusing(
 }
 
 fn taken(log: &Log) -> Vec<String> {
-    std::mem::take(&mut *log.borrow_mut())
+    std::mem::take(&mut *log.calls.borrow_mut())
 }
 
 fn state(init: &Init<Recorder>, name: &str) -> &'static str {
@@ -396,4 +410,42 @@ fn a_spec_that_cannot_run_fails_at_once_and_a_host_failure_is_retried() {
         ["refused db"],
         "only the host failure is tried again"
     );
+}
+
+#[test]
+fn a_service_that_writes_without_pause_gets_a_bounded_share_of_each_turn() {
+    let yes = ("yes", "command = [\"/usr/bin/yes\"]");
+    let (mut init, log, _dir) = pid1(&[yes]);
+    init.supervise();
+    assert_eq!(taken(&log), ["start yes 101"]);
+    // More output waiting than one turn takes: a pipe made larger, filled
+    // with empty lines (`yes ''`).
+    let stdout = &log.writers.borrow()[0];
+    let waiting = 4 * OUTPUT_PER_TURN;
+    nix::fcntl::fcntl(stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(waiting as i32)).unwrap();
+    nix::unistd::write(stdout, &vec![b'\n'; waiting]).unwrap();
+    let fd = *init
+        .sources
+        .iter()
+        .find(|(_, s)| matches!(s, Source::Output(p) if p.stream == log_ring::STDOUT))
+        .unwrap()
+        .0;
+    init.handle(fd);
+    let ring = &init.services.rings["yes"];
+    assert_eq!(
+        ring.total,
+        1 + OUTPUT_PER_TURN as u64,
+        "its note, then one turn's share"
+    );
+    init.handle(fd);
+    assert_eq!(
+        init.services.rings["yes"].total,
+        1 + 2 * OUTPUT_PER_TURN as u64
+    );
+    // However much it wrote, the ring holds its budget.
+    init.handle(fd);
+    init.handle(fd);
+    let ring = &init.services.rings["yes"];
+    assert_eq!(ring.total, 1 + waiting as u64);
+    assert!(ring.tail(None).len() <= log_ring::RING_BYTES / log_ring::LINE_COST);
 }

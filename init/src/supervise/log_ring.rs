@@ -6,8 +6,11 @@ use std::collections::VecDeque;
 
 use brig_spec::control::LogLine;
 
-/// Bytes of text kept per service.
+/// Bytes kept per service: each line's text and `LINE_COST`.
 pub const RING_BYTES: usize = 64 * 1024;
+/// What a line costs the ring beyond its text, so that a flood of empty
+/// lines (`yes ''`) is bounded like any other.
+pub const LINE_COST: usize = 64;
 /// Longest line kept whole.
 pub const MAX_LINE: usize = 4096;
 
@@ -72,12 +75,12 @@ impl LogRing {
     }
 
     fn push(&mut self, line: LogLine) {
-        self.bytes += line.text.len();
+        self.bytes += line.text.len() + LINE_COST;
         self.total += 1;
         self.lines.push_back(line);
         while self.bytes > RING_BYTES {
             match self.lines.pop_front() {
-                Some(old) => self.bytes -= old.text.len(),
+                Some(old) => self.bytes -= old.text.len() + LINE_COST,
                 None => break,
             }
         }
@@ -147,6 +150,17 @@ mod tests {
         assert!(ring.bytes <= RING_BYTES);
         assert_eq!(ring.tail(Some(1))[0].text, "line 9999");
         assert_eq!(ring.total, 10_002);
+    }
+
+    #[test]
+    fn a_flood_of_empty_lines_is_bounded_too() {
+        let mut ring = LogRing::default();
+        for _ in 0..100 {
+            ring.write("s", STDOUT, &[b'\n'; 8192], 1.0);
+        }
+        assert!(ring.bytes <= RING_BYTES, "{}", ring.bytes);
+        assert_eq!(ring.tail(None).len(), RING_BYTES / LINE_COST);
+        assert_eq!(ring.total, 819_200);
     }
 
     #[test]
