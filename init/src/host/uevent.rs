@@ -59,11 +59,16 @@ pub fn open_socket() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Reads the next datagram, or None when there is none right now.
+/// Reads the next datagram the kernel sent, or None when there is none
+/// right now. Any process in this network namespace may send to this
+/// socket (a container sharing the host's network too): what does not come
+/// from the kernel (sender port 0) is dropped, so no one can make PID 1
+/// load modules or open devices with forged events.
 pub fn receive(fd: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
     loop {
-        match nix::unistd::read(fd, buf) {
-            Ok(n) => return Some(n),
+        match socket::recvfrom::<NetlinkAddr>(fd.as_raw_fd(), buf) {
+            Ok((n, Some(from))) if from.pid() == 0 => return Some(n),
+            Ok(_) => continue,
             Err(nix::Error::EINTR) => continue,
             // EAGAIN: drained. ENOBUFS: the kernel dropped events; the next
             // read continues with newer ones.
@@ -92,6 +97,32 @@ mod tests {
         assert_eq!(Uevent::parse(b"libudev\0\xfe\xed\xca\xfe"), None);
         assert_eq!(Uevent::parse(b""), None);
         assert_eq!(Uevent::parse(b"\0\0"), None);
+    }
+
+    #[test]
+    fn events_forged_by_a_process_are_dropped() {
+        let pid1 = open_socket().unwrap();
+        let to: NetlinkAddr = socket::getsockname(pid1.as_raw_fd()).unwrap();
+        let forger = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkKObjectUEvent,
+        )
+        .unwrap();
+        let forged = b"add@/devices/forged\0ACTION=add\0MODALIAS=forged:x\0DEVNAME=input/event9\0";
+        let sent = socket::sendto(forger.as_raw_fd(), forged, &to, socket::MsgFlags::empty());
+        assert_eq!(
+            sent.unwrap(),
+            forged.len(),
+            "the socket takes a process's datagrams"
+        );
+        // Only the kernel's events come out (the host may add a device
+        // meanwhile); the forged one never does.
+        let mut buf = [0u8; 8192];
+        while let Some(n) = receive(&pid1, &mut buf) {
+            assert_ne!(&buf[..n], &forged[..], "a forged event came through");
+        }
     }
 
     #[test]
