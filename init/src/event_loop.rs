@@ -85,6 +85,16 @@ pub(crate) fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {
     )
 }
 
+/// How long the loop pauses after its `panics`-th turn in a row that
+/// panicked: nothing after one, then 10 ms doubling up to a second, so a
+/// bug that strikes every turn costs little CPU and floods nothing.
+pub fn pause_after_panics(panics: u32) -> Duration {
+    match panics {
+        0 | 1 => Duration::ZERO,
+        n => (Duration::from_millis(10) * 2u32.saturating_pow(n - 2)).min(Duration::from_secs(1)),
+    }
+}
+
 /// Seconds since boot, for log lines.
 pub(crate) fn uptime() -> f64 {
     console::since_boot().as_secs_f64()

@@ -6,6 +6,7 @@
 use std::panic::{self, AssertUnwindSafe};
 
 use brig_init::boot::sequence::{boot, emergency, modules_dir};
+use brig_init::event_loop::pause_after_panics;
 use brig_init::host::console::say;
 use brig_init::host::modprobe;
 use brig_init::host::system::Linux;
@@ -28,9 +29,15 @@ fn main() {
         Ok(Err(e)) => emergency(&e.to_string()),
         Err(_) => emergency("boot step crashed"),
     };
+    let mut panics = 0;
     loop {
-        if panic::catch_unwind(AssertUnwindSafe(|| init.turn())).is_err() {
-            say("recovered from an internal error; still serving");
+        if panic::catch_unwind(AssertUnwindSafe(|| init.turn())).is_ok() {
+            panics = 0;
+            continue;
         }
+        panics += 1;
+        say("recovered from an internal error; still serving");
+        // A bug that strikes every turn must not spin the CPU.
+        std::thread::sleep(pause_after_panics(panics));
     }
 }

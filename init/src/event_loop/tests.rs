@@ -449,3 +449,13 @@ fn a_service_that_writes_without_pause_gets_a_bounded_share_of_each_turn() {
     assert_eq!(ring.total, 1 + waiting as u64);
     assert!(ring.tail(None).len() <= log_ring::RING_BYTES / log_ring::LINE_COST);
 }
+
+#[test]
+fn a_panic_every_turn_is_paused_after_more_and_more_up_to_a_second() {
+    let pauses: Vec<u128> = (0..12).map(|n| pause_after_panics(n).as_millis()).collect();
+    assert_eq!(
+        pauses,
+        [0, 0, 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]
+    );
+    assert_eq!(pause_after_panics(u32::MAX), Duration::from_secs(1));
+}
