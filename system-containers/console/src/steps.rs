@@ -239,6 +239,16 @@ pub fn per_boot(config: &ConsoleConfig, passwd: &str, group: &str) -> Vec<String
     lines
 }
 
+/// Makes the empty file `mark`, kept across a power cut from the moment
+/// this returns (the file and its directory synced): steps that ran must
+/// not run again.
+fn mark_durably(mark: &Path) -> std::io::Result<()> {
+    let dir = mark.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir)?;
+    fs::File::create(mark)?.sync_all()?;
+    fs::File::open(dir)?.sync_all()
+}
+
 /// `runcmd`, then user-data scripts, once per instance. Runs until they
 /// end (in a thread of its own: sshd is already up).
 pub fn per_instance(config: &ConsoleConfig) -> Vec<String> {
@@ -269,8 +279,7 @@ pub fn per_instance(config: &ConsoleConfig) -> Vec<String> {
         let name = format!("user-data script {}", i + 1);
         lines.push(run_script(&name, &path, script, &config.instance_id, None));
     }
-    let marked = fs::create_dir_all(dir.join("sem")).and_then(|()| fs::write(&mark, ""));
-    if let Err(e) = marked {
+    if let Err(e) = mark_durably(&mark) {
         lines.push(format!("error: marking instance steps done: {e}"));
     }
     lines

@@ -854,15 +854,18 @@ fn remember_lease(dir: &Path, mac: &[u8; 6], address: Ipv4Addr) {
     }
 }
 
-/// Write, fsync, rename: readers see the old file or the new one, whole.
+/// Write, fsync, rename, fsync the directory: readers see the old file or
+/// the new one, whole, and so does the next boot after a power cut.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
+    let dir = path.parent().unwrap_or(Path::new("/"));
     let result = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(text.as_bytes())?;
         f.sync_all()
     });
     result
         .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
         .map_err(|e| Error::system(format!("writing {}", path.display()), e))
 }
 

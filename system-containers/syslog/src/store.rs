@@ -93,7 +93,10 @@ impl Store {
                 GzEncoder::new(File::create(&partial)?, flate2::Compression::default());
             io::copy(&mut input, &mut output)?;
             output.finish()?.sync_all()?;
-            fs::rename(&partial, &to)
+            fs::rename(&partial, &to)?;
+            // The rename is only kept across a power cut once the
+            // directory is synced.
+            File::open(&self.dir)?.sync_all()
         })();
         if let Err(e) = compressed {
             let _ = fs::remove_file(&partial);
