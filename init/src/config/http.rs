@@ -3,9 +3,9 @@
 //! plain `http://` only, one request per connection, bounded time and size.
 //! Request framing and response parsing are pure, so they are unit tested.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Larger answers are refused: user data is at most a few hundred KiB.
 pub const MAX_BODY: usize = 16 << 20;
@@ -182,36 +182,60 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Sends one request and reads the whole response, each step within
-/// `timeout`.
+/// Sends one request and reads the whole response: each step within
+/// `timeout`, and all of it by `deadline`, so a server that trickles its
+/// answer a byte at a time cannot hold the caller longer.
 pub fn fetch(
     method: &str,
     url: &Url,
     headers: &[(&str, &str)],
     timeout: Duration,
+    deadline: Instant,
 ) -> Result<Response, String> {
+    // What is left of both bounds for the next step; none left is an error.
+    let step = || -> io::Result<Duration> {
+        match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(timeout.min(left)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the whole exchange took longer than its deadline",
+            )),
+        }
+    };
     let addresses: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| format!("{url}: looking up {}: {e}", url.host))?
         .collect();
     let mut last = format!("{url}: no address for {}", url.host);
     for address in addresses {
-        let mut stream = match TcpStream::connect_timeout(&address, timeout) {
+        let connected = step().and_then(|within| TcpStream::connect_timeout(&address, within));
+        let mut stream = match connected {
             Ok(s) => s,
             Err(e) => {
                 last = format!("{url}: connecting to {address}: {e}");
                 continue;
             }
         };
-        let mut exchange = || -> std::io::Result<Vec<u8>> {
-            stream.set_read_timeout(Some(timeout))?;
-            stream.set_write_timeout(Some(timeout))?;
+        let mut exchange = || -> io::Result<Vec<u8>> {
+            stream.set_write_timeout(Some(step()?))?;
             stream.write_all(&request_bytes(method, url, headers))?;
             let mut data = Vec::new();
-            (&mut stream)
-                .take(MAX_BODY as u64 + 64 * 1024)
-                .read_to_end(&mut data)?;
-            Ok(data)
+            let mut buf = [0u8; 16384];
+            loop {
+                stream.set_read_timeout(Some(step()?))?;
+                match stream.read(&mut buf) {
+                    Ok(0) => return Ok(data),
+                    Ok(n) => data.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+                if data.len() > MAX_BODY + 64 * 1024 {
+                    return Err(io::Error::other(format!(
+                        "the answer is larger than {} MiB",
+                        MAX_BODY >> 20
+                    )));
+                }
+            }
         };
         let data = exchange().map_err(|e| format!("{method} {url}: {e}"))?;
         return parse_response(&data).map_err(|e| format!("{method} {url}: {e}"));
@@ -296,6 +320,7 @@ mod tests {
             &url,
             &[("X-aws-ec2-metadata-token", "t0k")],
             Duration::from_secs(5),
+            Instant::now() + Duration::from_secs(30),
         )
         .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
@@ -308,5 +333,33 @@ mod tests {
             request.contains("X-aws-ec2-metadata-token: t0k\r\n"),
             "{request}"
         );
+    }
+
+    #[test]
+    fn a_server_that_trickles_its_answer_is_given_up_on_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A byte every 100 ms, each well within the per-read timeout, for
+        // up to 20 s: far past the deadline below, and bounded.
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+                .iter()
+                .cycle()
+                .take(200)
+            {
+                if conn.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/user-data")).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let e = fetch("GET", &url, &[], Duration::from_secs(1), deadline).unwrap_err();
+        assert!(e.contains("took longer than its deadline"), "{e}");
+        server.join().unwrap();
     }
 }

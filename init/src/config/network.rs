@@ -143,7 +143,7 @@ impl Fetch for Network {
         headers: &[(&str, &str)],
     ) -> Result<Response, String> {
         loop {
-            match http::fetch(method, url, headers, Duration::from_secs(5)) {
+            match http::fetch(method, url, headers, Duration::from_secs(5), self.deadline) {
                 Ok(r) => return Ok(r),
                 Err(e) if Instant::now() >= self.deadline => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
