@@ -94,6 +94,40 @@ pub fn set(document: &mut Map<String, Value>, path: &str, value: Value) -> Resul
     Ok(())
 }
 
+/// Setting `path` in settings merged over `document` replaces what
+/// `document` holds on the way wherever that is not a mapping (a merge keeps
+/// mappings key by key and replaces everything else): `users.shell` over a
+/// list of users would replace the whole list. The part that would be lost,
+/// and what it is; None when nothing would be.
+pub fn replaces(document: &Map<String, Value>, path: &str) -> Option<(String, &'static str)> {
+    let segments = parse(path).ok()?;
+    let mut at: Option<&Value> = None;
+    let mut walked = String::new();
+    for (i, pair) in segments.windows(2).enumerate() {
+        let next = match (i, at, &pair[0]) {
+            (0, _, Segment::Key(k)) => document.get(k),
+            (_, Some(Value::Object(map)), Segment::Key(k)) => map.get(k),
+            (_, Some(Value::Array(items)), Segment::Index(n)) => items.get(*n),
+            _ => None,
+        }?;
+        walked += &match &pair[0] {
+            Segment::Key(k) if i == 0 => k.clone(),
+            Segment::Key(k) => format!(".{k}"),
+            Segment::Index(n) => format!("[{n}]"),
+        };
+        let kind = match next {
+            Value::Object(_) | Value::Null => None,
+            Value::Array(_) => Some("a list"),
+            _ => Some("a value"),
+        };
+        if let (Some(kind), Segment::Key(_)) = (kind, &pair[1]) {
+            return Some((walked, kind));
+        }
+        at = Some(next);
+    }
+    None
+}
+
 /// Removes `path`; whether it was there.
 pub fn unset(document: &mut Map<String, Value>, path: &str) -> Result<bool, Problem> {
     let segments = parse(path)?;
@@ -248,6 +282,16 @@ mod tests {
         assert_eq!(doc["brig"]["console"]["autologin"], json!(true));
         assert_eq!(doc["users"][0]["shell"], "/bin/sh");
         assert!(set(&mut doc, "users[5].shell", json!("x")).is_err());
+        assert_eq!(
+            replaces(&doc, "users.shell"),
+            Some(("users".into(), "a list"))
+        );
+        assert_eq!(
+            replaces(&doc, "hostname.x"),
+            None,
+            "not there: nothing lost"
+        );
+        assert_eq!(replaces(&doc, "users[1].name"), None, "a list item's key");
         assert!(unset(&mut doc, "brig.console.autologin").unwrap());
         assert!(!unset(&mut doc, "brig.console.autologin").unwrap());
         assert!(unset(&mut doc, "users[0]").unwrap());

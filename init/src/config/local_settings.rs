@@ -1,13 +1,16 @@
 //! Settings made with `brigctl config set`: kept in a JSON mapping
 //! (`LOCAL_FILE`) that is merged over the datasource's cloud-config at each
-//! boot. A value is checked before it is saved, and saved atomically.
+//! boot. A value is checked before it is saved — at its key, and in the
+//! whole config it would make — and saved atomically.
 
 use std::path::Path;
 
-use brig_spec::cloud_config::{interpret, UserDocument};
+use brig_spec::cloud_config::{interpret, UserDocument, DEFAULT_FILE};
 use brig_spec::key_path;
+use brig_spec::paths;
 use serde_json::{Map, Value};
 
+use crate::config::plan;
 use crate::host::system::System;
 
 /// `local` with `key` set to `value` (or removed, for None), if the result
@@ -73,7 +76,31 @@ pub fn change(
 ) -> Result<String, String> {
     let local = read(sys, path)?;
     let shown = value.as_ref().map(Value::to_string);
+    // The whole config as it would be: the saved datasource and the
+    // image's default under the settings.
+    let whole = |local: &Map<String, Value>| {
+        plan::replan(
+            sys,
+            Path::new(paths::SAVED_DIR),
+            Path::new(DEFAULT_FILE),
+            local,
+        )
+    };
+    let before = whole(&local);
+    if value.is_some() {
+        if let Some((lost, what)) = key_path::replaces(&before.effective, key) {
+            return Err(format!(
+                "not saved: `{lost}` is {what} in the config; setting {key} would replace all of it"
+            ));
+        }
+    }
     let next = updated(&local, key, value)?;
+    let after = whole(&next);
+    if let Some(new) = after.problems.iter().find(|p| !before.problems.contains(p)) {
+        return Err(format!(
+            "not saved: the config would have a new problem: {new}"
+        ));
+    }
     save(sys, path, &next)?;
     let applies = match applied_by_restart(key) {
         Some((_, _, service)) => {
@@ -167,5 +194,40 @@ mod tests {
         assert_eq!(service("brig.dockerd"), None);
         assert_eq!(service("brig"), None);
         assert_eq!(service("hostname"), None);
+    }
+
+    #[test]
+    fn a_setting_that_would_break_the_config_elsewhere_or_replace_a_list_is_refused() {
+        use crate::host::system::fake::Recorder;
+        let sys = Recorder::default();
+        let saved = Path::new(paths::SAVED_DIR).join("user-data");
+        let user_data = "#cloud-config\nusers: [default, {name: alice}]\n\
+                         ssh_authorized_keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7 me@host]\n";
+        sys.write_file(&saved, user_data.as_bytes(), 0o644).unwrap();
+        let local = Path::new(paths::LOCAL_FILE);
+        // users.shell would turn the list of users into a mapping.
+        let e = change(&sys, local, "users.shell", Some(json!("/bin/sh"))).unwrap_err();
+        assert_eq!(
+            e,
+            "not saved: `users` is a list in the config; setting users.shell would replace all of it"
+        );
+        // Valid at its key, but the default user's keys would go nowhere.
+        let e = change(&sys, local, "users", Some(json!([{"name": "bob"}]))).unwrap_err();
+        assert!(
+            e.starts_with("not saved: the config would have a new problem: cloud-config:")
+                && e.contains("ssh_authorized_keys"),
+            "{e}"
+        );
+        assert_eq!(sys.file(paths::LOCAL_FILE), None, "nothing saved");
+        // What breaks nothing is saved.
+        change(
+            &sys,
+            local,
+            "users",
+            Some(json!(["default", {"name": "bob"}])),
+        )
+        .unwrap();
+        let saved: Value = serde_json::from_str(&sys.file(paths::LOCAL_FILE).unwrap()).unwrap();
+        assert_eq!(saved["users"][1]["name"], "bob");
     }
 }

@@ -30,6 +30,8 @@ pub struct Plan {
     /// `brig.services`.
     pub services: Vec<brig_spec::service::ServiceSpec>,
     pub problems: Vec<String>,
+    /// The effective cloud-config document (all sources merged).
+    pub effective: Map<String, Value>,
 }
 
 /// Where a sysctl lives under /proc/sys.
@@ -161,6 +163,7 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
         .push((brig_spec::paths::CONSOLE_CONFIG.into(), json_file(&console)));
     plan.files
         .push((EFFECTIVE_FILE.into(), json_file(&config.document)));
+    plan.effective = config.document.clone();
     plan
 }
 
