@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::fs::{chown, fchown, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,17 +19,32 @@ const SHADOW_GID: u32 = 42;
 /// Writes `data` to `path` with `mode`, owned by `uid` and `gid`: to a
 /// temporary file first, synced, then renamed over, then the directory
 /// synced, so a power cut leaves the old file or the new, never a part.
+/// The temporary file is made new (`O_EXCL`, `O_NOFOLLOW`) and changed
+/// through its descriptor: a link a user planted at its name is replaced,
+/// never written through.
 pub fn write_file(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(), Failed> {
     let what = |e: std::io::Error| Failed::new(format!("writing {}", path.display()), e);
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).map_err(what)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let temporary = dir.join(format!(".{name}.new"));
-    let mut file = fs::File::create(&temporary).map_err(what)?;
+    // Whatever is there (a leftover, or a link) goes; removing does not
+    // follow links.
+    match fs::remove_file(&temporary) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(what(e)),
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(what)?;
     file.write_all(data).map_err(what)?;
+    fchown(&file, Some(uid), Some(gid)).map_err(what)?;
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(what)?;
-    chown(&temporary, Some(uid), Some(gid)).map_err(what)?;
     file.sync_all().map_err(what)?;
     fs::rename(&temporary, path).map_err(what)?;
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(what)

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,18 +118,32 @@ fn append(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> Result<(),
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(what)?;
     }
-    let existed = path.exists();
-    let mut file = fs::OpenOptions::new()
+    // Never through a link a user planted at `path` (O_NOFOLLOW), and a
+    // new file's owner and mode are set through its descriptor.
+    let (mut file, made) = match fs::OpenOptions::new()
         .append(true)
-        .create(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
         .open(path)
-        .map_err(what)?;
-    file.write_all(data).map_err(what)?;
-    if !existed {
+    {
+        Ok(file) => (file, true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let file = fs::OpenOptions::new()
+                .append(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(what)?;
+            (file, false)
+        }
+        Err(e) => return Err(what(e)),
+    };
+    if made {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(what)?;
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(what)?;
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(what)?;
     }
+    file.write_all(data).map_err(what)?;
     file.sync_all().map_err(what)
 }
 
@@ -367,6 +381,43 @@ mod tests {
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn links_a_user_planted_are_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("shadow");
+        fs::write(&victim, "root:secret\n").unwrap();
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let passwd = format!("me:x:{uid}:{gid}::/:/bin/sh\n");
+        let group = format!("mine:x:{gid}:\n");
+        let home = dir.path().join("home");
+        fs::create_dir(&home).unwrap();
+        // At the temporary name write_files uses, and at a file it appends to.
+        std::os::unix::fs::symlink(&victim, home.join(".profile.new")).unwrap();
+        std::os::unix::fs::symlink(&victim, home.join("log")).unwrap();
+        let mut profile = entry("export EDITOR=vi\n", Encoding::Text);
+        profile.path = home.join("profile").display().to_string();
+        profile.owner = "me:mine".into();
+        let mut log = profile.clone();
+        log.path = home.join("log").display().to_string();
+        log.append = true;
+        let lines = write_files(&[profile, log], &passwd, &group);
+        assert_eq!(
+            fs::read_to_string(&victim).unwrap(),
+            "root:secret\n",
+            "{lines:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(home.join("profile")).unwrap(),
+            "export EDITOR=vi\n"
+        );
+        assert!(
+            fs::symlink_metadata(home.join(".profile.new")).is_err(),
+            "the planted link is gone"
+        );
+        assert!(lines[1].starts_with("error: write_files:"), "{lines:?}");
     }
 
     #[test]
