@@ -122,9 +122,12 @@ pub(crate) fn child(
         harden_proc(spec.owns_host_network())?;
     }
     {
-        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
-        let ids = resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))
-            .map_err(|e| e.to_string())?;
+        let ids = resolve_user(
+            &spec.user,
+            &account_file("/etc/passwd")?,
+            &account_file("/etc/group")?,
+        )
+        .map_err(|e| e.to_string())?;
         switch_user(&ids, plan.caps)?;
         *envp = environment(spec, &ids.home)?;
     }
@@ -147,6 +150,39 @@ pub(crate) fn child(
         Err(error) => Err(format!("exec {}: {error}", program.to_string_lossy())),
         Ok(never) => match never {},
     }
+}
+
+/// The container's `/etc/passwd` or `/etc/group`, none if it has none.
+/// The container wrote its root: the file may be a FIFO or a device that
+/// would block this child, and with it PID 1, which waits for the exec. It
+/// is opened without blocking and read only if it is a regular file, and
+/// only so much of it.
+fn account_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const MOST: u64 = 4 << 20;
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(format!("opening {path}: {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("reading {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{path} is not a regular file: the user cannot be looked up"
+        ));
+    }
+    let mut text = String::new();
+    file.take(MOST)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("reading {path}: {e}"))?;
+    Ok(text)
 }
 
 /// The service's environment: PATH, HOME, HOSTNAME, then the spec's `env`.

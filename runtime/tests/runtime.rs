@@ -302,3 +302,54 @@ fn a_readiness_path_the_last_run_left_is_gone_when_the_next_starts() {
     let second = stdout(&run_with("ready", &spec, rootfs(), &["--state", state]));
     assert_eq!(second, "fresh\nkept\n", "the rest of the layer is kept");
 }
+
+#[test]
+fn a_fifo_at_etc_passwd_in_the_writable_layer_fails_the_start_instead_of_hanging_it() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let spec_dir = dir.path().join("fifo");
+    std::fs::create_dir(&spec_dir).unwrap();
+    let file = spec_dir.join("service.toml");
+    let spec = format!(
+        "{}\nuser = \"nobody\"\n[rootfs]\npackages = [\"busybox-static\"]\n",
+        sh("echo started")
+    );
+    std::fs::write(&file, spec).unwrap();
+    // What a service could leave in its writable layer for its next start.
+    let state = dir.path().join("state");
+    let etc = state.join("containers/fifo/upper/etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    nix::unistd::mkfifo(
+        &etc.join("passwd"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let mut child = Command::new(RUNNER)
+        .arg("--spec")
+        .arg(&file)
+        .arg("--rootfs")
+        .arg(rootfs())
+        .arg("--state")
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A hung start would never end: give it far more than it needs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the start hung on the FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("/etc/passwd is not a regular file"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
+}
