@@ -7,11 +7,12 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use brig_spec::service::{Namespace, Readiness, ServiceSpec};
 use nix::mount::MsFlags;
 
+use crate::in_root::{fd_path, make_file, Root};
 use crate::plan::{resolve_user, Ids, MountOp, Paths};
 
 type Never = std::convert::Infallible;
@@ -71,10 +72,18 @@ pub(crate) fn child(
             None::<&str>,
         ),
     )?;
-    for op in plan.mounts {
-        run_mount(op)?;
-    }
     let root = paths.dir.join("root");
+    // The first mount makes the root (the overlay); every later target is
+    // resolved inside it.
+    let mut inside: Option<Root> = None;
+    for op in plan.mounts {
+        run_mount(op, inside.as_ref())?;
+        if inside.is_none() {
+            inside =
+                Some(Root::open(&root).map_err(|e| format!("opening {}: {e}", root.display()))?);
+        }
+    }
+    drop(inside);
     sys(
         format!("chdir {}", root.display()),
         nix::unistd::chdir(&root),
@@ -244,7 +253,13 @@ fn harden_proc(writable_net: bool) -> Result<(), String> {
 /// fails for that: most targets exist already (in the image, or in /dev
 /// just mounted), and every path lookup through the overlay costs time on
 /// the start's path.
-fn run_mount(op: &MountOp) -> Result<(), String> {
+fn run_mount(op: &MountOp, root: Option<&Root>) -> Result<(), String> {
+    // Where an op acts: the root itself (its own mount, before `root` is
+    // open), or a path resolved inside it.
+    let within = |target: &Path| -> Option<(&Root, PathBuf)> {
+        let root = root?;
+        Some((root, root.relative(target)?.to_path_buf()))
+    };
     match op {
         MountOp::Mount {
             source,
@@ -254,17 +269,20 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
             data,
         } => {
             let data = (!data.is_empty()).then_some(data.as_str());
-            let mount = || {
-                nix::mount::mount(
-                    Some(source.as_str()),
-                    target,
-                    Some(fstype.as_str()),
-                    *flags,
-                    data,
-                )
+            let at = match within(target) {
+                Some((root, relative)) => open_or_make_dir(root, &relative)
+                    .map(|fd| (fd_path(&fd), Some(fd)))
+                    .map_err(|e| format!("mounting {fstype} on {}: {e}", target.display()))?,
+                None => (target.clone(), None),
             };
-            if_missing(mount, || fs::create_dir_all(target))
-                .map_err(|e| format!("mounting {fstype} on {}: {e}", target.display()))
+            nix::mount::mount(
+                Some(source.as_str()),
+                &at.0,
+                Some(fstype.as_str()),
+                *flags,
+                data,
+            )
+            .map_err(|e| format!("mounting {fstype} on {}: {e}", target.display()))
         }
         MountOp::Bind {
             source,
@@ -272,34 +290,6 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
             recursive,
             read_only,
         } => {
-            let mut flags = MsFlags::MS_BIND;
-            if *recursive {
-                flags |= MsFlags::MS_REC;
-            }
-            let bind = || {
-                nix::mount::mount(
-                    Some(source.as_path()),
-                    target,
-                    None::<&str>,
-                    flags,
-                    None::<&str>,
-                )
-            };
-            // A missing target is made like the source: a directory or a file.
-            let make_target = || {
-                if fs::metadata(source)?.is_dir() {
-                    return fs::create_dir_all(target);
-                }
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)?;
-                }
-                fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(target)
-                    .map(drop)
-            };
             let fail = |e: String| {
                 format!(
                     "bind-mounting {} on {}: {e}",
@@ -307,11 +297,50 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
                     target.display()
                 )
             };
-            if_missing(bind, make_target).map_err(fail)?;
+            let (root, relative) = within(target).ok_or_else(|| fail("outside the root".into()))?;
+            // A missing target is made like the source: a directory or a file.
+            let opened = match root.open_in(&relative, 0) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    if fs::metadata(source)
+                        .map_err(|e| fail(e.to_string()))?
+                        .is_dir()
+                    {
+                        root.make_dirs(&relative)
+                    } else {
+                        root.parent_of(&relative)
+                            .and_then(|(dir, name)| make_file(&dir, &name))
+                            .and_then(|()| root.open_in(&relative, 0))
+                    }
+                }
+                other => other,
+            };
+            let at = opened.map_err(|e| fail(format!("creating it: {e}")))?;
+            let mut flags = MsFlags::MS_BIND;
+            if *recursive {
+                flags |= MsFlags::MS_REC;
+            }
+            nix::mount::mount(
+                Some(source.as_path()),
+                &fd_path(&at),
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )
+            .map_err(|e| fail(e.to_string()))?;
             if *read_only {
-                let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-                nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+                // The bind's own root, now at the target.
+                let mounted = root
+                    .open_in(&relative, 0)
                     .map_err(|e| fail(e.to_string()))?;
+                let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+                nix::mount::mount(
+                    None::<&str>,
+                    &fd_path(&mounted),
+                    None::<&str>,
+                    flags,
+                    None::<&str>,
+                )
+                .map_err(|e| fail(e.to_string()))?;
             }
             Ok(())
         }
@@ -320,59 +349,83 @@ fn run_mount(op: &MountOp) -> Result<(), String> {
             let meta =
                 fs::metadata(source).map_err(|e| format!("device {}: {e}", source.display()))?;
             let kind = if meta.file_type().is_char_device() {
-                nix::sys::stat::SFlag::S_IFCHR
+                libc::S_IFCHR
             } else if meta.file_type().is_block_device() {
-                nix::sys::stat::SFlag::S_IFBLK
+                libc::S_IFBLK
             } else {
                 return Err(format!("{} is not a device", source.display()));
             };
-            let mode = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o777);
-            let mknod = || match nix::sys::stat::mknod(target, kind, mode, meta.rdev()) {
-                Err(nix::Error::EEXIST) => Ok(()),
-                other => other,
+            let fail = |e: std::io::Error| format!("creating device {}: {e}", target.display());
+            let (root, relative) = within(target)
+                .ok_or_else(|| format!("device {} outside the root", target.display()))?;
+            let (dir, name) = root.parent_of(&relative).map_err(fail)?;
+            // SAFETY: mknodat with a live descriptor and a NUL-terminated name.
+            let made = unsafe {
+                libc::mknodat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    kind | (meta.mode() & 0o777),
+                    meta.rdev(),
+                )
             };
-            if_missing(mknod, || create_parent(target))
-                .map_err(|e| format!("creating device {}: {e}", target.display()))
+            match made {
+                0 => Ok(()),
+                _ => match std::io::Error::last_os_error() {
+                    e if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+                    e => Err(fail(e)),
+                },
+            }
         }
         MountOp::Symlink { link, points_to } => {
-            let symlink = || std::os::unix::fs::symlink(points_to, link);
-            let made = match symlink() {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    create_parent(link).and_then(|()| symlink())
+            let fail = |e: std::io::Error| format!("creating symlink {}: {e}", link.display());
+            let (root, relative) = within(link)
+                .ok_or_else(|| format!("symlink {} outside the root", link.display()))?;
+            let (dir, name) = root.parent_of(&relative).map_err(fail)?;
+            let target = CString::new(points_to.as_str())
+                .map_err(|_| format!("{points_to:?} contains a NUL byte"))?;
+            let symlink = || {
+                // SAFETY: symlinkat with NUL-terminated strings and a live
+                // descriptor.
+                match unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) } {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
                 }
-                // Replaces what the image has there (an /etc/resolv.conf file).
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if fs::read_link(link).is_ok_and(|t| t == Path::new(points_to)) {
+            };
+            match symlink() {
+                // Replaces what the image has there (an /etc/resolv.conf
+                // file), unless it is this link already.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    let mut buf = [0u8; 4096];
+                    // SAFETY: readlinkat into a buffer of the size passed.
+                    let n = unsafe {
+                        libc::readlinkat(
+                            dir.as_raw_fd(),
+                            name.as_ptr(),
+                            buf.as_mut_ptr().cast(),
+                            buf.len(),
+                        )
+                    };
+                    if n >= 0 && &buf[..n as usize] == points_to.as_bytes() {
                         return Ok(());
                     }
-                    fs::remove_file(link).and_then(|()| symlink())
+                    // SAFETY: unlinkat with a live descriptor and name;
+                    // it removes the name, never follows it.
+                    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+                        return Err(fail(std::io::Error::last_os_error()));
+                    }
+                    symlink().map_err(fail)
                 }
-                other => other,
-            };
-            made.map_err(|e| format!("creating symlink {}: {e}", link.display()))
+                other => other.map_err(fail),
+            }
         }
     }
 }
 
-/// Runs `attempt`; if it fails with ENOENT, runs `make` (which creates what
-/// was missing) and tries once more.
-fn if_missing(
-    attempt: impl Fn() -> nix::Result<()>,
-    make: impl FnOnce() -> std::io::Result<()>,
-) -> Result<(), String> {
-    match attempt() {
-        Err(nix::Error::ENOENT) => {
-            make().map_err(|e| format!("creating it: {e}"))?;
-            attempt().map_err(|e| e.to_string())
-        }
-        other => other.map_err(|e| e.to_string()),
-    }
-}
-
-fn create_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(parent) => fs::create_dir_all(parent),
-        None => Ok(()),
+/// Opens the directory `relative` inside `root`, made if missing.
+fn open_or_make_dir(root: &Root, relative: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    match root.open_in(relative, libc::O_DIRECTORY) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => root.make_dirs(relative),
+        other => other,
     }
 }
 

@@ -16,6 +16,7 @@ mod child;
 pub mod clone3;
 mod error;
 pub mod image;
+mod in_root;
 pub mod netns;
 pub mod plan;
 pub mod spawn;

@@ -353,3 +353,51 @@ fn a_fifo_at_etc_passwd_in_the_writable_layer_fails_the_start_instead_of_hanging
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
 }
+
+#[test]
+fn links_in_the_writable_layer_never_lead_the_mounts_onto_the_host() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host-etc");
+    std::fs::create_dir(&host).unwrap();
+    let spec_dir = dir.path().join("linked");
+    std::fs::create_dir(&spec_dir).unwrap();
+    let file = spec_dir.join("service.toml");
+    let spec = format!(
+        "{}\n[[mounts]]\ntype = \"tmpfs\"\ntarget = \"/data/cache\"\n\
+         [[mounts]]\ntype = \"volume\"\nname = \"kept\"\ntarget = \"/data/kept\"\n\
+         [rootfs]\npackages = [\"busybox-static\"]\n",
+        sh("busybox ls -d /data/cache /data/kept && busybox readlink /data")
+    );
+    std::fs::write(&file, spec).unwrap();
+    // What a service could leave in its writable layer for its next start:
+    // /data, a link to a directory of the host.
+    let state = dir.path().join("state");
+    let upper = state.join("containers/linked/upper");
+    std::fs::create_dir_all(&upper).unwrap();
+    std::os::unix::fs::symlink(&host, upper.join("data")).unwrap();
+    let out = Command::new(RUNNER)
+        .arg("--spec")
+        .arg(&file)
+        .arg("--rootfs")
+        .arg(rootfs())
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let entries: Vec<_> = std::fs::read_dir(&host)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        entries.is_empty(),
+        "the mounts reached the host: {entries:?}"
+    );
+    // Inside, the link is followed within the root: the service runs.
+    let said = stdout(&out);
+    assert!(
+        said.contains("/data/cache") && said.contains("/data/kept"),
+        "{said}"
+    );
+    assert_eq!(said.lines().last(), Some(host.to_str().unwrap()), "{said}");
+}
