@@ -166,7 +166,7 @@ pub(crate) fn child(
 /// would block this child, and with it PID 1, which waits for the exec. It
 /// is opened without blocking and read only if it is a regular file, and
 /// only so much of it.
-fn account_file(path: &str) -> Result<String, String> {
+pub(crate) fn account_file(path: &str) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     const MOST: u64 = 4 << 20;
@@ -195,7 +195,7 @@ fn account_file(path: &str) -> Result<String, String> {
 }
 
 /// The service's environment: PATH, HOME, HOSTNAME, then the spec's `env`.
-fn environment(spec: &ServiceSpec, home: &str) -> Result<Vec<CString>, String> {
+pub(crate) fn environment(spec: &ServiceSpec, home: &str) -> Result<Vec<CString>, String> {
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         format!("HOME={home}"),
@@ -432,7 +432,7 @@ fn open_or_make_dir(root: &Root, relative: &Path) -> std::io::Result<std::os::fd
 /// Drops every capability outside `keep` from the bounding set, switches to
 /// the user, and leaves exactly `keep` permitted, effective, inheritable
 /// and (for non-root users, who would lose them at exec) ambient.
-fn switch_user(ids: &Ids, keep: u64) -> Result<(), String> {
+pub(crate) fn switch_user(ids: &Ids, keep: u64) -> Result<(), String> {
     let last_cap: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -537,7 +537,7 @@ fn switch_user(ids: &Ids, keep: u64) -> Result<(), String> {
 
 /// Services start with no blocked signals and default dispositions (Rust's
 /// runtime ignores SIGPIPE in PID 1; that must not leak into services).
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     for signal in nix::sys::signal::Signal::iterator() {
         if !matches!(

@@ -15,6 +15,7 @@ pub mod cgroup;
 mod child;
 pub mod clone3;
 mod error;
+mod exec_in;
 pub mod image;
 mod in_root;
 pub mod netns;
@@ -22,5 +23,6 @@ pub mod plan;
 pub mod spawn;
 
 pub use error::Error;
+pub use exec_in::exec_in;
 pub use plan::{MountOp, Paths};
 pub use spawn::{set_nonblocking, spawn, spawn_in, Started};

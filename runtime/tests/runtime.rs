@@ -401,3 +401,28 @@ fn links_in_the_writable_layer_never_lead_the_mounts_onto_the_host() {
     );
     assert_eq!(said.lines().last(), Some(host.to_str().unwrap()), "{said}");
 }
+
+#[test]
+fn a_readiness_command_has_the_services_user_and_capabilities_not_pid_1s() {
+    // The check is the image's program: here it tries what a root check
+    // could (remount /proc, read /etc/shadow through /proc/1/root), and
+    // exits 0 only if all of that failed, it runs as the service's user
+    // with the service's capabilities, and it sees the service's PID
+    // namespace (the service as PID 1).
+    let check = "busybox mount -t proc proc /proc 2>/dev/null && exit 10; \
+                 busybox cat /proc/1/root/etc/shadow >/dev/null 2>&1 && exit 11; \
+                 [ \"$(busybox id -u)\" = 65534 ] || exit 12; \
+                 busybox grep -q sleep /proc/1/cmdline || exit 13; \
+                 [ \"$(busybox grep CapEff /proc/self/status)\" = \"$(busybox grep CapEff /proc/1/status)\" ] || exit 14; \
+                 exit 0";
+    let spec = format!(
+        "command = [\"/usr/bin/busybox\", \"sleep\", \"2\"]\nuser = \"65534\"\n\
+         readiness = {{ type = \"command\", command = [\"/usr/bin/busybox\", \"sh\", \"-c\", {check:?}] }}"
+    );
+    let out = run("checked", &spec);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("the readiness command exited with status 0"),
+        "{said}"
+    );
+}

@@ -95,7 +95,7 @@ impl Runtime for FakeRuntime {
     fn has_path(&self, _: i32, _: &str) -> bool {
         false
     }
-    fn start_check(&mut self, _: i32, _: &[String]) -> Option<i32> {
+    fn start_check(&mut self, _: &ServiceSpec, _: i32, _: &[String]) -> Option<i32> {
         None
     }
     fn memory(&self, _: &str) -> Option<u64> {

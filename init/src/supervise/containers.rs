@@ -4,7 +4,6 @@
 //! prepared network namespaces, signals, readiness checks.
 
 use std::collections::HashSet;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use brig_runtime::{cgroup, image, netns, Error, Paths, Started};
@@ -36,9 +35,10 @@ pub trait Runtime {
     fn kill_leftovers(&mut self, name: &str);
     /// Whether `path` exists in the root of process `pid` (readiness).
     fn has_path(&self, pid: i32, path: &str) -> bool;
-    /// Starts a readiness `command` in the namespaces of process `pid`;
-    /// its pid, reaped by the central reaper.
-    fn start_check(&mut self, pid: i32, command: &[String]) -> Option<i32>;
+    /// Starts a readiness `command` in the container of `spec` whose main
+    /// process is `pid`, as the service runs (its user, capabilities and
+    /// namespaces); its pid, reaped by the central reaper.
+    fn start_check(&mut self, spec: &ServiceSpec, pid: i32, command: &[String]) -> Option<i32>;
     /// The memory service `name` uses now (its cgroup's).
     fn memory(&self, name: &str) -> Option<u64>;
 }
@@ -153,52 +153,11 @@ impl Runtime for Containers {
         Path::new(&format!("/proc/{pid}/root{path}")).exists()
     }
 
-    fn start_check(&mut self, pid: i32, command: &[String]) -> Option<i32> {
-        spawn_check(pid, command)
+    fn start_check(&mut self, spec: &ServiceSpec, pid: i32, command: &[String]) -> Option<i32> {
+        brig_runtime::exec_in(spec, pid, command).ok()
     }
 
     fn memory(&self, name: &str) -> Option<u64> {
         cgroup::memory_current(&self.cgroup_of(name)?)
-    }
-}
-
-/// Runs a readiness `command` inside the namespaces of process `pid`.
-fn spawn_check(pid: i32, command: &[String]) -> Option<i32> {
-    use std::ffi::CString;
-    let argv: Vec<CString> = command
-        .iter()
-        .filter_map(|a| CString::new(a.as_str()).ok())
-        .collect();
-    let namespaces: Vec<std::fs::File> = ["ipc", "uts", "net", "cgroup", "mnt"]
-        .iter()
-        .filter_map(|ns| std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).ok())
-        .collect();
-    // SAFETY: PID 1 is single-threaded; the child only calls setns, sigprocmask
-    // and execve before exec or _exit.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            for ns in &namespaces {
-                // SAFETY: setns on a namespace fd we opened; 0 = any type.
-                unsafe { libc::setns(ns.as_raw_fd(), 0) };
-            }
-            let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
-            if let Ok(null) = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-            {
-                for fd in 0..3 {
-                    // SAFETY: dup2 onto the standard fds of this child.
-                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
-                }
-            }
-            if let Some(program) = argv.first() {
-                let _ = nix::unistd::execv(program, &argv);
-            }
-            // SAFETY: leave without running PID 1's destructors.
-            unsafe { libc::_exit(127) }
-        }
-        Ok(nix::unistd::ForkResult::Parent { child }) => Some(child.as_raw()),
-        Err(_) => None,
     }
 }

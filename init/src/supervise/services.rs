@@ -227,7 +227,8 @@ impl Services {
             }
             Readiness::Command { command, .. } => {
                 if !self.checks.values().any(|s| s == name) {
-                    if let Some(check) = self.runtime.start_check(pid, command) {
+                    let spec = &service.spec;
+                    if let Some(check) = self.runtime.start_check(spec, pid, command) {
                         self.checks.insert(check, name.to_string());
                     }
                 }

@@ -6,7 +6,8 @@
 //!                [--state DIR] [--cgroup-root DIR] [--netns-ahead] [--repeat N]
 //!
 //! `--netns-ahead` joins a network namespace prepared before the start, as
-//! PID 1 keeps a few.
+//! PID 1 keeps a few. A `command` readiness check runs once after the start,
+//! as PID 1 runs it, and its status is said on stderr.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use brig_runtime::{cgroup, image, netns, Paths};
-use brig_spec::service::ServiceSpec;
+use brig_spec::service::{Readiness, ServiceSpec};
 use nix::sys::wait::{waitpid, WaitStatus};
 
 struct Args {
@@ -117,6 +118,15 @@ fn run_mounted(args: &Args, spec: &ServiceSpec, lower: &Path) -> Result<u8, Stri
         let started =
             brig_runtime::spawn_in(spec, &paths, netns.as_ref()).map_err(|e| e.to_string())?;
         let pid = started.pid;
+        // A readiness command runs once, as PID 1 would run it, before the
+        // thread below: it forks, and this process must be single-threaded.
+        if let Readiness::Command { command, .. } = &spec.readiness {
+            let check = brig_runtime::exec_in(spec, pid, command).map_err(|e| e.to_string())?;
+            eprintln!(
+                "brig-container: the readiness command exited with status {}",
+                wait(check)
+            );
+        }
         // Forward stderr on a thread: this process is not PID 1 and may use one.
         let mut stderr = std::fs::File::from(started.stderr);
         let forward = std::thread::spawn(move || copy(&mut stderr, &mut std::io::stderr()));
