@@ -227,6 +227,15 @@ pub fn fetch(
                     Ok(0) => return Ok(data),
                     Ok(n) => data.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // A read cut short by the deadline is the deadline's.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) && Instant::now() >= deadline =>
+                    {
+                        step()?;
+                    }
                     Err(e) => return Err(e),
                 }
                 if data.len() > MAX_BODY + 64 * 1024 {
