@@ -249,10 +249,10 @@ fn harden_proc(writable_net: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Each operation is tried first and its missing target made only when it
-/// fails for that: most targets exist already (in the image, or in /dev
-/// just mounted), and every path lookup through the overlay costs time on
-/// the start's path.
+/// Carries out one op. Its target is opened inside the root (in_root.rs)
+/// and made only when missing: most targets exist already (in the image,
+/// or in /dev just mounted), and every lookup through the overlay costs
+/// time on the start's path.
 fn run_mount(op: &MountOp, root: Option<&Root>) -> Result<(), String> {
     // Where an op acts: the root itself (its own mount, before `root` is
     // open), or a path resolved inside it.
