@@ -49,6 +49,12 @@ pub const NETWORK_STATUS_SOCKET: &str = "/run/brig/network/netd.sock";
 pub const SYSLOG_DIR: &str = "/run/brig/log";
 /// The syslog socket (`/dev/log` links here).
 pub const SYSLOG_SOCKET: &str = "/run/brig/log/dev-log";
+/// Where PID 1 hands the log service its own lines and the services'
+/// output: shown to the log container only, so no other container can
+/// write lines that pass for PID 1's.
+pub const INIT_LOG_DIR: &str = "/run/brig/logd-init";
+/// The log service's socket for PID 1's lines (root's only).
+pub const INIT_LOG_SOCKET: &str = "/run/brig/logd-init/init.sock";
 /// Where the log service answers queries (`brigctl logs`).
 pub const LOG_QUERY_DIR: &str = "/run/brig/logd";
 /// The log service's query socket (root and the read-only group).

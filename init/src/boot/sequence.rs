@@ -206,7 +206,7 @@ pub fn boot() -> Result<Init, Failed> {
         }
         .into(),
         state: state::State::Absent,
-        forward: log_forward::Forwarder::new(brig_spec::paths::SYSLOG_SOCKET),
+        forward: log_forward::Forwarder::new(brig_spec::paths::INIT_LOG_SOCKET),
     };
 
     let mut outcome = init.coldplug.scan(&init.sys, Path::new("/sys"));

@@ -1,6 +1,7 @@
 //! Passing PID 1's log lines to the log service (brig-logd): each
 //! service's output and PID 1's own messages, as RFC 5424 datagrams on the
-//! syslog socket, each stamped with the time it was written. Lines wait in
+//! log service's socket for PID 1 (not /dev/log: what comes there is taken
+//! as PID 1's), each stamped with the time it was written. Lines wait in
 //! a bounded queue while there is no log service (early boot, a restart)
 //! and go as soon as it answers: nothing from early boot is lost unless the
 //! queue overflows, and then the oldest go first, counted.

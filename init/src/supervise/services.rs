@@ -32,6 +32,8 @@ pub const SHARED_DIRS: &[(&str, u32, u32)] = &[
     (paths::NETWORK_STATUS_DIR, 0o755, 0),
     (paths::CONFIG_DIR, 0o755, 0),
     (brig_spec::paths::SYSLOG_DIR, 0o755, 0),
+    // PID 1's own socket to the log service: the log container's only.
+    (brig_spec::paths::INIT_LOG_DIR, 0o700, 0),
     (brig_spec::paths::LOG_QUERY_DIR, 0o750, READ_ONLY_GID),
     // The Docker socket (its own mode and group say who may use it).
     (brig_spec::paths::DOCKER_SOCKET_DIR, 0o755, 0),

@@ -23,6 +23,9 @@ use crate::store::{Limits, Store};
 pub struct Config {
     /// The syslog socket (`dev-log`), bound here, writable by everyone.
     pub syslog_socket: PathBuf,
+    /// PID 1's socket: its notes and the services' output, the only lines
+    /// taken as theirs (root's only, and shown to no other container).
+    pub init_socket: PathBuf,
     /// The query socket, root's and the read-only group's.
     pub query_socket: PathBuf,
     pub store_dir: PathBuf,
@@ -42,7 +45,9 @@ pub fn run(config: &Config) -> Result<(), Failed> {
             e,
         )
     })?;
-    let syslog = bind_datagram(&config.syslog_socket)?;
+    // Every program in every container may log; only PID 1 reaches the other.
+    let syslog = bind_datagram(&config.syslog_socket, 0o666)?;
+    let init = bind_datagram(&config.init_socket, 0o600)?;
     let _ = std::fs::remove_file(&config.query_socket);
     let listener = UnixListener::bind(&config.query_socket)
         .map_err(|e| Failed::new(format!("binding {}", config.query_socket.display()), e))?;
@@ -75,7 +80,11 @@ pub fn run(config: &Config) -> Result<(), Failed> {
     let mut clients = QueryClients::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let mut fds = vec![pollfd(syslog.as_raw_fd()), pollfd(listener.as_raw_fd())];
+        let mut fds = vec![
+            pollfd(syslog.as_raw_fd()),
+            pollfd(init.as_raw_fd()),
+            pollfd(listener.as_raw_fd()),
+        ];
         if let Some(k) = &kmsg {
             fds.push(pollfd(k.as_raw_fd()));
         }
@@ -92,10 +101,16 @@ pub fn run(config: &Config) -> Result<(), Failed> {
         }
         let mut new = Vec::new();
         // A bounded batch per turn, so one source cannot starve the others.
-        for _ in 0..256 {
-            match syslog.recv(&mut buf) {
-                Ok(len) => new.push(from_syslog(&message::parse(&buf[..len]), SystemTime::now())),
-                Err(_) => break,
+        for (socket, from_pid1) in [(&syslog, false), (&init, true)] {
+            for _ in 0..256 {
+                match socket.recv(&mut buf) {
+                    Ok(len) => new.push(from_syslog(
+                        &message::parse(&buf[..len]),
+                        SystemTime::now(),
+                        from_pid1,
+                    )),
+                    Err(_) => break,
+                }
             }
         }
         if let Some(k) = &mut kmsg {
@@ -137,7 +152,7 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
     }
 }
 
-fn bind_datagram(path: &PathBuf) -> Result<UnixDatagram, Failed> {
+fn bind_datagram(path: &PathBuf, mode: u32) -> Result<UnixDatagram, Failed> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failed::new(format!("creating {}", dir.display()), e))?;
@@ -145,8 +160,7 @@ fn bind_datagram(path: &PathBuf) -> Result<UnixDatagram, Failed> {
     let _ = std::fs::remove_file(path);
     let socket = UnixDatagram::bind(path)
         .map_err(|e| Failed::new(format!("binding {}", path.display()), e))?;
-    // Every program in every container may log.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Failed::new(path.display().to_string(), e))?;
     socket
         .set_nonblocking(true)
@@ -169,7 +183,10 @@ fn bind_datagram(path: &PathBuf) -> Result<UnixDatagram, Failed> {
 /// A syslog record as stored: the sender's RFC 3339 time if it gave one
 /// (PID 1's replayed lines carry when they were written), else now.
 /// PID 1 marks its own lines and the services' output by MSGID.
-pub fn from_syslog(record: &Record, received: SystemTime) -> Entry {
+/// A syslog record as an entry. Only what came on PID 1's socket
+/// (`from_pid1`) is PID 1's or a service's by its MSGID; what came on
+/// /dev/log is syslog, whatever it says it is.
+pub fn from_syslog(record: &Record, received: SystemTime, from_pid1: bool) -> Entry {
     let time = record
         .timestamp
         .as_deref()
@@ -177,8 +194,8 @@ pub fn from_syslog(record: &Record, received: SystemTime) -> Entry {
         .map(str::to_string)
         .unwrap_or_else(|| message::rfc3339(received));
     let source = match record.msgid.as_deref() {
-        Some("service") => "service",
-        Some("init") => "init",
+        Some("service") if from_pid1 => "service",
+        Some("init") if from_pid1 => "init",
         _ => "syslog",
     };
     Entry {
@@ -238,12 +255,14 @@ mod tests {
         let r = message::parse(
             b"<30>1 2026-11-22T20:00:00.000001Z - network 412 service - bound 10.0.2.15",
         );
-        let e = from_syslog(&r, at);
+        let e = from_syslog(&r, at, true);
         assert_eq!(e.time, "2026-11-22T20:00:00.000001Z");
         assert_eq!(e.source, "service");
         assert_eq!(e.app.as_deref(), Some("network"));
+        // The same line from anyone else is syslog.
+        assert_eq!(from_syslog(&r, at, false).source, "syslog");
         let r = message::parse(b"<30>Nov 22 21:39:35 sshd[412]: hello");
-        let e = from_syslog(&r, at);
+        let e = from_syslog(&r, at, false);
         assert_eq!(
             e.time, "2026-11-22T22:32:55.000000Z",
             "3164 times have no year: received time"

@@ -7,7 +7,7 @@ use brig_logd::daemon::{self, Config};
 use brig_logd::store::Limits;
 use brig_spec::log_config::{LoggingConfig, Storage};
 
-const USAGE: &str = "usage: brig-logd run [--config FILE] [--syslog-socket PATH] [--query-socket PATH] [--store DIR] [--ram-store DIR] [--max-file BYTES] [--max-total BYTES] [--kmsg PATH|none]";
+const USAGE: &str = "usage: brig-logd run [--config FILE] [--syslog-socket PATH] [--init-socket PATH] [--query-socket PATH] [--store DIR] [--ram-store DIR] [--max-file BYTES] [--max-total BYTES] [--kmsg PATH|none]";
 
 /// Where logs go with `storage: ram`: a tmpfs of the container's own.
 const RAM_STORE: &str = "/var/log/brig-ram";
@@ -31,6 +31,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
     }
     let mut config = Config {
         syslog_socket: brig_spec::paths::SYSLOG_SOCKET.into(),
+        init_socket: brig_spec::paths::INIT_LOG_SOCKET.into(),
         query_socket: brig_spec::paths::LOG_QUERY_SOCKET.into(),
         store_dir: "/var/log/brig".into(),
         limits: DISK,
@@ -51,6 +52,7 @@ fn parse(args: Vec<String>) -> Result<Config, String> {
         };
         match flag.as_str() {
             "--syslog-socket" => config.syslog_socket = PathBuf::from(value()?),
+            "--init-socket" => config.init_socket = PathBuf::from(value()?),
             "--query-socket" => config.query_socket = PathBuf::from(value()?),
             "--config" => config_file = PathBuf::from(value()?),
             "--store" => config.store_dir = PathBuf::from(value()?),

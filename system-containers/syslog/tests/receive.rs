@@ -67,10 +67,12 @@ fn messages_in_every_form_are_kept_and_read_back() {
     logd.send(b"<30>Nov 22 21:39:35 sshd[412]: Accepted publickey for brig");
     logd.send(b"no priority, no header");
     logd.send(format!("<14>big: {}", "x".repeat(20_000)).as_bytes());
-    logd.send(b"<13>1 2026-11-22T20:00:00Z h svc 7 service - from PID 1");
+    logd.send_as_pid1(b"<13>1 2026-11-22T20:00:00Z h svc 7 service - from PID 1");
+    // A container that sends the same on /dev/log does not pass for PID 1.
+    logd.send(b"<13>1 2026-11-22T20:00:00Z h forged 7 init - brig: ready");
 
-    let all = logd.wait_for(&Query::default(), 6);
-    assert_eq!(all.len(), 6, "{all:#?}");
+    let all = logd.wait_for(&Query::default(), 7);
+    assert_eq!(all.len(), 7, "{all:#?}");
     let legacy = &logd.query(&by_app("legacy"))[0];
     assert_eq!(
         (legacy.priority, legacy.message.as_str()),
@@ -97,6 +99,8 @@ fn messages_in_every_form_are_kept_and_read_back() {
         (svc.source.as_str(), svc.time.as_str()),
         ("service", "2026-11-22T20:00:00Z")
     );
+    let forged = &logd.query(&by_app("forged"))[0];
+    assert_eq!(forged.source, "syslog", "{forged:?}");
     // The last two, and a bad query answered with an error, not a crash.
     let tail = logd.query(&Query {
         tail: Some(2),

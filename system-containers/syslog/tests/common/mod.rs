@@ -45,6 +45,8 @@ impl Logd {
             .arg(&config)
             .arg("--syslog-socket")
             .arg(dir.path().join("dev-log"))
+            .arg("--init-socket")
+            .arg(dir.path().join("init.sock"))
             .arg("--query-socket")
             .arg(dir.path().join("query.sock"))
             .arg("--store")
@@ -84,6 +86,12 @@ impl Logd {
     pub fn send(&self, message: &[u8]) {
         let socket = UnixDatagram::unbound().unwrap();
         socket.send_to(message, self.path("dev-log")).unwrap();
+    }
+
+    /// As PID 1 sends its lines and the services' output: on its own socket.
+    pub fn send_as_pid1(&self, message: &[u8]) {
+        let socket = UnixDatagram::unbound().unwrap();
+        socket.send_to(message, self.path("init.sock")).unwrap();
     }
 
     pub fn query(&self, query: &Query) -> Vec<Entry> {
