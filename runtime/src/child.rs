@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use brig_spec::service::{Namespace, Readiness, ServiceSpec};
 use nix::mount::MsFlags;
 
-use crate::in_root::{fd_path, make_file, Root};
+use crate::in_root::{fd_path, make_file, read_link_at, Root};
 use crate::plan::{resolve_user, Ids, MountOp, Paths};
 
 type Never = std::convert::Infallible;
@@ -395,17 +395,7 @@ fn run_mount(op: &MountOp, root: Option<&Root>) -> Result<(), String> {
                 // Replaces what the image has there (an /etc/resolv.conf
                 // file), unless it is this link already.
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    let mut buf = [0u8; 4096];
-                    // SAFETY: readlinkat into a buffer of the size passed.
-                    let n = unsafe {
-                        libc::readlinkat(
-                            dir.as_raw_fd(),
-                            name.as_ptr(),
-                            buf.as_mut_ptr().cast(),
-                            buf.len(),
-                        )
-                    };
-                    if n >= 0 && &buf[..n as usize] == points_to.as_bytes() {
+                    if read_link_at(&dir, &name).is_ok_and(|t| t == Path::new(points_to)) {
                         return Ok(());
                     }
                     // SAFETY: unlinkat with a live descriptor and name;

@@ -155,7 +155,7 @@ fn inside(from: &Path, points_to: &Path) -> PathBuf {
 }
 
 /// The text of the link `name` in `dir` (EINVAL if it is no link).
-fn read_link_at(dir: &OwnedFd, name: &CString) -> io::Result<PathBuf> {
+pub fn read_link_at(dir: &OwnedFd, name: &CString) -> io::Result<PathBuf> {
     let mut buf = [0u8; 4096];
     // SAFETY: readlinkat writes at most the buffer's size into it.
     let n = unsafe {

@@ -55,24 +55,8 @@ fn run_on(name: &str, spec: &str, image: &Path) -> Output {
 fn run_with(name: &str, spec: &str, image: &Path, extra: &[&str]) -> Output {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let spec_dir = dir.path().join(name);
-    std::fs::create_dir(&spec_dir).unwrap();
-    let file = spec_dir.join("service.toml");
-    std::fs::write(
-        &file,
-        format!("{spec}\n[rootfs]\npackages = [\"busybox-static\"]\n"),
-    )
-    .unwrap();
-    Command::new(RUNNER)
-        .arg("--spec")
-        .arg(&file)
-        .arg("--rootfs")
-        .arg(image)
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .args(extra)
-        .output()
-        .unwrap()
+    let (file, state) = service_in(dir.path(), name, spec);
+    runner(&file, image, &state).args(extra).output().unwrap()
 }
 
 fn stdout(out: &Output) -> String {
@@ -95,6 +79,32 @@ fn field<'a>(text: &'a str, key: &str) -> &'a str {
         .find_map(|l| l.strip_prefix(key))
         .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
         .trim()
+}
+
+/// A service `name` with `spec` (TOML, without [rootfs]) in `dir`: its
+/// spec file, and the state directory to run it with (where its writable
+/// layer will be, for a test to plant things in first).
+fn service_in(dir: &Path, name: &str, spec: &str) -> (PathBuf, PathBuf) {
+    let spec_dir = dir.join(name);
+    std::fs::create_dir(&spec_dir).unwrap();
+    let file = spec_dir.join("service.toml");
+    let text = format!("{spec}\n[rootfs]\npackages = [\"busybox-static\"]\n");
+    std::fs::write(&file, text).unwrap();
+    (file, dir.join("state"))
+}
+
+/// brig-container for the spec `file` on `image`, with the state
+/// directory `state`.
+fn runner(file: &Path, image: &Path, state: &Path) -> Command {
+    let mut command = Command::new(RUNNER);
+    command
+        .arg("--spec")
+        .arg(file)
+        .arg("--rootfs")
+        .arg(image)
+        .arg("--state")
+        .arg(state);
+    command
 }
 
 fn host_ns(kind: &str) -> String {
@@ -307,16 +317,12 @@ fn a_readiness_path_the_last_run_left_is_gone_when_the_next_starts() {
 fn a_fifo_at_etc_passwd_in_the_writable_layer_fails_the_start_instead_of_hanging_it() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let spec_dir = dir.path().join("fifo");
-    std::fs::create_dir(&spec_dir).unwrap();
-    let file = spec_dir.join("service.toml");
-    let spec = format!(
-        "{}\nuser = \"nobody\"\n[rootfs]\npackages = [\"busybox-static\"]\n",
-        sh("echo started")
+    let (file, state) = service_in(
+        dir.path(),
+        "fifo",
+        &format!("{}\nuser = \"nobody\"", sh("echo started")),
     );
-    std::fs::write(&file, spec).unwrap();
     // What a service could leave in its writable layer for its next start.
-    let state = dir.path().join("state");
     let etc = state.join("containers/fifo/upper/etc");
     std::fs::create_dir_all(&etc).unwrap();
     nix::unistd::mkfifo(
@@ -324,13 +330,7 @@ fn a_fifo_at_etc_passwd_in_the_writable_layer_fails_the_start_instead_of_hanging
         nix::sys::stat::Mode::from_bits_truncate(0o644),
     )
     .unwrap();
-    let mut child = Command::new(RUNNER)
-        .arg("--spec")
-        .arg(&file)
-        .arg("--rootfs")
-        .arg(rootfs())
-        .arg("--state")
-        .arg(&state)
+    let mut child = runner(&file, rootfs(), &state)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -360,31 +360,18 @@ fn links_in_the_writable_layer_never_lead_the_mounts_onto_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let host = dir.path().join("host-etc");
     std::fs::create_dir(&host).unwrap();
-    let spec_dir = dir.path().join("linked");
-    std::fs::create_dir(&spec_dir).unwrap();
-    let file = spec_dir.join("service.toml");
     let spec = format!(
         "{}\n[[mounts]]\ntype = \"tmpfs\"\ntarget = \"/data/cache\"\n\
-         [[mounts]]\ntype = \"volume\"\nname = \"kept\"\ntarget = \"/data/kept\"\n\
-         [rootfs]\npackages = [\"busybox-static\"]\n",
+         [[mounts]]\ntype = \"volume\"\nname = \"kept\"\ntarget = \"/data/kept\"",
         sh("busybox ls -d /data/cache /data/kept && busybox readlink /data")
     );
-    std::fs::write(&file, spec).unwrap();
+    let (file, state) = service_in(dir.path(), "linked", &spec);
     // What a service could leave in its writable layer for its next start:
     // /data, a link to a directory of the host.
-    let state = dir.path().join("state");
     let upper = state.join("containers/linked/upper");
     std::fs::create_dir_all(&upper).unwrap();
     std::os::unix::fs::symlink(&host, upper.join("data")).unwrap();
-    let out = Command::new(RUNNER)
-        .arg("--spec")
-        .arg(&file)
-        .arg("--rootfs")
-        .arg(rootfs())
-        .arg("--state")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = runner(&file, rootfs(), &state).output().unwrap();
     let entries: Vec<_> = std::fs::read_dir(&host)
         .unwrap()
         .map(|e| e.unwrap().file_name())
