@@ -11,9 +11,11 @@ use crate::host::block_devices::Volume;
 use crate::host::system::System;
 
 /// mount(8) options as mount(2) takes them: flags and the filesystem's own
-/// options. None for `noauto` (not mounted at boot).
+/// options. None for `noauto` (not mounted at boot). A disk is `nosuid` and
+/// `nodev` unless its entry says `suid` or `dev`: a set-user-ID program or a
+/// device node on a disk someone brought must not become root's.
 pub fn mount_options(options: &[String]) -> Option<(MsFlags, String)> {
-    let mut flags = MsFlags::empty();
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let mut data = Vec::new();
     for option in options {
         let (set, clear) = match option.as_str() {
@@ -117,11 +119,14 @@ mod tests {
             "x-systemd.after=x",
         ]))
         .unwrap();
-        assert_eq!(flags, MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC);
+        let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        assert_eq!(flags, MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC | safe);
         assert_eq!(data, "uid=1000");
         let (flags, data) = mount_options(&strings(&["ro", "rw", "errors=remount-ro"])).unwrap();
-        assert_eq!(flags, MsFlags::empty(), "a later rw wins");
+        assert_eq!(flags, safe, "a later rw wins; nosuid and nodev by default");
         assert_eq!(data, "errors=remount-ro");
+        let (flags, _) = mount_options(&strings(&["suid", "dev"])).unwrap();
+        assert_eq!(flags, MsFlags::empty(), "unless the entry asks");
         assert_eq!(mount_options(&strings(&["defaults", "noauto"])), None);
     }
 
