@@ -325,7 +325,14 @@ pub fn from_document(
                     problem: e,
                 }),
             },
-            "network" => config.network = Some(value.clone()),
+            "network" => {
+                // Checked as brig-netd will apply it, so `config validate`,
+                // `brig build` and `config set` report what the network
+                // container would; the value is passed on as written.
+                let parsed = crate::network::NetworkConfig::parse_value(value);
+                problems.extend(parsed.errors.into_iter().map(|p| p.under("network")));
+                config.network = Some(value.clone());
+            }
             "users" => {
                 let (entries, found) = console::parse_users(value);
                 users = Some(entries);

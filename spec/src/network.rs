@@ -223,44 +223,57 @@ pub struct Parsed {
 
 const SECTIONS: [&str; 4] = ["ethernets", "bonds", "bridges", "vlans"];
 
+impl Parsed {
+    fn rejected(problem: String) -> Parsed {
+        Parsed {
+            errors: vec![Problem::new(String::new(), problem)],
+            rejected: true,
+            ..Parsed::default()
+        }
+    }
+}
+
 impl NetworkConfig {
     /// Parses a network-config document: either `network: {version: 2, ...}`
     /// or the version 2 mapping itself (both are what cloud-init accepts).
     pub fn parse(text: &str) -> Parsed {
-        let reject = |problem: String| Parsed {
-            errors: vec![Problem {
-                key: String::new(),
-                problem,
-            }],
-            rejected: true,
-            ..Parsed::default()
-        };
-        let document: serde_json::Value = match serde_saphyr::from_str(text) {
-            Ok(v) => v,
-            Err(e) => return reject(one_line(&e.to_string())),
-        };
-        let root = match document.get("network") {
-            Some(inner) => inner.clone(),
-            None => document,
-        };
+        match serde_saphyr::from_str::<serde_json::Value>(text) {
+            Ok(document) => match document.get("network") {
+                Some(inner) => NetworkConfig::parse_value(inner),
+                None => NetworkConfig::parse_value(&document),
+            },
+            Err(e) => Parsed::rejected(one_line(&e.to_string())),
+        }
+    }
+
+    /// Parses the version 2 mapping (the value of cloud-config's
+    /// `network:`), exactly as brig-netd applies it.
+    pub fn parse_value(root: &serde_json::Value) -> Parsed {
         let Some(map) = root.as_object() else {
-            return reject("expected a mapping with `version: 2`".into());
+            return Parsed::rejected("expected a mapping with `version: 2`".into());
         };
         match map.get("version").and_then(|v| v.as_u64()) {
             Some(2) => {}
             Some(1) => {
-                return reject(
+                return Parsed::rejected(
                     "network config version 1 is not supported; write version 2 (netplan form)"
                         .into(),
                 )
             }
-            _ => return reject("`version: 2` is missing".into()),
+            _ => return Parsed::rejected("`version: 2` is missing".into()),
         }
         let mut parsed = Parsed::default();
         for (key, _) in map.iter() {
             let known = ["version", "renderer", "wifis"].contains(&key.as_str())
                 || SECTIONS.contains(&key.as_str());
-            if !known {
+            if let Some((_, what)) = written::UNSUPPORTED_SECTIONS
+                .iter()
+                .find(|(section, _)| section == key)
+            {
+                parsed
+                    .errors
+                    .push(written::not_supported(key.clone(), what));
+            } else if !known {
                 parsed.errors.push(Problem {
                     key: key.clone(),
                     problem: format!(
@@ -287,18 +300,15 @@ impl NetworkConfig {
             for id in ids {
                 let mut addressing = value[&id].as_object().cloned().unwrap_or_default();
                 addressing.retain(|key, _| crate::wifi::ADDRESSING.contains(&key.as_str()));
-                match parse_device("ethernets", &id, addressing.into()) {
+                let key = format!("wifis.{id}");
+                let mut notes = Vec::new();
+                match parse_device("ethernets", &id, addressing.into(), &mut notes) {
                     Ok(device) => parsed.config.devices.push(device),
-                    Err(Problem { key: sub, problem }) => parsed.errors.push(Problem {
-                        key: [format!("wifis.{id}"), sub]
-                            .iter()
-                            .filter(|k| !k.is_empty())
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join("."),
-                        problem,
-                    }),
+                    Err(problem) => parsed.errors.push(problem.under(&key)),
                 }
+                parsed
+                    .errors
+                    .extend(notes.into_iter().map(|note| note.under(&key)));
             }
         }
         for section in SECTIONS {
@@ -314,17 +324,14 @@ impl NetworkConfig {
             };
             for (id, value) in entries {
                 let key = format!("{section}.{id}");
-                match parse_device(section, id, value.clone()) {
+                let mut notes = Vec::new();
+                match parse_device(section, id, value.clone(), &mut notes) {
                     Ok(device) => parsed.config.devices.push(device),
-                    Err(Problem { key: sub, problem }) => parsed.errors.push(Problem {
-                        key: if sub.is_empty() {
-                            key
-                        } else {
-                            format!("{key}.{sub}")
-                        },
-                        problem,
-                    }),
+                    Err(problem) => parsed.errors.push(problem.under(&key)),
                 }
+                parsed
+                    .errors
+                    .extend(notes.into_iter().map(|note| note.under(&key)));
             }
         }
         parsed.config.check_references(&mut parsed.errors);

@@ -337,3 +337,31 @@ colour: blue
     );
     assert!(report("ok", b"#cloud-config\nhostname: fine\n").is_empty());
 }
+
+#[test]
+fn the_network_section_is_checked_as_the_network_container_applies_it() {
+    let data = b"#cloud-config
+network:
+  version: 2
+  ethernets:
+    eth0:
+      dhcp4: maybe
+    eth1:
+      addresses: [300.1.1.1/99]
+  tunnels:
+    gre0: {mode: gre}
+";
+    assert_eq!(
+        report("user-data", data),
+        [
+            "user-data:9:3: cloud-config: `network.tunnels`: not supported by Brig (tunnels: GRE, IPIP, SIT, VXLAN, WireGuard); ignored, the rest applies",
+            "user-data:6:7: cloud-config: `network.ethernets.eth0.dhcp4`: invalid type: string \"maybe\", expected a boolean",
+            "user-data:8:19: cloud-config: `network.ethernets.eth1.addresses[0]`: `300.1.1.1` is not an IP address",
+        ]
+    );
+    let missing = report("u", b"#cloud-config\nnetwork: {ethernets: {}}\n");
+    assert_eq!(
+        missing,
+        ["u:2:1: cloud-config: `network`: `version: 2` is missing"]
+    );
+}

@@ -230,13 +230,13 @@ fn a_broken_entry_is_dropped_and_named_the_rest_kept() {
     let errors: Vec<String> = p.errors.iter().map(|e| e.to_string()).collect();
     let expect = [
         "`routers`: unknown key",
-        "`ethernets.eth1`: unknown field `adresses`",
+        "`ethernets.eth1.adresses`: unknown field `adresses`",
         "`ethernets.eth2.addresses[0]`: `10.0.0.300` is not an IP address",
         "`ethernets.eth3.addresses[0]`: `10.0.0.3` has no prefix length",
         "`ethernets.eth4.routes[0].via`: fe80::1 and 10.9.0.0/16 are different address families",
         "`ethernets.eth5.mtu`: 20 is out of range",
         "`ethernets.eth6.match.macaddress`: `00:11:22` is not a MAC address",
-        "`bonds.bond0`: unknown variant `fastest`",
+        "`bonds.bond0.parameters.mode`: unknown variant `fastest`",
         "`bonds.bond1.parameters`: stp and forward-delay are bridge parameters",
         "`vlans.v1.id`: 5000 is not a VLAN id",
         "`vlans.averyveryverylongname`: `averyveryverylongname` is not a valid interface name",
@@ -250,6 +250,83 @@ fn a_broken_entry_is_dropped_and_named_the_rest_kept() {
         );
     }
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+}
+
+#[test]
+fn wrong_types_and_bad_addresses_are_named_by_their_key() {
+    let p = NetworkConfig::parse(
+        "network: {version: 2, ethernets: {eth0: {dhcp4: maybe, addresses: [300.1.1.1/99]}, \
+         eth1: {addresses: [300.1.1.1/99]}, eth2: {routes: [{to: default, via: 10.0.0.1, metric: -1}]}}}",
+    );
+    let errors: Vec<String> = p.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        errors,
+        [
+            "`ethernets.eth0.dhcp4`: invalid type: string \"maybe\", expected a boolean",
+            "`ethernets.eth1.addresses[0]`: `300.1.1.1` is not an IP address",
+            "`ethernets.eth2.routes[0].metric`: invalid value: integer `-1`, expected u32",
+        ]
+    );
+    assert!(p.config.devices.is_empty(), "{:?}", p.config);
+}
+
+#[test]
+fn netplan_features_brig_does_not_implement_are_named_and_the_rest_applies() {
+    let p = NetworkConfig::parse(
+        "version: 2
+ethernets:
+  eth0:
+    dhcp4: true
+    openvswitch: {external-ids: {a: b}}
+    routing-policy: [{from: 10.0.0.0/8, table: 5}]
+    receive-checksum-offload: false
+  ib0: {infiniband-mode: connected, addresses: [10.1.0.2/24]}
+  vf0: {link: eth0, virtual-function-count: 2}
+bonds:
+  bond0: {interfaces: [eth0], parameters: {mode: active-backup, arp-interval: 100}}
+tunnels:
+  wg0: {mode: wireguard}
+vrfs: {vrf0: {table: 10}}
+modems: {}
+",
+    );
+    let errors: Vec<String> = p.errors.iter().map(|e| e.to_string()).collect();
+    let expect = [
+        "`tunnels`: not supported by Brig (tunnels: GRE, IPIP, SIT, VXLAN, WireGuard); ignored",
+        "`vrfs`: not supported by Brig (VRFs)",
+        "`modems`: not supported by Brig (modems)",
+        "`ethernets.eth0.openvswitch`: not supported by Brig (Open vSwitch)",
+        "`ethernets.eth0.routing-policy`: not supported by Brig (policy routing)",
+        "`ethernets.eth0.receive-checksum-offload`: not supported by Brig (offload settings)",
+        "`ethernets.ib0.infiniband-mode`: not supported by Brig (InfiniBand)",
+        "`ethernets.vf0.virtual-function-count`: not supported by Brig (SR-IOV)",
+        "`ethernets.vf0.link`: not supported by Brig (SR-IOV virtual functions)",
+        "`bonds.bond0.parameters.arp-interval`: not supported by Brig (this bond parameter)",
+    ];
+    for e in expect {
+        assert!(
+            errors.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+    // What Brig does implement still applies, in each of those entries.
+    let eth0 = p.config.device("eth0").expect("eth0 kept");
+    assert!(eth0.settings.dhcp4);
+    let ib0 = p.config.device("ib0").expect("ib0 kept");
+    assert_eq!(ib0.settings.addresses, [cidr("10.1.0.2/24")]);
+    assert!(p.config.device("vf0").is_some());
+    assert!(
+        matches!(
+            p.config.device("bond0").map(|d| &d.kind),
+            Some(DeviceKind::Bond {
+                mode: BondMode::ActiveBackup,
+                ..
+            })
+        ),
+        "{:?}",
+        p.config
+    );
 }
 
 #[test]

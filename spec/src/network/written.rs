@@ -161,13 +161,117 @@ pub(super) enum YesOrRoute {
     Text(#[allow(dead_code)] String),
 }
 
+/// Top-level parts of netplan that Brig does not implement, and what they
+/// are, for the message. They are reported by key and ignored: the rest of
+/// the config applies.
+pub(super) const UNSUPPORTED_SECTIONS: [(&str, &str); 7] = [
+    ("tunnels", "tunnels: GRE, IPIP, SIT, VXLAN, WireGuard"),
+    ("vrfs", "VRFs"),
+    ("openvswitch", "Open vSwitch"),
+    ("modems", "modems"),
+    ("nm-devices", "NetworkManager devices"),
+    ("dummy-devices", "dummy devices"),
+    ("virtual-ethernets", "veth pairs"),
+];
+
+/// A device's keys that Brig does not implement; the rest of the entry
+/// applies without them.
+const UNSUPPORTED_DEVICE_KEYS: [(&str, &str); 22] = [
+    ("openvswitch", "Open vSwitch"),
+    ("routing-policy", "policy routing"),
+    ("auth", "802.1X authentication"),
+    ("infiniband-mode", "InfiniBand"),
+    ("virtual-function-count", "SR-IOV"),
+    ("embedded-switch-mode", "SR-IOV"),
+    ("delay-virtual-functions-rebind", "SR-IOV"),
+    ("networkmanager", "NetworkManager settings"),
+    ("activation-mode", "activation modes"),
+    ("ignore-carrier", "ignoring the carrier"),
+    ("emit-lldp", "LLDP"),
+    ("ipv6-address-generation", "IPv6 address generation modes"),
+    ("ipv6-address-token", "IPv6 address tokens"),
+    ("ipv6-mtu", "a separate IPv6 MTU"),
+    ("receive-checksum-offload", "offload settings"),
+    ("transmit-checksum-offload", "offload settings"),
+    ("tcp-segmentation-offload", "offload settings"),
+    ("tcp6-segmentation-offload", "offload settings"),
+    ("generic-segmentation-offload", "offload settings"),
+    ("generic-receive-offload", "offload settings"),
+    ("large-receive-offload", "offload settings"),
+    ("neigh-suppress", "neighbour suppression"),
+];
+
+/// Bond parameters Brig does not set (it sets mode, primary,
+/// mii-monitor-interval and lacp-rate).
+const UNSUPPORTED_BOND_PARAMETERS: [&str; 15] = [
+    "ad-select",
+    "all-slaves-active",
+    "all-members-active",
+    "arp-interval",
+    "arp-ip-targets",
+    "arp-validate",
+    "arp-all-targets",
+    "up-delay",
+    "down-delay",
+    "fail-over-mac-policy",
+    "gratuitous-arp",
+    "packets-per-slave",
+    "packets-per-member",
+    "primary-reselect-policy",
+    "resend-igmp",
+];
+
+pub(super) fn not_supported(key: String, what: &str) -> Problem {
+    Problem::new(
+        key,
+        format!("not supported by Brig ({what}); ignored, the rest applies"),
+    )
+}
+
+/// Takes the keys Brig does not implement out of a device entry, each
+/// reported in `notes`, so that the rest of the entry applies.
+fn strip_unsupported(section: &str, value: &mut serde_json::Value, notes: &mut Vec<Problem>) {
+    let Some(entry) = value.as_object_mut() else {
+        return;
+    };
+    for (key, what) in UNSUPPORTED_DEVICE_KEYS {
+        if entry.remove(key).is_some() {
+            notes.push(not_supported(key.into(), what));
+        }
+    }
+    // An ethernet's `link` names the physical function of an SR-IOV
+    // virtual function.
+    if section == "ethernets" && entry.remove("link").is_some() {
+        notes.push(not_supported("link".into(), "SR-IOV virtual functions"));
+    }
+    if let Some(parameters) = entry.get_mut("parameters").and_then(|p| p.as_object_mut()) {
+        for key in UNSUPPORTED_BOND_PARAMETERS {
+            if parameters.remove(key).is_some() {
+                notes.push(not_supported(
+                    format!("parameters.{key}"),
+                    "this bond parameter",
+                ));
+            }
+        }
+    }
+}
+
+/// One device entry: the device, or the first problem that rejects it.
+/// Keys Brig does not implement go to `notes` and do not reject it.
 pub(super) fn parse_device(
     section: &str,
     id: &str,
-    value: serde_json::Value,
+    mut value: serde_json::Value,
+    notes: &mut Vec<Problem>,
 ) -> Result<Device, Problem> {
-    let raw: RawDevice = RawDevice::deserialize(value)
-        .map_err(|e| Problem::new(String::new(), one_line(&e.to_string())))?;
+    strip_unsupported(section, &mut value, notes);
+    let raw: RawDevice = serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = match e.path().to_string() {
+            root if root == "." => String::new(),
+            key => key,
+        };
+        Problem::new(key, one_line(&e.inner().to_string()))
+    })?;
     let field_err = |field: &str, problem: String| Problem::new(field.to_string(), problem);
     let only = |allowed: &[&str]| -> Result<(), Problem> {
         let present = [
