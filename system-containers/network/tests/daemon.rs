@@ -252,7 +252,7 @@ fn static_addresses_routes_and_dns_and_a_broken_entry_reported() {
     netd.wait_for("veth-c: configuring from veth-c", 1, Duration::from_secs(5));
     assert!(
         netd.log()
-            .contains("`ethernets.typo`: unknown field `adresses`"),
+            .contains("`ethernets.typo.adresses`: unknown field `adresses`"),
         "{}",
         netd.log()
     );
