@@ -259,6 +259,14 @@ bootcmd:
         .unwrap()
         .as_nanos() as u64;
     println!("power cuts: delay seed {seed}");
+    let first_boot_cut = cut_between_making_and_formatting_the_state_partition(
+        &built,
+        &disk,
+        dir.path(),
+        &kernel_only,
+        &options,
+    );
+    println!("power cuts: first boot cut {first_boot_cut}");
     let mut last_seen = 0u64;
     let mut on_disk: Option<OnDisk> = None;
     let (mut values, mut verdicts, mut lost) = (Vec::new(), Vec::new(), 0);
@@ -273,6 +281,15 @@ bootcmd:
             .split("brig-init 0.1.0 started as PID 1")
             .last()
             .unwrap();
+        if cut == 0 {
+            // The partition the cut left unformatted is formatted now.
+            for said in [
+                "brig: state: /dev/vdb3 (BRIG_STATE) has no filesystem: it was made but not formatted (the power went during first boot?); formatting it now",
+                "brig: state: /dev/vdb3 formatted (ext4, BRIG_STATE)",
+            ] {
+                assert!(boot.contains(said), "boot 0: {said:?} not in:\n{serial}");
+            }
+        }
         // The seed is vda, the disk behind the cache vdb.
         let mounted = "brig: state: /dev/vdb3 (BRIG_STATE, ext4) mounted at /var/lib/brig";
         assert!(
@@ -346,6 +363,60 @@ bootcmd:
     // one that came just after a sync; twenty such in a row mean the
     // cache is not volatile after all.
     assert!(lost > 0, "no cut lost an unflushed write");
+}
+
+/// First boot makes the state partition, then formats it: the power is
+/// cut between the two, with the disk's cache lost. The cut comes a little
+/// later each try (the table written, mke2fs's work not yet flushed is the
+/// aim) until the disk's table names BRIG_STATE and the partition holds no
+/// ext4; a try that came too late starts again from a fresh copy. Returns
+/// the try that hit, described.
+fn cut_between_making_and_formatting_the_state_partition(
+    built: &Path,
+    disk: &Path,
+    dir: &Path,
+    kernel_only: &Path,
+    options: &[String],
+) -> String {
+    let mut tried = Vec::new();
+    for delay_ms in [0u64, 50, 150, 400, 1000, 2000] {
+        let cache = VolatileCache::serve(disk, dir);
+        let mut all = options.to_vec();
+        all.extend(cache.drive_options());
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut guest = Guest::boot_with("qemu-x86_64", kernel_only, &[], &all);
+        guest.wait_for("brig: state: making the state partition", BOOT);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        drop(cache);
+        guest.pull_the_plug();
+        drop(guest);
+        let table = run(Command::new("sfdisk").arg("--json").arg(disk));
+        let table: serde_json::Value = serde_json::from_str(&table).unwrap();
+        let state = &table["partitiontable"]["partitions"][2];
+        if state["name"] != "BRIG_STATE" {
+            tried.push(format!("{delay_ms} ms: no partition yet"));
+            continue;
+        }
+        let mut magic = [0u8; 2];
+        let file = std::fs::File::open(disk).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(
+            &file,
+            &mut magic,
+            state["start"].as_u64().unwrap() * 512 + 1024 + 0x38,
+        )
+        .unwrap();
+        if magic != [0x53, 0xEF] {
+            return format!("{delay_ms} ms after the partition was announced");
+        }
+        tried.push(format!("{delay_ms} ms: already formatted"));
+        // Too late: the next try starts from the image as built.
+        let fresh = disk_copy(built, "brig-qemu-x86_64.img", dir, "1G");
+        assert_eq!(fresh, disk);
+    }
+    panic!(
+        "no cut fell between making and formatting the state partition: {}",
+        tried.join("; ")
+    );
 }
 
 /// A disk's volatile write cache: nbdkit serves the image over a unix

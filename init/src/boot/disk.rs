@@ -24,6 +24,10 @@ pub const SYSTEM_MOUNT: &str = "/lib/brig";
 pub const MIN_STATE: u64 = 64 << 20;
 /// Growing by less than this is not worth a table write.
 const GROW_MARGIN: u64 = 8 << 20;
+/// How much of a new state partition's start is zeroed before it is
+/// published: more than any signature `block_devices::other_filesystem`
+/// looks for.
+const WIPED: usize = 1 << 20;
 
 /// A partition as the kernel lists it in /sys/class/block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +258,12 @@ pub fn apply(disk: &str, sectors: u64, table: &Table, plan: &StatePlan) -> Resul
             .and_then(|()| file.sync_data())
             .map_err(|e| format!("writing the partition table of {path}: {e}"))
     };
+    if let StatePlan::Create { .. } = plan {
+        // Whatever an earlier use of the card left there goes before the
+        // table names the partition: a state partition found without a
+        // filesystem then holds only zeros unless someone else wrote to it.
+        write(first * SECTOR, &vec![0u8; WIPED])?;
+    }
     write(Table::backup_offset(sectors), &table.backup(sectors))?;
     let mut lba0 = [0u8; SECTOR as usize];
     file.read_exact_at(&mut lba0, 0)

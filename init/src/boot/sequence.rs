@@ -369,6 +369,12 @@ impl<S: System> Init<S> {
         let elsewhere = volumes.iter().any(|(device, v)| {
             v.label.as_deref() == Some(state::LABEL) && Some(device) != ours.as_ref()
         });
+        let mut changed = false;
+        if let Some(device) = &ours {
+            if !elsewhere && !volumes.iter().any(|(d, _)| d == device) {
+                changed = self.format_unformatted_state(device);
+            }
+        }
         let plan = disk::plan_state(&found.table, sectors, elsewhere);
         let mib = |sectors: u64| (sectors * brig_spec::gpt::SECTOR) >> 20;
         match &plan {
@@ -376,7 +382,7 @@ impl<S: System> Init<S> {
                 if ours.is_none() {
                     say(&format!("state: {why}"));
                 }
-                return false;
+                return changed;
             }
             disk::StatePlan::Create { first, last } => say(&format!(
                 "state: making the state partition in /dev/{disk}'s free space ({} MiB)",
@@ -391,41 +397,86 @@ impl<S: System> Init<S> {
             Ok(device) => device,
             Err(e) => {
                 say_error(&format!("state: {e}"));
-                return false;
+                return changed;
             }
         };
         if let disk::StatePlan::Create { .. } = plan {
-            let made = self.services.run_tool(
-                STORAGE_TOOLS,
-                &[
-                    "/usr/sbin/mke2fs",
-                    "-q",
-                    "-t",
-                    "ext4",
-                    "-L",
-                    state::LABEL,
-                    &device,
-                ],
-            );
-            match made {
-                Ok((0, _)) => say(&format!(
-                    "state: {device} formatted (ext4, {})",
-                    state::LABEL
-                )),
-                Ok((code, output)) => {
-                    say_error(&format!(
-                        "state: mke2fs {device} failed (exit {code}): {}",
-                        output.trim()
-                    ));
-                    return false;
-                }
-                Err(e) => {
-                    say_error(&format!("state: formatting {device}: {e}"));
-                    return false;
-                }
-            }
+            return self.format_state(&device);
         }
         true
+    }
+
+    /// Our state partition without a filesystem: the power went between
+    /// making it and formatting it. Formatted now, unless something another
+    /// tool made is there (then it is left for its owner).
+    fn format_unformatted_state(&mut self, device: &str) -> bool {
+        let head = match block_devices::read_head(device, block_devices::SIGNATURE_HEAD) {
+            Ok(head) if head.len() == block_devices::SIGNATURE_HEAD => head,
+            Ok(head) => {
+                say_error(&format!(
+                    "state: {device} ({}) is only {} bytes; it is left as it is",
+                    state::LABEL,
+                    head.len()
+                ));
+                return false;
+            }
+            Err(e) => {
+                say_error(&format!(
+                    "state: reading {device} ({}): {e}; it is left as it is",
+                    state::LABEL
+                ));
+                return false;
+            }
+        };
+        if let Some(what) = block_devices::other_filesystem(&head) {
+            say_error(&format!(
+                "state: {device} ({}) holds {what}, which Brig did not make; it is left as it is and settings are not kept",
+                state::LABEL
+            ));
+            return false;
+        }
+        say(&format!(
+            "state: {device} ({}) has no filesystem: it was made but not formatted (the power went during first boot?); formatting it now",
+            state::LABEL
+        ));
+        self.format_state(device)
+    }
+
+    /// ext4, labelled for `state` to find.
+    fn format_state(&mut self, device: &str) -> bool {
+        let made = self.services.run_tool(
+            STORAGE_TOOLS,
+            &[
+                "/usr/sbin/mke2fs",
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-L",
+                state::LABEL,
+                device,
+            ],
+        );
+        match made {
+            Ok((0, _)) => {
+                say(&format!(
+                    "state: {device} formatted (ext4, {})",
+                    state::LABEL
+                ));
+                true
+            }
+            Ok((code, output)) => {
+                say_error(&format!(
+                    "state: mke2fs {device} failed (exit {code}): {}",
+                    output.trim()
+                ));
+                false
+            }
+            Err(e) => {
+                say_error(&format!("state: formatting {device}: {e}"));
+                false
+            }
+        }
     }
 }
 

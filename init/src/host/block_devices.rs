@@ -104,6 +104,54 @@ pub fn probe(head: &[u8]) -> Option<Volume> {
     None
 }
 
+/// Enough of a volume's start to see the signatures `other_filesystem`
+/// looks for: btrfs keeps its superblock at 64 KiB.
+pub const SIGNATURE_HEAD: usize = 0x10000 + 0x48;
+
+/// What a volume holds that `probe` does not mount but that another tool
+/// made (a filesystem, swap, an encrypted or LVM volume, a partition
+/// table): a partition holding one is never taken for blank space.
+pub fn other_filesystem(head: &[u8]) -> Option<&'static str> {
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
+    let signatures: [(usize, &[u8], &'static str); 11] = [
+        (0x10040, b"_BHRfS_M", "a btrfs filesystem"),
+        (0, b"XFSB", "an XFS filesystem"),
+        (0, b"LUKS\xba\xbe", "a LUKS encrypted volume"),
+        (0x218, b"LVM2 001", "an LVM physical volume"),
+        (0x1000 - 10, b"SWAPSPACE2", "swap"),
+        (0x1000 - 10, b"SWAP-SPACE", "swap"),
+        (0x10000 - 10, b"SWAPSPACE2", "swap"),
+        (3, b"NTFS    ", "an NTFS filesystem"),
+        (3, b"EXFAT   ", "an exFAT filesystem"),
+        (0x400, &[0x10, 0x20, 0xF5, 0xF2], "an F2FS filesystem"),
+        (0x1000, &[0xFC, 0x4E, 0x2B, 0xA9], "an md RAID member"),
+    ];
+    if let Some((_, _, what)) = signatures.iter().find(|(o, m, _)| at(*o, m)) {
+        return Some(what);
+    }
+    if probe(head).is_some() {
+        return None;
+    }
+    // A boot sector or partition table (no FAT of its own): a whole disk
+    // someone put here.
+    at(510, &[0x55, 0xAA]).then_some("a partition table or boot sector")
+}
+
+/// The first `len` bytes of a device (fewer if it is smaller).
+pub fn read_head(device: &str, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; len];
+    let mut file = fs::File::open(device)?;
+    let mut filled = 0;
+    while filled < len {
+        match file.read(&mut head[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    head.truncate(filled);
+    Ok(head)
+}
+
 /// Every block device (but loop, ram and zram devices) with the volume on
 /// it, by device path, in name order. Unreadable devices are skipped.
 pub fn scan() -> Result<Vec<(String, Volume)>, String> {
@@ -117,19 +165,10 @@ pub fn scan() -> Result<Vec<(String, Volume)>, String> {
     let mut found = Vec::new();
     for name in names {
         let device = format!("/dev/{name}");
-        let mut head = vec![0u8; HEAD];
-        let read = fs::File::open(&device).and_then(|mut f| {
-            let mut filled = 0;
-            while filled < HEAD {
-                match f.read(&mut head[filled..])? {
-                    0 => break,
-                    n => filled += n,
-                }
-            }
-            Ok(filled)
-        });
-        let Ok(filled) = read else { continue };
-        if let Some(mut volume) = probe(&head[..filled]) {
+        let Ok(head) = read_head(&device, HEAD) else {
+            continue;
+        };
+        if let Some(mut volume) = probe(&head) {
             volume.device_bytes = fs::read_to_string(format!("/sys/class/block/{name}/size"))
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
@@ -219,5 +258,59 @@ mod tests {
         let mut sq = vec![0u8; 4096];
         sq[0..4].copy_from_slice(b"hsqs");
         assert_eq!(probe(&sq).unwrap().fstype, "squashfs");
+    }
+
+    /// Made by the real tools, as a user would make them on a partition.
+    #[test]
+    fn what_other_tools_made_is_never_taken_for_blank_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = |name: &str, tool: &[&str]| {
+            let path = dir.path().join(name);
+            fs::write(&path, vec![0u8; 128 << 20]).unwrap();
+            let out = std::process::Command::new(tool[0])
+                .args(&tool[1..])
+                .arg(&path)
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", tool[0]));
+            assert!(out.status.success(), "{tool:?}: {out:?}");
+            read_head(path.to_str().unwrap(), SIGNATURE_HEAD).unwrap()
+        };
+        let btrfs = made("btrfs", &["mkfs.btrfs", "-q", "-f"]);
+        assert_eq!(other_filesystem(&btrfs), Some("a btrfs filesystem"));
+        assert_eq!(probe(&btrfs), None, "not something PID 1 mounts");
+        assert_eq!(
+            other_filesystem(&made("swap", &["mkswap", "-q"])),
+            Some("swap")
+        );
+        let ext4 = made("ext4", &["mkfs.ext4", "-q", "-F"]);
+        assert_eq!(other_filesystem(&ext4), None);
+        assert_eq!(probe(&ext4).unwrap().fstype, "ext4");
+        let table = dir.path().join("table");
+        fs::write(&table, vec![0u8; 8 << 20]).unwrap();
+        let mut sfdisk = std::process::Command::new("sfdisk")
+            .args(["-q", table.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        sfdisk
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: dos\n,,L\n")
+            .unwrap();
+        assert!(sfdisk.wait().unwrap().success());
+        let head = read_head(table.to_str().unwrap(), SIGNATURE_HEAD).unwrap();
+        assert_eq!(
+            other_filesystem(&head),
+            Some("a partition table or boot sector")
+        );
+        // Blank space, and a FAT seed volume PID 1 reads itself.
+        assert_eq!(other_filesystem(&vec![0u8; SIGNATURE_HEAD]), None);
+        assert_eq!(other_filesystem(&fat16(b"cidata     ")), None);
+        assert_eq!(
+            read_head(table.to_str().unwrap(), 1 << 30).unwrap().len(),
+            8 << 20
+        );
     }
 }
