@@ -57,8 +57,10 @@ pub struct Disk {
     pub holds_root: bool,
 }
 
-/// Why `disk` may not be written: reasons `force` overrides, and those it
-/// does not (a partition, too small for the image).
+/// Why `disk` may not be written. `force` overrides only "not removable"
+/// (a USB disk that says it is fixed, a card reader on an internal bus):
+/// a disk that is mounted, in use or this computer's own, a partition, or
+/// one too small are refused whatever the flags.
 pub fn refusals(disk: &Disk, image_size: u64, force: bool) -> Vec<String> {
     let mut reasons = Vec::new();
     if disk.partition {
@@ -75,22 +77,20 @@ pub fn refusals(disk: &Disk, image_size: u64, force: bool) -> Vec<String> {
             image_size.div_ceil(1 << 20)
         ));
     }
-    if !force {
-        if disk.holds_root {
-            reasons.push(format!(
-                "{} holds this computer's root filesystem",
-                disk.name
-            ));
-        }
-        if !disk.removable {
-            reasons.push(format!(
-                "{} is not a removable disk (not USB, not an SD card slot)",
-                disk.name
-            ));
-        }
-        for use_ in &disk.in_use {
-            reasons.push(format!("{} is in use: {use_}", disk.name));
-        }
+    if disk.holds_root {
+        reasons.push(format!(
+            "{} holds this computer's root filesystem",
+            disk.name
+        ));
+    }
+    for use_ in &disk.in_use {
+        reasons.push(format!("{} is in use: {use_}", disk.name));
+    }
+    if !force && !disk.removable {
+        reasons.push(format!(
+            "{} is not a removable disk (not USB, not an SD card slot)",
+            disk.name
+        ));
     }
     reasons
 }
@@ -107,43 +107,7 @@ pub fn flash(opts: &FlashOptions, built: Option<PathBuf>) -> Result<()> {
         None => None,
     };
     let target = opts.device.as_path();
-    let block_device = std::fs::metadata(target)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
-    let mut out = if block_device {
-        let disk = sysfs::disk(target, &opts.root_of)?;
-        let reasons = refusals(&disk, source.size, opts.force);
-        if !reasons.is_empty() {
-            bail!(
-                "not writing {}: {}{}",
-                target.display(),
-                reasons.join("; "),
-                if opts.force || disk.partition || disk.size < source.size {
-                    ""
-                } else {
-                    " (--force writes anyway)"
-                }
-            );
-        }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .open(target)
-            .with_context(|| format!("opening {} to write", target.display()))?
-    } else if target.exists() && !target.is_file() {
-        bail!(
-            "{} is neither a block device nor an image file",
-            target.display()
-        );
-    } else {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create(true)
-            .truncate(true)
-            .open(target)
-            .with_context(|| format!("creating {}", target.display()))?
-    };
+    let mut out = open_target(target, &opts.root_of, source.size, opts.force)?;
     step(&format!(
         "writing {} ({} MiB) onto {}",
         image.display(),
@@ -216,6 +180,103 @@ pub fn flash(opts: &FlashOptions, built: Option<PathBuf>) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Opens what `brig flash --device` names: a whole disk that passes
+/// `refusals`, opened exclusively (`O_EXCL`: the kernel refuses while
+/// anything has it mounted, in a RAID, LVM or dm-crypt, or open
+/// exclusively), and checked again once open, so a name swapped meanwhile
+/// cannot redirect the write; or an image file, made or replaced. Anything
+/// else (a FIFO, a character device, a directory, a name in /dev that is
+/// no disk) is refused before a byte is written.
+fn open_target(target: &Path, root_of: &Path, image_size: u64, force: bool) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = target.display();
+    let in_dev = target.starts_with("/dev");
+    let meta = match std::fs::metadata(target) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && in_dev => {
+            bail!("not writing {shown}: it does not exist: is the card in? (`lsblk` lists disks)")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .open(target)
+                .with_context(|| format!("creating {shown}"));
+        }
+        Err(e) => return Err(e).with_context(|| format!("looking at {shown}")),
+    };
+    let kind = meta.file_type();
+    if kind.is_file() && !in_dev {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .truncate(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(target)
+            .with_context(|| format!("replacing {shown}"))
+            .and_then(|file| {
+                // Swapped for something else since it was looked at.
+                if !file.metadata()?.is_file() {
+                    bail!("not writing {shown}: it changed while it was being checked");
+                }
+                Ok(file)
+            });
+    }
+    if !kind.is_block_device() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a file in /dev"
+        };
+        bail!(
+            "not writing {shown}: it is {what}, neither a block device (a disk) nor an image file"
+        );
+    }
+    let disk = sysfs::Host::real().disk(meta.rdev(), root_of)?;
+    let reasons = refusals(&disk, image_size, force);
+    if !reasons.is_empty() {
+        let only_removable = !disk.removable && reasons.len() == 1;
+        bail!(
+            "not writing {shown}: {}{}",
+            reasons.join("; "),
+            if only_removable && !force {
+                " (--force writes anyway)"
+            } else {
+                ""
+            }
+        );
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(target)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                anyhow::anyhow!(
+                    "not writing {shown}: the kernel says it is in use (mounted, part of a RAID, \
+                     LVM or encrypted volume, or open by another program)"
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("opening {shown} to write"))
+            }
+        })?;
+    let opened = file
+        .metadata()
+        .with_context(|| format!("looking at {shown} once open"))?;
+    if !opened.file_type().is_block_device() || opened.rdev() != meta.rdev() {
+        bail!("not writing {shown}: it changed while it was being checked");
+    }
+    Ok(file)
 }
 
 /// Chunk size for writing and reading back.
@@ -375,101 +436,248 @@ impl Progress {
 mod sysfs {
     use super::*;
 
-    /// The facts `refusals` weighs, for block device `path`; the root
-    /// filesystem is the one `root_of` is on.
-    pub fn disk(path: &Path, root_of: &Path) -> Result<Disk> {
-        let rdev = std::fs::metadata(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .rdev();
-        let dev = dev_name(rdev);
-        let sys = Path::new("/sys/dev/block").join(&dev);
-        let sys = sys
-            .canonicalize()
-            .with_context(|| format!("finding {} in {}", path.display(), sys.display()))?;
-        let name = file_name(&sys);
-        let partition = sys.join("partition").exists();
-        let size = read(&sys.join("size")).parse::<u64>().unwrap_or(0) * 512;
-        let removable = read(&sys.join("removable")) == "1"
-            || sys.to_string_lossy().contains("/usb")
-            || name.starts_with("mmcblk");
-        // The disk and its partitions, by device number.
-        let mut members = vec![(dev.clone(), name.clone())];
-        if let Ok(entries) = std::fs::read_dir(&sys) {
-            for entry in entries.flatten() {
-                if entry.path().join("partition").exists() {
-                    let number = read(&entry.path().join("dev"));
-                    members.push((number, file_name(&entry.path())));
-                }
-            }
-        }
-        let mut in_use = Vec::new();
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for line in mountinfo.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            if let (Some(number), Some(point)) = (fields.get(2), fields.get(4)) {
-                if let Some((_, member)) = members.iter().find(|(d, _)| d == number) {
-                    in_use.push(format!("{member} is mounted at {point}"));
-                }
-            }
-        }
-        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
-        for (_, member) in &members {
-            if swaps
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(&format!("/dev/{member}")))
-            {
-                in_use.push(format!("{member} is swap space"));
-            }
-            let holders = Path::new("/sys/class/block").join(member).join("holders");
-            if let Ok(entries) = std::fs::read_dir(holders) {
-                for holder in entries.flatten() {
-                    in_use.push(format!(
-                        "{member} is held by {}",
-                        holder.file_name().to_string_lossy()
-                    ));
-                }
-            }
-        }
-        let holds_root = root_disks(root_of)
-            .iter()
-            .any(|d| members.iter().any(|(_, m)| m == d));
-        Ok(Disk {
-            name,
-            size,
-            partition,
-            removable,
-            in_use,
-            holds_root,
-        })
+    /// One line of /proc/self/mountinfo.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Mount {
+        /// The filesystem's device number, `8:1` (anonymous for btrfs).
+        pub dev: String,
+        pub point: String,
+        pub fstype: String,
+        /// `/dev/sda1`, `pool/root` for ZFS.
+        pub source: String,
     }
 
-    /// The block devices under this computer's root filesystem (the one
-    /// `root_of` is on): its device, the disk that is on, and what a device
-    /// mapper sits on.
-    fn root_disks(root_of: &Path) -> Vec<String> {
-        let mut found = Vec::new();
-        let Ok(root) = std::fs::metadata(root_of) else {
-            return found;
-        };
-        let mut pending = vec![Path::new("/sys/dev/block").join(dev_name(root.dev()))];
-        while let Some(path) = pending.pop() {
-            let Ok(path) = path.canonicalize() else {
-                continue;
+    /// Mountinfo's lines, with the kernel's octal escapes (`\040` for a
+    /// space) undone.
+    pub fn mounts(mountinfo: &str) -> Vec<Mount> {
+        mountinfo
+            .lines()
+            .filter_map(|line| {
+                let (before, after) = line.split_once(" - ")?;
+                let before: Vec<&str> = before.split(' ').collect();
+                let mut after = after.split(' ');
+                Some(Mount {
+                    dev: before.get(2)?.to_string(),
+                    point: unescape(before.get(4)?),
+                    fstype: after.next()?.to_string(),
+                    source: unescape(after.next()?),
+                })
+            })
+            .collect()
+    }
+
+    fn unescape(field: &str) -> String {
+        let bytes = field.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+                let d = std::str::from_utf8(d).ok()?;
+                u8::from_str_radix(d, 8).ok()
+            });
+            match (bytes[i], octal) {
+                (b'\\', Some(byte)) => {
+                    out.push(byte);
+                    i += 4;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The machine's /sys, mounts and swaps (a fake /sys in unit tests).
+    pub struct Host {
+        pub sys: PathBuf,
+        pub mounts: Vec<Mount>,
+        pub swaps: String,
+    }
+
+    impl Host {
+        pub fn real() -> Host {
+            Host {
+                sys: PathBuf::from("/sys"),
+                mounts: mounts(
+                    &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+                ),
+                swaps: std::fs::read_to_string("/proc/swaps").unwrap_or_default(),
+            }
+        }
+
+        /// The facts `refusals` weighs, for the block device `rdev`; the
+        /// root filesystem is the one `root_of` is on.
+        pub fn disk(&self, rdev: u64, root_of: &Path) -> Result<Disk> {
+            let dev = dev_name(rdev);
+            let link = self.sys.join("dev/block").join(&dev);
+            let sys = link
+                .canonicalize()
+                .with_context(|| format!("finding block device {dev} in {}", link.display()))?;
+            let name = file_name(&sys);
+            let partition = sys.join("partition").exists();
+            let size = read(&sys.join("size")).parse::<u64>().unwrap_or(0) * 512;
+            let removable = read(&sys.join("removable")) == "1"
+                || sys.to_string_lossy().contains("/usb")
+                || name.starts_with("mmcblk");
+            // The disk and its partitions.
+            let mut members = vec![name.clone()];
+            if let Ok(entries) = std::fs::read_dir(&sys) {
+                for entry in entries.flatten() {
+                    if entry.path().join("partition").exists() {
+                        members.push(file_name(&entry.path()));
+                    }
+                }
+            }
+            let mut in_use = Vec::new();
+            for member in &members {
+                for mount in self.mounts_of(member) {
+                    in_use.push(format!("{member} is mounted at {}", mount.point));
+                }
+                if self
+                    .swaps
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(&format!("/dev/{member}")))
+                {
+                    in_use.push(format!("{member} is swap space"));
+                }
+                if let Ok(entries) = std::fs::read_dir(self.block(member).join("holders")) {
+                    for holder in entries.flatten() {
+                        in_use.push(format!(
+                            "{member} is held by {}",
+                            holder.file_name().to_string_lossy()
+                        ));
+                    }
+                }
+            }
+            let root_dev = std::fs::metadata(root_of)
+                .with_context(|| format!("looking at {}", root_of.display()))?
+                .dev();
+            let roots = self.root_disks(root_dev, zpool_devices);
+            let holds_root = members.iter().any(|m| roots.contains(m));
+            Ok(Disk {
+                name,
+                size,
+                partition,
+                removable,
+                in_use,
+                holds_root,
+            })
+        }
+
+        fn block(&self, name: &str) -> PathBuf {
+            self.sys.join("class/block").join(name)
+        }
+
+        /// The mounts of block device `name`: by device number, or by
+        /// source (a btrfs mount has an anonymous number).
+        fn mounts_of(&self, name: &str) -> Vec<&Mount> {
+            let dev = read(&self.block(name).join("dev"));
+            self.mounts
+                .iter()
+                .filter(|m| {
+                    (!dev.is_empty() && m.dev == dev)
+                        || self.kernel_name(&m.source).as_deref() == Some(name)
+                })
+                .collect()
+        }
+
+        /// `sda1` for `/dev/sda1`, `dm-0` for `/dev/mapper/root`.
+        fn kernel_name(&self, source: &str) -> Option<String> {
+            if !source.starts_with("/dev/") {
+                return None;
+            }
+            let path = Path::new(source);
+            let resolved = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+            let name = file_name(&resolved);
+            self.block(&name).exists().then_some(name)
+        }
+
+        /// Every block device this computer's root filesystem (device
+        /// number `root_dev`) lives on: its device, those of all its mounts'
+        /// sources (btrfs has an anonymous number), the other devices of a
+        /// btrfs filesystem, a ZFS pool's (`zpool`), and beneath each, what
+        /// it sits on: the disk of a partition, the slaves of a device
+        /// mapper (LVM, dm-crypt) or an md RAID.
+        pub fn root_disks(&self, root_dev: u64, zpool: fn(&str) -> Vec<String>) -> Vec<String> {
+            let dev = dev_name(root_dev);
+            let mut start: Vec<String> = Vec::new();
+            if let Ok(path) = self.sys.join("dev/block").join(&dev).canonicalize() {
+                start.push(file_name(&path));
+            }
+            for mount in self.mounts.iter().filter(|m| m.dev == dev) {
+                if mount.fstype == "zfs" {
+                    let pool = mount.source.split('/').next().unwrap_or_default();
+                    start.extend(zpool(pool).iter().filter_map(|d| self.kernel_name(d)));
+                }
+                start.extend(self.kernel_name(&mount.source));
+            }
+            start.extend(self.btrfs_devices(&start));
+            let mut found = Vec::new();
+            let mut pending: Vec<PathBuf> = start.iter().map(|n| self.block(n)).collect();
+            while let Some(path) = pending.pop() {
+                let Ok(path) = path.canonicalize() else {
+                    continue;
+                };
+                let name = file_name(&path);
+                if found.contains(&name) {
+                    continue;
+                }
+                found.push(name);
+                if path.join("partition").exists() {
+                    if let Some(parent) = path.parent() {
+                        pending.push(parent.to_path_buf());
+                    }
+                }
+                if let Ok(slaves) = std::fs::read_dir(path.join("slaves")) {
+                    pending.extend(slaves.flatten().map(|s| s.path()));
+                }
+            }
+            found
+        }
+
+        /// Every device of the btrfs filesystems that have one of `names`.
+        fn btrfs_devices(&self, names: &[String]) -> Vec<String> {
+            let mut found = Vec::new();
+            let Ok(filesystems) = std::fs::read_dir(self.sys.join("fs/btrfs")) else {
+                return found;
             };
-            found.push(file_name(&path));
-            if path.join("partition").exists() {
-                if let Some(parent) = path.parent() {
-                    pending.push(parent.to_path_buf());
+            for fs in filesystems.flatten() {
+                let devices: Vec<String> = std::fs::read_dir(fs.path().join("devices"))
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if devices.iter().any(|d| names.contains(d)) {
+                    found.extend(devices);
                 }
             }
-            if let Ok(slaves) = std::fs::read_dir(path.join("slaves")) {
-                pending.extend(slaves.flatten().map(|s| s.path()));
-            }
+            found
         }
-        found
     }
 
-    fn dev_name(dev: u64) -> String {
+    /// The devices of ZFS pool `pool`, from `zpool list -vHP` (none
+    /// without ZFS's tools: ZFS holds its devices open exclusively, so the
+    /// `O_EXCL` open refuses them anyway).
+    pub fn zpool_devices(pool: &str) -> Vec<String> {
+        let Ok(out) = std::process::Command::new("zpool")
+            .args(["list", "-vHP", pool])
+            .output()
+        else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|d| d.starts_with("/dev/"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn dev_name(dev: u64) -> String {
         format!("{}:{}", libc::major(dev), libc::minor(dev))
     }
 
@@ -505,23 +713,34 @@ mod tests {
     }
 
     #[test]
-    fn fixed_mounted_and_root_disks_are_refused_unless_forced() {
-        let disk = Disk {
+    fn force_overrides_only_not_removable() {
+        let fixed = Disk {
             removable: false,
-            in_use: vec!["sda1 is mounted at /".into()],
-            holds_root: true,
             ..card()
         };
-        let reasons = refusals(&disk, 1 << 30, false);
         assert_eq!(
-            reasons,
+            refusals(&fixed, 1 << 30, false),
+            ["sdb is not a removable disk (not USB, not an SD card slot)"]
+        );
+        assert!(refusals(&fixed, 1 << 30, true).is_empty());
+        let disk = Disk {
+            in_use: vec!["sdb1 is mounted at /".into()],
+            holds_root: true,
+            ..fixed
+        };
+        let refused = [
+            "sdb holds this computer's root filesystem",
+            "sdb is in use: sdb1 is mounted at /",
+        ];
+        assert_eq!(refusals(&disk, 1 << 30, true), refused);
+        assert_eq!(
+            refusals(&disk, 1 << 30, false),
             [
-                "sdb holds this computer's root filesystem",
-                "sdb is not a removable disk (not USB, not an SD card slot)",
-                "sdb is in use: sda1 is mounted at /",
+                refused[0],
+                refused[1],
+                "sdb is not a removable disk (not USB, not an SD card slot)"
             ]
         );
-        assert!(refusals(&disk, 1 << 30, true).is_empty());
     }
 
     #[test]
@@ -580,5 +799,147 @@ mod tests {
         std::fs::write(&zst, &whole[..whole.len() / 2]).unwrap();
         let source = Source::open(&zst).unwrap();
         assert!(source.each_chunk(|_, _| Ok(())).is_err());
+    }
+
+    /// A /sys as Linux lays it out, for the disks named: `devices/<path>`
+    /// with `dev`, `size`, `partition`, `slaves/`, and the links
+    /// `class/block/<name>` and `dev/block/<maj:min>` to them.
+    struct FakeSys {
+        dir: tempfile::TempDir,
+        next_minor: u64,
+    }
+
+    impl FakeSys {
+        fn new() -> FakeSys {
+            FakeSys {
+                dir: tempfile::tempdir().unwrap(),
+                next_minor: 1,
+            }
+        }
+
+        /// `path` under devices/ (`sda/sda2` for a partition); returns its
+        /// device number.
+        fn device(&mut self, path: &str, slaves: &[&str]) -> u64 {
+            let sys = self.dir.path();
+            let dir = sys.join("devices").join(path);
+            std::fs::create_dir_all(dir.join("holders")).unwrap();
+            std::fs::create_dir_all(dir.join("slaves")).unwrap();
+            let name = path.rsplit('/').next().unwrap();
+            let rdev = libc::makedev(8, self.next_minor as u32);
+            self.next_minor += 1;
+            let dev = sysfs::dev_name(rdev);
+            std::fs::write(dir.join("dev"), format!("{dev}\n")).unwrap();
+            std::fs::write(dir.join("size"), "4194304\n").unwrap();
+            std::fs::write(dir.join("removable"), "0\n").unwrap();
+            if path.contains('/') {
+                std::fs::write(dir.join("partition"), "1\n").unwrap();
+            }
+            for (place, link) in [("class/block", name), ("dev/block", dev.as_str())] {
+                std::fs::create_dir_all(sys.join(place)).unwrap();
+                std::os::unix::fs::symlink(&dir, sys.join(place).join(link)).unwrap();
+            }
+            for slave in slaves {
+                let target = sys.join("class/block").join(slave).canonicalize().unwrap();
+                std::os::unix::fs::symlink(&target, dir.join("slaves").join(slave)).unwrap();
+                std::os::unix::fs::symlink(&dir, target.join("holders").join(name)).unwrap();
+            }
+            rdev
+        }
+
+        fn host(&self, mountinfo: &str) -> sysfs::Host {
+            sysfs::Host {
+                sys: self.dir.path().to_path_buf(),
+                mounts: sysfs::mounts(mountinfo),
+                swaps: String::new(),
+            }
+        }
+    }
+
+    fn no_zfs(_: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    #[test]
+    fn the_root_disk_is_found_beneath_lvm_on_dm_crypt() {
+        let mut sys = FakeSys::new();
+        sys.device("sda", &[]);
+        sys.device("sda/sda1", &[]);
+        sys.device("sda/sda2", &[]);
+        sys.device("sdb", &[]);
+        sys.device("dm-0", &["sda2"]); // dm-crypt
+        let root = sys.device("dm-1", &["dm-0"]); // an LVM volume in it
+        let host = sys.host("");
+        let mut found = host.root_disks(root, no_zfs);
+        found.sort();
+        assert_eq!(found, ["dm-0", "dm-1", "sda", "sda2"]);
+        // The disk shows the crypt volume that holds it, too.
+        let dir = tempfile::tempdir().unwrap();
+        let sda = host.disk(libc::makedev(8, 1), dir.path()).unwrap();
+        assert_eq!(sda.in_use, ["sda2 is held by dm-0"]);
+        assert!(!sda.partition);
+    }
+
+    #[test]
+    fn the_root_disk_is_found_beneath_an_md_raid() {
+        let mut sys = FakeSys::new();
+        sys.device("sdb", &[]);
+        sys.device("sdb/sdb1", &[]);
+        sys.device("sdc", &[]);
+        sys.device("sdc/sdc1", &[]);
+        let root = sys.device("md0", &["sdb1", "sdc1"]);
+        let mut found = sys.host("").root_disks(root, no_zfs);
+        found.sort();
+        assert_eq!(found, ["md0", "sdb", "sdb1", "sdc", "sdc1"]);
+    }
+
+    #[test]
+    fn every_device_of_a_btrfs_or_zfs_root_is_the_root_disk() {
+        let mut sys = FakeSys::new();
+        sys.device("sdd", &[]);
+        sys.device("sde", &[]);
+        sys.device("sdf", &[]);
+        sys.device("sdf/sdf1", &[]);
+        sys.device("sdg", &[]);
+        let devices = sys.dir.path().join("fs/btrfs/6f1c-uuid/devices");
+        std::fs::create_dir_all(&devices).unwrap();
+        for d in ["sdd", "sde"] {
+            std::fs::write(devices.join(d), "").unwrap();
+        }
+        // btrfs: an anonymous device number; the mount names one device.
+        let btrfs = "29 1 0:45 /@ / rw,relatime shared:1 - btrfs /dev/sdd rw,space_cache=v2\n";
+        let host = sys.host(btrfs);
+        let mut found = host.root_disks(libc::makedev(0, 45), no_zfs);
+        found.sort();
+        assert_eq!(found, ["sdd", "sde"]);
+        // And it counts as mounted, though its number is anonymous.
+        let dir = tempfile::tempdir().unwrap();
+        let sde = host.disk(libc::makedev(8, 2), dir.path()).unwrap();
+        assert!(sde.in_use.is_empty(), "{sde:?}");
+        let sdd = host.disk(libc::makedev(8, 1), dir.path()).unwrap();
+        assert_eq!(sdd.in_use, ["sdd is mounted at /"]);
+        // ZFS: the pool's devices, as `zpool list -vHP` names them.
+        let zfs = "30 1 0:50 / / rw - zfs rpool/ROOT/debian rw,xattr\n";
+        fn pool(name: &str) -> Vec<String> {
+            assert_eq!(name, "rpool");
+            vec!["/dev/sdf1".into()]
+        }
+        let mut found = sys.host(zfs).root_disks(libc::makedev(0, 50), pool);
+        found.sort();
+        assert_eq!(found, ["sdf", "sdf1"]);
+    }
+
+    #[test]
+    fn mountinfo_fields_are_unescaped() {
+        let line = "36 35 8:17 / /media/my\\040card rw,nosuid - vfat /dev/sdb1 rw\n";
+        assert_eq!(
+            sysfs::mounts(line),
+            [sysfs::Mount {
+                dev: "8:17".into(),
+                point: "/media/my card".into(),
+                fstype: "vfat".into(),
+                source: "/dev/sdb1".into(),
+            }]
+        );
+        assert!(sysfs::mounts("garbage without a separator").is_empty());
     }
 }

@@ -578,6 +578,14 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
         )),
         "{said}"
     );
+    // Forcing changes nothing there.
+    let (ok, said) = flash_built(&device, &["--force"]);
+    assert!(!ok);
+    assert!(
+        said.contains(&format!("{name} is in use: {name} is mounted at")),
+        "{said}"
+    );
+    assert!(!said.contains("writing:"), "{said}");
     run(Command::new("umount").arg(&point));
     disk.mounted = None;
 
@@ -686,5 +694,100 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
         table(&dir.path().join("root-disk")) == before,
         "the stand-in root disk was written"
     );
+    // Forced: still refused.
+    let (ok, said) = flash(&[
+        "--device",
+        &root_disk.device,
+        "--image",
+        image.to_str().unwrap(),
+        "--root-of",
+        root.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("holds this computer's root filesystem"),
+        "{said}"
+    );
+    assert!(table(&dir.path().join("root-disk")) == before);
     drop(root_disk);
+
+    // A root filesystem on two disks (btrfs RAID1, mounted by its first):
+    // the second is the root disk as much as the first.
+    let first = Loop::new(&dir.path().join("btrfs-1"), "1200M");
+    let mut second = Loop::new(&dir.path().join("btrfs-2"), "1200M");
+    run(Command::new("mkfs.btrfs").args([
+        "-q",
+        "-f",
+        "-d",
+        "raid1",
+        "-m",
+        "raid1",
+        &first.device,
+        &second.device,
+    ]));
+    let btrfs_root = dir.path().join("btrfs-root");
+    std::fs::create_dir(&btrfs_root).unwrap();
+    run(Command::new("mount")
+        .args(["-o", &format!("device={}", second.device), &first.device])
+        .arg(&btrfs_root));
+    second.mounted = Some(btrfs_root.clone());
+    let before = table(&dir.path().join("btrfs-2"));
+    let second_name = second.device.trim_start_matches("/dev/");
+    let (ok, said) = flash(&[
+        "--device",
+        &second.device,
+        "--image",
+        image.to_str().unwrap(),
+        "--root-of",
+        btrfs_root.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains(&format!(
+            "{second_name} holds this computer's root filesystem"
+        )),
+        "{said}"
+    );
+    // Not named as the root, forced past "not removable": the kernel
+    // still refuses the exclusive open of a device btrfs holds.
+    let (ok, said) = flash(&[
+        "--device",
+        &second.device,
+        "--image",
+        image.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!ok, "{said}");
+    assert!(said.contains("the kernel says it is in use"), "{said}");
+    assert!(!said.contains("writing:"), "{said}");
+    assert!(table(&dir.path().join("btrfs-2")) == before);
+    drop(second);
+    drop(first);
+
+    // Neither a disk nor an image file: refused, nothing opened for
+    // writing (a FIFO would block a writer without a reader).
+    let fifo = dir.path().join("fifo");
+    run(Command::new("mkfifo").arg(&fifo));
+    for (target, said_what) in [
+        (
+            fifo.to_str().unwrap(),
+            "it is a FIFO, neither a block device (a disk) nor an image file",
+        ),
+        ("/dev/null", "it is a character device"),
+        (dir.path().to_str().unwrap(), "it is a directory"),
+        (
+            "/dev/brig-no-such-card",
+            "it does not exist: is the card in?",
+        ),
+    ] {
+        let (ok, said) = flash(&["--device", target, "--image", image.to_str().unwrap()]);
+        assert!(!ok, "{target}: {said}");
+        assert!(
+            said.contains(&format!("not writing {target}: {said_what}")),
+            "{said}"
+        );
+    }
+    assert!(!Path::new("/dev/brig-no-such-card").exists());
 }
