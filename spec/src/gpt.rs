@@ -354,6 +354,13 @@ pub fn read(
     disk_sectors: u64,
     read_at: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, String>,
 ) -> Result<Found, String> {
+    // Two headers and their entries, at the least (an empty card reader
+    // says 0).
+    if disk_sectors < 3 + 2 * ENTRY_SECTORS {
+        return Err(format!(
+            "the disk has {disk_sectors} sectors, too few for a GUID partition table"
+        ));
+    }
     let header = primary
         .get(SECTOR as usize..2 * SECTOR as usize)
         .unwrap_or_default();

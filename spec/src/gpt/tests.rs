@@ -195,3 +195,14 @@ fn a_hybrid_mbr_shows_the_boot_partition_and_protects_the_table() {
     };
     assert!(hybrid_mbr(&too_early).is_err());
 }
+
+/// Found by fuzzing: a disk of no sectors (an empty card reader says 0).
+#[test]
+fn a_disk_too_small_for_a_table_is_an_error() {
+    for sectors in [0, 1, 2 + 2 * ENTRY_SECTORS] {
+        let err = read(&[], sectors, &mut |_, _| Err("nothing there".into()))
+            .err()
+            .unwrap();
+        assert!(err.contains("too few for a GUID partition table"), "{err}");
+    }
+}

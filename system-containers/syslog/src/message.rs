@@ -212,7 +212,9 @@ const MONTHS: [&str; 12] = [
 fn bsd_timestamp(text: &str) -> Option<(&str, &str)> {
     let stamp = text.get(..15)?;
     let b = stamp.as_bytes();
-    let ok = MONTHS.contains(&&stamp[..3])
+    // Bytes, not `&stamp[..3]`: a sender's multi-byte character there
+    // would put that slice inside it.
+    let ok = MONTHS.iter().any(|m| m.as_bytes() == &b[..3])
         && b[3] == b' '
         && (b[4] == b' ' || b[4].is_ascii_digit())
         && b[5].is_ascii_digit()
@@ -323,6 +325,14 @@ mod tests {
         assert_eq!(r.app.as_deref(), Some("sshd"));
         assert_eq!(r.pid.as_deref(), Some("412"));
         assert_eq!(r.message, "Accepted publickey for brig");
+    }
+
+    /// Found by fuzzing: a multi-byte character where the month goes.
+    #[test]
+    fn a_character_across_the_month_is_no_timestamp() {
+        let r = parse(b"<13>D\xca\x80\x80 0 00:00:15 host app[123]: hello");
+        assert_eq!(r.timestamp, None);
+        assert_eq!(parse("<13>Dé  5 17:32:18 x".as_bytes()).timestamp, None);
     }
 
     #[test]
