@@ -554,7 +554,7 @@ mod sysfs {
             let root_dev = std::fs::metadata(root_of)
                 .with_context(|| format!("looking at {}", root_of.display()))?
                 .dev();
-            let roots = self.root_disks(root_dev, zpool_devices);
+            let roots = self.root_disks(root_dev, root_of, zpool_devices);
             let holds_root = members.iter().any(|m| roots.contains(m));
             Ok(Disk {
                 name,
@@ -594,19 +594,37 @@ mod sysfs {
             self.block(&name).exists().then_some(name)
         }
 
-        /// Every block device this computer's root filesystem (device
-        /// number `root_dev`) lives on: its device, those of all its mounts'
-        /// sources (btrfs has an anonymous number), the other devices of a
-        /// btrfs filesystem, a ZFS pool's (`zpool`), and beneath each, what
-        /// it sits on: the disk of a partition, the slaves of a device
-        /// mapper (LVM, dm-crypt) or an md RAID.
-        pub fn root_disks(&self, root_dev: u64, zpool: fn(&str) -> Vec<String>) -> Vec<String> {
+        /// The mount `path` is on: the one with the longest mount point
+        /// above it, the last mounted of those.
+        fn mount_of(&self, path: &Path) -> Option<&Mount> {
+            let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+            self.mounts
+                .iter()
+                .filter(|m| path.starts_with(&m.point))
+                .max_by_key(|m| Path::new(&m.point).components().count())
+                .and_then(|longest| self.mounts.iter().rev().find(|m| m.point == longest.point))
+        }
+
+        /// Every block device this computer's root filesystem (the one
+        /// `root_of` is on, device number `root_dev`) lives on: its device,
+        /// its mount's source (btrfs gives `stat` an anonymous number, and
+        /// not the one mountinfo shows), the other devices of a btrfs
+        /// filesystem, a ZFS pool's (`zpool`), and beneath each, what it
+        /// sits on: the disk of a partition, the slaves of a device mapper
+        /// (LVM, dm-crypt) or an md RAID.
+        pub fn root_disks(
+            &self,
+            root_dev: u64,
+            root_of: &Path,
+            zpool: fn(&str) -> Vec<String>,
+        ) -> Vec<String> {
             let dev = dev_name(root_dev);
             let mut start: Vec<String> = Vec::new();
             if let Ok(path) = self.sys.join("dev/block").join(&dev).canonicalize() {
                 start.push(file_name(&path));
             }
-            for mount in self.mounts.iter().filter(|m| m.dev == dev) {
+            let by_number = self.mounts.iter().filter(|m| m.dev == dev);
+            for mount in by_number.chain(self.mount_of(root_of)) {
                 if mount.fstype == "zfs" {
                     let pool = mount.source.split('/').next().unwrap_or_default();
                     start.extend(zpool(pool).iter().filter_map(|d| self.kernel_name(d)));
@@ -869,7 +887,7 @@ mod tests {
         sys.device("dm-0", &["sda2"]); // dm-crypt
         let root = sys.device("dm-1", &["dm-0"]); // an LVM volume in it
         let host = sys.host("");
-        let mut found = host.root_disks(root, no_zfs);
+        let mut found = host.root_disks(root, Path::new("/nowhere"), no_zfs);
         found.sort();
         assert_eq!(found, ["dm-0", "dm-1", "sda", "sda2"]);
         // The disk shows the crypt volume that holds it, too.
@@ -887,7 +905,7 @@ mod tests {
         sys.device("sdc", &[]);
         sys.device("sdc/sdc1", &[]);
         let root = sys.device("md0", &["sdb1", "sdc1"]);
-        let mut found = sys.host("").root_disks(root, no_zfs);
+        let mut found = sys.host("").root_disks(root, Path::new("/nowhere"), no_zfs);
         found.sort();
         assert_eq!(found, ["md0", "sdb", "sdb1", "sdc", "sdc1"]);
     }
@@ -905,10 +923,12 @@ mod tests {
         for d in ["sdd", "sde"] {
             std::fs::write(devices.join(d), "").unwrap();
         }
-        // btrfs: an anonymous device number; the mount names one device.
+        // btrfs: `stat` gives an anonymous device number that is not even
+        // mountinfo's (0:46 against 0:45); the mount, found by its place,
+        // names one device.
         let btrfs = "29 1 0:45 /@ / rw,relatime shared:1 - btrfs /dev/sdd rw,space_cache=v2\n";
         let host = sys.host(btrfs);
-        let mut found = host.root_disks(libc::makedev(0, 45), no_zfs);
+        let mut found = host.root_disks(libc::makedev(0, 46), Path::new("/"), no_zfs);
         found.sort();
         assert_eq!(found, ["sdd", "sde"]);
         // And it counts as mounted, though its number is anonymous.
@@ -923,7 +943,9 @@ mod tests {
             assert_eq!(name, "rpool");
             vec!["/dev/sdf1".into()]
         }
-        let mut found = sys.host(zfs).root_disks(libc::makedev(0, 50), pool);
+        let mut found = sys
+            .host(zfs)
+            .root_disks(libc::makedev(0, 50), Path::new("/nowhere"), pool);
         found.sort();
         assert_eq!(found, ["sdf", "sdf1"]);
     }

@@ -26,6 +26,8 @@ pub(crate) struct ChildPlan<'a> {
     pub(crate) stdout: RawFd,
     pub(crate) stderr: RawFd,
     pub(crate) argv: &'a [CString],
+    /// Built by the parent: the child only installs them.
+    pub(crate) seccomp: &'a [seccompiler::BpfProgram],
 }
 
 /// The child: runs in the new namespaces and cgroup; only returns an error.
@@ -153,6 +155,11 @@ pub(crate) fn child(
     sys(
         format!("chdir {}", spec.working_dir),
         nix::unistd::chdir(spec.working_dir.as_str()),
+    )?;
+    // Last before the exec, so the setup above is not limited by it.
+    sys(
+        "installing the seccomp filter".into(),
+        crate::seccomp::install(plan.seccomp),
     )?;
     let program = &plan.argv[0];
     match nix::unistd::execve(program, plan.argv, envp) {

@@ -114,7 +114,9 @@ fn become_the_service(spec: &ServiceSpec, argv: &[CString]) -> String {
         )
         .map_err(|e| e.to_string())?;
         let envp = environment(spec, &ids.home)?;
-        switch_user(&ids, capability_mask(spec))?;
+        let caps = capability_mask(spec);
+        let seccomp = crate::seccomp::filters(spec, caps)?;
+        switch_user(&ids, caps)?;
         if !spec.privileged {
             // SAFETY: prctl with integer arguments only.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -133,6 +135,8 @@ fn become_the_service(spec: &ServiceSpec, argv: &[CString]) -> String {
             }
         }
         nix::unistd::chdir(spec.working_dir.as_str()).map_err(|e| e.to_string())?;
+        crate::seccomp::install(&seccomp)
+            .map_err(|e| format!("installing the seccomp filter: {e}"))?;
         nix::unistd::execve(&argv[0], argv, &envp).map_err(|e| e.to_string())
     };
     match run() {

@@ -20,6 +20,7 @@ pub mod image;
 mod in_root;
 pub mod netns;
 pub mod plan;
+pub mod seccomp;
 pub mod spawn;
 
 pub use error::Error;

@@ -74,6 +74,7 @@ pub fn spawn_in(
     let (err_read, err_write) = pipe()?;
     let mounts = plan_mounts(spec, paths);
     let caps = capability_mask(spec);
+    let seccomp = crate::seccomp::filters(spec, caps).map_err(Error::Spec)?;
     let cstr =
         |s: &str| CString::new(s).map_err(|_| Error::Spec(format!("{s:?} contains a NUL byte")));
     let argv: Vec<CString> = spec
@@ -115,6 +116,7 @@ pub fn spawn_in(
                 stdout: out,
                 stderr: err,
                 argv: &argv,
+                seccomp: &seccomp,
             };
             child(spec, paths, &plan, &mut envp)
         })) {

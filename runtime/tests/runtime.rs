@@ -159,6 +159,32 @@ fn dropped_capabilities_are_really_gone() {
 }
 
 #[test]
+fn the_default_seccomp_filter_holds_in_the_container_and_a_spec_can_allow_more() {
+    // A new user namespace needs no capability, only the filter stops it;
+    // the shell's own forks (plain clone) still work.
+    let script = "busybox grep -E '^Seccomp' /proc/self/status; \
+                  busybox unshare -U true 2>&1; echo unshare=$?; \
+                  echo fork=$(echo forked)";
+    let out = stdout(&run("filtered", &sh(script)));
+    assert_eq!(field(&out, "Seccomp:"), "2", "{out}");
+    assert_eq!(field(&out, "Seccomp_filters:"), "2", "{out}");
+    assert_ne!(field(&out, "unshare="), "0", "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert_eq!(field(&out, "fork="), "forked");
+    let allowed = stdout(&run(
+        "allowed",
+        &format!("{}\nseccomp_allow = [\"unshare\"]", sh(script)),
+    ));
+    assert_eq!(field(&allowed, "unshare="), "0", "{allowed}");
+    // Privileged: no filter.
+    let privileged = stdout(&run(
+        "unfiltered",
+        &format!("{}\nprivileged = true", sh(script)),
+    ));
+    assert_eq!(field(&privileged, "Seccomp:"), "0", "{privileged}");
+}
+
+#[test]
 fn host_namespaces_are_shared_only_when_asked() {
     let script = "echo net=$(busybox readlink /proc/self/ns/net); echo pid=$(busybox readlink /proc/self/ns/pid); echo uts=$(busybox readlink /proc/self/ns/uts)";
     let out = stdout(&run(

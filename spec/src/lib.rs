@@ -15,6 +15,7 @@ pub mod mounts;
 pub mod network;
 pub mod paths;
 pub mod problem;
+pub mod seccomp;
 pub mod service;
 pub mod steps;
 pub mod wifi;

@@ -40,6 +40,11 @@ pub struct ServiceSpec {
     /// manage the machine (docker).
     #[serde(default)]
     pub privileged: bool,
+    /// System calls allowed beyond the default seccomp filter (names, as
+    /// in `man 2 syscalls`: `keyctl`, `unshare`); see `seccomp.rs`. A
+    /// privileged service has no filter.
+    #[serde(default)]
+    pub seccomp_allow: Vec<String>,
     #[serde(default)]
     pub read_only_root: bool,
     #[serde(default)]
@@ -473,6 +478,14 @@ impl ServiceSpec {
         for cap in &self.capabilities {
             if capability_number(cap).is_none() {
                 return err("capabilities", format!("unknown capability {cap:?}"));
+            }
+        }
+        for name in &self.seccomp_allow {
+            if !crate::seccomp::known(name) {
+                return err(
+                    "seccomp_allow",
+                    format!("unknown system call {name:?} (names as in `man 2 syscalls`)"),
+                );
             }
         }
         for (i, mount) in self.mounts.iter().enumerate() {

@@ -585,6 +585,7 @@ fn placeholder_spec() -> ServiceSpec {
         host_namespaces: Vec::new(),
         capabilities: Vec::new(),
         privileged: false,
+        seccomp_allow: Vec::new(),
         read_only_root: false,
         mounts: Vec::new(),
         limits: Default::default(),
