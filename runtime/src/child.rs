@@ -27,7 +27,7 @@ pub(crate) struct ChildPlan<'a> {
     pub(crate) stderr: RawFd,
     pub(crate) argv: &'a [CString],
     /// Built by the parent: the child only installs them.
-    pub(crate) seccomp: &'a [seccompiler::BpfProgram],
+    pub(crate) seccomp: Option<&'a crate::seccomp::Program>,
 }
 
 /// The child: runs in the new namespaces and cgroup; only returns an error.

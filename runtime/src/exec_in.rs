@@ -135,7 +135,7 @@ fn become_the_service(spec: &ServiceSpec, argv: &[CString]) -> String {
             }
         }
         nix::unistd::chdir(spec.working_dir.as_str()).map_err(|e| e.to_string())?;
-        crate::seccomp::install(&seccomp)
+        crate::seccomp::install(seccomp.as_ref())
             .map_err(|e| format!("installing the seccomp filter: {e}"))?;
         nix::unistd::execve(&argv[0], argv, &envp).map_err(|e| e.to_string())
     };

@@ -116,7 +116,7 @@ pub fn spawn_in(
                 stdout: out,
                 stderr: err,
                 argv: &argv,
-                seccomp: &seccomp,
+                seccomp: seccomp.as_ref(),
             };
             child(spec, paths, &plan, &mut envp)
         })) {

@@ -169,6 +169,17 @@ fn run_mounted(args: &Args, spec: &ServiceSpec, lower: &Path) -> Result<u8, Stri
             median_us(&mut to_exit)
         );
     }
+    // Of the above, what building the seccomp filter takes (spawn_in
+    // builds it each start; installing it is one system call in the child).
+    let caps = brig_runtime::plan::capability_mask(spec);
+    let mut build = Vec::new();
+    for _ in 0..args.repeat {
+        let t0 = Instant::now();
+        let programs = brig_runtime::seccomp::filters(spec, caps)?;
+        build.push(t0.elapsed());
+        drop(programs);
+    }
+    println!("seccomp_filter_build_median_us {}", median_us(&mut build));
     Ok(0)
 }
 
