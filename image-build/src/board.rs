@@ -221,6 +221,9 @@ pub struct RaspberryPiMachine {
     /// `console=ttyS…` (with its UART among `disable`).
     #[serde(default)]
     pub serial_console: Option<String>,
+    /// Words added to `cmdline.txt`'s command line for QEMU's model only.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
 }
 
 /// UEFI firmware files as a Debian package installs them.

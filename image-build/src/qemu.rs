@@ -534,6 +534,7 @@ fn qemu_cmdline(cmdline: &str, machine: &RaspberryPiMachine) -> String {
             Some(console) if word.starts_with("console=ttyS") => format!("console={console}"),
             _ => word.to_string(),
         })
+        .chain(machine.kernel_args.iter().cloned())
         .collect::<Vec<_>>()
         .join(" ")
 }

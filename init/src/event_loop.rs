@@ -76,6 +76,8 @@ pub struct Init<S: System = Linux> {
     pub(crate) state: state::State,
     /// Service output and PID 1's messages on their way to the log service.
     pub(crate) forward: log_forward::Forwarder,
+    /// The hardware watchdog, fed each turn when due.
+    pub(crate) watchdog: Option<crate::host::watchdog::Watchdog>,
 }
 
 pub(crate) fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {
@@ -104,7 +106,12 @@ impl<S: System> Init<S> {
     /// One turn of the event loop: act on what is due, wait, handle events.
     pub fn turn(&mut self) {
         self.supervise();
-        let timeout = match self.services.supervisor.next_deadline() {
+        let watchdog_due = self.feed_watchdog();
+        let next = match (self.services.supervisor.next_deadline(), watchdog_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next {
             Some(deadline) => {
                 let ms = deadline
                     .saturating_duration_since(self.sys.now())
@@ -129,6 +136,21 @@ impl<S: System> Init<S> {
             self.handle(event.data() as RawFd);
         }
         self.forward_logs();
+    }
+
+    /// Feeds the hardware watchdog if due; when it is next due. A watchdog
+    /// that cannot be fed is said once and let go: the machine then resets
+    /// at its timeout, which is what a watchdog that fails should do.
+    fn feed_watchdog(&mut self) -> Option<Instant> {
+        let watchdog = self.watchdog.as_mut()?;
+        match watchdog.feed(self.sys.now()) {
+            Ok(due) => Some(due),
+            Err(e) => {
+                say_error(&format!("watchdog: {e}"));
+                self.watchdog = None;
+                None
+            }
+        }
     }
 
     /// PID 1's messages and the lines published since the last turn, to

@@ -36,10 +36,15 @@ pub fn prepare(root: &Path) -> Vec<String> {
     errors
 }
 
-/// The files and values that apply `limits`.
-pub fn limit_files(limits: &Limits) -> Vec<(&'static str, String)> {
+/// The files and values that apply `limits` on a machine with
+/// `mem_total` bytes of memory (for `memory_max_percent`).
+pub fn limit_files(limits: &Limits, mem_total: Option<u64>) -> Vec<(&'static str, String)> {
     let mut files = Vec::new();
-    if let Some(bytes) = limits.memory_max {
+    let share = limits
+        .memory_max_percent
+        .zip(mem_total)
+        .map(|(percent, total)| total / 100 * percent);
+    if let Some(bytes) = limits.memory_max.or(share) {
         files.push(("memory.max", bytes.to_string()));
         // Without this a memory hog would only be slowed down by swap.
         files.push(("memory.swap.max", "0".to_string()));
@@ -53,6 +58,20 @@ pub fn limit_files(limits: &Limits) -> Vec<(&'static str, String)> {
     files
 }
 
+/// MemTotal from /proc/meminfo, in bytes.
+pub fn mem_total() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// Creates (or reuses) the service's cgroup and applies its limits.
 pub fn create(root: &Path, service: &str, limits: &Limits) -> io::Result<PathBuf> {
     let path = root.join(SERVICES).join(service);
@@ -61,7 +80,7 @@ pub fn create(root: &Path, service: &str, limits: &Limits) -> io::Result<PathBuf
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => reset(&path)?,
         Err(e) => return Err(context(e, format!("creating cgroup {}", path.display()))),
     }
-    for (file, value) in limit_files(limits) {
+    for (file, value) in limit_files(limits, mem_total()) {
         match fs::write(path.join(file), &value) {
             Ok(()) => {}
             // No swap configured: memory.swap.max does not exist.
@@ -157,9 +176,10 @@ mod tests {
             memory_max: Some(64 << 20),
             pids_max: Some(20),
             cpu_weight: Some(50),
+            ..Limits::default()
         };
         assert_eq!(
-            limit_files(&limits),
+            limit_files(&limits, None),
             [
                 ("memory.max", "67108864".to_string()),
                 ("memory.swap.max", "0".to_string()),
@@ -167,7 +187,18 @@ mod tests {
                 ("cpu.weight", "50".to_string())
             ]
         );
-        assert!(limit_files(&Limits::default()).is_empty());
+        assert!(limit_files(&Limits::default(), Some(1 << 30)).is_empty());
+        // A share of the machine's memory.
+        let share = Limits {
+            memory_max_percent: Some(60),
+            ..Limits::default()
+        };
+        assert_eq!(
+            limit_files(&share, Some(1000 << 20))[0],
+            ("memory.max", (600u64 << 20).to_string())
+        );
+        assert!(limit_files(&share, None).is_empty());
+        assert!(mem_total().is_some_and(|b| b > 1 << 20));
     }
 
     #[test]
@@ -177,7 +208,7 @@ mod tests {
         let limits = Limits {
             memory_max: Some(1 << 20),
             pids_max: Some(5),
-            cpu_weight: None,
+            ..Limits::default()
         };
         // A plain directory stands in for cgroupfs (files are created on write).
         let path = create(root.path(), "svc", &limits).unwrap();

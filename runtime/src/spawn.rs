@@ -104,6 +104,9 @@ pub fn spawn_in(
     // it leaves in these slots, which are freed here.
     let mut envp: Vec<CString> = Vec::new();
     let mut failure: Option<String> = None;
+    // Set by the child just before its exec: if it is not, and there is no
+    // failure either, the setup deadline killed it.
+    let mut exec_reached = false;
     let (out, err) = (out_write.as_raw_fd(), err_write.as_raw_fd());
     let netns_fd = netns.map(AsRawFd::as_raw_fd);
     let pid = clone3::spawn(&args, || {
@@ -118,7 +121,7 @@ pub fn spawn_in(
                 argv: &argv,
                 seccomp: seccomp.as_ref(),
             };
-            child(spec, paths, &plan, &mut envp)
+            child(spec, paths, &plan, &mut envp, &mut exec_reached)
         })) {
             Ok(Err(e)) => e,
             Ok(Ok(never)) => match never {},
@@ -134,11 +137,48 @@ pub fn spawn_in(
     if let Some(message) = failure {
         return Err(Error::Setup(message));
     }
+    if !exec_reached {
+        // Killed by its deadline; the caller's reaper collects it.
+        return Err(Error::Setup(format!(
+            "the container's setup did not finish within {} s and was killed \
+             (an open that never returned: a FIFO or a FUSE mount that does not answer?)",
+            crate::child::SETUP_DEADLINE.as_secs()
+        )));
+    }
     Ok(Started {
         pid,
         stdout: out_read,
         stderr: err_read,
     })
+}
+
+/// The container's directory (its writable layer, and where its root is
+/// put together) on a tmpfs of its own of at most `size` bytes, so a
+/// container that fills its layer gets ENOSPC, and the machine's /run
+/// stays as it was. Mounted at the first start; later starts (a restart
+/// keeps the layer) find it there. PID 1 calls it for every service;
+/// brig-container, whose layers live in a directory it is given, does not.
+pub fn prepare_layer(dir: &std::path::Path, size: u64) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    fs::create_dir_all(dir).map_err(|e| Error::host(format!("creating {}", dir.display()), e))?;
+    let device = |path: &std::path::Path| {
+        fs::metadata(path)
+            .map(|m| m.dev())
+            .map_err(|e| Error::host(format!("looking at {}", path.display()), e))
+    };
+    let parent = dir.parent().unwrap_or(std::path::Path::new("/"));
+    if device(dir)? != device(parent)? {
+        return Ok(());
+    }
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("brig-layer"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size={size},mode=0700").as_str()),
+    )
+    .map_err(|e| Error::host(format!("mounting the writable layer's tmpfs on {}", dir.display()), e))
 }
 
 /// Makes an fd non-blocking (for PID 1's epoll).

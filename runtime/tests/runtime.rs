@@ -339,6 +339,92 @@ fn a_readiness_path_the_last_run_left_is_gone_when_the_next_starts() {
     assert_eq!(second, "fresh\nkept\n", "the rest of the layer is kept");
 }
 
+/// A FUSE filesystem whose server never answers (it never even reads its
+/// /dev/fuse descriptor): every access under it waits, killably, until the
+/// descriptor is closed. What a user's bind mount of a stalled sshfs is.
+struct SilentFuse {
+    point: PathBuf,
+    _server: std::fs::File,
+}
+
+impl SilentFuse {
+    fn mount(point: &Path) -> SilentFuse {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(point).unwrap();
+        let server = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .expect("opening /dev/fuse (the fuse module)");
+        let options = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0",
+            server.as_raw_fd()
+        );
+        nix::mount::mount(
+            Some("silent"),
+            point,
+            Some("fuse"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .expect("mounting a FUSE filesystem");
+        SilentFuse {
+            point: point.to_path_buf(),
+            _server: server,
+        }
+    }
+}
+
+impl Drop for SilentFuse {
+    fn drop(&mut self) {
+        // Detached first, then the server's descriptor closes (the field):
+        // what still waits on it gets ENOTCONN.
+        let _ = nix::mount::umount2(&self.point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_setup_that_blocks_on_a_silent_fuse_mount_is_killed_at_its_deadline() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let fuse = SilentFuse::mount(&dir.path().join("stalled"));
+    let (file, state) = service_in(
+        dir.path(),
+        "stalled",
+        &format!(
+            "{}\n[[mounts]]\ntype = \"bind\"\nsource = \"{}\"\ntarget = \"/data\"",
+            sh("echo started"),
+            fuse.point.display()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let mut child = runner(&file, rootfs(), &state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Without the deadline the start never ends.
+    let give_up = started + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > give_up {
+            let _ = child.kill();
+            panic!("the start hung on the FUSE mount");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the container's setup did not finish within 5 s and was killed"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
+    assert!(took >= std::time::Duration::from_secs(5), "{took:?}");
+    drop(fuse);
+}
+
 #[test]
 fn a_fifo_at_etc_passwd_in_the_writable_layer_fails_the_start_instead_of_hanging_it() {
     require_root();
@@ -438,4 +524,29 @@ fn a_readiness_command_has_the_services_user_and_capabilities_not_pid_1s() {
         said.contains("the readiness command exited with status 0"),
         "{said}"
     );
+}
+
+#[test]
+fn a_writable_layer_is_its_own_tmpfs_and_filling_it_fills_only_it() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("containers/filler");
+    brig_runtime::spawn::prepare_layer(&layer, 2 << 20).unwrap();
+    // A second start finds it mounted and mounts nothing more.
+    brig_runtime::spawn::prepare_layer(&layer, 2 << 20).unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let on_it = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(layer.to_str().unwrap()))
+        .count();
+    let full = std::fs::write(layer.join("big"), vec![1u8; 3 << 20]);
+    let parent_still_writable = std::fs::write(dir.path().join("beside"), vec![1u8; 3 << 20]);
+    nix::mount::umount2(&layer, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(on_it, 1, "{mounts}");
+    assert_eq!(
+        full.unwrap_err().raw_os_error(),
+        Some(libc::ENOSPC),
+        "3 MiB into a 2 MiB layer"
+    );
+    parent_still_writable.unwrap();
 }

@@ -1,7 +1,7 @@
 //! Who may log in to the console container and how: what PID 1 makes of
 //! cloud-config `users`, `user`, `ssh_authorized_keys`, `ssh_pwauth`,
 //! `disable_root` and `brig.console`, handed to the console container as
-//! JSON (`/run/brig/config/console.json`). Validated here, so the console
+//! JSON (`/run/brig/config/console/console.json`). Validated here, so the console
 //! only renders it into /etc/passwd, /etc/shadow, sudoers and sshd config.
 
 use serde::{Deserialize, Serialize};

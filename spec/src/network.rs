@@ -233,6 +233,33 @@ impl Parsed {
     }
 }
 
+/// A network-config document without its Wi-Fi secrets (each access
+/// point's `password` and `auth`), for the network container, which sets up
+/// addresses and routes and never joins a network itself; as JSON (which
+/// YAML readers read). None if it is not YAML at all: then the container
+/// gets it as it is, to report where it is broken.
+pub fn without_wifi_secrets(text: &str) -> Option<String> {
+    let mut document: serde_json::Value = serde_saphyr::from_str(text).ok()?;
+    let root = match document.get_mut("network") {
+        Some(_) => document.get_mut("network")?,
+        None => &mut document,
+    };
+    if let Some(wifis) = root.get_mut("wifis").and_then(|w| w.as_object_mut()) {
+        for wifi in wifis.values_mut() {
+            let points = wifi
+                .get_mut("access-points")
+                .and_then(|p| p.as_object_mut());
+            for point in points.into_iter().flat_map(|p| p.values_mut()) {
+                if let Some(point) = point.as_object_mut() {
+                    point.remove("password");
+                    point.remove("auth");
+                }
+            }
+        }
+    }
+    Some(format!("{document}\n"))
+}
+
 impl NetworkConfig {
     /// Parses a network-config document: either `network: {version: 2, ...}`
     /// or the version 2 mapping itself (both are what cloud-init accepts).

@@ -13,22 +13,34 @@ pub const CONTROL_SOCKET: &str = "/run/brig/control.sock";
 /// Where a seed volume (NoCloud, ConfigDrive) is mounted while it is read.
 pub const SEED_MOUNT: &str = "/run/brig/seed";
 
-/// The config PID 1 hands to the system containers (root's only; bind
-/// mounted read-only into the containers that read it).
+/// The config PID 1 hands to the system containers (root's only). Each
+/// consumer has a directory of its own, and its container binds only that
+/// one: ntp sees its servers, not password hashes, Wi-Fi keys, the swarm
+/// token or TLS keys. The whole directory is the console's (the admin's
+/// `brigctl config`).
 pub const CONFIG_DIR: &str = "/run/brig/config";
+/// The consumers' directories under `CONFIG_DIR`, made at boot so that
+/// their containers can bind them before any file is written.
+pub const CONFIG_CONSUMERS: &[&str] = &["console", "docker", "swarm", "syslog", "network", "wifi", "ntp"];
 /// The effective cloud-config (datasource and local settings merged), for
 /// `brigctl config get` and `export`.
 pub const EFFECTIVE_FILE: &str = "/run/brig/config/cloud-config.json";
 /// The user data as the datasource gave it, for `brigctl config validate`.
 pub const USER_DATA_FILE: &str = "/run/brig/config/user-data";
 /// Accounts, keys, scripts and login settings for the console container.
-pub const CONSOLE_CONFIG: &str = "/run/brig/config/console.json";
+pub const CONSOLE_CONFIG: &str = "/run/brig/config/console/console.json";
 /// `brig.docker`, for the docker container.
-pub const DOCKER_CONFIG: &str = "/run/brig/config/docker.json";
+pub const DOCKER_CONFIG: &str = "/run/brig/config/docker/docker.json";
+/// `brig.docker` again, for the swarm container (its token, its client
+/// certificate).
+pub const SWARM_CONFIG: &str = "/run/brig/config/swarm/docker.json";
 /// `brig.logging`, for the log service.
-pub const LOGGING_CONFIG: &str = "/run/brig/config/logging.json";
-/// The network config (v2) for the network container.
-pub const NETWORK_CONFIG: &str = "/run/brig/config/network.yaml";
+pub const LOGGING_CONFIG: &str = "/run/brig/config/syslog/logging.json";
+/// The network config (v2) for the network container, without the Wi-Fi
+/// passwords, which it does not need.
+pub const NETWORK_CONFIG: &str = "/run/brig/config/network/network.yaml";
+/// The network config (v2) whole, for the wifi container.
+pub const WIFI_CONFIG: &str = "/run/brig/config/wifi/network.yaml";
 /// Replaces the ntp container's default servers (chrony's confdir).
 pub const NTP_SERVERS_FILE: &str = "/run/brig/config/ntp/servers.conf";
 

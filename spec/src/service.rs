@@ -169,10 +169,26 @@ pub struct Limits {
     /// memory.max in bytes (`64M`, `1G` in the file).
     #[serde(default, deserialize_with = "size_opt")]
     pub memory_max: Option<u64>,
+    /// memory.max as a share of the machine's memory (1-100), for services
+    /// whose need grows with the machine (the console, docker); not with
+    /// `memory_max`.
+    pub memory_max_percent: Option<u64>,
     pub pids_max: Option<u64>,
     /// cpu.weight, 1-10000 (default 100).
     pub cpu_weight: Option<u64>,
+    /// The writable layer's size (its own tmpfs; default
+    /// `DEFAULT_WRITABLE_MAX`): a container filling it gets ENOSPC, not the
+    /// machine's /run.
+    #[serde(default, deserialize_with = "size_opt")]
+    pub writable_max: Option<u64>,
+    /// The kernel's OOM score adjustment for the service's processes
+    /// (-1000-1000): below 0 for what must outlive a user filling memory
+    /// (the network, the log).
+    pub oom_score_adj: Option<i32>,
 }
+
+/// A writable layer's size when the spec gives none.
+pub const DEFAULT_WRITABLE_MAX: u64 = 256 << 20;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
@@ -535,6 +551,31 @@ impl ServiceSpec {
             if !(1..=10000).contains(&weight) {
                 return err("limits.cpu_weight", format!("{weight} is outside 1-10000"));
             }
+        }
+        if let Some(percent) = self.limits.memory_max_percent {
+            if !(1..=100).contains(&percent) {
+                return err(
+                    "limits.memory_max_percent",
+                    format!("{percent} is outside 1-100"),
+                );
+            }
+            if self.limits.memory_max.is_some() {
+                return err(
+                    "limits.memory_max_percent",
+                    "give memory_max or memory_max_percent, not both".into(),
+                );
+            }
+        }
+        if let Some(adj) = self.limits.oom_score_adj {
+            if !(-1000..=1000).contains(&adj) {
+                return err("limits.oom_score_adj", format!("{adj} is outside -1000-1000"));
+            }
+        }
+        if self.limits.writable_max.is_some_and(|b| b < 1 << 20) {
+            return err(
+                "limits.writable_max",
+                "less than 1M leaves the writable layer no room".into(),
+            );
         }
         if self.limits.memory_max == Some(0) || self.limits.pids_max == Some(0) {
             return err(

@@ -185,6 +185,44 @@ runcmd:
         ],
         "{out}"
     );
+    // Each system container sees only its own part of the config (looked
+    // at through its process's root from the console, which shares the
+    // host's PID namespace): no password hashes, keys or effective config.
+    let out = ssh(
+        "brig",
+        &brig_key,
+        "for p in chronyd brig-netd brig-logd; do \
+           echo \"$p: $(sudo ls -A /proc/$(pgrep -xo $p)/root/run/brig/config | tr '\\n' ' ')\"; \
+         done; sudo ls /run/brig/config | tr '\\n' ' '",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        &lines[..3],
+        ["chronyd: ntp ", "brig-netd: network ", "brig-logd: syslog "],
+        "{out}"
+    );
+    // The console's is the whole of it.
+    for part in ["cloud-config.json", "console", "network", "ntp", "user-data"] {
+        assert!(lines[3].contains(part), "{out}");
+    }
+    // A user fills memory (tail keeps a line that never ends): the
+    // console's own limit (half the machine) kills that, and PID 1, the
+    // network and this ssh connection's next command are untouched.
+    let out = ssh(
+        "brig",
+        &brig_key,
+        "head -c 3G /dev/zero | tail -n 1 >/dev/null; echo status=${PIPESTATUS[1]}; \
+         brigctl ps | grep '^network '; \
+         grep oom_kill /sys/fs/cgroup/memory.events",
+    );
+    assert!(out.contains("status=137"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("network ") && l.contains(" running ")), "{out}");
+    let kills: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no oom_kill count: {out}"));
+    assert!(kills >= 1, "{out}");
     // That group may look, not take PID 1's file descriptors: sixteen
     // connections of its that never go (curl, whose request PID 1 answers
     // line by line with errors, and waits for more) are all it may have;

@@ -244,7 +244,7 @@ bootcmd:
       mkdir -p /home/brig
       while :; do
         i=$((i+1))
-        brigctl config set hostname cut-$i >/dev/null
+        brigctl config set hostname cut-$i >/dev/null || { echo "power-cut set failed $i"; continue; }
         echo $i > /home/brig/counter
         yes $i | head -c 65536 > /home/brig/blob-$((i % 8))
         echo "power-cut wrote $i"
@@ -343,6 +343,13 @@ bootcmd:
         assert!(
             value >= last_seen,
             "cut {cut}: the config went back from cut-{last_seen} to cut-{value}"
+        );
+        // `power-cut wrote N` is said after `brigctl config set` returned:
+        // PID 1 had renamed the file into place and synced its directory.
+        // A rename without that sync would be lost with the cache.
+        assert!(
+            value >= wrote,
+            "cut {cut}: `config set hostname cut-{wrote}` was acknowledged, the disk has cut-{value}"
         );
         if seen.counter.unwrap_or(0) < wrote {
             lost += 1;

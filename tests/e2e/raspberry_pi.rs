@@ -442,7 +442,7 @@ fn rpi4_card() {
     check_over_ssh(&guest, &key, &known_hosts, "rpi4", model, "ttyAMA0");
     let logs = guest.ssh_ok("brig", &key, &known_hosts, "sudo brigctl logs wifi");
     assert!(
-        logs.contains("wifi: no network config (/run/brig/config/network.yaml: No such file or directory (os error 2)): no wifis to join"),
+        logs.contains("wifi: no network config (/run/brig/config/wifi/network.yaml: No such file or directory (os error 2)): no wifis to join"),
         "{logs}"
     );
     guest.brigctl_power(&key, &known_hosts, Power::PowerOff);

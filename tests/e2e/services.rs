@@ -163,6 +163,13 @@ fn services_run_as_containers(board: &str) {
     assert!(at("brig: [db] started") < at("brig: [db] ready"));
     assert!(at("brig: [db] ready") < at("brig: ready"));
 
+    // A service that fills its writable layer fills only that: its own
+    // tmpfs of writable_max.
+    assert!(
+        serial.contains("brig: [filler] dd: error writing '/big': No space left on device"),
+        "{serial}"
+    );
+
     // brigctl ps from a container.
     let ps: Vec<&str> = serial
         .lines()
@@ -186,7 +193,7 @@ fn services_run_as_containers(board: &str) {
         .find(|s| s["name"] == "ticker")
         .unwrap();
     assert!(ticker["memory_bytes"].as_u64().unwrap() > 0, "{ticker}");
-    // 10 built services, the system containers made for this board (the
+    // 11 built services, the system containers made for this board (the
     // image is built `--without docker`, which leaves swarm out too), plus
     // the corrupt image and the malformed spec.
     let system_containers = std::fs::read_dir(source_dir().join("system-containers"))
@@ -203,7 +210,7 @@ fn services_run_as_containers(board: &str) {
         .count();
     assert_eq!(
         json["services"].as_array().unwrap().len(),
-        10 + system_containers + 2
+        11 + system_containers + 2
     );
 
     // Bad input fails only the service concerned, each with a precise reason.
@@ -292,4 +299,76 @@ fn services_run_as_containers(board: &str) {
             .find("brig: [ticker] exited with status")
             .expect("ticker stopped");
     assert!(ticker_stopped < serial.find(&format!("brig: {verb} now")).unwrap());
+}
+
+/// Hostile services against PID 1, in one boot (tests/e2e/hostile-services):
+/// a service writing output as fast as it can three ways (`yes`, `yes ''`,
+/// 10 MiB lines without a newline) runs while a prober asks PID 1 for
+/// `brigctl ps` once a second for 60 s and watches PID 1's resident
+/// memory; every call must be answered and the memory must not grow. The
+/// machine has a hardware watchdog (QEMU's i6300esb) with a 10 s timeout,
+/// which PID 1 keeps fed through all of it. Then the prober wedges PID 1
+/// from outside (strace attached, then stopped: PID 1 waits in its next
+/// system call for ever) and the watchdog resets the machine, which with
+/// `--no-reboot` ends QEMU, with no reboot of PID 1's or the kernel's.
+pub fn qemu_x86_64_pid1_stays_responsive_under_a_flood_and_the_watchdog_resets_it_when_wedged() {
+    let board = "qemu-x86_64";
+    let out = tempfile::tempdir().unwrap();
+    let services = source_dir().join("tests/e2e/hostile-services");
+    let build = brig(
+        &[
+            "build",
+            "--board",
+            board,
+            "--out",
+            out.path().to_str().unwrap(),
+            "--services",
+            services.to_str().unwrap(),
+            "--without",
+            "docker",
+            crate::guest::FAST[0],
+            crate::guest::FAST[1],
+        ],
+        &[],
+    );
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let mut guest = Guest::boot(board, out.path(), &["brig.watchdog=10"]);
+    let serial = guest.wait_for("FLOOD-RESULT", Duration::from_secs(400));
+    let result = serial
+        .lines()
+        .find_map(|l| l.split("FLOOD-RESULT ").nth(1))
+        .unwrap();
+    println!("flood: {result}");
+    let value = |key: &str| -> u64 {
+        result
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {result:?}"))
+    };
+    assert_eq!(value("flood_running"), 1, "{result}");
+    assert!(value("calls") >= 30, "{result}");
+    assert_eq!(value("failed"), 0, "every brigctl ps answered: {result}");
+    // PID 1 reads output in bounded chunks and keeps bounded rings: a
+    // minute of flood leaves its memory where it was (a few pages of slack).
+    assert!(
+        value("rss_kib_end") < value("rss_kib_start") + 4096,
+        "PID 1's memory grew: {result}"
+    );
+    // The watchdog was open (10 s) for the whole minute: fed.
+    let opened = serial
+        .find("brig: watchdog: /dev/watchdog (i6300ESB timer), timeout 10 s, fed every 3333 ms")
+        .unwrap_or_else(|| panic!("no watchdog line:\n{serial}"));
+    assert!(opened < serial.find("FLOOD-RESULT").unwrap());
+    let status = guest.wait_exit(Duration::from_secs(180));
+    let serial = guest.serial();
+    assert!(serial.contains("WEDGING"), "{serial}");
+    assert!(status.success(), "QEMU: {status}\n{serial}");
+    for orderly in ["brig: rebooting", "brig: powering off", "reboot: Restarting system"] {
+        assert!(!serial.contains(orderly), "{orderly:?}: not a reset:\n{serial}");
+    }
 }

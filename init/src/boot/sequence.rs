@@ -182,6 +182,15 @@ pub fn boot() -> Result<Init, Failed> {
             say_error(&format!("creating {dir}: {e}"));
         }
     }
+    // Each config consumer's own directory, bound by its container only.
+    for consumer in brig_spec::paths::CONFIG_CONSUMERS {
+        let dir = Path::new(brig_spec::paths::CONFIG_DIR).join(consumer);
+        let made = fs::create_dir_all(&dir)
+            .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)));
+        if let Err(e) = made {
+            say_error(&format!("creating {}: {e}", dir.display()));
+        }
+    }
     // Where the user's disks go (cloud-config `mounts`); containers bind them.
     for dir in brig_spec::mounts::MOUNT_ROOTS {
         if let Err(e) = fs::create_dir_all(dir) {
@@ -207,6 +216,7 @@ pub fn boot() -> Result<Init, Failed> {
         .into(),
         state: state::State::Absent,
         forward: log_forward::Forwarder::new(brig_spec::paths::INIT_LOG_SOCKET),
+        watchdog: None,
     };
 
     let mut outcome = init.coldplug.scan(&init.sys, Path::new("/sys"));
@@ -277,10 +287,40 @@ pub fn boot() -> Result<Init, Failed> {
     let count = init.services.supervisor.services.len();
     say(&format!("system containers: {count}"));
     init.load_service_modules();
+    // Last, as the loop is about to turn: the steps above may take long
+    // on a big disk (e2fsck, mke2fs), and nothing would feed it meanwhile.
+    init.open_watchdog(&cmdline);
     Ok(init)
 }
 
 impl<S: System> Init<S> {
+    /// Opens the hardware watchdog coldplug found a driver for, if any.
+    pub(crate) fn open_watchdog(&mut self, cmdline: &Cmdline) {
+        use crate::host::watchdog::{timeout_from, Watchdog};
+        let timeout = match timeout_from(cmdline.value("brig.watchdog")) {
+            Ok(timeout) => timeout,
+            Err(e) => {
+                say_error(&format!("{e}; the watchdog keeps its default"));
+                crate::host::watchdog::DEFAULT_TIMEOUT
+            }
+        };
+        match Watchdog::open(timeout, self.sys.now()) {
+            Ok(Some(watchdog)) => {
+                say(&format!(
+                    "watchdog: {} ({}), timeout {} s, fed every {} ms",
+                    "/dev/watchdog",
+                    watchdog.identity,
+                    watchdog.schedule.timeout.as_secs(),
+                    watchdog.schedule.interval.as_millis()
+                ));
+                self.watchdog = Some(watchdog);
+            }
+            Ok(None) if timeout == 0 => say("watchdog: off (brig.watchdog=0)"),
+            Ok(None) => {}
+            Err(e) => say_error(&format!("watchdog: {e}; not used")),
+        }
+    }
+
     /// With `brig.system=PARTUUID=` on the command line (a disk image's boot
     /// entry): waits for that partition, mounts it over /lib/brig and reads
     /// the system containers from it. Returns the disk's name (`vda`).

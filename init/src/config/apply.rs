@@ -118,9 +118,12 @@ pub(crate) fn config_change(
         Ok(message) => message,
         Err(error) => return Response::Error { error },
     };
-    if let Some((_, file, service)) = local_settings::applied_by_restart(key) {
-        if let Err(e) = rewrite_service_config(sys, Path::new(file)) {
-            message = format!("{message}; but {e}, so restarting {service} will not apply it");
+    if let Some((_, files, service)) = local_settings::applied_by_restart(key) {
+        for file in files {
+            if let Err(e) = rewrite_service_config(sys, Path::new(file)) {
+                message =
+                    format!("{message}; but {e}, so restarting {service} will not apply it");
+            }
         }
     }
     say(&format!("config: {message}"));

@@ -52,14 +52,23 @@ pub fn updated(
 
 /// Sections a service reads from its config file each time it starts:
 /// after a change PID 1 writes that file anew, so restarting the service
-/// applies the change without a reboot. (section, file, service)
-pub const APPLIED_BY_RESTART: [(&str, &str, &str); 2] = [
-    ("brig.docker", brig_spec::paths::DOCKER_CONFIG, "docker"),
-    ("brig.logging", brig_spec::paths::LOGGING_CONFIG, "syslog"),
+/// applies the change without a reboot. (section, files, service)
+pub const APPLIED_BY_RESTART: [(&str, &[&str], &str); 2] = [
+    (
+        "brig.docker",
+        &[
+            brig_spec::paths::DOCKER_CONFIG,
+            brig_spec::paths::SWARM_CONFIG,
+        ],
+        "docker",
+    ),
+    ("brig.logging", &[brig_spec::paths::LOGGING_CONFIG], "syslog"),
 ];
 
 /// The section of `APPLIED_BY_RESTART` that `key` is in (or is).
-pub fn applied_by_restart(key: &str) -> Option<(&'static str, &'static str, &'static str)> {
+pub fn applied_by_restart(
+    key: &str,
+) -> Option<(&'static str, &'static [&'static str], &'static str)> {
     APPLIED_BY_RESTART.into_iter().find(|(section, _, _)| {
         key == *section
             || key.starts_with(&format!("{section}."))

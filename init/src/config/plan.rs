@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use brig_spec::cloud_config::{
     default_instance_id, interpret, merge, parse_meta_data, read_user_data, DEFAULT_FILE,
 };
-use brig_spec::paths::{EFFECTIVE_FILE, NETWORK_CONFIG, NTP_SERVERS_FILE, USER_DATA_FILE};
+use brig_spec::paths::{
+    EFFECTIVE_FILE, NETWORK_CONFIG, NTP_SERVERS_FILE, USER_DATA_FILE, WIFI_CONFIG,
+};
 use serde_json::{Map, Value};
 
 use crate::config::saved::saved;
@@ -130,7 +132,10 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
         (None, None) => None,
     };
     if let Some(text) = network {
-        plan.files.push((NETWORK_CONFIG.into(), text));
+        let for_netd = brig_spec::network::without_wifi_secrets(&text);
+        plan.files
+            .push((NETWORK_CONFIG.into(), for_netd.unwrap_or_else(|| text.clone())));
+        plan.files.push((WIFI_CONFIG.into(), text));
     }
     if let Some(data) = seed.user_data.as_deref().or(default) {
         plan.files.push((
@@ -150,8 +155,9 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
     plan.mounts = config.mounts.clone();
     plan.services = config.services.clone();
     if let Some(docker) = &config.docker {
-        plan.files
-            .push((brig_spec::paths::DOCKER_CONFIG.into(), json_file(docker)));
+        for file in [brig_spec::paths::DOCKER_CONFIG, brig_spec::paths::SWARM_CONFIG] {
+            plan.files.push((file.into(), json_file(docker)));
+        }
     }
     if let Some(logging) = &config.logging {
         plan.files
@@ -240,10 +246,10 @@ mod tests {
         };
         let p = plan(&seed, None, &Map::new());
         assert_eq!(p.hostname.as_deref(), Some("meta-name"));
-        assert_eq!(
-            p.files[0],
-            (PathBuf::from(NETWORK_CONFIG), "version: 2\n".into())
-        );
+        // The network container's copy in JSON, without Wi-Fi secrets;
+        // the wifi container's as written.
+        assert_eq!(file(&p, NETWORK_CONFIG), "{\"version\":2}\n");
+        assert_eq!(file(&p, WIFI_CONFIG), "version: 2\n");
         let console: console::ConsoleConfig =
             serde_json::from_str(file(&p, brig_spec::paths::CONSOLE_CONFIG)).unwrap();
         assert_eq!(console.scripts, ["#!/bin/sh\necho hi\n"]);

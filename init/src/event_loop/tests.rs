@@ -141,6 +141,7 @@ fn pid1_refusing(
         boot: "the tests".into(),
         state: state::State::Absent,
         forward: log_forward::Forwarder::new(socket.to_str().unwrap()),
+        watchdog: None,
     };
     (init, log, dir)
 }

@@ -15,3 +15,4 @@ pub mod shutdown;
 pub mod system;
 pub mod uevent;
 pub mod user_mounts;
+pub mod watchdog;

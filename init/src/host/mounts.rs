@@ -59,7 +59,9 @@ pub const EARLY_MOUNTS: &[EarlyMount] = &[
         fstype: "tmpfs",
         source: "run",
         flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
-        data: "mode=0755",
+        // Sockets, config files, leases: small. Each container's writable
+        // layer is a tmpfs of its own below it, with its own size.
+        data: "mode=0755,size=64m",
     },
     EarlyMount {
         target: "/sys/fs/cgroup",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use brig_runtime::{cgroup, image, netns, Error, Paths, Started};
 use brig_spec::paths::{RUN, VOLUMES};
-use brig_spec::service::{Namespace, ServiceSpec};
+use brig_spec::service::{Namespace, ServiceSpec, DEFAULT_WRITABLE_MAX};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -100,9 +100,14 @@ impl Runtime for Containers {
             ),
             None => None,
         };
+        let dir = self.run.join("containers").join(name);
+        brig_runtime::spawn::prepare_layer(
+            &dir,
+            spec.limits.writable_max.unwrap_or(DEFAULT_WRITABLE_MAX),
+        )?;
         let paths = Paths {
             lower,
-            dir: self.run.join("containers").join(name),
+            dir,
             volumes: self.volumes.clone(),
             cgroup,
         };

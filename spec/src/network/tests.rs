@@ -356,3 +356,30 @@ fn cidr_forms() {
     assert!("2001:db8::1/129".parse::<Cidr>().is_err());
     assert_eq!(cidr("2001:db8::1/64").to_string(), "2001:db8::1/64");
 }
+
+#[test]
+fn the_network_containers_copy_has_no_wifi_secrets() {
+    let text = "network:
+  version: 2
+  wifis:
+    wlan0:
+      dhcp4: true
+      access-points:
+        home: {password: hunter2-long-enough}
+        office:
+          auth: {key-management: eap, method: peap, identity: me, password: s3cret-too}
+        cafe: {}
+";
+    let copy = without_wifi_secrets(text).unwrap();
+    assert!(!copy.contains("hunter2") && !copy.contains("s3cret"), "{copy}");
+    assert!(!copy.contains("auth"), "{copy}");
+    // The rest is as it was, and still the same config to the parser.
+    let parsed = NetworkConfig::parse(&copy);
+    assert!(parsed.errors.is_empty() && !parsed.rejected, "{:?}", parsed.errors);
+    let value: serde_json::Value = serde_json::from_str(&copy).unwrap();
+    let points = &value["network"]["wifis"]["wlan0"]["access-points"];
+    assert_eq!(points.as_object().unwrap().len(), 3);
+    assert_eq!(value["network"]["wifis"]["wlan0"]["dhcp4"], true);
+    // Not YAML: none (the container gets the text to report on).
+    assert_eq!(without_wifi_secrets("network: [unclosed"), None);
+}

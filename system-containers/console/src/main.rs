@@ -1,5 +1,5 @@
 //! brig-console: sets up the console container from the config PID 1 wrote
-//! (/run/brig/config/console.json) — accounts, host keys, write_files and
+//! (/run/brig/config/console/console.json) — accounts, host keys, write_files and
 //! bootcmd — then runs sshd and a getty on each console, respawning gettys
 //! as users log out, with runcmd and user-data scripts beside them. sshd exiting ends the
 //! container, so PID 1's restart policy and crash-loop state apply to it.

@@ -5,14 +5,18 @@
 //! from a manager's Docker API over TLS with this node's certificate
 //! (`brig.docker.tls`), so a cluster forms from config alone. A node
 //! already in a swarm is left as it is: this runs at every boot.
-//! Everything goes through Debian's docker CLI (docs/docker.md).
+//! Debian's docker CLI does the rest, but the join goes to dockerd's API
+//! directly: `docker swarm join --token` would put the token on a command
+//! line, where `ps` shows it (docs/docker.md).
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use brig_spec::docker_config::{DockerConfig, Swarm, API_TLS_PORT, SWARM_PORT};
-use brig_spec::paths::DOCKER_SOCKET_DIR;
+use brig_spec::paths::{DOCKER_SOCKET, DOCKER_SOCKET_DIR};
 
 /// The client's copy of this node's TLS files.
 const TLS_DIR: &str = "/tmp/brig-swarm-tls";
@@ -26,13 +30,13 @@ fn say(message: &str) {
 }
 
 fn main() -> ExitCode {
-    let config: DockerConfig = match std::fs::read(brig_spec::paths::DOCKER_CONFIG) {
+    let config: DockerConfig = match std::fs::read(brig_spec::paths::SWARM_CONFIG) {
         Ok(data) => match serde_json::from_slice(&data) {
             Ok(c) => c,
             Err(e) => {
                 say(&format!(
                     "error: reading {}: {e}",
-                    brig_spec::paths::DOCKER_CONFIG
+                    brig_spec::paths::SWARM_CONFIG
                 ));
                 return ExitCode::FAILURE;
             }
@@ -92,7 +96,7 @@ fn take_part(swarm: &Swarm, tls: Option<&str>) -> Result<String, String> {
         docker(&local, &init_args(swarm)).map_err(|e| format!("docker swarm init: {e}"))?;
         return Ok("this node created the swarm and is its first manager".into());
     }
-    let manager = join(&local, swarm, tls)?;
+    let manager = join(swarm, tls)?;
     Ok(format!(
         "this node joined the swarm as a {} through {manager}",
         swarm.role.name()
@@ -100,7 +104,7 @@ fn take_part(swarm: &Swarm, tls: Option<&str>) -> Result<String, String> {
 }
 
 /// Joins through the first manager that answers; returns it.
-fn join(local: &str, swarm: &Swarm, tls: Option<&str>) -> Result<String, String> {
+fn join(swarm: &Swarm, tls: Option<&str>) -> Result<String, String> {
     let mut errors = Vec::new();
     for manager in &swarm.join {
         let (host, port) = host_port(manager, SWARM_PORT);
@@ -120,7 +124,7 @@ fn join(local: &str, swarm: &Swarm, tls: Option<&str>) -> Result<String, String>
             (None, None) => return Err("no token and no TLS to ask for one".into()),
         };
         let address = format!("{host}:{port}");
-        match docker(local, &join_args(swarm, &token, &address)) {
+        match engine_post(DOCKER_SOCKET, "/swarm/join", &join_request(swarm, &token, &address)) {
             Ok(_) => return Ok(address),
             Err(e) => errors.push(format!("joining through {address}: {e}")),
         }
@@ -136,14 +140,61 @@ fn init_args(swarm: &Swarm) -> Vec<String> {
     args
 }
 
-fn join_args(swarm: &Swarm, token: &str, manager: &str) -> Vec<String> {
-    let mut args = vec!["swarm".to_string(), "join".to_string()];
-    args.push(format!("--token={token}"));
+/// The body of `POST /swarm/join`, with what `docker swarm join` would
+/// send for the same flags.
+fn join_request(swarm: &Swarm, token: &str, manager: &str) -> String {
+    let mut request = serde_json::json!({
+        "ListenAddr": format!("0.0.0.0:{SWARM_PORT}"),
+        "RemoteAddrs": [manager],
+        "JoinToken": token,
+    });
     if let Some(address) = &swarm.advertise_addr {
-        args.push(format!("--advertise-addr={address}"));
+        request["AdvertiseAddr"] = address.clone().into();
     }
-    args.push(manager.to_string());
-    args
+    request.to_string()
+}
+
+/// POSTs `body` (JSON) to dockerd's API at `path` over `socket`: the
+/// answer's body, or dockerd's message when it refuses.
+fn engine_post(socket: &str, path: &str, body: &str) -> Result<String, String> {
+    let mut stream =
+        UnixStream::connect(socket).map_err(|e| format!("connecting to {socket}: {e}"))?;
+    // A join waits for the manager; dockerd gives up on it well before.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(180)))
+        .map_err(|e| e.to_string())?;
+    // HTTP/1.0: dockerd closes the connection after its answer.
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| format!("writing to {socket}: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .take(1 << 20)
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("reading dockerd's answer: {e}"))?;
+    engine_answer(&answer)
+}
+
+/// dockerd's HTTP answer: its body on success, else its `message`.
+fn engine_answer(answer: &[u8]) -> Result<String, String> {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {:?}", head.lines().next().unwrap_or("")))?;
+    if (200..300).contains(&status) {
+        return Ok(body.to_string());
+    }
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string());
+    Err(format!("{message} (HTTP {status})"))
 }
 
 /// `host[:port]` (an IPv6 address in brackets) with `default` as the port.
@@ -224,16 +275,34 @@ mod tests {
             init_args(&swarm()),
             ["swarm", "init", "--advertise-addr=eth1"]
         );
+        // The token goes in the API request's body, not on a command line.
+        let request: serde_json::Value =
+            serde_json::from_str(&join_request(&swarm(), "SWMTKN-1-x", "10.77.0.11:2377"))
+                .unwrap();
         assert_eq!(
-            join_args(&swarm(), "SWMTKN-1-x", "10.77.0.11:2377"),
-            [
-                "swarm",
-                "join",
-                "--token=SWMTKN-1-x",
-                "--advertise-addr=eth1",
-                "10.77.0.11:2377"
-            ]
+            request,
+            serde_json::json!({
+                "ListenAddr": "0.0.0.0:2377",
+                "AdvertiseAddr": "eth1",
+                "RemoteAddrs": ["10.77.0.11:2377"],
+                "JoinToken": "SWMTKN-1-x",
+            })
         );
+    }
+
+    #[test]
+    fn dockerd_answers() {
+        assert_eq!(
+            engine_answer(b"HTTP/1.0 200 OK\r\nApi-Version: 1.47\r\n\r\n"),
+            Ok(String::new())
+        );
+        assert_eq!(
+            engine_answer(
+                b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n{\"message\":\"This node is already part of a swarm.\"}\n"
+            ),
+            Err("This node is already part of a swarm. (HTTP 503)".into())
+        );
+        assert!(engine_answer(b"garbage").is_err());
     }
 
     #[test]

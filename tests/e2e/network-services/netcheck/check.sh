@@ -11,7 +11,7 @@ wait_for 60 bound
 if $B grep -q brig.netcheck=virtual /proc/cmdline; then
   # Three NICs: a bond of the first two (active-backup), a VLAN on the bond,
   # a bridge on the third.
-  $B cat > /run/brig/config/network.yaml <<'YAML'
+  $B cat > /run/brig/config/network/network.yaml <<'YAML'
 network:
   version: 2
   ethernets:
