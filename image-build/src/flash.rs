@@ -436,58 +436,7 @@ impl Progress {
 mod sysfs {
     use super::*;
 
-    /// One line of /proc/self/mountinfo.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Mount {
-        /// The filesystem's device number, `8:1` (anonymous for btrfs).
-        pub dev: String,
-        pub point: String,
-        pub fstype: String,
-        /// `/dev/sda1`, `pool/root` for ZFS.
-        pub source: String,
-    }
-
-    /// Mountinfo's lines, with the kernel's octal escapes (`\040` for a
-    /// space) undone.
-    pub fn mounts(mountinfo: &str) -> Vec<Mount> {
-        mountinfo
-            .lines()
-            .filter_map(|line| {
-                let (before, after) = line.split_once(" - ")?;
-                let before: Vec<&str> = before.split(' ').collect();
-                let mut after = after.split(' ');
-                Some(Mount {
-                    dev: before.get(2)?.to_string(),
-                    point: unescape(before.get(4)?),
-                    fstype: after.next()?.to_string(),
-                    source: unescape(after.next()?),
-                })
-            })
-            .collect()
-    }
-
-    fn unescape(field: &str) -> String {
-        let bytes = field.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let octal = bytes.get(i + 1..i + 4).and_then(|d| {
-                let d = std::str::from_utf8(d).ok()?;
-                u8::from_str_radix(d, 8).ok()
-            });
-            match (bytes[i], octal) {
-                (b'\\', Some(byte)) => {
-                    out.push(byte);
-                    i += 4;
-                }
-                (byte, _) => {
-                    out.push(byte);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
+    pub use brig_spec::mountinfo::{mounts, Mount};
 
     /// The machine's /sys, mounts and swaps (a fake /sys in unit tests).
     pub struct Host {
@@ -598,11 +547,7 @@ mod sysfs {
         /// above it, the last mounted of those.
         fn mount_of(&self, path: &Path) -> Option<&Mount> {
             let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-            self.mounts
-                .iter()
-                .filter(|m| path.starts_with(&m.point))
-                .max_by_key(|m| Path::new(&m.point).components().count())
-                .and_then(|longest| self.mounts.iter().rev().find(|m| m.point == longest.point))
+            brig_spec::mountinfo::mount_of(&self.mounts, &path)
         }
 
         /// Every block device this computer's root filesystem (the one
@@ -948,20 +893,5 @@ mod tests {
             .root_disks(libc::makedev(0, 50), Path::new("/nowhere"), pool);
         found.sort();
         assert_eq!(found, ["sdf", "sdf1"]);
-    }
-
-    #[test]
-    fn mountinfo_fields_are_unescaped() {
-        let line = "36 35 8:17 / /media/my\\040card rw,nosuid - vfat /dev/sdb1 rw\n";
-        assert_eq!(
-            sysfs::mounts(line),
-            [sysfs::Mount {
-                dev: "8:17".into(),
-                point: "/media/my card".into(),
-                fstype: "vfat".into(),
-                source: "/dev/sdb1".into(),
-            }]
-        );
-        assert!(sysfs::mounts("garbage without a separator").is_empty());
     }
 }

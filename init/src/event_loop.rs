@@ -33,6 +33,9 @@ use crate::supervise::supervisor::Action;
 /// The system container that brings the network up (network datasources
 /// wait for it).
 pub(crate) const NETWORK_SERVICE: &str = "network";
+/// The watchdog's timeout for the shutdown's last steps (drivers cap it:
+/// bcm2835-wdt at 15 s).
+const SHUTDOWN_WATCHDOG_TIMEOUT: u32 = 120;
 
 /// The most of one output pipe read in one turn of the loop.
 pub(crate) const OUTPUT_PER_TURN: usize = 64 * 1024;
@@ -204,7 +207,23 @@ impl<S: System> Init<S> {
                     .read_file(Path::new("/proc/self/mounts"))
                     .unwrap_or_default();
                 let mounts = String::from_utf8_lossy(&mounts);
-                let error = shutdown::shut_down(&self.sys, action, &mounts, &mut |m| say(m));
+                // The last steps run outside the loop: the longest timeout
+                // the driver allows, fed between them. A shutdown that
+                // hangs still ends in a reset.
+                let now = self.sys.now();
+                if let Some(watchdog) = self.watchdog.as_mut() {
+                    if let Err(e) = watchdog.stretch(SHUTDOWN_WATCHDOG_TIMEOUT, now) {
+                        say_error(&format!("watchdog: {e}"));
+                    }
+                }
+                let (sys, watchdog) = (&self.sys, &mut self.watchdog);
+                let mut feed = || {
+                    if let Some(watchdog) = watchdog.as_mut() {
+                        let _ = watchdog.feed_now(sys.now());
+                    }
+                };
+                let error =
+                    shutdown::shut_down(&self.sys, action, &mounts, &mut |m| say(m), &mut feed);
                 say_error(&format!(
                     "the kernel refused {}: {error}; still running",
                     action.verb()

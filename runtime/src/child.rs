@@ -30,60 +30,6 @@ pub(crate) struct ChildPlan<'a> {
     pub(crate) seccomp: Option<&'a crate::seccomp::Program>,
 }
 
-/// How long the child's setup may take before it is killed. PID 1 waits
-/// for the exec (clone3.rs), so a setup that blocks — an open under a FUSE
-/// mount whose server never answers, bound in by a user's mount — would
-/// block PID 1 with it. Setup takes milliseconds; this is for the hung.
-pub const SETUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Arms a timer that kills this process (SIGKILL, which ends even a wait
-/// on a FUSE server) after `SETUP_DEADLINE`. A POSIX timer, because exec
-/// deletes it: the service itself is never timed.
-fn arm_setup_deadline() -> Result<(), String> {
-    // SAFETY: sigevent and itimerspec are plain C structs; zeroed is a
-    // valid start for both.
-    let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
-    event.sigev_notify = libc::SIGEV_SIGNAL;
-    event.sigev_signo = libc::SIGKILL;
-    let mut timer: libc::c_int = 0;
-    // SAFETY: the raw calls (not libc's wrappers, which may allocate) with
-    // pointers to the locals above, which outlive them.
-    let created = unsafe {
-        libc::syscall(
-            libc::SYS_timer_create,
-            libc::CLOCK_MONOTONIC,
-            &mut event as *mut libc::sigevent,
-            &mut timer as *mut libc::c_int,
-        )
-    };
-    if created != 0 {
-        return Err(format!(
-            "arming the setup deadline: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: as above.
-    let mut when: libc::itimerspec = unsafe { std::mem::zeroed() };
-    when.it_value.tv_sec = SETUP_DEADLINE.as_secs() as libc::time_t;
-    // SAFETY: `timer` was made above; `when` outlives the call.
-    let set = unsafe {
-        libc::syscall(
-            libc::SYS_timer_settime,
-            timer,
-            0,
-            &when as *const libc::itimerspec,
-            std::ptr::null_mut::<libc::itimerspec>(),
-        )
-    };
-    if set != 0 {
-        return Err(format!(
-            "arming the setup deadline: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
 /// The child: runs in the new namespaces and cgroup; only returns an error.
 /// It shares PID 1's memory until exec (clone3.rs): what must live through
 /// the exec goes into `envp`, which the parent owns; everything else it
@@ -93,9 +39,7 @@ pub(crate) fn child(
     paths: &Paths,
     plan: &ChildPlan,
     envp: &mut Vec<CString>,
-    exec_reached: &mut bool,
 ) -> Result<Never, String> {
-    arm_setup_deadline()?;
     // Output to the pipes PID 1 reads; stdin from /dev/null.
     let null = fs::File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     for (from, to) in [(null.as_raw_fd(), 0), (plan.stdout, 1), (plan.stderr, 2)] {
@@ -223,7 +167,6 @@ pub(crate) fn child(
         crate::seccomp::install(plan.seccomp),
     )?;
     let program = &plan.argv[0];
-    *exec_reached = true;
     match nix::unistd::execve(program, plan.argv, envp) {
         Err(error) => Err(format!("exec {}: {error}", program.to_string_lossy())),
         Ok(never) => match never {},

@@ -42,6 +42,10 @@ pub fn spawn_in(
     netns: Option<&OwnedFd>,
 ) -> Result<Started, Error> {
     let netns = netns.filter(|_| !spec.shares(Namespace::Net));
+    refuse_fuse_sources(
+        spec,
+        &fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    )?;
     for sub in ["upper", "work", "root"] {
         let dir = paths.dir.join(sub);
         fs::create_dir_all(&dir)
@@ -104,9 +108,6 @@ pub fn spawn_in(
     // it leaves in these slots, which are freed here.
     let mut envp: Vec<CString> = Vec::new();
     let mut failure: Option<String> = None;
-    // Set by the child just before its exec: if it is not, and there is no
-    // failure either, the setup deadline killed it.
-    let mut exec_reached = false;
     let (out, err) = (out_write.as_raw_fd(), err_write.as_raw_fd());
     let netns_fd = netns.map(AsRawFd::as_raw_fd);
     let pid = clone3::spawn(&args, || {
@@ -121,7 +122,7 @@ pub fn spawn_in(
                 argv: &argv,
                 seccomp: seccomp.as_ref(),
             };
-            child(spec, paths, &plan, &mut envp, &mut exec_reached)
+            child(spec, paths, &plan, &mut envp)
         })) {
             Ok(Err(e)) => e,
             Ok(Ok(never)) => match never {},
@@ -137,19 +138,40 @@ pub fn spawn_in(
     if let Some(message) = failure {
         return Err(Error::Setup(message));
     }
-    if !exec_reached {
-        // Killed by its deadline; the caller's reaper collects it.
-        return Err(Error::Setup(format!(
-            "the container's setup did not finish within {} s and was killed \
-             (an open that never returned: a FIFO or a FUSE mount that does not answer?)",
-            crate::child::SETUP_DEADLINE.as_secs()
-        )));
-    }
+
     Ok(Started {
         pid,
         stdout: out_read,
         stderr: err_read,
     })
+}
+
+/// The setup child runs in PID 1's memory and PID 1 waits for its exec
+/// (clone3.rs): nothing may block it. A bind source or an image on a FUSE
+/// filesystem could, for ever, once its server stops answering (a stalled
+/// sshfs; a request the server has read is waited for even through
+/// SIGKILL), so such a service is refused before anything starts, by what
+/// mountinfo says of the path — the path itself is not touched.
+pub fn refuse_fuse_sources(spec: &ServiceSpec, mountinfo: &str) -> Result<(), Error> {
+    let mounts = brig_spec::mountinfo::mounts(mountinfo);
+    let binds = spec.mounts.iter().filter_map(|m| match m {
+        Mount::Bind { source, .. } => Some(source.as_str()),
+        _ => None,
+    });
+    for source in binds.chain(spec.rootfs.image.as_deref()) {
+        let Some(on) = brig_spec::mountinfo::mount_of(&mounts, std::path::Path::new(source)) else {
+            continue;
+        };
+        if on.fstype == "fuse" || on.fstype.starts_with("fuse.") {
+            return Err(Error::Spec(format!(
+                "{source} is on a FUSE filesystem ({} at {}): a FUSE server that stops \
+                 answering would hang this start, and PID 1 with it; copy the data to a \
+                 local disk instead",
+                on.fstype, on.point
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The container's directory (its writable layer, and where its root is
@@ -178,7 +200,12 @@ pub fn prepare_layer(dir: &std::path::Path, size: u64) -> Result<(), Error> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(format!("size={size},mode=0700").as_str()),
     )
-    .map_err(|e| Error::host(format!("mounting the writable layer's tmpfs on {}", dir.display()), e))
+    .map_err(|e| {
+        Error::host(
+            format!("mounting the writable layer's tmpfs on {}", dir.display()),
+            e,
+        )
+    })
 }
 
 /// Makes an fd non-blocking (for PID 1's epoll).

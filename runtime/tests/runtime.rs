@@ -384,10 +384,10 @@ impl Drop for SilentFuse {
 }
 
 #[test]
-fn a_setup_that_blocks_on_a_silent_fuse_mount_is_killed_at_its_deadline() {
+fn a_bind_source_on_a_fuse_mount_is_refused_instead_of_hanging_the_start() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let fuse = SilentFuse::mount(&dir.path().join("stalled"));
+    let fuse = SilentFuse::mount(&dir.path().join("silent-fuse"));
     let (file, state) = service_in(
         dir.path(),
         "stalled",
@@ -403,7 +403,7 @@ fn a_setup_that_blocks_on_a_silent_fuse_mount_is_killed_at_its_deadline() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Without the deadline the start never ends.
+    // Let through, the start would never end.
     let give_up = started + std::time::Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > give_up {
@@ -412,16 +412,18 @@ fn a_setup_that_blocks_on_a_silent_fuse_mount_is_killed_at_its_deadline() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let took = started.elapsed();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("the container's setup did not finish within 5 s and was killed"),
+        stderr.contains(&format!(
+            "{} is on a FUSE filesystem (fuse at {})",
+            fuse.point.display(),
+            fuse.point.display()
+        )),
         "{stderr}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
-    assert!(took >= std::time::Duration::from_secs(5), "{took:?}");
     drop(fuse);
 }
 

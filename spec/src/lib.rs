@@ -11,6 +11,7 @@ pub mod key_path;
 pub mod log_config;
 pub mod logs;
 pub mod mime;
+pub mod mountinfo;
 pub mod mounts;
 pub mod network;
 pub mod paths;

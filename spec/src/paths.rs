@@ -21,7 +21,9 @@ pub const SEED_MOUNT: &str = "/run/brig/seed";
 pub const CONFIG_DIR: &str = "/run/brig/config";
 /// The consumers' directories under `CONFIG_DIR`, made at boot so that
 /// their containers can bind them before any file is written.
-pub const CONFIG_CONSUMERS: &[&str] = &["console", "docker", "swarm", "syslog", "network", "wifi", "ntp"];
+pub const CONFIG_CONSUMERS: &[&str] = &[
+    "console", "docker", "swarm", "syslog", "network", "wifi", "ntp",
+];
 /// The effective cloud-config (datasource and local settings merged), for
 /// `brigctl config get` and `export`.
 pub const EFFECTIVE_FILE: &str = "/run/brig/config/cloud-config.json";

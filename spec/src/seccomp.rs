@@ -400,8 +400,8 @@ pub const ONLY_WHEN_LISTED: &[&str] = &[
 /// CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET.
 pub const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
-/// The `personality` values Docker allows: Linux, with UNAME26, with
-/// ADDR_NO_RANDOMIZE, both, and the query (0xffffffff).
+/// The `personality` values Docker allows: PER_LINUX, PER_LINUX32,
+/// UNAME26, UNAME26 | PER_LINUX32, and the query (0xffffffff).
 pub const PERSONALITIES: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
 /// Whether `name` is a system call this module knows (on either

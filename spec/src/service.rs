@@ -568,7 +568,10 @@ impl ServiceSpec {
         }
         if let Some(adj) = self.limits.oom_score_adj {
             if !(-1000..=1000).contains(&adj) {
-                return err("limits.oom_score_adj", format!("{adj} is outside -1000-1000"));
+                return err(
+                    "limits.oom_score_adj",
+                    format!("{adj} is outside -1000-1000"),
+                );
             }
         }
         if self.limits.writable_max.is_some_and(|b| b < 1 << 20) {

@@ -202,7 +202,13 @@ runcmd:
         "{out}"
     );
     // The console's is the whole of it.
-    for part in ["cloud-config.json", "console", "network", "ntp", "user-data"] {
+    for part in [
+        "cloud-config.json",
+        "console",
+        "network",
+        "ntp",
+        "user-data",
+    ] {
         assert!(lines[3].contains(part), "{out}");
     }
     // A user fills memory (tail keeps a line that never ends): the
@@ -216,7 +222,11 @@ runcmd:
          grep oom_kill /sys/fs/cgroup/memory.events",
     );
     assert!(out.contains("status=137"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("network ") && l.contains(" running ")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("network ") && l.contains(" running ")),
+        "{out}"
+    );
     let kills: u32 = out
         .lines()
         .find_map(|l| l.strip_prefix("oom_kill "))

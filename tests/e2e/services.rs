@@ -368,7 +368,14 @@ pub fn qemu_x86_64_pid1_stays_responsive_under_a_flood_and_the_watchdog_resets_i
     let serial = guest.serial();
     assert!(serial.contains("WEDGING"), "{serial}");
     assert!(status.success(), "QEMU: {status}\n{serial}");
-    for orderly in ["brig: rebooting", "brig: powering off", "reboot: Restarting system"] {
-        assert!(!serial.contains(orderly), "{orderly:?}: not a reset:\n{serial}");
+    for orderly in [
+        "brig: rebooting",
+        "brig: powering off",
+        "reboot: Restarting system",
+    ] {
+        assert!(
+            !serial.contains(orderly),
+            "{orderly:?}: not a reset:\n{serial}"
+        );
     }
 }

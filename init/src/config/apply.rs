@@ -14,6 +14,9 @@ use crate::config::network::{self, Remote};
 use crate::config::{self, local_settings, plan, saved, Datasource};
 use crate::event_loop::watch;
 use crate::event_loop::NETWORK_SERVICE;
+
+/// The container that joins Wi-Fi networks (`system-containers/wifi`).
+const WIFI_SERVICE: &str = "wifi";
 use crate::event_loop::{Init, Source};
 use crate::host::console::{say, say_error};
 use crate::host::hotplug::report_modules;
@@ -121,8 +124,7 @@ pub(crate) fn config_change(
     if let Some((_, files, service)) = local_settings::applied_by_restart(key) {
         for file in files {
             if let Err(e) = rewrite_service_config(sys, Path::new(file)) {
-                message =
-                    format!("{message}; but {e}, so restarting {service} will not apply it");
+                message = format!("{message}; but {e}, so restarting {service} will not apply it");
             }
         }
     }
@@ -246,6 +248,7 @@ impl<S: System> Init<S> {
     pub(crate) fn config_fetched(&mut self, remote: &Remote, found: Result<config::Seed, String>) {
         let found = found.map(Some).map_err(|e| format!("{remote}: {e}"));
         let network_before = self.sys.read_file(Path::new(paths::NETWORK_CONFIG)).ok();
+        let wifi_before = self.sys.read_file(Path::new(paths::WIFI_CONFIG)).ok();
         if let Some(plan) = read_config(&self.sys, found) {
             self.apply_config(plan);
             // The user's services, added just now.
@@ -257,6 +260,21 @@ impl<S: System> Init<S> {
             match self.services.supervisor.restart(NETWORK_SERVICE, now) {
                 Ok(actions) => self.act(actions, now),
                 Err(e) => say_error(&format!("restarting {NETWORK_SERVICE}: {e}")),
+            }
+        }
+        // Wi-Fi keys reach only the wifi container's copy.
+        let has_wifi = self
+            .services
+            .supervisor
+            .services
+            .iter()
+            .any(|s| s.spec.name == WIFI_SERVICE);
+        if has_wifi && self.sys.read_file(Path::new(paths::WIFI_CONFIG)).ok() != wifi_before {
+            say("config: the Wi-Fi config changed; restarting the wifi container");
+            let now = self.sys.now();
+            match self.services.supervisor.restart(WIFI_SERVICE, now) {
+                Ok(actions) => self.act(actions, now),
+                Err(e) => say_error(&format!("restarting {WIFI_SERVICE}: {e}")),
             }
         }
         self.services.supervisor.release();

@@ -62,7 +62,11 @@ pub const APPLIED_BY_RESTART: [(&str, &[&str], &str); 2] = [
         ],
         "docker",
     ),
-    ("brig.logging", &[brig_spec::paths::LOGGING_CONFIG], "syslog"),
+    (
+        "brig.logging",
+        &[brig_spec::paths::LOGGING_CONFIG],
+        "syslog",
+    ),
 ];
 
 /// The section of `APPLIED_BY_RESTART` that `key` is in (or is).

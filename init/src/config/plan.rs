@@ -132,9 +132,16 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
         (None, None) => None,
     };
     if let Some(text) = network {
-        let for_netd = brig_spec::network::without_wifi_secrets(&text);
-        plan.files
-            .push((NETWORK_CONFIG.into(), for_netd.unwrap_or_else(|| text.clone())));
+        // Not YAML: the network container gets it to report where it is
+        // broken, unless it may hold Wi-Fi keys, which it never sees.
+        let for_netd = brig_spec::network::without_wifi_secrets(&text).unwrap_or_else(|| {
+            if text.contains("wifis") {
+                "# not YAML, and it names wifis: see `brigctl config validate`\n".into()
+            } else {
+                text.clone()
+            }
+        });
+        plan.files.push((NETWORK_CONFIG.into(), for_netd));
         plan.files.push((WIFI_CONFIG.into(), text));
     }
     if let Some(data) = seed.user_data.as_deref().or(default) {
@@ -155,7 +162,10 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
     plan.mounts = config.mounts.clone();
     plan.services = config.services.clone();
     if let Some(docker) = &config.docker {
-        for file in [brig_spec::paths::DOCKER_CONFIG, brig_spec::paths::SWARM_CONFIG] {
+        for file in [
+            brig_spec::paths::DOCKER_CONFIG,
+            brig_spec::paths::SWARM_CONFIG,
+        ] {
             plan.files.push((file.into(), json_file(docker)));
         }
     }

@@ -20,20 +20,25 @@ pub fn shut_down(
     action: PowerAction,
     mount_table: &str,
     say: &mut dyn FnMut(&str),
+    feed_watchdog: &mut dyn FnMut(),
 ) -> io::Error {
     say(&format!("{}: stopping all processes", action.verb()));
-    terminate_all(sys, say);
+    terminate_all(sys, say, feed_watchdog);
+    feed_watchdog();
     sys.sync();
+    feed_watchdog();
     for error in mounts::unmount_all(sys, &mounts::parse_mount_points(mount_table)) {
         say(&format!("shutdown: {error}"));
     }
+    feed_watchdog();
     sys.sync();
+    feed_watchdog();
     say(&format!("{} now", action.verb()));
     sys.power(action)
 }
 
 /// SIGTERM to everyone, wait up to GRACE for them to exit, then SIGKILL.
-fn terminate_all(sys: &dyn System, say: &mut dyn FnMut(&str)) {
+fn terminate_all(sys: &dyn System, say: &mut dyn FnMut(&str), feed_watchdog: &mut dyn FnMut()) {
     if let Err(e) = sys.kill_all(Signal::SIGTERM) {
         say(&format!("shutdown: sending SIGTERM to all processes: {e}"));
     }
@@ -53,6 +58,7 @@ fn terminate_all(sys: &dyn System, say: &mut dyn FnMut(&str)) {
         }
         sys.sleep(POLL);
         waited += POLL;
+        feed_watchdog();
     }
 }
 
@@ -68,9 +74,16 @@ mod tests {
     fn sequence_without_stragglers() {
         let sys = Recorder::default();
         let mut said = Vec::new();
-        let err = shut_down(&sys, PowerAction::PowerOff, MOUNTS, &mut |m| {
-            said.push(m.to_string())
-        });
+        // The watchdog is fed between the steps that run outside the loop.
+        let mut feeds = 0;
+        let err = shut_down(
+            &sys,
+            PowerAction::PowerOff,
+            MOUNTS,
+            &mut |m| said.push(m.to_string()),
+            &mut || feeds += 1,
+        );
+        assert_eq!(feeds, 4);
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
         assert_eq!(
             sys.calls(),
@@ -96,9 +109,16 @@ mod tests {
         let sys = Recorder::default();
         *sys.children_alive_for.borrow_mut() = usize::MAX;
         let mut said = Vec::new();
-        shut_down(&sys, PowerAction::Reboot, "", &mut |m| {
-            said.push(m.to_string())
-        });
+        let mut feeds = 0;
+        shut_down(
+            &sys,
+            PowerAction::Reboot,
+            "",
+            &mut |m| said.push(m.to_string()),
+            &mut || feeds += 1,
+        );
+        // Each poll of the grace period too.
+        assert!(feeds as u128 >= GRACE.as_millis() / POLL.as_millis());
         let calls = sys.calls();
         let sleeps = calls.iter().filter(|c| c.starts_with("sleep")).count();
         assert_eq!(sleeps as u128, GRACE.as_millis() / POLL.as_millis() + 1);
@@ -115,7 +135,7 @@ mod tests {
     fn children_exiting_within_grace_are_not_killed() {
         let sys = Recorder::default();
         *sys.children_alive_for.borrow_mut() = 3;
-        shut_down(&sys, PowerAction::Halt, "", &mut |_| {});
+        shut_down(&sys, PowerAction::Halt, "", &mut |_| {}, &mut || {});
         assert!(!sys.calls().iter().any(|c| c == "kill-all SIGKILL"));
         assert_eq!(
             sys.calls()

@@ -68,19 +68,7 @@ impl Watchdog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("opening {DEVICE}: {e}")),
         };
-        let mut asked = timeout as libc::c_int;
-        // SAFETY: the ioctl reads and writes one int, which `asked` is.
-        let set = unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_SETTIMEOUT as _, &mut asked) };
-        let mut took: libc::c_int = 0;
-        // SAFETY: as above, into `took`.
-        let got = unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_GETTIMEOUT as _, &mut took) };
-        // A driver that cannot set or tell its timeout: assume the worst
-        // short one anyone uses.
-        let took = if set == 0 && got == 0 && took > 0 {
-            took as u32
-        } else {
-            10.min(timeout)
-        };
+        let took = set_timeout(&file, timeout);
         let identity = std::fs::read_to_string("/sys/class/watchdog/watchdog0/identity")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
@@ -91,6 +79,21 @@ impl Watchdog {
         };
         watchdog.keepalive()?;
         Ok(Some(watchdog))
+    }
+
+    /// Asks for a longer timeout (the driver may cap it) and feeds it: for
+    /// the shutdown, whose steps (the grace period, syncing a slow card)
+    /// run outside the loop.
+    pub fn stretch(&mut self, timeout: u32, now: Instant) -> Result<(), String> {
+        let took = set_timeout(&self.file, timeout);
+        self.schedule = Schedule::new(took, now);
+        self.keepalive()
+    }
+
+    /// Feeds it now, whatever the schedule (between shutdown steps).
+    pub fn feed_now(&mut self, now: Instant) -> Result<(), String> {
+        self.schedule.last_fed = now;
+        self.keepalive()
     }
 
     /// Feeds it if that is due; when it is next due.
@@ -112,6 +115,23 @@ impl Watchdog {
             ));
         }
         Ok(())
+    }
+}
+
+/// Asks the driver for `timeout` seconds; the timeout it runs with (it may
+/// cap or round the one asked for, or refuse it and keep its own).
+fn set_timeout(file: &File, timeout: u32) -> u32 {
+    let mut asked = timeout as libc::c_int;
+    // SAFETY: the ioctl reads and writes one int, which `asked` is.
+    unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_SETTIMEOUT as _, &mut asked) };
+    let mut took: libc::c_int = 0;
+    // SAFETY: as above, into `took`.
+    let got = unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_GETTIMEOUT as _, &mut took) };
+    if got == 0 && took > 0 {
+        took as u32
+    } else {
+        // A driver that cannot tell: assume a short one.
+        10.min(timeout)
     }
 }
 
@@ -146,7 +166,9 @@ mod tests {
         assert_eq!(timeout_from(None), Ok(30));
         assert_eq!(timeout_from(Some("0")), Ok(0));
         assert_eq!(timeout_from(Some("12")), Ok(12));
-        assert!(timeout_from(Some("soon")).unwrap_err().contains("brig.watchdog=soon"));
+        assert!(timeout_from(Some("soon"))
+            .unwrap_err()
+            .contains("brig.watchdog=soon"));
         assert!(timeout_from(Some("99999")).is_err());
     }
 }

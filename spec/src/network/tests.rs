@@ -371,11 +371,18 @@ fn the_network_containers_copy_has_no_wifi_secrets() {
         cafe: {}
 ";
     let copy = without_wifi_secrets(text).unwrap();
-    assert!(!copy.contains("hunter2") && !copy.contains("s3cret"), "{copy}");
+    assert!(
+        !copy.contains("hunter2") && !copy.contains("s3cret"),
+        "{copy}"
+    );
     assert!(!copy.contains("auth"), "{copy}");
     // The rest is as it was, and still the same config to the parser.
     let parsed = NetworkConfig::parse(&copy);
-    assert!(parsed.errors.is_empty() && !parsed.rejected, "{:?}", parsed.errors);
+    assert!(
+        parsed.errors.is_empty() && !parsed.rejected,
+        "{:?}",
+        parsed.errors
+    );
     let value: serde_json::Value = serde_json::from_str(&copy).unwrap();
     let points = &value["network"]["wifis"]["wlan0"]["access-points"];
     assert_eq!(points.as_object().unwrap().len(), 3);

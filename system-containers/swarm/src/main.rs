@@ -124,7 +124,11 @@ fn join(swarm: &Swarm, tls: Option<&str>) -> Result<String, String> {
             (None, None) => return Err("no token and no TLS to ask for one".into()),
         };
         let address = format!("{host}:{port}");
-        match engine_post(DOCKER_SOCKET, "/swarm/join", &join_request(swarm, &token, &address)) {
+        match engine_post(
+            DOCKER_SOCKET,
+            "/swarm/join",
+            &join_request(swarm, &token, &address),
+        ) {
             Ok(_) => return Ok(address),
             Err(e) => errors.push(format!("joining through {address}: {e}")),
         }
@@ -186,7 +190,12 @@ fn engine_answer(answer: &[u8]) -> Result<String, String> {
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {:?}", head.lines().next().unwrap_or("")))?;
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP answer: {:?}",
+                head.lines().next().unwrap_or("")
+            )
+        })?;
     if (200..300).contains(&status) {
         return Ok(body.to_string());
     }
@@ -277,8 +286,7 @@ mod tests {
         );
         // The token goes in the API request's body, not on a command line.
         let request: serde_json::Value =
-            serde_json::from_str(&join_request(&swarm(), "SWMTKN-1-x", "10.77.0.11:2377"))
-                .unwrap();
+            serde_json::from_str(&join_request(&swarm(), "SWMTKN-1-x", "10.77.0.11:2377")).unwrap();
         assert_eq!(
             request,
             serde_json::json!({
