@@ -106,7 +106,7 @@ fn a_serial_console_qemu_cannot_run_is_replaced_on_the_command_line() {
             "console=tty1 console=ttyS1,115200",
             &raspi3b.raspberry_pi.unwrap()
         ),
-        "console=tty1 console=ttyS1,115200"
+        "console=tty1 console=ttyS1,115200 brig.watchdog=0"
     );
 }
 
