@@ -213,26 +213,30 @@ runcmd:
     }
     // A user fills memory (tail keeps a line that never ends): the
     // console's own limit (half the machine) kills that, and PID 1, the
-    // network and this ssh connection's next command are untouched.
-    let out = ssh(
-        "brig",
-        &brig_key,
-        "head -c 3G /dev/zero | tail -n 1 >/dev/null; echo status=${PIPESTATUS[1]}; \
-         brigctl ps | grep '^network '; \
-         grep oom_kill /sys/fs/cgroup/memory.events",
-    );
-    assert!(out.contains("status=137"), "{out}");
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("network ") && l.contains(" running ")),
-        "{out}"
-    );
-    let kills: u32 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no oom_kill count: {out}"));
-    assert!(kills >= 1, "{out}");
+    // network and this ssh connection's next command are untouched. On
+    // x86_64 only: the limit is the same code on both, and filling memory
+    // under aarch64 emulation costs CI a minute and a half.
+    if board == "qemu-x86_64" {
+        let out = ssh(
+            "brig",
+            &brig_key,
+            "head -c 3G /dev/zero | tail -n 1 >/dev/null; echo status=${PIPESTATUS[1]}; \
+             brigctl ps | grep '^network '; \
+             grep oom_kill /sys/fs/cgroup/memory.events",
+        );
+        assert!(out.contains("status=137"), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("network ") && l.contains(" running ")),
+            "{out}"
+        );
+        let kills: u32 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no oom_kill count: {out}"));
+        assert!(kills >= 1, "{out}");
+    }
     // That group may look, not take PID 1's file descriptors: sixteen
     // connections of its that never go (curl, whose request PID 1 answers
     // line by line with errors, and waits for more) are all it may have;
