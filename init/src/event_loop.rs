@@ -38,7 +38,7 @@ pub(crate) const NETWORK_SERVICE: &str = "network";
 const SHUTDOWN_WATCHDOG_TIMEOUT: u32 = 120;
 
 /// The most of one output pipe read in one turn of the loop.
-pub(crate) const OUTPUT_PER_TURN: usize = 64 * 1024;
+pub(crate) const OUTPUT_PER_TURN: usize = 16 * 1024;
 
 /// How long services get to stop at shutdown before the rest goes ahead.
 pub(crate) const SERVICES_STOP_LIMIT: Duration = Duration::from_secs(30);
@@ -323,7 +323,11 @@ impl<S: System> Init<S> {
             }
         }
         let now = console::since_boot();
-        for line in &lines {
+        // The forwarder keeps the newest QUEUE_LINES; a flood's older lines
+        // are counted as dropped without being formatted first.
+        let skip = lines.len().saturating_sub(log_forward::QUEUE_LINES);
+        self.forward.dropped += skip as u64;
+        for line in &lines[skip..] {
             let age = now.saturating_sub(Duration::from_secs_f64(line.time.max(0.0)));
             self.forward.push_line(line, age);
         }
