@@ -3,6 +3,19 @@ B=/usr/bin/busybox
 say() { echo "$*" > /dev/console; }
 centiseconds() { $B cut -d' ' -f1 /proc/uptime | $B tr -d .; }
 rss() { $B grep VmRSS /proc/1/status | $B tr -s ' \t' ' ' | $B cut -d' ' -f2; }
+state_is() { brigctl ps | $B grep -q "^$1  *$2 "; }
+# A FIFO planted at /etc/passwd in the flood's writable layer (what a
+# container could leave for its next start): that start fails with the
+# reason and PID 1 goes on answering; without the FIFO it starts again.
+upper=/host-containers/flood/upper
+$B mkdir -p $upper/etc
+$B mkfifo $upper/etc/passwd
+brigctl restart flood >/dev/null 2>&1
+n=0; until brigctl ps | $B grep '^flood ' | $B grep -q 'not a regular file' || [ $n -ge 60 ]; do n=$((n + 1)); $B sleep 1; done
+say "FIFO-RESULT $(brigctl ps | $B grep '^flood ')"
+$B rm $upper/etc/passwd
+brigctl start flood >/dev/null
+n=0; until state_is flood running || [ $n -ge 60 ]; do n=$((n + 1)); $B sleep 1; done
 # The flood is under way.
 $B sleep 5
 start=$(rss) calls=0 failed=0 slowest=0
