@@ -352,10 +352,7 @@ pub fn qemu_x86_64_pid1_stays_responsive_under_a_flood_and_the_watchdog_resets_i
         .lines()
         .find_map(|l| l.split("FIFO-RESULT ").nth(1))
         .unwrap_or_else(|| panic!("no FIFO-RESULT:\n{serial}"));
-    assert!(
-        fifo.contains("/etc/passwd is not a regular file"),
-        "{fifo}"
-    );
+    assert!(fifo.contains("/etc/passwd is not a regular file"), "{fifo}");
     let result = serial
         .lines()
         .find_map(|l| l.split("FLOOD-RESULT ").nth(1))
