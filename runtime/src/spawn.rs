@@ -42,10 +42,9 @@ pub fn spawn_in(
     netns: Option<&OwnedFd>,
 ) -> Result<Started, Error> {
     let netns = netns.filter(|_| !spec.shares(Namespace::Net));
-    refuse_fuse_sources(
-        spec,
-        &fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
-    )?;
+    refuse_fuse_sources(spec, || {
+        fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+    })?;
     for sub in ["upper", "work", "root"] {
         let dir = paths.dir.join(sub);
         fs::create_dir_all(&dir)
@@ -152,13 +151,22 @@ pub fn spawn_in(
 /// sshfs; a request the server has read is waited for even through
 /// SIGKILL), so such a service is refused before anything starts, by what
 /// mountinfo says of the path — the path itself is not touched.
-pub fn refuse_fuse_sources(spec: &ServiceSpec, mountinfo: &str) -> Result<(), Error> {
-    let mounts = brig_spec::mountinfo::mounts(mountinfo);
+/// `mountinfo` is read only for a spec that has such paths: most starts
+/// (and the start benchmark) have none.
+pub fn refuse_fuse_sources(
+    spec: &ServiceSpec,
+    mountinfo: impl FnOnce() -> String,
+) -> Result<(), Error> {
     let binds = spec.mounts.iter().filter_map(|m| match m {
         Mount::Bind { source, .. } => Some(source.as_str()),
         _ => None,
     });
-    for source in binds.chain(spec.rootfs.image.as_deref()) {
+    let sources: Vec<&str> = binds.chain(spec.rootfs.image.as_deref()).collect();
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let mounts = brig_spec::mountinfo::mounts(&mountinfo());
+    for source in sources {
         let Some(on) = brig_spec::mountinfo::mount_of(&mounts, std::path::Path::new(source)) else {
             continue;
         };

@@ -339,6 +339,20 @@ fn a_readiness_path_the_last_run_left_is_gone_when_the_next_starts() {
     assert_eq!(second, "fresh\nkept\n", "the rest of the layer is kept");
 }
 
+/// The output of a start that would never end if it hung: given far more
+/// than it needs (a minute), then killed and reported as hung on `what`.
+fn unless_hung(mut child: std::process::Child, what: &str) -> Output {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > give_up {
+            let _ = child.kill();
+            panic!("the start hung on {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// A FUSE filesystem whose server never answers (it never even reads its
 /// /dev/fuse descriptor): every access under it waits, killably, until the
 /// descriptor is closed. What a user's bind mount of a stalled sshfs is.
@@ -397,22 +411,12 @@ fn a_bind_source_on_a_fuse_mount_is_refused_instead_of_hanging_the_start() {
             fuse.point.display()
         ),
     );
-    let started = std::time::Instant::now();
-    let mut child = runner(&file, rootfs(), &state)
+    let child = runner(&file, rootfs(), &state)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Let through, the start would never end.
-    let give_up = started + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > give_up {
-            let _ = child.kill();
-            panic!("the start hung on the FUSE mount");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = unless_hung(child, "the FUSE mount");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -444,21 +448,12 @@ fn a_fifo_at_etc_passwd_in_the_writable_layer_fails_the_start_instead_of_hanging
         nix::sys::stat::Mode::from_bits_truncate(0o644),
     )
     .unwrap();
-    let mut child = runner(&file, rootfs(), &state)
+    let child = runner(&file, rootfs(), &state)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // A hung start would never end: give it far more than it needs.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the start hung on the FIFO");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = unless_hung(child, "the FIFO");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

@@ -505,6 +505,16 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
     let flash_built = |device: &str, more: &[&str]| {
         flash(&[&["--board", "rpi3", "--out", out, "--device", device], more].concat())
     };
+    // `brig flash` of the raw image onto `device`.
+    let flash_image = |device: &str, more: &[&str]| {
+        flash(
+            &[
+                &["--device", device, "--image", image.to_str().unwrap()],
+                more,
+            ]
+            .concat(),
+        )
+    };
     let dir = tempfile::tempdir().unwrap();
     let user_data = dir.path().join("user-data");
     std::fs::write(&user_data, "#cloud-config\nhostname: flashed\n").unwrap();
@@ -607,13 +617,7 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
     // them once the kernel rereads it).
     run(Command::new("partx").args(["-u", &device]));
     let partition = format!("{device}p1");
-    let (ok, said) = flash(&[
-        "--device",
-        &partition,
-        "--image",
-        image.to_str().unwrap(),
-        "--force",
-    ]);
+    let (ok, said) = flash_image(&partition, &["--force"]);
     assert!(!ok);
     assert!(
         said.contains(&format!(
@@ -625,13 +629,7 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
 
     // Too small, even forced.
     let small = Loop::new(&dir.path().join("small"), "512M");
-    let (ok, said) = flash(&[
-        "--device",
-        &small.device,
-        "--image",
-        image.to_str().unwrap(),
-        "--force",
-    ]);
+    let (ok, said) = flash_image(&small.device, &["--force"]);
     assert!(!ok);
     assert!(
         said.contains("holds 512 MiB, the image needs 1024 MiB"),
@@ -675,14 +673,7 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
         start
     };
     let before = table(&dir.path().join("root-disk"));
-    let (ok, said) = flash(&[
-        "--device",
-        &root_disk.device,
-        "--image",
-        image.to_str().unwrap(),
-        "--root-of",
-        root.to_str().unwrap(),
-    ]);
+    let (ok, said) = flash_image(&root_disk.device, &["--root-of", root.to_str().unwrap()]);
     assert!(!ok, "{said}");
     let name = root_disk.device.trim_start_matches("/dev/");
     assert!(
@@ -695,15 +686,10 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
         "the stand-in root disk was written"
     );
     // Forced: still refused.
-    let (ok, said) = flash(&[
-        "--device",
+    let (ok, said) = flash_image(
         &root_disk.device,
-        "--image",
-        image.to_str().unwrap(),
-        "--root-of",
-        root.to_str().unwrap(),
-        "--force",
-    ]);
+        &["--root-of", root.to_str().unwrap(), "--force"],
+    );
     assert!(!ok, "{said}");
     assert!(
         said.contains("holds this computer's root filesystem"),
@@ -734,15 +720,10 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
     second.mounted = Some(btrfs_root.clone());
     let before = table(&dir.path().join("btrfs-2"));
     let second_name = second.device.trim_start_matches("/dev/");
-    let (ok, said) = flash(&[
-        "--device",
+    let (ok, said) = flash_image(
         &second.device,
-        "--image",
-        image.to_str().unwrap(),
-        "--root-of",
-        btrfs_root.to_str().unwrap(),
-        "--force",
-    ]);
+        &["--root-of", btrfs_root.to_str().unwrap(), "--force"],
+    );
     assert!(!ok, "{said}");
     assert!(
         said.contains(&format!(
@@ -752,13 +733,7 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
     );
     // Not named as the root, forced past "not removable": the kernel
     // still refuses the exclusive open of a device btrfs holds.
-    let (ok, said) = flash(&[
-        "--device",
-        &second.device,
-        "--image",
-        image.to_str().unwrap(),
-        "--force",
-    ]);
+    let (ok, said) = flash_image(&second.device, &["--force"]);
     assert!(!ok, "{said}");
     assert!(said.contains("the kernel says it is in use"), "{said}");
     assert!(!said.contains("writing:"), "{said}");
@@ -782,7 +757,7 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
             "it does not exist: is the card in?",
         ),
     ] {
-        let (ok, said) = flash(&["--device", target, "--image", image.to_str().unwrap()]);
+        let (ok, said) = flash_image(target, &[]);
         assert!(!ok, "{target}: {said}");
         assert!(
             said.contains(&format!("not writing {target}: {said_what}")),

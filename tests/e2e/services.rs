@@ -55,27 +55,20 @@ fn add_broken_services(artifacts: &std::path::Path) {
     std::io::Write::write_all(&mut image, &archive.stdout).unwrap();
 }
 
-pub fn qemu_x86_64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
-    services_run_as_containers("qemu-x86_64");
-}
-
-pub fn qemu_aarch64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
-    services_run_as_containers("qemu-aarch64");
-}
-
-fn services_run_as_containers(board: &str) {
+/// `board`'s image without Docker, with the services of `dir` (in the
+/// source tree), in a directory of its own.
+fn built_with_services(board: &str, dir: &str) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
-    let services = source_dir().join("tests/e2e/services");
-    let (out_dir, services_dir) = (out.path().to_str().unwrap(), services.to_str().unwrap());
+    let services = source_dir().join(dir);
     let build = brig(
         &[
             "build",
             "--board",
             board,
             "--out",
-            out_dir,
+            out.path().to_str().unwrap(),
             "--services",
-            services_dir,
+            services.to_str().unwrap(),
             "--without",
             "docker",
             crate::guest::FAST[0],
@@ -88,6 +81,19 @@ fn services_run_as_containers(board: &str) {
         "{}",
         String::from_utf8_lossy(&build.stderr)
     );
+    out
+}
+
+pub fn qemu_x86_64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
+    services_run_as_containers("qemu-x86_64");
+}
+
+pub fn qemu_aarch64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl() {
+    services_run_as_containers("qemu-aarch64");
+}
+
+fn services_run_as_containers(board: &str) {
+    let out = built_with_services(board, "tests/e2e/services");
 
     add_broken_services(out.path());
 
@@ -313,29 +319,7 @@ fn services_run_as_containers(board: &str) {
 /// `--no-reboot` ends QEMU, with no reboot of PID 1's or the kernel's.
 pub fn qemu_x86_64_pid1_stays_responsive_under_a_flood_and_the_watchdog_resets_it_when_wedged() {
     let board = "qemu-x86_64";
-    let out = tempfile::tempdir().unwrap();
-    let services = source_dir().join("tests/e2e/hostile-services");
-    let build = brig(
-        &[
-            "build",
-            "--board",
-            board,
-            "--out",
-            out.path().to_str().unwrap(),
-            "--services",
-            services.to_str().unwrap(),
-            "--without",
-            "docker",
-            crate::guest::FAST[0],
-            crate::guest::FAST[1],
-        ],
-        &[],
-    );
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    let out = built_with_services(board, "tests/e2e/hostile-services");
     // One vCPU: the flood then has PID 1's processor to fight over, and
     // leaves the host's other core to the tests beside this one (two busy
     // vCPUs for minutes doubled the suite's power-cut test).
