@@ -299,6 +299,9 @@ impl<S: System> Init<S> {
     /// PID 1's notes about the services are published.
     pub(crate) fn act(&mut self, actions: Vec<Action>, now: Instant) {
         for action in actions {
+            // A start may wait for its setup (`SETUP_DEADLINE`), and a turn
+            // may start several services.
+            self.feed_watchdog();
             let (pipes, notes) = self.services.perform(action, now, uptime());
             for pipe in pipes {
                 if let Err(e) = watch(&self.epoll, pipe.fd.as_fd()) {

@@ -1,8 +1,8 @@
 //! The child side of starting a container, in its new namespaces and
 //! cgroup: the mounts the plan lists, pivot_root, /proc hardening,
 //! hostname, sysctls, the user switch with its capabilities,
-//! no_new_privs, a clean signal state, exec. It shares PID 1's memory until
-//! the exec (clone3.rs), so it allocates as little as it can.
+//! no_new_privs, a clean signal state, exec. It is a copy of PID 1
+//! (clone3.rs), which waits for its exec with a deadline (spawn.rs).
 
 use std::ffi::CString;
 use std::fs;
@@ -31,15 +31,7 @@ pub(crate) struct ChildPlan<'a> {
 }
 
 /// The child: runs in the new namespaces and cgroup; only returns an error.
-/// It shares PID 1's memory until exec (clone3.rs): what must live through
-/// the exec goes into `envp`, which the parent owns; everything else it
-/// allocates is dropped before.
-pub(crate) fn child(
-    spec: &ServiceSpec,
-    paths: &Paths,
-    plan: &ChildPlan,
-    envp: &mut Vec<CString>,
-) -> Result<Never, String> {
+pub(crate) fn child(spec: &ServiceSpec, paths: &Paths, plan: &ChildPlan) -> Result<Never, String> {
     // Output to the pipes PID 1 reads; stdin from /dev/null.
     let null = fs::File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     for (from, to) in [(null.as_raw_fd(), 0), (plan.stdout, 1), (plan.stderr, 2)] {
@@ -104,8 +96,7 @@ pub(crate) fn child(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // A directory is left alone (the spec says: a socket, a file).
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
-            // Not worth failing the start: said in the service's log (a
-            // raw write: std's stderr lock is PID 1's memory too).
+            // Not worth failing the start: said in the service's log.
             Err(e) => {
                 let line = format!("brig: removing the last run's readiness path {path}: {e}\n");
                 let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
@@ -137,16 +128,14 @@ pub(crate) fn child(
     if !spec.privileged {
         harden_proc(spec.owns_host_network())?;
     }
-    {
-        let ids = resolve_user(
-            &spec.user,
-            &account_file("/etc/passwd")?,
-            &account_file("/etc/group")?,
-        )
-        .map_err(|e| e.to_string())?;
-        switch_user(&ids, plan.caps)?;
-        *envp = environment(spec, &ids.home)?;
-    }
+    let ids = resolve_user(
+        &spec.user,
+        &account_file("/etc/passwd")?,
+        &account_file("/etc/group")?,
+    )
+    .map_err(|e| e.to_string())?;
+    switch_user(&ids, plan.caps)?;
+    let envp = environment(spec, &ids.home)?;
     if !spec.privileged {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -167,7 +156,7 @@ pub(crate) fn child(
         crate::seccomp::install(plan.seccomp),
     )?;
     let program = &plan.argv[0];
-    match nix::unistd::execve(program, plan.argv, envp) {
+    match nix::unistd::execve(program, plan.argv, &envp) {
         Err(error) => Err(format!("exec {}: {error}", program.to_string_lossy())),
         Ok(never) => match never {},
     }

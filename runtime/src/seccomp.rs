@@ -177,8 +177,8 @@ fn ranges_tree(runs: &[(u32, u32)], low: u32, high: u32) -> Result<Program, Stri
 }
 
 /// Installs `program` on the calling thread, after no_new_privs (which
-/// the kernel requires of an unprivileged caller). Allocates nothing: it
-/// runs in the container's child, which shares PID 1's memory.
+/// the kernel requires of an unprivileged caller), in the container's
+/// child, last before the exec.
 pub fn install(program: Option<&Program>) -> Result<(), nix::errno::Errno> {
     let Some(program) = program else {
         return Ok(());

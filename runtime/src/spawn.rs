@@ -5,7 +5,8 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use brig_spec::paths::DNS_DIR;
 use brig_spec::paths::SYSLOG_DIR;
@@ -28,8 +29,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::host("creating a pipe", e))
 }
 
-/// Starts the container. Blocks until the child has exec'd the service (or
-/// failed, with the child's own account of what went wrong).
+/// Starts the container. Waits until the child has exec'd the service (or
+/// failed, with the child's own account of what went wrong), at most
+/// `SETUP_DEADLINE`.
 pub fn spawn(spec: &ServiceSpec, paths: &Paths) -> Result<Started, Error> {
     spawn_in(spec, paths, None)
 }
@@ -41,10 +43,22 @@ pub fn spawn_in(
     paths: &Paths,
     netns: Option<&OwnedFd>,
 ) -> Result<Started, Error> {
-    let netns = netns.filter(|_| !spec.shares(Namespace::Net));
     refuse_fuse_sources(spec, || {
         fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
     })?;
+    spawn_unchecked(spec, paths, netns, SETUP_DEADLINE)
+}
+
+/// As `spawn_in` without refusing FUSE sources, with its own deadline:
+/// for the test of the deadline, which has to get past that check to hang.
+#[doc(hidden)]
+pub fn spawn_unchecked(
+    spec: &ServiceSpec,
+    paths: &Paths,
+    netns: Option<&OwnedFd>,
+    deadline: Duration,
+) -> Result<Started, Error> {
+    let netns = netns.filter(|_| !spec.shares(Namespace::Net));
     for sub in ["upper", "work", "root"] {
         let dir = paths.dir.join(sub);
         fs::create_dir_all(&dir)
@@ -102,12 +116,11 @@ pub fn spawn_in(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd.as_raw_fd() as u64;
     }
-    // The child runs in this process's memory until it execs (clone3.rs):
-    // what it must keep alive through exec, and its account of a failure,
-    // it leaves in these slots, which are freed here.
-    let mut envp: Vec<CString> = Vec::new();
-    let mut failure: Option<String> = None;
+    // The child's account of a failure comes through this pipe; its write
+    // end closes at the exec (O_CLOEXEC), which is how success is told.
+    let (status_read, status_write) = pipe()?;
     let (out, err) = (out_write.as_raw_fd(), err_write.as_raw_fd());
+    let status = status_write.as_raw_fd();
     let netns_fd = netns.map(AsRawFd::as_raw_fd);
     let pid = clone3::spawn(&args, || {
         // A panic must not unwind out of the child: it ends below, always.
@@ -121,23 +134,22 @@ pub fn spawn_in(
                 argv: &argv,
                 seccomp: seccomp.as_ref(),
             };
-            child(spec, paths, &plan, &mut envp)
+            child(spec, paths, &plan)
         })) {
             Ok(Err(e)) => e,
             Ok(Ok(never)) => match never {},
             Err(_) => "internal error while setting up the container".to_string(),
         };
-        failure = Some(error);
-        // SAFETY: ending the child without running destructors, which
-        // belong to PID 1 (the child shares its memory).
+        let bytes = error.as_bytes();
+        // SAFETY: writing our own bytes to the pipe the parent reads.
+        unsafe { libc::write(status, bytes.as_ptr().cast(), bytes.len().min(MAX_MESSAGE)) };
+        // SAFETY: ending the child, a copy of PID 1, without running its
+        // destructors (they are PID 1's, which goes on).
         unsafe { libc::_exit(127) }
     })
     .map_err(|e| Error::host("clone3", e))?;
-    drop((out_write, err_write, envp));
-    if let Some(message) = failure {
-        return Err(Error::Setup(message));
-    }
-
+    drop((out_write, err_write, status_write));
+    wait_for_exec(pid, &status_read, deadline)?;
     Ok(Started {
         pid,
         stdout: out_read,
@@ -145,12 +157,75 @@ pub fn spawn_in(
     })
 }
 
-/// The setup child runs in PID 1's memory and PID 1 waits for its exec
-/// (clone3.rs): nothing may block it. A bind source or an image on a FUSE
-/// filesystem could, for ever, once its server stops answering (a stalled
-/// sshfs; a request the server has read is waited for even through
-/// SIGKILL), so such a service is refused before anything starts, by what
-/// mountinfo says of the path — the path itself is not touched.
+/// How long PID 1 waits for a container's setup to reach its exec. It
+/// takes milliseconds (a few hundred under emulation); one that takes
+/// longer is blocked on something it cannot finish.
+pub const SETUP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The most of a child's failure message that is read.
+const MAX_MESSAGE: usize = 4096;
+
+/// Waits until the child has exec'd (the status pipe closes with nothing
+/// said), has said why it failed, or `deadline` has passed: then it is
+/// killed — from PID 1's namespace, where SIGKILL reaches even the init of
+/// a PID namespace — and the start fails with where it was stuck. The
+/// child is reaped by whoever reaps (PID 1's loop).
+fn wait_for_exec(pid: i32, status: &OwnedFd, deadline: Duration) -> Result<(), Error> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let end = Instant::now() + deadline;
+    let mut message = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(status.as_fd(), PollFlags::POLLIN)];
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as u32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(0) => {
+                let stuck = stuck_in(pid);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(Error::Setup(format!(
+                    "the container's setup did not reach its exec within {} s{stuck}: killed it \
+                     (a path that never answers, such as a hung network or FUSE filesystem?)",
+                    deadline.as_secs_f32()
+                )));
+            }
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(Error::host("waiting for the container's setup", e)),
+        }
+        let mut buf = [0u8; 1024];
+        match nix::unistd::read(status, &mut buf) {
+            Ok(0) if message.is_empty() => return Ok(()),
+            Ok(0) => return Err(Error::Setup(String::from_utf8_lossy(&message).into_owned())),
+            Ok(n) if message.len() < MAX_MESSAGE => message.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
+            Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
+            Err(e) => return Err(Error::host("reading the container's setup status", e)),
+        }
+    }
+}
+
+/// Where a stuck child waits, from /proc (its kernel function), for the
+/// message: ` (blocked in request_wait_answer)`.
+fn stuck_in(pid: i32) -> String {
+    match fs::read_to_string(format!("/proc/{pid}/wchan")) {
+        Ok(wchan) if !wchan.trim().is_empty() && wchan.trim() != "0" => {
+            format!(" (blocked in {})", wchan.trim())
+        }
+        _ => String::new(),
+    }
+}
+
+/// PID 1 waits for the setup child's exec, for `SETUP_DEADLINE` at most,
+/// and opens a rootfs image itself: a bind source or an image on a FUSE
+/// filesystem could block either once its server stops answering (a
+/// stalled sshfs; a request the server has read is waited for even through
+/// SIGKILL, so the stuck child stays), so such a service is refused before
+/// anything starts, by what mountinfo says of the path — the path itself is
+/// not touched.
 /// `mountinfo` is read only for a spec that has such paths: most starts
 /// (and the start benchmark) have none.
 pub fn refuse_fuse_sources(

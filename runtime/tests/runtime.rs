@@ -431,6 +431,46 @@ fn a_bind_source_on_a_fuse_mount_is_refused_instead_of_hanging_the_start() {
     drop(fuse);
 }
 
+/// The deadline, for what the checks before the start do not know: the
+/// same stalled FUSE mount, past the FUSE check (`--unchecked-setup-deadline`),
+/// hangs the setup child in the kernel; the start fails after the deadline
+/// with where the child was stuck, and the child is killed.
+#[test]
+fn a_setup_that_hangs_fails_the_start_at_its_deadline() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let fuse = SilentFuse::mount(&dir.path().join("silent-fuse"));
+    let (file, state) = service_in(
+        dir.path(),
+        "stalled",
+        &format!(
+            "{}\n[[mounts]]\ntype = \"bind\"\nsource = \"{}\"\ntarget = \"/data\"",
+            sh("echo started"),
+            fuse.point.display()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let child = runner(&file, rootfs(), &state)
+        .args(["--unchecked-setup-deadline", "1500"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = unless_hung(child, "the FUSE mount, past its deadline");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("after {took:?}: {stderr}");
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the container's setup did not reach its exec within 1.5 s (blocked in "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("killed it"), "{stderr}");
+    assert!(took >= std::time::Duration::from_millis(1500), "{took:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
+    drop(fuse);
+}
+
 #[test]
 fn a_fifo_at_etc_passwd_in_the_writable_layer_fails_the_start_instead_of_hanging_it() {
     require_root();

@@ -137,15 +137,26 @@ fn set_timeout(file: &File, timeout: u32) -> u32 {
 
 /// `brig.watchdog=` from the command line: the timeout, or why not.
 pub fn timeout_from(value: Option<&str>) -> Result<u32, String> {
-    match value {
-        None => Ok(DEFAULT_TIMEOUT),
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|s| *s <= 3600)
-            .ok_or_else(|| format!("brig.watchdog={text}: not a number of seconds (0-3600)")),
+    let Some(text) = value else {
+        return Ok(DEFAULT_TIMEOUT);
+    };
+    match text.parse::<u32>() {
+        Ok(0) => Ok(0),
+        Ok(s) if (MIN_TIMEOUT..=3600).contains(&s) => Ok(s),
+        Ok(s) if s < MIN_TIMEOUT => Err(format!(
+            "brig.watchdog={text}: at least {MIN_TIMEOUT} s (a container's setup is waited for up to {} s between feedings)",
+            brig_runtime::spawn::SETUP_DEADLINE.as_secs()
+        )),
+        _ => Err(format!(
+            "brig.watchdog={text}: not a number of seconds (0, or {MIN_TIMEOUT}-3600)"
+        )),
     }
 }
+
+/// The shortest timeout taken: fed every third of it, and PID 1 may wait
+/// for a container's setup for `SETUP_DEADLINE` (5 s) between two
+/// feedings, so a third plus 5 s must stay below it.
+pub const MIN_TIMEOUT: u32 = 8;
 
 #[cfg(test)]
 mod tests {
@@ -170,5 +181,11 @@ mod tests {
             .unwrap_err()
             .contains("brig.watchdog=soon"));
         assert!(timeout_from(Some("99999")).is_err());
+        assert!(timeout_from(Some("5"))
+            .unwrap_err()
+            .contains("at least 8 s"));
+        // What MIN_TIMEOUT promises.
+        let min = Schedule::new(MIN_TIMEOUT, Instant::now());
+        assert!(min.interval + brig_runtime::spawn::SETUP_DEADLINE < min.timeout);
     }
 }

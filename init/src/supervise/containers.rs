@@ -84,6 +84,10 @@ impl Runtime for Containers {
 
     fn start(&mut self, spec: &ServiceSpec) -> Result<Started, Error> {
         let name = spec.name.as_str();
+        // Before the image is opened, here in PID 1 (spawn_in checks again).
+        brig_runtime::spawn::refuse_fuse_sources(spec, || {
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+        })?;
         let lower = self.run.join("images").join(name);
         if !self.mounted.contains(name) {
             let source = match &spec.rootfs.image {
