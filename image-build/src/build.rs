@@ -1,5 +1,7 @@
 //! `brig build`: kernel from Debian, checked against kernel-config/, brig-init
-//! cross-built, everything packed into a compressed initramfs in `out/<board>/`.
+//! cross-built into a small initramfs, the system containers packed into a
+//! system squashfs (on a disk image's partition, or a system disk beside the
+//! kernel), or for netboot into the initramfs, in `out/<board>/`.
 //!
 //! Longer than 600 lines because it is the build's one sequence, step by
 //! step in the order it runs; each step's work lives in its own module
@@ -50,6 +52,9 @@ fn default_config(path: &Path) -> Result<Vec<u8>> {
     ));
     Ok(data)
 }
+
+/// The system disk of a `--format kernel` build, beside the kernel.
+pub const SYSTEM_DISK: &str = "system.img";
 
 /// Where PID 1 finds the system containers: `<name>.squashfs` and `<name>.toml`.
 pub const CONTAINERS_DIR: &str = "/lib/brig/containers";
@@ -264,7 +269,7 @@ pub fn build(
             "name": name, "size": data.len(), "packages": service.spec.rootfs.packages,
         }));
         let spec = service.text.clone().into_bytes();
-        if output.format.is_disk() {
+        if output.format.has_system_partition() {
             // On the system partition, mounted over /lib/brig.
             system_files.push((format!("containers/{name}.squashfs"), data));
             system_files.push((format!("containers/{name}.toml"), spec));
@@ -273,7 +278,7 @@ pub fn build(
             image.file(&format!("{CONTAINERS_DIR}/{name}.toml"), 0o644, spec);
         }
     }
-    let system = if output.format.is_disk() {
+    let system = if output.format.has_system_partition() {
         let path = out.join("system.squashfs");
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         timed("packing the system partition (squashfs)", || {
@@ -285,7 +290,15 @@ pub fn build(
         None
     };
     let mut cmdline = board.kernel_cmdline();
+    let system_disk = out.join(SYSTEM_DISK);
     let layout = match &system {
+        Some((path, bytes)) if !output.format.is_disk() => {
+            let guid = timed("writing the system disk (GPT, read-only)", || {
+                disk::system_disk(path, bytes, &board.name, &system_disk)
+            })?;
+            cmdline.push_str(&format!(" brig.system=PARTUUID={guid}"));
+            None
+        }
         Some((_, bytes)) => {
             let layout = disk::layout(&output.sizes, bytes.len() as u64).map_err(|e| {
                 anyhow::anyhow!("disk image: {e} (see --disk-size, --boot-size, --system-size)")
@@ -330,10 +343,15 @@ pub fn build(
         )?),
         _ => {
             remove_disk_images(board, out);
-            let _ = std::fs::remove_file(out.join("system.squashfs"));
+            if system.is_none() {
+                let _ = std::fs::remove_file(out.join("system.squashfs"));
+            }
             None
         }
     };
+    if output.format != Format::Kernel {
+        let _ = std::fs::remove_file(&system_disk);
+    }
 
     let vmlinuz_size = std::fs::metadata(out.join("vmlinuz"))?.len();
     let manifest = json!({
@@ -349,6 +367,11 @@ pub fn build(
         },
         "cmdline": cmdline,
         "format": format!("{:?}", output.format).to_lowercase(),
+        "system_disk": (output.format == Format::Kernel).then(|| json!({
+            "path": SYSTEM_DISK,
+            "size": std::fs::metadata(&system_disk).map(|m| m.len()).unwrap_or(0),
+            "system_squashfs_size": system.as_ref().map(|(_, b)| b.len()),
+        })),
         "disk": disk_image.as_ref().map(|(path, layout)| json!({
             "path": path.file_name().map(|n| n.to_string_lossy().to_string()),
             "size": layout.disk_bytes(),
@@ -385,6 +408,13 @@ pub fn build(
             layout.disk_bytes() >> 20,
             layout.boot_bytes() >> 20,
             layout.system_bytes() >> 20,
+        ));
+    }
+    if output.format == Format::Kernel {
+        step(&format!(
+            "system disk {} ({} MiB, attached read-only by `brig run`)",
+            system_disk.display(),
+            std::fs::metadata(&system_disk).map_or(0, |m| m.len()) >> 20
         ));
     }
     step(&format!(

@@ -1,4 +1,5 @@
-//! Disk images (`brig build --format raw|qcow2`), booted with UEFI:
+//! Disk images (`brig build --format raw|qcow2`), booted with UEFI, and the
+//! QEMU boards' system disk (`system_disk`). A disk image:
 //!
 //! | # | label | what |
 //! |---|---|---|
@@ -30,8 +31,13 @@ pub const SYSTEM_LABEL: &str = "BRIG_SYSTEM";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// Kernel and initramfs, booted directly (QEMU's -kernel, a PXE server).
+    /// Kernel and a small initramfs, booted directly (QEMU's -kernel), with
+    /// the system containers on a read-only system disk (`system.img`).
     Kernel,
+    /// Kernel and one initramfs holding everything, the system containers
+    /// too, run from RAM: for a PXE or netboot server, where there is no
+    /// disk to read them from.
+    Netboot,
     /// A GPT disk image booting with UEFI, raw bytes (`dd` to a disk).
     #[value(alias = "disk")]
     Raw,
@@ -40,8 +46,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// A disk image with a boot loader.
     pub fn is_disk(self) -> bool {
-        self != Format::Kernel
+        matches!(self, Format::Raw | Format::Qcow2)
+    }
+
+    /// The system containers on a system partition (of the disk image, or
+    /// of the system disk), not in the initramfs.
+    pub fn has_system_partition(self) -> bool {
+        self != Format::Netboot
     }
 }
 
@@ -348,6 +361,62 @@ pub fn write_raw(
     Ok(out.to_path_buf())
 }
 
+/// A system disk for a machine that boots its kernel directly (the QEMU
+/// boards): a GPT holding one partition, `BRIG_SYSTEM`, with the system
+/// squashfs at `squashfs`, attached read-only. PID 1 finds it as it finds
+/// a disk image's system partition, by the partition's GUID on the kernel
+/// command line (derived from `seed`: the same inputs, the same GUID),
+/// which is returned.
+pub fn system_disk(squashfs: &Path, seed: &[u8], board: &str, out: &Path) -> Result<Guid> {
+    let data =
+        std::fs::read(squashfs).with_context(|| format!("reading {}", squashfs.display()))?;
+    let (first, last) = system_disk_partition(data.len() as u64);
+    // Room for the backup table after the partition, aligned as the start.
+    let disk_sectors = last + 1 + MIB / SECTOR;
+    let mut table = Table::new(derived_guid(seed, &format!("{board} system disk")));
+    let unique_guid = derived_guid(seed, &format!("{board} {SYSTEM_LABEL}"));
+    table
+        .add(
+            Partition {
+                type_guid: gpt::types::linux_filesystem(),
+                unique_guid,
+                first_lba: first,
+                last_lba: last,
+                attributes: 1 << 60,
+                name: SYSTEM_LABEL.into(),
+            },
+            disk_sectors,
+        )
+        .map_err(|e| anyhow::anyhow!("the system disk's table: {e}"))?;
+    let partial = out.with_extension("partial");
+    let file = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let written = file
+        .set_len(disk_sectors * SECTOR)
+        .and_then(|()| file.write_all_at(&table.primary(disk_sectors), 0))
+        .and_then(|()| {
+            file.write_all_at(
+                &table.backup(disk_sectors),
+                Table::backup_offset(disk_sectors),
+            )
+        })
+        .and_then(|()| file.write_all_at(&data, first * SECTOR))
+        .and_then(|()| file.sync_all());
+    written.with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("moving {} into place", out.display()))?;
+    Ok(unique_guid)
+}
+
+/// The system disk's partition for a squashfs of `bytes`: from 1 MiB, as
+/// long as the squashfs rounded up to a MiB (inclusive sectors).
+fn system_disk_partition(bytes: u64) -> (u64, u64) {
+    let first = MIB / SECTOR;
+    (
+        first,
+        first + bytes.max(1).next_multiple_of(MIB) / SECTOR - 1,
+    )
+}
+
 /// The raw image converted to qcow2 with qemu-img.
 pub fn to_qcow2(raw: &Path, out: &Path) -> Result<()> {
     let qemu_img = host_tools::require("qemu-img", "qemu-utils")?;
@@ -386,6 +455,37 @@ pub fn compress(raw: &Path, out: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_disk_holds_the_squashfs_in_one_partition_found_by_its_guid() {
+        assert_eq!(system_disk_partition(1), (2048, 4095));
+        assert_eq!(system_disk_partition(MIB + 1), (2048, 6143));
+        let dir = tempfile::tempdir().unwrap();
+        let squashfs = dir.path().join("system.squashfs");
+        let contents: Vec<u8> = (0..3 * MIB / 2).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&squashfs, &contents).unwrap();
+        let out = dir.path().join("system.img");
+        let guid = system_disk(&squashfs, b"inputs", "qemu-x86_64", &out).unwrap();
+        assert_eq!(
+            guid,
+            system_disk(&squashfs, b"inputs", "qemu-x86_64", &out).unwrap(),
+            "the same inputs, the same GUID"
+        );
+        let image = std::fs::read(&out).unwrap();
+        let sectors = image.len() as u64 / SECTOR;
+        assert_eq!(sectors, 2048 + 4096 + 2048);
+        let found = gpt::read(
+            &image[..gpt::PRIMARY_BYTES as usize],
+            sectors,
+            &mut |offset, length| Ok(image[offset as usize..][..length].to_vec()),
+        )
+        .unwrap();
+        assert_eq!(found.note, None);
+        let (number, partition) = found.table.find(SYSTEM_LABEL).unwrap();
+        assert_eq!((number, partition.unique_guid), (1, guid));
+        let start = (partition.first_lba * SECTOR) as usize;
+        assert_eq!(&image[start..start + contents.len()], contents.as_slice());
+    }
 
     #[test]
     fn sizes_read_as_users_write_them() {

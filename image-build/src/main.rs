@@ -70,9 +70,11 @@ enum Commands {
         /// a datasource's config merges over it (docs/config.md).
         #[arg(long, value_name = "FILE")]
         user_data: Option<PathBuf>,
-        /// What to make: kernel and initramfs, or a UEFI disk image (raw or
-        /// qcow2) with boot, system and (on first boot) state partitions.
-        /// Default: the board's (kernel for the QEMU boards, raw for PCs).
+        /// What to make: kernel, small initramfs and a read-only system
+        /// disk; a UEFI disk image (raw or qcow2) with boot, system and (on
+        /// first boot) state partitions; or netboot: kernel and one
+        /// initramfs holding everything, run from RAM. Default: the board's
+        /// (kernel for the QEMU boards, raw for PCs and Pis).
         #[arg(long, value_enum)]
         format: Option<disk::Format>,
         /// Disk image size; what the partitions leave becomes the state

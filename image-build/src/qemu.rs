@@ -94,10 +94,14 @@ pub struct RunOptions {
 /// How the guest boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Boot {
-    /// QEMU loads the kernel and initramfs, with this command line.
+    /// QEMU loads the kernel and initramfs, with this command line; the
+    /// disk image, if the build made one, is attached, else its system
+    /// disk (read-only, last: the guest finds it by its partition's GUID,
+    /// and the user's disks keep the names they would have without it).
     Kernel {
         cmdline: String,
         disk: Option<PathBuf>,
+        system: Option<PathBuf>,
     },
     /// UEFI firmware boots the disk image (systemd-boot on its ESP);
     /// `vars` is this boot's copy of the firmware's variable store.
@@ -190,7 +194,7 @@ pub fn arguments(
         cmdline
     };
     match boot {
-        Boot::Kernel { cmdline, disk } => {
+        Boot::Kernel { cmdline, disk, .. } => {
             args.extend([
                 "-kernel".into(),
                 artifacts.join("vmlinuz").display().to_string(),
@@ -310,7 +314,38 @@ pub fn arguments(
     args.extend(profile.extra_args.iter().cloned());
     // The user's last, so they can add to (or override) all of the above.
     args.extend(opts.qemu_arg.iter().cloned());
+    if let Boot::Kernel {
+        system: Some(system),
+        ..
+    } = boot
+    {
+        args.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=virtio,readonly=on", system.display()),
+        ]);
+    }
     args
+}
+
+/// The system disk a `--format kernel` build made, from its manifest: an
+/// error if the manifest names one that is not there.
+pub fn built_system_disk(artifacts: &Path) -> Result<Option<PathBuf>> {
+    let Ok(manifest) = std::fs::read(artifacts.join("manifest.json")) else {
+        return Ok(None);
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest)
+        .with_context(|| format!("reading {}/manifest.json", artifacts.display()))?;
+    let Some(name) = manifest["system_disk"]["path"].as_str() else {
+        return Ok(None);
+    };
+    let path = artifacts.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} has no {name}, the system disk its kernel boots with: build again",
+            artifacts.display()
+        );
+    }
+    Ok(Some(path))
 }
 
 /// The QEMU profile `opts` names (`--machine`), else the board's, with its
@@ -379,6 +414,10 @@ pub fn run(
             cmdline: std::fs::read_to_string(artifacts.join("cmdline"))
                 .map(|c| c.trim().to_string())
                 .unwrap_or_else(|_| board.kernel_cmdline()),
+            system: match disk {
+                Some(_) => None,
+                None => built_system_disk(artifacts)?,
+            },
             disk,
         },
     };
@@ -393,7 +432,11 @@ pub fn run(
             } => {
                 format!(" (kernel boot, disk {})", disk.display())
             }
-            Boot::Kernel { disk: None, .. } => String::new(),
+            Boot::Kernel {
+                system: Some(system),
+                ..
+            } => format!(" (kernel boot, system disk {})", system.display()),
+            Boot::Kernel { .. } => String::new(),
             Boot::RaspberryPi { card, .. } => format!(
                 " from card {} (kernel, initramfs, device tree off its boot partition)",
                 card.display()

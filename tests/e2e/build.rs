@@ -47,6 +47,22 @@ pub fn manifest_describes_the_image() {
     assert!(contents
         .iter()
         .any(|c| c["path"].as_str().unwrap().ends_with("/modules.alias")));
+    // The system containers are on the system disk the kernel boots with,
+    // which its command line names; none is in the initramfs.
+    assert!(
+        !contents
+            .iter()
+            .any(|c| c["path"].as_str().unwrap().ends_with(".squashfs")),
+        "{contents:?}"
+    );
+    let system = out.join(m["system_disk"]["path"].as_str().unwrap());
+    assert_eq!(
+        m["system_disk"]["size"].as_u64().unwrap(),
+        std::fs::metadata(&system).unwrap().len()
+    );
+    let cmdline = std::fs::read_to_string(out.join("cmdline")).unwrap();
+    assert!(cmdline.contains(" brig.system=PARTUUID="), "{cmdline}");
+    assert_eq!(m["cmdline"].as_str().unwrap(), cmdline.trim());
 }
 
 /// A source tree like ours whose board requires one more option.

@@ -460,7 +460,7 @@ pub fn qemu_aarch64_console_over_ssh() {
 /// `brig build --user-data`: an image with its own default config. Problems
 /// in the file stop the build with their place in it; a good one boots with
 /// the key and settings it bakes in, under an OpenStack ConfigDrive's.
-pub fn qemu_x86_64_image_with_a_default_config() {
+pub fn qemu_x86_64_netboot_image_with_a_default_config() {
     let board = "qemu-x86_64";
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -515,6 +515,10 @@ write_files:
             baked.to_str().unwrap(),
             "--without",
             "docker",
+            // In RAM, as a netboot server would hand it out: everything in
+            // the initramfs, no system disk.
+            "--format",
+            "netboot",
             crate::guest::FAST[0],
             crate::guest::FAST[1],
         ],
@@ -526,10 +530,14 @@ write_files:
         String::from_utf8_lossy(&built.stderr)
     );
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
-    assert!(
-        manifest.contains("\"path\": \"/etc/brig/user-data\""),
-        "{manifest}"
-    );
+    for part in [
+        "\"path\": \"/etc/brig/user-data\"",
+        "\"path\": \"/lib/brig/containers/console.squashfs\"",
+        "\"system_disk\": null",
+    ] {
+        assert!(manifest.contains(part), "{part} not in {manifest}");
+    }
+    assert!(!out.join("system.img").exists());
 
     // An OpenStack ConfigDrive's config merges over the default: its time
     // zone wins, the default's host name (user data names hosts before meta
@@ -582,6 +590,7 @@ write_files:
     ] {
         assert!(serial.contains(said), "{said:?} not in:\n{serial}");
     }
+    assert!(!serial.contains("system partition"), "{serial}");
     let got = guest.ssh_ok(
         "brig",
         &key,
@@ -604,8 +613,10 @@ write_files:
     );
     // Without a state partition, the machine says it runs from RAM.
     let status = guest.ssh_ok("brig", &key, &known_hosts, "sudo brigctl status");
-    assert!(
-        status.contains("state    no state partition (BRIG_STATE): running from RAM"),
-        "{status}"
-    );
+    for line in [
+        "boot     kernel and initramfs\n",
+        "state    no state partition (BRIG_STATE): running from RAM",
+    ] {
+        assert!(status.contains(line), "{line:?} not in:\n{status}");
+    }
 }

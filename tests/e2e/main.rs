@@ -45,7 +45,7 @@ fn main() -> std::process::ExitCode {
         test!(network::qemu_x86_64_runs_an_lacp_bond_and_a_vlan_against_dnsmasq_inside_the_guest, 34),
         test!(services::qemu_x86_64_runs_services_as_containers_with_limits_readiness_restarts_and_brigctl, 34),
         test!(raspberry_pi::brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch, 26),
-        test!(console::qemu_x86_64_image_with_a_default_config, 22),
+        test!(console::qemu_x86_64_netboot_image_with_a_default_config, 22),
         test!(build::offline_rebuild_uses_the_cache, 20),
         test!(metadata::qemu_x86_64_gets_its_config_from_a_nocloud_seed_url, 17),
         test!(network::qemu_x86_64_builds_a_bond_a_vlan_and_a_bridge_and_fails_over, 17),

@@ -20,13 +20,24 @@ fn said<'a>(serial: &'a str, service: &str, starts: &str) -> Option<&'a str> {
     })
 }
 
-/// Appends to the image's initramfs a second cpio segment (the kernel
-/// unpacks concatenated archives) with a service whose image is garbage and
-/// one whose spec is malformed, as a damaged or hand-edited system would have.
+/// Adds to the image's system disk a service whose image is garbage and
+/// one whose spec is malformed, as a damaged or hand-edited system would
+/// have: the system squashfs again with them, written back into the system
+/// partition (grown to take it, its GUID kept).
 fn add_broken_services(artifacts: &std::path::Path) {
+    use brig_spec::gpt::{self, SECTOR};
+    use std::os::unix::fs::FileExt;
     let stage = tempfile::tempdir().unwrap();
-    let dir = stage.path().join("lib/brig/containers");
-    std::fs::create_dir_all(&dir).unwrap();
+    let tree = stage.path().join("tree");
+    let run = |command: &mut std::process::Command| {
+        let status = command.status().unwrap();
+        assert!(status.success(), "{command:?}: {status}");
+    };
+    run(std::process::Command::new("unsquashfs")
+        .args(["-quiet", "-no-progress", "-d"])
+        .arg(&tree)
+        .arg(artifacts.join("system.squashfs")));
+    let dir = tree.join("containers");
     std::fs::write(dir.join("corrupt.squashfs"), vec![0x5a; 8192]).unwrap();
     let valid =
         "command = [\"/usr/bin/busybox\", \"true\"]\n[rootfs]\npackages = [\"busybox-static\"]\n";
@@ -36,23 +47,47 @@ fn add_broken_services(artifacts: &std::path::Path) {
         format!("{valid}[limits]\nmemory_max = \"plenty\"\n"),
     )
     .unwrap();
-    let list = "lib\nlib/brig\nlib/brig/containers\nlib/brig/containers/corrupt.squashfs\n\
-                lib/brig/containers/corrupt.toml\nlib/brig/containers/malformed.toml\n";
-    let mut cpio = std::process::Command::new("cpio")
-        .args(["-o", "-H", "newc", "--quiet"])
-        .current_dir(stage.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("cpio (Debian package cpio)");
-    std::io::Write::write_all(&mut cpio.stdin.take().unwrap(), list.as_bytes()).unwrap();
-    let archive = cpio.wait_with_output().unwrap();
-    assert!(archive.status.success());
-    let mut image = std::fs::OpenOptions::new()
-        .append(true)
-        .open(artifacts.join("initramfs.img"))
+    let squashfs = stage.path().join("system.squashfs");
+    run(std::process::Command::new("mksquashfs")
+        .arg(&tree)
+        .arg(&squashfs)
+        .args([
+            "-quiet",
+            "-no-progress",
+            "-noappend",
+            "-all-root",
+            "-comp",
+            "zstd",
+        ]));
+    let data = std::fs::read(&squashfs).unwrap();
+
+    let path = artifacts.join("system.img");
+    let disk = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
         .unwrap();
-    std::io::Write::write_all(&mut image, &archive.stdout).unwrap();
+    let sectors = disk.metadata().unwrap().len() / SECTOR;
+    let mut read_at = |offset: u64, length: usize| {
+        let mut buf = vec![0u8; length];
+        disk.read_exact_at(&mut buf, offset)
+            .map(|()| buf)
+            .map_err(|e| e.to_string())
+    };
+    let primary = read_at(0, gpt::PRIMARY_BYTES as usize).unwrap();
+    let mut table = gpt::read(&primary, sectors, &mut read_at).unwrap().table;
+    let (number, first) = table
+        .find("BRIG_SYSTEM")
+        .map(|(n, p)| (n, p.first_lba))
+        .unwrap();
+    let last = first + (data.len() as u64).next_multiple_of(1 << 20) / SECTOR - 1;
+    let sectors = last + 1 + 2048;
+    table.grow(number, last, sectors).unwrap();
+    disk.set_len(sectors * SECTOR).unwrap();
+    disk.write_all_at(&table.primary(sectors), 0).unwrap();
+    disk.write_all_at(&table.backup(sectors), gpt::Table::backup_offset(sectors))
+        .unwrap();
+    disk.write_all_at(&data, first * SECTOR).unwrap();
 }
 
 /// `board`'s image without Docker, with the services of `dir` (in the

@@ -66,7 +66,8 @@ pub fn qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition() {
     let status = ssh(&guest, "sudo brigctl status");
     for line in [
         "board    qemu-x86_64\n",
-        "boot     kernel and initramfs\n",
+        // The system disk comes after the seed and the state disk.
+        "boot     kernel and initramfs, system disk /dev/vdc (read-only)\n",
         "state    /dev/vdb at /var/lib/brig: ",
     ] {
         assert!(status.contains(line), "{line:?} not in:\n{status}");

@@ -32,6 +32,7 @@ fn args_for(board: &str, opts: &RunOptions, kvm: bool) -> Vec<String> {
     let boot = Boot::Kernel {
         cmdline: board.kernel_cmdline(),
         disk: None,
+        system: None,
     };
     arguments(&profile, Path::new("/o"), opts, kvm, &boot)
 }
@@ -202,6 +203,7 @@ fn a_disk_image_boots_with_uefi_firmware_as_the_first_virtio_disk() {
     let boot = Boot::Kernel {
         cmdline: "console=ttyS0 brig.system=PARTUUID=X".into(),
         disk: Some("/o/brig-qemu-x86_64.img".into()),
+        system: None,
     };
     let args = arguments(&profile, Path::new("/o"), &options(), false, &boot).join(" ");
     assert!(
@@ -209,6 +211,34 @@ fn a_disk_image_boots_with_uefi_firmware_as_the_first_virtio_disk() {
             && args.contains("-drive file=/o/brig-qemu-x86_64.img,format=raw,if=virtio")
             && !args.contains("pflash"),
         "{args}"
+    );
+}
+
+#[test]
+fn a_kernel_boot_attaches_the_system_disk_read_only_after_every_other_disk() {
+    let profile = QemuProfile::load(repo(), "x86_64-q35").unwrap();
+    let boot = Boot::Kernel {
+        cmdline: "console=ttyS0 brig.system=PARTUUID=X".into(),
+        disk: None,
+        system: Some("/o/system.img".into()),
+    };
+    let opts = RunOptions {
+        user_data: Some("user-data.yaml".into()),
+        qemu_arg: vec!["-drive".into(), "file=/d/data.img,if=virtio".into()],
+        ..options()
+    };
+    let args = arguments(&profile, Path::new("/o"), &opts, false, &boot);
+    let drives: Vec<&String> = args
+        .windows(2)
+        .filter(|w| w[0] == "-drive")
+        .map(|w| &w[1])
+        .collect();
+    assert_eq!(drives.len(), 3, "{drives:?}");
+    assert!(drives[0].contains("nocloud-seed"), "{drives:?}");
+    assert_eq!(drives[1], "file=/d/data.img,if=virtio");
+    assert_eq!(
+        drives[2],
+        "file=/o/system.img,format=raw,if=virtio,readonly=on"
     );
 }
 

@@ -172,6 +172,12 @@ pub fn plan_state(table: &Table, disk_sectors: u64, state_elsewhere: bool) -> St
     }
 }
 
+/// Whether the kernel has `disk` read-only (a system disk QEMU attaches
+/// `readonly=on`, a card with its lock switch on).
+pub fn is_read_only(disk: &str) -> bool {
+    fs::read_to_string(format!("/sys/class/block/{disk}/ro")).is_ok_and(|ro| ro.trim() == "1")
+}
+
 /// The device path of partition `number` of `disk` (`vda3`, `nvme0n1p3`).
 pub fn partition_device(disk: &str, number: u32) -> String {
     if disk.ends_with(|c: char| c.is_ascii_digit()) {

@@ -322,8 +322,10 @@ impl<S: System> Init<S> {
     }
 
     /// With `brig.system=PARTUUID=` on the command line (a disk image's boot
-    /// entry): waits for that partition, mounts it over /lib/brig and reads
-    /// the system containers from it. Returns the disk's name (`vda`).
+    /// entry, or a kernel booted with a system disk): waits for that
+    /// partition, mounts it over /lib/brig and reads the system containers
+    /// from it. Returns the disk's name (`vda`) if the state partition may
+    /// be made on it (a disk image; not a read-only system disk).
     pub(crate) fn mount_system_partition(
         &mut self,
         cmdline: &Cmdline,
@@ -380,6 +382,15 @@ impl<S: System> Init<S> {
             disk::SYSTEM_MOUNT
         ));
         self.services = system_services(cgroups);
+        if disk::is_read_only(&partition.disk) {
+            // A system disk beside a directly booted kernel (`brig build
+            // --format kernel`): nothing to make on it.
+            self.boot = format!(
+                "kernel and initramfs, system disk /dev/{} (read-only)",
+                partition.disk
+            );
+            return None;
+        }
         self.boot = format!("disk /dev/{} (system partition {device})", partition.disk);
         Some(partition.disk)
     }
