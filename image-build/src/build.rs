@@ -337,6 +337,23 @@ pub fn build(
     std::fs::copy(&kernel.vmlinuz, out.join("vmlinuz"))
         .with_context(|| format!("copying {} to {}", kernel.vmlinuz.display(), out.display()))?;
     write(&out.join("cmdline"), format!("{cmdline}\n").as_bytes())?;
+    let vmlinux = out.join(crate::pvh::VMLINUX);
+    let _ = std::fs::remove_file(&vmlinux);
+    let loads_elf = kernel_config::parse_kernel_config(&config_text)
+        .get("CONFIG_PVH")
+        .is_some_and(|v| v == "y");
+    if board.arch == crate::board::Arch::X86_64 && !output.format.is_disk() && loads_elf {
+        // QEMU boots it through PVH, skipping the decompressor (pvh.rs).
+        let bzimage = std::fs::read(&kernel.vmlinuz)
+            .with_context(|| format!("reading {}", kernel.vmlinuz.display()))?;
+        match crate::pvh::uncompressed_kernel(&bzimage) {
+            Ok(elf) => write(&vmlinux, &elf)?,
+            Err(e) => step(&format!(
+                "note: {}: {e}; QEMU boots the compressed kernel",
+                kernel.vmlinuz.display()
+            )),
+        }
+    }
     let disk_image = match (&layout, &system, &boot_loader) {
         (Some((layout, table)), Some((system, _)), Some(loader)) => Some(write_disk(
             board, out, output, layout, table, system, loader, &kernel, &cmdline, &initramfs,
@@ -364,6 +381,7 @@ pub fn build(
             "release": kernel.release,
             "debs": kernel.debs,
             "vmlinuz_size": vmlinuz_size,
+            "vmlinux_size": std::fs::metadata(&vmlinux).ok().map(|m| m.len()),
         },
         "cmdline": cmdline,
         "format": format!("{:?}", output.format).to_lowercase(),

@@ -15,6 +15,7 @@ mod keep;
 mod kernel_config;
 mod kernel_modules;
 mod progress;
+mod pvh;
 mod qemu;
 mod raspberry_pi;
 mod seed;

@@ -197,7 +197,7 @@ pub fn arguments(
         Boot::Kernel { cmdline, disk, .. } => {
             args.extend([
                 "-kernel".into(),
-                artifacts.join("vmlinuz").display().to_string(),
+                kernel_file(artifacts).display().to_string(),
                 "-initrd".into(),
                 artifacts.join("initramfs.img").display().to_string(),
                 "-append".into(),
@@ -325,6 +325,17 @@ pub fn arguments(
         ]);
     }
     args
+}
+
+/// The kernel QEMU loads: the uncompressed one for PVH if the build made
+/// it (x86_64, pvh.rs), else `vmlinuz`.
+fn kernel_file(artifacts: &Path) -> PathBuf {
+    let elf = artifacts.join(crate::pvh::VMLINUX);
+    if elf.is_file() {
+        elf
+    } else {
+        artifacts.join("vmlinuz")
+    }
 }
 
 /// The system disk a `--format kernel` build made, from its manifest: an

@@ -60,6 +60,13 @@ pub fn manifest_describes_the_image() {
         m["system_disk"]["size"].as_u64().unwrap(),
         std::fs::metadata(&system).unwrap().len()
     );
+    // The kernel uncompressed beside it, for QEMU to load through PVH.
+    let vmlinux = std::fs::read(out.join("vmlinux")).unwrap();
+    assert!(vmlinux.starts_with(b"\x7fELF"));
+    assert_eq!(
+        m["kernel"]["vmlinux_size"].as_u64().unwrap(),
+        vmlinux.len() as u64
+    );
     let cmdline = std::fs::read_to_string(out.join("cmdline")).unwrap();
     assert!(cmdline.contains(" brig.system=PARTUUID="), "{cmdline}");
     assert_eq!(m["cmdline"].as_str().unwrap(), cmdline.trim());

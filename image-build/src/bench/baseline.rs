@@ -28,7 +28,8 @@ const PACKAGES: &[&str] = &[
 ];
 
 /// The baseline's artifacts, laid out as a build's so `brig run` boots
-/// them: `vmlinuz` (Brig's), `initramfs.img` (Debian's), `cmdline`, and
+/// them: `vmlinuz` (Brig's, and uncompressed as `vmlinux` for PVH, as
+/// Brig's build writes it), `initramfs.img` (Debian's), `cmdline`, and
 /// the root disk `root.img`.
 pub struct Baseline {
     pub artifacts: PathBuf,
@@ -46,7 +47,10 @@ pub fn make(dir: &Path, board: &Board, kernel: &Kernel, public_key: &str) -> Res
     let hooks = customize_hooks(dir, kernel, &key_file);
     let recipe = recipe(board, kernel, public_key, &hooks);
     let stamp = dir.join("recipe");
-    if std::fs::read_to_string(&stamp).is_ok_and(|made| made == recipe) && baseline.disk.exists() {
+    if std::fs::read_to_string(&stamp).is_ok_and(|made| made == recipe)
+        && baseline.disk.exists()
+        && dir.join(crate::pvh::VMLINUX).exists()
+    {
         return Ok(baseline);
     }
     if dir.exists() {
@@ -85,6 +89,13 @@ pub fn make(dir: &Path, board: &Board, kernel: &Kernel, public_key: &str) -> Res
         .with_context(|| format!("copying {}", initrd.display()))?;
     std::fs::copy(&kernel.vmlinuz, dir.join("vmlinuz"))
         .with_context(|| format!("copying {}", kernel.vmlinuz.display()))?;
+    // Loaded as Brig's is: uncompressed, through PVH, where it can be.
+    let bzimage = std::fs::read(&kernel.vmlinuz)
+        .with_context(|| format!("reading {}", kernel.vmlinuz.display()))?;
+    if let Ok(elf) = crate::pvh::uncompressed_kernel(&bzimage) {
+        std::fs::write(dir.join(crate::pvh::VMLINUX), elf)
+            .context("writing the baseline's uncompressed kernel")?;
+    }
     std::fs::write(
         dir.join("cmdline"),
         format!("{} root=/dev/vda rw", board.kernel_cmdline()),
