@@ -300,8 +300,12 @@ impl<S: System> Init<S> {
     pub(crate) fn act(&mut self, actions: Vec<Action>, now: Instant) {
         for action in actions {
             // A start may wait for its setup (`SETUP_DEADLINE`), and a turn
-            // may start several services.
-            self.feed_watchdog();
+            // may start several services: each gets a whole timeout.
+            if matches!(action, Action::Start(_)) {
+                if let Some(watchdog) = self.watchdog.as_mut() {
+                    let _ = watchdog.feed_now(self.sys.now());
+                }
+            }
             let (pipes, notes) = self.services.perform(action, now, uptime());
             for pipe in pipes {
                 if let Err(e) = watch(&self.epoll, pipe.fd.as_fd()) {

@@ -149,7 +149,15 @@ pub fn spawn_unchecked(
     })
     .map_err(|e| Error::host("clone3", e))?;
     drop((out_write, err_write, status_write));
-    wait_for_exec(pid, &status_read, deadline)?;
+    if let Err(e) = wait_for_exec(pid, &status_read, deadline) {
+        // Whatever went wrong, no child may go on to run a service that
+        // nobody tracks.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        return Err(e);
+    }
     Ok(Started {
         pid,
         stdout: out_read,
@@ -166,10 +174,12 @@ pub const SETUP_DEADLINE: Duration = Duration::from_secs(5);
 const MAX_MESSAGE: usize = 4096;
 
 /// Waits until the child has exec'd (the status pipe closes with nothing
-/// said), has said why it failed, or `deadline` has passed: then it is
-/// killed — from PID 1's namespace, where SIGKILL reaches even the init of
-/// a PID namespace — and the start fails with where it was stuck. The
-/// child is reaped by whoever reaps (PID 1's loop).
+/// said), has said why it failed, or `deadline` has passed: then the start
+/// fails with where it was stuck, and the caller kills it — from PID 1's
+/// namespace, where SIGKILL reaches even the init of a PID namespace. The
+/// child is reaped by whoever reaps (PID 1's loop). A child that dies
+/// before its exec without a word (a signal) reads as exec'd: its exit
+/// comes to the supervisor as any service's, and is restarted with backoff.
 fn wait_for_exec(pid: i32, status: &OwnedFd, deadline: Duration) -> Result<(), Error> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let end = Instant::now() + deadline;
@@ -180,16 +190,17 @@ fn wait_for_exec(pid: i32, status: &OwnedFd, deadline: Duration) -> Result<(), E
         let ms =
             PollTimeout::try_from(left.as_millis().min(60_000) as u32).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
+            Ok(0) if !message.is_empty() => {
+                // It said why, and has not finished ending.
+                return Err(Error::Setup(String::from_utf8_lossy(&message).into_owned()));
+            }
             Ok(0) => {
-                let stuck = stuck_in(pid);
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                // Killed by the caller, on every error.
                 return Err(Error::Setup(format!(
-                    "the container's setup did not reach its exec within {} s{stuck}: killed it \
+                    "the container's setup did not reach its exec within {} s{}: killed it \
                      (a path that never answers, such as a hung network or FUSE filesystem?)",
-                    deadline.as_secs_f32()
+                    deadline.as_secs_f32(),
+                    stuck_in(pid)
                 )));
             }
             Ok(_) => {}

@@ -153,9 +153,10 @@ pub fn timeout_from(value: Option<&str>) -> Result<u32, String> {
     }
 }
 
-/// The shortest timeout taken: fed every third of it, and PID 1 may wait
-/// for a container's setup for `SETUP_DEADLINE` (5 s) between two
-/// feedings, so a third plus 5 s must stay below it.
+/// The shortest timeout taken: PID 1 feeds it before each container start,
+/// which may wait for the setup `SETUP_DEADLINE` (5 s), and otherwise
+/// every third of the timeout, so 5 s plus the work around a start, or a
+/// third plus a turn, must stay well below it.
 pub const MIN_TIMEOUT: u32 = 8;
 
 #[cfg(test)]
