@@ -132,11 +132,8 @@ pub fn build(
 
     let config_text = std::fs::read_to_string(&kernel.config)
         .with_context(|| format!("reading kernel config {}", kernel.config.display()))?;
-    let needs = kernel_config::check(
-        &requirements,
-        &kernel_config::parse_kernel_config(&config_text),
-    )
-    .map_err(|unmet| {
+    let kernel_options = kernel_config::parse_kernel_config(&config_text);
+    let needs = kernel_config::check(&requirements, &kernel_options).map_err(|unmet| {
         anyhow::anyhow!(
             "{unmet}\n(kernel {}, package {})",
             kernel.release,
@@ -339,9 +336,7 @@ pub fn build(
     write(&out.join("cmdline"), format!("{cmdline}\n").as_bytes())?;
     let vmlinux = out.join(crate::pvh::VMLINUX);
     let _ = std::fs::remove_file(&vmlinux);
-    let loads_elf = kernel_config::parse_kernel_config(&config_text)
-        .get("CONFIG_PVH")
-        .is_some_and(|v| v == "y");
+    let loads_elf = kernel_options.get("CONFIG_PVH").is_some_and(|v| v == "y");
     if board.arch == crate::board::Arch::X86_64 && !output.format.is_disk() && loads_elf {
         // QEMU boots it through PVH, skipping the decompressor (pvh.rs).
         let bzimage = std::fs::read(&kernel.vmlinuz)

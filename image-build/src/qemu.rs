@@ -128,9 +128,15 @@ fn disk_format(path: &Path) -> &'static str {
 
 /// The disk image a build made, from its manifest.
 pub fn built_disk(artifacts: &Path) -> Option<PathBuf> {
+    built_file(artifacts, "disk")
+}
+
+/// The file a build's manifest names under `section` (`disk`,
+/// `system_disk`), in `artifacts`.
+fn built_file(artifacts: &Path, section: &str) -> Option<PathBuf> {
     let manifest = std::fs::read(artifacts.join("manifest.json")).ok()?;
     let manifest: serde_json::Value = serde_json::from_slice(&manifest).ok()?;
-    let name = manifest["disk"]["path"].as_str()?;
+    let name = manifest[section]["path"].as_str()?;
     Some(artifacts.join(name))
 }
 
@@ -341,22 +347,14 @@ fn kernel_file(artifacts: &Path) -> PathBuf {
 /// The system disk a `--format kernel` build made, from its manifest: an
 /// error if the manifest names one that is not there.
 pub fn built_system_disk(artifacts: &Path) -> Result<Option<PathBuf>> {
-    let Ok(manifest) = std::fs::read(artifacts.join("manifest.json")) else {
-        return Ok(None);
-    };
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest)
-        .with_context(|| format!("reading {}/manifest.json", artifacts.display()))?;
-    let Some(name) = manifest["system_disk"]["path"].as_str() else {
-        return Ok(None);
-    };
-    let path = artifacts.join(name);
-    if !path.is_file() {
-        bail!(
-            "{} has no {name}, the system disk its kernel boots with: build again",
-            artifacts.display()
-        );
+    match built_file(artifacts, "system_disk") {
+        Some(path) if !path.is_file() => bail!(
+            "{} has no {}, the system disk its kernel boots with: build again",
+            artifacts.display(),
+            crate::build::SYSTEM_DISK
+        ),
+        found => Ok(found),
     }
-    Ok(Some(path))
 }
 
 /// The QEMU profile `opts` names (`--machine`), else the board's, with its

@@ -43,16 +43,14 @@ pub fn spawn_in(
     paths: &Paths,
     netns: Option<&OwnedFd>,
 ) -> Result<Started, Error> {
-    refuse_fuse_sources(spec, || {
-        fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
-    })?;
-    spawn_unchecked(spec, paths, netns, SETUP_DEADLINE)
+    refuse_fuse_here(spec)?;
+    spawn_checked(spec, paths, netns, SETUP_DEADLINE)
 }
 
-/// As `spawn_in` without refusing FUSE sources, with its own deadline:
-/// for the test of the deadline, which has to get past that check to hang.
-#[doc(hidden)]
-pub fn spawn_unchecked(
+/// As `spawn_in`, for a caller that has refused FUSE sources itself (PID 1
+/// does, before it opens the image), waiting `deadline` for the setup (the
+/// deadline's test passes a short one, and a source past the check).
+pub fn spawn_checked(
     spec: &ServiceSpec,
     paths: &Paths,
     netns: Option<&OwnedFd>,
@@ -239,6 +237,13 @@ fn stuck_in(pid: i32) -> String {
 /// not touched.
 /// `mountinfo` is read only for a spec that has such paths: most starts
 /// (and the start benchmark) have none.
+/// `refuse_fuse_sources` with this host's mountinfo.
+pub fn refuse_fuse_here(spec: &ServiceSpec) -> Result<(), Error> {
+    refuse_fuse_sources(spec, || {
+        fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+    })
+}
+
 pub fn refuse_fuse_sources(
     spec: &ServiceSpec,
     mountinfo: impl FnOnce() -> String,

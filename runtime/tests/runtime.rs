@@ -397,13 +397,12 @@ impl Drop for SilentFuse {
     }
 }
 
-#[test]
-fn a_bind_source_on_a_fuse_mount_is_refused_instead_of_hanging_the_start() {
-    require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let fuse = SilentFuse::mount(&dir.path().join("silent-fuse"));
+/// A service in `dir` that prints "started" and binds a `SilentFuse`
+/// mount: its spec file and state directory.
+fn service_binding_silent_fuse(dir: &Path) -> (SilentFuse, PathBuf, PathBuf) {
+    let fuse = SilentFuse::mount(&dir.join("silent-fuse"));
     let (file, state) = service_in(
-        dir.path(),
+        dir,
         "stalled",
         &format!(
             "{}\n[[mounts]]\ntype = \"bind\"\nsource = \"{}\"\ntarget = \"/data\"",
@@ -411,6 +410,14 @@ fn a_bind_source_on_a_fuse_mount_is_refused_instead_of_hanging_the_start() {
             fuse.point.display()
         ),
     );
+    (fuse, file, state)
+}
+
+#[test]
+fn a_bind_source_on_a_fuse_mount_is_refused_instead_of_hanging_the_start() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (fuse, file, state) = service_binding_silent_fuse(dir.path());
     let child = runner(&file, rootfs(), &state)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -439,16 +446,7 @@ fn a_bind_source_on_a_fuse_mount_is_refused_instead_of_hanging_the_start() {
 fn a_setup_that_hangs_fails_the_start_at_its_deadline() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let fuse = SilentFuse::mount(&dir.path().join("silent-fuse"));
-    let (file, state) = service_in(
-        dir.path(),
-        "stalled",
-        &format!(
-            "{}\n[[mounts]]\ntype = \"bind\"\nsource = \"{}\"\ntarget = \"/data\"",
-            sh("echo started"),
-            fuse.point.display()
-        ),
-    );
+    let (fuse, file, state) = service_binding_silent_fuse(dir.path());
     let rootfs = rootfs();
     let started = std::time::Instant::now();
     let child = runner(&file, rootfs, &state)

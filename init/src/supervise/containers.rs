@@ -84,10 +84,8 @@ impl Runtime for Containers {
 
     fn start(&mut self, spec: &ServiceSpec) -> Result<Started, Error> {
         let name = spec.name.as_str();
-        // Before the image is opened, here in PID 1 (spawn_in checks again).
-        brig_runtime::spawn::refuse_fuse_sources(spec, || {
-            std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
-        })?;
+        // Before the image is opened, here in PID 1.
+        brig_runtime::spawn::refuse_fuse_here(spec)?;
         let lower = self.run.join("images").join(name);
         if !self.mounted.contains(name) {
             let source = match &spec.rootfs.image {
@@ -120,7 +118,12 @@ impl Runtime for Containers {
         } else {
             self.netns.take()
         };
-        brig_runtime::spawn_in(spec, &paths, netns.as_ref())
+        brig_runtime::spawn::spawn_checked(
+            spec,
+            &paths,
+            netns.as_ref(),
+            brig_runtime::spawn::SETUP_DEADLINE,
+        )
     }
 
     fn wait(&mut self, pid: i32) -> Result<i32, String> {

@@ -127,7 +127,7 @@ fn run_mounted(args: &Args, spec: &ServiceSpec, lower: &Path) -> Result<u8, Stri
         };
         let started = match args.unchecked_deadline {
             Some(deadline) => {
-                brig_runtime::spawn::spawn_unchecked(spec, &paths, netns.as_ref(), deadline)
+                brig_runtime::spawn::spawn_checked(spec, &paths, netns.as_ref(), deadline)
             }
             None => brig_runtime::spawn_in(spec, &paths, netns.as_ref()),
         }
