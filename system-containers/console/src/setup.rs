@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{chown, fchown, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use brig_spec::failed::Failed;
 
@@ -190,43 +190,83 @@ pub fn host_key_path(dir: &Path, kind: &str) -> PathBuf {
 /// Keeps the host keys in `dir` (a volume: the same keys across restarts
 /// and, with a state partition, reboots); makes those missing with
 /// ssh-keygen, atomically. Returns a line per key for the console.
+/// The missing keys are made side by side and all fingerprints come from
+/// one ssh-keygen: each process costs a tenth of a second under TCG,
+/// and sshd waits for them on every boot without a state partition.
 pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, Failed> {
     fs::create_dir_all(dir).map_err(|e| Failed::new(format!("making {}", dir.display()), e))?;
+    let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
+    let missing: Vec<&str> = HOST_KEY_TYPES
+        .iter()
+        .copied()
+        .filter(|kind| {
+            let key = host_key_path(dir, kind);
+            !(complete(&key) && complete(&key.with_extension("pub")))
+        })
+        .collect();
+    let mut making = Vec::new();
+    for kind in &missing {
+        making.push((*kind, start_generating(dir, kind, comment)?));
+    }
     let mut lines = Vec::new();
-    for kind in HOST_KEY_TYPES {
-        let key = host_key_path(dir, kind);
-        let public = key.with_extension("pub");
-        let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
-        if !(complete(&key) && complete(&public)) {
-            generate(dir, kind, &key, comment)?;
-            lines.push(format!("generated the {kind} host key"));
+    let mut first_error = None;
+    // Every child is waited for, even after one failed.
+    for (kind, child) in making {
+        match finish_generating(dir, kind, child) {
+            Ok(()) => lines.push(format!("generated the {kind} host key")),
+            Err(e) => first_error = first_error.or(Some(e)),
         }
-        let fingerprint = Command::new("/usr/bin/ssh-keygen")
-            .arg("-l")
-            .arg("-f")
-            .arg(&public)
-            .output()
-            .map_err(|e| Failed::new("running ssh-keygen -l", e))?;
-        lines.push(format!(
-            "host key {}",
-            String::from_utf8_lossy(&fingerprint.stdout).trim()
-        ));
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let mut public = Vec::new();
+    for kind in HOST_KEY_TYPES {
+        let path = host_key_path(dir, kind).with_extension("pub");
+        let text = fs::read(&path)
+            .map_err(|e| Failed::new(format!("reading {}", path.display()), e))?;
+        public.extend_from_slice(&text);
+        if !text.ends_with(b"\n") {
+            public.push(b'\n');
+        }
+    }
+    let fingerprints = run_with_input(
+        Command::new("/usr/bin/ssh-keygen").args(["-l", "-f", "-"]),
+        &public,
+    )
+    .map_err(|e| Failed::new("running ssh-keygen -l", e))?;
+    for line in String::from_utf8_lossy(&fingerprints).lines() {
+        lines.push(format!("host key {}", line.trim()));
     }
     Ok(lines)
 }
 
-/// One key pair: made under temporary names, synced, then renamed into
-/// place (public key first: a private key present means the pair is whole).
-fn generate(dir: &Path, kind: &str, key: &Path, comment: &str) -> Result<(), Failed> {
-    let temporary = dir.join(format!(".new_ssh_host_{kind}_key"));
-    let temporary_pub = temporary.with_extension("pub");
+fn temporary_key(dir: &Path, kind: &str) -> PathBuf {
+    dir.join(format!(".new_ssh_host_{kind}_key"))
+}
+
+/// Starts making one key pair under temporary names.
+fn start_generating(dir: &Path, kind: &str, comment: &str) -> Result<Child, Failed> {
+    let temporary = temporary_key(dir, kind);
     let _ = fs::remove_file(&temporary);
-    let _ = fs::remove_file(&temporary_pub);
-    let out = Command::new("/usr/bin/ssh-keygen")
+    let _ = fs::remove_file(temporary.with_extension("pub"));
+    Command::new("/usr/bin/ssh-keygen")
         .args(["-q", "-t", kind, "-N", "", "-C", comment, "-f"])
         .arg(&temporary)
-        .output()
-        .map_err(|e| Failed::new("running ssh-keygen", e))?;
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failed::new("running ssh-keygen", e))
+}
+
+/// Waits for the pair `start_generating` began; syncs it, then renames it
+/// into place (public key first: a private key present means the pair is
+/// whole).
+fn finish_generating(dir: &Path, kind: &str, child: Child) -> Result<(), Failed> {
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Failed::new("waiting for ssh-keygen", e))?;
     if !out.status.success() {
         let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(Failed::new(
@@ -234,6 +274,9 @@ fn generate(dir: &Path, kind: &str, key: &Path, comment: &str) -> Result<(), Fai
             std::io::Error::other(format!("{}: {said}", out.status)),
         ));
     }
+    let temporary = temporary_key(dir, kind);
+    let temporary_pub = temporary.with_extension("pub");
+    let key = host_key_path(dir, kind);
     let sync = |p: &Path| {
         fs::File::open(p)
             .and_then(|f| f.sync_all())
@@ -250,8 +293,31 @@ fn generate(dir: &Path, kind: &str, key: &Path, comment: &str) -> Result<(), Fai
         })
     };
     rename(&temporary_pub, &key.with_extension("pub"))?;
-    rename(&temporary, key)?;
+    rename(&temporary, &key)?;
     sync(dir)
+}
+
+/// A command's standard output, given `input` on its standard input; an
+/// error if it fails.
+fn run_with_input(command: &mut Command, input: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // A few hundred bytes: they fit the pipe, so writing cannot block
+    // while the child waits for us to read its output.
+    let written = child.stdin.take().map(|mut stdin| stdin.write_all(input));
+    let out = child.wait_with_output()?;
+    written.transpose()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.stdout)
 }
 
 /// The console's time zone (`root` is `/` but for tests): /etc/localtime
