@@ -223,8 +223,8 @@ pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, Failed> {
     let mut public = Vec::new();
     for kind in HOST_KEY_TYPES {
         let path = host_key_path(dir, kind).with_extension("pub");
-        let text = fs::read(&path)
-            .map_err(|e| Failed::new(format!("reading {}", path.display()), e))?;
+        let text =
+            fs::read(&path).map_err(|e| Failed::new(format!("reading {}", path.display()), e))?;
         public.extend_from_slice(&text);
         if !text.ends_with(b"\n") {
             public.push(b'\n');
