@@ -27,6 +27,8 @@ pub struct System {
     pub label: String,
     pub artifacts: PathBuf,
     pub run_args: Vec<String>,
+    /// A Debian baseline (the others are measured against it).
+    pub baseline: bool,
 }
 
 /// What one boot measured.
@@ -43,6 +45,8 @@ pub struct Sample {
     pub pid1_to_ready: Option<Duration>,
     /// How QEMU ran (from `brig run`'s own line): KVM or TCG.
     pub accel: String,
+    /// When each of `figures::SERIAL_STAGES` showed on the serial console.
+    pub serial_stages: Vec<Option<Duration>>,
 }
 
 pub struct Ssh<'a> {
@@ -125,9 +129,20 @@ pub fn measure(
         );
     let start = Instant::now();
     let mut child = command.spawn().context("starting brig run")?;
+    let stamper = SerialStamper::start(&serial, start);
     let result = wait_for_ssh(&mut child, start, &capture, ssh, &run_log);
     let sample = result.and_then(|(to_dhcp_ack, to_banner, to_ssh)| {
         let report = ssh_output(ssh, "cat /proc/meminfo; echo PID1; cat /proc/1/status")?;
+        // systemd may reach its target after ssh answers: a little longer
+        // for every stage to show.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let serial_stages = loop {
+            let stages = figures::serial_stages(&stamper.lines());
+            if stages.iter().all(Option::is_some) || Instant::now() > deadline {
+                break stages;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let (meminfo, status) = report
             .split_once("PID1\n")
             .context("the guest's report has no PID 1 part")?;
@@ -154,8 +169,10 @@ pub fn measure(
                 "TCG"
             }
             .to_string(),
+            serial_stages,
         })
     });
+    drop(stamper);
     quit(&mut child, &qmp);
     sample.with_context(|| {
         format!(
@@ -165,6 +182,65 @@ pub fn measure(
             run_log.display()
         )
     })
+}
+
+/// Stamps each line of a serial log with the time since QEMU started, as
+/// QEMU appends it: a thread reads the file every 10 ms.
+struct SerialStamper {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(Duration, String)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SerialStamper {
+    fn start(path: &Path, start: Instant) -> SerialStamper {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (path, out, done) = (path.to_path_buf(), lines.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut file = None;
+            let mut pending = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                if file.is_none() {
+                    file = std::fs::File::open(&path).ok();
+                }
+                let mut new = Vec::new();
+                if let Some(f) = &mut file {
+                    let _ = f.read_to_end(&mut new);
+                }
+                let at = start.elapsed();
+                pending.extend_from_slice(&new);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                    if let Ok(mut lines) = out.lock() {
+                        lines.push((at, text));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        SerialStamper {
+            lines,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn lines(&self) -> Vec<(Duration, String)> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for SerialStamper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn wait_for_ssh(

@@ -87,6 +87,47 @@ pub fn pid1_to_ready(serial: &str) -> Option<Duration> {
     (ready >= started).then(|| Duration::from_secs_f64(ready - started))
 }
 
+/// A boot's stages seen on its serial console, each with what marks it
+/// (the first line that contains one of the texts). The same for every
+/// system: the kernel's own lines, then the init's.
+pub const SERIAL_STAGES: &[(&str, &[&str])] = &[
+    ("kernel's first line", &["Linux version "]),
+    // The kernel hands over to the first program: Brig's PID 1, Debian's
+    // initramfs-tools script, or systemd where the root file system is
+    // the initramfs.
+    (
+        "init runs",
+        &[
+            "Run /init as init process",
+            "Run /sbin/init as init process",
+        ],
+    ),
+    // Brig: every system container up and ready. systemd: the default
+    // target's dependencies done (its status line on the console).
+    (
+        "services ready",
+        &[
+            "brig: ready",
+            "Reached target multi-user.target",
+            "Reached target Multi-User System",
+        ],
+    ),
+];
+
+/// When each of `SERIAL_STAGES` was first seen, from serial lines stamped
+/// with the host's time since QEMU started.
+pub fn serial_stages(lines: &[(Duration, String)]) -> Vec<Option<Duration>> {
+    SERIAL_STAGES
+        .iter()
+        .map(|(_, marks)| {
+            lines
+                .iter()
+                .find(|(_, line)| marks.iter().any(|m| line.contains(m)))
+                .map(|(at, _)| *at)
+        })
+        .collect()
+}
+
 /// The bytes of the regular files in an `unsquashfs -lln` listing: a
 /// container image's size unpacked.
 pub fn regular_file_bytes(listing: &str) -> u64 {
@@ -140,6 +181,42 @@ mod tests {
                        lrwxrwxrwx 0/0     7 1970-01-01 00:00 squashfs-root/lib -> usr/lib\n\
                        -rwxr-xr-x 0/0  1021 1970-01-01 00:00 squashfs-root/usr/bin/b\n";
         assert_eq!(regular_file_bytes(listing), 2000);
+    }
+
+    #[test]
+    fn stages_are_the_first_line_with_their_mark_whoever_prints_it() {
+        let at = |ms| Duration::from_millis(ms);
+        let brig: Vec<(Duration, String)> = [
+            (400, "[    0.000000] Linux version 6.12 (gcc)"),
+            (1900, "[    1.98] Run /init as init process"),
+            (2000, "brig: brig-init 0.1.0 started as PID 1 [t=2.027s]"),
+            (4500, "brig: ready [t=4.504s]"),
+            (4600, "brig: ready [t=4.6s] (a second one is not the first)"),
+        ]
+        .iter()
+        .map(|(ms, l)| (at(*ms), l.to_string()))
+        .collect();
+        assert_eq!(
+            serial_stages(&brig),
+            [Some(at(400)), Some(at(1900)), Some(at(4500))]
+        );
+        let debian: Vec<(Duration, String)> = [
+            (500, "[    0.000000] Linux version 6.12"),
+            (2100, "[    2.10] Run /sbin/init as init process"),
+            (
+                9000,
+                "[  OK  ] Reached target multi-user.target - Multi-User System.",
+            ),
+        ]
+        .iter()
+        .map(|(ms, l)| (at(*ms), l.to_string()))
+        .collect();
+        assert_eq!(
+            serial_stages(&debian),
+            [Some(at(500)), Some(at(2100)), Some(at(9000))]
+        );
+        // A stage never seen is missing, not zero.
+        assert_eq!(serial_stages(&debian[..1]), [Some(at(500)), None, None]);
     }
 
     #[test]

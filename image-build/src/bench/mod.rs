@@ -116,7 +116,16 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
     }
     let cache = crate::debian::cache_dir()?;
     let kernel = crate::debian::kernel(&cache, &board, false)?;
-    let debian = baseline::make(&work.join("debian"), &board, &kernel, public_key.trim())?;
+    let baselines = [
+        ("debian", baseline::Kind::CloudVm),
+        ("debian-lean", baseline::Kind::Lean),
+    ]
+    .into_iter()
+    .map(|(name, kind)| {
+        let made = baseline::make(&work.join(name), kind, &board, &kernel, public_key.trim())?;
+        Ok((name, kind, made))
+    })
+    .collect::<Result<Vec<_>>>()?;
 
     let mut systems: Vec<boot::System> = variants
         .iter()
@@ -125,25 +134,34 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
             label: label.to_string(),
             artifacts: work.join(dir),
             run_args: vec!["--user-data".into(), user_data.display().to_string()],
+            baseline: false,
         })
         .collect();
-    systems.push(boot::System {
-        name: "debian".into(),
-        label: format!("Debian {} + systemd + OpenSSH (baseline)", board.suite),
-        artifacts: debian.artifacts.clone(),
-        run_args: vec![
-            "--kernel-boot".into(),
-            "--disk".into(),
-            debian.disk.display().to_string(),
-            // Every boot from the same disk: writes go to a scratch file.
-            "--qemu-arg=-snapshot".into(),
-        ],
-    });
+    for (name, kind, made) in &baselines {
+        let mut run_args = vec!["--kernel-boot".to_string()];
+        if let Some(disk) = &made.disk {
+            run_args.extend([
+                "--disk".into(),
+                disk.display().to_string(),
+                // Every boot from the same disk: writes go to a scratch file.
+                "--qemu-arg=-snapshot".into(),
+            ]);
+        }
+        systems.push(boot::System {
+            name: name.to_string(),
+            label: kind.label(&board.suite),
+            artifacts: made.artifacts.clone(),
+            run_args,
+            baseline: true,
+        });
+    }
 
     let mut results: Vec<report::SystemResult> = systems
         .iter()
         .map(|s| report::SystemResult {
+            name: s.name.clone(),
             label: s.label.clone(),
+            baseline: s.baseline,
             samples: vec![],
             stuck: vec![],
         })
@@ -154,9 +172,17 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
         for (system, result) in systems.iter().zip(&mut results) {
             let sample = measure_again_if_stuck(&brig, source, system, &ssh, &work, result)?;
             step(&format!(
-                "boot {round}/{}: {}: DHCP ACK {:.2} s, sshd banner {:.2} s, ssh after {:.2} s, {} KiB used, PID 1 {} KiB{}",
+                "boot {round}/{}: {}: {}DHCP ACK {:.2} s, sshd banner {:.2} s, ssh after {:.2} s, {} KiB used, PID 1 {} KiB{}",
                 options.boots,
                 system.name,
+                figures::SERIAL_STAGES
+                    .iter()
+                    .zip(&sample.serial_stages)
+                    .map(|((name, _), at)| match at {
+                        Some(at) => format!("{name} {:.2} s, ", at.as_secs_f64()),
+                        None => format!("{name} not seen, "),
+                    })
+                    .collect::<String>(),
                 sample.to_dhcp_ack.as_secs_f64(),
                 sample.to_banner.as_secs_f64(),
                 sample.to_ssh.as_secs_f64(),
@@ -258,7 +284,7 @@ fn setting(
         format!("date: {date}"),
         format!("host: {cpu}, {cores} cores, {memory} RAM"),
         format!(
-            "QEMU: {} ({accel}), the qemu-x86_64 profile (q35, 2 vCPUs, 1 GiB) for every system",
+            "QEMU: {} ({accel}), the qemu-x86_64 profile (q35, 2 vCPUs, 1 GiB) for every system, the kernel loaded uncompressed (PVH)",
             first_line("qemu-system-x86_64", "--version")
         ),
         format!("kernel: Debian's {kernel} for every system"),
@@ -315,7 +341,7 @@ fn measure_again_if_stuck(
     }
 }
 
-/// benchmarks/container-start's table (the lines after its last blank line).
+/// benchmarks/container-start's tables (from the line that heads them).
 fn container_start(source: &Path, runs: u32) -> Result<String> {
     step("container start latency: benchmarks/container-start");
     let output = Command::new(source.join("benchmarks/container-start"))
@@ -332,8 +358,8 @@ fn container_start(source: &Path, runs: u32) -> Result<String> {
         );
     }
     Ok(text
-        .rsplit_once("\n\n")
-        .map_or(&*text, |(_, t)| t)
+        .find("\nwhat ")
+        .map_or(&*text, |at| &text[at + 1..])
         .to_string())
 }
 
@@ -358,8 +384,9 @@ fn image_parts(artifacts: &Path, label: &str) -> Result<report::Image> {
         number(&manifest["kernel"]["vmlinuz_size"]),
         None,
     )];
-    // The initramfs: PID 1, modules and config in a zstd cpio, then the
-    // container images (squashfs, compressed already) stored as they are.
+    // The initramfs: PID 1, modules and config in a zstd cpio. The
+    // container images are on the system disk (a kernel build's
+    // `system.img`), each a zstd squashfs.
     let initramfs = number(&manifest["initramfs"]["size"]);
     let compressed = number(&manifest["initramfs"]["compressed_size"]);
     let stored = initramfs.saturating_sub(compressed);
@@ -368,9 +395,10 @@ fn image_parts(artifacts: &Path, label: &str) -> Result<report::Image> {
         compressed,
         Some(number(&manifest["initramfs"]["uncompressed_size"]).saturating_sub(stored)),
     ));
+    let system_disk = number(&manifest["system_disk"]["size"]);
     parts.push((
-        "initramfs: container specs, cpio headers".to_string(),
-        stored.saturating_sub(container_bytes),
+        "system disk: its table, the container specs, free space".to_string(),
+        system_disk.saturating_sub(container_bytes),
         None,
     ));
     for container in &containers {
@@ -383,7 +411,7 @@ fn image_parts(artifacts: &Path, label: &str) -> Result<report::Image> {
             &format!("listing {}", image.display()),
         )?;
         parts.push((
-            format!("container `{name}` (squashfs, zstd)"),
+            format!("system disk: container `{name}` (squashfs, zstd)"),
             number(&container["size"]),
             Some(figures::regular_file_bytes(&String::from_utf8_lossy(
                 &listing.stdout,

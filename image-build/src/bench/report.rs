@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::boot::Sample;
-use super::figures::Spread;
+use super::figures::{Spread, SERIAL_STAGES};
 
 pub struct Run {
     /// Date, machine, QEMU, kernel: one line each.
@@ -17,7 +17,11 @@ pub struct Run {
 }
 
 pub struct SystemResult {
+    /// `brig`, `brig-without-docker`, `debian`, `debian-lean`.
+    pub name: String,
     pub label: String,
+    /// A Debian baseline: the others' ratios are to each of these.
+    pub baseline: bool,
     pub samples: Vec<Sample>,
     /// Why each boot that never reached ssh failed (booted again; not in
     /// the figures).
@@ -34,6 +38,48 @@ fn seconds(samples: &[Sample]) -> Vec<f64> {
     samples.iter().map(|s| s.to_ssh.as_secs_f64()).collect()
 }
 
+/// From benchmarks/container-start's table: how many times faster than
+/// `crun run` (without a cgroup) `brig-container` starts a container from
+/// its image.
+fn container_start_ratio(table: &str) -> Option<f64> {
+    table
+        .lines()
+        .find(|l| l.starts_with("brig-container, squashfs image mounted"))?
+        .split_whitespace()
+        .last()?
+        .strip_suffix('x')?
+        .parse()
+        .ok()
+}
+
+/// Every stage's name, in boot order: the serial console's, then the
+/// network's.
+fn stage_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = SERIAL_STAGES.iter().map(|(name, _)| *name).collect();
+    names.extend(["DHCP ACK", "sshd greets", "ssh done"]);
+    names
+}
+
+/// Each stage's median over the boots that saw it (None if none did).
+fn stage_medians(samples: &[Sample]) -> Vec<Option<f64>> {
+    (0..stage_names().len())
+        .map(|i| {
+            let times: Vec<f64> = samples
+                .iter()
+                .filter_map(|s| {
+                    let network = [s.to_dhcp_ack, s.to_banner, s.to_ssh];
+                    match s.serial_stages.get(i) {
+                        Some(at) => *at,
+                        None => network.get(i - s.serial_stages.len()).copied(),
+                    }
+                    .map(|d| d.as_secs_f64())
+                })
+                .collect();
+            Spread::of(&times).map(|s| s.median)
+        })
+        .collect()
+}
+
 fn mib(kib: f64) -> String {
     format!("{:.1} MiB", kib / 1024.0)
 }
@@ -42,44 +88,117 @@ fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     Spread::of(&samples.iter().map(f).collect::<Vec<_>>()).map_or(f64::NAN, |s| s.median)
 }
 
+/// The targets of docs/design.md, each against this run's figure.
+fn targets(run: &Run) -> Vec<(String, String, bool)> {
+    let find = |name: &str| {
+        run.systems
+            .iter()
+            .find(|s| s.name == name && !s.samples.is_empty())
+    };
+    let to_ssh = |s: &SystemResult| median_of(&s.samples, |x| x.to_ssh.as_secs_f64());
+    let mut rows = Vec::new();
+    for (name, limit) in [("brig-without-docker", 5.0), ("brig", 8.0)] {
+        let Some(system) = find(name) else { continue };
+        let median = to_ssh(system);
+        rows.push((
+            format!("{}: boot to ssh ≤ {limit:.0} s (median)", system.label),
+            format!("{median:.2} s"),
+            median <= limit,
+        ));
+    }
+    for name in ["brig-without-docker", "brig"] {
+        let Some(system) = find(name) else { continue };
+        for baseline in run
+            .systems
+            .iter()
+            .filter(|s| s.baseline && !s.samples.is_empty())
+        {
+            let ratio = to_ssh(baseline) / to_ssh(system);
+            rows.push((
+                format!(
+                    "{}: ≥ 4× faster to ssh than {} (medians)",
+                    system.label, baseline.label
+                ),
+                format!("{ratio:.1}×"),
+                ratio >= 4.0,
+            ));
+        }
+    }
+    if let Some(ratio) = container_start_ratio(&run.container_start) {
+        rows.push((
+            "system container start: `brig-container` (image mounted, seccomp) ≤ 1/5 of `crun run`, \
+             whole commands, neither making a cgroup (medians)"
+                .to_string(),
+            format!("1/{ratio:.1}"),
+            ratio >= 5.0,
+        ));
+    }
+    if let Some(system) = find("brig-without-docker") {
+        let used = median_of(&system.samples, |x| x.memory.used_kib as f64);
+        rows.push((
+            format!(
+                "{}: memory used once ssh answers ≤ 40 MiB (median)",
+                system.label
+            ),
+            mib(used),
+            used <= 40.0 * 1024.0,
+        ));
+    }
+    rows
+}
+
 pub fn markdown(run: &Run) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "Reproduce with `{}`.\n", run.command);
     for line in &run.setting {
         let _ = writeln!(md, "- {line}");
     }
-    // The baseline is the last system.
-    let baseline = run
+    let baselines: Vec<&SystemResult> = run
         .systems
-        .last()
-        .and_then(|s| Spread::of(&seconds(&s.samples)));
+        .iter()
+        .filter(|s| s.baseline && !s.samples.is_empty())
+        .collect();
+
+    let _ = writeln!(md, "\n#### Targets\n");
+    let _ = writeln!(md, "| target | this run | |");
+    let _ = writeln!(md, "|---|---|---|");
+    for (target, figure, met) in targets(run) {
+        let verdict = if met { "met" } else { "not met" };
+        let _ = writeln!(md, "| {target} | {figure} | **{verdict}** |");
+    }
 
     let _ = writeln!(md, "\n#### Boot to ssh\n");
     let _ = writeln!(
         md,
         "From `brig run` starting QEMU until `ssh brig@… true` succeeds.\n"
     );
-    let _ = writeln!(
-        md,
-        "| system | boots | min | median | max | faster than the baseline (medians) |"
-    );
-    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let mut header = "| system | boots | min | median | max |".to_string();
+    let mut rule = "|---|---|---|---|---|".to_string();
+    for (i, _) in baselines.iter().enumerate() {
+        let _ = write!(header, " faster than baseline {} |", i + 1);
+        rule.push_str("---|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
     for system in &run.systems {
         let Some(spread) = Spread::of(&seconds(&system.samples)) else {
             continue;
         };
-        let ratio = baseline.map_or("—".into(), |b| {
-            format!("{:.1}×", b.median / spread.median)
-        });
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.2} s | **{:.2} s** | {:.2} s | {ratio} |",
+        let mut row = format!(
+            "| {} | {} | {:.2} s | **{:.2} s** | {:.2} s |",
             system.label,
             system.samples.len(),
             spread.min,
             spread.median,
             spread.max
         );
+        for baseline in &baselines {
+            let b = median_of(&baseline.samples, |x| x.to_ssh.as_secs_f64());
+            let _ = write!(row, " {:.1}× |", b / spread.median);
+        }
+        let _ = writeln!(md, "{row}");
+    }
+    for (i, baseline) in baselines.iter().enumerate() {
+        let _ = writeln!(md, "\nBaseline {}: {}.", i + 1, baseline.label);
     }
     for system in &run.systems {
         for why in &system.stuck {
@@ -93,24 +212,35 @@ pub fn markdown(run: &Run) -> String {
 
     let _ = writeln!(
         md,
-        "\nOn the way (medians): the guest's DHCP ACK in QEMU's capture, \
-         sshd's first greeting, the ssh login done.\n"
+        "\n#### Where the time goes (medians, from QEMU's start)\n\n\
+         The serial console's lines stamped with the host's clock as QEMU \
+         writes them: the kernel's first line, the kernel running the first \
+         program (`Run /init as init process`), the services ready (`brig: \
+         ready`; systemd's `Reached target multi-user.target`); then the \
+         guest's DHCP ACK in QEMU's capture, sshd's first greeting, the ssh \
+         login done.\n"
     );
-    let _ = writeln!(md, "| system | DHCP ACK | sshd greets | ssh done |");
-    let _ = writeln!(md, "|---|---|---|---|");
+    let mut header = "| system |".to_string();
+    let mut rule = "|---|".to_string();
+    for stage in stage_names() {
+        let _ = write!(header, " {stage} |");
+        rule.push_str("---|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
     for system in &run.systems {
-        let s = &system.samples;
-        if s.is_empty() {
+        if system.samples.is_empty() {
             continue;
         }
-        let _ = writeln!(
-            md,
-            "| {} | {:.2} s | {:.2} s | {:.2} s |",
-            system.label,
-            median_of(s, |x| x.to_dhcp_ack.as_secs_f64()),
-            median_of(s, |x| x.to_banner.as_secs_f64()),
-            median_of(s, |x| x.to_ssh.as_secs_f64())
-        );
+        let mut row = format!("| {} |", system.label);
+        for stage in stage_medians(&system.samples) {
+            match stage {
+                Some(at) => {
+                    let _ = write!(row, " {at:.2} s |");
+                }
+                None => row.push_str(" — |"),
+            }
+        }
+        let _ = writeln!(md, "{row}");
     }
 
     let _ = writeln!(md, "\n#### Memory once ssh answers (medians)\n");
@@ -202,10 +332,16 @@ pub fn markdown(run: &Run) -> String {
     md
 }
 
-/// The boot-to-ssh times as an SVG strip plot: a row per system, a dot per
-/// boot, a bar at the median.
+/// Colours of the stages in the plot, in boot order.
+const STAGE_COLOURS: &[&str] = &[
+    "#d9d9d9", "#9ecae1", "#6baed6", "#fdae6b", "#a1d99b", "#74c476",
+];
+
+/// Boot to ssh as an SVG: a row per system, its stages as a bar of
+/// coloured segments (each ends at that stage's median, in time order), a dot per boot's
+/// ssh login, a red mark at the median.
 pub fn svg(run: &Run) -> String {
-    let (left, width, row, top) = (370.0, 440.0, 48.0, 20.0);
+    let (left, width, row, top) = (430.0, 440.0, 48.0, 20.0);
     let max = run
         .systems
         .iter()
@@ -214,7 +350,9 @@ pub fn svg(run: &Run) -> String {
     // A scale in whole steps of 5 s past the slowest boot.
     let scale_max = (max / 5.0).ceil() * 5.0;
     let x = |seconds: f64| left + seconds / scale_max * width;
-    let height = top + row * run.systems.len() as f64 + 40.0;
+    let names = stage_names();
+    let legend_rows = names.len().div_ceil(3) as f64;
+    let height = top + row * run.systems.len() as f64 + 50.0 + 18.0 * legend_rows;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -232,6 +370,28 @@ pub fn svg(run: &Run) -> String {
             y + 4.0,
             escape(&system.label)
         );
+        // In time order: a stage may end before the one listed before it
+        // (Brig's DHCP ACK comes before all its services are ready).
+        let mut stages: Vec<(usize, f64)> = stage_medians(&system.samples)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(stage, median)| Some((stage, median?)))
+            .collect();
+        stages.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let mut from = 0.0;
+        for (stage, to) in stages {
+            if to > from {
+                let _ = writeln!(
+                    svg,
+                    "<rect x=\"{:.1}\" y=\"{}\" width=\"{:.1}\" height=\"10\" fill=\"{}\"/>",
+                    x(from),
+                    y - 5.0,
+                    x(to) - x(from),
+                    STAGE_COLOURS[stage % STAGE_COLOURS.len()]
+                );
+                from = to;
+            }
+        }
         let times = seconds(&system.samples);
         for t in &times {
             let _ = writeln!(
@@ -270,10 +430,23 @@ pub fn svg(run: &Run) -> String {
     }
     let _ = writeln!(
         svg,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">boot to ssh (dots: boots, red: median)</text>",
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">boot to ssh from QEMU's start (bars: stage medians; dots: boots; red: median)</text>",
         left + width / 2.0,
         axis + 36.0
     );
+    for (i, name) in names.iter().enumerate() {
+        let (column, line) = ((i % 3) as f64, (i / 3) as f64);
+        let (lx, ly) = (left - 200.0 + column * 230.0, axis + 54.0 + line * 18.0);
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{lx}\" y=\"{}\" width=\"12\" height=\"10\" fill=\"{}\"/>\
+             <text x=\"{}\" y=\"{ly}\">until {}</text>",
+            ly - 9.0,
+            STAGE_COLOURS[i % STAGE_COLOURS.len()],
+            lx + 16.0,
+            escape(name)
+        );
+    }
     svg.push_str("</svg>\n");
     svg
 }
@@ -306,6 +479,11 @@ mod tests {
             pid1_resident_kib: rss_kib,
             pid1_to_ready: ready.map(Duration::from_secs_f64),
             accel: "TCG".into(),
+            serial_stages: vec![
+                Some(Duration::from_secs_f64(seconds / 10.0)),
+                Some(Duration::from_secs_f64(seconds / 5.0)),
+                ready.map(|_| Duration::from_secs_f64(seconds / 2.0)),
+            ],
         }
     }
 
@@ -315,7 +493,9 @@ mod tests {
             command: "scripts/bench".into(),
             systems: vec![
                 SystemResult {
+                    name: "brig-without-docker".into(),
                     label: "Brig".into(),
+                    baseline: false,
                     samples: vec![
                         sample(4.0, 30 * 1024, 1500, Some(1.0)),
                         sample(5.0, 32 * 1024, 1600, Some(1.5)),
@@ -324,7 +504,9 @@ mod tests {
                     stuck: vec![],
                 },
                 SystemResult {
+                    name: "debian".into(),
                     label: "Debian <baseline>".into(),
+                    baseline: true,
                     samples: vec![
                         sample(20.0, 120 * 1024, 13000, None),
                         sample(21.0, 125 * 1024, 14000, None),
@@ -339,7 +521,10 @@ mod tests {
                     ("initramfs".into(), 20 * 1048576, Some(40 * 1048576)),
                 ],
             }],
-            container_start: "crun 7.5ms".into(),
+            container_start: "what                median  vs crun\n\
+                crun run, directory rootfs, no cgroup, no seccomp   7.50ms   1.0x\n\
+                brig-container, squashfs image mounted, no cgroup, seccomp   2.50ms   3.0x\n"
+                .into(),
         }
     }
 
@@ -350,17 +535,42 @@ mod tests {
             md.contains("| Brig | 3 | 4.00 s | **5.00 s** | 6.00 s | 4.1× |"),
             "{md}"
         );
+        assert!(md.contains("Baseline 1: Debian <baseline>."), "{md}");
+        // Each target against its figure, met or not.
+        for row in [
+            "| Brig: boot to ssh ≤ 5 s (median) | 5.00 s | **met** |",
+            "| Brig: ≥ 4× faster to ssh than Debian <baseline> (medians) | 4.1× | **met** |",
+            "| Brig: memory used once ssh answers ≤ 40 MiB (median) | 32.0 MiB | **met** |",
+        ] {
+            assert!(md.contains(row), "{row:?} not in:\n{md}");
+        }
+        // The stages: the serial console's, then the network's; a stage no
+        // boot saw is a dash.
+        assert!(
+            md.contains("| Brig | 0.50 s | 1.00 s | 2.50 s | 1.25 s | 3.75 s | 5.00 s |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Debian <baseline> | 2.05 s | 4.10 s | — | 5.12 s | 15.38 s | 20.50 s |"),
+            "{md}"
+        );
         assert!(md.contains("| Debian <baseline> | 2 | 20.00 s | **20.50 s** | 21.00 s | 1.0× |"));
         assert!(md.contains("A boot of Debian <baseline> never reached ssh and was booted again (not in the figures): no DHCP ACK within 120s"), "{md}");
         assert!(!md.contains("A boot of Brig "));
-        assert!(md.contains("| Brig | 1.25 s | 3.75 s | 5.00 s |"), "{md}");
         assert!(md.contains("| Brig | **32.0 MiB** | 33.0 MiB | `init` | **1.6 MiB** |"));
         assert!(md.contains("| Brig | 1.00 s | **1.50 s** | 2.00 s |"));
         // Only Brig has a boot log with PID 1's stamps.
         assert!(!md.contains("| Debian <baseline> | —"));
         assert!(md.contains("| kernel | 10.0 MiB | — |"));
         assert!(md.contains("| **total** | **30.0 MiB** | 50.0 MiB |"));
-        assert!(md.contains("```\ncrun 7.5ms\n```"));
+        assert!(
+            md.contains("```\nwhat                median  vs crun\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("≤ 1/5 of `crun run`, whole commands, neither making a cgroup (medians) | 1/3.0 | **not met** |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -369,6 +579,10 @@ mod tests {
         assert_eq!(plot.matches("<circle").count(), 5);
         assert_eq!(plot.matches("stroke=\"#c0392b\"").count(), 2);
         assert!(plot.contains("Debian &lt;baseline&gt;"));
+        // Stage bars: six for Brig, five for Debian (no `ready` seen),
+        // and a legend of six; the background.
+        assert_eq!(plot.matches("<rect").count(), 6 + 5 + 6 + 1);
+        assert!(plot.contains(">until ssh done</text>"));
         // The scale ends at the next 5 s past the slowest boot (21 s).
         assert!(plot.contains(">25 s</text>") && !plot.contains(">30 s</text>"));
     }
