@@ -115,17 +115,42 @@ pub const SERIAL_STAGES: &[(&str, &[&str])] = &[
 ];
 
 /// When each of `SERIAL_STAGES` was first seen, from serial lines stamped
-/// with the host's time since QEMU started.
+/// with the host's time since QEMU started. Terminal colours (systemd's
+/// status lines have them) are ignored.
 pub fn serial_stages(lines: &[(Duration, String)]) -> Vec<Option<Duration>> {
+    let plain: Vec<(Duration, String)> = lines
+        .iter()
+        .map(|(at, line)| (*at, without_colours(line)))
+        .collect();
     SERIAL_STAGES
         .iter()
         .map(|(_, marks)| {
-            lines
+            plain
                 .iter()
                 .find(|(_, line)| marks.iter().any(|m| line.contains(m)))
                 .map(|(at, _)| *at)
         })
         .collect()
+}
+
+/// `line` without its ANSI escape sequences (`ESC [ … letter`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The bytes of the regular files in an `unsquashfs -lln` listing: a
@@ -204,8 +229,12 @@ mod tests {
             (500, "[    0.000000] Linux version 6.12"),
             (2100, "[    2.10] Run /sbin/init as init process"),
             (
+                8000,
+                "[\u{1b}[0;32m  OK  \u{1b}[0m] Reached target \u{1b}[0;1;39mpaths.target\u{1b}[0m",
+            ),
+            (
                 9000,
-                "[  OK  ] Reached target multi-user.target - Multi-User System.",
+                "[\u{1b}[0;32m  OK  \u{1b}[0m] Reached target \u{1b}[0;1;39mmulti-user.target\u{1b}[0m - Multi-User System.",
             ),
         ]
         .iter()
