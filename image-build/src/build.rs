@@ -339,14 +339,11 @@ pub fn build(
     let loads_elf = kernel_options.get("CONFIG_PVH").is_some_and(|v| v == "y");
     if board.arch == crate::board::Arch::X86_64 && !output.format.is_disk() && loads_elf {
         // QEMU boots it through PVH, skipping the decompressor (pvh.rs).
-        let bzimage = std::fs::read(&kernel.vmlinuz)
-            .with_context(|| format!("reading {}", kernel.vmlinuz.display()))?;
-        match crate::pvh::uncompressed_kernel(&bzimage) {
-            Ok(elf) => write(&vmlinux, &elf)?,
-            Err(e) => step(&format!(
+        if let Err(e) = crate::pvh::write_vmlinux(&kernel.vmlinuz, out)? {
+            step(&format!(
                 "note: {}: {e}; QEMU boots the compressed kernel",
                 kernel.vmlinuz.display()
-            )),
+            ));
         }
     }
     let disk_image = match (&layout, &system, &boot_loader) {

@@ -6,6 +6,7 @@
 //! that Debian's bzImage carries, zstd-compressed (`CONFIG_KERNEL_ZSTD`).
 
 use std::io::Read;
+use std::path::Path;
 
 /// The name beside `vmlinuz` in a build's directory; `brig run` prefers it.
 pub const VMLINUX: &str = "vmlinux";
@@ -14,6 +15,22 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The ELF kernel inside `bzimage`: the first zstd frame that decodes to
 /// an ELF file.
+/// Writes `dir/vmlinux` from the bzImage `vmlinuz`, for QEMU's PVH boot.
+/// Ok(Err(why)) when the bzImage holds no kernel it can take out (then
+/// nothing is written, and QEMU boots the compressed one).
+pub fn write_vmlinux(vmlinuz: &Path, dir: &Path) -> anyhow::Result<Result<(), String>> {
+    use anyhow::Context;
+    let bzimage =
+        std::fs::read(vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
+    let elf = match uncompressed_kernel(&bzimage) {
+        Ok(elf) => elf,
+        Err(why) => return Ok(Err(why)),
+    };
+    let path = dir.join(VMLINUX);
+    std::fs::write(&path, elf).with_context(|| format!("writing {}", path.display()))?;
+    Ok(Ok(()))
+}
+
 pub fn uncompressed_kernel(bzimage: &[u8]) -> Result<Vec<u8>, String> {
     let mut from = 0;
     while let Some(at) = bzimage[from..]

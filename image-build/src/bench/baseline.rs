@@ -8,7 +8,7 @@
 //!   masked, no documentation or translations.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -42,6 +42,20 @@ impl Kind {
             ],
             // udev loads the network card's driver (a module).
             Kind::Lean => &["systemd-sysv", "udev", "kmod", "openssh-server"],
+        }
+    }
+
+    /// What dpkg leaves out (a lean image: as Debian's slim container
+    /// images do).
+    fn excludes(self) -> &'static [&'static str] {
+        match self {
+            Kind::CloudVm => &[],
+            Kind::Lean => &[
+                "/usr/share/doc/*",
+                "/usr/share/man/*",
+                "/usr/share/info/*",
+                "/usr/share/locale/*",
+            ],
         }
     }
 
@@ -105,10 +119,8 @@ pub fn make(
         .args(["--variant=minbase", "--format=directory"])
         .arg(format!("--architectures={}", board.arch.debian()))
         .arg(format!("--include={}", kind.packages().join(",")));
-    if kind == Kind::Lean {
-        for excluded in LEAN_EXCLUDES {
-            command.arg(format!("--dpkgopt=path-exclude={excluded}"));
-        }
+    for excluded in kind.excludes() {
+        command.arg(format!("--dpkgopt=path-exclude={excluded}"));
     }
     for hook in &hooks {
         command.arg(format!("--customize-hook={hook}"));
@@ -128,13 +140,9 @@ pub fn make(
 
     std::fs::copy(&kernel.vmlinuz, dir.join("vmlinuz"))
         .with_context(|| format!("copying {}", kernel.vmlinuz.display()))?;
-    // Loaded as Brig's is: uncompressed, through PVH, where it can be.
-    let bzimage = std::fs::read(&kernel.vmlinuz)
-        .with_context(|| format!("reading {}", kernel.vmlinuz.display()))?;
-    if let Ok(elf) = crate::pvh::uncompressed_kernel(&bzimage) {
-        std::fs::write(dir.join(crate::pvh::VMLINUX), elf)
-            .context("writing the baseline's uncompressed kernel")?;
-    }
+    // Loaded as Brig's is: uncompressed, through PVH, where it can be (the
+    // stamp check above wants it: Brig's build of this kernel made one).
+    let _ = crate::pvh::write_vmlinux(&kernel.vmlinuz, dir)?;
     match &baseline.disk {
         Some(disk) => {
             let initrd = rootfs.join(format!("boot/initrd.img-{release}"));
@@ -166,14 +174,6 @@ pub fn make(
     Ok(baseline)
 }
 
-/// What a lean image leaves out (as Debian's own slim container images do).
-const LEAN_EXCLUDES: &[&str] = &[
-    "/usr/share/doc/*",
-    "/usr/share/man/*",
-    "/usr/share/info/*",
-    "/usr/share/locale/*",
-];
-
 fn write_cmdline(dir: &Path, cmdline: &str) -> Result<()> {
     std::fs::write(dir.join("cmdline"), cmdline)
         .context("writing the baseline's kernel command line")
@@ -182,36 +182,26 @@ fn write_cmdline(dir: &Path, cmdline: &str) -> Result<()> {
 /// The whole tree, owners and links as they are, as a zstd newc cpio.
 fn root_as_initramfs(rootfs: &Path) -> Result<Vec<u8>> {
     let cpio = host_tools::require("cpio", "cpio")?;
-    let paths = Command::new("find")
-        .arg(".")
-        .args(["-mindepth", "1", "-print0"])
-        .current_dir(rootfs)
-        .output()
-        .context("listing the lean baseline's root file system")?;
-    if !paths.status.success() {
-        bail!("find failed in {} ({})", rootfs.display(), paths.status);
-    }
-    let mut child = Command::new(cpio)
-        .args(["--null", "--create", "--format=newc", "--quiet"])
-        .current_dir(rootfs)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting cpio")?;
-    let mut stdin = child.stdin.take().context("cpio's stdin")?;
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        stdin.write_all(&paths.stdout)
-    });
-    let out = child.wait_with_output().context("waiting for cpio")?;
-    writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the thread feeding cpio panicked"))?
-        .context("feeding cpio the paths")?;
-    if !out.status.success() {
-        bail!("cpio failed ({})", out.status);
-    }
-    zstd::encode_all(out.stdout.as_slice(), 10).context("compressing the lean initramfs")
+    let paths = host_tools::run(
+        Command::new("find")
+            .args([".", "-mindepth", "1", "-print0"])
+            .current_dir(rootfs),
+        "listing the lean baseline's root file system",
+    )?;
+    // The list beside the tree, not in it.
+    let list = rootfs.with_extension("paths");
+    std::fs::write(&list, &paths.stdout).with_context(|| format!("writing {}", list.display()))?;
+    let list_file =
+        std::fs::File::open(&list).with_context(|| format!("opening {}", list.display()))?;
+    let archive = host_tools::run(
+        Command::new(cpio)
+            .args(["--null", "--create", "--format=newc", "--quiet"])
+            .current_dir(rootfs)
+            .stdin(list_file),
+        "packing the lean baseline's root file system (cpio)",
+    );
+    let _ = std::fs::remove_file(&list);
+    zstd::encode_all(archive?.stdout.as_slice(), 10).context("compressing the lean initramfs")
 }
 
 /// mmdebstrap's customize hooks: the kernel Brig boots and a cloud VM's
@@ -279,7 +269,7 @@ fn recipe(
         board.arch.debian(),
         kernel.release,
         kind.packages().join(","),
-        if kind == Kind::Lean { LEAN_EXCLUDES.join(",") } else { String::new() },
+        kind.excludes().join(","),
         hooks.join("\n")
     )
 }

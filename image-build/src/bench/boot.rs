@@ -49,6 +49,20 @@ pub struct Sample {
     pub serial_stages: Vec<Option<Duration>>,
 }
 
+/// The stages after the serial console's, measured from the network.
+pub const NETWORK_STAGES: [&str; 3] = ["DHCP ACK", "sshd greets", "ssh done"];
+
+impl Sample {
+    /// When each stage was reached: `figures::SERIAL_STAGES`, then
+    /// `NETWORK_STAGES`.
+    pub fn stages(&self) -> Vec<Option<Duration>> {
+        let network = [self.to_dhcp_ack, self.to_banner, self.to_ssh];
+        let mut stages = self.serial_stages.clone();
+        stages.extend(network.map(Some));
+        stages
+    }
+}
+
 pub struct Ssh<'a> {
     pub key: &'a Path,
     pub port: u16,

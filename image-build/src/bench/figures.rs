@@ -211,21 +211,24 @@ mod tests {
     #[test]
     fn stages_are_the_first_line_with_their_mark_whoever_prints_it() {
         let at = |ms| Duration::from_millis(ms);
-        let brig: Vec<(Duration, String)> = [
+        let stamped = |lines: &[(u64, &str)]| -> Vec<(Duration, String)> {
+            lines
+                .iter()
+                .map(|(ms, l)| (at(*ms), l.to_string()))
+                .collect()
+        };
+        let brig = stamped(&[
             (400, "[    0.000000] Linux version 6.12 (gcc)"),
             (1900, "[    1.98] Run /init as init process"),
             (2000, "brig: brig-init 0.1.0 started as PID 1 [t=2.027s]"),
             (4500, "brig: ready [t=4.504s]"),
             (4600, "brig: ready [t=4.6s] (a second one is not the first)"),
-        ]
-        .iter()
-        .map(|(ms, l)| (at(*ms), l.to_string()))
-        .collect();
+        ]);
         assert_eq!(
             serial_stages(&brig),
             [Some(at(400)), Some(at(1900)), Some(at(4500))]
         );
-        let debian: Vec<(Duration, String)> = [
+        let debian = stamped(&[
             (500, "[    0.000000] Linux version 6.12"),
             (2100, "[    2.10] Run /sbin/init as init process"),
             (
@@ -236,10 +239,7 @@ mod tests {
                 9000,
                 "[\u{1b}[0;32m  OK  \u{1b}[0m] Reached target \u{1b}[0;1;39mmulti-user.target\u{1b}[0m - Multi-User System.",
             ),
-        ]
-        .iter()
-        .map(|(ms, l)| (at(*ms), l.to_string()))
-        .collect();
+        ]);
         assert_eq!(
             serial_stages(&debian),
             [Some(at(500)), Some(at(2100)), Some(at(9000))]

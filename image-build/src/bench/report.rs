@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::boot::Sample;
+use super::boot::{Sample, NETWORK_STAGES};
 use super::figures::{Spread, SERIAL_STAGES};
 
 pub struct Run {
@@ -53,31 +53,36 @@ fn container_start_ratio(table: &str) -> Option<f64> {
 }
 
 /// Every stage's name, in boot order: the serial console's, then the
-/// network's.
+/// network's (as `Sample::stages` gives their times).
 fn stage_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = SERIAL_STAGES.iter().map(|(name, _)| *name).collect();
-    names.extend(["DHCP ACK", "sshd greets", "ssh done"]);
+    names.extend(NETWORK_STAGES);
     names
 }
 
 /// Each stage's median over the boots that saw it (None if none did).
 fn stage_medians(samples: &[Sample]) -> Vec<Option<f64>> {
+    let stages: Vec<Vec<Option<std::time::Duration>>> =
+        samples.iter().map(Sample::stages).collect();
     (0..stage_names().len())
         .map(|i| {
-            let times: Vec<f64> = samples
+            let times: Vec<f64> = stages
                 .iter()
-                .filter_map(|s| {
-                    let network = [s.to_dhcp_ack, s.to_banner, s.to_ssh];
-                    match s.serial_stages.get(i) {
-                        Some(at) => *at,
-                        None => network.get(i - s.serial_stages.len()).copied(),
-                    }
-                    .map(|d| d.as_secs_f64())
-                })
+                .filter_map(|s| s.get(i).copied().flatten())
+                .map(|d| d.as_secs_f64())
                 .collect();
             Spread::of(&times).map(|s| s.median)
         })
         .collect()
+}
+
+/// A Markdown table's header and rule for these columns.
+fn table_head(columns: &[&str]) -> String {
+    format!(
+        "| {} |\n|{}",
+        columns.join(" | "),
+        "---|".repeat(columns.len())
+    )
 }
 
 fn mib(kib: f64) -> String {
@@ -172,13 +177,12 @@ pub fn markdown(run: &Run) -> String {
         md,
         "From `brig run` starting QEMU until `ssh brig@… true` succeeds.\n"
     );
-    let mut header = "| system | boots | min | median | max |".to_string();
-    let mut rule = "|---|---|---|---|---|".to_string();
-    for (i, _) in baselines.iter().enumerate() {
-        let _ = write!(header, " faster than baseline {} |", i + 1);
-        rule.push_str("---|");
-    }
-    let _ = writeln!(md, "{header}\n{rule}");
+    let ratios: Vec<String> = (1..=baselines.len())
+        .map(|i| format!("faster than baseline {i}"))
+        .collect();
+    let mut columns = vec!["system", "boots", "min", "median", "max"];
+    columns.extend(ratios.iter().map(String::as_str));
+    let _ = writeln!(md, "{}", table_head(&columns));
     for system in &run.systems {
         let Some(spread) = Spread::of(&seconds(&system.samples)) else {
             continue;
@@ -220,13 +224,9 @@ pub fn markdown(run: &Run) -> String {
          guest's DHCP ACK in QEMU's capture, sshd's first greeting, the ssh \
          login done.\n"
     );
-    let mut header = "| system |".to_string();
-    let mut rule = "|---|".to_string();
-    for stage in stage_names() {
-        let _ = write!(header, " {stage} |");
-        rule.push_str("---|");
-    }
-    let _ = writeln!(md, "{header}\n{rule}");
+    let mut columns = vec!["system"];
+    columns.extend(stage_names());
+    let _ = writeln!(md, "{}", table_head(&columns));
     for system in &run.systems {
         if system.samples.is_empty() {
             continue;
