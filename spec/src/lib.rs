@@ -19,4 +19,5 @@ pub mod problem;
 pub mod seccomp;
 pub mod service;
 pub mod steps;
+pub mod update_bundle;
 pub mod wifi;

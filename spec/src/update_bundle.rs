@@ -1,0 +1,346 @@
+//! An update bundle's manifest, and the checks a machine makes on it
+//! before it writes anything (docs/updates.md). The manifest is what the
+//! bundle's signature covers, so everything here is read from bytes an
+//! attacker may have made until the signature has been checked: parsing
+//! refuses what it does not understand instead of guessing.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A Brig version, `MAJOR.MINOR.PATCH`, compared number by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    pub fn parse(text: &str) -> Result<Version, String> {
+        let numbers: Vec<&str> = text.split('.').collect();
+        let number = |part: &str| -> Result<u32, String> {
+            // Digits only: "+1", " 1" and "" are not versions.
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("{text:?} is not a version (MAJOR.MINOR.PATCH)"));
+            }
+            part.parse()
+                .map_err(|_| format!("{text:?}: {part} is too large for a version number"))
+        };
+        match numbers.as_slice() {
+            [major, minor, patch] => Ok(Version(number(major)?, number(minor)?, number(patch)?)),
+            _ => Err(format!("{text:?} is not a version (MAJOR.MINOR.PATCH)")),
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// One file of the bundle: where it goes and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Part {
+    /// A relative path inside the slot (`vmlinuz`, `system.img`, `dtbs/…`).
+    pub name: String,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the part's bytes.
+    pub sha256: String,
+}
+
+/// The manifest as it is stored in the bundle (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    board: String,
+    version: String,
+    /// The oldest running version this bundle may replace.
+    min_from: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub board: String,
+    pub version: Version,
+    pub min_from: Version,
+    pub parts: Vec<Part>,
+}
+
+/// The parts every bundle has; the Pi's may add device trees and firmware.
+pub const REQUIRED_PARTS: [&str; 3] = ["vmlinuz", "initramfs.img", "system.img"];
+
+/// Why a machine will not install a bundle, said to the user as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    OtherBoard { bundle: String, running: String },
+    Older { bundle: Version, running: Version },
+    Same { version: Version },
+    TooOldToUpdateFrom { running: Version, min_from: Version },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::OtherBoard { bundle, running } => write!(
+                f,
+                "the bundle is for the {bundle} board and this machine is {running}"
+            ),
+            Refusal::Older { bundle, running } => write!(
+                f,
+                "the bundle is version {bundle}, older than the running {running} (--allow-downgrade installs it anyway)"
+            ),
+            Refusal::Same { version } => write!(f, "version {version} is already running"),
+            Refusal::TooOldToUpdateFrom { running, min_from } => write!(
+                f,
+                "the bundle updates from {min_from} or later and this machine runs {running}: update to {min_from} first"
+            ),
+        }
+    }
+}
+
+impl Manifest {
+    pub fn parse(text: &[u8]) -> Result<Manifest, String> {
+        let stored: Stored =
+            serde_json::from_slice(text).map_err(|e| format!("the manifest: {e}"))?;
+        let manifest = Manifest {
+            version: Version::parse(&stored.version).map_err(|e| format!("version: {e}"))?,
+            min_from: Version::parse(&stored.min_from).map_err(|e| format!("min_from: {e}"))?,
+            board: stored.board,
+            parts: stored.parts,
+        };
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    pub fn to_json(&self) -> String {
+        let stored = Stored {
+            board: self.board.clone(),
+            version: self.version.to_string(),
+            min_from: self.min_from.to_string(),
+            parts: self.parts.clone(),
+        };
+        serde_json::to_string_pretty(&stored).expect("a manifest always serializes")
+    }
+
+    /// What no bundle may hold, whoever signed it: paths leaving the slot,
+    /// a part twice, a hash that is not one, a required part missing.
+    fn check(&self) -> Result<(), String> {
+        if self.board.is_empty() || !self.board.bytes().all(is_name_byte) {
+            return Err(format!("board: {:?} is not a board name", self.board));
+        }
+        if self.min_from > self.version {
+            return Err(format!(
+                "min_from {} is newer than the bundle's own version {}",
+                self.min_from, self.version
+            ));
+        }
+        let mut seen = HashSet::new();
+        for part in &self.parts {
+            let components: Vec<&str> = part.name.split('/').collect();
+            if components
+                .iter()
+                .any(|c| c.is_empty() || *c == "." || *c == ".." || !c.bytes().all(is_name_byte))
+            {
+                return Err(format!(
+                    "part {:?}: not a plain relative path inside the slot",
+                    part.name
+                ));
+            }
+            if !seen.insert(part.name.as_str()) {
+                return Err(format!("part {:?} is listed twice", part.name));
+            }
+            if part.sha256.len() != 64
+                || !part
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(format!(
+                    "part {:?}: sha256 {:?} is not 64 lowercase hex digits",
+                    part.name, part.sha256
+                ));
+            }
+        }
+        for required in REQUIRED_PARTS {
+            if !seen.contains(required) {
+                return Err(format!("the bundle has no {required}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this machine (board, running version) may install the
+    /// bundle; `None` when it may.
+    pub fn refusal(&self, board: &str, running: Version, allow_downgrade: bool) -> Option<Refusal> {
+        if self.board != board {
+            return Some(Refusal::OtherBoard {
+                bundle: self.board.clone(),
+                running: board.to_string(),
+            });
+        }
+        match self.version.cmp(&running) {
+            Ordering::Less if !allow_downgrade => {
+                return Some(Refusal::Older {
+                    bundle: self.version,
+                    running,
+                })
+            }
+            Ordering::Equal => return Some(Refusal::Same { version: running }),
+            _ => {}
+        }
+        // A downgrade goes back to a version the running one came from; the
+        // minimum guards the way forward only.
+        if running < self.min_from && self.version > running {
+            return Some(Refusal::TooOldToUpdateFrom {
+                running,
+                min_from: self.min_from,
+            });
+        }
+        None
+    }
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn json(board: &str, version: &str, min_from: &str, names: &[&str]) -> String {
+        let parts: Vec<String> = names
+            .iter()
+            .map(|n| format!(r#"{{"name": "{n}", "size": 4, "sha256": "{HASH}"}}"#))
+            .collect();
+        format!(
+            r#"{{"board": "{board}", "version": "{version}", "min_from": "{min_from}", "parts": [{}]}}"#,
+            parts.join(", ")
+        )
+    }
+
+    fn manifest(version: &str, min_from: &str) -> Manifest {
+        Manifest::parse(json("pc-x86_64", version, min_from, &REQUIRED_PARTS).as_bytes()).unwrap()
+    }
+
+    fn error(text: &str) -> String {
+        Manifest::parse(text.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn versions_compare_by_number_not_by_text() {
+        assert!(Version::parse("0.10.0").unwrap() > Version::parse("0.9.7").unwrap());
+        assert_eq!(Version::parse("1.2.3").unwrap().to_string(), "1.2.3");
+        for bad in [
+            "1.2",
+            "1.2.3.4",
+            "1.+2.3",
+            "1..3",
+            " 1.2.3",
+            "1.2.99999999999",
+            "v1.2.3",
+        ] {
+            assert!(Version::parse(bad).is_err(), "{bad:?} was taken");
+        }
+    }
+
+    #[test]
+    fn a_manifest_reads_back_what_was_written() {
+        let written = manifest("0.2.0", "0.1.0");
+        let read = Manifest::parse(written.to_json().as_bytes()).unwrap();
+        assert_eq!(read, written);
+        assert_eq!(read.version, Version(0, 2, 0));
+        assert_eq!(read.parts.len(), 3);
+    }
+
+    #[test]
+    fn parts_that_would_leave_the_slot_are_refused() {
+        for name in [
+            "../boot/vmlinuz",
+            "/etc/shadow",
+            "dtbs//x.dtb",
+            "dtbs/./x",
+            "a\\b",
+            "",
+        ] {
+            let mut names = REQUIRED_PARTS.to_vec();
+            names.push(name);
+            let e = error(&json("pc-x86_64", "0.2.0", "0.1.0", &names));
+            assert!(e.contains("not a plain relative path"), "{name:?}: {e}");
+        }
+        let mut names = REQUIRED_PARTS.to_vec();
+        names.push("dtbs/broadcom/bcm2837-rpi-3-a-plus.dtb");
+        Manifest::parse(json("rpi3", "0.2.0", "0.1.0", &names).as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn malformed_manifests_say_what_is_wrong() {
+        let e = error(&json(
+            "pc-x86_64",
+            "0.2.0",
+            "0.1.0",
+            &["vmlinuz", "system.img"],
+        ));
+        assert_eq!(e, "the bundle has no initramfs.img");
+        let e = error(&json(
+            "pc-x86_64",
+            "0.2.0",
+            "0.1.0",
+            &["vmlinuz", "initramfs.img", "system.img", "vmlinuz"],
+        ));
+        assert!(e.contains("\"vmlinuz\" is listed twice"), "{e}");
+        let e = error(&json("pc-x86_64", "0.2.0", "0.3.0", &REQUIRED_PARTS));
+        assert!(e.contains("min_from 0.3.0 is newer"), "{e}");
+        let e = error(&json("../x", "0.2.0", "0.1.0", &REQUIRED_PARTS));
+        assert!(e.contains("not a board name"), "{e}");
+        let e = error(&json("pc-x86_64", "two", "0.1.0", &REQUIRED_PARTS));
+        assert!(e.starts_with("version: "), "{e}");
+        let upper = json("pc-x86_64", "0.2.0", "0.1.0", &REQUIRED_PARTS).replace("9f86", "9F86");
+        assert!(error(&upper).contains("not 64 lowercase hex digits"));
+        let extra = json("pc-x86_64", "0.2.0", "0.1.0", &REQUIRED_PARTS).replacen(
+            '{',
+            r#"{"run_this": "rm -rf /", "#,
+            1,
+        );
+        assert!(error(&extra).contains("unknown field `run_this`"));
+        assert!(error("{\"board\": ").starts_with("the manifest: "));
+    }
+
+    #[test]
+    fn a_machine_refuses_bundles_that_are_not_for_it() {
+        let bundle = manifest("0.3.0", "0.2.0");
+        let running = Version(0, 2, 5);
+        assert_eq!(bundle.refusal("pc-x86_64", running, false), None);
+        let other = bundle.refusal("rpi4", running, false).unwrap();
+        assert_eq!(
+            other.to_string(),
+            "the bundle is for the pc-x86_64 board and this machine is rpi4"
+        );
+        assert_eq!(
+            bundle.refusal("pc-x86_64", Version(0, 3, 0), false),
+            Some(Refusal::Same {
+                version: Version(0, 3, 0)
+            })
+        );
+        let old = bundle
+            .refusal("pc-x86_64", Version(0, 1, 9), false)
+            .unwrap();
+        assert!(old.to_string().contains("update to 0.2.0 first"), "{old}");
+    }
+
+    #[test]
+    fn an_older_bundle_needs_allow_downgrade() {
+        let bundle = manifest("0.2.0", "0.1.0");
+        let running = Version(0, 3, 0);
+        let refused = bundle.refusal("pc-x86_64", running, false).unwrap();
+        assert!(
+            refused.to_string().contains("--allow-downgrade"),
+            "{refused}"
+        );
+        assert_eq!(bundle.refusal("pc-x86_64", running, true), None);
+    }
+}
