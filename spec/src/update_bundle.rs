@@ -10,6 +10,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod file;
+pub use file::{
+    parse_public_key, parse_secret_key, public_key_text, secret_key_text, sha256_of, signed_head,
+    BundleError, BundleReader,
+};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+
 /// A Brig version, `MAJOR.MINOR.PATCH`, compared number by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version(pub u32, pub u32, pub u32);
@@ -57,6 +64,7 @@ struct Stored {
     version: String,
     /// The oldest running version this bundle may replace.
     min_from: String,
+    cmdline: String,
     parts: Vec<Part>,
 }
 
@@ -65,8 +73,14 @@ pub struct Manifest {
     pub board: String,
     pub version: Version,
     pub min_from: Version,
+    /// The kernel command line this version boots with; the machine adds
+    /// the slot (`brig.system=PARTUUID=…`) itself.
+    pub cmdline: String,
     pub parts: Vec<Part>,
 }
+
+/// Linux's own limit on x86 and arm64 (COMMAND_LINE_SIZE).
+const MAX_CMDLINE: usize = 2048;
 
 /// The parts every bundle has; the Pi's may add device trees and firmware.
 pub const REQUIRED_PARTS: [&str; 3] = ["vmlinuz", "initramfs.img", "system.img"];
@@ -108,6 +122,7 @@ impl Manifest {
             version: Version::parse(&stored.version).map_err(|e| format!("version: {e}"))?,
             min_from: Version::parse(&stored.min_from).map_err(|e| format!("min_from: {e}"))?,
             board: stored.board,
+            cmdline: stored.cmdline,
             parts: stored.parts,
         };
         manifest.check()?;
@@ -119,6 +134,7 @@ impl Manifest {
             board: self.board.clone(),
             version: self.version.to_string(),
             min_from: self.min_from.to_string(),
+            cmdline: self.cmdline.clone(),
             parts: self.parts.clone(),
         };
         serde_json::to_string_pretty(&stored).expect("a manifest always serializes")
@@ -134,6 +150,17 @@ impl Manifest {
             return Err(format!(
                 "min_from {} is newer than the bundle's own version {}",
                 self.min_from, self.version
+            ));
+        }
+        // The line goes into a boot entry as it is: one line, no control
+        // characters, and the slot is the machine's to say.
+        if self.cmdline.len() > MAX_CMDLINE
+            || self.cmdline.chars().any(char::is_control)
+            || self.cmdline.split(' ').any(|w| w.starts_with("brig.system="))
+        {
+            return Err(format!(
+                "cmdline {:?}: not one line of kernel options without brig.system= (at most {MAX_CMDLINE} bytes)",
+                self.cmdline
             ));
         }
         let mut seen = HashSet::new();
@@ -218,7 +245,7 @@ mod tests {
             .map(|n| format!(r#"{{"name": "{n}", "size": 4, "sha256": "{HASH}"}}"#))
             .collect();
         format!(
-            r#"{{"board": "{board}", "version": "{version}", "min_from": "{min_from}", "parts": [{}]}}"#,
+            r#"{{"board": "{board}", "version": "{version}", "min_from": "{min_from}", "cmdline": "console=ttyS0 quiet", "parts": [{}]}}"#,
             parts.join(", ")
         )
     }
@@ -308,6 +335,12 @@ mod tests {
         );
         assert!(error(&extra).contains("unknown field `run_this`"));
         assert!(error("{\"board\": ").starts_with("the manifest: "));
+        let slot = json("pc-x86_64", "0.2.0", "0.1.0", &REQUIRED_PARTS)
+            .replace("quiet", "brig.system=PARTUUID=x");
+        assert!(error(&slot).contains("without brig.system="));
+        let two_lines = json("pc-x86_64", "0.2.0", "0.1.0", &REQUIRED_PARTS)
+            .replace("quiet", "quiet\\ninitrd /x");
+        assert!(error(&two_lines).contains("not one line"));
     }
 
     #[test]
