@@ -78,10 +78,35 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// The OS itself: update it from a signed bundle, see its versions,
+    /// roll it back (docs/updates.md).
+    Os {
+        #[command(subcommand)]
+        action: OsAction,
+    },
     /// Stop all services in order and reboot.
     Reboot,
     /// Stop all services in order and power off.
     Poweroff,
+}
+
+#[derive(Subcommand)]
+enum OsAction {
+    /// Install the update bundle at URL (http://…) in the other slot; it
+    /// starts at the next boot and must come up healthy, else this version
+    /// boots again.
+    Upgrade {
+        url: String,
+        /// Install an older version than the running one.
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+    /// The running version and slot, the other slot, why this one booted,
+    /// and the last update's result.
+    Status,
+    /// Boot the other slot's version next (or cancel an update installed
+    /// but not yet booted).
+    Rollback,
 }
 
 #[derive(Subcommand)]
@@ -190,6 +215,20 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             },
             false,
         ),
+        Command::Os { action } => (
+            match action {
+                OsAction::Upgrade {
+                    url,
+                    allow_downgrade,
+                } => Request::OsUpgrade {
+                    url: url.clone(),
+                    allow_downgrade: *allow_downgrade,
+                },
+                OsAction::Status => Request::OsStatus,
+                OsAction::Rollback => Request::OsRollback,
+            },
+            false,
+        ),
         Command::Reboot => (Request::Reboot, false),
         Command::Poweroff => (Request::Poweroff, false),
     };
@@ -214,12 +253,16 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             Ok(_) => {}
             Err(e) => return Err(format!("reading the answer: {e}")),
         }
+        let response: Response = serde_json::from_str(&reply)
+            .map_err(|e| format!("unexpected answer {reply:?}: {e}"))?;
+        // A long request's steps come before its one answer.
+        let more = follow || matches!(response, Response::Progress { .. });
         if cli.json {
             print!("{reply}");
         } else {
-            let response: Response = serde_json::from_str(&reply)
-                .map_err(|e| format!("unexpected answer {reply:?}: {e}"))?;
             match response {
+                Response::Progress { message } => println!("{message}"),
+                Response::Os { status } => print!("{}", os_status_text(&status)),
                 Response::Ok { message } => println!("{message}"),
                 Response::Error { error } => {
                     eprintln!("brigctl: {error}");
@@ -231,11 +274,30 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             }
         }
         let _ = std::io::stdout().flush();
-        if !follow {
+        if !more {
             break;
         }
     }
     Ok(code)
+}
+
+fn os_status_text(status: &brig_spec::control::OsStatus) -> String {
+    let mut out = format!(
+        "running  {}{}\nbooted   {}\n",
+        status.running,
+        status
+            .slot
+            .as_ref()
+            .map_or(String::new(), |s| format!(" (slot {s})")),
+        status.booted
+    );
+    if let Some(other) = &status.other {
+        out += &format!("other    {other}\n");
+    }
+    if let Some(last) = &status.last_update {
+        out += &format!("last     {}\n", last.trim());
+    }
+    out
 }
 
 /// Why a socket of the machine did not answer, and what to do.

@@ -71,6 +71,21 @@ pub struct Output {
     pub zstd_level: Option<u8>,
 }
 
+/// The release: its version, the key its updates are signed with, and
+/// whether to write an update bundle beside the images.
+pub struct Release {
+    pub version: brig_spec::update_bundle::Version,
+    /// The oldest version the bundle may update.
+    pub min_from: brig_spec::update_bundle::Version,
+    pub update_key: brig_spec::update_bundle::SigningKey,
+    pub bundle: bool,
+}
+
+/// Where the image says its version and the key updates must be signed
+/// with (PID 1 reads them; docs/updates.md).
+pub const VERSION_FILE: &str = "/etc/brig/version";
+pub const UPDATE_KEY_FILE: &str = "/etc/brig/update.pub";
+
 /// Which services go into the image: those in system-containers/ and in
 /// further directories (`--services`), less those left out (`--without`).
 pub struct Selection {
@@ -94,7 +109,11 @@ pub fn build(
     selection: &Selection,
     user_data: Option<&Path>,
     output: &Output,
+    release: &Release,
 ) -> Result<()> {
+    if release.bundle && !output.format.has_system_partition() {
+        bail!("--bundle: a netboot build has no system image to update; build another format");
+    }
     // Checked first: a mistake in it should not wait for the whole build.
     let default_config = user_data.map(default_config).transpose()?;
     let requirements = load_fragments(source, board)?;
@@ -221,6 +240,16 @@ pub fn build(
         0o644,
         format!("{}\n", board.name).into_bytes(),
     );
+    image.file(
+        VERSION_FILE,
+        0o644,
+        format!("{}\n", release.version).into_bytes(),
+    );
+    image.file(
+        UPDATE_KEY_FILE,
+        0o644,
+        brig_spec::update_bundle::public_key_text(&release.update_key.verifying_key()).into_bytes(),
+    );
 
     if let Some(data) = &default_config {
         // Root's only, as all config: it can hold password hashes.
@@ -287,6 +316,8 @@ pub fn build(
         None
     };
     let mut cmdline = board.kernel_cmdline();
+    // A bundle's line: the machine adds its slot to it.
+    let bundle_cmdline = cmdline.clone();
     let system_disk = out.join(SYSTEM_DISK);
     let layout = match &system {
         Some((path, bytes)) if !output.format.is_disk() => {
@@ -303,7 +334,7 @@ pub fn build(
             let table = disk::table(&layout, bytes, &board.name)
                 .map_err(|e| anyhow::anyhow!("disk image: {e}"))?;
             let (_, system) = table
-                .find(disk::SYSTEM_LABEL)
+                .find(disk::SYSTEM_A_LABEL)
                 .context("the system partition")?;
             // PID 1 finds its system partition by this, even with several
             // Brig disks attached.
@@ -349,6 +380,7 @@ pub fn build(
     let disk_image = match (&layout, &system, &boot_loader) {
         (Some((layout, table)), Some((system, _)), Some(loader)) => Some(write_disk(
             board, out, output, layout, table, system, loader, &kernel, &cmdline, &initramfs,
+            release,
         )?),
         _ => {
             remove_disk_images(board, out);
@@ -366,7 +398,7 @@ pub fn build(
     let manifest = json!({
         "board": board.name,
         "arch": board.arch.to_string(),
-        "brig_version": env!("CARGO_PKG_VERSION"),
+        "brig_version": release.version.to_string(),
         "kernel": {
             "package": board.kernel_package,
             "suite": board.suite,
@@ -387,6 +419,7 @@ pub fn build(
             "size": layout.disk_bytes(),
             "boot_partition": {"first_sector": layout.boot.0, "last_sector": layout.boot.1},
             "system_partition": {"first_sector": layout.system.0, "last_sector": layout.system.1},
+            "system_partition_b": {"first_sector": layout.system_b.0, "last_sector": layout.system_b.1},
             "system_squashfs_size": system.as_ref().map(|(_, b)| b.len()),
             "compressed": std::fs::metadata(compressed_name(path)).ok().map(|m| json!({
                 "path": compressed_name(path).file_name().map(|n| n.to_string_lossy().to_string()),
@@ -411,9 +444,36 @@ pub fn build(
         &out.join("manifest.json"),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
+    let bundle_path = out.join(crate::update_bundle::file_name(
+        &board.name,
+        release.version,
+    ));
+    let _ = std::fs::remove_file(&bundle_path);
+    if let (true, Some((system, _))) = (release.bundle, &system) {
+        let parts = vec![
+            ("vmlinuz", out.join("vmlinuz")),
+            ("initramfs.img", out.join("initramfs.img")),
+            ("system.img", system.clone()),
+        ];
+        let bundle = crate::update_bundle::Release {
+            board: &board.name,
+            version: release.version,
+            min_from: release.min_from,
+            cmdline: &bundle_cmdline,
+            parts,
+        };
+        let path = timed("writing the update bundle (signed)", || {
+            crate::update_bundle::write(&bundle, &release.update_key, out)
+        })?;
+        step(&format!(
+            "update bundle {} ({} MiB)",
+            path.display(),
+            std::fs::metadata(&path).map_or(0, |m| m.len()) >> 20
+        ));
+    }
     if let Some((path, layout)) = &disk_image {
         step(&format!(
-            "disk image {} ({} MiB; boot {} MiB, system {} MiB, the rest becomes the state partition on first boot)",
+            "disk image {} ({} MiB; boot {} MiB, two system slots of {} MiB, the rest becomes the state partition on first boot)",
             path.display(),
             layout.disk_bytes() >> 20,
             layout.boot_bytes() >> 20,
@@ -486,6 +546,7 @@ fn write_disk(
     kernel: &debian::Kernel,
     cmdline: &str,
     initramfs: &[u8],
+    release: &Release,
 ) -> Result<(PathBuf, disk::Layout)> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let (files, mbr, what) = match (boot_files, &board.raspberry_pi) {
@@ -506,7 +567,7 @@ fn write_disk(
             (files, Some(mbr), "Raspberry Pi firmware")
         }
         (BootFiles::Uefi { loader }, _) => (
-            uefi_files(board, loader, out, cmdline, initramfs)?,
+            uefi_files(board, loader, out, cmdline, initramfs, release)?,
             None,
             "systemd-boot",
         ),
@@ -535,26 +596,30 @@ fn uefi_files(
     out: &Path,
     cmdline: &str,
     initramfs: &[u8],
+    release: &Release,
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    use brig_spec::boot_slots::{self, EntryName, Slot};
     let efi = board.arch.efi().to_uppercase();
+    // The image boots slot A, the first install: no boot counting for it.
+    let dir = boot_slots::kernel_dir(Slot::A, release.version);
+    let entry = EntryName {
+        generation: 1,
+        version: release.version,
+        counter: None,
+    };
     Ok(vec![
         (format!("EFI/BOOT/BOOT{efi}.EFI"), read(boot_loader)?),
         (
             "loader/loader.conf".to_string(),
-            b"# systemd-boot: boot Brig at once; hold a key while booting for the menu.\ndefault brig.conf\ntimeout 0\n".to_vec(),
+            boot_slots::LOADER_CONF.as_bytes().to_vec(),
         ),
         (
-            "loader/entries/brig.conf".to_string(),
-            format!(
-                "title Brig {} ({})\nlinux /brig/vmlinuz\ninitrd /brig/initramfs.img\noptions {cmdline}\n",
-                env!("CARGO_PKG_VERSION"),
-                board.name
-            )
-            .into_bytes(),
+            format!("{}/{}", boot_slots::ENTRIES_DIR, entry.file_name()),
+            boot_slots::entry_text(&board.name, release.version, Slot::A, cmdline).into_bytes(),
         ),
-        ("brig/vmlinuz".to_string(), read(&out.join("vmlinuz"))?),
-        ("brig/initramfs.img".to_string(), initramfs.to_vec()),
+        (format!("{dir}/vmlinuz"), read(&out.join("vmlinuz"))?),
+        (format!("{dir}/initramfs.img"), initramfs.to_vec()),
     ])
 }
 

@@ -3,8 +3,9 @@
 //!
 //! | # | label | what |
 //! |---|---|---|
-//! | 1 | `BRIG_BOOT` | EFI system partition (FAT32): systemd-boot, kernel, initramfs |
-//! | 2 | `BRIG_SYSTEM` | the system squashfs: every system container, read-only |
+//! | 1 | `BRIG_BOOT` | EFI system partition (FAT32): systemd-boot, kernels, initramfs |
+//! | 2 | `BRIG_SYSTEM_A` | the system squashfs: every system container, read-only |
+//! | 3 | `BRIG_SYSTEM_B` | the other slot, empty until the first update (docs/updates.md) |
 //! | - | (free) | where PID 1 makes `BRIG_STATE` (ext4) on first boot |
 //!
 //! The table math and bytes are `brig_spec::gpt`; the FAT volume is made by
@@ -26,7 +27,11 @@ use crate::host_tools;
 pub const MIB: u64 = 1 << 20;
 /// Labels PID 1 looks for (partition names; the FAT volume label too).
 pub const BOOT_LABEL: &str = "BRIG_BOOT";
+/// The system disk's one partition (`--format kernel`).
 pub const SYSTEM_LABEL: &str = "BRIG_SYSTEM";
+/// A disk image's two slots: the image boots A; updates go to the other.
+pub const SYSTEM_A_LABEL: &str = brig_spec::boot_slots::Slot::A.label();
+pub const SYSTEM_B_LABEL: &str = brig_spec::boot_slots::Slot::B.label();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,7 +102,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub struct Layout {
     pub disk_sectors: u64,
     pub boot: (u64, u64),
+    /// Slot A, which the image boots; slot B is as large, after it.
     pub system: (u64, u64),
+    pub system_b: (u64, u64),
 }
 
 impl Layout {
@@ -138,10 +145,10 @@ pub fn layout(sizes: &Sizes, system_bytes: u64) -> Result<Layout, String> {
         None => round(system_bytes * 2).max(256 * MIB),
     };
     let disk = sizes.disk.next_multiple_of(SECTOR);
-    let used = MIB + boot + system;
+    let used = MIB + boot + 2 * system;
     if disk < used + MIN_STATE + MIB {
         return Err(format!(
-            "a {} MiB disk is too small: the boot ({} MiB) and system ({} MiB) partitions need {} MiB, plus {} MiB for state",
+            "a {} MiB disk is too small: the boot ({} MiB) and two system ({} MiB each) partitions need {} MiB, plus {} MiB for state",
             disk / MIB,
             boot / MIB,
             system / MIB,
@@ -152,13 +159,13 @@ pub fn layout(sizes: &Sizes, system_bytes: u64) -> Result<Layout, String> {
     let first = MIB / SECTOR;
     let boot_sectors = boot / SECTOR;
     let system_sectors = system / SECTOR;
+    let a = first + boot_sectors;
+    let b = a + system_sectors;
     Ok(Layout {
         disk_sectors: disk / SECTOR,
         boot: (first, first + boot_sectors - 1),
-        system: (
-            first + boot_sectors,
-            first + boot_sectors + system_sectors - 1,
-        ),
+        system: (a, a + system_sectors - 1),
+        system_b: (b, b + system_sectors - 1),
     })
 }
 
@@ -182,14 +189,20 @@ pub fn derived_guid(seed: &[u8], salt: &str) -> Guid {
 pub fn table(layout: &Layout, seed: &[u8], board: &str) -> Result<Table, String> {
     let guid = |what: &str| derived_guid(seed, &format!("{board} {what}"));
     let mut table = Table::new(guid("disk"));
-    // Bit 60 marks the system partition read-only (the UEFI spec's
-    // attribute for the OS).
+    // Bit 60 marks the system partitions read-only (the UEFI spec's
+    // attribute for the OS): only an update writes them.
     for (label, type_guid, (first_lba, last_lba), attributes) in [
         (BOOT_LABEL, gpt::types::efi_system(), layout.boot, 0),
         (
-            SYSTEM_LABEL,
+            SYSTEM_A_LABEL,
             gpt::types::linux_filesystem(),
             layout.system,
+            1 << 60,
+        ),
+        (
+            SYSTEM_B_LABEL,
+            gpt::types::linux_filesystem(),
+            layout.system_b,
             1 << 60,
         ),
     ] {
@@ -507,8 +520,10 @@ mod tests {
         let l = layout(&sizes, 40 * MIB).unwrap();
         assert_eq!(l.disk_sectors, 2 * 1024 * 1024);
         assert_eq!(l.boot, (2048, 2048 + 64 * 2048 - 1));
-        // At least 256 MiB, so a larger system image fits later.
+        // At least 256 MiB, so a larger system image fits later; the
+        // other slot as large, right after.
         assert_eq!(l.system, (65 * 2048, 321 * 2048 - 1));
+        assert_eq!(l.system_b, (321 * 2048, 577 * 2048 - 1));
         let l = layout(&sizes, 200 * MIB).unwrap();
         assert_eq!(l.system.1 + 1 - l.system.0, 400 * 2048);
     }
@@ -516,12 +531,12 @@ mod tests {
     #[test]
     fn sizes_that_cannot_work_are_refused_with_the_numbers() {
         let sizes = Sizes {
-            disk: 300 * MIB,
+            disk: 600 * MIB,
             boot: 64 * MIB,
             system: None,
         };
         let e = layout(&sizes, 40 * MIB).unwrap_err();
-        assert!(e.contains("a 300 MiB disk is too small"), "{e}");
+        assert!(e.contains("a 600 MiB disk is too small"), "{e}");
         let e = layout(
             &Sizes {
                 system: Some(32 * MIB),
@@ -557,7 +572,7 @@ mod tests {
     fn sfdisk_reads_the_table_we_write() {
         let dir = tempfile::tempdir().unwrap();
         let sizes = Sizes {
-            disk: 512 * MIB,
+            disk: 1024 * MIB,
             boot: 64 * MIB,
             system: None,
         };
@@ -590,13 +605,15 @@ mod tests {
         assert_eq!(table["label"], "gpt");
         assert_eq!(table["id"], t.disk_guid.to_string());
         let parts = table["partitions"].as_array().unwrap();
-        assert_eq!(parts.len(), 2);
+        assert_eq!(parts.len(), 3);
         assert_eq!(parts[0]["start"], 2048);
         assert_eq!(parts[0]["size"], 64 * 2048);
         assert_eq!(parts[0]["type"], gpt::types::EFI_SYSTEM);
         assert_eq!(parts[0]["name"], BOOT_LABEL);
         assert_eq!(parts[1]["start"], 65 * 2048);
-        assert_eq!(parts[1]["name"], SYSTEM_LABEL);
+        assert_eq!(parts[1]["name"], SYSTEM_A_LABEL);
         assert_eq!(parts[1]["attrs"], "GUID:60");
+        assert_eq!(parts[2]["start"], (65 + 256) * 2048);
+        assert_eq!(parts[2]["name"], SYSTEM_B_LABEL);
     }
 }

@@ -19,6 +19,7 @@ mod pvh;
 mod qemu;
 mod raspberry_pi;
 mod seed;
+mod update_bundle;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,7 +95,33 @@ enum Commands {
         /// for the images. The tests build with 3.
         #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(1..=19))]
         zstd_level: Option<u8>,
+        /// The version this image says it is (MAJOR.MINOR.PATCH; default:
+        /// brig's own): what updates compare.
+        #[arg(long, value_name = "VERSION", value_parser = brig_spec::update_bundle::Version::parse)]
+        os_version: Option<brig_spec::update_bundle::Version>,
+        /// The key update bundles are signed with; the image takes only
+        /// bundles it signed (default: ~/.config/brig/update.key, made by
+        /// the first build).
+        #[arg(long, value_name = "FILE")]
+        update_key: Option<PathBuf>,
+        /// Also write a signed update bundle, brig-BOARD-VERSION.bundle,
+        /// for `brigctl os upgrade` on machines running an older version.
+        #[arg(long)]
+        bundle: bool,
+        /// The oldest version the bundle may update (default 0.0.0: any).
+        #[arg(long, value_name = "VERSION", default_value = "0.0.0", value_parser = brig_spec::update_bundle::Version::parse)]
+        min_from: brig_spec::update_bundle::Version,
     },
+    /// Make an update signing key pair: FILE (secret, mode 0600) and the
+    /// public half beside it (.pub), for `brig build --update-key FILE`.
+    Keygen {
+        /// Where the secret key goes (default: ~/.config/brig/update.key).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Update bundles.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// Boot a built board in QEMU.
     Run {
         #[arg(long, default_value = "qemu-x86_64")]
@@ -138,6 +165,19 @@ enum Commands {
     Boards,
 }
 
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Read a whole bundle as a machine would: its signature, manifest and
+    /// every part's hash; print the manifest.
+    Check {
+        bundle: PathBuf,
+        /// The public key machines have (default: the .pub beside the
+        /// default update key).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -167,8 +207,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             boot_size,
             system_size,
             zstd_level,
+            os_version,
+            update_key,
+            bundle,
+            min_from,
         } => {
             let board = Board::load(&source, &board)?;
+            let version = match os_version {
+                Some(v) => v,
+                None => brig_spec::update_bundle::Version::parse(env!("CARGO_PKG_VERSION"))
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let release = build::Release {
+                version,
+                min_from,
+                update_key: match update_key {
+                    Some(path) => update_bundle::load(&path, false)?,
+                    None => update_bundle::load(&update_bundle::default_key_path()?, true)?,
+                },
+                bundle,
+            };
             let out = out.unwrap_or_else(|| source.join("out").join(&board.name));
             let output = build::Output {
                 format: format.unwrap_or(board.default_format),
@@ -193,7 +251,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 user_data.as_deref(),
                 &output,
+                &release,
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Keygen { out } => {
+            let path = match out {
+                Some(path) => path,
+                None => update_bundle::default_key_path()?,
+            };
+            update_bundle::keygen(&path)?;
+            println!(
+                "secret key {} (keep it safe), public key {}",
+                path.display(),
+                update_bundle::public_path(&path).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Bundle(BundleCommand::Check { bundle, key }) => {
+            let key = match key {
+                Some(path) => path,
+                None => update_bundle::public_path(&update_bundle::default_key_path()?),
+            };
+            let manifest = update_bundle::check(&bundle, &key)?;
+            println!("{}", manifest.to_json());
+            println!("{}: signature and every part check", bundle.display());
             Ok(ExitCode::SUCCESS)
         }
         Commands::Run {

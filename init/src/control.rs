@@ -22,6 +22,7 @@ use crate::host::console::{self, say_error};
 use crate::host::system::{PowerAction, System};
 use crate::supervise::services::Services;
 use crate::supervise::supervisor::Action;
+use crate::update::Job;
 use crate::VERSION;
 
 pub struct Client {
@@ -161,7 +162,11 @@ impl<S: System> Init<S> {
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
         SystemStatus {
-            version: VERSION.to_string(),
+            // The image's version (`brig build --os-version`), which
+            // updates compare; brig-init's own when an image has none.
+            version: fs::read_to_string("/etc/brig/version")
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|_| VERSION.to_string()),
             board: fs::read_to_string("/etc/brig/board")
                 .map(|b| b.trim().to_string())
                 .unwrap_or_else(|_| "unknown".into()),
@@ -319,6 +324,20 @@ impl<S: System> Init<S> {
                 local_settings::change(&self.sys, Path::new(LOCAL_FILE), &key, None),
                 &key,
             ),
+            Request::OsUpgrade {
+                url,
+                allow_downgrade,
+            } => {
+                return self.os_request(
+                    fd,
+                    Job::Upgrade {
+                        url,
+                        allow_downgrade,
+                    },
+                )
+            }
+            Request::OsStatus => return self.os_request(fd, Job::Status),
+            Request::OsRollback => return self.os_request(fd, Job::Rollback),
         })
     }
 

@@ -81,6 +81,10 @@ pub struct Init<S: System = Linux> {
     pub(crate) forward: log_forward::Forwarder,
     /// The hardware watchdog, fed each turn when due.
     pub(crate) watchdog: Option<crate::host::watchdog::Watchdog>,
+    /// The system slot this boot runs from, if it runs from one.
+    pub(crate) machine: Option<crate::update::boot_partition::Machine>,
+    /// The process installing an update or rolling back, while it runs.
+    pub(crate) update_child: Option<i32>,
 }
 
 pub(crate) fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {
@@ -276,6 +280,9 @@ impl<S: System> Init<S> {
     /// The one central reaper: every exited child goes through here.
     pub(crate) fn reap(&mut self) {
         while let Some((pid, code)) = self.sys.reap() {
+            if self.os_request_ended(pid, code) {
+                continue;
+            }
             if let Some(line) = self.services.exited(pid, code, self.sys.now(), uptime()) {
                 self.publish(vec![line]);
             }

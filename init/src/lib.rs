@@ -19,6 +19,7 @@ pub mod control;
 pub mod event_loop;
 pub mod host;
 pub mod supervise;
+pub mod update;
 
 /// This build of Brig, for the boot log and `brigctl status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -50,6 +50,21 @@ pub enum Request {
     ConfigUnset {
         key: String,
     },
+    /// Installs the update bundle at `url` in the other slot
+    /// (`brigctl os upgrade`): progress comes as `Progress` lines, then
+    /// one `Ok` or `Error`.
+    #[serde(rename = "os-upgrade")]
+    OsUpgrade {
+        url: String,
+        #[serde(default)]
+        allow_downgrade: bool,
+    },
+    /// Versions in the slots, which booted and why (`brigctl os status`).
+    #[serde(rename = "os-status")]
+    OsStatus,
+    /// Makes the other slot's version boot next (`brigctl os rollback`).
+    #[serde(rename = "os-rollback")]
+    OsRollback,
 }
 
 /// Lets the read-only group use a socket that PID 1 or a system container
@@ -63,7 +78,10 @@ pub fn open_to_read_only_group(socket: &std::path::Path) -> std::io::Result<()> 
 impl Request {
     /// Whether only root may make it: everything but reading the state.
     pub fn needs_root(&self) -> bool {
-        !matches!(self, Request::Ps | Request::Status | Request::Logs { .. })
+        !matches!(
+            self,
+            Request::Ps | Request::Status | Request::Logs { .. } | Request::OsStatus
+        )
     }
 
     /// What it does, in a sentence's words ("restarting a service").
@@ -79,6 +97,9 @@ impl Request {
             Request::Poweroff => "powering off",
             Request::ConfigSet { .. } => "changing the config",
             Request::ConfigUnset { .. } => "changing the config",
+            Request::OsUpgrade { .. } => "updating the OS",
+            Request::OsStatus => "showing the OS versions",
+            Request::OsRollback => "rolling the OS back",
         }
     }
 }
@@ -102,6 +123,29 @@ pub enum Response {
     Status {
         status: SystemStatus,
     },
+    /// A step of a long request (an update), before its `Ok` or `Error`.
+    Progress {
+        message: String,
+    },
+    Os {
+        status: OsStatus,
+    },
+}
+
+/// `brigctl os status`: the slots and why this one booted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsStatus {
+    pub running: String,
+    /// "A" or "B"; None when the machine has no slots (a kernel booted
+    /// directly, an image from before slots).
+    pub slot: Option<String>,
+    /// The other slot's version and its state, or that it is empty.
+    pub other: Option<String>,
+    /// Why this version booted: the newest install, a trial boot, a
+    /// rollback from a version that failed.
+    pub booted: String,
+    /// The last update's outcome, if there was one.
+    pub last_update: Option<String>,
 }
 
 /// `brigctl status`.

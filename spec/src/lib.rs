@@ -1,5 +1,6 @@
 //! Types shared by the host tool (`brig`), PID 1 (`brig-init`) and `brigctl`.
 
+pub mod boot_slots;
 pub mod cloud_config;
 pub mod console;
 pub mod control;

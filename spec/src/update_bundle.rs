@@ -11,11 +11,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 mod file;
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use file::{
     parse_public_key, parse_secret_key, public_key_text, secret_key_text, sha256_of, signed_head,
     BundleError, BundleReader,
 };
-pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
 /// A Brig version, `MAJOR.MINOR.PATCH`, compared number by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -156,7 +156,10 @@ impl Manifest {
         // characters, and the slot is the machine's to say.
         if self.cmdline.len() > MAX_CMDLINE
             || self.cmdline.chars().any(char::is_control)
-            || self.cmdline.split(' ').any(|w| w.starts_with("brig.system="))
+            || self
+                .cmdline
+                .split(' ')
+                .any(|w| w.starts_with("brig.system="))
         {
             return Err(format!(
                 "cmdline {:?}: not one line of kernel options without brig.system= (at most {MAX_CMDLINE} bytes)",

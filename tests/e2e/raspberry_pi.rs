@@ -142,7 +142,7 @@ pub fn pi_cards_hold_what_their_board_files_name() {
         let table = run(Command::new("sfdisk").arg("--json").arg(&image));
         let table: serde_json::Value = serde_json::from_str(&table).unwrap();
         let system = &table["partitiontable"]["partitions"][1];
-        assert_eq!(system["name"], "BRIG_SYSTEM");
+        assert_eq!(system["name"], "BRIG_SYSTEM_A");
         let mut expected = vec![format!("console={}", spec["console"].as_str().unwrap())];
         expected.extend(strings(&spec["cmdline"]));
         expected.push(format!(
@@ -294,9 +294,9 @@ fn boot_card_once(board: &str, machine: &str, card: &Path, user_data: &Path) -> 
     );
     for said in [
         "brig: system partition /dev/mmcblk0p2 mounted on /lib/brig",
-        "brig: state: making the state partition in /dev/mmcblk0's free space (702 MiB)",
-        "brig: state: /dev/mmcblk0p3 formatted (ext4, BRIG_STATE)",
-        "brig: state: /dev/mmcblk0p3 (BRIG_STATE, ext4) mounted at /var/lib/brig",
+        "brig: state: making the state partition in /dev/mmcblk0's free space (446 MiB)",
+        "brig: state: /dev/mmcblk0p4 formatted (ext4, BRIG_STATE)",
+        "brig: state: /dev/mmcblk0p4 (BRIG_STATE, ext4) mounted at /var/lib/brig",
         "brig: config: from /dev/mmcblk0p1 (boot partition BRIG_BOOT)",
         "brig: system containers: 6",
     ] {
@@ -368,7 +368,7 @@ fn check_over_ssh(
     }
     let status = guest.ssh_ok("brig", key, known_hosts, "sudo brigctl status");
     assert!(
-        status.contains("state    /dev/mmcblk0p3 at /var/lib/brig: "),
+        status.contains("state    /dev/mmcblk0p4 at /var/lib/brig: "),
         "{status}"
     );
 }

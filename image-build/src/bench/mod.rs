@@ -88,6 +88,14 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
             vec!["docker".to_string()],
         ),
     ];
+    // The bench makes no bundles; its images trust a key of its own.
+    let release = build::Release {
+        version: brig_spec::update_bundle::Version::parse(env!("CARGO_PKG_VERSION"))
+            .map_err(anyhow::Error::msg)?,
+        min_from: brig_spec::update_bundle::Version(0, 0, 0),
+        update_key: crate::update_bundle::load(&work.join("update.key"), true)?,
+        bundle: false,
+    };
     for (dir, label, without) in &variants {
         step(&format!("building {label}"));
         build::build(
@@ -112,6 +120,7 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
                 },
                 zstd_level: None,
             },
+            &release,
         )?;
     }
     let cache = crate::debian::cache_dir()?;

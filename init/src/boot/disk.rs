@@ -14,6 +14,9 @@ use std::os::unix::fs::FileExt;
 use brig_spec::gpt::{self, Guid, Partition, Table, SECTOR};
 
 pub const SYSTEM_LABEL: &str = "BRIG_SYSTEM";
+/// A system partition's possible names: a system disk's one, or a disk
+/// image's two slots (docs/updates.md).
+pub const SYSTEM_LABELS: [&str; 3] = [SYSTEM_LABEL, "BRIG_SYSTEM_A", "BRIG_SYSTEM_B"];
 /// The state partition's GPT name; its ext4 label is the same
 /// (`state::LABEL`), which is what finds it.
 pub const STATE_LABEL: &str = crate::boot::state::LABEL;
@@ -86,7 +89,8 @@ pub fn partitions() -> Vec<BlockPartition> {
     found
 }
 
-/// The system partition among `partitions`: the `BRIG_SYSTEM` one whose
+/// The system partition among `partitions`: the `BRIG_SYSTEM` (or slot,
+/// `BRIG_SYSTEM_A`/`_B`) one whose
 /// GPT unique GUID (`guid_of(disk, number)`) is `wanted` (from
 /// `brig.system=PARTUUID=`), or without `wanted` the only one. None: not
 /// (yet) there.
@@ -95,9 +99,11 @@ pub fn choose_system<'a>(
     wanted: Option<Guid>,
     guid_of: &mut dyn FnMut(&str, u32) -> Option<Guid>,
 ) -> Result<Option<&'a BlockPartition>, String> {
-    let mut named = partitions
-        .iter()
-        .filter(|p| p.partname.as_deref() == Some(SYSTEM_LABEL));
+    let mut named = partitions.iter().filter(|p| {
+        SYSTEM_LABELS
+            .iter()
+            .any(|l| p.partname.as_deref() == Some(l))
+    });
     match wanted {
         Some(guid) => Ok(named.find(|p| guid_of(&p.disk, p.number) == Some(guid))),
         None => {
@@ -106,7 +112,7 @@ pub fn choose_system<'a>(
                 [] => Ok(None),
                 [one] => Ok(Some(one)),
                 many => Err(format!(
-                    "several partitions are named {SYSTEM_LABEL} ({}) and the kernel command line names none (brig.system=PARTUUID=…)",
+                    "several system partitions ({}) and the kernel command line names none (brig.system=PARTUUID=…)",
                     many.iter().map(|p| format!("/dev/{}", p.name)).collect::<Vec<_>>().join(", ")
                 )),
             }
@@ -414,21 +420,38 @@ mod tests {
     fn the_system_partition_is_the_one_the_command_line_names() {
         let a = Guid::from_random([0xa; 16]);
         let b = Guid::from_random([0xb; 16]);
+        let slot_b = Guid::from_random([0xbb; 16]);
         let parts = [
             part("sda2", "sda", 2, Some(SYSTEM_LABEL)),
             part("vda1", "vda", 1, Some("BRIG_BOOT")),
             part("vda2", "vda", 2, Some(SYSTEM_LABEL)),
+            part("vdb2", "vdb", 2, Some("BRIG_SYSTEM_A")),
+            part("vdb3", "vdb", 3, Some("BRIG_SYSTEM_B")),
         ];
-        let mut guid_of = |disk: &str, _n: u32| Some(if disk == "sda" { a } else { b });
+        let mut guid_of = |disk: &str, n: u32| {
+            Some(match (disk, n) {
+                ("sda", _) => a,
+                ("vdb", 3) => slot_b,
+                ("vdb", _) => Guid::from_random([0xaa; 16]),
+                _ => b,
+            })
+        };
         let found = choose_system(&parts, Some(b), &mut guid_of)
             .unwrap()
             .unwrap();
         assert_eq!(found.name, "vda2");
+        let found = choose_system(&parts, Some(slot_b), &mut guid_of)
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.name, "vdb3", "an update's slot");
         let missing = Guid::from_random([0xc; 16]);
         assert_eq!(choose_system(&parts, Some(missing), &mut guid_of), Ok(None));
         let e = choose_system(&parts, None, &mut guid_of).unwrap_err();
-        assert!(e.contains("/dev/sda2, /dev/vda2"), "{e}");
-        let one = choose_system(&parts[1..], None, &mut guid_of)
+        assert!(
+            e.contains("/dev/sda2, /dev/vda2, /dev/vdb2, /dev/vdb3"),
+            "{e}"
+        );
+        let one = choose_system(&parts[1..3], None, &mut guid_of)
             .unwrap()
             .unwrap();
         assert_eq!(one.name, "vda2");

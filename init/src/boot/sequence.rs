@@ -207,6 +207,8 @@ pub fn boot() -> Result<Init, Failed> {
         services: system_services(cgroups.clone()),
         echo_output: cmdline.value("brig.service_output") == Some("console"),
         announced_ready: false,
+        machine: None,
+        update_child: None,
         pending_power: None,
         boot: if on_initramfs {
             "kernel and initramfs"
@@ -391,7 +393,14 @@ impl<S: System> Init<S> {
             );
             return None;
         }
-        self.boot = format!("disk /dev/{} (system partition {device})", partition.disk);
+        self.machine = crate::update::boot_partition::Machine::of(&partition);
+        self.boot = match &self.machine {
+            Some(m) => format!(
+                "disk /dev/{} (system partition {device}, slot {})",
+                partition.disk, m.slot
+            ),
+            None => format!("disk /dev/{} (system partition {device})", partition.disk),
+        };
         Some(partition.disk)
     }
 

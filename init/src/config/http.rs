@@ -252,6 +252,86 @@ pub fn fetch(
     Err(last)
 }
 
+/// A body read as it arrives (an update bundle: too large to hold),
+/// each read within `timeout`; its length from Content-Length.
+pub struct Download {
+    pub length: u64,
+    body: io::Chain<io::Cursor<Vec<u8>>, io::Take<TcpStream>>,
+}
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.body.read(buf)
+    }
+}
+
+/// GETs `url` and returns its body as a stream once the headers are in:
+/// status 200 and a Content-Length (chunked answers are refused, so that a
+/// cut connection shows as a short body, never as a complete one).
+pub fn download(url: &Url, timeout: Duration) -> Result<Download, String> {
+    let addresses: Vec<_> = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: looking up {}: {e}", url.host))?
+        .collect();
+    let address = addresses
+        .first()
+        .ok_or_else(|| format!("{url}: no address for {}", url.host))?;
+    let fail = |e: io::Error| format!("GET {url}: {e}");
+    let mut stream = TcpStream::connect_timeout(address, timeout).map_err(fail)?;
+    stream.set_read_timeout(Some(timeout)).map_err(fail)?;
+    stream.set_write_timeout(Some(timeout)).map_err(fail)?;
+    stream
+        .write_all(&request_bytes("GET", url, &[]))
+        .map_err(fail)?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        if head.len() > 64 * 1024 {
+            return Err(format!("GET {url}: headers longer than 64 KiB"));
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(format!("GET {url}: the answer ended inside its headers")),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(fail(e)),
+        }
+    };
+    let rest = head.split_off(end + 4);
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    let status_line = text.split("\r\n").next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|s| s.get(2..5))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("GET {url}: not an HTTP status line: {status_line:?}"))?;
+    if status != 200 {
+        return Err(format!("GET {url}: the server answered {status_line:?}"));
+    }
+    let header = |wanted: &str| {
+        text.split("\r\n").skip(1).find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_string())
+        })
+    };
+    if header("transfer-encoding").is_some() {
+        return Err(format!(
+            "GET {url}: the server sent the body chunked; serve the file with a Content-Length"
+        ));
+    }
+    let length: u64 = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("GET {url}: the answer has no Content-Length"))?;
+    let already = rest.len() as u64;
+    Ok(Download {
+        length,
+        body: io::Cursor::new(rest).chain(stream.take(length.saturating_sub(already))),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +385,62 @@ mod tests {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort").is_err());
         assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le").is_err());
+    }
+
+    /// A server on loopback that answers one GET with `answer`, then
+    /// closes.
+    fn serve_once(answer: Vec<u8>) -> Url {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            let _ = conn.write_all(&answer);
+        });
+        Url::parse(&format!("http://127.0.0.1:{port}/b.bundle")).unwrap()
+    }
+
+    #[test]
+    fn a_download_streams_its_body_and_a_cut_one_comes_out_short() {
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let mut answer =
+            format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        answer.extend_from_slice(&body);
+        let mut whole = download_of(answer.clone());
+        assert_eq!(whole.length, 300_000);
+        let mut got = Vec::new();
+        whole.read_to_end(&mut got).unwrap();
+        assert_eq!(got, body);
+
+        answer.truncate(answer.len() - 1000);
+        let mut cut = download_of(answer);
+        let mut got = Vec::new();
+        cut.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), 299_000, "short, never padded");
+
+        let e = download(
+            &serve_once(b"HTTP/1.1 404 Not Found\r\n\r\n".to_vec()),
+            Duration::from_secs(5),
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("404 Not Found"), "{e}");
+        let e = download(
+            &serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()),
+            Duration::from_secs(5),
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("Content-Length"), "{e}");
+    }
+
+    fn download_of(answer: Vec<u8>) -> Download {
+        download(&serve_once(answer), Duration::from_secs(5)).unwrap()
     }
 
     #[test]

@@ -137,6 +137,8 @@ fn pid1_refusing(
         services: Services::new(dir.path(), Box::new(runtime)),
         echo_output: false,
         announced_ready: false,
+        machine: None,
+        update_child: None,
         pending_power: None,
         boot: "the tests".into(),
         state: state::State::Absent,

@@ -1,0 +1,151 @@
+//! The boot partition as the update code uses it: found beside the system
+//! slot PID 1 booted, mounted for one job at a mount point of its own, its
+//! entries read, renamed and written with each change synced before the
+//! next (FAT has no journal: order is what keeps a power cut harmless).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use brig_spec::boot_slots::{Slot, ENTRIES_DIR};
+use nix::mount::{MntFlags, MsFlags};
+
+use super::entries::{Entries, Entry, Rename};
+use crate::boot::disk;
+
+/// The boot partition's label (its GPT name and FAT label).
+const BOOT_LABEL: &str = "BRIG_BOOT";
+
+/// What this boot knows about its slots: which it runs and on what disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub slot: Slot,
+    /// `vda`, `nvme0n1`, `mmcblk0`.
+    pub disk: String,
+}
+
+impl Machine {
+    /// From the system partition PID 1 mounted: a slot's, or none (a system
+    /// disk, an image from before slots).
+    pub fn of(partition: &disk::BlockPartition) -> Option<Machine> {
+        Some(Machine {
+            slot: Slot::from_label(partition.partname.as_deref()?)?,
+            disk: partition.disk.clone(),
+        })
+    }
+
+    /// The partition named `label` on this machine's disk.
+    pub fn partition(&self, label: &str) -> Result<disk::BlockPartition, String> {
+        disk::partitions()
+            .into_iter()
+            .find(|p| p.disk == self.disk && p.partname.as_deref() == Some(label))
+            .ok_or_else(|| format!("/dev/{} has no partition named {label}", self.disk))
+    }
+}
+
+/// The boot partition, mounted until dropped.
+pub struct Mounted {
+    pub root: PathBuf,
+}
+
+impl Mounted {
+    pub fn mount(machine: &Machine, writable: bool) -> Result<Mounted, String> {
+        let partition = machine.partition(BOOT_LABEL)?;
+        let device = format!("/dev/{}", partition.name);
+        // One mount point per process: a status read may run beside an update.
+        let root = PathBuf::from(format!("/run/brig/update/boot-{}", std::process::id()));
+        fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        if !writable {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        nix::mount::mount(
+            Some(device.as_str()),
+            &root,
+            Some("vfat"),
+            flags,
+            None::<&str>,
+        )
+        .map_err(|e| format!("mounting the boot partition {device}: {e}"))?;
+        Ok(Mounted { root })
+    }
+
+    fn entries_dir(&self) -> PathBuf {
+        self.root.join(ENTRIES_DIR)
+    }
+
+    pub fn entries(&self) -> Result<Entries, String> {
+        let dir = self.entries_dir();
+        let listing = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let mut entries = Vec::new();
+        for item in listing.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            // Entries are a few hundred bytes; anything larger is not ours.
+            let Ok(text) = read_small(&item.path(), 64 * 1024) else {
+                continue;
+            };
+            if let Some(entry) = Entry::read(&name, &text) {
+                entries.push(entry);
+            }
+        }
+        Ok(Entries(entries))
+    }
+
+    pub fn rename(&self, rename: &Rename) -> Result<(), String> {
+        let dir = self.entries_dir();
+        fs::rename(dir.join(&rename.from), dir.join(&rename.to))
+            .map_err(|e| format!("renaming {} to {}: {e}", rename.from, rename.to))?;
+        sync_dir(&dir)
+    }
+
+    pub fn remove_entry(&self, entry: &Entry) -> Result<(), String> {
+        let dir = self.entries_dir();
+        fs::remove_file(dir.join(&entry.file))
+            .map_err(|e| format!("removing the boot entry {}: {e}", entry.file))?;
+        sync_dir(&dir)
+    }
+
+    /// Writes `data` at `relative` under a temporary name, syncs it, then
+    /// gives it its name: a cut leaves the old state or the new, and a
+    /// temporary name no boot loader reads.
+    pub fn write_file(&self, relative: &str, data: &[u8]) -> Result<(), String> {
+        let path = self.root.join(relative);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let partial = partial_name(&path);
+        let mut file =
+            File::create(&partial).map_err(|e| format!("creating {}: {e}", partial.display()))?;
+        file.write_all(data)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("writing {}: {e}", partial.display()))?;
+        fs::rename(&partial, &path).map_err(|e| format!("renaming {}: {e}", path.display()))?;
+        sync_dir(&dir)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        // syncfs through umount: FAT's metadata reaches the disk here.
+        let _ = nix::mount::umount2(&self.root, MntFlags::empty());
+        let _ = fs::remove_dir(&self.root);
+    }
+}
+
+/// `vmlinuz` → `.vmlinuz.partial`, in the same directory.
+pub fn partial_name(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), String> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("syncing {}: {e}", dir.display()))
+}
+
+fn read_small(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    File::open(path)?.take(limit).read_to_string(&mut text)?;
+    Ok(text)
+}

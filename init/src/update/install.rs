@@ -1,0 +1,213 @@
+//! Installing a bundle in the other slot (`brigctl os upgrade URL`), in a
+//! child process of PID 1 that owns the client's connection. The bundle is
+//! judged (signature, board, version) before anything is written; then the
+//! other slot's boot entry is removed first, its partition and kernel
+//! written and checked part by part, and its new entry written last: a
+//! power cut at any point leaves the running version the default, or the
+//! new one whole.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use brig_spec::boot_slots::{self, EntryName, ENTRIES_DIR, TRIES};
+use brig_spec::update_bundle::{self, BundleReader, Version};
+
+use super::boot_partition::{self, Machine, Mounted};
+use crate::boot::disk;
+use crate::config::http;
+
+pub const UPDATE_KEY_FILE: &str = "/etc/brig/update.pub";
+pub const VERSION_FILE: &str = "/etc/brig/version";
+pub const BOARD_FILE: &str = "/etc/brig/board";
+/// The last update's outcome, for `brigctl os status` (state partition).
+pub const LAST_RESULT: &str = "/var/lib/brig/update/last-result";
+/// No byte for this long: the download is given up.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The running version, as the image says it.
+pub fn running_version() -> Result<Version, String> {
+    let text =
+        fs::read_to_string(VERSION_FILE).map_err(|e| format!("reading {VERSION_FILE}: {e}"))?;
+    Version::parse(text.trim())
+}
+
+/// Installs the bundle at `url`; `say` hears each step. Returns what to
+/// tell the user once it is done.
+pub fn install(
+    machine: Option<&Machine>,
+    url: &str,
+    allow_downgrade: bool,
+    say: &mut dyn FnMut(&str),
+) -> Result<String, String> {
+    let key_text = fs::read_to_string(UPDATE_KEY_FILE).map_err(|e| {
+        format!("this image has no update key ({UPDATE_KEY_FILE}: {e}): it takes no updates; flash a newer image")
+    })?;
+    let key = update_bundle::parse_public_key(&key_text)
+        .map_err(|e| format!("{UPDATE_KEY_FILE}: {e}"))?;
+    let board = fs::read_to_string(BOARD_FILE)
+        .map_err(|e| format!("reading {BOARD_FILE}: {e}"))?
+        .trim()
+        .to_string();
+    let running = running_version()?;
+    let machine = machine.ok_or(
+        "this machine did not boot from a system slot (BRIG_SYSTEM_A or _B): only disk images made with slots take updates; flash a current image",
+    )?;
+    let url = http::Url::parse(url)?;
+    let download = http::download(&url, READ_TIMEOUT)?;
+    let length = download.length;
+    say(&format!("downloading {url} ({} MiB)", length >> 20));
+    let mut bundle = BundleReader::open(std::io::BufReader::with_capacity(1 << 16, download), &key)
+        .map_err(|e| e.to_string())?;
+    let manifest = bundle.manifest().clone();
+    if let Some(refusal) = manifest.refusal(&board, running, allow_downgrade) {
+        return Err(format!("refused: {refusal}"));
+    }
+    let target = machine.slot.other();
+    say(&format!(
+        "bundle {} for {} verified (signature, board, version); installing in slot {target}",
+        manifest.version, manifest.board
+    ));
+    let partition = machine.partition(target.label())?;
+    let device = format!("/dev/{}", partition.name);
+    let capacity = fs::read_to_string(format!("/sys/class/block/{}/size", partition.name))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|sectors| sectors * 512)
+        .ok_or_else(|| format!("the size of {device}"))?;
+    let image = manifest
+        .parts
+        .iter()
+        .find(|p| p.name == "system.img")
+        .ok_or("the bundle has no system.img")?;
+    if image.size > capacity {
+        return Err(format!(
+            "the system image is {} MiB and slot {target} ({device}) holds {} MiB",
+            image.size >> 20,
+            capacity >> 20
+        ));
+    }
+    let guid = disk::partition_guid(&machine.disk, partition.number)
+        .ok_or_else(|| format!("reading the partition GUID of {device}"))?;
+
+    let boot = Mounted::mount(machine, true)?;
+    // First the other slot's entry goes: from here until its new entry is
+    // written, nothing boots that slot.
+    let entries = boot.entries()?;
+    for entry in entries.0.iter().filter(|e| e.slot == target) {
+        boot.remove_entry(entry)?;
+    }
+    let kernels = boot.root.join("brig");
+    if let Ok(listing) = fs::read_dir(&kernels) {
+        for item in listing.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            if boot_slots::is_kernel_dir_of(&name, target) {
+                fs::remove_dir_all(item.path())
+                    .map_err(|e| format!("removing brig/{name} from the boot partition: {e}"))?;
+            }
+        }
+    }
+    let dir = boot_slots::kernel_dir(target, manifest.version);
+    let boot_needs: u64 = manifest
+        .parts
+        .iter()
+        .filter(|p| p.name != "system.img")
+        .map(|p| p.size)
+        .sum();
+    let free = nix::sys::statvfs::statvfs(&boot.root)
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .map_err(|e| format!("the boot partition's free space: {e}"))?;
+    if boot_needs + (1 << 20) > free {
+        return Err(format!(
+            "the boot partition has {} MiB free and the new kernel needs {} MiB",
+            free >> 20,
+            boot_needs.div_ceil(1 << 20)
+        ));
+    }
+
+    let mut written = Vec::new();
+    // (part, percent last said): a line every 10% of the large parts.
+    let mut shown = (String::new(), 0u64);
+    let mut progress = |part: &update_bundle::Part, done: u64| {
+        if shown.0 != part.name {
+            shown = (part.name.clone(), 0);
+        }
+        let percent = done * 100 / part.size.max(1);
+        if part.size > 8 << 20 && percent >= shown.1 + 10 {
+            shown.1 = percent - percent % 10;
+            say(&format!(
+                "{}: {}% of {} MiB",
+                part.name,
+                shown.1,
+                part.size >> 20
+            ));
+        }
+    };
+    loop {
+        let copied = bundle
+            .copy_next(
+                |part| {
+                    if part.name == "system.img" {
+                        // O_EXCL: refused if anything has the slot mounted.
+                        OpenOptions::new()
+                            .write(true)
+                            .custom_flags(libc::O_EXCL)
+                            .open(&device)
+                    } else {
+                        let path = boot.root.join(&dir).join(&part.name);
+                        if let Some(parent) = path.parent() {
+                            fs::create_dir_all(parent)?;
+                        }
+                        File::create(boot_partition::partial_name(&path))
+                    }
+                },
+                &mut progress,
+            )
+            .map_err(|e| format!("{e}; slot {target} is left unbootable, {running} stays"))?;
+        let Some((part, file)) = copied else { break };
+        file.sync_all()
+            .map_err(|e| format!("writing {}: {e}", part.name))?;
+        written.push(part.name);
+    }
+    // Every part arrived whole: the kernel files get their names.
+    for name in written.iter().filter(|n| *n != "system.img") {
+        let path = boot.root.join(&dir).join(name);
+        fs::rename(boot_partition::partial_name(&path), &path)
+            .map_err(|e| format!("renaming {}: {e}", path.display()))?;
+        boot_partition::sync_dir(path.parent().unwrap_or(&boot.root))?;
+    }
+    let entry = EntryName {
+        generation: entries.next_generation(),
+        version: manifest.version,
+        counter: Some((TRIES, 0)),
+    };
+    let cmdline = format!("{} brig.system=PARTUUID={guid}", manifest.cmdline);
+    boot.write_file(
+        &format!("{ENTRIES_DIR}/{}", entry.file_name()),
+        boot_slots::entry_text(&board, manifest.version, target, &cmdline).as_bytes(),
+    )?;
+    drop(boot);
+    Ok(format!(
+        "installed {} in slot {target}; it starts at the next boot (brigctl reboot) and has {TRIES} tries to come up healthy, else {running} boots again",
+        manifest.version
+    ))
+}
+
+/// Keeps the outcome for `brigctl os status`, when there is a state
+/// partition to keep it on.
+pub fn record(outcome: &str) {
+    let path = Path::new(LAST_RESULT);
+    if !Path::new("/var/lib/brig").is_dir() {
+        return;
+    }
+    let _ = fs::create_dir_all(path.parent().unwrap_or(Path::new("/")));
+    let partial = boot_partition::partial_name(path);
+    let written = File::create(&partial)
+        .and_then(|mut f| f.write_all(outcome.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| fs::rename(&partial, path));
+    if written.is_ok() {
+        let _ = boot_partition::sync_dir(path.parent().unwrap_or(Path::new("/")));
+    }
+}
