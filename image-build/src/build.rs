@@ -101,6 +101,9 @@ pub struct CacheUse {
     pub reuse_images: bool,
 }
 
+// The build's inputs, each its own concern; bundling them would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     source: &Path,
     board: &Board,
