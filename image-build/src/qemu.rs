@@ -484,7 +484,7 @@ pub fn run(
         }
     }
     if matches!(boot, Boot::Uefi { .. }) && !opts.append.is_empty() {
-        step("note: --append applies to kernel boots (--kernel-boot); a disk image boots with the command line of its loader entry (loader/entries/brig.conf on BRIG_BOOT)");
+        step("note: --append applies to kernel boots (--kernel-boot); a disk image boots with the command line of its loader entry (loader/entries/brig-*.conf on BRIG_BOOT)");
     }
     let args = arguments(&profile, artifacts, opts, kvm, &boot);
     let mut command = Command::new(&qemu);

@@ -49,32 +49,50 @@ pub fn keygen(secret: &Path) -> Result<VerifyingKey> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let public = public_path(secret);
-    for path in [secret, public.as_path()] {
-        if path.exists() {
-            bail!(
+    // Each file is written whole under a name of its own, then linked to
+    // its name: link never replaces, so two builds racing to make the
+    // default key agree on one.
+    let publish = |path: &Path, text: &str, mode: u32| -> Result<()> {
+        let partial = path.with_extension(format!("{}.partial", std::process::id()));
+        let _ = std::fs::remove_file(&partial);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", partial.display()))?;
+        let linked = std::fs::hard_link(&partial, path);
+        let _ = std::fs::remove_file(&partial);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
                 "{} exists: a new key there would make every machine built with the old one refuse your bundles; remove it first if that is what you want",
                 path.display()
-            );
+            ),
+            Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
         }
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(secret)
-        .with_context(|| format!("creating {}", secret.display()))?;
-    file.write_all(bundle::secret_key_text(&key).as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", secret.display()))?;
-    std::fs::write(&public, bundle::public_key_text(&key.verifying_key()))
-        .with_context(|| format!("writing {}", public.display()))?;
+    };
+    publish(secret, &bundle::secret_key_text(&key), 0o600)?;
+    publish(
+        &public,
+        &bundle::public_key_text(&key.verifying_key()),
+        0o644,
+    )?;
     Ok(key.verifying_key())
 }
 
 /// The signing key at `path`; at the default path, made when absent.
 pub fn load(path: &Path, is_default: bool) -> Result<SigningKey> {
     if is_default && !path.exists() {
-        keygen(path)?;
+        // Another build may make it at the same moment: its key is as good.
+        if let Err(e) = keygen(path) {
+            if !path.exists() {
+                return Err(e);
+            }
+        }
         step(&format!(
             "made an update signing key, {} (public half {}): keep it, machines built now take only bundles it signs",
             path.display(),

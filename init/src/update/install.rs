@@ -56,14 +56,28 @@ pub fn install(
         "this machine did not boot from a system slot (BRIG_SYSTEM_A or _B): only disk images made with slots take updates; flash a current image",
     )?;
     let url = http::Url::parse(url)?;
+    // A first pass reads the whole bundle and checks every part, writing
+    // nothing: a corrupted or tampered bundle costs the other slot nothing,
+    // not even the version it holds to fall back on.
     let download = http::download(&url, READ_TIMEOUT)?;
-    let length = download.length;
-    say(&format!("downloading {url} ({} MiB)", length >> 20));
-    let mut bundle = BundleReader::open(std::io::BufReader::with_capacity(1 << 16, download), &key)
-        .map_err(|e| e.to_string())?;
+    say(&format!(
+        "downloading {url} ({} MiB) to check it",
+        download.length >> 20
+    ));
+    let mut bundle = open(download, &key)?;
     let manifest = bundle.manifest().clone();
     if let Some(refusal) = manifest.refusal(&board, running, allow_downgrade) {
         return Err(format!("refused: {refusal}"));
+    }
+    while bundle
+        .copy_next(|_| Ok(std::io::sink()), |_, _| {})
+        .map_err(|e| format!("refused: {e}"))?
+        .is_some()
+    {}
+    // The second pass writes; the server must send the same signed bundle.
+    let mut bundle = open(http::download(&url, READ_TIMEOUT)?, &key)?;
+    if *bundle.manifest() != manifest {
+        return Err(format!("{url} changed between the check and the install: nothing was written"));
     }
     let target = machine.slot.other();
     say(&format!(
@@ -193,6 +207,14 @@ pub fn install(
         "installed {} in slot {target}; it starts at the next boot (brigctl reboot) and has {TRIES} tries to come up healthy, else {running} boots again",
         manifest.version
     ))
+}
+
+fn open(
+    download: http::Download,
+    key: &update_bundle::VerifyingKey,
+) -> Result<BundleReader<std::io::BufReader<http::Download>>, String> {
+    BundleReader::open(std::io::BufReader::with_capacity(1 << 16, download), key)
+        .map_err(|e| format!("refused: {e}"))
 }
 
 /// Keeps the outcome for `brigctl os status`, when there is a state
