@@ -1,6 +1,7 @@
 //! OS updates as a user runs them (docs/updates.md): a PC disk image of
 //! version 0.1.0 fetches a signed 0.2.0 bundle over HTTP from the host
-//! (`python3 -m http.server`, reached at QEMU's 10.0.2.2), refuses a
+//! (`python3 -m http.server` on the guest's own network namespace's
+//! loopback, which QEMU's user network shows it as 10.0.2.2), refuses a
 //! tampered copy without touching its other slot, installs the real one in
 //! slot B and boots it, keeping what the user had.
 
@@ -12,31 +13,36 @@ use crate::guest::{built_as, built_variant, key_pair, run, Guest, Power};
 
 const BOOT: Duration = Duration::from_secs(240);
 
-/// `python3 -m http.server` on host loopback serving `dir`; killed on drop.
+/// `python3 -m http.server` serving `dir` in the guest's network
+/// namespace; killed on drop.
 struct Server(Child, u16);
 
 impl Server {
-    fn start(dir: &Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+    fn start(guest: &mut Guest, dir: &Path) -> Server {
+        let port = 8000;
+        let mut child = guest
+            .net()
+            .command("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
             .arg("--directory")
             .arg(dir)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 -m http.server");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Server(child, port);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("http.server did not start on port {port}");
+        // It says "Serving HTTP on …" once it listens.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(line.contains("Serving HTTP"), "http.server: {line}");
+        Server(child, port)
     }
 
     /// The URL the guest uses (user networking maps 10.0.2.2 to the host).
@@ -72,7 +78,6 @@ pub fn pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps
     let at = tampered.len() - 4096;
     tampered[at] ^= 0x20;
     std::fs::write(served.join("tampered.bundle"), tampered).unwrap();
-    let server = Server::start(&served);
 
     let disk = dir.path().join("disk.img");
     run(Command::new("cp")
@@ -102,6 +107,7 @@ pub fn pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps
         &[&disk_arg, "--user-data", user_data.to_str().unwrap()],
     );
     guest.wait_for("brig: ready", BOOT);
+    let server = Server::start(&mut guest, &served);
     let ssh = |guest: &Guest, command: &str| guest.ssh_ok("brig", &key, &known_hosts, command);
     let before = ssh(&guest, "echo kept > ~/kept.txt; sudo brigctl os status");
     println!("before:\n{before}");
@@ -146,6 +152,7 @@ pub fn pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps
         "{pending}"
     );
     guest.brigctl_power(&key, &known_hosts, Power::Reboot);
+    drop(server);
     drop(guest);
 
     // The same disk, no seed this time: version 0.2.0 from slot B, on trial,
@@ -161,7 +168,10 @@ pub fn pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps
         "hostname; cat ~/kept.txt; sudo brigctl status | head -1; sudo brigctl os status",
     );
     println!("after:\n{after}");
-    assert!(after.starts_with("updated\nkept\nversion  0.2.0\n"), "{after}");
+    assert!(
+        after.starts_with("updated\nkept\nversion  0.2.0\n"),
+        "{after}"
+    );
     for line in [
         "running  0.2.0 (slot B)\n",
         "booted   on trial: boot 1 of 3",

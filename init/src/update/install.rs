@@ -77,7 +77,9 @@ pub fn install(
     // The second pass writes; the server must send the same signed bundle.
     let mut bundle = open(http::download(&url, READ_TIMEOUT)?, &key)?;
     if *bundle.manifest() != manifest {
-        return Err(format!("{url} changed between the check and the install: nothing was written"));
+        return Err(format!(
+            "{url} changed between the check and the install: nothing was written"
+        ));
     }
     let target = machine.slot.other();
     say(&format!(
