@@ -299,14 +299,14 @@ bootcmd:
         if cut == 0 {
             // The partition the cut left unformatted is formatted now.
             for said in [
-                "brig: state: /dev/vdb3 (BRIG_STATE) has no filesystem: it was made but not formatted (the power went during first boot?); formatting it now",
-                "brig: state: /dev/vdb3 formatted (ext4, BRIG_STATE)",
+                "brig: state: /dev/vdb4 (BRIG_STATE) has no filesystem: it was made but not formatted (the power went during first boot?); formatting it now",
+                "brig: state: /dev/vdb4 formatted (ext4, BRIG_STATE)",
             ] {
                 assert!(boot.contains(said), "boot 0: {said:?} not in:\n{serial}");
             }
         }
         // The seed is vda, the disk behind the cache vdb.
-        let mounted = "brig: state: /dev/vdb3 (BRIG_STATE, ext4) mounted at /var/lib/brig";
+        let mounted = "brig: state: /dev/vdb4 (BRIG_STATE, ext4) mounted at /var/lib/brig";
         assert!(
             boot.contains(mounted),
             "boot {cut}: {mounted:?} not in:\n{serial}"
@@ -415,7 +415,7 @@ fn cut_between_making_and_formatting_the_state_partition(
         drop(guest);
         let table = run(Command::new("sfdisk").arg("--json").arg(disk));
         let table: serde_json::Value = serde_json::from_str(&table).unwrap();
-        let state = &table["partitiontable"]["partitions"][2];
+        let state = &table["partitiontable"]["partitions"][3];
         if state["name"] != "BRIG_STATE" {
             let names = &table["partitiontable"]["partitions"];
             tried.push(format!("{delay_ms} ms: no partition yet ({names})"));
@@ -557,7 +557,7 @@ impl OnDisk {
         // The state partition, where the disk's table says it is.
         let table = run(Command::new("sfdisk").arg("--json").arg(disk));
         let table: serde_json::Value = serde_json::from_str(&table).unwrap();
-        let state = &table["partitiontable"]["partitions"][2];
+        let state = &table["partitiontable"]["partitions"][3];
         assert_eq!(state["name"], "BRIG_STATE", "cut {cut}: {table}");
         let part = dir.join("state-copy.img");
         run(Command::new("dd")
