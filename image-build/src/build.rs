@@ -81,11 +81,6 @@ pub struct Release {
     pub bundle: bool,
 }
 
-/// Where the image says its version and the key updates must be signed
-/// with (PID 1 reads them; docs/updates.md).
-pub const VERSION_FILE: &str = "/etc/brig/version";
-pub const UPDATE_KEY_FILE: &str = "/etc/brig/update.pub";
-
 /// Which services go into the image: those in system-containers/ and in
 /// further directories (`--services`), less those left out (`--without`).
 pub struct Selection {
@@ -239,17 +234,17 @@ pub fn build(
         }
     }
     image.file(
-        "/etc/brig/board",
+        brig_spec::paths::BOARD_FILE,
         0o644,
         format!("{}\n", board.name).into_bytes(),
     );
     image.file(
-        VERSION_FILE,
+        brig_spec::paths::VERSION_FILE,
         0o644,
         format!("{}\n", release.version).into_bytes(),
     );
     image.file(
-        UPDATE_KEY_FILE,
+        brig_spec::paths::UPDATE_KEY_FILE,
         0o644,
         brig_spec::update_bundle::public_key_text(&release.update_key.verifying_key()).into_bytes(),
     );

@@ -164,10 +164,10 @@ impl<S: System> Init<S> {
         SystemStatus {
             // The image's version (`brig build --os-version`), which
             // updates compare; brig-init's own when an image has none.
-            version: fs::read_to_string("/etc/brig/version")
+            version: fs::read_to_string(brig_spec::paths::VERSION_FILE)
                 .map(|v| v.trim().to_string())
                 .unwrap_or_else(|_| VERSION.to_string()),
-            board: fs::read_to_string("/etc/brig/board")
+            board: fs::read_to_string(brig_spec::paths::BOARD_FILE)
                 .map(|b| b.trim().to_string())
                 .unwrap_or_else(|_| "unknown".into()),
             kernel,

@@ -93,3 +93,10 @@ pub const SAVED_DIR: &str = "/var/lib/brig/config/datasource";
 pub const LOCAL_FILE: &str = "/var/lib/brig/config/local.json";
 /// Named volumes of services.
 pub const VOLUMES: &str = "/var/lib/brig/volumes";
+
+/// What the image says about itself, written by `brig build`: its board,
+/// its version (which updates compare) and the public key update bundles
+/// must be signed with (docs/updates.md).
+pub const BOARD_FILE: &str = "/etc/brig/board";
+pub const VERSION_FILE: &str = "/etc/brig/version";
+pub const UPDATE_KEY_FILE: &str = "/etc/brig/update.pub";

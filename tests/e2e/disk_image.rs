@@ -14,7 +14,7 @@ use crate::guest::{built_as, key_pair, run, Guest, Power};
 const BOOT: Duration = Duration::from_secs(240);
 
 /// A copy of the built image (each test boots its own), made `size` large.
-fn disk_copy(built: &Path, name: &str, dir: &Path, size: &str) -> PathBuf {
+pub fn disk_copy(built: &Path, name: &str, dir: &Path, size: &str) -> PathBuf {
     let copy = dir.join(name);
     run(Command::new("cp")
         .arg("--sparse=always")
@@ -28,7 +28,7 @@ fn disk_copy(built: &Path, name: &str, dir: &Path, size: &str) -> PathBuf {
 }
 
 /// An ssh key and user data that lets it in; returns (key, user-data file).
-fn login(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
+pub fn login(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
     let (key, public) = key_pair(dir, "key");
     let user_data = dir.join("user-data");
     std::fs::write(

@@ -6,10 +6,11 @@
 //! slot B and boots it, keeping what the user had.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::guest::{built_as, built_variant, key_pair, run, Guest, Power};
+use crate::disk_image::{disk_copy, login};
+use crate::guest::{built_as, built_variant, Guest, Power};
 
 const BOOT: Duration = Duration::from_secs(240);
 
@@ -79,25 +80,8 @@ pub fn pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps
     tampered[at] ^= 0x20;
     std::fs::write(served.join("tampered.bundle"), tampered).unwrap();
 
-    let disk = dir.path().join("disk.img");
-    run(Command::new("cp")
-        .arg("--sparse=always")
-        .arg(v1.join("brig-pc-x86_64.img"))
-        .arg(&disk));
-    run(Command::new("qemu-img")
-        .args(["resize", "-q", "-f", "raw"])
-        .arg(&disk)
-        .arg("2G"));
-    let (key, public) = key_pair(dir.path(), "key");
-    let user_data = dir.path().join("user-data");
-    std::fs::write(
-        &user_data,
-        format!(
-            "#cloud-config\nssh_authorized_keys: ['{}']\nhostname: updated\n",
-            public.trim()
-        ),
-    )
-    .unwrap();
+    let disk = disk_copy(&v1, "brig-pc-x86_64.img", dir.path(), "2G");
+    let (key, user_data) = login(dir.path(), "hostname: updated\n");
     let known_hosts = dir.path().join("known_hosts");
     let disk_arg = format!("--disk={}", disk.display());
     let mut guest = Guest::boot_with(

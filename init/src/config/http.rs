@@ -126,11 +126,7 @@ pub fn parse_response(data: &[u8]) -> Result<Response, String> {
     let head = String::from_utf8_lossy(&data[..end]);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|s| s.get(2..5))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("not an HTTP status line: {status_line:?}"))?;
+    let status = status_code(status_line)?;
     let mut length = None;
     let mut chunked = false;
     for line in lines {
@@ -159,6 +155,14 @@ pub fn parse_response(data: &[u8]) -> Result<Response, String> {
         rest.to_vec()
     };
     Ok(Response { status, body })
+}
+
+/// `HTTP/1.1 200 OK` → 200.
+fn status_code(line: &str) -> Result<u16, String> {
+    line.strip_prefix("HTTP/1.")
+        .and_then(|s| s.get(2..5))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("not an HTTP status line: {line:?}"))
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
@@ -302,11 +306,7 @@ pub fn download(url: &Url, timeout: Duration) -> Result<Download, String> {
     let rest = head.split_off(end + 4);
     let text = String::from_utf8_lossy(&head[..end]).into_owned();
     let status_line = text.split("\r\n").next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|s| s.get(2..5))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("GET {url}: not an HTTP status line: {status_line:?}"))?;
+    let status = status_code(status_line).map_err(|e| format!("GET {url}: {e}"))?;
     if status != 200 {
         return Err(format!("GET {url}: the server answered {status_line:?}"));
     }
@@ -423,19 +423,14 @@ mod tests {
         cut.read_to_end(&mut got).unwrap();
         assert_eq!(got.len(), 299_000, "short, never padded");
 
-        let e = download(
-            &serve_once(b"HTTP/1.1 404 Not Found\r\n\r\n".to_vec()),
-            Duration::from_secs(5),
-        )
-        .err()
-        .unwrap();
+        let refused = |answer: &[u8]| {
+            download(&serve_once(answer.to_vec()), Duration::from_secs(5))
+                .err()
+                .unwrap()
+        };
+        let e = refused(b"HTTP/1.1 404 Not Found\r\n\r\n");
         assert!(e.contains("404 Not Found"), "{e}");
-        let e = download(
-            &serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()),
-            Duration::from_secs(5),
-        )
-        .err()
-        .unwrap();
+        let e = refused(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
         assert!(e.contains("Content-Length"), "{e}");
     }
 

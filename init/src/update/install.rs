@@ -19,9 +19,7 @@ use super::boot_partition::{self, Machine, Mounted};
 use crate::boot::disk;
 use crate::config::http;
 
-pub const UPDATE_KEY_FILE: &str = "/etc/brig/update.pub";
-pub const VERSION_FILE: &str = "/etc/brig/version";
-pub const BOARD_FILE: &str = "/etc/brig/board";
+use brig_spec::paths::{BOARD_FILE, UPDATE_KEY_FILE, VERSION_FILE};
 /// The last update's outcome, for `brigctl os status` (state partition).
 pub const LAST_RESULT: &str = "/var/lib/brig/update/last-result";
 /// No byte for this long: the download is given up.
