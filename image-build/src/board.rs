@@ -152,6 +152,25 @@ impl Board {
     }
 }
 
+/// One word for the kernel command line (`brig build --kernel-arg`): no
+/// spaces, quotes or control characters, which would split it or end the
+/// boot entry's line; and not `brig.system=`, which the build sets.
+pub fn kernel_arg(word: &str) -> Result<String, String> {
+    if word.is_empty()
+        || word
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+    {
+        return Err(format!(
+            "{word:?} is not one word: a kernel argument has no spaces, quotes or control characters"
+        ));
+    }
+    if word.starts_with("brig.system=") {
+        return Err("brig.system= is set by the build (it names the system partition)".into());
+    }
+    Ok(word.to_string())
+}
+
 /// Names of all boards in `boards/`, sorted.
 pub fn list(source: &Path) -> Result<Vec<String>> {
     let dir = source.join("boards");
@@ -249,6 +268,17 @@ impl QemuProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_args_are_single_words_and_never_the_system_partition() {
+        assert_eq!(
+            kernel_arg("module_blacklist=virtio_net").unwrap(),
+            "module_blacklist=virtio_net"
+        );
+        for bad in ["", "a b", "quiet\n", "x=\"y\"", "brig.system=PARTUUID=1"] {
+            assert!(kernel_arg(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn repo() -> &'static Path {
         Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

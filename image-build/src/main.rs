@@ -111,6 +111,11 @@ enum Commands {
         /// The oldest version the bundle may update (default 0.0.0: any).
         #[arg(long, value_name = "VERSION", default_value = "0.0.0", value_parser = brig_spec::update_bundle::Version::parse)]
         min_from: brig_spec::update_bundle::Version,
+        /// A word added to the board's kernel command line (its boot entry,
+        /// cmdline.txt and the bundle's), e.g. `quiet` or
+        /// `module_blacklist=btusb`; repeatable.
+        #[arg(long = "kernel-arg", value_name = "WORD", value_parser = board::kernel_arg)]
+        kernel_args: Vec<String>,
     },
     /// Make an update signing key pair: FILE (secret, mode 0600) and the
     /// public half beside it (.pub), for `brig build --update-key FILE`.
@@ -211,8 +216,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             update_key,
             bundle,
             min_from,
+            kernel_args,
         } => {
-            let board = Board::load(&source, &board)?;
+            let mut board = Board::load(&source, &board)?;
+            board.cmdline.extend(kernel_args);
             let version = match os_version {
                 Some(v) => v,
                 None => brig_spec::update_bundle::Version::parse(env!("CARGO_PKG_VERSION"))

@@ -85,6 +85,11 @@ pub struct Init<S: System = Linux> {
     pub(crate) machine: Option<crate::update::boot_partition::Machine>,
     /// The process installing an update or rolling back, while it runs.
     pub(crate) update_child: Option<i32>,
+    /// This boot's version on trial after an update, while it is judged.
+    pub(crate) trial: Option<crate::update::trial::Trial>,
+    /// The system containers the image brought (not `brig.services`): all
+    /// must be up for a version on trial to be healthy.
+    pub(crate) system_containers: Vec<String>,
 }
 
 pub(crate) fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {
@@ -114,10 +119,14 @@ impl<S: System> Init<S> {
     pub fn turn(&mut self) {
         self.supervise();
         let watchdog_due = self.feed_watchdog();
-        let next = match (self.services.supervisor.next_deadline(), watchdog_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            self.services.supervisor.next_deadline(),
+            watchdog_due,
+            self.trial_wakeup(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match next {
             Some(deadline) => {
                 let ms = deadline
@@ -203,6 +212,7 @@ impl<S: System> Init<S> {
                 say(&format!("PID 1 resident memory {kib} KiB"));
             }
         }
+        self.watch_trial();
         if let Some((action, deadline)) = self.pending_power {
             if self.services.supervisor.all_stopped() || now >= deadline {
                 self.pending_power = None;

@@ -14,6 +14,7 @@ use crate::mounts::{self, MountEntry};
 use crate::problem::Problem;
 use crate::service::ServiceSpec;
 use crate::steps;
+use crate::update_config::{self, UpdateConfig};
 use brig_section::brig_section;
 pub use meta_data::{parse_meta_data, MetaData};
 
@@ -66,6 +67,8 @@ pub struct CloudConfig {
     pub logging: Option<LoggingConfig>,
     /// `brig.docker`: the Docker Engine's settings, for brig-dockerd.
     pub docker: Option<DockerConfig>,
+    /// `brig.update`: how a version on trial after an update is judged.
+    pub update: UpdateConfig,
     /// The document all this came from (parts merged), for `brigctl config`.
     pub document: serde_json::Map<String, Value>,
 }

@@ -21,4 +21,5 @@ pub mod seccomp;
 pub mod service;
 pub mod steps;
 pub mod update_bundle;
+pub mod update_config;
 pub mod wifi;

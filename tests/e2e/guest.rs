@@ -361,6 +361,12 @@ impl Guest {
         Guest::start(board, artifacts, append, options)
     }
 
+    /// As `boot_with`, for a boot that may never reach PID 1 (a kernel
+    /// that panics, a boot loader that picks another version): not retried.
+    pub fn boot_unwatched(board: &str, artifacts: &Path, options: &[&str]) -> Guest {
+        Guest::start(board, artifacts, &[], options)
+    }
+
     /// Ends a boot that is to be started again: keeps its console in
     /// target/e2e/retried-boots/ and says on stderr why it is retried.
     pub fn give_up(self, board: &str, why: &str) {
@@ -716,7 +722,7 @@ impl Guest {
 
     /// How `brig run` (and so QEMU) ended, if it has; its CPU time is
     /// charged to the test when it is reaped.
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub fn exited(&mut self) -> Option<ExitStatus> {
         if self.ended.is_none() {
             self.ended = crate::cpu::reap(&self.child, false);
         }

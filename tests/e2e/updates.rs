@@ -1,9 +1,11 @@
 //! OS updates as a user runs them (docs/updates.md): a PC disk image of
-//! version 0.1.0 fetches a signed 0.2.0 bundle over HTTP from the host
-//! (`python3 -m http.server` on the guest's own network namespace's
-//! loopback, which QEMU's user network shows it as 10.0.2.2), refuses a
-//! tampered copy without touching its other slot, installs the real one in
-//! slot B and boots it, keeping what the user had.
+//! version 0.1.0 fetches signed bundles over HTTP from the host (`python3
+//! -m http.server` on the guest's own network namespace's loopback, which
+//! QEMU's user network shows it as 10.0.2.2). It refuses a tampered copy
+//! without touching its other slot, installs the real one in slot B, boots
+//! it and marks it good once healthy, keeping what the user had; and it
+//! comes back to 0.1.0 by itself from versions that cannot boot or boot
+//! without a network.
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -13,6 +15,9 @@ use crate::disk_image::{disk_copy, login};
 use crate::guest::{built_as, built_variant, Guest, Power};
 
 const BOOT: Duration = Duration::from_secs(240);
+/// `brig.update` for the tests: a short grace time, and the shortest
+/// health timeout Brig takes.
+const TRIAL: &str = "brig:\n  update:\n    grace_time: 5\n    health_timeout: 30\n";
 
 /// `python3 -m http.server` serving `dir` in the guest's network
 /// namespace; killed on drop.
@@ -81,7 +86,7 @@ pub fn pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps
     std::fs::write(served.join("tampered.bundle"), tampered).unwrap();
 
     let disk = disk_copy(&v1, "brig-pc-x86_64.img", dir.path(), "2G");
-    let (key, user_data) = login(dir.path(), "hostname: updated\n");
+    let (key, user_data) = login(dir.path(), &format!("hostname: updated\n{TRIAL}"));
     let known_hosts = dir.path().join("known_hosts");
     let disk_arg = format!("--disk={}", disk.display());
     let mut guest = Guest::boot_with(
@@ -139,14 +144,23 @@ pub fn pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps
     drop(server);
     drop(guest);
 
-    // The same disk, no seed this time: version 0.2.0 from slot B, on trial,
-    // with the user's files, host keys and hostname.
+    // The same disk, no seed this time: version 0.2.0 from slot B, on trial
+    // until healthy for the grace time, then marked good; with the user's
+    // files, host keys and hostname.
     let mut guest = Guest::boot_with(board, &v1, &[], &[&disk_arg]);
     let serial = guest.wait_for("brig: ready", BOOT);
     assert!(
         serial.contains("brig: system partition /dev/vda3 mounted on /lib/brig"),
         "{serial}"
     );
+    assert!(
+        serial.contains("brig: update: 0.2.0 (slot B, boot 1 of 3) is on trial"),
+        "{serial}"
+    );
+    let blessed = "brig: update: 0.2.0 (slot B) booted healthy: marked good (brig-2-0.2.0+2-1.conf is now brig-2-0.2.0.conf)";
+    let serial = guest.wait_for(blessed, BOOT);
+    let healthy = "brig: update: 0.2.0 (slot B, boot 1 of 3) is healthy";
+    assert!(serial.contains(healthy), "{serial}");
     let after = ssh(
         &guest,
         "hostname; cat ~/kept.txt; sudo brigctl status | head -1; sudo brigctl os status",
@@ -158,11 +172,168 @@ pub fn pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps
     );
     for line in [
         "running  0.2.0 (slot B)\n",
-        "booted   on trial: boot 1 of 3",
+        "booted   the newest good version\n",
         "other    0.1.0 in slot A (good)\n",
-        "last     installed 0.2.0 in slot B",
+        "last     0.2.0 (slot B) booted healthy: marked good",
     ] {
         assert!(after.contains(line), "{line:?} not in:\n{after}");
+    }
+    guest.press_power_button();
+}
+
+/// Boots `disk` until a boot reaches PID 1's `brig: ready` with no version
+/// on trial (the boot loader chose a good version), at most `most` times;
+/// QEMU ends at each reboot (`--no-reboot`), and each new start is the
+/// machine's reset. The consoles of the boots before that one, and that
+/// one's guest.
+fn boot_until_ready(
+    board: &str,
+    artifacts: &Path,
+    disk_arg: &str,
+    most: usize,
+) -> (Vec<String>, Guest) {
+    let mut failed = Vec::new();
+    for _ in 0..most {
+        let mut guest = Guest::boot_unwatched(board, artifacts, &[disk_arg]);
+        let deadline = std::time::Instant::now() + BOOT;
+        loop {
+            let serial = guest.serial();
+            if serial.contains("brig: ready") && !serial.contains(") is on trial") {
+                return (failed, guest);
+            }
+            if guest.exited().is_some() {
+                failed.push(serial);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a boot neither became ready nor ended in {BOOT:?}; {}",
+                guest.console_report()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    panic!(
+        "{most} boots and none became ready; the last:\n{}",
+        failed.last().unwrap()
+    );
+}
+
+/// Two bad updates, each left to the machine: 0.2.0's kernel panics
+/// before PID 1 runs (its initramfs has no such init), and 0.3.0 boots but
+/// never gets a network (its virtio_net driver is refused). Each uses up
+/// its 3 tries, and then 0.1.0 boots again by itself, says why, and keeps
+/// the user's data.
+pub fn pc_x86_64_rolls_back_by_itself_from_a_version_that_panics_and_one_without_network() {
+    let board = "pc-x86_64";
+    let v1 = built_as(board, "raw");
+    let panics = built_variant(
+        board,
+        "raw",
+        "panics",
+        &[
+            "--without",
+            "docker",
+            "--os-version",
+            "0.2.0",
+            "--bundle",
+            "--kernel-arg",
+            "rdinit=/no-such-init",
+            "--kernel-arg",
+            "panic=1",
+        ],
+    );
+    let offline = built_variant(
+        board,
+        "raw",
+        "offline",
+        &[
+            "--without",
+            "docker",
+            "--os-version",
+            "0.3.0",
+            "--bundle",
+            "--kernel-arg",
+            "module_blacklist=virtio_net",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    for (built, version) in [(&panics, "0.2.0"), (&offline, "0.3.0")] {
+        let bundle = format!("brig-pc-x86_64-{version}.bundle");
+        std::fs::copy(built.join(&bundle), served.join(&bundle)).unwrap();
+    }
+    let disk = disk_copy(&v1, "brig-pc-x86_64.img", dir.path(), "2G");
+    let (key, user_data) = login(dir.path(), TRIAL);
+    let known_hosts = dir.path().join("known_hosts");
+    let disk_arg = format!("--disk={}", disk.display());
+    let ssh = |guest: &Guest, command: &str| guest.ssh_ok("brig", &key, &known_hosts, command);
+    let mut guest = Guest::boot_with(
+        board,
+        &v1,
+        &[],
+        &[&disk_arg, "--user-data", user_data.to_str().unwrap()],
+    );
+    guest.wait_for("brig: ready", BOOT);
+    ssh(&guest, "echo kept > ~/kept.txt");
+
+    for (version, failure, slot_b_failed) in [
+        (
+            "0.2.0",
+            "Kernel panic - not syncing",
+            "0.2.0 in slot B (failed: it did not boot healthy in 3 tries)",
+        ),
+        (
+            "0.3.0",
+            "brig: error: update: 0.3.0 (slot B, boot",
+            "0.3.0 in slot B (failed: it did not boot healthy in 3 tries)",
+        ),
+    ] {
+        let server = Server::start(&mut guest, &served);
+        let url = server.url(&format!("brig-pc-x86_64-{version}.bundle"));
+        let installed = ssh(&guest, &format!("sudo brigctl os upgrade {url}"));
+        assert!(
+            installed.contains(&format!("installed {version} in slot B")),
+            "{installed}"
+        );
+        guest.brigctl_power(&key, &known_hosts, Power::Reboot);
+        drop(server);
+        drop(guest);
+
+        let (failed, back) = boot_until_ready(board, &v1, &disk_arg, 5);
+        guest = back;
+        println!("{version}: {} boots failed, then:", failed.len());
+        assert_eq!(
+            failed.len(),
+            3,
+            "{version}: not 3 failed tries:\n{}",
+            failed.join("\n====\n")
+        );
+        for (n, serial) in failed.iter().enumerate() {
+            assert!(
+                serial.contains(failure),
+                "{version}, try {}: no {failure:?}:\n{serial}",
+                n + 1
+            );
+            if version == "0.3.0" {
+                let reason = format!("brig: error: update: 0.3.0 (slot B, boot {} of 3) was not healthy 30 s after boot: the network is not configured (no interface has an address); rebooting", n + 1);
+                assert!(serial.contains(&reason), "{reason:?} not in:\n{serial}");
+            }
+        }
+        let serial = guest.serial();
+        let said = format!("brig: update: rolled back: {version} (slot B) failed to boot healthy 3 times; 0.1.0 runs again");
+        assert!(serial.contains(&said), "{said:?} not in:\n{serial}");
+        let status = ssh(&guest, "cat ~/kept.txt; sudo brigctl os status");
+        println!("{status}");
+        for line in [
+            "kept\n".to_string(),
+            "running  0.1.0 (slot A)\n".to_string(),
+            format!("booted   rolled back: {version} (slot B) failed to boot healthy 3 times\n"),
+            format!("other    {slot_b_failed}\n"),
+        ] {
+            assert!(status.contains(&line), "{line:?} not in:\n{status}");
+        }
     }
     guest.press_power_button();
 }

@@ -209,6 +209,8 @@ pub fn boot() -> Result<Init, Failed> {
         announced_ready: false,
         machine: None,
         update_child: None,
+        trial: None,
+        system_containers: Vec::new(),
         pending_power: None,
         boot: if on_initramfs {
             "kernel and initramfs"
@@ -244,6 +246,14 @@ pub fn boot() -> Result<Init, Failed> {
     }
     // A disk image: the system containers are on its system partition.
     let boot_disk = init.mount_system_partition(&cmdline, cgroups.clone());
+    init.system_containers = init
+        .services
+        .supervisor
+        .services
+        .iter()
+        .map(|s| s.spec.name.clone())
+        .collect();
+    init.begin_trial();
     // Before the config: the saved config and datasource live on it.
     let scan = || {
         block_devices::scan().unwrap_or_else(|e| {

@@ -184,6 +184,7 @@ impl<S: System> Init<S> {
                 }
             }
         }
+        self.configure_trial(plan.update);
         for spec in plan.services {
             let name = spec.name.clone();
             match self.services.supervisor.add(spec) {

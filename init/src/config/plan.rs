@@ -31,6 +31,8 @@ pub struct Plan {
     pub mounts: Vec<brig_spec::mounts::MountEntry>,
     /// `brig.services`.
     pub services: Vec<brig_spec::service::ServiceSpec>,
+    /// `brig.update`.
+    pub update: brig_spec::update_config::UpdateConfig,
     pub problems: Vec<String>,
     /// The effective cloud-config document (all sources merged).
     pub effective: Map<String, Value>,
@@ -161,6 +163,7 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
     plan.modules = config.modules.clone();
     plan.mounts = config.mounts.clone();
     plan.services = config.services.clone();
+    plan.update = config.update;
     if let Some(docker) = &config.docker {
         for file in [
             brig_spec::paths::DOCKER_CONFIG,

@@ -139,6 +139,8 @@ fn pid1_refusing(
         announced_ready: false,
         machine: None,
         update_child: None,
+        trial: None,
+        system_containers: Vec::new(),
         pending_power: None,
         boot: "the tests".into(),
         state: state::State::Absent,

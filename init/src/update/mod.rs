@@ -1,29 +1,44 @@
 //! OS updates on the machine (docs/updates.md): installing a signed bundle
-//! in the other slot, `brigctl os status` and `rollback`. Each runs in a
-//! child process that owns the client's connection, so PID 1 never waits
-//! on a download or on the boot partition.
+//! in the other slot, `brigctl os status` and `rollback`, and judging a
+//! version on trial after an update. Each change to the boot partition
+//! runs in a child process (owning the client's connection, if any), so
+//! PID 1 never waits on a download or on the boot partition after boot.
 
 pub mod boot_partition;
 pub mod entries;
+pub mod health;
 pub mod install;
+pub mod trial;
 
 use std::io::Write;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::time::Instant;
 
+use brig_spec::boot_slots::TRIES;
 use brig_spec::control::{OsStatus, Response};
+use brig_spec::update_config::UpdateConfig;
 
 use crate::event_loop::Init;
-use crate::host::console::say;
-use crate::host::system::System;
+use crate::host::console::{say, say_error};
+use crate::host::system::{PowerAction, System};
 use boot_partition::{Machine, Mounted};
+use trial::{Phase, Trial, Verdict};
 
 /// An OS request, carried out in a child process.
 pub enum Job {
-    Upgrade { url: String, allow_downgrade: bool },
+    Upgrade {
+        url: String,
+        allow_downgrade: bool,
+    },
     Status,
     Rollback,
+    /// Mark the running version good (it was on trial and proved healthy).
+    Bless,
 }
+
+/// The system container whose sshd must listen before a trial passes.
+const CONSOLE_SERVICE: &str = "console";
 
 impl<S: System> Init<S> {
     /// Hands the client at `fd` to a child process that does `job` and
@@ -36,59 +51,229 @@ impl<S: System> Init<S> {
                 "an update or rollback is under way (process {pid}); try again when it is done"
             ));
         }
-        let machine = self.machine.clone();
+        // Installing now would replace the other slot, the version this
+        // one falls back to, while nothing has shown this one is good.
+        if let (Job::Upgrade { .. }, Some(trial)) = (&job, &self.trial) {
+            if trial.phase != Phase::Blessed {
+                return error(format!(
+                    "{} is on trial: it is marked good once healthy for {} s (see brigctl os status); update after that",
+                    trial.what,
+                    trial.config.grace_time.as_secs()
+                ));
+            }
+        }
         // The child writes to the client itself; PID 1's copy closes below.
         // SAFETY: dup of an fd PID 1 owns (the client's, open in `sources`).
         let Ok(copy) = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }) else {
             return error("duplicating the client connection".into());
         };
+        match self.spawn_job(job, Some(copy)) {
+            Ok(child) => {
+                self.forget(fd);
+                if changes {
+                    self.update_child = Some(child);
+                }
+                None
+            }
+            Err(e) => error(e),
+        }
+    }
+
+    /// Forks the process that does `job`, answering `client` if given.
+    fn spawn_job(&self, job: Job, client: Option<OwnedFd>) -> Result<i32, String> {
+        let machine = self.machine.clone();
         // SAFETY: PID 1 is single-threaded, so the child has a consistent
         // heap; it does its job, writes to its socket and _exits.
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
                 let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
-                let mut client = UnixStream::from(copy);
-                let _ = client.set_nonblocking(false);
+                let mut client = client.map(UnixStream::from);
+                if let Some(client) = &client {
+                    let _ = client.set_nonblocking(false);
+                }
                 let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(job, machine.as_ref(), &mut client)
+                    run(job, machine.as_ref(), client.as_mut())
                 }))
                 .unwrap_or(2);
                 // SAFETY: leave without running PID 1's destructors.
                 unsafe { libc::_exit(code) }
             }
-            Ok(nix::unistd::ForkResult::Parent { child }) => {
-                drop(copy);
-                self.forget(fd);
-                if changes {
-                    self.update_child = Some(child.as_raw());
-                }
-                None
-            }
-            Err(e) => error(format!("starting the OS request's process: {e}")),
+            Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child.as_raw()),
+            Err(e) => Err(format!("starting the OS request's process: {e}")),
         }
     }
 
-    /// The reaper's part: an update or rollback process has ended.
+    /// The reaper's part: an update, rollback or blessing process has ended.
     pub(crate) fn os_request_ended(&mut self, pid: i32, code: i32) -> bool {
         if self.update_child != Some(pid) {
             return false;
         }
         self.update_child = None;
-        if code != 0 {
+        let now = self.sys.now();
+        if let Some(trial) = self
+            .trial
+            .as_mut()
+            .filter(|t| t.phase == Phase::Blessing(pid))
+        {
+            if code == 0 {
+                trial.phase = Phase::Blessed;
+            } else {
+                trial.blessing_failed(now);
+                say_error(&format!(
+                    "update: marking {} good failed; trying again in {} s",
+                    trial.what,
+                    trial::RETRY_BLESSING.as_secs()
+                ));
+            }
+        } else if code != 0 {
             say(&format!(
                 "update: the request's process ended with code {code}"
             ));
         }
         true
     }
+
+    /// At boot, once the system slot is known: reads the boot entries to
+    /// learn whether this version is on trial (then its health is watched
+    /// from now on) or was rolled back to (then the console says so).
+    pub(crate) fn begin_trial(&mut self) {
+        let Some(machine) = self.machine.clone() else {
+            return;
+        };
+        let entries = match Mounted::mount(&machine, false).and_then(|boot| boot.entries()) {
+            Ok(entries) => entries,
+            Err(e) => {
+                say_error(&format!(
+                    "update: reading the boot entries: {e}; if this version is on trial, it is not marked good"
+                ));
+                return;
+            }
+        };
+        let running = install::running_version()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| e);
+        match entries.of(machine.slot).and_then(|e| e.name.counter) {
+            Some((_, done)) => {
+                let what = format!("{running} (slot {}, boot {done} of {TRIES})", machine.slot);
+                let trial = Trial::new(what, UpdateConfig::default(), self.sys.now());
+                say(&format!("update: {} is on trial", trial.what));
+                self.trial = Some(trial);
+            }
+            None => {
+                let (booted, _) = entries.describe(machine.slot);
+                if booted.starts_with("rolled back") {
+                    say(&format!("update: {booted}; {running} runs again"));
+                }
+            }
+        }
+    }
+
+    /// `brig.update` from the config.
+    pub(crate) fn configure_trial(&mut self, config: UpdateConfig) {
+        if let Some(trial) = self.trial.as_mut() {
+            trial.config = config;
+        }
+    }
+
+    /// When the event loop must wake for the trial's next check.
+    pub(crate) fn trial_wakeup(&self) -> Option<Instant> {
+        self.trial.as_ref()?.next_check()
+    }
+
+    /// Each turn while on trial: checks health when due, and blesses the
+    /// version or reboots when the verdict is in.
+    pub(crate) fn watch_trial(&mut self) {
+        let now = self.sys.now();
+        let due = self.trial.as_ref().is_some_and(|t| t.due(now));
+        if !due || self.pending_power.is_some() {
+            return;
+        }
+        let problems = self.trial_problems(now);
+        let busy = self.update_child;
+        let Some(trial) = self.trial.as_mut() else {
+            return;
+        };
+        let said = problems.join("; ");
+        if said != trial.last_problems {
+            if problems.is_empty() {
+                say(&format!(
+                    "update: {} is healthy; marked good after {} s more of it",
+                    trial.what,
+                    trial.config.grace_time.as_secs()
+                ));
+            } else {
+                say(&format!(
+                    "update: {} is not healthy yet: {said}",
+                    trial.what
+                ));
+            }
+            trial.last_problems = said;
+        }
+        match trial.judge(now, &problems) {
+            Verdict::Wait(_) => {}
+            Verdict::Bless if busy.is_some() => trial.blessing_failed(now),
+            Verdict::Bless => match self.spawn_job(Job::Bless, None) {
+                Ok(pid) => {
+                    self.update_child = Some(pid);
+                    if let Some(trial) = self.trial.as_mut() {
+                        trial.phase = Phase::Blessing(pid);
+                    }
+                }
+                Err(e) => {
+                    say_error(&format!("update: {e}"));
+                    if let Some(trial) = self.trial.as_mut() {
+                        trial.blessing_failed(now);
+                    }
+                }
+            },
+            Verdict::Reboot(reasons) => {
+                trial.phase = Phase::GaveUp;
+                let message = format!(
+                    "{} was not healthy {} s after boot: {reasons}; rebooting (after its last try the previous version boots again)",
+                    trial.what,
+                    trial.config.health_timeout.as_secs()
+                );
+                say_error(&format!("update: {message}"));
+                install::record(&message);
+                self.power(PowerAction::Reboot, "the version on trial is not healthy");
+            }
+        }
+    }
+
+    /// What keeps this boot from being healthy: system containers not up,
+    /// no network address, sshd not listening; empty when healthy.
+    fn trial_problems(&self, now: Instant) -> Vec<String> {
+        let mut problems = Vec::new();
+        let system = |name: &str| self.system_containers.iter().any(|n| n == name);
+        let not_up: Vec<String> = self
+            .services
+            .status(now)
+            .into_iter()
+            .filter(|s| system(&s.name))
+            .filter(|s| !matches!(s.state.as_str(), "running" | "done" | "stopped"))
+            .map(|s| format!("{} {}", s.name, s.state))
+            .collect();
+        if !not_up.is_empty() {
+            problems.push(format!("not ready: {}", not_up.join(", ")));
+        }
+        problems.extend(health::network_problem());
+        if system(CONSOLE_SERVICE) {
+            problems.extend(health::ssh_problem());
+        }
+        problems
+    }
 }
 
 /// The child's whole job; its exit code.
-fn run(job: Job, machine: Option<&Machine>, client: &mut UnixStream) -> i32 {
+fn run(job: Job, machine: Option<&Machine>, mut client: Option<&mut UnixStream>) -> i32 {
+    // With no client (a blessing), a failure is said on the console.
+    let unheard = client.is_none();
     let mut send = |response: &Response| {
         let mut line = serde_json::to_vec(response).unwrap_or_default();
         line.push(b'\n');
-        let _ = client.write_all(&line);
+        if let Some(client) = client.as_mut() {
+            let _ = client.write_all(&line);
+        }
     };
     let outcome = match job {
         Job::Upgrade {
@@ -115,7 +300,17 @@ fn run(job: Job, machine: Option<&Machine>, client: &mut UnixStream) -> i32 {
             say(&format!("update: rollback: {message}"));
             Response::Ok { message }
         }),
+        Job::Bless => bless(machine).map(|message| {
+            say(&format!("update: {message}"));
+            install::record(&message);
+            Response::Ok { message }
+        }),
     };
+    if let Err(e) = &outcome {
+        if unheard {
+            say_error(&format!("update: {e}"));
+        }
+    }
     let failed = outcome.is_err();
     send(&outcome.unwrap_or_else(|error| Response::Error { error }));
     i32::from(failed)
@@ -152,4 +347,23 @@ fn rollback(machine: Option<&Machine>) -> Result<String, String> {
     let (rename, message) = boot.entries()?.rollback(machine.slot, running)?;
     boot.rename(&rename)?;
     Ok(message)
+}
+
+/// Renames the running slot's entry to have no boot counter: the boot
+/// loader then keeps choosing it without counting.
+fn bless(machine: Option<&Machine>) -> Result<String, String> {
+    let machine = machine.ok_or("this machine did not boot from a system slot")?;
+    let running = install::running_version()?;
+    let boot = Mounted::mount(machine, true)?;
+    let Some(rename) = boot.entries()?.blessing(machine.slot) else {
+        return Ok(format!(
+            "{running} (slot {}) is already marked good",
+            machine.slot
+        ));
+    };
+    boot.rename(&rename)?;
+    Ok(format!(
+        "{running} (slot {}) booted healthy: marked good ({} is now {})",
+        machine.slot, rename.from, rename.to
+    ))
 }

@@ -111,6 +111,11 @@ pub(super) fn brig_section(value: &Value, config: &mut CloudConfig, problems: &m
                 config.logging = Some(logging);
                 problems.extend(found.into_iter().map(|p| sub_problem("brig.logging", p)));
             }
+            "update" => {
+                let (update, found) = update_config::parse(value);
+                config.update = update;
+                problems.extend(found.into_iter().map(|p| sub_problem("brig.update", p)));
+            }
             "services" => {
                 let Some(services) = value.as_object() else {
                     problem(
