@@ -92,11 +92,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum OsAction {
-    /// Install the update bundle at URL (http://…) in the other slot; it
-    /// starts at the next boot and must come up healthy, else this version
-    /// boots again.
+    /// Install the update bundle at URL (http://…) or in FILE in the other
+    /// slot; it starts at the next boot and must come up healthy, else this
+    /// version boots again.
     Upgrade {
-        url: String,
+        /// http://host[:port]/path, or a file on this machine.
+        #[arg(value_name = "URL|FILE")]
+        source: String,
         /// Install an older version than the running one.
         #[arg(long)]
         allow_downgrade: bool,
@@ -140,6 +142,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, String> {
+    // `os upgrade FILE`: the bundle's open file, passed with the request.
+    let mut passed = None;
     let (request, follow) = match &cli.command {
         Command::Network { status_socket } => return network(status_socket, cli.json),
         Command::Config { action } => match action {
@@ -218,12 +222,22 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         Command::Os { action } => (
             match action {
                 OsAction::Upgrade {
-                    url,
+                    source,
                     allow_downgrade,
-                } => Request::OsUpgrade {
-                    url: url.clone(),
+                } if source.contains("://") => Request::OsUpgrade {
+                    url: source.clone(),
                     allow_downgrade: *allow_downgrade,
                 },
+                OsAction::Upgrade {
+                    source,
+                    allow_downgrade,
+                } => {
+                    passed = Some(open_bundle(source)?);
+                    Request::OsUpgradeFile {
+                        name: source.clone(),
+                        allow_downgrade: *allow_downgrade,
+                    }
+                }
                 OsAction::Status => Request::OsStatus,
                 OsAction::Rollback => Request::OsRollback,
             },
@@ -238,7 +252,10 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     line.push('\n');
     // PID 1 may turn a connection away before it reads the request (too
     // many at once): the write fails, and its answer is there to read.
-    let sent = stream.write_all(line.as_bytes());
+    let sent = match &passed {
+        Some(file) => send_with_file(&stream, line.as_bytes(), file),
+        None => stream.write_all(line.as_bytes()),
+    };
     let mut reader = BufReader::new(stream);
     let mut code = ExitCode::SUCCESS;
     loop {
@@ -301,6 +318,38 @@ fn os_status_text(status: &brig_spec::control::OsStatus) -> String {
 }
 
 /// Why a socket of the machine did not answer, and what to do.
+/// Opens a bundle to pass to PID 1: here, with this user's rights and in
+/// this container's files (PID 1 sees neither).
+fn open_bundle(path: &str) -> Result<std::fs::File, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("opening {path}: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("reading {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{path} is not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Sends `line` with `file`'s descriptor attached (SCM_RIGHTS).
+fn send_with_file(stream: &UnixStream, line: &[u8], file: &std::fs::File) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let fds = [file.as_raw_fd()];
+    let control = [ControlMessage::ScmRights(&fds)];
+    // The descriptor goes with the first byte; the rest follows plainly.
+    let first = [std::io::IoSlice::new(&line[..1])];
+    sendmsg::<()>(
+        stream.as_raw_fd(),
+        &first,
+        &control,
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    (&*stream).write_all(&line[1..])
+}
+
 fn connect_error(socket: &std::path::Path, e: &std::io::Error) -> String {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         format!(

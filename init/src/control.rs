@@ -4,8 +4,8 @@
 //! PID 1 never blocks on a client and survives any input.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -22,6 +22,7 @@ use crate::host::console::{self, say_error};
 use crate::host::system::{PowerAction, System};
 use crate::supervise::services::Services;
 use crate::supervise::supervisor::Action;
+use crate::update::install::BundleSource;
 use crate::update::Job;
 use crate::VERSION;
 
@@ -33,6 +34,9 @@ pub struct Client {
     input: Vec<u8>,
     /// `logs -f`: the service whose new lines this client receives.
     pub follow: Option<String>,
+    /// A file a root client passed (SCM_RIGHTS), for `os-upgrade-file`;
+    /// any other passed descriptor is closed on arrival.
+    pub passed: Option<OwnedFd>,
 }
 
 /// What reading a client produced.
@@ -57,6 +61,7 @@ impl Client {
             root,
             input: Vec::new(),
             follow: None,
+            passed: None,
         })
     }
 
@@ -65,7 +70,7 @@ impl Client {
         let mut buf = [0u8; 4096];
         let mut closed = false;
         loop {
-            match self.stream.read(&mut buf) {
+            match self.receive(&mut buf) {
                 Ok(0) => {
                     closed = true;
                     break;
@@ -89,6 +94,44 @@ impl Client {
         out
     }
 
+    /// One read, taking the descriptors that came with it: a root client's
+    /// first is kept, the rest closed (by dropping them), so no client can
+    /// make PID 1 hold descriptors.
+    fn receive(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let mut iov = [io::IoSliceMut::new(buf)];
+        // Room for the most one message can carry (the kernel's
+        // SCM_MAX_FD), and a stream socket gives at most one message's
+        // descriptors per read: the control data is never cut short, which
+        // would leave descriptors PID 1 holds but cannot name to close.
+        let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
+        let message = recvmsg::<()>(
+            self.stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io::Error::from)?;
+        let mut passed = Vec::new();
+        for control in message.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = control {
+                // SAFETY: the kernel has just installed these descriptors
+                // in PID 1 for this message; nothing else owns them.
+                passed.extend(
+                    fds.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let bytes = message.bytes;
+        for fd in passed {
+            if self.root && self.passed.is_none() {
+                self.passed = Some(fd);
+            }
+        }
+        Ok(bytes)
+    }
+
     /// Sends one response line; false if the client is gone or not reading.
     pub fn send(&mut self, response: &Response) -> bool {
         let mut line = serde_json::to_vec(response)
@@ -97,6 +140,9 @@ impl Client {
         matches!(self.stream.write_all(&line), Ok(()))
     }
 }
+
+/// The most descriptors one message can pass (include/net/scm.h).
+const SCM_MAX_FD: usize = 253;
 
 /// At most this many clients that are not root at once: the read-only
 /// group may look, not take PID 1's file descriptors (root is trusted,
@@ -331,10 +377,31 @@ impl<S: System> Init<S> {
                 return self.os_request(
                     fd,
                     Job::Upgrade {
-                        url,
+                        source: BundleSource::Url(url),
                         allow_downgrade,
                     },
                 )
+            }
+            Request::OsUpgradeFile {
+                name,
+                allow_downgrade,
+            } => {
+                let passed = match self.sources.get_mut(&fd) {
+                    Some(Source::Client(client)) => client.passed.take(),
+                    _ => None,
+                };
+                let Some(file) = passed else {
+                    return Some(Response::Error {
+                        error: format!("no open file came with the request for {name}"),
+                    });
+                };
+                return self.os_request(
+                    fd,
+                    Job::Upgrade {
+                        source: BundleSource::File { name, file },
+                        allow_downgrade,
+                    },
+                );
             }
             Request::OsStatus => return self.os_request(fd, Job::Status),
             Request::OsRollback => return self.os_request(fd, Job::Rollback),
@@ -361,6 +428,7 @@ impl<S: System> Init<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn only_root_is_never_turned_away() {
@@ -417,6 +485,62 @@ mod tests {
             })
         );
         assert_eq!(refused(&Request::Ps, false), None);
+    }
+
+    /// Sends `line` with `count` descriptors of `file` attached.
+    fn send_with_fds(peer: &UnixStream, line: &[u8], count: usize, file: &Path) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let files: Vec<fs::File> = (0..count).map(|_| fs::File::open(file).unwrap()).collect();
+        let fds: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        let control = [ControlMessage::ScmRights(&fds)];
+        sendmsg::<()>(
+            peer.as_raw_fd(),
+            &[io::IoSlice::new(line)],
+            &control,
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+    }
+
+    /// How many of this process's descriptors are open on `file`.
+    fn open_on(file: &Path) -> usize {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|fd| fs::read_link(fd.path()).is_ok_and(|target| target == file))
+            .count()
+    }
+
+    #[test]
+    fn a_root_client_passes_one_file_and_no_client_makes_pid1_hold_more() {
+        let (peer, ours) = UnixStream::pair().unwrap();
+        let mut client = Client::new(ours).unwrap();
+        client.root = true;
+        let bundle = tempfile::NamedTempFile::new().unwrap();
+        let line = b"{\"op\":\"os-upgrade-file\",\"name\":\"b\"}\n";
+        send_with_fds(&peer, line, 1, bundle.path());
+        assert!(matches!(
+            client.read().as_slice(),
+            [Input::Request(Request::OsUpgradeFile { name, .. })] if name == "b"
+        ));
+        assert!(client.passed.is_some());
+
+        // A flood of descriptors, from root or not: none is kept beyond the
+        // first, and the rest are closed, not leaked.
+        for root in [true, false] {
+            let (peer, ours) = UnixStream::pair().unwrap();
+            let mut client = Client::new(ours).unwrap();
+            client.root = root;
+            // A path only: the temporary file is not held open.
+            let flood = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+            for _ in 0..20 {
+                send_with_fds(&peer, b"{\"op\":\"ps\"}\n", SCM_MAX_FD, &flood);
+                client.read();
+            }
+            assert_eq!(client.passed.is_some(), root);
+            assert_eq!(open_on(&flood), usize::from(root), "root {root}");
+        }
     }
 
     #[test]

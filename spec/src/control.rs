@@ -59,6 +59,15 @@ pub enum Request {
         #[serde(default)]
         allow_downgrade: bool,
     },
+    /// As `OsUpgrade`, from the file whose descriptor comes with this
+    /// request (SCM_RIGHTS): the client opened it, in its own mount
+    /// namespace and with its own rights. `name` is for messages only.
+    #[serde(rename = "os-upgrade-file")]
+    OsUpgradeFile {
+        name: String,
+        #[serde(default)]
+        allow_downgrade: bool,
+    },
     /// Versions in the slots, which booted and why (`brigctl os status`).
     #[serde(rename = "os-status")]
     OsStatus,
@@ -96,7 +105,7 @@ impl Request {
             Request::Poweroff => "powering off",
             Request::ConfigSet { .. } => "changing the config",
             Request::ConfigUnset { .. } => "changing the config",
-            Request::OsUpgrade { .. } => "updating the OS",
+            Request::OsUpgrade { .. } | Request::OsUpgradeFile { .. } => "updating the OS",
             Request::OsStatus => "showing the OS versions",
             Request::OsRollback => "rolling the OS back",
         }
@@ -231,6 +240,10 @@ mod tests {
             Request::OsRollback,
             Request::OsUpgrade {
                 url: "http://x/b".into(),
+                allow_downgrade: false,
+            },
+            Request::OsUpgradeFile {
+                name: "b".into(),
                 allow_downgrade: false,
             },
         ] {

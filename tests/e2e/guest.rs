@@ -72,7 +72,13 @@ pub fn built(board: &str) -> PathBuf {
 /// As `built`, in a `brig build --format` (`kernel`, `raw`, `qcow2`), each
 /// in a directory of its own.
 pub fn built_as(board: &str, format: &str) -> PathBuf {
-    built_variant(board, format, "", &["--without", "docker"])
+    // Raw images come with their update bundle (a few seconds more): the
+    // update tests offer one to a machine of another board.
+    let extra: &[&str] = match format {
+        "raw" => &["--without", "docker", "--bundle"],
+        _ => &["--without", "docker"],
+    };
+    built_variant(board, format, "", extra)
 }
 
 /// As `built_as`, a variant of the image named `variant` (its directory's
@@ -496,10 +502,24 @@ impl Guest {
         options: &[&str],
         command: &str,
     ) -> Output {
+        self.ssh_command(user, key, known_hosts, options, command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ssh")
+    }
+
+    /// The ssh command `ssh_with` runs, to start in the background.
+    pub fn ssh_command(
+        &self,
+        user: &str,
+        key: &Path,
+        known_hosts: &Path,
+        options: &[&str],
+        command: &str,
+    ) -> Command {
         self.lease_before_ssh();
-        self.net
-            .command("ssh")
-            .args(["-p", &self.ssh_port, "-i"])
+        let mut ssh = self.net.command("ssh");
+        ssh.args(["-p", &self.ssh_port, "-i"])
             .arg(key)
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
@@ -517,10 +537,8 @@ impl Guest {
             ])
             .args(options)
             .arg(format!("{user}@127.0.0.1"))
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running ssh")
+            .arg(command);
+        ssh
     }
 
     /// Before the first ssh: the guest's DHCP ACK, or the test fails.

@@ -3,7 +3,9 @@
 //! -m http.server` on the guest's own network namespace's loopback, which
 //! QEMU's user network shows it as 10.0.2.2). It refuses a tampered copy
 //! without touching its other slot, installs the real one in slot B, boots
-//! it and marks it good once healthy, keeping what the user had; and it
+//! it and marks it good once healthy, keeping what the user had (and a
+//! bundle for another board, from a file, is refused); power cuts during
+//! an upgrade always leave one whole version to boot; and it
 //! comes back to 0.1.0 by itself from versions that cannot boot or boot
 //! without a network.
 
@@ -120,6 +122,35 @@ pub fn pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps
         "{said}"
     );
     let after_refusal = ssh(&guest, "sudo brigctl os status");
+    assert!(
+        after_refusal.contains("other    slot B is empty\n"),
+        "{after_refusal}"
+    );
+
+    // A bundle for another board, from a file on the machine: refused.
+    let other_board = built_as("qemu-x86_64", "raw").join("brig-qemu-x86_64-0.1.0.bundle");
+    guest.scp_to("brig", &key, &known_hosts, &other_board);
+    let refused = guest.ssh(
+        "brig",
+        &key,
+        &known_hosts,
+        "sudo brigctl os upgrade brig-qemu-x86_64-0.1.0.bundle",
+    );
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned()
+        + &String::from_utf8_lossy(&refused.stdout);
+    println!("other board:\n{said}");
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("reading the file brig-qemu-x86_64-0.1.0.bundle (")
+            && said.contains(
+                "refused: the bundle is for the qemu-x86_64 board and this machine is pc-x86_64"
+            ),
+        "{said}"
+    );
+    let after_refusal = ssh(
+        &guest,
+        "rm brig-qemu-x86_64-0.1.0.bundle; sudo brigctl os status",
+    );
     assert!(
         after_refusal.contains("other    slot B is empty\n"),
         "{after_refusal}"
@@ -335,5 +366,142 @@ pub fn pc_x86_64_rolls_back_by_itself_from_a_version_that_panics_and_one_without
             assert!(status.contains(&line), "{line:?} not in:\n{status}");
         }
     }
+    guest.press_power_button();
+}
+
+/// The power cut at ten moments of `brigctl os upgrade`: while the bundle
+/// is checked, as the install starts, through the system image's writing
+/// and around the kernel and the entry, each a little later than its
+/// console line by a random delay. After each cut the machine boots one
+/// whole version, healthy, with the user's data; after the last, an
+/// upgrade that is let finish boots 0.2.0 and marks it good.
+pub fn pc_x86_64_power_cuts_during_an_upgrade_always_leave_one_whole_version() {
+    let board = "pc-x86_64";
+    let v1 = built_as(board, "raw");
+    let v2 = built_variant(
+        board,
+        "raw",
+        "v2",
+        &["--without", "docker", "--os-version", "0.2.0", "--bundle"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    let bundle = "brig-pc-x86_64-0.2.0.bundle";
+    std::fs::copy(v2.join(bundle), served.join(bundle)).unwrap();
+    let disk = disk_copy(&v1, "brig-pc-x86_64.img", dir.path(), "2G");
+    let (key, user_data) = login(dir.path(), TRIAL);
+    let known_hosts = dir.path().join("known_hosts");
+    let disk_arg = format!("--disk={}", disk.display());
+    let ssh = |guest: &Guest, command: &str| guest.ssh_ok("brig", &key, &known_hosts, command);
+    // The console line each cut waits for, and the most it then waits.
+    let cuts = [
+        ("to check it", 0),
+        ("to check it", 2000),
+        ("installing in slot B", 0),
+        ("system.img: 10% of", 300),
+        ("system.img: 30% of", 300),
+        ("system.img: 50% of", 300),
+        ("system.img: 70% of", 300),
+        ("system.img: 90% of", 0),
+        ("system.img: 90% of", 300),
+        ("system.img: 90% of", 600),
+    ];
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("upgrade power cuts: delay seed {seed}");
+    let mut guest = Guest::boot_with(
+        board,
+        &v1,
+        &[],
+        &[&disk_arg, "--user-data", user_data.to_str().unwrap()],
+    );
+    guest.wait_for("brig: ready", BOOT);
+    ssh(&guest, "echo kept > ~/kept.txt");
+    for (n, (line, most)) in cuts.iter().enumerate() {
+        let server = Server::start(&mut guest, &served);
+        let mut upgrade = guest
+            .ssh_command(
+                "brig",
+                &key,
+                &known_hosts,
+                &[],
+                &format!("sudo brigctl os upgrade {}", server.url(bundle)),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        guest.wait_for(&format!("brig: update: {line}"), BOOT);
+        // xorshift64: the delay after the line, replayable from the seed.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = if *most == 0 { 0 } else { seed % most };
+        std::thread::sleep(Duration::from_millis(delay));
+        guest.pull_the_plug();
+        let _ = upgrade.kill();
+        let _ = upgrade.wait();
+        let finished = guest.serial().contains("brig: update: installed 0.2.0");
+        println!(
+            "cut {}: {delay} ms after {line:?}; install finished before it: {finished}",
+            n + 1
+        );
+        drop(server);
+        drop(guest);
+
+        guest = Guest::boot_with(board, &v1, &[], &[&disk_arg]);
+        let serial = guest.wait_for("brig: ready", BOOT);
+        assert!(
+            serial.contains("brig: ready [t="),
+            "cut {}: not every service came up:\n{serial}",
+            n + 1
+        );
+        let status = ssh(
+            &guest,
+            "cat ~/kept.txt; sudo brigctl status | head -1; sudo brigctl os status",
+        );
+        // One whole version: the one the image in its slot says it is.
+        let whole = status.starts_with("kept\nversion  0.1.0\n")
+            && status.contains("running  0.1.0 (slot A)\n")
+            || finished
+                && status.starts_with("kept\nversion  0.2.0\n")
+                && status.contains("running  0.2.0 (slot B)\n");
+        assert!(whole, "cut {}: {status}", n + 1);
+        if status.contains("running  0.2.0") {
+            println!(
+                "cut {}: the install had finished: 0.2.0 runs, the cuts end here",
+                n + 1
+            );
+            return;
+        }
+    }
+    // The leftovers of ten cut installs do not stop a whole one.
+    let server = Server::start(&mut guest, &served);
+    let installed = ssh(
+        &guest,
+        &format!("sudo brigctl os upgrade {}", server.url(bundle)),
+    );
+    assert!(
+        installed.contains("installed 0.2.0 in slot B"),
+        "{installed}"
+    );
+    guest.brigctl_power(&key, &known_hosts, Power::Reboot);
+    drop(server);
+    drop(guest);
+    let mut guest = Guest::boot_with(board, &v1, &[], &[&disk_arg]);
+    guest.wait_for(
+        "brig: update: 0.2.0 (slot B) booted healthy: marked good",
+        BOOT,
+    );
+    let status = ssh(&guest, "cat ~/kept.txt; sudo brigctl os status");
+    assert!(
+        status.starts_with("kept\nrunning  0.2.0 (slot B)\n"),
+        "{status}"
+    );
     guest.press_power_button();
 }

@@ -7,7 +7,8 @@
 //! new one whole.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -25,6 +26,70 @@ pub const LAST_RESULT: &str = "/var/lib/brig/update/last-result";
 /// No byte for this long: the download is given up.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where a bundle comes from.
+pub enum BundleSource {
+    /// Fetched with HTTP GET, once per pass.
+    Url(String),
+    /// A file the client opened and passed (`brigctl os upgrade FILE`),
+    /// read from its start once per pass.
+    File { name: String, file: OwnedFd },
+}
+
+impl std::fmt::Display for BundleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BundleSource::Url(url) => f.write_str(url),
+            BundleSource::File { name, .. } => write!(f, "the file {name}"),
+        }
+    }
+}
+
+/// Where a pass reads the bundle from; its length.
+type Opened = (Box<dyn Read>, u64);
+
+impl BundleSource {
+    /// Checks the source before anything is read: a URL parses, a file is
+    /// a regular file (a FIFO or a device could block this process forever
+    /// or never end).
+    fn check(&self) -> Result<(), String> {
+        match self {
+            BundleSource::Url(url) => http::Url::parse(url).map(|_| ()),
+            BundleSource::File { name, file } => {
+                let stat =
+                    nix::sys::stat::fstat(file).map_err(|e| format!("reading {name}: {e}"))?;
+                let kind = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode)
+                    & nix::sys::stat::SFlag::S_IFMT;
+                if kind != nix::sys::stat::SFlag::S_IFREG {
+                    return Err(format!("{name} is not a regular file"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The bundle from its first byte, for one pass.
+    fn open(&self) -> Result<Opened, String> {
+        match self {
+            BundleSource::Url(url) => {
+                let download = http::download(&http::Url::parse(url)?, READ_TIMEOUT)?;
+                let length = download.length;
+                Ok((Box::new(download), length))
+            }
+            BundleSource::File { name, file } => {
+                let mut file = File::from(
+                    file.try_clone()
+                        .map_err(|e| format!("reading {name}: {e}"))?,
+                );
+                let length = file
+                    .seek(SeekFrom::End(0))
+                    .and_then(|end| file.seek(SeekFrom::Start(0)).map(|_| end))
+                    .map_err(|e| format!("reading {name}: {e}"))?;
+                Ok((Box::new(file), length))
+            }
+        }
+    }
+}
+
 /// The running version, as the image says it.
 pub fn running_version() -> Result<Version, String> {
     let text =
@@ -32,11 +97,11 @@ pub fn running_version() -> Result<Version, String> {
     Version::parse(text.trim())
 }
 
-/// Installs the bundle at `url`; `say` hears each step. Returns what to
+/// Installs the bundle from `source`; `say` hears each step. Returns what to
 /// tell the user once it is done.
 pub fn install(
     machine: Option<&Machine>,
-    url: &str,
+    source: BundleSource,
     allow_downgrade: bool,
     say: &mut dyn FnMut(&str),
 ) -> Result<String, String> {
@@ -53,16 +118,20 @@ pub fn install(
     let machine = machine.ok_or(
         "this machine did not boot from a system slot (BRIG_SYSTEM_A or _B): only disk images made with slots take updates; flash a current image",
     )?;
-    let url = http::Url::parse(url)?;
+    source.check()?;
     // A first pass reads the whole bundle and checks every part, writing
     // nothing: a corrupted or tampered bundle costs the other slot nothing,
     // not even the version it holds to fall back on.
-    let download = http::download(&url, READ_TIMEOUT)?;
+    let (reader, length) = source.open()?;
+    let verb = match source {
+        BundleSource::Url(_) => "downloading",
+        BundleSource::File { .. } => "reading",
+    };
     say(&format!(
-        "downloading {url} ({} MiB) to check it",
-        download.length >> 20
+        "{verb} {source} ({} MiB) to check it",
+        length >> 20
     ));
-    let mut bundle = open(download, &key)?;
+    let mut bundle = open(reader, &key)?;
     let manifest = bundle.manifest().clone();
     if let Some(refusal) = manifest.refusal(&board, running, allow_downgrade) {
         return Err(format!("refused: {refusal}"));
@@ -72,11 +141,11 @@ pub fn install(
         .map_err(|e| format!("refused: {e}"))?
         .is_some()
     {}
-    // The second pass writes; the server must send the same signed bundle.
-    let mut bundle = open(http::download(&url, READ_TIMEOUT)?, &key)?;
+    // The second pass writes; the source must give the same signed bundle.
+    let mut bundle = open(source.open()?.0, &key)?;
     if *bundle.manifest() != manifest {
         return Err(format!(
-            "{url} changed between the check and the install: nothing was written"
+            "{source} changed between the check and the install: nothing was written"
         ));
     }
     let target = machine.slot.other();
@@ -210,10 +279,10 @@ pub fn install(
 }
 
 fn open(
-    download: http::Download,
+    reader: Box<dyn Read>,
     key: &update_bundle::VerifyingKey,
-) -> Result<BundleReader<std::io::BufReader<http::Download>>, String> {
-    BundleReader::open(std::io::BufReader::with_capacity(1 << 16, download), key)
+) -> Result<BundleReader<std::io::BufReader<Box<dyn Read>>>, String> {
+    BundleReader::open(std::io::BufReader::with_capacity(1 << 16, reader), key)
         .map_err(|e| format!("refused: {e}"))
 }
 

@@ -28,7 +28,7 @@ use trial::{Phase, Trial, Verdict};
 /// An OS request, carried out in a child process.
 pub enum Job {
     Upgrade {
-        url: String,
+        source: install::BundleSource,
         allow_downgrade: bool,
     },
     Status,
@@ -277,7 +277,7 @@ fn run(job: Job, machine: Option<&Machine>, mut client: Option<&mut UnixStream>)
     };
     let outcome = match job {
         Job::Upgrade {
-            url,
+            source,
             allow_downgrade,
         } => {
             let mut progress = |message: &str| {
@@ -286,13 +286,14 @@ fn run(job: Job, machine: Option<&Machine>, mut client: Option<&mut UnixStream>)
                     message: message.to_string(),
                 });
             };
-            let outcome = install::install(machine, &url, allow_downgrade, &mut progress);
+            let from = source.to_string();
+            let outcome = install::install(machine, source, allow_downgrade, &mut progress);
             let (verb, text) = match &outcome {
                 Ok(done) => ("", done.clone()),
                 Err(e) => ("failed: ", e.clone()),
             };
             say(&format!("update: {verb}{text}"));
-            install::record(&format!("{verb}{text} (from {url})"));
+            install::record(&format!("{verb}{text} (from {from})"));
             outcome.map(|message| Response::Ok { message })
         }
         Job::Status => status(machine).map(|status| Response::Os { status }),
