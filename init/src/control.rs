@@ -360,16 +360,15 @@ impl<S: System> Init<S> {
                 self.power(PowerAction::PowerOff, "brigctl poweroff");
                 ok("powering off".into())
             }
-            Request::ConfigSet { key, value } => config_change(
-                &self.sys,
-                local_settings::change(&self.sys, Path::new(LOCAL_FILE), &key, Some(value)),
-                &key,
-            ),
-            Request::ConfigUnset { key } => config_change(
-                &self.sys,
-                local_settings::change(&self.sys, Path::new(LOCAL_FILE), &key, None),
-                &key,
-            ),
+            Request::ConfigSet { key, value } => {
+                let change =
+                    local_settings::change(&self.sys, Path::new(LOCAL_FILE), &key, Some(value));
+                self.config_changed(change, &key)
+            }
+            Request::ConfigUnset { key } => {
+                let change = local_settings::change(&self.sys, Path::new(LOCAL_FILE), &key, None);
+                self.config_changed(change, &key)
+            }
             Request::OsUpgrade {
                 url,
                 allow_downgrade,
@@ -379,6 +378,7 @@ impl<S: System> Init<S> {
                     Job::Upgrade {
                         source: BundleSource::Url(url),
                         allow_downgrade,
+                        automatic: false,
                     },
                 )
             }
@@ -400,12 +400,35 @@ impl<S: System> Init<S> {
                     Job::Upgrade {
                         source: BundleSource::File { name, file },
                         allow_downgrade,
+                        automatic: false,
                     },
                 );
             }
             Request::OsStatus => return self.os_request(fd, Job::Status),
             Request::OsRollback => return self.os_request(fd, Job::Rollback),
         })
+    }
+
+    /// The answer to a config change; `brig.update` applies at once (PID 1
+    /// reads it, no service does).
+    fn config_changed(&mut self, change: Result<String, String>, key: &str) -> Response {
+        let applied = change.is_ok() && (key == "brig" || key.starts_with("brig.update"));
+        let response = config_change(&self.sys, change, key);
+        if applied {
+            match local_settings::read(&self.sys, Path::new(LOCAL_FILE)) {
+                Ok(local) => {
+                    let plan = crate::config::plan::replan(
+                        &self.sys,
+                        Path::new(brig_spec::paths::SAVED_DIR),
+                        Path::new(brig_spec::cloud_config::DEFAULT_FILE),
+                        &local,
+                    );
+                    self.configure_updates(plan.update);
+                }
+                Err(e) => say_error(&format!("config: brig.update: {e}")),
+            }
+        }
+        response
     }
 
     /// Performs the supervisor's answer to a request, or reports its error.

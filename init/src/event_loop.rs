@@ -90,6 +90,8 @@ pub struct Init<S: System = Linux> {
     /// The system containers the image brought (not `brig.services`): all
     /// must be up for a version on trial to be healthy.
     pub(crate) system_containers: Vec<String>,
+    /// Updates this machine looks for by itself (`brig.update.url`).
+    pub(crate) fleet: crate::update::fleet::Fleet,
 }
 
 pub(crate) fn watch(epoll: &Epoll, fd: BorrowedFd) -> nix::Result<()> {
@@ -123,6 +125,7 @@ impl<S: System> Init<S> {
             self.services.supervisor.next_deadline(),
             watchdog_due,
             self.trial_wakeup(),
+            self.fleet.wakeup(),
         ]
         .into_iter()
         .flatten()
@@ -213,6 +216,7 @@ impl<S: System> Init<S> {
             }
         }
         self.watch_trial();
+        self.follow_updates();
         if let Some((action, deadline)) = self.pending_power {
             if self.services.supervisor.all_stopped() || now >= deadline {
                 self.pending_power = None;

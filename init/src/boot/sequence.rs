@@ -211,6 +211,7 @@ pub fn boot() -> Result<Init, Failed> {
         update_child: None,
         trial: None,
         system_containers: Vec::new(),
+        fleet: Default::default(),
         pending_power: None,
         boot: if on_initramfs {
             "kernel and initramfs"

@@ -184,7 +184,7 @@ impl<S: System> Init<S> {
                 }
             }
         }
-        self.configure_trial(plan.update);
+        self.configure_updates(plan.update);
         for spec in plan.services {
             let name = spec.name.clone();
             match self.services.supervisor.add(spec) {

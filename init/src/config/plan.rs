@@ -163,7 +163,7 @@ pub fn plan(seed: &Seed, default: Option<&[u8]>, local: &Map<String, Value>) -> 
     plan.modules = config.modules.clone();
     plan.mounts = config.mounts.clone();
     plan.services = config.services.clone();
-    plan.update = config.update;
+    plan.update = config.update.clone();
     if let Some(docker) = &config.docker {
         for file in [
             brig_spec::paths::DOCKER_CONFIG,

@@ -141,6 +141,7 @@ fn pid1_refusing(
         update_child: None,
         trial: None,
         system_containers: Vec::new(),
+        fleet: Default::default(),
         pending_power: None,
         boot: "the tests".into(),
         state: state::State::Absent,

@@ -90,6 +90,14 @@ impl BundleSource {
     }
 }
 
+/// What an install came to, when nothing went wrong.
+pub enum Installed {
+    /// Installed; what to tell the user.
+    Done(String),
+    /// (automatic checks) The bundle is not newer than the running version.
+    NothingNewer(String),
+}
+
 /// The running version, as the image says it.
 pub fn running_version() -> Result<Version, String> {
     let text =
@@ -103,8 +111,9 @@ pub fn install(
     machine: Option<&Machine>,
     source: BundleSource,
     allow_downgrade: bool,
+    automatic: bool,
     say: &mut dyn FnMut(&str),
-) -> Result<String, String> {
+) -> Result<Installed, String> {
     let key_text = fs::read_to_string(UPDATE_KEY_FILE).map_err(|e| {
         format!("this image has no update key ({UPDATE_KEY_FILE}: {e}): it takes no updates; flash a newer image")
     })?;
@@ -134,6 +143,12 @@ pub fn install(
     let mut bundle = open(reader, &key)?;
     let manifest = bundle.manifest().clone();
     if let Some(refusal) = manifest.refusal(&board, running, allow_downgrade) {
+        if automatic && manifest.version <= running && manifest.board == board {
+            return Ok(Installed::NothingNewer(format!(
+                "{source} holds {}, and this machine runs {running}: nothing to install",
+                manifest.version
+            )));
+        }
         return Err(format!("refused: {refusal}"));
     }
     while bundle
@@ -272,10 +287,10 @@ pub fn install(
         boot_slots::entry_text(&board, manifest.version, target, &cmdline).as_bytes(),
     )?;
     drop(boot);
-    Ok(format!(
+    Ok(Installed::Done(format!(
         "installed {} in slot {target}; it starts at the next boot (brigctl reboot) and has {TRIES} tries to come up healthy, else {running} boots again",
         manifest.version
-    ))
+    )))
 }
 
 fn open(

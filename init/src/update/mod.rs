@@ -6,6 +6,7 @@
 
 pub mod boot_partition;
 pub mod entries;
+pub mod fleet;
 pub mod health;
 pub mod install;
 pub mod trial;
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 use brig_spec::boot_slots::TRIES;
 use brig_spec::control::{OsStatus, Response};
-use brig_spec::update_config::UpdateConfig;
+use brig_spec::update_config::{Reboot, UpdateConfig};
 
 use crate::event_loop::Init;
 use crate::host::console::{say, say_error};
@@ -30,6 +31,8 @@ pub enum Job {
     Upgrade {
         source: install::BundleSource,
         allow_downgrade: bool,
+        /// A check of `brig.update.url`, not a user's request.
+        automatic: bool,
     },
     Status,
     Rollback,
@@ -110,6 +113,25 @@ impl<S: System> Init<S> {
         }
         self.update_child = None;
         let now = self.sys.now();
+        if let Some(checked) = self.fleet.ended(pid, code, NOTHING_NEWER, now) {
+            if checked == fleet::Checked::Installed {
+                let when = match self.fleet.config.reboot {
+                    Reboot::Now => "now".to_string(),
+                    Reboot::Never => "at the next reboot (brig.update.reboot: never)".into(),
+                    Reboot::Window(start, end) => format!(
+                        "in the reboot window {:02}:{:02}-{:02}:{:02} UTC",
+                        start / 60,
+                        start % 60,
+                        end / 60,
+                        end % 60
+                    ),
+                };
+                say(&format!(
+                    "update: installed from brig.update.url; rebooting into it {when}"
+                ));
+            }
+            return true;
+        }
         if let Some(trial) = self
             .trial
             .as_mut()
@@ -169,9 +191,57 @@ impl<S: System> Init<S> {
     }
 
     /// `brig.update` from the config.
-    pub(crate) fn configure_trial(&mut self, config: UpdateConfig) {
+    pub(crate) fn configure_updates(&mut self, config: UpdateConfig) {
         if let Some(trial) = self.trial.as_mut() {
-            trial.config = config;
+            trial.config = config.clone();
+        }
+        self.fleet.config = config;
+    }
+
+    /// Each turn, with `brig.update.url`: starts a check when one is due
+    /// and the machine is free for it (ready, not on trial, no other OS
+    /// job, an address to reach the server from); reboots into an update
+    /// it installed when `brig.update.reboot` allows.
+    pub(crate) fn follow_updates(&mut self) {
+        let now = self.sys.now();
+        if self.pending_power.is_some() || self.update_child.is_some() {
+            return;
+        }
+        if self.fleet.reboot_due(now, minute_of_day_utc()) {
+            self.power(
+                PowerAction::Reboot,
+                "an update from brig.update.url was installed",
+            );
+            return;
+        }
+        let on_trial = self
+            .trial
+            .as_ref()
+            .is_some_and(|t| t.phase != Phase::Blessed);
+        if !self.fleet.check_due(now) || !self.announced_ready || on_trial {
+            return;
+        }
+        let Some(url) = self.fleet.config.url.clone() else {
+            return;
+        };
+        if self.machine.is_none() || health::network_problem().is_some() {
+            self.fleet.not_now(now);
+            return;
+        }
+        let job = Job::Upgrade {
+            source: install::BundleSource::Url(url),
+            allow_downgrade: false,
+            automatic: true,
+        };
+        match self.spawn_job(job, None) {
+            Ok(pid) => {
+                self.update_child = Some(pid);
+                self.fleet.started(pid, now);
+            }
+            Err(e) => {
+                say_error(&format!("update: {e}"));
+                self.fleet.not_now(now);
+            }
         }
     }
 
@@ -264,10 +334,22 @@ impl<S: System> Init<S> {
     }
 }
 
+/// The minute of the UTC day, for reboot windows.
+fn minute_of_day_utc() -> u16 {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    ((seconds % 86400) / 60) as u16
+}
+
+/// An automatic check's exit code when the bundle is not newer.
+const NOTHING_NEWER: i32 = 3;
+
 /// The child's whole job; its exit code.
 fn run(job: Job, machine: Option<&Machine>, mut client: Option<&mut UnixStream>) -> i32 {
-    // With no client (a blessing), a failure is said on the console.
-    let unheard = client.is_none();
+    // With no client (a blessing), a failure is said on the console; an
+    // upgrade says its outcome itself.
+    let unheard = client.is_none() && !matches!(job, Job::Upgrade { .. });
     let mut send = |response: &Response| {
         let mut line = serde_json::to_vec(response).unwrap_or_default();
         line.push(b'\n');
@@ -279,6 +361,7 @@ fn run(job: Job, machine: Option<&Machine>, mut client: Option<&mut UnixStream>)
         Job::Upgrade {
             source,
             allow_downgrade,
+            automatic,
         } => {
             let mut progress = |message: &str| {
                 say(&format!("update: {message}"));
@@ -287,7 +370,16 @@ fn run(job: Job, machine: Option<&Machine>, mut client: Option<&mut UnixStream>)
                 });
             };
             let from = source.to_string();
-            let outcome = install::install(machine, source, allow_downgrade, &mut progress);
+            let outcome =
+                install::install(machine, source, allow_downgrade, automatic, &mut progress);
+            let outcome = match outcome {
+                Ok(install::Installed::NothingNewer(text)) => {
+                    say(&format!("update: {text}"));
+                    return NOTHING_NEWER;
+                }
+                Ok(install::Installed::Done(text)) => Ok(text),
+                Err(e) => Err(e),
+            };
             let (verb, text) = match &outcome {
                 Ok(done) => ("", done.clone()),
                 Err(e) => ("failed: ", e.clone()),

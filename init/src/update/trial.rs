@@ -113,6 +113,7 @@ mod tests {
         let config = UpdateConfig {
             grace_time: Duration::from_secs(grace),
             health_timeout: Duration::from_secs(timeout),
+            ..UpdateConfig::default()
         };
         (Trial::new("0.2.0 (slot B)".into(), config, t), t)
     }
