@@ -422,7 +422,8 @@ pub fn pc_x86_64_power_cuts_during_an_upgrade_always_leave_one_whole_version() {
         &[&disk_arg, "--user-data", user_data.to_str().unwrap()],
     );
     guest.wait_for("brig: ready", BOOT);
-    ssh(&guest, "echo kept > ~/kept.txt");
+    // Synced: a cut may come within ext4's five seconds of commit delay.
+    ssh(&guest, "echo kept > ~/kept.txt && sync");
     for (n, (line, most)) in cuts.iter().enumerate() {
         let server = Server::start(&mut guest, &served);
         let mut upgrade = guest
