@@ -34,6 +34,11 @@ impl Machine {
         })
     }
 
+    /// The boot partition's device, `/dev/vda1`.
+    pub fn boot_device(&self) -> Result<String, String> {
+        Ok(format!("/dev/{}", self.partition(BOOT_LABEL)?.name))
+    }
+
     /// The partition named `label` on this machine's disk.
     pub fn partition(&self, label: &str) -> Result<disk::BlockPartition, String> {
         disk::partitions()

@@ -162,6 +162,7 @@ impl<S: System> Init<S> {
         let Some(machine) = self.machine.clone() else {
             return;
         };
+        self.check_boot_partition(&machine);
         let entries = match Mounted::mount(&machine, false).and_then(|boot| boot.entries()) {
             Ok(entries) => entries,
             Err(e) => {
@@ -187,6 +188,33 @@ impl<S: System> Init<S> {
                     say(&format!("update: {booted}; {running} runs again"));
                 }
             }
+        }
+    }
+
+    /// fsck.fat on the boot partition, before anything reads it: a power
+    /// cut while it was written (an update, a blessing) leaves it marked
+    /// dirty with clusters that nothing owns, and without a check those
+    /// leak the space the next update needs.
+    fn check_boot_partition(&mut self, machine: &Machine) {
+        let device = match machine.boot_device() {
+            Ok(device) => device,
+            Err(e) => return say_error(&format!("update: {e}")),
+        };
+        let checked = self.services.run_tool(
+            crate::boot::sequence::STORAGE_TOOLS,
+            &["/usr/sbin/fsck.fat", "-a", "-w", &device],
+        );
+        match checked {
+            Ok((0, _)) => {}
+            Ok((1, output)) => say(&format!(
+                "boot partition {device}: fsck.fat repaired it: {}",
+                fsck_fat_summary(&output)
+            )),
+            Ok((code, output)) => say_error(&format!(
+                "boot partition {device}: fsck.fat could not repair it (exit {code}): {}",
+                fsck_fat_summary(&output)
+            )),
+            Err(e) => say_error(&format!("boot partition {device}: running fsck.fat: {e}")),
         }
     }
 
@@ -334,6 +362,29 @@ impl<S: System> Init<S> {
     }
 }
 
+/// What fsck.fat did, in a line: its lines about changes (a dirty volume,
+/// clusters reclaimed, files truncated), else its last line.
+fn fsck_fat_summary(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let changes: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            !l.starts_with("fsck.fat ")
+                && !l.starts_with('/')
+                && !l.starts_with("Performing changes")
+        })
+        .collect();
+    match changes.is_empty() {
+        true => lines.last().copied().unwrap_or("").to_string(),
+        false => changes.join(" "),
+    }
+}
+
 /// The minute of the UTC day, for reboot windows.
 fn minute_of_day_utc() -> u16 {
     let seconds = std::time::SystemTime::now()
@@ -459,4 +510,25 @@ fn bless(machine: Option<&Machine>) -> Result<String, String> {
         "{running} (slot {}) booted healthy: marked good ({} is now {})",
         machine.slot, rename.from, rename.to
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsck_fat_is_summed_up_by_what_it_changed() {
+        // fsck.fat 4.2's words after a cut lost a file's directory entry.
+        let output = "fsck.fat 4.2 (2021-01-31)\nDirty bit is set. Fs was not properly unmounted and some data may be corrupt.\n Automatically removing dirty bit.\nReclaimed 9766 unused clusters (5000192 bytes) in 1 chain.\nPerforming changes.\n/dev/vda1: 7 files, 3856/129022 clusters\n";
+        assert_eq!(
+            fsck_fat_summary(output),
+            "Dirty bit is set. Fs was not properly unmounted and some data may be corrupt. Automatically removing dirty bit. Reclaimed 9766 unused clusters (5000192 bytes) in 1 chain."
+        );
+        assert_eq!(
+            fsck_fat_summary(
+                "fsck.fat 4.2 (2021-01-31)\n/dev/vda1: 7 files, 3856/129022 clusters\n"
+            ),
+            "/dev/vda1: 7 files, 3856/129022 clusters"
+        );
+    }
 }
