@@ -136,6 +136,39 @@ impl Drop for Mounted {
     }
 }
 
+/// What takes the room on the boot partition: each directory two levels
+/// down and each file above that, with its size in KiB, for a message.
+pub fn usage(root: &Path) -> String {
+    fn bytes(path: &Path) -> u64 {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => fs::read_dir(path)
+                .map(|l| l.flatten().map(|e| bytes(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        }
+    }
+    let mut parts = Vec::new();
+    let mut walk = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = walk.pop() {
+        for item in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = item.path();
+            if path.is_dir() && depth < 1 {
+                walk.push((path, depth + 1));
+                continue;
+            }
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            parts.push(format!("{name} {} KiB", bytes(&path) >> 10));
+        }
+    }
+    parts.sort();
+    parts.join(", ")
+}
+
 /// `vmlinuz` → `.vmlinuz.partial`, in the same directory.
 pub fn partial_name(path: &Path) -> PathBuf {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -153,4 +186,24 @@ fn read_small(path: &Path, limit: u64) -> std::io::Result<String> {
     let mut text = String::new();
     File::open(path)?.take(limit).read_to_string(&mut text)?;
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_names_what_takes_the_room() {
+        let root = tempfile::tempdir().unwrap();
+        let kernels = root.path().join("brig/b-0.2.0");
+        fs::create_dir_all(&kernels).unwrap();
+        fs::write(kernels.join(".vmlinuz.partial"), vec![0u8; 5 << 10]).unwrap();
+        fs::write(kernels.join("initramfs.img"), vec![0u8; 3 << 10]).unwrap();
+        fs::create_dir_all(root.path().join("loader/entries")).unwrap();
+        fs::write(root.path().join("loader/loader.conf"), b"timeout 0\n").unwrap();
+        assert_eq!(
+            usage(root.path()),
+            "brig/b-0.2.0 8 KiB, loader/entries 0 KiB, loader/loader.conf 0 KiB"
+        );
+    }
 }

@@ -197,15 +197,28 @@ pub fn install(
     for entry in entries.0.iter().filter(|e| e.slot == target) {
         boot.remove_entry(entry)?;
     }
+    // Every kernel directory but the running version's goes, the other
+    // slot's and any a cut install left under another name; then the
+    // removals are synced before anything is allocated, so that a cut
+    // later cannot leave both the old files and the new.
+    let keep = entries
+        .of(machine.slot)
+        .map(|e| boot_slots::kernel_dir(machine.slot, e.name.version));
     let kernels = boot.root.join("brig");
     if let Ok(listing) = fs::read_dir(&kernels) {
         for item in listing.flatten() {
-            let name = item.file_name().to_string_lossy().into_owned();
-            if boot_slots::is_kernel_dir_of(&name, target) {
-                fs::remove_dir_all(item.path())
-                    .map_err(|e| format!("removing brig/{name} from the boot partition: {e}"))?;
+            let relative = format!("brig/{}", item.file_name().to_string_lossy());
+            if Some(&relative) == keep.as_ref() {
+                continue;
             }
+            let path = item.path();
+            let removed = match item.file_type() {
+                Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+            removed.map_err(|e| format!("removing {relative} from the boot partition: {e}"))?;
         }
+        boot_partition::sync_dir(&kernels)?;
     }
     let dir = boot_slots::kernel_dir(target, manifest.version);
     let boot_needs: u64 = manifest
@@ -219,9 +232,10 @@ pub fn install(
         .map_err(|e| format!("the boot partition's free space: {e}"))?;
     if boot_needs + (1 << 20) > free {
         return Err(format!(
-            "the boot partition has {} MiB free and the new kernel needs {} MiB",
+            "the boot partition has {} MiB free and the new kernel needs {} MiB; it holds {}",
             free >> 20,
-            boot_needs.div_ceil(1 << 20)
+            boot_needs.div_ceil(1 << 20),
+            boot_partition::usage(&boot.root)
         ));
     }
 
