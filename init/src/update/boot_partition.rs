@@ -136,6 +136,28 @@ impl Drop for Mounted {
     }
 }
 
+/// Removes what fsck.fat salvaged into the root (`FSCK0000.REC`, …): the
+/// pieces of files a power cut left owned by no directory.
+pub fn remove_salvaged(root: &Path) -> Result<(), String> {
+    let mut removed = false;
+    for item in fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = item.file_name().to_string_lossy().to_ascii_uppercase();
+        let salvaged = name.len() == 12
+            && name.starts_with("FSCK")
+            && name.ends_with(".REC")
+            && name[4..8].bytes().all(|b| b.is_ascii_digit());
+        if salvaged {
+            fs::remove_file(item.path())
+                .map_err(|e| format!("removing {name} from the boot partition: {e}"))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(root)?;
+    }
+    Ok(())
+}
+
 /// What takes the room on the boot partition: each directory two levels
 /// down and each file above that, with its size in KiB, for a message.
 pub fn usage(root: &Path) -> String {
@@ -191,6 +213,26 @@ fn read_small(path: &Path, limit: u64) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_what_fsck_fat_salvaged_is_removed() {
+        let root = tempfile::tempdir().unwrap();
+        for name in [
+            "FSCK0000.REC",
+            "fsck0012.rec",
+            "FSCK00A1.REC",
+            "FSCK0000.REC.txt",
+        ] {
+            fs::write(root.path().join(name), b"x").unwrap();
+        }
+        remove_salvaged(root.path()).unwrap();
+        let mut left: Vec<String> = fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["FSCK0000.REC.txt", "FSCK00A1.REC"]);
+    }
 
     #[test]
     fn usage_names_what_takes_the_room() {

@@ -220,6 +220,9 @@ pub fn install(
         }
         boot_partition::sync_dir(&kernels)?;
     }
+    // What fsck.fat salvaged at boot from cut installs (FSCK0000.REC, …)
+    // is never anything Brig needs: every file here comes from a bundle.
+    boot_partition::remove_salvaged(&boot.root)?;
     let dir = boot_slots::kernel_dir(target, manifest.version);
     let boot_needs: u64 = manifest
         .parts
