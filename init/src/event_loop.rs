@@ -121,16 +121,7 @@ impl<S: System> Init<S> {
     pub fn turn(&mut self) {
         self.supervise();
         let watchdog_due = self.feed_watchdog();
-        let next = [
-            self.services.supervisor.next_deadline(),
-            watchdog_due,
-            self.trial_wakeup(),
-            self.fleet.wakeup(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let timeout = match next {
+        let timeout = match self.next_wakeup(watchdog_due) {
             Some(deadline) => {
                 let ms = deadline
                     .saturating_duration_since(self.sys.now())
@@ -155,6 +146,22 @@ impl<S: System> Init<S> {
             self.handle(event.data() as RawFd);
         }
         self.forward_logs();
+    }
+
+    /// The earliest moment something is due: a service's deadline, the
+    /// watchdog, a trial's check, an update check.
+    pub(crate) fn next_wakeup(&self, watchdog_due: Option<Instant>) -> Option<Instant> {
+        // Neither a trial nor an update check acts while the machine
+        // shuts down: their due times must not keep the loop spinning.
+        let updates = match self.pending_power {
+            None => [self.trial_wakeup(), self.fleet.wakeup()],
+            Some(_) => [None, None],
+        };
+        [self.services.supervisor.next_deadline(), watchdog_due]
+            .into_iter()
+            .chain(updates)
+            .flatten()
+            .min()
     }
 
     /// Feeds the hardware watchdog if due; when it is next due. A watchdog

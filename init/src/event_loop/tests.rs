@@ -465,3 +465,28 @@ fn a_panic_every_turn_is_paused_after_more_and_more_up_to_a_second() {
     );
     assert_eq!(pause_after_panics(u32::MAX), Duration::from_secs(1));
 }
+
+#[test]
+fn an_update_check_held_back_never_leaves_a_past_due_time_to_spin_on() {
+    let (mut init, _log, _dir) = pid1(&[]);
+    init.fleet.config.url = Some("http://server/b".into());
+    init.announced_ready = true;
+    // Another OS job runs when the check falls due: the check waits.
+    init.update_child = Some(4242);
+    let now = init.sys.now();
+    init.fleet.postpone(now);
+    assert_eq!(init.fleet.wakeup(), Some(now));
+    init.follow_updates();
+    assert!(init.fleet.checking.is_none(), "no check beside another job");
+    let at = init.fleet.wakeup().expect("a check to come");
+    assert!(at > now, "due time {at:?} not after {now:?}");
+    // While the machine shuts down, no update due time wakes the loop.
+    init.power(crate::host::system::PowerAction::Reboot, "the test");
+    init.update_child = None;
+    init.fleet.postpone(now);
+    assert!(
+        init.next_wakeup(None).is_none_or(|at| at > now),
+        "{:?}",
+        init.next_wakeup(None)
+    );
+}

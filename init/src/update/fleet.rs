@@ -6,11 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use brig_spec::update_config::UpdateConfig;
+use brig_spec::update_config::{Reboot, UpdateConfig};
 
 /// A check that could not run (no network yet) or failed is tried again
 /// after at most this long, whatever the interval.
 pub const RETRY_AFTER: Duration = Duration::from_secs(600);
+/// A check that is due while something holds it back (another OS job, a
+/// version on trial) is looked at again after this long.
+pub const BUSY_RETRY: Duration = Duration::from_secs(10);
 /// While an installed update waits for its reboot window, the window is
 /// looked at this often.
 const WINDOW_EVERY: Duration = Duration::from_secs(60);
@@ -65,8 +68,14 @@ impl Fleet {
             self.waiting = false;
             return true;
         }
-        self.next = Some(now + WINDOW_EVERY);
+        // `never`: the user's reboot; nothing to look at.
+        self.next = (self.config.reboot != Reboot::Never).then_some(now + WINDOW_EVERY);
         false
+    }
+
+    /// Looks again at `at` (a check held back, see `BUSY_RETRY`).
+    pub fn postpone(&mut self, at: Instant) {
+        self.next = Some(at);
     }
 
     /// A check's process started at `now`.
@@ -106,7 +115,6 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use brig_spec::update_config::Reboot;
 
     fn fleet(reboot: Reboot) -> (Fleet, Instant) {
         let config = UpdateConfig {
@@ -166,6 +174,7 @@ mod tests {
         f.started(1, t);
         f.ended(1, 0, 3, t);
         assert!(!f.reboot_due(t, 0) && !f.reboot_due(t + Duration::from_secs(86400), 0));
+        assert_eq!(f.wakeup(), None, "never: no reason to wake");
         let idle = Fleet::default();
         assert!(!idle.check_due(t) && idle.wakeup().is_none());
     }

@@ -232,6 +232,16 @@ impl<S: System> Init<S> {
     /// it installed when `brig.update.reboot` allows.
     pub(crate) fn follow_updates(&mut self) {
         let now = self.sys.now();
+        self.follow_updates_now(now);
+        // Whatever held it back (another OS job, a trial, a boot not yet
+        // ready), a due time left in the past would keep the loop from
+        // sleeping: look again a little later.
+        if self.fleet.wakeup().is_some_and(|at| at <= now) {
+            self.fleet.postpone(now + fleet::BUSY_RETRY);
+        }
+    }
+
+    fn follow_updates_now(&mut self, now: Instant) {
         if self.pending_power.is_some() || self.update_child.is_some() {
             return;
         }
