@@ -317,7 +317,6 @@ fn os_status_text(status: &brig_spec::control::OsStatus) -> String {
     out
 }
 
-/// Why a socket of the machine did not answer, and what to do.
 /// Opens a bundle to pass to PID 1: here, with this user's rights and in
 /// this container's files (PID 1 sees neither).
 fn open_bundle(path: &str) -> Result<std::fs::File, String> {
@@ -350,6 +349,7 @@ fn send_with_file(stream: &UnixStream, line: &[u8], file: &std::fs::File) -> std
     (&*stream).write_all(&line[1..])
 }
 
+/// Why a socket of the machine did not answer, and what to do.
 fn connect_error(socket: &std::path::Path, e: &std::io::Error) -> String {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         format!(

@@ -98,38 +98,43 @@ impl Client {
     /// first is kept, the rest closed (by dropping them), so no client can
     /// make PID 1 hold descriptors.
     fn receive(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let mut iov = [io::IoSliceMut::new(buf)];
         // Room for the most one message can carry (the kernel's
-        // SCM_MAX_FD), and a stream socket gives at most one message's
-        // descriptors per read: the control data is never cut short, which
-        // would leave descriptors PID 1 holds but cannot name to close.
-        let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
-        let message = recvmsg::<()>(
-            self.stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-        )
-        .map_err(io::Error::from)?;
-        let mut passed = Vec::new();
-        for control in message.cmsgs().map_err(io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(fds) = control {
-                // SAFETY: the kernel has just installed these descriptors
-                // in PID 1 for this message; nothing else owns them.
-                passed.extend(
-                    fds.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        let bytes = message.bytes;
-        for fd in passed {
+        // SCM_MAX_FD); a stream socket gives one message's descriptors per
+        // read. Should the kernel still cut the control data short (PID 1
+        // at its descriptor limit), the descriptors it did install are in
+        // what it wrote, and are closed like the rest: nix's parser stops
+        // at a cut, so the walk is libc's.
+        let mut control = [0u64; CONTROL_WORDS];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid (no name, no buffers yet).
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: `header` points at `iov` (into `buf`) and `control`, both
+        // alive and writable for the call, with their true lengths.
+        let n = unsafe {
+            libc::recvmsg(
+                self.stream.as_raw_fd(),
+                &mut header,
+                libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+            )
+        };
+        let received = if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        };
+        for fd in passed_descriptors(&header) {
             if self.root && self.passed.is_none() {
                 self.passed = Some(fd);
             }
         }
-        Ok(bytes)
+        received
     }
 
     /// Sends one response line; false if the client is gone or not reading.
@@ -143,6 +148,39 @@ impl Client {
 
 /// The most descriptors one message can pass (include/net/scm.h).
 const SCM_MAX_FD: usize = 253;
+/// The control buffer, in 8-byte words (cmsg alignment): a header and
+/// SCM_MAX_FD descriptors.
+const CONTROL_WORDS: usize = (16 + SCM_MAX_FD * 4).div_ceil(8);
+
+/// The descriptors in SCM_RIGHTS messages of the control data `header`
+/// holds after a recvmsg, each owned (closed when dropped).
+fn passed_descriptors(header: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut passed = Vec::new();
+    if header.msg_control.is_null() {
+        return passed;
+    }
+    // SAFETY: the CMSG_* macros walk the control data the kernel wrote,
+    // within msg_controllen; each header's length bounds its data.
+    unsafe {
+        let mut message = libc::CMSG_FIRSTHDR(header);
+        while !message.is_null() {
+            let data = libc::CMSG_DATA(message);
+            let length =
+                ((*message).cmsg_len as usize).saturating_sub(data as usize - message as usize);
+            if (*message).cmsg_level == libc::SOL_SOCKET && (*message).cmsg_type == libc::SCM_RIGHTS
+            {
+                for i in 0..length / std::mem::size_of::<RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    // SAFETY: the kernel installed this descriptor in PID 1
+                    // for this message; nothing else owns it.
+                    passed.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            message = libc::CMSG_NXTHDR(header, message);
+        }
+    }
+    passed
+}
 
 /// At most this many clients that are not root at once: the read-only
 /// group may look, not take PID 1's file descriptors (root is trusted,
@@ -295,6 +333,11 @@ impl<S: System> Init<S> {
                 Input::Fatal(error) => (Some(Response::Error { error }), true),
                 Input::Closed => (None, true),
             };
+            // A passed descriptor belongs to the request it came with:
+            // one that request did not take is closed now.
+            if let Some(Source::Client(client)) = self.sources.get_mut(&fd) {
+                client.passed = None;
+            }
             let sent = match (response, self.sources.get_mut(&fd)) {
                 (Some(response), Some(Source::Client(client))) => client.send(&response),
                 _ => true,
@@ -564,6 +607,39 @@ mod tests {
             assert_eq!(client.passed.is_some(), root);
             assert_eq!(open_on(&flood), usize::from(root), "root {root}");
         }
+    }
+
+    #[test]
+    fn descriptors_the_kernel_installs_in_a_cut_short_message_are_closed_too() {
+        let (peer, ours) = UnixStream::pair().unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        send_with_fds(&peer, b"x", 8, &file);
+        // Room for 4: the kernel installs 4, closes the rest, says MSG_CTRUNC.
+        let mut control = [0u64; (16 + 4 * 4) / 8];
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: as in Client::receive, with this test's buffers.
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: the buffers outlive the call.
+        let n = unsafe { libc::recvmsg(ours.as_raw_fd(), &mut header, libc::MSG_CMSG_CLOEXEC) };
+        assert_eq!(n, 1);
+        assert_ne!(
+            header.msg_flags & libc::MSG_CTRUNC,
+            0,
+            "the control data was cut"
+        );
+        let passed = passed_descriptors(&header);
+        assert_eq!(passed.len(), 4);
+        assert_eq!(open_on(&file), 4);
+        drop(passed);
+        assert_eq!(open_on(&file), 0);
     }
 
     #[test]

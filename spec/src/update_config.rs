@@ -22,6 +22,9 @@ const MIN_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// Less would have a fleet hammer its server.
 const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// More is no longer following a URL (and keeps the time arithmetic far
+/// from any overflow).
+const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(30 * 86400);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateConfig {
@@ -141,6 +144,10 @@ pub fn parse(value: &Value) -> (UpdateConfig, Vec<Problem>) {
                     d.as_secs(),
                     MIN_CHECK_INTERVAL.as_secs()
                 )),
+                Some(d) if d > MAX_CHECK_INTERVAL => problem(format!(
+                    "{} s is more than 30 days; at most 30d",
+                    d.as_secs()
+                )),
                 Some(d) => config.check_interval = d,
                 None => problem(format!(
                     "expected an interval such as 6h, 30m or 3600, not {value}"
@@ -259,6 +266,16 @@ mod tests {
             ]
         );
         assert_eq!(interval(&json!("2d")), Some(Duration::from_secs(172800)));
+        // Huge values are problems, never an overflow later on.
+        for huge in [
+            json!(10_000_000_000_000_000_000u64),
+            json!("99999999999999999999d"),
+            json!("31d"),
+        ] {
+            let (c, p) = parse(&json!({ "check_interval": huge }));
+            assert_eq!(c.check_interval, DEFAULT_CHECK_INTERVAL);
+            assert_eq!(p.len(), 1, "{p:?}");
+        }
         assert_eq!(interval(&json!("6 h")), None);
     }
 }

@@ -366,6 +366,17 @@ pub fn pc_x86_64_rolls_back_by_itself_from_a_version_that_panics_and_one_without
             assert!(status.contains(&line), "{line:?} not in:\n{status}");
         }
     }
+    // A machine told to follow 0.3.0's URL does not take it again: it
+    // failed here, and would loop through its tries forever.
+    let server = Server::start(&mut guest, &served);
+    let url = server.url("brig-pc-x86_64-0.3.0.bundle");
+    ssh(
+        &guest,
+        &format!("sudo brigctl config set brig.update.url {url}"),
+    );
+    let refused = format!("brig: update: {url} holds 0.3.0, which slot B holds already (failed: it did not boot healthy in 3 tries): not installed again");
+    guest.wait_for(&refused, BOOT);
+    drop(server);
     guest.press_power_button();
 }
 

@@ -2,7 +2,7 @@
 //! started (CLOCK_BOOTTIME, the clock printk uses).
 
 use std::io::{IsTerminal, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -98,6 +98,13 @@ static CONSOLE_STALLED: AtomicBool = AtomicBool::new(false);
 /// How long a line waits for room: a 115200 baud serial line empties a
 /// full 4 KiB buffer in 0.4 s.
 const ROOM_WAIT_MS: u16 = 1000;
+
+/// The descriptor `say` writes to, if it has one: a child of PID 1 that
+/// closes what it inherited keeps this one (its number, reused, would
+/// take the console's lines).
+pub fn console_fd() -> Option<RawFd> {
+    CONSOLE.lock().ok()?.as_ref().map(|fd| fd.as_raw_fd())
+}
 
 /// A new open file of what `fd` is open on (a terminal), non-blocking:
 /// setting O_NONBLOCK on `fd` itself would change it for every process

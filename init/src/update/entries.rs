@@ -35,7 +35,7 @@ impl Entry {
         })
     }
 
-    fn state(&self) -> String {
+    pub fn state(&self) -> String {
         match self.name.counter {
             None => "good".to_string(),
             Some((0, done)) => format!("failed: it did not boot healthy in {done} tries"),

@@ -73,6 +73,15 @@ impl Fleet {
         false
     }
 
+    /// New settings: a new URL or interval is checked at once (after the
+    /// check under way, if any).
+    pub fn configure(&mut self, config: UpdateConfig) {
+        if config.url != self.config.url || config.check_interval != self.config.check_interval {
+            self.next = None;
+        }
+        self.config = config;
+    }
+
     /// Looks again at `at` (a check held back, see `BUSY_RETRY`).
     pub fn postpone(&mut self, at: Instant) {
         self.next = Some(at);

@@ -3,13 +3,10 @@
 //! interface) and ssh listening. The system containers' readiness comes
 //! from the supervisor (`Init::trial_problems`).
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::IpAddr;
 
-/// The console container's sshd.
-const SSH: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 22);
-/// A loopback connect answers at once; this bounds a full accept queue.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// The console container's sshd, in the host's network namespace.
+const SSH_PORT: u16 = 22;
 
 /// An address a peer could reach the machine at: not loopback, not link
 /// local (169.254/16 and fe80::/10 come without any network configured).
@@ -43,16 +40,50 @@ pub fn network_problem() -> Option<String> {
     }
 }
 
-/// None if sshd takes connections on port 22.
+/// None if something listens on port 22. Read from the kernel's socket
+/// tables, not by connecting: a connect can be made to wait (a firewall
+/// rule on lo) and PID 1 must not, and sshd would log every probe.
 pub fn ssh_problem() -> Option<String> {
-    TcpStream::connect_timeout(&SSH, CONNECT_TIMEOUT)
-        .err()
-        .map(|e| format!("ssh is not listening on port 22 ({e})"))
+    let listening = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .any(|table| std::fs::read_to_string(table).is_ok_and(|text| listens_on(&text, SSH_PORT)));
+    (!listening).then(|| format!("ssh is not listening on port {SSH_PORT}"))
+}
+
+/// Whether a /proc/net/tcp or tcp6 table has a socket listening on `port`.
+pub fn listens_on(table: &str, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let (Some(local), Some(_remote), Some(state)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        let local_port = local
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+        state == LISTEN && local_port == Some(port)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listening_socket_is_found_in_the_kernels_table() {
+        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+        let listening = format!("{header}   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1234 1 0000000000000000 100 0 0 10 0\n");
+        assert!(listens_on(&listening, 22));
+        assert!(!listens_on(&listening, 2222));
+        // Port 22 in a connection (01, established), not a listener.
+        let connected = format!("{header}   0: 0F02000A:0016 0202000A:D4C2 01 00000000:00000000 00:00000000 00000000     0        0 1235 1\n");
+        assert!(!listens_on(&connected, 22));
+        let v6 = "  sl  local_address                         remote_address                        st\n   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 00000000:00000000\n";
+        assert!(listens_on(v6, 22));
+        assert!(!listens_on("", 22) && !listens_on("garbage\nmore garbage", 22));
+    }
 
     #[test]
     fn only_addresses_a_peer_could_use_count() {

@@ -7,7 +7,7 @@
 //! new one whole.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -62,6 +62,14 @@ impl BundleSource {
                 if kind != nix::sys::stat::SFlag::S_IFREG {
                     return Err(format!("{name} is not a regular file"));
                 }
+                // procfs and sysfs files pass as regular ones, and some
+                // never end (/proc/kmsg).
+                let fs = nix::sys::statfs::fstatfs(file)
+                    .map_err(|e| format!("reading {name}: {e}"))?
+                    .filesystem_type();
+                if fs == nix::sys::statfs::PROC_SUPER_MAGIC || fs == nix::sys::statfs::SYSFS_MAGIC {
+                    return Err(format!("{name} is a file of the kernel's, not a bundle"));
+                }
                 Ok(())
             }
         }
@@ -76,15 +84,15 @@ impl BundleSource {
                 Ok((Box::new(download), length))
             }
             BundleSource::File { name, file } => {
-                let mut file = File::from(
+                let file = File::from(
                     file.try_clone()
                         .map_err(|e| format!("reading {name}: {e}"))?,
                 );
                 let length = file
-                    .seek(SeekFrom::End(0))
-                    .and_then(|end| file.seek(SeekFrom::Start(0)).map(|_| end))
-                    .map_err(|e| format!("reading {name}: {e}"))?;
-                Ok((Box::new(file), length))
+                    .metadata()
+                    .map_err(|e| format!("reading {name}: {e}"))?
+                    .len();
+                Ok((Box::new(ReadAt { file, at: 0 }), length))
             }
         }
     }
@@ -96,6 +104,21 @@ pub enum Installed {
     Done(String),
     /// (automatic checks) The bundle is not newer than the running version.
     NothingNewer(String),
+}
+
+/// A file read from the start with pread: the client shares the open
+/// file, and its offset, which it could move under a plain read.
+struct ReadAt {
+    file: File,
+    at: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// The running version, as the image says it.
@@ -150,6 +173,31 @@ pub fn install(
             )));
         }
         return Err(format!("refused: {refusal}"));
+    }
+    {
+        let boot = Mounted::mount(machine, false)?;
+        let entries = boot.entries()?;
+        // PID 1 refuses this too, when it could read the entries at boot.
+        if let Some((_, done)) = entries.of(machine.slot).and_then(|e| e.name.counter) {
+            return Err(format!(
+                "refused: {running} is on trial (boot {done} of {TRIES}); the other slot holds the version it falls back to"
+            ));
+        }
+        // A machine that follows a URL never installs again a version its
+        // other slot holds as failed (or cancelled by the user): it would
+        // loop through its tries forever. (One the user rolled back from,
+        // still good, is the URL's to decide: docs/updates.md.)
+        let other = entries
+            .of(machine.slot.other())
+            .filter(|e| e.name.version == manifest.version && e.name.is_bad());
+        if let (true, Some(other)) = (automatic, other) {
+            return Ok(Installed::NothingNewer(format!(
+                "{source} holds {}, which slot {} holds already ({}): not installed again (brigctl os upgrade installs it by hand)",
+                manifest.version,
+                other.slot,
+                other.state()
+            )));
+        }
     }
     while bundle
         .copy_next(|_| Ok(std::io::sink()), |_, _| {})

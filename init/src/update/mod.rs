@@ -12,7 +12,7 @@ pub mod install;
 pub mod trial;
 
 use std::io::Write;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -90,6 +90,23 @@ impl<S: System> Init<S> {
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
                 let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+                // Only what the job uses stays open: PID 1's other clients
+                // must see their connection end when PID 1 closes it.
+                let mut keep: Vec<RawFd> = client.iter().map(|c| c.as_raw_fd()).collect();
+                keep.extend(crate::host::console::console_fd());
+                if let Job::Upgrade {
+                    source: install::BundleSource::File { file, .. },
+                    ..
+                } = &job
+                {
+                    keep.push(file.as_raw_fd());
+                }
+                close_all_but(&keep);
+                // Whatever it waits on (a server sending a byte a minute, a
+                // file that never ends), the job ends by this deadline:
+                // SIGALRM's default action ends the process.
+                // SAFETY: alarm only arms a timer for this process.
+                unsafe { libc::alarm(JOB_DEADLINE.as_secs() as u32) };
                 let mut client = client.map(UnixStream::from);
                 if let Some(client) = &client {
                     let _ = client.set_nonblocking(false);
@@ -147,6 +164,11 @@ impl<S: System> Init<S> {
                     trial::RETRY_BLESSING.as_secs()
                 ));
             }
+        } else if code == 128 + libc::SIGALRM {
+            say_error(&format!(
+                "update: the request was stopped after {} minutes",
+                JOB_DEADLINE.as_secs() / 60
+            ));
         } else if code != 0 {
             say(&format!(
                 "update: the request's process ended with code {code}"
@@ -223,7 +245,7 @@ impl<S: System> Init<S> {
         if let Some(trial) = self.trial.as_mut() {
             trial.config = config.clone();
         }
-        self.fleet.config = config;
+        self.fleet.configure(config);
     }
 
     /// Each turn, with `brig.update.url`: starts a check when one is due
@@ -413,6 +435,30 @@ fn minute_of_day_utc() -> u16 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     ((seconds % 86400) / 60) as u16
+}
+
+/// The longest an OS job may take: two reads of a large bundle over a
+/// slow link fit; a server that trickles does not hold updates forever.
+const JOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// Closes every descriptor of this process above stderr but `keep` (in a
+/// child of PID 1, which holds its clients' sockets and more).
+fn close_all_but(keep: &[RawFd]) {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|listing| {
+            listing
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closes this process's copy only; nothing here uses
+            // it again (the job's own descriptors are in `keep`).
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 /// An automatic check's exit code when the bundle is not newer.
