@@ -1,7 +1,10 @@
-//! The service loop: one thread, `poll(2)` over the syslog socket, the
+//! The service loop: one thread, `ppoll(2)` over the syslog socket, the
 //! kernel log, the query socket and its clients (`query_clients`). Every
 //! record becomes an `Entry`, is stored, and is sent to the followers it
-//! matches.
+//! matches. SIGTERM (PID 1 stopping it) ends the loop after the records
+//! waiting then are stored.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, RawFd};
@@ -36,9 +39,43 @@ pub struct Config {
     pub remotes: Vec<Remote>,
 }
 
-/// Runs until killed; an error is a setup that failed (a socket, the
-/// store), or poll itself.
+/// Set by SIGTERM.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    TERMINATED.store(true, Ordering::Relaxed);
+}
+
+/// SIGTERM blocked, handled only while the loop waits (`ppoll` unblocks it
+/// for the wait alone), so one arriving between a check and the wait is
+/// not missed. As its container's first process, brig-logd would otherwise
+/// ignore SIGTERM, and each shutdown waited out its stop grace.
+fn take_sigterm() -> std::io::Result<libc::sigset_t> {
+    // SAFETY: plain libc signal-set and sigaction calls on values owned
+    // here; the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigterm as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut term: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut term);
+        libc::sigaddset(&mut term, libc::SIGTERM);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &term, &mut old) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::sigdelset(&mut old, libc::SIGTERM);
+        Ok(old)
+    }
+}
+
+/// Runs until SIGTERM or killed; an error is a setup that failed (a
+/// socket, the store), or poll itself.
 pub fn run(config: &Config) -> Result<(), Failed> {
+    let wait_mask = take_sigterm().map_err(|e| Failed::new("taking SIGTERM", e))?;
     let mut store = Store::open(&config.store_dir, config.limits).map_err(|e| {
         Failed::new(
             format!("opening the store {}", config.store_dir.display()),
@@ -90,14 +127,27 @@ pub fn run(config: &Config) -> Result<(), Failed> {
         }
         fds.extend(clients.pollfds());
         let timeout = clients.poll_timeout(Instant::now());
-        // SAFETY: `fds` is a valid array of pollfd for its length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        let timespec = (timeout >= 0).then(|| libc::timespec {
+            tv_sec: (timeout / 1000) as libc::time_t,
+            tv_nsec: (timeout % 1000) as libc::c_long * 1_000_000,
+        });
+        // SAFETY: `fds` is a valid array of pollfd for its length; the
+        // timeout and mask live across the call.
+        let n = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                timespec
+                    .as_ref()
+                    .map_or(std::ptr::null(), |t| t as *const _),
+                &wait_mask,
+            )
+        };
         if n < 0 {
             let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(Failed::new("poll", e));
             }
-            return Err(Failed::new("poll", e));
         }
         let mut new = Vec::new();
         // A bounded batch per turn, so one source cannot starve the others.
@@ -141,6 +191,10 @@ pub fn run(config: &Config) -> Result<(), Failed> {
         // (a new one's request is read on the next turn, at once).
         clients.serve(&|query| store.read(&|e| query.matches(e), query.tail), now);
         clients.accept(&listener, now);
+        if TERMINATED.load(Ordering::Relaxed) {
+            eprintln!("brig-logd: stopping (SIGTERM)");
+            return Ok(());
+        }
     }
 }
 

@@ -382,3 +382,24 @@ fn logs_stay_in_ram_when_the_config_says_so() {
         "{said}"
     );
 }
+
+#[test]
+fn sigterm_ends_it_at_once_after_storing_what_came() {
+    let mut logd = Logd::start(1 << 20, 4 << 20);
+    logd.send(b"<13>Dec  6 12:00:00 web: the last words");
+    assert_eq!(logd.wait_for(&by_app("web"), 1).len(), 1);
+    let started = std::time::Instant::now();
+    let status = logd.terminate(std::time::Duration::from_secs(3));
+    // Before, SIGTERM was ignored and PID 1 killed it after its 5 s grace.
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        logd.stderr()
+    );
+    println!("exited {:?} after SIGTERM", started.elapsed());
+    assert!(
+        logd.stderr().contains("brig-logd: stopping (SIGTERM)"),
+        "{}",
+        logd.stderr()
+    );
+}

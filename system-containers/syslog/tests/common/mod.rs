@@ -83,6 +83,21 @@ impl Logd {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// Sends SIGTERM, as PID 1 stops the service; how it exited, if it
+    /// did within `within`.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     pub fn send(&self, message: &[u8]) {
         let socket = UnixDatagram::unbound().unwrap();
         socket.send_to(message, self.path("dev-log")).unwrap();
