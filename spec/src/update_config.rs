@@ -194,6 +194,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// `key: problem`, one a problem.
+    fn said(problems: &[Problem]) -> Vec<String> {
+        problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.problem))
+            .collect()
+    }
+
     #[test]
     fn settings_and_their_problems() {
         let (c, p) = parse(&json!({"grace_time": 5, "health_timeout": 40}));
@@ -204,10 +212,7 @@ mod tests {
         let (c, p) =
             parse(&json!({"grace_time": "soon", "health_timeout": 10, "url": 1, "when": 2}));
         assert_eq!(c, UpdateConfig::default());
-        let said: Vec<String> = p
-            .iter()
-            .map(|p| format!("{}: {}", p.key, p.problem))
-            .collect();
+        let said = said(&p);
         assert_eq!(
             said,
             [
@@ -253,10 +258,7 @@ mod tests {
         let (_, p) = parse(&json!({
             "url": "https://x/b", "check_interval": "5s", "reboot": "2:00-4:00"
         }));
-        let said: Vec<String> = p
-            .iter()
-            .map(|p| format!("{}: {}", p.key, p.problem))
-            .collect();
+        let said = said(&p);
         assert_eq!(
             said,
             [
