@@ -382,3 +382,44 @@ pub fn record(outcome: &str) {
         let _ = boot_partition::sync_dir(path.parent().unwrap_or(Path::new("/")));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_source(path: &Path) -> BundleSource {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .unwrap();
+        BundleSource::File {
+            name: path.display().to_string(),
+            file: file.into(),
+        }
+    }
+
+    #[test]
+    fn a_passed_fifo_or_kernel_file_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("bundle");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = file_source(&fifo).check().unwrap_err();
+        assert!(e.ends_with("is not a regular file"), "{e}");
+        // Regular by its mode, but the kernel's: some such files never end.
+        let e = file_source(Path::new("/proc/self/status"))
+            .check()
+            .unwrap_err();
+        assert!(
+            e.ends_with("is a file of the kernel's, not a bundle"),
+            "{e}"
+        );
+        let real = dir.path().join("real.bundle");
+        fs::write(&real, b"BRIGUPD1").unwrap();
+        file_source(&real).check().unwrap();
+        let (mut reader, length) = file_source(&real).open().unwrap();
+        let mut read = Vec::new();
+        reader.read_to_end(&mut read).unwrap();
+        assert_eq!((length, read.as_slice()), (8, &b"BRIGUPD1"[..]));
+    }
+}
