@@ -144,6 +144,14 @@ pub fn build(
                 &pi.firmware,
                 refresh,
             )?,
+            uboot: debian::firmware(
+                &cache,
+                board,
+                &debian::UBOOT_RPI,
+                &[debian::UBOOT_RPI_BINARY.to_string()],
+                refresh,
+            )?
+            .join(debian::UBOOT_RPI_BINARY),
         }),
     };
 
@@ -363,6 +371,17 @@ pub fn build(
     std::fs::copy(&kernel.vmlinuz, out.join("vmlinuz"))
         .with_context(|| format!("copying {} to {}", kernel.vmlinuz.display(), out.display()))?;
     write(&out.join("cmdline"), format!("{cmdline}\n").as_bytes())?;
+    // The Pi's slots hold the kernel gzip'd (raspberry_pi.rs); so do its bundles.
+    let vmlinuz_gz = out.join("vmlinuz.gz");
+    let _ = std::fs::remove_file(&vmlinuz_gz);
+    if board.raspberry_pi.is_some() && output.format.is_disk() {
+        let image = std::fs::read(&kernel.vmlinuz)
+            .with_context(|| format!("reading {}", kernel.vmlinuz.display()))?;
+        let packed = timed("compressing the kernel for U-Boot (gzip)", || {
+            crate::raspberry_pi::gzip_kernel(&image)
+        })?;
+        write(&vmlinuz_gz, &packed)?;
+    }
     let vmlinux = out.join(crate::pvh::VMLINUX);
     let _ = std::fs::remove_file(&vmlinux);
     let loads_elf = kernel_options.get("CONFIG_PVH").is_some_and(|v| v == "y");
@@ -448,8 +467,13 @@ pub fn build(
     ));
     let _ = std::fs::remove_file(&bundle_path);
     if let (true, Some((system, _))) = (release.bundle, &system) {
+        let kernel = if vmlinuz_gz.exists() {
+            vmlinuz_gz.clone()
+        } else {
+            out.join("vmlinuz")
+        };
         let parts = vec![
-            ("vmlinuz", out.join("vmlinuz")),
+            ("vmlinuz", kernel),
             ("initramfs.img", out.join("initramfs.img")),
             ("system.img", system.clone()),
         ];
@@ -527,8 +551,8 @@ fn compressed_name(image: &Path) -> PathBuf {
 enum BootFiles {
     /// systemd-boot's EFI binary.
     Uefi { loader: PathBuf },
-    /// The Pi's GPU firmware (raspi-firmware's directory).
-    RaspberryPi { firmware: PathBuf },
+    /// The Pi's GPU firmware (raspi-firmware's directory) and U-Boot.
+    RaspberryPi { firmware: PathBuf, uboot: PathBuf },
 }
 
 /// The boot partition's files, then the disk image in the wanted format.
@@ -548,21 +572,25 @@ fn write_disk(
 ) -> Result<(PathBuf, disk::Layout)> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let (files, mbr, what) = match (boot_files, &board.raspberry_pi) {
-        (BootFiles::RaspberryPi { firmware }, Some(pi)) => {
+        (BootFiles::RaspberryPi { firmware, uboot }, Some(pi)) => {
             let files = crate::raspberry_pi::boot_files(
                 board,
                 pi,
                 firmware,
                 &kernel.device_trees,
-                read(&out.join("vmlinuz"))?,
-                initramfs.to_vec(),
-                cmdline,
+                crate::raspberry_pi::PiBoot {
+                    uboot,
+                    vmlinuz: read(&out.join("vmlinuz.gz"))?,
+                    initramfs: initramfs.to_vec(),
+                    version: release.version,
+                    cmdline,
+                },
             )?;
             let (_, boot) = table.find(disk::BOOT_LABEL).context("the boot partition")?;
             // The Pi's firmware reads only an MBR (docs/raspberry-pi.md).
             let mbr =
                 brig_spec::gpt::hybrid_mbr(boot).map_err(|e| anyhow::anyhow!("disk image: {e}"))?;
-            (files, Some(mbr), "Raspberry Pi firmware")
+            (files, Some(mbr), "Raspberry Pi firmware, U-Boot")
         }
         (BootFiles::Uefi { loader }, _) => (
             uefi_files(board, loader, out, cmdline, initramfs, release)?,

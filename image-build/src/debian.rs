@@ -304,6 +304,16 @@ pub const RASPI_FIRMWARE: FirmwarePackage = FirmwarePackage {
     dir: "/usr/lib/raspi-firmware",
 };
 
+/// Debian's `u-boot-rpi`: U-Boot for the Pis, which boots Brig's slots.
+pub const UBOOT_RPI: FirmwarePackage = FirmwarePackage {
+    package: "u-boot-rpi",
+    dir: "/usr/lib/u-boot",
+};
+
+/// The 64-bit build for the Pi 3 and 4 alike (it reads the model from the
+/// firmware's device tree).
+pub const UBOOT_RPI_BINARY: &str = "rpi_arm64/u-boot.bin";
+
 /// Debian's `firmware-brcm80211`: the Broadcom and Cypress Wi-Fi chips'
 /// firmware, the Pis' among them.
 pub const WIFI_FIRMWARE: FirmwarePackage = FirmwarePackage {

@@ -83,9 +83,10 @@ enum Commands {
         /// partition on first boot, grown to fill a larger disk.
         #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = disk::parse_size)]
         disk_size: u64,
-        /// Size of the boot (EFI system) partition.
-        #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = disk::parse_size)]
-        boot_size: u64,
+        /// Size of the boot partition (default 64M; 128M on the Pis, whose
+        /// two kernels are larger).
+        #[arg(long, value_name = "SIZE", value_parser = disk::parse_size)]
+        boot_size: Option<u64>,
         /// Size of the system partition (default: twice the system image,
         /// at least 256M).
         #[arg(long, value_name = "SIZE", value_parser = disk::parse_size)]
@@ -239,7 +240,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 format: format.unwrap_or(board.default_format),
                 sizes: disk::Sizes {
                     disk: disk_size,
-                    boot: boot_size,
+                    boot: boot_size.unwrap_or(if board.raspberry_pi.is_some() {
+                        128 << 20
+                    } else {
+                        64 << 20
+                    }),
                     system: system_size,
                 },
                 zstd_level,

@@ -17,7 +17,7 @@ use crate::board::{Arch, Board, QemuProfile, RaspberryPiMachine};
 use crate::boot_partition;
 use crate::host_tools;
 use crate::progress::step;
-use crate::raspberry_pi;
+use brig_spec::uboot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {
@@ -107,9 +107,10 @@ pub enum Boot {
     /// `vars` is this boot's copy of the firmware's variable store.
     Uefi { disk: PathBuf, vars: PathBuf },
     /// A Raspberry Pi card: QEMU does not run the Pi's GPU firmware, so
-    /// `brig run` does its part — the kernel, initramfs, device tree and
-    /// `cmdline.txt` come off the card's boot partition into `files` —
-    /// and the card is the machine's SD card.
+    /// `brig run` does its part — U-Boot and the device tree come off the
+    /// card's boot partition into `files`, and `cmdline` goes into the
+    /// device tree as the firmware puts `cmdline.txt` there — and the card
+    /// is the machine's SD card. U-Boot's script then boots a slot.
     RaspberryPi {
         card: PathBuf,
         files: PathBuf,
@@ -232,9 +233,7 @@ pub fn arguments(
         } => {
             args.extend([
                 "-kernel".into(),
-                files.join(raspberry_pi::KERNEL).display().to_string(),
-                "-initrd".into(),
-                files.join(raspberry_pi::INITRAMFS).display().to_string(),
+                files.join(uboot::UBOOT_FILE).display().to_string(),
                 "-dtb".into(),
                 files.join(device_tree).display().to_string(),
                 "-append".into(),
@@ -447,7 +446,7 @@ pub fn run(
             } => format!(" (kernel boot, system disk {})", system.display()),
             Boot::Kernel { .. } => String::new(),
             Boot::RaspberryPi { card, .. } => format!(
-                " from card {} (kernel, initramfs, device tree off its boot partition)",
+                " from card {} (U-Boot and the device tree off its boot partition)",
                 card.display()
             ),
         },
@@ -510,10 +509,10 @@ pub fn run(
     status
 }
 
-/// Does the Pi firmware's part for QEMU: takes the kernel, initramfs,
-/// device tree and command line off the card's boot partition into a
-/// directory of this run's, and turns off in that copy of the device tree
-/// what QEMU's model of the board lacks.
+/// Does the Pi firmware's part for QEMU: takes U-Boot and the device tree
+/// off the card's boot partition into a directory of this run's, and turns
+/// off in that copy of the device tree what QEMU's model of the board
+/// lacks.
 fn raspberry_pi_boot(
     card: PathBuf,
     machine: &RaspberryPiMachine,
@@ -531,16 +530,8 @@ fn raspberry_pi_boot(
     }
     let files = artifacts.join(format!("raspberry-pi-boot-{}", std::process::id()));
     std::fs::create_dir_all(&files).with_context(|| format!("creating {}", files.display()))?;
-    let cmdline = "cmdline.txt";
-    boot_partition::copy_out(
-        &card,
-        &[
-            raspberry_pi::KERNEL,
-            raspberry_pi::INITRAMFS,
-            &machine.device_tree,
-            cmdline,
-        ],
-        &files,
+    boot_partition::copy_out(&card, &[uboot::UBOOT_FILE, &machine.device_tree], &files).context(
+        "the card has no U-Boot: it was made before A/B updates on the Pi; build it again",
     )?;
     if !machine.disable.is_empty() || !machine.delete.is_empty() {
         let fdtput = host_tools::require("fdtput", "device-tree-compiler")?;
@@ -568,24 +559,22 @@ fn raspberry_pi_boot(
             )?;
         }
     }
-    let cmdline = std::fs::read_to_string(files.join(cmdline))
-        .with_context(|| format!("reading cmdline.txt off {}", card.display()))?;
     Ok(Boot::RaspberryPi {
         card,
         files,
         device_tree: machine.device_tree.clone(),
-        cmdline: qemu_cmdline(&cmdline, machine),
+        cmdline: qemu_cmdline(machine),
     })
 }
 
-/// `cmdline.txt` as QEMU's model of the board can run it.
-fn qemu_cmdline(cmdline: &str, machine: &RaspberryPiMachine) -> String {
-    cmdline
-        .split_whitespace()
-        .map(|word| match &machine.serial_console {
-            Some(console) if word.starts_with("console=ttyS") => format!("console={console}"),
-            _ => word.to_string(),
-        })
+/// What the model needs added to the slot's command line (U-Boot's script
+/// appends the device tree's bootargs): a serial console it can run, named
+/// last so that it is /dev/console, and the profile's words.
+fn qemu_cmdline(machine: &RaspberryPiMachine) -> String {
+    machine
+        .serial_console
+        .iter()
+        .map(|console| format!("console={console}"))
         .chain(machine.kernel_args.iter().cloned())
         .collect::<Vec<_>>()
         .join(" ")

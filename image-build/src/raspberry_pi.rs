@@ -1,24 +1,37 @@
 //! A Raspberry Pi's boot partition: the GPU firmware loads `config.txt`,
-//! then the kernel, the initramfs and the model's device tree, and passes
-//! `cmdline.txt` on. No boot loader of ours runs (docs/raspberry-pi.md).
+//! then Debian's U-Boot, whose script boots slot A or B with a boot
+//! counter in U-Boot's environment (docs/updates.md, docs/raspberry-pi.md).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use brig_spec::boot_slots::{self, EntryName, Slot};
+use brig_spec::uboot::{self, SlotBoot, Slots};
+use brig_spec::update_bundle::Version;
 
 use crate::board::{Board, RaspberryPi};
 
+/// What goes on a Pi's boot partition besides the firmware.
+pub struct PiBoot<'a> {
+    pub uboot: &'a Path,
+    /// The kernel as the slot holds it: gzip'd (`gzip_kernel`).
+    pub vmlinuz: Vec<u8>,
+    pub initramfs: Vec<u8>,
+    pub version: Version,
+    /// The kernel's command line, naming slot A's system partition.
+    pub cmdline: &'a str,
+}
+
 /// The boot partition's files (path in the FAT volume → bytes): firmware
-/// from `firmware_dir`, device trees from `device_trees_dir`, the kernel and
-/// initramfs, `config.txt`, `cmdline.txt`, and the example user data.
+/// from `firmware_dir`, device trees from `device_trees_dir`, U-Boot, its
+/// script and environment, slot A's kernel and initramfs, `config.txt`,
+/// an empty `cmdline.txt`, and the example user data.
 pub fn boot_files(
     board: &Board,
     pi: &RaspberryPi,
     firmware_dir: &Path,
     device_trees_dir: &Path,
-    vmlinuz: Vec<u8>,
-    initramfs: Vec<u8>,
-    cmdline: &str,
+    boot: PiBoot,
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let mut files = Vec::new();
@@ -36,31 +49,61 @@ pub fn boot_files(
                 .with_context(|| format!("the kernel package lacks device tree {path}"))?,
         ));
     }
-    files.push((KERNEL.into(), vmlinuz));
-    files.push((INITRAMFS.into(), initramfs));
+    // The card boots slot A, the first install: no boot counting for it.
+    let slots = Slots {
+        a: Some(SlotBoot {
+            name: EntryName {
+                generation: 1,
+                version: boot.version,
+                counter: None,
+            },
+            cmdline: boot.cmdline.to_string(),
+        }),
+        b: None,
+    };
+    let env = uboot::encode_env(&slots.to_env()).map_err(anyhow::Error::msg)?;
+    let dir = boot_slots::kernel_dir(Slot::A, boot.version);
+    files.push((uboot::UBOOT_FILE.into(), read(boot.uboot)?));
+    files.push((
+        uboot::SCRIPT_FILE.into(),
+        uboot::script_image(uboot::BOOT_SCRIPT),
+    ));
+    files.push((uboot::ENV_FILE.into(), env.clone()));
+    files.push((uboot::ENV_BACKUP.into(), env));
+    files.push((format!("{dir}/vmlinuz"), boot.vmlinuz));
+    files.push((format!("{dir}/initramfs.img"), boot.initramfs));
     files.push(("config.txt".into(), config_txt(board, pi).into_bytes()));
-    files.push(("cmdline.txt".into(), format!("{cmdline}\n").into_bytes()));
+    // U-Boot's script adds what the firmware passes on from here.
+    files.push(("cmdline.txt".into(), b"\n".to_vec()));
     files.push(("user-data".into(), USER_DATA_EXAMPLE.as_bytes().to_vec()));
     Ok(files)
 }
 
-pub const KERNEL: &str = "vmlinuz";
-pub const INITRAMFS: &str = "initramfs.img";
+/// The kernel gzip'd: Debian's arm64 `vmlinuz` is an uncompressed Image
+/// (38 MB), and two must fit on the boot partition with room to spare;
+/// U-Boot's `booti` unpacks it.
+pub fn gzip_kernel(image: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    encoder.write_all(image).context("compressing the kernel")?;
+    encoder.finish().context("compressing the kernel")
+}
 
-/// The firmware's settings: 64-bit, our kernel and initramfs, the UART on
+/// The firmware's settings: 64-bit, U-Boot as the kernel, the UART on
 /// for a serial console, the upstream kernel's device tree names.
 pub fn config_txt(board: &Board, pi: &RaspberryPi) -> String {
     let mut text = format!(
         "# Made by brig build for board {}; read by the Pi's firmware at power-on.\n\
          arm_64bit=1\n\
-         kernel={KERNEL}\n\
-         initramfs {INITRAMFS} followkernel\n\
+         # U-Boot boots Brig's slot A or B (boot.scr, uboot.env).\n\
+         kernel={}\n\
          # The UART on GPIO 14/15 (pins 8 and 10): Brig's serial console.\n\
          enable_uart=1\n\
          # Device trees by their names in the upstream (Debian) kernel.\n\
          upstream_kernel=1\n\
          disable_splash=1\n",
-        board.name
+        board.name,
+        uboot::UBOOT_FILE
     );
     for line in &pi.config {
         text += line;
@@ -120,8 +163,7 @@ mod tests {
         let text = config_txt(&board, board.raspberry_pi.as_ref().unwrap());
         for line in [
             "arm_64bit=1",
-            "kernel=vmlinuz",
-            "initramfs initramfs.img followkernel",
+            "kernel=u-boot.bin",
             "enable_uart=1",
             "upstream_kernel=1",
         ] {
@@ -141,16 +183,16 @@ mod tests {
         std::fs::write(trees.join("broadcom/bcm2837-rpi-3-b.dtb"), b"dtb").unwrap();
         let board = board();
         let pi = board.raspberry_pi.as_ref().unwrap();
-        let files = boot_files(
-            &board,
-            pi,
-            &firmware,
-            &trees,
-            b"kernel".to_vec(),
-            b"initrd".to_vec(),
-            "console=ttyS1,115200 panic=10",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("u-boot.bin"), b"u-boot").unwrap();
+        let uboot = dir.path().join("u-boot.bin");
+        let pi_boot = |vmlinuz: &[u8]| PiBoot {
+            uboot: &uboot,
+            vmlinuz: vmlinuz.to_vec(),
+            initramfs: b"initrd".to_vec(),
+            version: Version(0, 1, 0),
+            cmdline: "console=ttyS1,115200 panic=10 brig.system=PARTUUID=x",
+        };
+        let files = boot_files(&board, pi, &firmware, &trees, pi_boot(b"kernel")).unwrap();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -158,20 +200,52 @@ mod tests {
                 "bootcode.bin",
                 "start.elf",
                 "bcm2837-rpi-3-b.dtb",
-                "vmlinuz",
-                "initramfs.img",
+                "u-boot.bin",
+                "boot.scr",
+                "uboot.env",
+                "uboot.env.backup",
+                "brig/a-0.1.0/vmlinuz",
+                "brig/a-0.1.0/initramfs.img",
                 "config.txt",
                 "cmdline.txt",
                 "user-data"
             ]
         );
-        assert_eq!(files[6].1, b"console=ttyS1,115200 panic=10\n");
+        // U-Boot's environment boots slot A, counting nothing.
+        let vars = uboot::decode_env(&files[5].1).unwrap();
+        let slots = Slots::from_env(&vars);
+        let a = slots.a.unwrap();
+        assert_eq!((a.name.version, a.name.counter), (Version(0, 1, 0), None));
+        assert!(
+            a.cmdline.ends_with("brig.system=PARTUUID=x"),
+            "{}",
+            a.cmdline
+        );
+        assert_eq!(slots.b, None);
+        assert_eq!(files[5].1, files[6].1);
+        assert_eq!(files[7].1, b"kernel");
         // A device tree the kernel lacks is named.
         std::fs::remove_file(trees.join("broadcom/bcm2837-rpi-3-b.dtb")).unwrap();
-        let e = boot_files(&board, pi, &firmware, &trees, vec![], vec![], "")
+        let e = boot_files(&board, pi, &firmware, &trees, pi_boot(b""))
             .unwrap_err()
             .to_string();
         assert!(e.contains("broadcom/bcm2837-rpi-3-b.dtb"), "{e}");
+    }
+
+    #[test]
+    fn the_kernel_is_gzipd_and_unpacks_to_itself() {
+        use std::io::Read;
+        let image: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let packed = gzip_kernel(&image).unwrap();
+        assert_eq!(&packed[..2], &[0x1f, 0x8b]);
+        assert!(packed.len() < image.len() / 4);
+        let mut unpacked = Vec::new();
+        flate2::read::GzDecoder::new(packed.as_slice())
+            .read_to_end(&mut unpacked)
+            .unwrap();
+        assert_eq!(unpacked, image);
     }
 
     #[test]

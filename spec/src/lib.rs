@@ -20,6 +20,7 @@ pub mod problem;
 pub mod seccomp;
 pub mod service;
 pub mod steps;
+pub mod uboot;
 pub mod update_bundle;
 pub mod update_config;
 pub mod wifi;

@@ -95,10 +95,13 @@ pub fn pi_cards_hold_what_their_board_files_name() {
         }));
         wanted.extend(
             [
-                "vmlinuz",
-                "initramfs.img",
+                "u-boot.bin",
+                "boot.scr",
+                "uboot.env",
+                "uboot.env.backup",
+                "brig/a-0.1.0/vmlinuz",
+                "brig/a-0.1.0/initramfs.img",
                 "config.txt",
-                "cmdline.txt",
                 "user-data",
             ]
             .map(String::from),
@@ -113,16 +116,17 @@ pub fn pi_cards_hold_what_their_board_files_name() {
                 "{board}: {name} is empty"
             );
         }
+        // Slot A's kernel is the bundle's: gzip'd for U-Boot.
         assert_eq!(
-            boot_file(&image, "vmlinuz"),
-            std::fs::read(built.join("vmlinuz")).unwrap()
+            boot_file(&image, "brig/a-0.1.0/vmlinuz"),
+            std::fs::read(built.join("vmlinuz.gz")).unwrap()
         );
+        assert_eq!(boot_file(&image, "cmdline.txt"), b"\n");
 
         let config = String::from_utf8(boot_file(&image, "config.txt")).unwrap();
         let mut lines = vec![
             "arm_64bit=1".to_string(),
-            "kernel=vmlinuz".into(),
-            "initramfs initramfs.img followkernel".into(),
+            "kernel=u-boot.bin".into(),
             "enable_uart=1".into(),
             "upstream_kernel=1".into(),
         ];
@@ -136,9 +140,19 @@ pub fn pi_cards_hold_what_their_board_files_name() {
             );
         }
 
-        // cmdline.txt: the board's console and words, the system
+        // U-Boot's environment: slot A, version 0.1.0, no trial; its
+        // command line has the board's console and words, the system
         // partition by its PARTUUID.
-        let cmdline = String::from_utf8(boot_file(&image, "cmdline.txt")).unwrap();
+        let env = brig_spec::uboot::decode_env(&boot_file(&image, "uboot.env")).unwrap();
+        assert_eq!(
+            boot_file(&image, "uboot.env.backup"),
+            boot_file(&image, "uboot.env")
+        );
+        let slots = brig_spec::uboot::Slots::from_env(&env);
+        assert_eq!(slots.b, None, "{board}: slot B boots nothing yet");
+        let a = slots.a.expect("slot A in uboot.env");
+        assert_eq!((a.name.generation, a.name.counter), (1, None));
+        let cmdline = a.cmdline;
         let table = run(Command::new("sfdisk").arg("--json").arg(&image));
         let table: serde_json::Value = serde_json::from_str(&table).unwrap();
         let system = &table["partitiontable"]["partitions"][1];
@@ -294,7 +308,7 @@ fn boot_card_once(board: &str, machine: &str, card: &Path, user_data: &Path) -> 
     );
     for said in [
         "brig: system partition /dev/mmcblk0p2 mounted on /lib/brig",
-        "brig: state: making the state partition in /dev/mmcblk0's free space (446 MiB)",
+        "brig: state: making the state partition in /dev/mmcblk0's free space (382 MiB)",
         "brig: state: /dev/mmcblk0p4 formatted (ext4, BRIG_STATE)",
         "brig: state: /dev/mmcblk0p4 (BRIG_STATE, ext4) mounted at /var/lib/brig",
         "brig: config: from /dev/mmcblk0p1 (boot partition BRIG_BOOT)",
@@ -384,7 +398,14 @@ pub fn pi_cards_boot_in_qemu_make_their_state_partition_and_answer_ssh() {
     // its guest slot is taken now, so its first boot starts as soon as its
     // cards are built, not behind the Swarm's three guests.
     crate::guest::hold_a_slot();
-    let boards: [(&str, fn()); 2] = [("rpi3", rpi3_card), ("rpi4", rpi4_card)];
+    let boards: [(&str, fn()); 3] = [
+        ("rpi3", rpi3_card),
+        ("rpi4", rpi4_card),
+        (
+            "rpi3 updates",
+            rpi3_updates_through_u_boot_and_rolls_back_by_itself,
+        ),
+    ];
     let failed: Vec<&str> = boards
         .into_iter()
         .filter(|(_, check)| std::panic::catch_unwind(check).is_err())
@@ -445,6 +466,147 @@ fn rpi4_card() {
         logs.contains("wifi: no network config (/run/brig/config/wifi/network.yaml: No such file or directory (os error 2)): no wifis to join"),
         "{logs}"
     );
+    guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
+}
+
+/// The Pi's update path as on the PC (docs/updates.md), on QEMU's raspi3b
+/// (its model restarts the machine; raspi3ap's has no restart): U-Boot's
+/// script boots 0.1.0 from slot A; 0.2.0 is installed over HTTP into slot
+/// B, boots on trial and is marked good in U-Boot's environment; 0.3.0,
+/// whose kernel panics before PID 1, is installed into slot A and uses up
+/// its 3 tries, and U-Boot boots 0.2.0 again by itself, the user's file
+/// kept. A Pi's kernel that panics before PID 1 has no restart handler yet
+/// (the watchdog's driver is a module): the test pulls the plug at each
+/// panic, standing in for the reset (docs/updates.md says what a real Pi
+/// does).
+fn rpi3_updates_through_u_boot_and_rolls_back_by_itself() {
+    use crate::guest::built_variant;
+    use crate::updates::Server;
+    let board = "rpi3";
+    let variant = |name: &str, version: &str, extra: &[&str]| {
+        let mut args = vec!["--without", "docker", "--os-version", version, "--bundle"];
+        args.extend(extra);
+        built_variant(board, "raw", name, &args)
+    };
+    let v2 = variant("v2", "0.2.0", &[]);
+    let panics = variant(
+        "panics",
+        "0.3.0",
+        &[
+            "--kernel-arg",
+            "rdinit=/no-such-init",
+            "--kernel-arg",
+            "panic=1",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    for (built, version) in [(&v2, "0.2.0"), (&panics, "0.3.0")] {
+        let bundle = format!("brig-rpi3-{version}.bundle");
+        std::fs::copy(built.join(&bundle), served.join(&bundle)).unwrap();
+    }
+    // The lease comes 15–60 s after `brig: ready` under TCG: a health
+    // timeout the PC's 30 s would fail.
+    let trial = "brig:\n  update:\n    grace_time: 5\n    health_timeout: 240\n";
+    let (mut guest, key, known_hosts, _) = boot_card(board, "raspi3b", dir.path(), trial);
+    let card = dir.path().join("card.img");
+    let serial = guest.serial();
+    assert!(
+        serial.contains("brig: booting brig/a-0.1.0 (slot a)"),
+        "U-Boot's script did not boot slot A:\n{serial}"
+    );
+    let server = Server::start(&mut guest, &served);
+    let ssh = |guest: &Guest, command: &str| guest.ssh_ok("brig", &key, &known_hosts, command);
+    let before = ssh(&guest, "echo kept > ~/kept.txt; sudo brigctl os status");
+    for line in ["running  0.1.0 (slot A)\n", "other    slot B is empty\n"] {
+        assert!(before.contains(line), "{line:?} not in:\n{before}");
+    }
+    let upgrade = |guest: &Guest, version: &str| {
+        let said = ssh(
+            guest,
+            &format!(
+                "sudo brigctl os upgrade {}",
+                server.url(&format!("brig-rpi3-{version}.bundle"))
+            ),
+        );
+        println!("upgrade to {version}:\n{said}");
+        said
+    };
+    let said = upgrade(&guest, "0.2.0");
+    assert!(
+        said.contains("installed 0.2.0 in slot B; it starts at the next boot"),
+        "{said}"
+    );
+    guest.brigctl_power(&key, &known_hosts, Power::Reboot);
+    drop(guest);
+
+    // 0.2.0 from slot B, on trial, then marked good.
+    let card_arg = format!("--disk={}", card.display());
+    let pi = ["--machine", "raspi3b"];
+    let start = |watched: bool| {
+        let options = [card_arg.as_str(), pi[0], pi[1]];
+        if watched {
+            Guest::boot_with(board, &built_as(board, "raw"), &[], &options)
+        } else {
+            Guest::boot_unwatched(board, &built_as(board, "raw"), &options)
+        }
+    };
+    let mut guest = start(true);
+    let serial = guest.wait_for("brig: ready", BOOT);
+    for said in [
+        "brig: booting brig/b-0.2.0 (slot b)",
+        "brig: system partition /dev/mmcblk0p3 mounted on /lib/brig",
+        "brig: update: 0.2.0 (slot B, boot 1 of 3) is on trial",
+    ] {
+        assert!(serial.contains(said), "{said:?} not in:\n{serial}");
+    }
+    let blessed = "brig: update: 0.2.0 (slot B) booted healthy: marked good (brig-2-0.2.0+2-1.conf is now brig-2-0.2.0.conf)";
+    guest.wait_for(blessed, BOOT);
+    let server = Server::start(&mut guest, &served);
+    let after = ssh(&guest, "cat ~/kept.txt; sudo brigctl os status");
+    println!("after 0.2.0:\n{after}");
+    for line in [
+        "kept\n",
+        "running  0.2.0 (slot B)\n",
+        "other    0.1.0 in slot A (good)\n",
+    ] {
+        assert!(after.contains(line), "{line:?} not in:\n{after}");
+    }
+
+    // 0.3.0 panics at every boot; the test resets the machine each time.
+    let said = upgrade(&guest, "0.3.0");
+    assert!(said.contains("installed 0.3.0 in slot A"), "{said}");
+    guest.brigctl_power(&key, &known_hosts, Power::Reboot);
+    drop(server);
+    drop(guest);
+    for try_number in 1..=3 {
+        let mut guest = start(false);
+        let serial = guest.wait_for("Kernel panic - not syncing", BOOT);
+        assert!(
+            serial.contains("brig: booting brig/a-0.3.0 (slot a)"),
+            "try {try_number}:\n{serial}"
+        );
+        guest.pull_the_plug();
+    }
+    let mut guest = start(true);
+    let serial = guest.wait_for("brig: ready", BOOT);
+    for said in [
+        "brig: booting brig/b-0.2.0 (slot b)",
+        "brig: update: rolled back: 0.3.0 (slot A) failed to boot healthy 3 times; 0.2.0 runs again",
+    ] {
+        assert!(serial.contains(said), "{said:?} not in:\n{serial}");
+    }
+    lease_or_lost_adapter(&guest).unwrap_or_else(|why| panic!("{why}\n{}", guest.console_report()));
+    let status = ssh(&guest, "cat ~/kept.txt; sudo brigctl os status");
+    println!("after the rollback:\n{status}");
+    for line in [
+        "kept\n",
+        "running  0.2.0 (slot B)\n",
+        "booted   rolled back: 0.3.0 (slot A) failed to boot healthy 3 times\n",
+    ] {
+        assert!(status.contains(line), "{line:?} not in:\n{status}");
+    }
     guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
 }
 
@@ -541,7 +703,7 @@ pub fn brig_flash_writes_and_verifies_a_card_and_refuses_disks_it_must_not_touch
     );
     let written = std::fs::read(&card).unwrap();
     assert_eq!(written.len(), image_bytes.len());
-    let boot_end = 65 << 20; // the 64 MiB boot partition from 1 MiB
+    let boot_end = 129 << 20; // the 128 MiB boot partition from 1 MiB
     assert!(written[..1 << 20] == image_bytes[..1 << 20]);
     assert!(written[boot_end..] == image_bytes[boot_end..]);
 

@@ -23,10 +23,10 @@ const TRIAL: &str = "brig:\n  update:\n    grace_time: 5\n    health_timeout: 30
 
 /// `python3 -m http.server` serving `dir` in the guest's network
 /// namespace; killed on drop.
-struct Server(Child, u16);
+pub struct Server(Child, u16);
 
 impl Server {
-    fn start(guest: &mut Guest, dir: &Path) -> Server {
+    pub fn start(guest: &mut Guest, dir: &Path) -> Server {
         let port = 8000;
         let mut child = guest
             .net()
@@ -54,7 +54,7 @@ impl Server {
     }
 
     /// The URL the guest uses (user networking maps 10.0.2.2 to the host).
-    fn url(&self, name: &str) -> String {
+    pub fn url(&self, name: &str) -> String {
         format!("http://10.0.2.2:{}/{name}", self.1)
     }
 }

@@ -2,12 +2,18 @@
 //! slot PID 1 booted, mounted for one job at a mount point of its own, its
 //! entries read, renamed and written with each change synced before the
 //! next (FAT has no journal: order is what keeps a power cut harmless).
+//!
+//! Two boot loaders keep the entries: systemd-boot (the PC) as files in
+//! `loader/entries`, U-Boot (the Raspberry Pi) as variables in its
+//! environment file. Both are read as the same `Entries`, so the update
+//! logic does not know which it drives.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use brig_spec::boot_slots::{Slot, ENTRIES_DIR};
+use brig_spec::boot_slots::{self, EntryName, Slot, ENTRIES_DIR};
+use brig_spec::uboot::{self, SlotBoot, Slots};
 use nix::mount::{MntFlags, MsFlags};
 
 use super::entries::{Entries, Entry, Rename};
@@ -48,9 +54,18 @@ impl Machine {
     }
 }
 
+/// The boot loader whose entries the boot partition holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loader {
+    SystemdBoot,
+    /// The Pi: `boot.scr` and `uboot.env` (docs/updates.md).
+    UBoot,
+}
+
 /// The boot partition, mounted until dropped.
 pub struct Mounted {
     pub root: PathBuf,
+    loader: Loader,
 }
 
 impl Mounted {
@@ -72,7 +87,12 @@ impl Mounted {
             None::<&str>,
         )
         .map_err(|e| format!("mounting the boot partition {device}: {e}"))?;
-        Ok(Mounted { root })
+        let loader = if root.join(uboot::SCRIPT_FILE).is_file() {
+            Loader::UBoot
+        } else {
+            Loader::SystemdBoot
+        };
+        Ok(Mounted { root, loader })
     }
 
     fn entries_dir(&self) -> PathBuf {
@@ -80,6 +100,20 @@ impl Mounted {
     }
 
     pub fn entries(&self) -> Result<Entries, String> {
+        if self.loader == Loader::UBoot {
+            let slots = self.read_uboot_env()?;
+            let entries = [Slot::A, Slot::B]
+                .into_iter()
+                .filter_map(|slot| {
+                    slots.get(slot).map(|boot| Entry {
+                        file: boot.name.file_name(),
+                        name: boot.name,
+                        slot,
+                    })
+                })
+                .collect();
+            return Ok(Entries(entries));
+        }
         let dir = self.entries_dir();
         let listing = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
         let mut entries = Vec::new();
@@ -97,6 +131,25 @@ impl Mounted {
     }
 
     pub fn rename(&self, rename: &Rename) -> Result<(), String> {
+        if self.loader == Loader::UBoot {
+            let mut slots = self.read_uboot_env()?;
+            let to = EntryName::parse(&rename.to)
+                .ok_or_else(|| format!("{} names no boot entry", rename.to))?;
+            let slot = [Slot::A, Slot::B]
+                .into_iter()
+                .find(|s| {
+                    slots
+                        .get(*s)
+                        .is_some_and(|b| b.name.file_name() == rename.from)
+                })
+                .ok_or_else(|| format!("U-Boot's environment has no entry {}", rename.from))?;
+            let cmdline = slots
+                .get(slot)
+                .map(|b| b.cmdline.clone())
+                .unwrap_or_default();
+            slots.set(slot, Some(SlotBoot { name: to, cmdline }));
+            return self.write_uboot_env(&slots);
+        }
         let dir = self.entries_dir();
         fs::rename(dir.join(&rename.from), dir.join(&rename.to))
             .map_err(|e| format!("renaming {} to {}: {e}", rename.from, rename.to))?;
@@ -104,10 +157,63 @@ impl Mounted {
     }
 
     pub fn remove_entry(&self, entry: &Entry) -> Result<(), String> {
+        if self.loader == Loader::UBoot {
+            let mut slots = self.read_uboot_env()?;
+            slots.set(entry.slot, None);
+            return self.write_uboot_env(&slots);
+        }
         let dir = self.entries_dir();
         fs::remove_file(dir.join(&entry.file))
             .map_err(|e| format!("removing the boot entry {}: {e}", entry.file))?;
         sync_dir(&dir)
+    }
+
+    /// A new entry booting `slot`'s kernel directory for `name.version`.
+    pub fn add_entry(
+        &self,
+        board: &str,
+        slot: Slot,
+        name: EntryName,
+        cmdline: &str,
+    ) -> Result<(), String> {
+        if self.loader == Loader::UBoot {
+            let mut slots = self.read_uboot_env()?;
+            let cmdline = cmdline.to_string();
+            slots.set(slot, Some(SlotBoot { name, cmdline }));
+            return self.write_uboot_env(&slots);
+        }
+        self.write_file(
+            &format!("{ENTRIES_DIR}/{}", name.file_name()),
+            boot_slots::entry_text(board, name.version, slot, cmdline).as_bytes(),
+        )
+    }
+
+    /// The slots in U-Boot's environment, or in its backup when a cut
+    /// write left the environment damaged (U-Boot's script does the same).
+    fn read_uboot_env(&self) -> Result<Slots, String> {
+        let mut problems = Vec::new();
+        for name in [uboot::ENV_FILE, uboot::ENV_BACKUP] {
+            let path = self.root.join(name);
+            let read = read_bytes(&path, uboot::ENV_SIZE as u64 + 1)
+                .map_err(|e| e.to_string())
+                .and_then(|data| uboot::decode_env(&data));
+            match read {
+                Ok(vars) => return Ok(Slots::from_env(&vars)),
+                Err(e) => problems.push(format!("{name}: {e}")),
+            }
+        }
+        Err(format!(
+            "reading U-Boot's environment on the boot partition: {}",
+            problems.join("; ")
+        ))
+    }
+
+    /// The backup first, then the environment: a cut between the two
+    /// leaves U-Boot the old state, whole.
+    fn write_uboot_env(&self, slots: &Slots) -> Result<(), String> {
+        let data = uboot::encode_env(&slots.to_env())?;
+        self.write_file(uboot::ENV_BACKUP, &data)?;
+        self.write_file(uboot::ENV_FILE, &data)
     }
 
     /// Writes `data` at `relative` under a temporary name, syncs it, then
@@ -201,6 +307,13 @@ pub fn sync_dir(dir: &Path) -> Result<(), String> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("syncing {}: {e}", dir.display()))
+}
+
+fn read_bytes(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    File::open(path)?.take(limit).read_to_end(&mut data)?;
+    Ok(data)
 }
 
 fn read_small(path: &Path, limit: u64) -> std::io::Result<String> {

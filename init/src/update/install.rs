@@ -13,7 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use brig_spec::boot_slots::{self, EntryName, ENTRIES_DIR, TRIES};
+use brig_spec::boot_slots::{self, EntryName, TRIES};
 use brig_spec::update_bundle::{self, BundleReader, Version};
 
 use super::boot_partition::{self, Machine, Mounted};
@@ -347,10 +347,7 @@ pub fn install(
         counter: Some((TRIES, 0)),
     };
     let cmdline = format!("{} brig.system=PARTUUID={guid}", manifest.cmdline);
-    boot.write_file(
-        &format!("{ENTRIES_DIR}/{}", entry.file_name()),
-        boot_slots::entry_text(&board, manifest.version, target, &cmdline).as_bytes(),
-    )?;
+    boot.add_entry(&board, target, entry, &cmdline)?;
     drop(boot);
     Ok(Installed::Done(format!(
         "installed {} in slot {target}; it starts at the next boot (brigctl reboot) and has {TRIES} tries to come up healthy, else {running} boots again",
