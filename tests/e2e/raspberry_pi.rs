@@ -1,9 +1,10 @@
 //! Raspberry Pi cards (`brig build --board rpi3|rpi4`) as a user makes and
 //! uses them: the boot partition holds what the board file names, the card
-//! boots in QEMU's raspi3b and raspi4b (`brig run` takes kernel, initramfs
-//! and device tree off that partition, as the Pi's firmware would), makes
-//! its state partition on first boot and answers ssh; and `brig flash`
-//! writes the card, refusing the disks it must not touch.
+//! boots in QEMU's raspi3b and raspi4b (`brig run` takes U-Boot and the
+//! device tree off that partition, as the Pi's firmware would), makes its
+//! state partition on first boot and answers ssh, updates itself into its
+//! other slot and rolls back by itself from a version that panics; and
+//! `brig flash` writes the card, refusing the disks it must not touch.
 //!
 //! Longer than 600 lines because the two boards' cards are checked as one
 //! user story (build, inspect, boot, state partition, flash), sharing the
