@@ -641,6 +641,7 @@ fn rpi3_updates_through_u_boot_and_rolls_back_by_itself() {
         "running  0.2.0 (slot B)\n",
         "booted   rolled back: 0.3.0 (slot A) failed to boot healthy 3 times\n",
         "other    0.3.0 in slot A (failed: it did not boot healthy in 3 tries)\n",
+        "last     rolled back: 0.3.0 (slot A) failed to boot healthy 3 times; 0.2.0 runs again",
     ] {
         assert!(status.contains(line), "{line:?} not in:\n{status}");
     }

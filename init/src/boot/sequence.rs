@@ -254,7 +254,7 @@ pub fn boot() -> Result<Init, Failed> {
         .iter()
         .map(|s| s.spec.name.clone())
         .collect();
-    init.begin_trial();
+    let rolled_back = init.begin_trial();
     // Before the config: the saved config and datasource live on it.
     let scan = || {
         block_devices::scan().unwrap_or_else(|e| {
@@ -285,6 +285,9 @@ pub fn boot() -> Result<Init, Failed> {
         state::fsck_verdict(code, &output).map(|said| format!("e2fsck: {said}"))
     });
     init.state.announce();
+    if let Some(rollback) = &rolled_back {
+        crate::update::install::record_rollback(rollback);
+    }
     let found = config::find(&init.sys, &cmdline, &volumes, &Dmi::read(), &mut |e| {
         say_error(&format!("config: {e}"))
     });

@@ -363,6 +363,25 @@ fn open(
         .map_err(|e| format!("refused: {e}"))
 }
 
+/// A rollback the boot loader made by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// How the last result begins if it was that version's install.
+    pub installed: String,
+    pub outcome: String,
+}
+
+/// A version that never reached PID 1 (its kernel panicked) could not
+/// record how its trial ended: the last result still says it was
+/// installed. Once the state partition is mounted, it says it was rolled
+/// back; any later result is left alone.
+pub fn record_rollback(rollback: &Rollback) {
+    let last = fs::read_to_string(LAST_RESULT).unwrap_or_default();
+    if last.starts_with(&rollback.installed) {
+        record(&rollback.outcome);
+    }
+}
+
 /// Keeps the outcome for `brigctl os status`, when there is a state
 /// partition to keep it on.
 pub fn record(outcome: &str) {

@@ -179,11 +179,11 @@ impl<S: System> Init<S> {
 
     /// At boot, once the system slot is known: reads the boot entries to
     /// learn whether this version is on trial (then its health is watched
-    /// from now on) or was rolled back to (then the console says so).
-    pub(crate) fn begin_trial(&mut self) {
-        let Some(machine) = self.machine.clone() else {
-            return;
-        };
+    /// from now on) or was rolled back to (then the console says so, and
+    /// the rollback is returned for `install::record_rollback` once the
+    /// state partition is mounted).
+    pub(crate) fn begin_trial(&mut self) -> Option<install::Rollback> {
+        let machine = self.machine.clone()?;
         self.check_boot_partition(&machine);
         let entries = match Mounted::mount(&machine, false).and_then(|boot| boot.entries()) {
             Ok(entries) => entries,
@@ -191,7 +191,7 @@ impl<S: System> Init<S> {
                 say_error(&format!(
                     "update: reading the boot entries: {e}; if this version is on trial, it is not marked good"
                 ));
-                return;
+                return None;
             }
         };
         let running = install::running_version()
@@ -203,12 +203,20 @@ impl<S: System> Init<S> {
                 let trial = Trial::new(what, UpdateConfig::default(), self.sys.now());
                 say(&format!("update: {} is on trial", trial.what));
                 self.trial = Some(trial);
+                None
             }
             None => {
                 let (booted, _) = entries.describe(machine.slot);
-                if booted.starts_with("rolled back") {
-                    say(&format!("update: {booted}; {running} runs again"));
+                if !booted.starts_with("rolled back") {
+                    return None;
                 }
+                let outcome = format!("{booted}; {running} runs again");
+                say(&format!("update: {outcome}"));
+                let failed = entries.of(machine.slot.other())?;
+                Some(install::Rollback {
+                    installed: format!("installed {} in slot {}", failed.name.version, failed.slot),
+                    outcome,
+                })
             }
         }
     }
