@@ -374,7 +374,7 @@ pub fn build(
     // The Pi's slots hold the kernel gzip'd (raspberry_pi.rs); so do its bundles.
     let vmlinuz_gz = out.join("vmlinuz.gz");
     let _ = std::fs::remove_file(&vmlinuz_gz);
-    if board.raspberry_pi.is_some() && output.format.is_disk() {
+    if board.raspberry_pi.is_some() {
         let image = std::fs::read(&kernel.vmlinuz)
             .with_context(|| format!("reading {}", kernel.vmlinuz.display()))?;
         let packed = timed("compressing the kernel for U-Boot (gzip)", || {

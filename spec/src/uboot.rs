@@ -41,20 +41,42 @@ const BASE: [(&str, &str); 3] = [
     ("scriptaddr", "0x02400000"),
 ];
 
-/// The boot script's source. The slot with the highest generation whose
-/// tries have not run out boots; on trial, its counter is lowered and the
-/// environment saved before the kernel loads, so a hang or panic uses up a
-/// try. The kernel is gzip'd (it must fit twice on the boot partition);
-/// U-Boot's `booti` unpacks it. Addresses stay under 192 MiB, clear of the
-/// script at 0x02400000, for the Pi 3 A+'s 512 MiB. What the firmware (or
-/// QEMU's `-append`) put in the device tree's bootargs follows ours: the
-/// card's `cmdline.txt` adds kernel arguments that way.
+/// The boot script's source.
+///
+/// - It reads the slots from `uboot.env` on its own partition (or the
+///   backup), whichever device U-Boot loaded its environment from (QEMU's
+///   raspi4b has the card on mmc 1).
+/// - The slot with the highest generation whose tries have not run out
+///   boots; on trial, its counter is lowered and the environment saved
+///   before the kernel loads, so a hang or panic uses up a try. If that
+///   save fails, the other slot boots instead: a try that is not counted
+///   could repeat forever.
+/// - A damaged `uboot.env`, or one naming no version (a `saveenv` at the
+///   U-Boot prompt), is written again from the backup.
+/// - The kernel is gzip'd (it must fit twice on the boot partition);
+///   `booti` unpacks it to 0x02800000, with 88 MiB of room before QEMU's
+///   device tree at 0x08000000; the packed copy goes to 0x0a000000, the
+///   initramfs to 0x0e000000; all under 256 MiB, clear of the script at
+///   0x02400000, for the Pi 3 A+'s 512 MiB.
+/// - If the kernel cannot be loaded or started, the board resets: the
+///   counted try brings it to the other slot in the end.
+/// - What the firmware (or QEMU's `-append`) put in the device tree's
+///   bootargs follows the slot's command line: the card's `cmdline.txt`
+///   adds kernel arguments that way.
 pub const BOOT_SCRIPT: &str = r#"# Brig's boot script (docs/updates.md). Made by brig build; do not edit.
 setenv brig_part "${devtype} ${devnum}:${distro_bootpart}"
+setenv brig_save
+if load ${brig_part} 0x02000000 uboot.env && env import -c 0x02000000 0x4000; then true; fi
 if test -z "${brig_a_version}${brig_b_version}"; then
-  echo "brig: uboot.env could not be read: using uboot.env.backup"
-  load ${brig_part} 0x02000000 uboot.env.backup && env import -c 0x02000000 0x4000
+  if load ${brig_part} 0x02000000 uboot.env.backup && env import -c 0x02000000 0x4000; then
+    echo "brig: uboot.env names no version: using uboot.env.backup"
+    setenv brig_save 1
+  else
+    echo "brig: neither uboot.env nor uboot.env.backup names a version"
+  fi
 fi
+setenv brig_use_a 'setenv brig_slot a; setenv brig_dir brig/a-${brig_a_version}; setenv bootargs "${brig_a_cmdline}"'
+setenv brig_use_b 'setenv brig_slot b; setenv brig_dir brig/b-${brig_b_version}; setenv bootargs "${brig_b_cmdline}"'
 setenv brig_slot
 if test -n "${brig_a_version}" && test "${brig_a_left}" != 0; then setenv brig_slot a; fi
 if test -n "${brig_b_version}" && test "${brig_b_left}" != 0; then
@@ -63,29 +85,34 @@ fi
 if test -z "${brig_slot}"; then
   echo "brig: no version has tries left: booting the newest"
   setenv brig_slot a
-  if test -z "${brig_a_version}" || test ${brig_b_generation} -gt ${brig_a_generation}; then setenv brig_slot b; fi
+  if test -n "${brig_b_version}"; then
+    if test -z "${brig_a_version}" || test ${brig_b_generation} -gt ${brig_a_generation}; then setenv brig_slot b; fi
+  fi
 fi
-setenv brig_save
+setenv brig_trial
 if test ${brig_slot} = a; then
-  setenv brig_dir brig/a-${brig_a_version}
-  setenv bootargs "${brig_a_cmdline}"
+  run brig_use_a
   if test -n "${brig_a_left}" && test "${brig_a_left}" != 0; then
     setexpr brig_a_left ${brig_a_left} - 1
     setexpr brig_a_done ${brig_a_done} + 1
-    setenv brig_save 1
+    setenv brig_trial 1
   fi
 else
-  setenv brig_dir brig/b-${brig_b_version}
-  setenv bootargs "${brig_b_cmdline}"
+  run brig_use_b
   if test -n "${brig_b_left}" && test "${brig_b_left}" != 0; then
     setexpr brig_b_left ${brig_b_left} - 1
     setexpr brig_b_done ${brig_b_done} + 1
-    setenv brig_save 1
+    setenv brig_trial 1
   fi
 fi
+if test -n "${brig_trial}"; then setenv brig_save 1; fi
 if test -n "${brig_save}"; then
-  env export -c -s 0x4000 0x02000000 bootcmd bootdelay scriptaddr brig_a_version brig_a_generation brig_a_left brig_a_done brig_a_cmdline brig_b_version brig_b_generation brig_b_left brig_b_done brig_b_cmdline
-  fatwrite ${brig_part} 0x02000000 uboot.env 0x4000
+  if env export -c -s 0x4000 0x02000000 bootcmd bootdelay scriptaddr brig_a_version brig_a_generation brig_a_left brig_a_done brig_a_cmdline brig_b_version brig_b_generation brig_b_left brig_b_done brig_b_cmdline && fatwrite ${brig_part} 0x02000000 uboot.env 0x4000; then
+    true
+  elif test -n "${brig_trial}"; then
+    echo "brig: uboot.env could not be written: not trying the new version uncounted"
+    if test ${brig_slot} = a && test -n "${brig_b_version}"; then run brig_use_b; elif test ${brig_slot} = b && test -n "${brig_a_version}"; then run brig_use_a; fi
+  fi
 fi
 if fdt addr ${fdt_addr} && fdt get value brig_extra /chosen bootargs; then
   setenv bootargs "${bootargs} ${brig_extra}"
@@ -93,10 +120,12 @@ fi
 echo "brig: booting ${brig_dir} (slot ${brig_slot})"
 setenv kernel_comp_addr_r 0x0a000000
 setenv kernel_comp_size 0x02000000
-load ${brig_part} 0x02800000 ${brig_dir}/vmlinuz
-load ${brig_part} 0x05000000 ${brig_dir}/initramfs.img
-booti 0x02800000 0x05000000:${filesize} ${fdt_addr}
-echo "brig: ${brig_dir} did not boot"
+if load ${brig_part} 0x02800000 ${brig_dir}/vmlinuz && load ${brig_part} 0x0e000000 ${brig_dir}/initramfs.img; then
+  booti 0x02800000 0x0e000000:${filesize} ${fdt_addr}
+fi
+echo "brig: ${brig_dir} did not boot: resetting"
+sleep 3
+reset
 "#;
 
 /// One slot as the environment holds it.
@@ -142,8 +171,9 @@ impl Slots {
             vars.insert(key("generation"), boot.name.generation.to_string());
             vars.insert(key("cmdline"), boot.cmdline.clone());
             if let Some((left, done)) = boot.name.counter {
-                vars.insert(key("left"), left.to_string());
-                vars.insert(key("done"), done.to_string());
+                // Hexadecimal, as the script's setexpr writes them.
+                vars.insert(key("left"), format!("{left:x}"));
+                vars.insert(key("done"), format!("{done:x}"));
             }
         }
         vars
@@ -155,8 +185,7 @@ impl Slots {
         let read = |slot: Slot| -> Option<SlotBoot> {
             let get = |what: &str| vars.get(&format!("brig_{}_{what}", prefix(slot)));
             let number = |what: &str| -> Option<u32> {
-                // setexpr writes hexadecimal: equal to decimal below 10,
-                // and tries never exceed 3.
+                // Hexadecimal: setexpr writes no other.
                 get(what).and_then(|t| u32::from_str_radix(t, 16).ok())
             };
             let counter = match get("left") {
@@ -348,7 +377,7 @@ mod tests {
         };
         let export = BOOT_SCRIPT
             .lines()
-            .find(|l| l.trim_start().starts_with("env export"))
+            .find(|l| l.contains("env export -c"))
             .unwrap();
         for name in both.to_env().keys() {
             assert!(

@@ -197,8 +197,13 @@ impl Mounted {
             let read = read_bytes(&path, uboot::ENV_SIZE as u64 + 1)
                 .map_err(|e| e.to_string())
                 .and_then(|data| uboot::decode_env(&data));
-            match read {
-                Ok(vars) => return Ok(Slots::from_env(&vars)),
+            match read.map(|vars| Slots::from_env(&vars)) {
+                // As the boot script: an environment naming no version
+                // (a `saveenv` at U-Boot's prompt) is not Brig's.
+                Ok(Slots { a: None, b: None }) => {
+                    problems.push(format!("{name}: it names no version"))
+                }
+                Ok(slots) => return Ok(slots),
                 Err(e) => problems.push(format!("{name}: {e}")),
             }
         }
@@ -345,6 +350,75 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["FSCK0000.REC.txt", "FSCK00A1.REC"]);
+    }
+
+    /// The Pi's entries, kept in U-Boot's environment: read, renamed,
+    /// removed and added as the update logic does, and read from the
+    /// backup when `uboot.env` is damaged or names no version.
+    #[test]
+    fn u_boots_environment_holds_the_entries() {
+        use brig_spec::boot_slots::EntryName;
+        use brig_spec::update_bundle::Version;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("boot");
+        fs::create_dir(&root).unwrap();
+        let boot = Mounted {
+            root: root.clone(),
+            loader: Loader::UBoot,
+        };
+        let name = |generation, version: &str, counter| EntryName {
+            generation,
+            version: Version::parse(version).unwrap(),
+            counter,
+        };
+        let first = Slots {
+            a: Some(SlotBoot {
+                name: name(1, "0.1.0", None),
+                cmdline: "console=ttyS1,115200 brig.system=PARTUUID=A".into(),
+            }),
+            b: None,
+        };
+        boot.write_uboot_env(&first).unwrap();
+        boot.add_entry("rpi3", Slot::B, name(2, "0.2.0", Some((3, 0))), "b-line")
+            .unwrap();
+        let entries = boot.entries().unwrap();
+        let b = entries.of(Slot::B).unwrap();
+        assert_eq!(b.file, "brig-2-0.2.0+3.conf");
+        // U-Boot's script counts a try, as setexpr writes it.
+        let mut vars = uboot::decode_env(&fs::read(root.join(uboot::ENV_FILE)).unwrap()).unwrap();
+        vars.insert("brig_b_left".into(), "2".into());
+        vars.insert("brig_b_done".into(), "1".into());
+        fs::write(
+            root.join(uboot::ENV_FILE),
+            uboot::encode_env(&vars).unwrap(),
+        )
+        .unwrap();
+        let entries = boot.entries().unwrap();
+        let blessing = entries.blessing(Slot::B).unwrap();
+        assert_eq!(blessing.from, "brig-2-0.2.0+2-1.conf");
+        boot.rename(&blessing).unwrap();
+        let slots = boot.read_uboot_env().unwrap();
+        let b = slots.b.clone().unwrap();
+        assert_eq!((b.name.counter, b.cmdline.as_str()), (None, "b-line"));
+        assert_eq!(slots.a, first.a, "slot A untouched");
+        // The backup holds the same: a damaged uboot.env loses nothing.
+        let mut torn = fs::read(root.join(uboot::ENV_FILE)).unwrap();
+        torn[200] ^= 0xff;
+        fs::write(root.join(uboot::ENV_FILE), &torn).unwrap();
+        assert_eq!(boot.read_uboot_env().unwrap(), slots);
+        // Nor one that names no version (a `saveenv` at the prompt).
+        let plain = uboot::encode_env(&Slots::default().to_env()).unwrap();
+        fs::write(root.join(uboot::ENV_FILE), plain).unwrap();
+        assert_eq!(boot.read_uboot_env().unwrap(), slots);
+        let entry = boot.entries().unwrap().of(Slot::B).unwrap().clone();
+        boot.remove_entry(&entry).unwrap();
+        assert_eq!(boot.read_uboot_env().unwrap(), first);
+        // Both gone: said, with each file's reason.
+        fs::remove_file(root.join(uboot::ENV_BACKUP)).unwrap();
+        fs::write(root.join(uboot::ENV_FILE), b"short").unwrap();
+        let e = boot.entries().unwrap_err();
+        assert!(e.contains("uboot.env: it is 5 bytes"), "{e}");
+        assert!(e.contains("uboot.env.backup: No such file"), "{e}");
     }
 
     #[test]

@@ -40,7 +40,10 @@ impl Entry {
             None => "good".to_string(),
             Some((0, done)) => format!("failed: it did not boot healthy in {done} tries"),
             Some((left, 0)) => format!("installed, boots next ({left} tries)"),
-            Some((left, done)) => format!("on trial, {done} of {} tries used", left + done),
+            Some((left, done)) => format!(
+                "on trial, {done} of {} tries used",
+                left.saturating_add(done)
+            ),
         }
     }
 }
@@ -66,7 +69,13 @@ impl Entries {
     }
 
     pub fn next_generation(&self) -> u32 {
-        self.0.iter().map(|e| e.name.generation).max().unwrap_or(0) + 1
+        // Saturating: a crafted entry must not make PID 1 panic.
+        self.0
+            .iter()
+            .map(|e| e.name.generation)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1)
     }
 
     /// Why the running version (in `slot`) booted, and the other slot.

@@ -239,9 +239,20 @@ pub fn install(
         .ok_or_else(|| format!("reading the partition GUID of {device}"))?;
 
     let boot = Mounted::mount(machine, true)?;
+    let entries = boot.entries()?;
+    // Refused without the running version's entry: its kernel directory
+    // could not be told from the others, and would go with them.
+    let keep = entries
+        .of(machine.slot)
+        .map(|e| boot_slots::kernel_dir(machine.slot, e.name.version))
+        .ok_or_else(|| {
+            format!(
+                "the boot partition names no entry for the running slot {}: nothing was written",
+                machine.slot
+            )
+        })?;
     // First the other slot's entry goes: from here until its new entry is
     // written, nothing boots that slot.
-    let entries = boot.entries()?;
     for entry in entries.0.iter().filter(|e| e.slot == target) {
         boot.remove_entry(entry)?;
     }
@@ -249,14 +260,11 @@ pub fn install(
     // slot's and any a cut install left under another name; then the
     // removals are synced before anything is allocated, so that a cut
     // later cannot leave both the old files and the new.
-    let keep = entries
-        .of(machine.slot)
-        .map(|e| boot_slots::kernel_dir(machine.slot, e.name.version));
     let kernels = boot.root.join("brig");
     if let Ok(listing) = fs::read_dir(&kernels) {
         for item in listing.flatten() {
             let relative = format!("brig/{}", item.file_name().to_string_lossy());
-            if Some(&relative) == keep.as_ref() {
+            if relative == keep {
                 continue;
             }
             let path = item.path();
