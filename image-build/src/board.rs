@@ -236,11 +236,13 @@ pub struct RaspberryPiMachine {
     /// Properties taken out of that copy, as `NODE:PROPERTY`.
     #[serde(default)]
     pub delete: Vec<String>,
-    /// A serial console QEMU's model can run, in place of `cmdline.txt`'s
-    /// `console=ttyS…` (with its UART among `disable`).
+    /// A serial console QEMU's model can run, added after the slot's
+    /// `console=ttyS…` so that it is /dev/console (with that UART among
+    /// `disable`).
     #[serde(default)]
     pub serial_console: Option<String>,
-    /// Words added to `cmdline.txt`'s command line for QEMU's model only.
+    /// Words added to the kernel's command line for QEMU's model only
+    /// (through the device tree's bootargs, as `cmdline.txt` on a Pi).
     #[serde(default)]
     pub kernel_args: Vec<String>,
 }
