@@ -145,6 +145,14 @@ fn build_into_with(board: &str, format: &str, out: &Path, extra: &[&str]) -> Out
     brig(&args, &[])
 }
 
+/// Fails naming the first of `lines` that `text` (a console, a command's
+/// output) does not contain.
+pub fn assert_says(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+}
+
 /// How many guests run at once: one a core, as QEMU under TCG keeps a core
 /// busy while its guest works (`BRIG_E2E_GUESTS` sets another number).
 pub fn slots() -> usize {

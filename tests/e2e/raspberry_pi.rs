@@ -486,7 +486,7 @@ fn rpi4_card() {
 /// module): the test pulls the plug at each panic, standing in for the
 /// reset (docs/updates.md says what a real Pi lacks).
 fn rpi3_updates_through_u_boot_and_rolls_back_by_itself() {
-    use crate::guest::built_variant;
+    use crate::guest::{assert_says, built_variant};
     let board = "rpi3";
     let variant = |name: &str, version: &str, extra: &[&str]| {
         let mut args = vec!["--without", "docker", "--os-version", version, "--bundle"];
@@ -593,24 +593,26 @@ fn rpi3_updates_through_u_boot_and_rolls_back_by_itself() {
     // 0.2.0 from slot B, on trial, then marked good.
     let mut guest = start(true);
     let serial = guest.wait_for("brig: ready", BOOT);
-    for said in [
-        "brig: booting brig/b-0.2.0 (slot b)",
-        "brig: system partition /dev/mmcblk0p3 mounted on /lib/brig",
-        "brig: update: 0.2.0 (slot B, boot 1 of 3) is on trial",
-    ] {
-        assert!(serial.contains(said), "{said:?} not in:\n{serial}");
-    }
+    assert_says(
+        &serial,
+        &[
+            "brig: booting brig/b-0.2.0 (slot b)",
+            "brig: system partition /dev/mmcblk0p3 mounted on /lib/brig",
+            "brig: update: 0.2.0 (slot B, boot 1 of 3) is on trial",
+        ],
+    );
     let blessed = "brig: update: 0.2.0 (slot B) booted healthy: marked good (brig-2-0.2.0+2-1.conf is now brig-2-0.2.0.conf)";
     guest.wait_for(blessed, BOOT);
     let after = ssh(&guest, "cat ~/kept.txt; sudo brigctl os status");
     println!("after 0.2.0:\n{after}");
-    for line in [
-        "kept\n",
-        "running  0.2.0 (slot B)\n",
-        "other    0.1.0 in slot A (good)\n",
-    ] {
-        assert!(after.contains(line), "{line:?} not in:\n{after}");
-    }
+    assert_says(
+        &after,
+        &[
+            "kept\n",
+            "running  0.2.0 (slot B)\n",
+            "other    0.1.0 in slot A (good)\n",
+        ],
+    );
 
     // 0.3.0 panics at every boot; the test resets the machine each time.
     let said = upgrade(&guest, "0.3.0");
@@ -628,23 +630,25 @@ fn rpi3_updates_through_u_boot_and_rolls_back_by_itself() {
     }
     let mut guest = start(true);
     let serial = guest.wait_for("brig: ready", BOOT);
-    for said in [
+    assert_says(
+        &serial,
+        &[
         "brig: booting brig/b-0.2.0 (slot b)",
         "brig: update: rolled back: 0.3.0 (slot A) failed to boot healthy 3 times; 0.2.0 runs again",
-    ] {
-        assert!(serial.contains(said), "{said:?} not in:\n{serial}");
-    }
+        ],
+    );
     let status = ssh(&guest, "cat ~/kept.txt; sudo brigctl os status");
     println!("after the rollback:\n{status}");
-    for line in [
-        "kept\n",
-        "running  0.2.0 (slot B)\n",
-        "booted   rolled back: 0.3.0 (slot A) failed to boot healthy 3 times\n",
-        "other    0.3.0 in slot A (failed: it did not boot healthy in 3 tries)\n",
-        "last     rolled back: 0.3.0 (slot A) failed to boot healthy 3 times; 0.2.0 runs again",
-    ] {
-        assert!(status.contains(line), "{line:?} not in:\n{status}");
-    }
+    assert_says(
+        &status,
+        &[
+            "kept\n",
+            "running  0.2.0 (slot B)\n",
+            "booted   rolled back: 0.3.0 (slot A) failed to boot healthy 3 times\n",
+            "other    0.3.0 in slot A (failed: it did not boot healthy in 3 tries)\n",
+            "last     rolled back: 0.3.0 (slot A) failed to boot healthy 3 times; 0.2.0 runs again",
+        ],
+    );
     guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
 }
 
