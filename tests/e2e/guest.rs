@@ -163,13 +163,13 @@ pub fn slots() -> usize {
         .max(1)
 }
 
-/// The slots: how many are free, and the waiting tests' turns (tickets in
-/// the order they asked, so that one waiting for every slot is not passed
-/// forever by those taking one).
+/// The slots: how many are free, the single-slot tests' turns (tickets in
+/// the order they asked), and how many of those wait.
 struct Pool {
     free: usize,
     next_ticket: u64,
     serving: u64,
+    waiting: usize,
 }
 
 fn pool() -> &'static (Mutex<Pool>, Condvar) {
@@ -179,6 +179,7 @@ fn pool() -> &'static (Mutex<Pool>, Condvar) {
             free: slots(),
             next_ticket: 0,
             serving: 0,
+            waiting: 0,
         };
         (Mutex::new(pool), Condvar::new())
     })
@@ -189,20 +190,34 @@ fn pool() -> &'static (Mutex<Pool>, Condvar) {
 /// than there are cores, so that one can build while others boot), in
 /// turn, and keeps it until it ends: a test that boots again and again (the
 /// power cuts) is not sent to the back of the queue each time.
+///
+/// A test that wants every slot (the Swarm's) gives way to those waiting
+/// for one: were it served in turn, it would stop every later test while
+/// a long one (the Pi's chain) kept the last slot, and a core would idle
+/// for that test's whole rest. It runs once nobody else waits.
 pub struct Slot(usize);
 
 impl Slot {
     fn take(wanted: usize) -> Slot {
         let wanted = wanted.min(slots());
+        let whole = wanted == slots();
         let (pool, changed) = pool();
         let mut state = pool.lock().unwrap_or_else(|p| p.into_inner());
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        while state.serving != ticket || state.free < wanted {
-            state = changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        if whole {
+            while state.free < wanted || state.waiting > 0 {
+                state = changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        } else {
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            state.waiting += 1;
+            while state.serving != ticket || state.free < wanted {
+                state = changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            state.serving += 1;
+            state.waiting -= 1;
         }
         state.free -= wanted;
-        state.serving += 1;
         changed.notify_all();
         Slot(wanted)
     }

@@ -143,7 +143,11 @@ pub fn main(mut tests: Vec<Test>) -> ExitCode {
                 break;
             };
             running += 1;
-            println!("test {} ... started", test.name);
+            println!(
+                "test {} ... started at {:.0} s",
+                test.name,
+                started.elapsed().as_secs_f64()
+            );
             let done = done.clone();
             std::thread::Builder::new()
                 .name(test.name.to_string())
@@ -160,10 +164,11 @@ pub fn main(mut tests: Vec<Test>) -> ExitCode {
         let (name, passed, took) = finished.recv().expect("a test thread ends by sending");
         running -= 1;
         println!(
-            "test {name} ... {} ({:.0} s, {:.0} CPU-s)",
+            "test {name} ... {} ({:.0} s, {:.0} CPU-s; at {:.0} s)",
             if passed { "ok" } else { "FAILED" },
             took.as_secs_f64(),
-            crate::cpu::spent(name)
+            crate::cpu::spent(name),
+            started.elapsed().as_secs_f64()
         );
         let _ = std::io::stdout().flush();
         results.push((name, passed, took));

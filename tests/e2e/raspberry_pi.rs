@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::guest::{brig, built_as, key_pair, run, source_dir, Guest, Power};
+use crate::guest::{
+    assert_says, brig, built_as, built_variant, key_pair, run, source_dir, Guest, Power,
+};
 
 /// First boot makes and formats the state partition: slow under TCG.
 const BOOT: Duration = Duration::from_secs(420);
@@ -399,33 +401,72 @@ pub fn pi_cards_boot_in_qemu_make_their_state_partition_and_answer_ssh() {
     // its guest slot is taken now, so its first boot starts as soon as its
     // cards are built, not behind the Swarm's three guests.
     crate::guest::hold_a_slot();
-    let boards: [(&str, fn()); 3] = [
-        ("rpi3", rpi3_card),
-        ("rpi4", rpi4_card),
-        (
-            "rpi3 updates",
-            rpi3_updates_through_u_boot_and_rolls_back_by_itself,
-        ),
-    ];
-    let failed: Vec<&str> = boards
-        .into_iter()
-        .filter(|(_, check)| std::panic::catch_unwind(check).is_err())
-        .map(|(board, _)| board)
-        .collect();
+    let rpi3 = std::panic::catch_unwind(rpi3_card);
+    let rpi3_passed = rpi3.is_ok();
+    let rpi4 = std::panic::catch_unwind(rpi4_card);
+    // The update story goes on with the rpi3 card as its first boot left
+    // it (its state partition made, the user's file written).
+    let updates = match rpi3 {
+        Ok(card) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rpi3_updates_through_u_boot_and_rolls_back_by_itself(card)
+        }))
+        .is_ok(),
+        Err(_) => {
+            println!("rpi3 updates: not run, as the rpi3 card failed");
+            false
+        }
+    };
+    let failed: Vec<&str> = [
+        ("rpi3", rpi3_passed),
+        ("rpi4", rpi4.is_ok()),
+        ("rpi3 updates", updates),
+    ]
+    .into_iter()
+    .filter(|(_, passed)| !passed)
+    .map(|(board, _)| board)
+    .collect();
     assert!(failed.is_empty(), "failed: {failed:?} (why is above)");
 }
 
+/// A card after its first boot, powered off: its directory (`card.img`,
+/// the user-data), and the user's ssh key and known_hosts.
+struct BootedCard {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    known_hosts: PathBuf,
+}
+
 /// In QEMU's raspi3ap: the Raspberry Pi 3 A+, with 512 MiB, the smallest
-/// memory Brig supports (the card is the same for the 3 B and B+).
-fn rpi3_card() {
+/// memory Brig supports (the card is the same for the 3 B and B+). Its
+/// first boot is also the update story's: U-Boot's script boots 0.1.0
+/// from slot A, and the user leaves a file to find after the updates.
+fn rpi3_card() -> BootedCard {
     let dir = tempfile::tempdir().unwrap();
     // Wi-Fi as a user writes it: the wifi container runs wpa_supplicant
-    // with it once wlan0 exists (no radio in QEMU: it waits for it).
-    let wifi = "network:\n  version: 2\n  ethernets:\n    eth0: {dhcp4: true}\n  wifis:\n    \
-                wlan0:\n      dhcp4: true\n      regulatory-domain: DE\n      access-points:\n        \
-                home: {password: correct-horse}\n        office: {password: short}\n";
-    let (mut guest, key, known_hosts, figures) = boot_card("rpi3", "raspi3ap", dir.path(), wifi);
+    // with it once wlan0 exists (no radio in QEMU: it waits for it). The
+    // update story's trial times: the lease comes 15–60 s after
+    // `brig: ready` under TCG, which the PC's 30 s timeout would fail.
+    let config = "network:\n  version: 2\n  ethernets:\n    eth0: {dhcp4: true}\n  wifis:\n    \
+                  wlan0:\n      dhcp4: true\n      regulatory-domain: DE\n      access-points:\n        \
+                  home: {password: correct-horse}\n        office: {password: short}\n\
+                  brig:\n  update:\n    grace_time: 5\n    health_timeout: 240\n";
+    let (mut guest, key, known_hosts, figures) = boot_card("rpi3", "raspi3ap", dir.path(), config);
     report(&figures);
+    let serial = guest.serial();
+    assert!(
+        serial.contains("brig: booting brig/a-0.1.0 (slot a)"),
+        "U-Boot's script did not boot slot A:\n{serial}"
+    );
+    let before = guest.ssh_ok(
+        "brig",
+        &key,
+        &known_hosts,
+        "echo kept > ~/kept.txt; sudo brigctl os status",
+    );
+    assert_says(
+        &before,
+        &["running  0.1.0 (slot A)\n", "other    slot B is empty\n"],
+    );
     // The serial console is the mini UART, as on the board.
     let model = "Raspberry Pi 3 Model A+";
     check_over_ssh(&guest, &key, &known_hosts, "rpi3", model, "ttyS1");
@@ -451,6 +492,11 @@ fn rpi3_card() {
     }
     guest.halts_on_power_off();
     guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
+    BootedCard {
+        dir,
+        key,
+        known_hosts,
+    }
 }
 
 /// In QEMU's raspi4b.
@@ -471,11 +517,12 @@ fn rpi4_card() {
 }
 
 /// The Pi's update path as on the PC (docs/updates.md), on QEMU's raspi3b
-/// (its model restarts the machine; raspi3ap's has no restart): U-Boot's
-/// script boots 0.1.0 from slot A; 0.2.0 is installed into slot B, boots
-/// on trial and is marked good in U-Boot's environment; 0.3.0, whose
-/// kernel panics before PID 1, is installed into slot A and uses up its 3
-/// tries, and U-Boot boots 0.2.0 again by itself, the user's file kept.
+/// (its model restarts the machine; raspi3ap's has no restart), from the
+/// rpi3 card's first boot (0.1.0 from slot A): 0.2.0 is installed into
+/// slot B, boots on trial and is marked good in U-Boot's environment;
+/// 0.3.0, whose kernel panics before PID 1, is installed into slot A and
+/// uses up its 3 tries, and U-Boot boots 0.2.0 again by itself, the
+/// user's file kept.
 ///
 /// The bundles reach the Pi as files in the user's home, copied onto the
 /// card's state partition while the machine is off (as with a card
@@ -485,8 +532,7 @@ fn rpi4_card() {
 /// before PID 1 has no restart handler yet (the watchdog's driver is a
 /// module): the test pulls the plug at each panic, standing in for the
 /// reset (docs/updates.md says what a real Pi lacks).
-fn rpi3_updates_through_u_boot_and_rolls_back_by_itself() {
-    use crate::guest::{assert_says, built_variant};
+fn rpi3_updates_through_u_boot_and_rolls_back_by_itself(card: BootedCard) {
     let board = "rpi3";
     let variant = |name: &str, version: &str, extra: &[&str]| {
         let mut args = vec!["--without", "docker", "--os-version", version, "--bundle"];
@@ -504,24 +550,13 @@ fn rpi3_updates_through_u_boot_and_rolls_back_by_itself() {
             "panic=1",
         ],
     );
-    let dir = tempfile::tempdir().unwrap();
-    // The lease comes 15–60 s after `brig: ready` under TCG: a health
-    // timeout the PC's 30 s would fail.
-    let trial = "brig:\n  update:\n    grace_time: 5\n    health_timeout: 240\n";
-    let (mut guest, key, known_hosts, _) = boot_card(board, "raspi3b", dir.path(), trial);
+    let BootedCard {
+        dir,
+        key,
+        known_hosts,
+    } = card;
     let card = dir.path().join("card.img");
-    let serial = guest.serial();
-    assert!(
-        serial.contains("brig: booting brig/a-0.1.0 (slot a)"),
-        "U-Boot's script did not boot slot A:\n{serial}"
-    );
     let ssh = |guest: &Guest, command: &str| guest.ssh_ok("brig", &key, &known_hosts, command);
-    let before = ssh(&guest, "echo kept > ~/kept.txt; sudo brigctl os status");
-    for line in ["running  0.1.0 (slot A)\n", "other    slot B is empty\n"] {
-        assert!(before.contains(line), "{line:?} not in:\n{before}");
-    }
-    guest.brigctl_power(&key, &known_hosts, Power::Reboot);
-    drop(guest);
     {
         // The state partition (4) as the user's computer mounts it (by
         // its place in the GUID table: no partition scan here).
