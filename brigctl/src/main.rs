@@ -84,6 +84,17 @@ enum Command {
         #[command(subcommand)]
         action: OsAction,
     },
+    /// Install this Brig onto another disk of the machine, erasing it: the
+    /// running version (booted from a USB stick) with its boot partition's
+    /// config; the disk makes its own state partition at its first boot.
+    Install {
+        /// The whole disk: /dev/sda, /dev/nvme0n1, /dev/vdb.
+        #[arg(long, value_name = "DEVICE")]
+        device: String,
+        /// Do not ask before erasing the disk.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Stop all services in order and reboot.
     Reboot,
     /// Stop all services in order and power off.
@@ -243,6 +254,17 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             },
             false,
         ),
+        Command::Install { device, yes } => {
+            if !*yes {
+                confirm_erase(device)?;
+            }
+            (
+                Request::Install {
+                    device: device.clone(),
+                },
+                false,
+            )
+        }
         Command::Reboot => (Request::Reboot, false),
         Command::Poweroff => (Request::Poweroff, false),
     };
@@ -296,6 +318,29 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         }
     }
     Ok(code)
+}
+
+/// Asks on the terminal before a disk is erased; without a terminal,
+/// `--yes` must say it.
+fn confirm_erase(device: &str) -> Result<(), String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "this erases {device}: pass --yes to go on (no terminal to ask on)"
+        ));
+    }
+    print!(
+        "This erases everything on {device} and installs this Brig onto it. Type yes to go on: "
+    );
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    if answer.trim() != "yes" {
+        return Err(format!("{device} was left alone"));
+    }
+    Ok(())
 }
 
 fn os_status_text(status: &brig_spec::control::OsStatus) -> String {

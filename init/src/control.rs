@@ -449,6 +449,7 @@ impl<S: System> Init<S> {
             }
             Request::OsStatus => return self.os_request(fd, Job::Status),
             Request::OsRollback => return self.os_request(fd, Job::Rollback),
+            Request::Install { device } => return self.os_request(fd, Job::Install { device }),
         })
     }
 

@@ -90,6 +90,21 @@ pub fn mount(image: &Path, at: &Path) -> Result<(), Error> {
 fn attach_loop(file: &Path) -> Result<(PathBuf, File), Error> {
     let backing = File::open(file)
         .map_err(|e| Error::host(format!("opening image {}", file.display()), e))?;
+    let name = file.display().to_string();
+    attach_loop_over(&backing, &name, 0, 0, false)
+}
+
+/// Attaches `length` bytes of the open `backing` (named `name` in errors)
+/// from `offset` to a free loop device (0, 0: all of it), read-only unless
+/// `writable`; returns its path and the open device. The device detaches
+/// itself once nothing has it open or mounted.
+pub fn attach_loop_over(
+    backing: &File,
+    name: &str,
+    offset: u64,
+    length: u64,
+    writable: bool,
+) -> Result<(PathBuf, File), Error> {
     let control = OpenOptions::new()
         .read(true)
         .write(true)
@@ -106,13 +121,19 @@ fn attach_loop(file: &Path) -> Result<(PathBuf, File), Error> {
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let device = OpenOptions::new()
             .read(true)
+            .write(writable)
             .open(&path)
             .map_err(|e| Error::host(format!("opening {}", path.display()), e))?;
         // SAFETY: LoopInfo64 and LoopConfig are plain integer arrays; all-zero
         // is their documented "nothing set" value.
         let mut config: LoopConfig = unsafe { std::mem::zeroed() };
         config.fd = backing.as_raw_fd() as u32;
-        config.info.flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        config.info.flags = LO_FLAGS_AUTOCLEAR;
+        if !writable {
+            config.info.flags |= LO_FLAGS_READ_ONLY;
+        }
+        config.info.offset = offset;
+        config.info.sizelimit = length;
         // SAFETY: LOOP_CONFIGURE reads a `struct loop_config` we own.
         if unsafe {
             libc::ioctl(
@@ -125,8 +146,7 @@ fn attach_loop(file: &Path) -> Result<(PathBuf, File), Error> {
             return Ok((path, device));
         }
         last_error = Some(Error::last_os_error(format!(
-            "attaching {} to {}",
-            file.display(),
+            "attaching {name} to {}",
             path.display()
         )));
     }

@@ -74,6 +74,13 @@ pub enum Request {
     /// Makes the other slot's version boot next (`brigctl os rollback`).
     #[serde(rename = "os-rollback")]
     OsRollback,
+    /// Copies the running version onto the disk `device` (`/dev/sdb`),
+    /// erasing it (`brigctl install`): progress as `Progress` lines, then
+    /// one `Ok` or `Error`.
+    #[serde(rename = "install")]
+    Install {
+        device: String,
+    },
 }
 
 /// Lets the read-only group use a socket that PID 1 or a system container
@@ -108,6 +115,7 @@ impl Request {
             Request::OsUpgrade { .. } | Request::OsUpgradeFile { .. } => "updating the OS",
             Request::OsStatus => "showing the OS versions",
             Request::OsRollback => "rolling the OS back",
+            Request::Install { .. } => "installing onto a disk",
         }
     }
 }
@@ -245,6 +253,9 @@ mod tests {
             Request::OsUpgradeFile {
                 name: "b".into(),
                 allow_downgrade: false,
+            },
+            Request::Install {
+                device: "/dev/sdb".into(),
             },
         ] {
             assert!(closed.needs_root(), "{closed:?}");

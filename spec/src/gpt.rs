@@ -15,7 +15,7 @@ pub const SECTOR: u64 = 512;
 const ENTRIES: usize = 128;
 const ENTRY_SIZE: usize = 128;
 /// Sectors the entry array takes (128 × 128 bytes).
-const ENTRY_SECTORS: u64 = (ENTRIES * ENTRY_SIZE) as u64 / SECTOR;
+pub const ENTRY_SECTORS: u64 = (ENTRIES * ENTRY_SIZE) as u64 / SECTOR;
 const HEADER_SIZE: usize = 92;
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 const REVISION: u32 = 0x0001_0000;

@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
         test!(updates::pc_x86_64_rolls_back_by_itself_from_a_version_that_panics_and_one_without_network, 330),
         test!(updates::pc_x86_64_power_cuts_during_an_upgrade_always_leave_one_whole_version, 300),
         test!(updates::pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps_data, 140),
+        test!(updates::pc_x86_64_installs_itself_from_a_usb_stick_onto_the_machines_disk, 120),
         test!(disk_image::pc_x86_64_raw_image_boots_with_uefi_grows_into_its_disk_and_keeps_state, 100),
         test!(state::qemu_x86_64_keeps_host_keys_homes_and_config_on_the_state_partition, 95),
         test!(console::qemu_aarch64_console_over_ssh, 75),

@@ -570,3 +570,171 @@ pub fn pc_x86_64_power_cuts_during_an_upgrade_always_leave_one_whole_version() {
     drop(server);
     guest.press_power_button();
 }
+
+/// `brigctl install` as a user runs it (docs/updates.md, "Installing to a
+/// disk"): the PC image written to a USB stick, its `user-data` on the
+/// stick's boot partition as edited on another computer, booted on a
+/// machine with two more disks. Installing onto the stick itself, a
+/// partition, a disk that does not exist, one too small, or without
+/// `--yes` is refused; then the running version installs onto the empty
+/// disk, which boots alone, makes its state partition, lets the user in
+/// with the stick's config and shows one version in slot A.
+pub fn pc_x86_64_installs_itself_from_a_usb_stick_onto_the_machines_disk() {
+    use crate::guest::{assert_says, run};
+    use std::process::Command;
+    let board = "pc-x86_64";
+    let v1 = built_as(board, "raw");
+    let dir = tempfile::tempdir().unwrap();
+    let stick = disk_copy(&v1, "brig-pc-x86_64.img", dir.path(), "2G");
+    let (key, user_data) = login(dir.path(), "hostname: installed\n");
+    let table = |image: &Path| -> serde_json::Value {
+        let json = run(Command::new("sfdisk").arg("--json").arg(image));
+        serde_json::from_str(&json).unwrap()
+    };
+    let stick_table = table(&stick);
+    let boot_start = stick_table["partitiontable"]["partitions"][0]["start"]
+        .as_u64()
+        .unwrap();
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(format!("{}@@{}", stick.display(), boot_start * 512))
+        .arg(&user_data)
+        .arg("::user-data"));
+    let blank = |name: &str, size: u64| {
+        let path = dir.path().join(name);
+        std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+        path
+    };
+    let disk = blank("disk.img", 3 << 30);
+    let small = blank("small.img", 300 << 20);
+    let drive = |image: &Path| format!("--qemu-arg=file={},format=raw,if=virtio", image.display());
+    let known_hosts = dir.path().join("known_hosts");
+    let mut guest = Guest::boot_with(
+        board,
+        &v1,
+        &[],
+        &[
+            &format!("--disk={}", stick.display()),
+            "--qemu-arg=-drive",
+            &drive(&disk),
+            "--qemu-arg=-drive",
+            &drive(&small),
+        ],
+    );
+    guest.wait_for("brig: ready", BOOT);
+    for (command, error) in [
+        (
+            "sudo brigctl install --device /dev/vdb",
+            "brigctl: this erases /dev/vdb: pass --yes to go on (no terminal to ask on)",
+        ),
+        (
+            "sudo brigctl install --device /dev/vda --yes",
+            "brigctl: /dev/vda is the disk this machine booted from: install onto another disk",
+        ),
+        (
+            "sudo brigctl install --device /dev/vda2 --yes",
+            "brigctl: /dev/vda2 is a partition: name the whole disk; this machine's disks: /dev/vda, /dev/vdb, /dev/vdc",
+        ),
+        (
+            "sudo brigctl install --device /dev/sdz --yes",
+            "brigctl: there is no disk /dev/sdz; this machine's disks: /dev/vda, /dev/vdb, /dev/vdc",
+        ),
+        (
+            "sudo brigctl install --device /dev/vdc --yes",
+            "brigctl: /dev/vdc holds 300 MiB; Brig needs 642 MiB (a boot partition, two system slots and at least 64 MiB for the state partition): nothing was written",
+        ),
+        (
+            "brigctl install --device /dev/vdb --yes",
+            "brigctl: permission denied: installing onto a disk needs root (sudo brigctl …)",
+        ),
+    ] {
+        let out = guest.ssh("brig", &key, &known_hosts, command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: succeeded");
+        assert!(stderr.contains(error), "{command}: {error:?} not in:\n{stderr}");
+    }
+    let said = guest.ssh_ok(
+        "brig",
+        &key,
+        &known_hosts,
+        "sudo brigctl install --device /dev/vdb --yes",
+    );
+    println!("{said}");
+    assert_says(
+        &said,
+        &[
+            "installing 0.1.0 (pc-x86_64) from /dev/vda onto /dev/vdb (3072 MiB); everything on /dev/vdb is erased\n",
+            "BRIG_SYSTEM_A: 100% of ",
+            "/dev/vdb: the copies read back the same\n",
+            "installed 0.1.0 onto /dev/vdb (slot A); its state partition is made at its first boot. Power off, remove the USB stick, and boot from /dev/vdb\n",
+        ],
+    );
+    guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
+    drop(guest);
+
+    // Nothing was written to the disk that was too small.
+    let zeros = std::fs::read(&small).unwrap().iter().all(|b| *b == 0);
+    assert!(zeros, "the refused disk was written to");
+    // The stick's layout, with GUIDs of the disk's own.
+    let installed = table(&disk);
+    let parts = |t: &serde_json::Value| -> Vec<(String, u64, String)> {
+        t["partitiontable"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    p["start"].as_u64().unwrap(),
+                    p["uuid"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (on_stick, on_disk) = (parts(&table(&stick)), parts(&installed));
+    let names: Vec<&str> = on_disk.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["BRIG_BOOT", "BRIG_SYSTEM_A", "BRIG_SYSTEM_B"],
+        "{installed}"
+    );
+    for (stick_part, disk_part) in on_stick.iter().zip(&on_disk) {
+        assert_eq!(stick_part.1, disk_part.1, "{installed}");
+        assert_ne!(stick_part.2, disk_part.2, "the same GUID on both disks");
+    }
+
+    // The installed disk alone, as the machine boots once the stick is out.
+    let known_hosts = dir.path().join("known_hosts.installed");
+    let mut guest = Guest::boot_with(board, &v1, &[], &[&format!("--disk={}", disk.display())]);
+    let serial = guest.wait_for("brig: ready", BOOT);
+    // systemd-boot started the one entry, which names the disk's own slot.
+    let cmdline = format!("brig.system=PARTUUID={}", on_disk[1].2.to_uppercase());
+    assert_says(
+        &serial,
+        &[
+            "Command line: initrd=\\brig\\a-0.1.0\\initramfs.img",
+            &cmdline,
+            "brig: system partition /dev/vda2 mounted on /lib/brig",
+            "brig: state: making the state partition in /dev/vda's free space",
+            "brig: config: from /dev/vda1 (boot partition BRIG_BOOT)",
+        ],
+    );
+    let status = guest.ssh_ok(
+        "brig",
+        &key,
+        &known_hosts,
+        "hostname; sudo brigctl os status; sudo brigctl status",
+    );
+    println!("{status}");
+    assert_says(
+        &status,
+        &[
+            "installed\n",
+            "running  0.1.0 (slot A)\n",
+            "other    slot B is empty\n",
+            "boot     disk /dev/vda (system partition /dev/vda2, slot A)\n",
+            "state    /dev/vda4 at /var/lib/brig: ",
+        ],
+    );
+    guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
+}

@@ -359,7 +359,7 @@ fn tell_kernel(
     Ok(())
 }
 
-fn random_bytes() -> Result<[u8; 16], String> {
+pub fn random_bytes() -> Result<[u8; 16], String> {
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")
         .and_then(|f| f.read_exact_at(&mut bytes, 0))

@@ -20,7 +20,7 @@ use super::entries::{Entries, Entry, Rename};
 use crate::boot::disk;
 
 /// The boot partition's label (its GPT name and FAT label).
-const BOOT_LABEL: &str = "BRIG_BOOT";
+pub const BOOT_LABEL: &str = "BRIG_BOOT";
 
 /// What this boot knows about its slots: which it runs and on what disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,12 @@ pub struct Mounted {
 impl Mounted {
     pub fn mount(machine: &Machine, writable: bool) -> Result<Mounted, String> {
         let partition = machine.partition(BOOT_LABEL)?;
-        let device = format!("/dev/{}", partition.name);
+        Mounted::mount_device(&format!("/dev/{}", partition.name), writable)
+    }
+
+    /// The boot partition at `device` (a partition, or a loop device over
+    /// one not yet in any table: `brigctl install`).
+    pub fn mount_device(device: &str, writable: bool) -> Result<Mounted, String> {
         // One mount point per process: a status read may run beside an update.
         let root = PathBuf::from(format!("/run/brig/update/boot-{}", std::process::id()));
         fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
@@ -79,14 +84,8 @@ impl Mounted {
         if !writable {
             flags |= MsFlags::MS_RDONLY;
         }
-        nix::mount::mount(
-            Some(device.as_str()),
-            &root,
-            Some("vfat"),
-            flags,
-            None::<&str>,
-        )
-        .map_err(|e| format!("mounting the boot partition {device}: {e}"))?;
+        nix::mount::mount(Some(device), &root, Some("vfat"), flags, None::<&str>)
+            .map_err(|e| format!("mounting the boot partition {device}: {e}"))?;
         let loader = if root.join(uboot::SCRIPT_FILE).is_file() {
             Loader::UBoot
         } else {
@@ -188,6 +187,56 @@ impl Mounted {
         )
     }
 
+    /// The kernel command line `entry` boots with.
+    pub fn cmdline(&self, entry: &Entry) -> Result<String, String> {
+        if self.loader == Loader::UBoot {
+            return self
+                .read_uboot_env()?
+                .get(entry.slot)
+                .map(|boot| boot.cmdline.clone())
+                .ok_or_else(|| {
+                    format!("U-Boot's environment has no entry for slot {}", entry.slot)
+                });
+        }
+        let path = self.entries_dir().join(&entry.file);
+        let text =
+            read_small(&path, 64 * 1024).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        // systemd-boot joins every `options` line.
+        let options: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("options"))
+            .filter(|rest| rest.starts_with([' ', '\t']))
+            .map(str::trim)
+            .collect();
+        if options.is_empty() {
+            return Err(format!("the boot entry {} has no options line", entry.file));
+        }
+        Ok(options.join(" "))
+    }
+
+    /// Makes `name` (booting `slot`) the only entry: written first, then
+    /// every other removed; for U-Boot, one environment with that slot only.
+    pub fn keep_only(
+        &self,
+        board: &str,
+        slot: Slot,
+        name: EntryName,
+        cmdline: &str,
+    ) -> Result<(), String> {
+        if self.loader == Loader::UBoot {
+            let mut slots = Slots::default();
+            let cmdline = cmdline.to_string();
+            slots.set(slot, Some(SlotBoot { name, cmdline }));
+            return self.write_uboot_env(&slots);
+        }
+        let file = name.file_name();
+        self.add_entry(board, slot, name, cmdline)?;
+        for entry in self.entries()?.0.iter().filter(|e| e.file != file) {
+            self.remove_entry(entry)?;
+        }
+        Ok(())
+    }
+
     /// The slots in U-Boot's environment, or in its backup when a cut
     /// write left the environment damaged (U-Boot's script does the same).
     fn read_uboot_env(&self) -> Result<Slots, String> {
@@ -245,6 +294,28 @@ impl Drop for Mounted {
         let _ = nix::mount::umount2(&self.root, MntFlags::empty());
         let _ = fs::remove_dir(&self.root);
     }
+}
+
+/// Removes every kernel directory under `brig/` but `keep` (`brig/a-0.1.0`),
+/// and syncs the removals before anything else is written.
+pub fn remove_kernels_but(root: &Path, keep: &str) -> Result<(), String> {
+    let kernels = root.join("brig");
+    let Ok(listing) = fs::read_dir(&kernels) else {
+        return Ok(());
+    };
+    for item in listing.flatten() {
+        let relative = format!("brig/{}", item.file_name().to_string_lossy());
+        if relative == keep {
+            continue;
+        }
+        let path = item.path();
+        let removed = match item.file_type() {
+            Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        removed.map_err(|e| format!("removing {relative} from the boot partition: {e}"))?;
+    }
+    sync_dir(&kernels)
 }
 
 /// Removes what fsck.fat salvaged into the root (`FSCK0000.REC`, …): the
@@ -419,6 +490,60 @@ mod tests {
         let e = boot.entries().unwrap_err();
         assert!(e.contains("uboot.env: it is 5 bytes"), "{e}");
         assert!(e.contains("uboot.env.backup: No such file"), "{e}");
+    }
+
+    #[test]
+    fn an_installed_disk_keeps_only_the_running_entry_with_its_new_line() {
+        use brig_spec::boot_slots::EntryName;
+        use brig_spec::update_bundle::Version;
+        let name = |generation, version: &str, counter| EntryName {
+            generation,
+            version: Version::parse(version).unwrap(),
+            counter,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for loader in [Loader::SystemdBoot, Loader::UBoot] {
+            let root = dir.path().join(format!("{loader:?}"));
+            fs::create_dir(&root).unwrap();
+            let boot = Mounted {
+                root: root.clone(),
+                loader,
+            };
+            // (U-Boot's environment is Brig's once it names a version.)
+            let a = SlotBoot {
+                name: name(1, "0.1.0", None),
+                cmdline: "old a".into(),
+            };
+            match loader {
+                Loader::UBoot => boot.write_uboot_env(&Slots {
+                    a: Some(a),
+                    b: None,
+                }),
+                Loader::SystemdBoot => boot.add_entry("b", Slot::A, a.name, &a.cmdline),
+            }
+            .unwrap();
+            boot.add_entry("b", Slot::B, name(2, "0.2.0", Some((3, 0))), "old b")
+                .unwrap();
+            if loader == Loader::SystemdBoot {
+                // A second `options` line, tab-separated: systemd-boot joins them.
+                let file = root.join(ENTRIES_DIR).join("brig-2-0.2.0+3.conf");
+                let text = fs::read_to_string(&file).unwrap() + "options\tquiet\n";
+                fs::write(&file, text).unwrap();
+            }
+            let entries = boot.entries().unwrap();
+            let running = entries.of(Slot::B).unwrap();
+            let expected = match loader {
+                Loader::SystemdBoot => "old b quiet",
+                Loader::UBoot => "old b",
+            };
+            assert_eq!(boot.cmdline(running).unwrap(), expected, "{loader:?}");
+            boot.keep_only("b", Slot::B, name(1, "0.2.0", None), "new b")
+                .unwrap();
+            let left = boot.entries().unwrap();
+            let files: Vec<&str> = left.0.iter().map(|e| e.file.as_str()).collect();
+            assert_eq!(files, ["brig-1-0.2.0.conf"], "{loader:?}");
+            assert_eq!(boot.cmdline(&left.0[0]).unwrap(), "new b", "{loader:?}");
+        }
     }
 
     #[test]

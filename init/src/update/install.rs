@@ -260,22 +260,7 @@ pub fn install(
     // slot's and any a cut install left under another name; then the
     // removals are synced before anything is allocated, so that a cut
     // later cannot leave both the old files and the new.
-    let kernels = boot.root.join("brig");
-    if let Ok(listing) = fs::read_dir(&kernels) {
-        for item in listing.flatten() {
-            let relative = format!("brig/{}", item.file_name().to_string_lossy());
-            if relative == keep {
-                continue;
-            }
-            let path = item.path();
-            let removed = match item.file_type() {
-                Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
-                _ => fs::remove_file(&path),
-            };
-            removed.map_err(|e| format!("removing {relative} from the boot partition: {e}"))?;
-        }
-        boot_partition::sync_dir(&kernels)?;
-    }
+    boot_partition::remove_kernels_but(&boot.root, &keep)?;
     // What fsck.fat salvaged at boot from cut installs (FSCK0000.REC, …)
     // is never anything Brig needs: every file here comes from a bundle.
     boot_partition::remove_salvaged(&boot.root)?;

@@ -9,6 +9,7 @@ pub mod entries;
 pub mod fleet;
 pub mod health;
 pub mod install;
+pub mod install_disk;
 pub mod trial;
 
 use std::io::Write;
@@ -38,6 +39,10 @@ pub enum Job {
     Rollback,
     /// Mark the running version good (it was on trial and proved healthy).
     Bless,
+    /// Copy the running version onto another disk (`brigctl install`).
+    Install {
+        device: String,
+    },
 }
 
 /// The system container whose sshd must listen before a trial passes.
@@ -56,10 +61,11 @@ impl<S: System> Init<S> {
         }
         // Installing now would replace the other slot, the version this
         // one falls back to, while nothing has shown this one is good.
-        if let (Job::Upgrade { .. }, Some(trial)) = (&job, &self.trial) {
+        // Nor is a version on trial copied to a disk as good.
+        if let (Job::Upgrade { .. } | Job::Install { .. }, Some(trial)) = (&job, &self.trial) {
             if trial.phase != Phase::Blessed {
                 return error(format!(
-                    "{} is on trial: it is marked good once healthy for {} s (see brigctl os status); update after that",
+                    "{} is on trial: it is marked good once healthy for {} s (see brigctl os status); update or install after that",
                     trial.what,
                     trial.config.grace_time.as_secs()
                 ));
@@ -520,6 +526,20 @@ fn run(job: Job, machine: Option<&Machine>, mut client: Option<&mut UnixStream>)
             say(&format!("update: rollback: {message}"));
             Response::Ok { message }
         }),
+        Job::Install { device } => {
+            let mut progress = |message: &str| {
+                say(&format!("install: {message}"));
+                send(&Response::Progress {
+                    message: message.to_string(),
+                });
+            };
+            let outcome = install_disk::install(machine, &device, &mut progress);
+            match &outcome {
+                Ok(done) => say(&format!("install: {done}")),
+                Err(e) => say_error(&format!("install onto {device}: {e}")),
+            }
+            outcome.map(|message| Response::Ok { message })
+        }
         Job::Bless => bless(machine).map(|message| {
             say(&format!("update: {message}"));
             install::record(&message);
