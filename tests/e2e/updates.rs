@@ -586,7 +586,10 @@ pub fn pc_x86_64_installs_itself_from_a_usb_stick_onto_the_machines_disk() {
     let v1 = built_as(board, "raw");
     let dir = tempfile::tempdir().unwrap();
     let stick = disk_copy(&v1, "brig-pc-x86_64.img", dir.path(), "2G");
-    let (key, user_data) = login(dir.path(), "hostname: installed\n");
+    let (key, user_data) = login(
+        dir.path(),
+        "hostname: installed\nmounts:\n  - [ LABEL=data, /mnt/data ]\n",
+    );
     let table = |image: &Path| -> serde_json::Value {
         let json = run(Command::new("sfdisk").arg("--json").arg(image));
         serde_json::from_str(&json).unwrap()
@@ -607,6 +610,11 @@ pub fn pc_x86_64_installs_itself_from_a_usb_stick_onto_the_machines_disk() {
     };
     let disk = blank("disk.img", 3 << 30);
     let small = blank("small.img", 300 << 20);
+    // A data disk the machine mounts: in use, so refused.
+    let data = blank("data.img", 1 << 30);
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-L", "data"])
+        .arg(&data));
     let drive = |image: &Path| format!("--qemu-arg=file={},format=raw,if=virtio", image.display());
     let known_hosts = dir.path().join("known_hosts");
     let mut guest = Guest::boot_with(
@@ -619,9 +627,12 @@ pub fn pc_x86_64_installs_itself_from_a_usb_stick_onto_the_machines_disk() {
             &drive(&disk),
             "--qemu-arg=-drive",
             &drive(&small),
+            "--qemu-arg=-drive",
+            &drive(&data),
         ],
     );
     guest.wait_for("brig: ready", BOOT);
+    let disks = "this machine's disks: /dev/vda, /dev/vdb, /dev/vdc, /dev/vdd";
     for (command, error) in [
         (
             "sudo brigctl install --device /dev/vdb",
@@ -633,11 +644,19 @@ pub fn pc_x86_64_installs_itself_from_a_usb_stick_onto_the_machines_disk() {
         ),
         (
             "sudo brigctl install --device /dev/vda2 --yes",
-            "brigctl: /dev/vda2 is a partition: name the whole disk; this machine's disks: /dev/vda, /dev/vdb, /dev/vdc",
+            &format!("brigctl: /dev/vda2 is a partition: name the whole disk; {disks}"),
         ),
         (
             "sudo brigctl install --device /dev/sdz --yes",
-            "brigctl: there is no disk /dev/sdz; this machine's disks: /dev/vda, /dev/vdb, /dev/vdc",
+            &format!("brigctl: there is no disk /dev/sdz; {disks}"),
+        ),
+        (
+            "sudo brigctl install --device /dev/../vdb --yes",
+            "brigctl: /dev/../vdb: name a disk of this machine, as /dev/sdb or /dev/nvme0n1",
+        ),
+        (
+            "sudo brigctl install --device /dev/vdd --yes",
+            "brigctl: /dev/vdd is in use (a partition of it is mounted, or LVM, RAID or dm-crypt holds it): nothing was written",
         ),
         (
             "sudo brigctl install --device /dev/vdc --yes",
@@ -649,6 +668,7 @@ pub fn pc_x86_64_installs_itself_from_a_usb_stick_onto_the_machines_disk() {
         ),
     ] {
         let out = guest.ssh("brig", &key, &known_hosts, command);
+        let error: &str = error;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{command}: succeeded");
         assert!(stderr.contains(error), "{command}: {error:?} not in:\n{stderr}");
@@ -672,9 +692,15 @@ pub fn pc_x86_64_installs_itself_from_a_usb_stick_onto_the_machines_disk() {
     guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
     drop(guest);
 
-    // Nothing was written to the disk that was too small.
+    // Nothing was written to the disk that was too small, nor to the one
+    // in use: still the ext4 it was, and no partition table.
     let zeros = std::fs::read(&small).unwrap().iter().all(|b| *b == 0);
     assert!(zeros, "the refused disk was written to");
+    let probe = run(Command::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(&data));
+    assert_says(&probe, &["TYPE=ext4\n", "LABEL=data\n"]);
+    assert!(!probe.contains("PTTYPE"), "{probe}");
     // The stick's layout, with GUIDs of the disk's own.
     let installed = table(&disk);
     let parts = |t: &serde_json::Value| -> Vec<(String, u64, String)> {
