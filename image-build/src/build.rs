@@ -472,11 +472,21 @@ pub fn build(
         } else {
             out.join("vmlinuz")
         };
-        let parts = vec![
+        let shared = if board.raspberry_pi.is_some() {
+            shared_boot_parts(out)?
+        } else {
+            Vec::new()
+        };
+        let mut parts = vec![
             ("vmlinuz", kernel),
             ("initramfs.img", out.join("initramfs.img")),
             ("system.img", system.clone()),
         ];
+        parts.extend(
+            shared
+                .iter()
+                .map(|(name, path)| (name.as_str(), path.clone())),
+        );
         let bundle = crate::update_bundle::Release {
             board: &board.name,
             version: release.version,
@@ -555,6 +565,56 @@ enum BootFiles {
     RaspberryPi { firmware: PathBuf, uboot: PathBuf },
 }
 
+/// Where the boot files both slots share (the Pi's firmware, device
+/// trees, U-Boot and its script) are kept for the update bundle.
+const SHARED_BOOT_DIR: &str = "boot-shared";
+
+/// Writes the boot partition's files a bundle carries (`may_share`) under
+/// `out/boot-shared`, replacing what an earlier build left there.
+fn write_shared_boot_files(out: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
+    let dir = out.join(SHARED_BOOT_DIR);
+    let _ = std::fs::remove_dir_all(&dir);
+    for (name, data) in files {
+        if !brig_spec::update_bundle::may_share(name) {
+            continue;
+        }
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        write(&path, data)?;
+    }
+    Ok(())
+}
+
+/// The shared boot files under `out/boot-shared`, as bundle parts
+/// (`boot/start.elf`), in name order; none for boards without them.
+fn shared_boot_parts(out: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let dir = out.join(SHARED_BOOT_DIR);
+    let mut parts = Vec::new();
+    let mut walk = vec![dir.clone()];
+    while let Some(at) = walk.pop() {
+        let Ok(listing) = std::fs::read_dir(&at) else {
+            continue;
+        };
+        for item in listing {
+            let path = item
+                .with_context(|| format!("listing {}", at.display()))?
+                .path();
+            if path.is_dir() {
+                walk.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(&dir).unwrap_or(&path).to_string_lossy();
+            let name = format!("{}{relative}", brig_spec::update_bundle::SHARED_PREFIX);
+            parts.push((name, path.clone()));
+        }
+    }
+    parts.sort();
+    Ok(parts)
+}
+
 /// The boot partition's files, then the disk image in the wanted format.
 #[allow(clippy::too_many_arguments)]
 fn write_disk(
@@ -586,6 +646,7 @@ fn write_disk(
                     cmdline,
                 },
             )?;
+            write_shared_boot_files(out, &files)?;
             let (_, boot) = table.find(disk::BOOT_LABEL).context("the boot partition")?;
             // The Pi's firmware reads only an MBR (docs/raspberry-pi.md).
             let mbr =

@@ -85,6 +85,48 @@ const MAX_CMDLINE: usize = 2048;
 /// The parts every bundle has; the Pi's may add device trees and firmware.
 pub const REQUIRED_PARTS: [&str; 3] = ["vmlinuz", "initramfs.img", "system.img"];
 
+/// Parts named `boot/PATH` are files at PATH on the boot partition, shared
+/// by both slots (the Pi's firmware, device trees, U-Boot and its script);
+/// every other part is the slot's own.
+pub const SHARED_PREFIX: &str = "boot/";
+
+/// What a bundle never replaces on the boot partition (compared without
+/// case, as FAT does): the user's files, the state the machine keeps
+/// there (U-Boot's environment), and the slots' own directories.
+const NOT_SHARED: [&str; 11] = [
+    "config.txt",
+    "cmdline.txt",
+    "user-data",
+    "meta-data",
+    "network-config",
+    "uboot.env",
+    "uboot.env.backup",
+    "brig",
+    "loader",
+    "efi",
+    "system volume information",
+];
+
+/// The boot partition path of a shared part (`boot/start.elf` →
+/// `start.elf`), or None for a slot's own part.
+pub fn shared_boot_file(part: &str) -> Option<&str> {
+    part.strip_prefix(SHARED_PREFIX)
+}
+
+/// Whether a bundle may carry the boot partition's file at `path` as a
+/// shared part (`boot/PATH`): not the user's, the machine's state or a
+/// slot's, and no name a partial file could have.
+pub fn may_share(path: &str) -> bool {
+    let first = path
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    !path.is_empty()
+        && !NOT_SHARED.contains(&first.as_str())
+        && !path.split('/').any(|c| c.starts_with('.'))
+}
+
 /// Why a machine will not install a bundle, said to the user as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -177,6 +219,14 @@ impl Manifest {
                     "part {:?}: not a plain relative path inside the slot",
                     part.name
                 ));
+            }
+            if let Some(path) = shared_boot_file(&part.name) {
+                if !may_share(path) {
+                    return Err(format!(
+                        "part {:?}: not a file a bundle may replace on the boot partition",
+                        part.name
+                    ));
+                }
             }
             if !seen.insert(part.name.as_str()) {
                 return Err(format!("part {:?} is listed twice", part.name));
@@ -305,6 +355,38 @@ mod tests {
         let mut names = REQUIRED_PARTS.to_vec();
         names.push("dtbs/broadcom/bcm2837-rpi-3-a-plus.dtb");
         Manifest::parse(json("rpi3", "0.2.0", "0.1.0", &names).as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn shared_boot_files_never_replace_the_users_or_the_slots_files() {
+        for name in [
+            "boot/config.txt",
+            "boot/CMDLINE.TXT",
+            "boot/User-Data",
+            "boot/uboot.env",
+            "boot/brig/a-0.1.0/vmlinuz",
+            "boot/loader/entries/brig-9-9.9.9.conf",
+            "boot/EFI/BOOT/BOOTX64.EFI",
+            "boot/.start.elf.partial",
+            "boot/overlays/.x",
+        ] {
+            let mut names = REQUIRED_PARTS.to_vec();
+            names.push(name);
+            let e = error(&json("rpi3", "0.2.0", "0.1.0", &names));
+            assert!(
+                e.ends_with("not a file a bundle may replace on the boot partition"),
+                "{name:?}: {e}"
+            );
+        }
+        let mut names = REQUIRED_PARTS.to_vec();
+        names.extend([
+            "boot/start.elf",
+            "boot/overlays/hifiberry-dac.dtbo",
+            "boot/boot.scr",
+        ]);
+        Manifest::parse(json("rpi3", "0.2.0", "0.1.0", &names).as_bytes()).unwrap();
+        assert_eq!(shared_boot_file("boot/start.elf"), Some("start.elf"));
+        assert_eq!(shared_boot_file("vmlinuz"), None);
     }
 
     #[test]

@@ -596,6 +596,15 @@ fn rpi3_updates_through_u_boot_and_rolls_back_by_itself(card: BootedCard) {
                 .arg(home.join(&bundle)));
         }
     }
+    // The card's GPU firmware as an older release left it: the bundle's
+    // replaces it (both slots share it), and nothing else.
+    let volume = format!("{}@@{}", card.display(), boot_offset(&card));
+    let older = dir.path().join("start.elf");
+    std::fs::write(&older, b"an older start.elf").unwrap();
+    run(Command::new("mcopy")
+        .args(["-o", "-i", &volume])
+        .arg(&older)
+        .arg("::start.elf"));
     let upgrade = |guest: &Guest, version: &str| {
         let said = ssh(
             guest,
@@ -619,6 +628,7 @@ fn rpi3_updates_through_u_boot_and_rolls_back_by_itself(card: BootedCard) {
     let said = upgrade(&guest, "0.2.0");
     assert!(
         said.contains("reading the file brig-rpi3-0.2.0.bundle (")
+            && said.contains("\nboot files: start.elf replaced (shared by both slots); the other ")
             && said.contains("installed 0.2.0 in slot B; it starts at the next boot"),
         "{said}"
     );
@@ -652,6 +662,7 @@ fn rpi3_updates_through_u_boot_and_rolls_back_by_itself(card: BootedCard) {
     // 0.3.0 panics at every boot; the test resets the machine each time.
     let said = upgrade(&guest, "0.3.0");
     assert!(said.contains("installed 0.3.0 in slot A"), "{said}");
+    assert!(said.contains("\nboot files: all "), "{said}");
     guest.brigctl_power(&key, &known_hosts, Power::Reboot);
     drop(guest);
     for try_number in 1..=3 {
@@ -685,6 +696,12 @@ fn rpi3_updates_through_u_boot_and_rolls_back_by_itself(card: BootedCard) {
         ],
     );
     guest.brigctl_power(&key, &known_hosts, Power::PowerOff);
+    drop(guest);
+    let built = std::fs::read(v2.join("boot-shared/start.elf")).unwrap();
+    assert!(
+        boot_file(&card, "start.elf") == built,
+        "the card's start.elf is not the bundle's"
+    );
 }
 
 /// A loop device over a sparse file of `size`, detached (and unmounted)

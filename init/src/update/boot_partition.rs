@@ -318,6 +318,90 @@ pub fn remove_kernels_but(root: &Path, keep: &str) -> Result<(), String> {
     sync_dir(&kernels)
 }
 
+/// Removes the partial files (`.start.elf.partial`) a cut install left
+/// among the shared files, outside the slots' directories.
+pub fn remove_partials(root: &Path) -> Result<(), String> {
+    fn walk(dir: &Path, depth: u32) -> Result<(), String> {
+        let mut removed = false;
+        for item in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let path = item.path();
+            match item.file_type() {
+                Ok(kind) if kind.is_dir() => {
+                    let ours = depth == 0
+                        && ["brig", "loader", "efi"].contains(&name.to_ascii_lowercase().as_str());
+                    if depth < 3 && !ours {
+                        walk(&path, depth + 1)?;
+                    }
+                }
+                _ if name.starts_with('.') && name.ends_with(".partial") => {
+                    fs::remove_file(&path)
+                        .map_err(|e| format!("removing {}: {e}", path.display()))?;
+                    removed = true;
+                }
+                _ => {}
+            }
+        }
+        if removed {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+    walk(root, 0)
+}
+
+/// Gives each shared file written as a partial (`files`, paths under
+/// `root`) its name where its content differs from the file there; drops
+/// the partial where it is the same. Returns the files replaced.
+pub fn replace_shared(root: &Path, files: &[&str]) -> Result<Vec<String>, String> {
+    let mut replaced = Vec::new();
+    for file in files {
+        let path = root.join(file);
+        let partial = partial_name(&path);
+        if same_content(&partial, &path)? {
+            fs::remove_file(&partial)
+                .map_err(|e| format!("removing {}: {e}", partial.display()))?;
+        } else {
+            fs::rename(&partial, &path).map_err(|e| format!("renaming {}: {e}", path.display()))?;
+            replaced.push(file.to_string());
+        }
+        sync_dir(path.parent().unwrap_or(root))?;
+    }
+    Ok(replaced)
+}
+
+/// Whether `a` and `b` hold the same bytes (false when `b` is missing).
+fn same_content(a: &Path, b: &Path) -> Result<bool, String> {
+    use std::io::Read;
+    let Ok(mut second) = File::open(b) else {
+        return Ok(false);
+    };
+    let mut first = File::open(a).map_err(|e| format!("reading {}: {e}", a.display()))?;
+    let (mut x, mut y) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n =
+            read_full(&mut first, &mut x).map_err(|e| format!("reading {}: {e}", a.display()))?;
+        let m =
+            read_full(&mut second, &mut y).map_err(|e| format!("reading {}: {e}", b.display()))?;
+        if n != m || x[..n] != y[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    }
+}
+
 /// Removes what fsck.fat salvaged into the root (`FSCK0000.REC`, …): the
 /// pieces of files a power cut left owned by no directory.
 pub fn remove_salvaged(root: &Path) -> Result<(), String> {
@@ -490,6 +574,38 @@ mod tests {
         let e = boot.entries().unwrap_err();
         assert!(e.contains("uboot.env: it is 5 bytes"), "{e}");
         assert!(e.contains("uboot.env.backup: No such file"), "{e}");
+    }
+
+    #[test]
+    fn shared_files_are_replaced_only_where_they_differ_and_partials_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("overlays")).unwrap();
+        fs::create_dir_all(root.join("brig/a-0.1.0")).unwrap();
+        fs::write(root.join("start.elf"), b"old firmware").unwrap();
+        fs::write(root.join("overlays/x.dtbo"), b"same").unwrap();
+        for (file, data) in [
+            ("start.elf", &b"new firmware"[..]),
+            ("overlays/x.dtbo", b"same"),
+            ("u-boot.bin", b"new loader"),
+        ] {
+            fs::write(partial_name(&root.join(file)), data).unwrap();
+        }
+        let replaced =
+            replace_shared(root, &["start.elf", "overlays/x.dtbo", "u-boot.bin"]).unwrap();
+        assert_eq!(replaced, ["start.elf", "u-boot.bin"]);
+        assert_eq!(fs::read(root.join("start.elf")).unwrap(), b"new firmware");
+        assert_eq!(fs::read(root.join("overlays/x.dtbo")).unwrap(), b"same");
+        assert!(!partial_name(&root.join("overlays/x.dtbo")).exists());
+        // A cut install's partials go; the slots' files are not looked at.
+        let cut = partial_name(&root.join("overlays/y.dtbo"));
+        fs::write(&cut, b"half").unwrap();
+        let kernel = partial_name(&root.join("brig/a-0.1.0/vmlinuz"));
+        fs::write(&kernel, b"x").unwrap();
+        remove_partials(root).unwrap();
+        assert!(!cut.exists());
+        assert!(kernel.exists());
+        assert!(root.join("start.elf").exists());
     }
 
     #[test]

@@ -261,6 +261,8 @@ pub fn install(
     // removals are synced before anything is allocated, so that a cut
     // later cannot leave both the old files and the new.
     boot_partition::remove_kernels_but(&boot.root, &keep)?;
+    // Shared files a cut install left half-written.
+    boot_partition::remove_partials(&boot.root)?;
     // What fsck.fat salvaged at boot from cut installs (FSCK0000.REC, …)
     // is never anything Brig needs: every file here comes from a bundle.
     boot_partition::remove_salvaged(&boot.root)?;
@@ -312,7 +314,10 @@ pub fn install(
                             .custom_flags(libc::O_EXCL)
                             .open(&device)
                     } else {
-                        let path = boot.root.join(&dir).join(&part.name);
+                        let path = match update_bundle::shared_boot_file(&part.name) {
+                            Some(shared) => boot.root.join(shared),
+                            None => boot.root.join(&dir).join(&part.name),
+                        };
                         if let Some(parent) = path.parent() {
                             fs::create_dir_all(parent)?;
                         }
@@ -328,11 +333,30 @@ pub fn install(
         written.push(part.name);
     }
     // Every part arrived whole: the kernel files get their names.
-    for name in written.iter().filter(|n| *n != "system.img") {
+    let own = |n: &&String| *n != "system.img" && update_bundle::shared_boot_file(n).is_none();
+    for name in written.iter().filter(own) {
         let path = boot.root.join(&dir).join(name);
         fs::rename(boot_partition::partial_name(&path), &path)
             .map_err(|e| format!("renaming {}: {e}", path.display()))?;
         boot_partition::sync_dir(path.parent().unwrap_or(&boot.root))?;
+    }
+    // Then the files both slots share (the Pi's firmware, device trees,
+    // U-Boot), each where it differs: one rename each, so a cut leaves
+    // every file whole, old or new.
+    let shared: Vec<&str> = written
+        .iter()
+        .filter_map(|n| update_bundle::shared_boot_file(n))
+        .collect();
+    if !shared.is_empty() {
+        let replaced = boot_partition::replace_shared(&boot.root, &shared)?;
+        say(&match replaced.as_slice() {
+            [] => format!("boot files: all {} as before", shared.len()),
+            names => format!(
+                "boot files: {} replaced (shared by both slots); the other {} as before",
+                names.join(", "),
+                shared.len() - names.len()
+            ),
+        });
     }
     let entry = EntryName {
         generation: entries.next_generation(),
