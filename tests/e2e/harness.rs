@@ -9,7 +9,10 @@
 //!   tests have their guests running, a third builds its image;
 //! - guests take slots (`guest::Slot`), one a core: a test that boots a
 //!   guest waits for a free one and keeps it to its end, so there are
-//!   never more guests than cores.
+//!   never more guests than cores;
+//! - a test that runs a guest on every core (the Swarm's three) starts
+//!   last: waiting for every slot, it would hold a test thread idle while
+//!   the others share one fewer, and at the end it uses both cores.
 //!
 //! The command line is libtest's, as far as cargo and people use it:
 //! `FILTER…` (substrings of test names), `--exact`, `--skip FILTER`,
@@ -29,9 +32,12 @@ pub struct Test {
     pub name: &'static str,
     pub run: fn(),
     pub seconds: u32,
+    /// It takes every guest slot (`guest::whole_machine`).
+    pub whole_machine: bool,
 }
 
-/// `test!(module::function, seconds)`.
+/// `test!(module::function, seconds)`, or with `whole_machine` after the
+/// seconds for a test that takes every slot.
 #[macro_export]
 macro_rules! test {
     ($f:path, $seconds:expr) => {
@@ -39,6 +45,15 @@ macro_rules! test {
             name: stringify!($f),
             run: $f,
             seconds: $seconds,
+            whole_machine: false,
+        }
+    };
+    ($f:path, $seconds:expr, whole_machine) => {
+        $crate::harness::Test {
+            name: stringify!($f),
+            run: $f,
+            seconds: $seconds,
+            whole_machine: true,
         }
     };
 }
@@ -101,9 +116,14 @@ impl Arguments {
     }
 }
 
-/// The order to start `tests` in: the longest first, names breaking ties.
+/// The order to start `tests` in: the longest first, names breaking ties;
+/// those that take the whole machine after all the others.
 fn order(tests: &mut [Test]) {
-    tests.sort_by(|a, b| b.seconds.cmp(&a.seconds).then(a.name.cmp(b.name)));
+    tests.sort_by(|a, b| {
+        (a.whole_machine.cmp(&b.whole_machine))
+            .then(b.seconds.cmp(&a.seconds))
+            .then(a.name.cmp(b.name))
+    });
 }
 
 /// Runs the selected tests; the exit code says whether all passed.
@@ -242,24 +262,34 @@ pub fn the_command_line_is_libtests_and_the_longest_tests_go_first() {
             name: "b",
             run: nothing,
             seconds: 10,
+            whole_machine: false,
         },
         Test {
             name: "a",
             run: nothing,
             seconds: 10,
+            whole_machine: false,
         },
         Test {
             name: "long",
             run: nothing,
             seconds: 300,
+            whole_machine: false,
+        },
+        Test {
+            name: "swarm",
+            run: nothing,
+            seconds: 500,
+            whole_machine: true,
         },
         Test {
             name: "short",
             run: nothing,
             seconds: 1,
+            whole_machine: false,
         },
     ];
     order(&mut tests);
     let names: Vec<&str> = tests.iter().map(|t| t.name).collect();
-    assert_eq!(names, ["long", "a", "b", "short"]);
+    assert_eq!(names, ["long", "a", "b", "short", "swarm"]);
 }

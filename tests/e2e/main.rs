@@ -30,7 +30,7 @@ fn main() -> std::process::ExitCode {
     harness::main(vec![
         test!(raspberry_pi::pi_cards_boot_in_qemu_make_their_state_partition_and_answer_ssh, 600),
         test!(disk_image::qemu_x86_64_state_survives_power_cuts_while_writing, 300),
-        test!(docker::swarm::qemu_x86_64_nodes_form_a_swarm_from_config_and_reschedule_a_lost_replica, 300),
+        test!(docker::swarm::qemu_x86_64_nodes_form_a_swarm_from_config_and_reschedule_a_lost_replica, 300, whole_machine),
         test!(docker::single_node::qemu_x86_64_runs_the_users_containers_with_docker, 200),
         test!(services::qemu_x86_64_pid1_stays_responsive_under_a_flood_and_the_watchdog_resets_it_when_wedged, 120),
         test!(build::two_builds_of_the_same_inputs_are_identical, 100),
