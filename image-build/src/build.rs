@@ -367,6 +367,8 @@ pub fn build(
     initramfs.resize(initramfs.len().next_multiple_of(4), 0);
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // An earlier build's shared boot files must not go into this bundle.
+    let _ = std::fs::remove_dir_all(out.join(SHARED_BOOT_DIR));
     write(&out.join("initramfs.img"), &initramfs)?;
     std::fs::copy(&kernel.vmlinuz, out.join("vmlinuz"))
         .with_context(|| format!("copying {} to {}", kernel.vmlinuz.display(), out.display()))?;
@@ -477,6 +479,9 @@ pub fn build(
         } else {
             Vec::new()
         };
+        if board.raspberry_pi.is_some() && shared.is_empty() {
+            bail!("--bundle: a Pi bundle carries the card's boot files, made with its card image: build --format raw");
+        }
         let mut parts = vec![
             ("vmlinuz", kernel),
             ("initramfs.img", out.join("initramfs.img")),

@@ -90,22 +90,12 @@ pub const REQUIRED_PARTS: [&str; 3] = ["vmlinuz", "initramfs.img", "system.img"]
 /// every other part is the slot's own.
 pub const SHARED_PREFIX: &str = "boot/";
 
-/// What a bundle never replaces on the boot partition (compared without
-/// case, as FAT does): the user's files, the state the machine keeps
-/// there (U-Boot's environment), and the slots' own directories.
-const NOT_SHARED: [&str; 11] = [
-    "config.txt",
-    "cmdline.txt",
-    "user-data",
-    "meta-data",
-    "network-config",
-    "uboot.env",
-    "uboot.env.backup",
-    "brig",
-    "loader",
-    "efi",
-    "system volume information",
-];
+/// The kinds of file a bundle may replace on the boot partition, by
+/// extension: firmware (`.elf`, `.dat`, `.bin`), device trees and
+/// overlays, U-Boot's script. Anything else there is the user's (config.txt,
+/// cmdline.txt, user-data), the machine's (U-Boot's environment) or a
+/// slot's (`brig/`, `loader/`).
+const SHAREABLE: [&str; 6] = ["elf", "dat", "bin", "dtb", "dtbo", "scr"];
 
 /// The boot partition path of a shared part (`boot/start.elf` →
 /// `start.elf`), or None for a slot's own part.
@@ -114,17 +104,25 @@ pub fn shared_boot_file(part: &str) -> Option<&str> {
 }
 
 /// Whether a bundle may carry the boot partition's file at `path` as a
-/// shared part (`boot/PATH`): not the user's, the machine's state or a
-/// slot's, and no name a partial file could have.
+/// shared part (`boot/PATH`): a firmware, device tree or script file at
+/// the top or in `overlays/`, by a name FAT keeps as it is (vfat drops a
+/// trailing dot, so `config.txt.` would be `config.txt`), and none a
+/// partial file could have.
 pub fn may_share(path: &str) -> bool {
-    let first = path
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    !path.is_empty()
-        && !NOT_SHARED.contains(&first.as_str())
-        && !path.split('/').any(|c| c.starts_with('.'))
+    let (dir, file) = match path.split_once('/') {
+        Some((dir, file)) => (Some(dir), file),
+        None => (None, path),
+    };
+    let in_place = dir.is_none_or(|d| d.eq_ignore_ascii_case("overlays"));
+    let kind = file
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default();
+    in_place
+        && !file.contains('/')
+        && !file.starts_with('.')
+        && !file.ends_with('.')
+        && SHAREABLE.contains(&kind.as_str())
 }
 
 /// Why a machine will not install a bundle, said to the user as it is.
@@ -209,6 +207,7 @@ impl Manifest {
             ));
         }
         let mut seen = HashSet::new();
+        let mut seen_shared = HashSet::new();
         for part in &self.parts {
             let components: Vec<&str> = part.name.split('/').collect();
             if components
@@ -221,9 +220,11 @@ impl Manifest {
                 ));
             }
             if let Some(path) = shared_boot_file(&part.name) {
-                if !may_share(path) {
+                // FAT knows no case: two names for one file would share
+                // one partial file.
+                if !may_share(path) || !seen_shared.insert(path.to_ascii_lowercase()) {
                     return Err(format!(
-                        "part {:?}: not a file a bundle may replace on the boot partition",
+                        "part {:?}: not a file a bundle may replace on the boot partition (or listed twice)",
                         part.name
                     ));
                 }
@@ -369,12 +370,23 @@ mod tests {
             "boot/EFI/BOOT/BOOTX64.EFI",
             "boot/.start.elf.partial",
             "boot/overlays/.x",
+            "boot/config.txt.",
+            "boot/user-data.",
+            "boot/uboot.env.",
+            "boot/brig./b-0.1.0/vmlinuz",
+            "boot/loader./entries/x.conf",
+            "boot/start.elf.",
+            "boot/overlays/sub/x.dtbo",
+            "boot/startup.nsh",
+            "boot/x.efi",
         ] {
             let mut names = REQUIRED_PARTS.to_vec();
             names.push(name);
             let e = error(&json("rpi3", "0.2.0", "0.1.0", &names));
             assert!(
-                e.ends_with("not a file a bundle may replace on the boot partition"),
+                e.ends_with(
+                    "not a file a bundle may replace on the boot partition (or listed twice)"
+                ),
                 "{name:?}: {e}"
             );
         }
@@ -385,6 +397,9 @@ mod tests {
             "boot/boot.scr",
         ]);
         Manifest::parse(json("rpi3", "0.2.0", "0.1.0", &names).as_bytes()).unwrap();
+        names.push("boot/START.ELF");
+        let e = error(&json("rpi3", "0.2.0", "0.1.0", &names));
+        assert!(e.contains("\"boot/START.ELF\": not a file"), "{e}");
         assert_eq!(shared_boot_file("boot/start.elf"), Some("start.elf"));
         assert_eq!(shared_boot_file("vmlinuz"), None);
     }

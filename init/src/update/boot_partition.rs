@@ -94,6 +94,13 @@ impl Mounted {
         Ok(Mounted { root, loader })
     }
 
+    /// Whether this boot loader's partition takes a bundle's shared boot
+    /// files: the Pi's (firmware, device trees, U-Boot); systemd-boot's
+    /// binaries are not carried.
+    pub fn takes_shared_files(&self) -> bool {
+        self.loader == Loader::UBoot
+    }
+
     fn entries_dir(&self) -> PathBuf {
         self.root.join(ENTRIES_DIR)
     }
@@ -318,43 +325,46 @@ pub fn remove_kernels_but(root: &Path, keep: &str) -> Result<(), String> {
     sync_dir(&kernels)
 }
 
-/// Removes the partial files (`.start.elf.partial`) a cut install left
-/// among the shared files, outside the slots' directories.
+/// Removes the partial files a cut install left among the shared files
+/// (`.start.elf.partial`, `overlays/.x.dtbo.partial`): only those of
+/// names a bundle may carry, so a user's own files stay.
 pub fn remove_partials(root: &Path) -> Result<(), String> {
-    fn walk(dir: &Path, depth: u32) -> Result<(), String> {
+    for dir in [root.to_path_buf(), root.join("overlays")] {
         let mut removed = false;
-        for item in fs::read_dir(dir).into_iter().flatten().flatten() {
+        for item in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
-            let path = item.path();
-            match item.file_type() {
-                Ok(kind) if kind.is_dir() => {
-                    let ours = depth == 0
-                        && ["brig", "loader", "efi"].contains(&name.to_ascii_lowercase().as_str());
-                    if depth < 3 && !ours {
-                        walk(&path, depth + 1)?;
-                    }
-                }
-                _ if name.starts_with('.') && name.ends_with(".partial") => {
-                    fs::remove_file(&path)
-                        .map_err(|e| format!("removing {}: {e}", path.display()))?;
-                    removed = true;
-                }
-                _ => {}
+            let Some(file) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".partial"))
+            else {
+                continue;
+            };
+            if item.file_type().is_ok_and(|t| t.is_file())
+                && brig_spec::update_bundle::may_share(file)
+            {
+                fs::remove_file(item.path())
+                    .map_err(|e| format!("removing {}: {e}", item.path().display()))?;
+                removed = true;
             }
         }
         if removed {
-            sync_dir(dir)?;
+            sync_dir(&dir)?;
         }
-        Ok(())
     }
-    walk(root, 0)
+    Ok(())
 }
 
 /// Gives each shared file written as a partial (`files`, paths under
 /// `root`) its name where its content differs from the file there; drops
 /// the partial where it is the same. Returns the files replaced.
+///
+/// The order keeps a cut's harm small: device trees and the rest first,
+/// then U-Boot before its script (a new U-Boot runs an old script; an old
+/// one might not run a new script), and last the GPU firmware's halves
+/// (`start*.elf` and its `fixup*.dat` must match), renamed one right
+/// after the other with one sync for them all.
 pub fn replace_shared(root: &Path, files: &[&str]) -> Result<Vec<String>, String> {
-    let mut replaced = Vec::new();
+    let mut changed = Vec::new();
     for file in files {
         let path = root.join(file);
         let partial = partial_name(&path);
@@ -362,12 +372,40 @@ pub fn replace_shared(root: &Path, files: &[&str]) -> Result<Vec<String>, String
             fs::remove_file(&partial)
                 .map_err(|e| format!("removing {}: {e}", partial.display()))?;
         } else {
-            fs::rename(&partial, &path).map_err(|e| format!("renaming {}: {e}", path.display()))?;
-            replaced.push(file.to_string());
+            changed.push(file.to_string());
         }
-        sync_dir(path.parent().unwrap_or(root))?;
     }
-    Ok(replaced)
+    changed.sort_by_key(|f| (replace_rank(f), f.clone()));
+    for (i, file) in changed.iter().enumerate() {
+        let path = root.join(file);
+        fs::rename(partial_name(&path), &path)
+            .map_err(|e| format!("renaming {}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(root).to_path_buf();
+        let firmware_follows = replace_rank(file) == 3
+            && changed
+                .get(i + 1)
+                .is_some_and(|next| replace_rank(next) == 3);
+        if !firmware_follows {
+            sync_dir(&dir)?;
+        }
+    }
+    Ok(changed)
+}
+
+/// Where a shared file comes in `replace_shared`'s order.
+fn replace_rank(file: &str) -> u8 {
+    let name = file.to_ascii_lowercase();
+    if name == uboot::UBOOT_FILE {
+        1
+    } else if name == uboot::SCRIPT_FILE {
+        2
+    } else if (name.starts_with("start") && name.ends_with(".elf"))
+        || (name.starts_with("fixup") && name.ends_with(".dat"))
+    {
+        3
+    } else {
+        0
+    }
 }
 
 /// Whether `a` and `b` hold the same bytes (false when `b` is missing).
@@ -591,20 +629,37 @@ mod tests {
         ] {
             fs::write(partial_name(&root.join(file)), data).unwrap();
         }
-        let replaced =
-            replace_shared(root, &["start.elf", "overlays/x.dtbo", "u-boot.bin"]).unwrap();
-        assert_eq!(replaced, ["start.elf", "u-boot.bin"]);
+        fs::write(partial_name(&root.join("boot.scr")), b"new script").unwrap();
+        fs::write(partial_name(&root.join("fixup.dat")), b"new fixup").unwrap();
+        let replaced = replace_shared(
+            root,
+            &[
+                "start.elf",
+                "overlays/x.dtbo",
+                "u-boot.bin",
+                "boot.scr",
+                "fixup.dat",
+            ],
+        )
+        .unwrap();
+        // U-Boot before its script, the firmware's halves last, together.
+        assert_eq!(
+            replaced,
+            ["u-boot.bin", "boot.scr", "fixup.dat", "start.elf"]
+        );
         assert_eq!(fs::read(root.join("start.elf")).unwrap(), b"new firmware");
         assert_eq!(fs::read(root.join("overlays/x.dtbo")).unwrap(), b"same");
         assert!(!partial_name(&root.join("overlays/x.dtbo")).exists());
-        // A cut install's partials go; the slots' files are not looked at.
+        // A cut install's partials go; the slots' and the user's stay.
         let cut = partial_name(&root.join("overlays/y.dtbo"));
         fs::write(&cut, b"half").unwrap();
         let kernel = partial_name(&root.join("brig/a-0.1.0/vmlinuz"));
         fs::write(&kernel, b"x").unwrap();
+        let users = partial_name(&root.join("notes.txt"));
+        fs::write(&users, b"mine").unwrap();
         remove_partials(root).unwrap();
         assert!(!cut.exists());
-        assert!(kernel.exists());
+        assert!(kernel.exists() && users.exists());
         assert!(root.join("start.elf").exists());
     }
 

@@ -176,6 +176,16 @@ pub fn install(
     }
     {
         let boot = Mounted::mount(machine, false)?;
+        let shares = manifest
+            .parts
+            .iter()
+            .find(|p| update_bundle::shared_boot_file(&p.name).is_some());
+        if let (Some(part), false) = (shares, boot.takes_shared_files()) {
+            return Err(format!(
+                "refused: the bundle carries boot files ({}) and this machine's boot loader takes none",
+                part.name
+            ));
+        }
         let entries = boot.entries()?;
         // PID 1 refuses this too, when it could read the entries at boot.
         if let Some((_, done)) = entries.of(machine.slot).and_then(|e| e.name.counter) {
@@ -364,7 +374,11 @@ pub fn install(
         counter: Some((TRIES, 0)),
     };
     let cmdline = format!("{} brig.system=PARTUUID={guid}", manifest.cmdline);
-    boot.add_entry(&board, target, entry, &cmdline)?;
+    boot.add_entry(&board, target, entry, &cmdline)
+        .map_err(|e| match shared.is_empty() {
+            true => e,
+            false => format!("{e}; the new boot files are in place, and {running} boots with them"),
+        })?;
     drop(boot);
     Ok(Installed::Done(format!(
         "installed {} in slot {target}; it starts at the next boot (brigctl reboot) and has {TRIES} tries to come up healthy, else {running} boots again",
