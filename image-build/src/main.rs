@@ -4,6 +4,7 @@ mod bench;
 mod board;
 mod boot_partition;
 mod build;
+mod bundle_server;
 mod containers;
 mod debian;
 mod disk;
@@ -182,6 +183,16 @@ enum BundleCommand {
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
     },
+    /// Serve the bundles in DIR over HTTP, for `brigctl os upgrade
+    /// http://…` and `brig.update.url` (plain HTTP: bundles are signed).
+    Serve {
+        dir: PathBuf,
+        /// The address to listen on; 0.0.0.0 for machines on the network.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -278,6 +289,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 path.display(),
                 update_bundle::public_path(&path).display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Bundle(BundleCommand::Serve { dir, bind, port }) => {
+            let listener = std::net::TcpListener::bind((bind.as_str(), port))
+                .map_err(|e| anyhow::anyhow!("listening on {bind}:{port}: {e}"))?;
+            let bundles = std::fs::read_dir(&dir)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".bundle"))
+                .count();
+            // The first line says it listens (tests wait for it).
+            println!(
+                "serving {} ({bundles} bundles) on http://{}/",
+                dir.display(),
+                listener.local_addr()?
+            );
+            bundle_server::serve(&dir, listener)?;
             Ok(ExitCode::SUCCESS)
         }
         Commands::Bundle(BundleCommand::Check { bundle, key }) => {

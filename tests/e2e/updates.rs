@@ -1,6 +1,6 @@
 //! OS updates as a user runs them (docs/updates.md): a PC disk image of
-//! version 0.1.0 fetches signed bundles over HTTP from the host (`python3
-//! -m http.server` on the guest's own network namespace's loopback, which
+//! version 0.1.0 fetches signed bundles over HTTP from the host (`brig
+//! bundle serve` on the guest's own network namespace's loopback, which
 //! QEMU's user network shows it as 10.0.2.2). It refuses a tampered copy
 //! without touching its other slot, installs the real one in slot B, boots
 //! it and marks it good once healthy, keeping what the user had (and a
@@ -21,8 +21,9 @@ const BOOT: Duration = Duration::from_secs(240);
 /// health timeout Brig takes.
 const TRIAL: &str = "brig:\n  update:\n    grace_time: 5\n    health_timeout: 30\n";
 
-/// `python3 -m http.server` serving `dir` in the guest's network
-/// namespace; killed on drop.
+/// `brig bundle serve` serving `dir` in the guest's network namespace
+/// (its loopback, which QEMU's user network shows the guest as
+/// 10.0.2.2); killed on drop.
 pub struct Server(Child, u16);
 
 impl Server {
@@ -30,26 +31,22 @@ impl Server {
         let port = 8000;
         let mut child = guest
             .net()
-            .command("python3")
-            .args([
-                "-u",
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .arg("--directory")
+            .command(crate::guest::BRIG)
+            .args(["bundle", "serve"])
             .arg(dir)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 -m http.server");
-        // It says "Serving HTTP on …" once it listens.
+            .expect("brig bundle serve");
+        // It says "serving DIR (N bundles) on http://…" once it listens.
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        assert!(line.contains("Serving HTTP"), "http.server: {line}");
+        assert!(
+            line.starts_with("serving ") && line.contains(" on http://127.0.0.1:8000/"),
+            "brig bundle serve: {line}"
+        );
         Server(child, port)
     }
 
