@@ -112,7 +112,7 @@ pub fn squashfs_length(superblock: &[u8]) -> Option<u64> {
         return None;
     }
     let used = u64::from_le_bytes(superblock.get(40..48)?.try_into().ok()?);
-    Some(used.next_multiple_of(4096))
+    used.checked_next_multiple_of(4096)
 }
 
 /// Installs the running version onto `device`; `say` hears each step.
@@ -587,5 +587,8 @@ mod tests {
         superblock[0] = b'x';
         assert_eq!(squashfs_length(&superblock), None);
         assert_eq!(squashfs_length(b"hsqs"), None);
+        superblock[0] = b'h';
+        superblock[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(squashfs_length(&superblock), None);
     }
 }
