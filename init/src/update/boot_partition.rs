@@ -183,10 +183,7 @@ impl Mounted {
         cmdline: &str,
     ) -> Result<(), String> {
         if self.loader == Loader::UBoot {
-            let mut slots = self.read_uboot_env()?;
-            let cmdline = cmdline.to_string();
-            slots.set(slot, Some(SlotBoot { name, cmdline }));
-            return self.write_uboot_env(&slots);
+            return self.write_uboot_slot(self.read_uboot_env()?, slot, name, cmdline);
         }
         self.write_file(
             &format!("{ENTRIES_DIR}/{}", name.file_name()),
@@ -231,10 +228,7 @@ impl Mounted {
         cmdline: &str,
     ) -> Result<(), String> {
         if self.loader == Loader::UBoot {
-            let mut slots = Slots::default();
-            let cmdline = cmdline.to_string();
-            slots.set(slot, Some(SlotBoot { name, cmdline }));
-            return self.write_uboot_env(&slots);
+            return self.write_uboot_slot(Slots::default(), slot, name, cmdline);
         }
         let file = name.file_name();
         self.add_entry(board, slot, name, cmdline)?;
@@ -267,6 +261,19 @@ impl Mounted {
             "reading U-Boot's environment on the boot partition: {}",
             problems.join("; ")
         ))
+    }
+
+    /// `slots` with `slot` booting `name`, written as U-Boot's environment.
+    fn write_uboot_slot(
+        &self,
+        mut slots: Slots,
+        slot: Slot,
+        name: EntryName,
+        cmdline: &str,
+    ) -> Result<(), String> {
+        let cmdline = cmdline.to_string();
+        slots.set(slot, Some(SlotBoot { name, cmdline }));
+        self.write_uboot_env(&slots)
     }
 
     /// The backup first, then the environment: a cut between the two

@@ -249,14 +249,20 @@ pub fn install(
             .filter(|l| *l <= slot_part.sectors() * SECTOR)
             .ok_or_else(|| format!("{slot_from} holds no system image (squashfs)"))?;
         [
-            (
-                BOOT_LABEL,
-                boot_from,
-                boot_file,
-                boot_part,
-                boot_part.sectors() * SECTOR,
-            ),
-            (slot_label, slot_from, slot_file, slot_part, image),
+            Region {
+                label: BOOT_LABEL,
+                from: boot_from,
+                file: boot_file,
+                offset: boot_part.first_lba * SECTOR,
+                length: boot_part.sectors() * SECTOR,
+            },
+            Region {
+                label: slot_label,
+                from: slot_from,
+                file: slot_file,
+                offset: slot_part.first_lba * SECTOR,
+                length: image,
+            },
         ]
     };
     // O_EXCL: refused while anything holds the disk or a partition of it
@@ -304,9 +310,8 @@ pub fn install(
     sync(&target, &device)?;
     reread_partitions(&target, &device)?;
 
-    for (label, from, file, partition, length) in &sources {
-        let offset = partition.first_lba * SECTOR;
-        copy(file, from, &target, &device, offset, *length, label, say)?;
+    for region in &sources {
+        region.copy(&target, &device, say)?;
     }
     // The other slot starts empty: nothing an earlier use left there may
     // pass for a system image.
@@ -317,9 +322,8 @@ pub fn install(
         other_part.first_lba * SECTOR,
     )?;
     sync(&target, &device)?;
-    for (label, from, file, partition, length) in &sources {
-        let offset = partition.first_lba * SECTOR;
-        verify(file, from, &target, &device, offset, *length, label)?;
+    for region in &sources {
+        region.verify(&target, &device)?;
     }
     say(&format!("{device}: the copies read back the same"));
 
@@ -395,70 +399,78 @@ fn write_at(file: &File, device: &str, data: &[u8], offset: u64) -> Result<(), S
         .map_err(|e| format!("writing {device} at byte {offset}: {e}"))
 }
 
-/// Copies `length` bytes of `from` onto `target` at `offset`, saying every
-/// 25%.
-#[allow(clippy::too_many_arguments)]
-fn copy(
-    source: &File,
-    from: &str,
-    target: &File,
-    device: &str,
+/// What is copied from the stick: `length` bytes of the partition `from`
+/// (open as `file`), to `offset` on the new disk.
+struct Region {
+    label: &'static str,
+    from: String,
+    file: File,
     offset: u64,
     length: u64,
-    label: &str,
-    say: &mut dyn FnMut(&str),
-) -> Result<(), String> {
-    let mut buffer = vec![0u8; CHUNK];
-    let mut done = 0u64;
-    let mut shown = 0;
-    while done < length {
-        let n = (length - done).min(CHUNK as u64) as usize;
-        source
-            .read_exact_at(&mut buffer[..n], done)
-            .map_err(|e| format!("reading {from} at byte {done}: {e}"))?;
-        write_at(target, device, &buffer[..n], offset + done)?;
-        done += n as u64;
-        let percent = done * 100 / length;
-        if percent >= shown + 25 {
-            shown = percent - percent % 25;
-            say(&format!("{label}: {shown}% of {} MiB", length >> 20));
-        }
-    }
-    Ok(())
 }
 
-/// Reads back what `copy` wrote, past the page cache, and compares.
-fn verify(
-    source: &File,
-    from: &str,
-    target: &File,
-    device: &str,
-    offset: u64,
-    length: u64,
-    label: &str,
-) -> Result<(), String> {
-    // SAFETY: the descriptor is open for the call's length; fadvise only
-    // drops the cached pages, so the reads below come from the disk.
-    unsafe { libc::posix_fadvise(target.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    let (mut wanted, mut got) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
-    let mut done = 0u64;
-    while done < length {
-        let n = (length - done).min(CHUNK as u64) as usize;
-        source
-            .read_exact_at(&mut wanted[..n], done)
-            .map_err(|e| format!("reading {from} at byte {done}: {e}"))?;
-        target
-            .read_exact_at(&mut got[..n], offset + done)
-            .map_err(|e| format!("reading {device} back at byte {}: {e}", offset + done))?;
-        if wanted[..n] != got[..n] {
-            return Err(format!(
-                "{device} does not read back what was written ({label}, near byte {}): the disk may be failing; it is left unbootable",
-                offset + done
-            ));
-        }
-        done += n as u64;
+impl Region {
+    /// Copies the region onto `target`, saying every 25%.
+    fn copy(&self, target: &File, device: &str, say: &mut dyn FnMut(&str)) -> Result<(), String> {
+        let mut buffer = vec![0u8; CHUNK];
+        let mut shown = 0;
+        self.each_chunk(|done, n| {
+            self.read(&mut buffer[..n], done)?;
+            write_at(target, device, &buffer[..n], self.offset + done)?;
+            let percent = (done + n as u64) * 100 / self.length;
+            if percent >= shown + 25 {
+                shown = percent - percent % 25;
+                say(&format!(
+                    "{}: {shown}% of {} MiB",
+                    self.label,
+                    self.length >> 20
+                ));
+            }
+            Ok(())
+        })
     }
-    Ok(())
+
+    /// Reads back what `copy` wrote, past the page cache, and compares.
+    fn verify(&self, target: &File, device: &str) -> Result<(), String> {
+        // SAFETY: the descriptor is open for the call's length; fadvise only
+        // drops the cached pages, so the reads below come from the disk.
+        unsafe { libc::posix_fadvise(target.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let (mut wanted, mut got) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+        self.each_chunk(|done, n| {
+            let at = self.offset + done;
+            self.read(&mut wanted[..n], done)?;
+            target
+                .read_exact_at(&mut got[..n], at)
+                .map_err(|e| format!("reading {device} back at byte {at}: {e}"))?;
+            if wanted[..n] != got[..n] {
+                return Err(format!(
+                    "{device} does not read back what was written ({}, near byte {at}): the disk may be failing; it is left unbootable",
+                    self.label
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `step(done, n)` for each chunk of the region, in order.
+    fn each_chunk(
+        &self,
+        mut step: impl FnMut(u64, usize) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut done = 0u64;
+        while done < self.length {
+            let n = (self.length - done).min(CHUNK as u64) as usize;
+            step(done, n)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn read(&self, buffer: &mut [u8], at: u64) -> Result<(), String> {
+        self.file
+            .read_exact_at(buffer, at)
+            .map_err(|e| format!("reading {} at byte {at}: {e}", self.from))
+    }
 }
 
 /// BLKRRPART: the kernel reads the new table (no partition of the disk is
