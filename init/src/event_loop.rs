@@ -23,7 +23,7 @@ use crate::boot::state;
 use crate::config::network::Remote;
 use crate::control::Client;
 use crate::host::coldplug::Coldplug;
-use crate::host::console::{self, say, say_error};
+use crate::host::console::{self, say, say_error, Level};
 use crate::host::shutdown;
 use crate::host::system::{Linux, PowerAction, System};
 use crate::supervise::log_forward;
@@ -185,6 +185,10 @@ impl<S: System> Init<S> {
         let now = console::since_boot();
         for (at, level, text) in console::take_notes() {
             self.forward.push_note(level, &text, now.saturating_sub(at));
+        }
+        for (service, lines) in self.forward.limit.ended(now) {
+            let note = log_forward::suppressed_note(&service, lines);
+            self.forward.push_note(Level::Info, &note, Duration::ZERO);
         }
         if self.forward.pending() > 0 {
             self.forward.flush();
@@ -358,11 +362,17 @@ impl<S: System> Init<S> {
             }
         }
         let now = console::since_boot();
-        // The forwarder keeps the newest QUEUE_LINES; a flood's older lines
-        // are counted as dropped without being formatted first.
-        let skip = lines.len().saturating_sub(log_forward::QUEUE_LINES);
+        // A service's output within its rate limit (PID 1's notes about it
+        // always), of which the forwarder keeps the newest QUEUE_LINES: a
+        // flood's other lines are counted without being formatted first.
+        let limit = &mut self.forward.limit;
+        let admitted: Vec<&LogLine> = lines
+            .iter()
+            .filter(|l| l.stream == "brig" || limit.admit(&l.service, now))
+            .collect();
+        let skip = admitted.len().saturating_sub(log_forward::QUEUE_LINES);
         self.forward.dropped += skip as u64;
-        for line in &lines[skip..] {
+        for line in &admitted[skip..] {
             let age = now.saturating_sub(Duration::from_secs_f64(line.time.max(0.0)));
             self.forward.push_line(line, age);
         }

@@ -164,12 +164,14 @@ pub fn slots() -> usize {
 }
 
 /// The slots: how many are free, the single-slot tests' turns (tickets in
-/// the order they asked), and how many of those wait.
+/// the order they asked), how many of those wait, and whether the light
+/// slot is taken.
 struct Pool {
     free: usize,
     next_ticket: u64,
     serving: u64,
     waiting: usize,
+    light_taken: bool,
 }
 
 fn pool() -> &'static (Mutex<Pool>, Condvar) {
@@ -180,6 +182,7 @@ fn pool() -> &'static (Mutex<Pool>, Condvar) {
             next_ticket: 0,
             serving: 0,
             waiting: 0,
+            light_taken: false,
         };
         (Mutex::new(pool), Condvar::new())
     })
@@ -195,9 +198,30 @@ fn pool() -> &'static (Mutex<Pool>, Condvar) {
 /// for one: were it served in turn, it would stop every later test while
 /// a long one (the Pi's chain) kept the last slot, and a core would idle
 /// for that test's whole rest. It runs once nobody else waits.
-pub struct Slot(usize);
+///
+/// Beside the cores' slots there is one light slot, for the test the
+/// scheduler runs as light (`harness::Share::Light`): its guests leave
+/// most of a core idle, so it runs beside the others rather than keep a
+/// core's slot from them.
+pub struct Slot {
+    cores: usize,
+    light: bool,
+}
 
 impl Slot {
+    fn take_light() -> Slot {
+        let (pool, changed) = pool();
+        let mut state = pool.lock().unwrap_or_else(|p| p.into_inner());
+        while state.light_taken {
+            state = changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.light_taken = true;
+        Slot {
+            cores: 0,
+            light: true,
+        }
+    }
+
     fn take(wanted: usize) -> Slot {
         let wanted = wanted.min(slots());
         let whole = wanted == slots();
@@ -219,14 +243,21 @@ impl Slot {
         }
         state.free -= wanted;
         changed.notify_all();
-        Slot(wanted)
+        Slot {
+            cores: wanted,
+            light: false,
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let (pool, changed) = pool();
-        pool.lock().unwrap_or_else(|p| p.into_inner()).free += self.0;
+        let mut state = pool.lock().unwrap_or_else(|p| p.into_inner());
+        state.free += self.cores;
+        if self.light {
+            state.light_taken = false;
+        }
         changed.notify_all();
     }
 }
@@ -234,6 +265,8 @@ impl Drop for Slot {
 thread_local! {
     /// This test holds every slot (`whole_machine`): its guests take none.
     static WHOLE_MACHINE: Cell<bool> = const { Cell::new(false) };
+    /// The scheduler runs this test as light: its guests take the light slot.
+    static LIGHT: Cell<bool> = const { Cell::new(false) };
     /// The slot this test took for its first guest, given back when its
     /// thread ends (the scheduler runs each test on a thread of its own).
     static HELD: RefCell<Option<Slot>> = const { RefCell::new(None) };
@@ -249,9 +282,18 @@ pub fn hold_a_slot() {
     HELD.with(|held| {
         let mut held = held.borrow_mut();
         if held.is_none() {
-            *held = Some(Slot::take(1));
+            *held = Some(if LIGHT.get() {
+                Slot::take_light()
+            } else {
+                Slot::take(1)
+            });
         }
     });
+}
+
+/// Marks this thread's test as light (the scheduler does, as it starts it).
+pub fn light_test() {
+    LIGHT.set(true);
 }
 
 /// Every slot, for a test that runs several guests at once (the Swarm's

@@ -12,7 +12,11 @@
 //!   never more guests than cores;
 //! - a test that runs a guest on every core (the Swarm's three) starts
 //!   last: waiting for every slot, it would hold a test thread idle while
-//!   the others share one fewer, and at the end it uses both cores.
+//!   the others share one fewer, and at the end it uses both cores;
+//! - a light test, whose guests leave most of a core idle (the rollback
+//!   test waits out health timeouts and reboots: a quarter of a core over
+//!   ten minutes), takes the one light slot beside the cores' and a test
+//!   thread of its own, so the cores' slots go to tests that use them.
 //!
 //! The command line is libtest's, as far as cargo and people use it:
 //! `FILTER…` (substrings of test names), `--exact`, `--skip FILTER`,
@@ -32,12 +36,22 @@ pub struct Test {
     pub name: &'static str,
     pub run: fn(),
     pub seconds: u32,
-    /// It takes every guest slot (`guest::whole_machine`).
-    pub whole_machine: bool,
+    pub share: Share,
 }
 
-/// `test!(module::function, seconds)`, or with `whole_machine` after the
-/// seconds for a test that takes every slot.
+/// What a test's guests take of the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// A core's slot.
+    Core,
+    /// The light slot (`guest::Slot`).
+    Light,
+    /// Every core's slot (`guest::whole_machine`).
+    WholeMachine,
+}
+
+/// `test!(module::function, seconds)`, or with `whole_machine` or `light`
+/// after the seconds for a test that takes every slot or the light one.
 #[macro_export]
 macro_rules! test {
     ($f:path, $seconds:expr) => {
@@ -45,7 +59,7 @@ macro_rules! test {
             name: stringify!($f),
             run: $f,
             seconds: $seconds,
-            whole_machine: false,
+            share: $crate::harness::Share::Core,
         }
     };
     ($f:path, $seconds:expr, whole_machine) => {
@@ -53,7 +67,15 @@ macro_rules! test {
             name: stringify!($f),
             run: $f,
             seconds: $seconds,
-            whole_machine: true,
+            share: $crate::harness::Share::WholeMachine,
+        }
+    };
+    ($f:path, $seconds:expr, light) => {
+        $crate::harness::Test {
+            name: stringify!($f),
+            run: $f,
+            seconds: $seconds,
+            share: $crate::harness::Share::Light,
         }
     };
 }
@@ -120,7 +142,8 @@ impl Arguments {
 /// those that take the whole machine after all the others.
 fn order(tests: &mut [Test]) {
     tests.sort_by(|a, b| {
-        (a.whole_machine.cmp(&b.whole_machine))
+        let last = |t: &Test| t.share == Share::WholeMachine;
+        (last(a).cmp(&last(b)))
             .then(b.seconds.cmp(&a.seconds))
             .then(a.name.cmp(b.name))
     });
@@ -154,15 +177,22 @@ pub fn main(mut tests: Vec<Test>) -> ExitCode {
     );
     let started = Instant::now();
     let mut pending: VecDeque<Test> = tests.into();
-    let (done, finished) = mpsc::channel::<(&'static str, bool, Duration)>();
+    let (done, finished) = mpsc::channel::<(&'static str, Share, bool, Duration)>();
+    // Tests on the threads' budget, and whether the light one runs (on a
+    // thread of its own).
     let mut running = 0;
+    let mut light_running = false;
     let mut results = Vec::new();
     loop {
-        while running < threads {
-            let Some(test) = pending.pop_front() else {
-                break;
-            };
-            running += 1;
+        while let Some(next) = pending.iter().position(|t| match t.share {
+            Share::Light => !light_running,
+            _ => running < threads,
+        }) {
+            let test = pending.remove(next).expect("a pending test");
+            match test.share {
+                Share::Light => light_running = true,
+                _ => running += 1,
+            }
             println!(
                 "test {} ... started at {:.0} s",
                 test.name,
@@ -172,17 +202,23 @@ pub fn main(mut tests: Vec<Test>) -> ExitCode {
             std::thread::Builder::new()
                 .name(test.name.to_string())
                 .spawn(move || {
+                    if test.share == Share::Light {
+                        crate::guest::light_test();
+                    }
                     let began = Instant::now();
                     let passed = std::panic::catch_unwind(test.run).is_ok();
-                    let _ = done.send((test.name, passed, began.elapsed()));
+                    let _ = done.send((test.name, test.share, passed, began.elapsed()));
                 })
                 .expect("starting a test thread");
         }
-        if running == 0 {
+        if running == 0 && !light_running {
             break;
         }
-        let (name, passed, took) = finished.recv().expect("a test thread ends by sending");
-        running -= 1;
+        let (name, share, passed, took) = finished.recv().expect("a test thread ends by sending");
+        match share {
+            Share::Light => light_running = false,
+            _ => running -= 1,
+        }
         println!(
             "test {name} ... {} ({:.0} s, {:.0} CPU-s; at {:.0} s)",
             if passed { "ok" } else { "FAILED" },
@@ -262,34 +298,40 @@ pub fn the_command_line_is_libtests_and_the_longest_tests_go_first() {
             name: "b",
             run: nothing,
             seconds: 10,
-            whole_machine: false,
+            share: Share::Core,
         },
         Test {
             name: "a",
             run: nothing,
             seconds: 10,
-            whole_machine: false,
+            share: Share::Core,
         },
         Test {
             name: "long",
             run: nothing,
             seconds: 300,
-            whole_machine: false,
+            share: Share::Core,
         },
         Test {
             name: "swarm",
             run: nothing,
             seconds: 500,
-            whole_machine: true,
+            share: Share::WholeMachine,
         },
         Test {
             name: "short",
             run: nothing,
             seconds: 1,
-            whole_machine: false,
+            share: Share::Core,
+        },
+        Test {
+            name: "waits",
+            run: nothing,
+            seconds: 200,
+            share: Share::Light,
         },
     ];
     order(&mut tests);
     let names: Vec<&str> = tests.iter().map(|t| t.name).collect();
-    assert_eq!(names, ["long", "a", "b", "short", "swarm"]);
+    assert_eq!(names, ["long", "waits", "a", "b", "short", "swarm"]);
 }

@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
         test!(docker::single_node::qemu_x86_64_runs_the_users_containers_with_docker, 200),
         test!(services::qemu_x86_64_pid1_stays_responsive_under_a_flood_and_the_watchdog_resets_it_when_wedged, 120),
         test!(build::two_builds_of_the_same_inputs_are_identical, 100),
-        test!(updates::pc_x86_64_rolls_back_by_itself_from_a_version_that_panics_and_one_without_network, 330),
+        test!(updates::pc_x86_64_rolls_back_by_itself_from_a_version_that_panics_and_one_without_network, 330, light),
         test!(updates::pc_x86_64_power_cuts_during_an_upgrade_always_leave_one_whole_version, 300),
         test!(updates::pc_x86_64_updates_over_http_to_slot_b_refuses_a_tampered_bundle_and_keeps_data, 140),
         test!(updates::pc_x86_64_installs_itself_from_a_usb_stick_onto_the_machines_disk, 120),

@@ -6,7 +6,7 @@
 //! and go as soon as it answers: nothing from early boot is lost unless the
 //! queue overflows, and then the oldest go first, counted.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -25,6 +25,8 @@ pub struct Forwarder {
     queue: VecDeque<Vec<u8>>,
     /// Lines the queue had to let go.
     pub dropped: u64,
+    /// Services' lines held back by the rate limit.
+    pub limit: RateLimit,
 }
 
 impl Forwarder {
@@ -34,6 +36,7 @@ impl Forwarder {
             path: PathBuf::from(path),
             queue: VecDeque::new(),
             dropped: 0,
+            limit: RateLimit::default(),
         }
     }
 
@@ -94,6 +97,80 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// How many lines of one service's output go to the log service in one
+/// window of `RATE_INTERVAL`; the rest of the window's are counted, and
+/// said in one line when it ends (journald's default: 10000 in 30 s). A
+/// service that floods its output cannot then keep PID 1, the log service
+/// and its compression busy with every line, nor rotate everyone else's
+/// lines out of the log. PID 1's own ring (`brigctl logs` without a log
+/// service) still takes every line.
+pub const RATE_BURST: usize = 10_000;
+pub const RATE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The per-service windows of `RATE_BURST` lines.
+#[derive(Default)]
+pub struct RateLimit {
+    windows: HashMap<String, Window>,
+}
+
+struct Window {
+    start: Duration,
+    sent: usize,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// Whether `service`'s next line, at `now` (since boot), may go.
+    pub fn admit(&mut self, service: &str, now: Duration) -> bool {
+        let window = match self.windows.get_mut(service) {
+            Some(window) => window,
+            None => self.windows.entry(service.to_string()).or_insert(Window {
+                start: now,
+                sent: 0,
+                suppressed: 0,
+            }),
+        };
+        if now.saturating_sub(window.start) >= RATE_INTERVAL && window.suppressed == 0 {
+            *window = Window {
+                start: now,
+                sent: 0,
+                suppressed: 0,
+            };
+        }
+        if window.sent < RATE_BURST {
+            window.sent += 1;
+            true
+        } else {
+            window.suppressed += 1;
+            false
+        }
+    }
+
+    /// The windows that have ended with lines held back: each service and
+    /// how many, once; its next window begins with its next line.
+    pub fn ended(&mut self, now: Duration) -> Vec<(String, u64)> {
+        let mut ended: Vec<(String, u64)> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| w.suppressed > 0 && now.saturating_sub(w.start) >= RATE_INTERVAL)
+            .map(|(service, w)| (service.clone(), w.suppressed))
+            .collect();
+        ended.sort();
+        for (service, _) in &ended {
+            self.windows.remove(service);
+        }
+        ended
+    }
+}
+
+/// The line that says a window held lines back.
+pub fn suppressed_note(service: &str, lines: u64) -> String {
+    format!(
+        "{service}: {lines} lines of output not logged (more than {RATE_BURST} in {} s); PID 1 keeps its newest for `brigctl logs {service}` while the log service is stopped",
+        RATE_INTERVAL.as_secs()
+    )
 }
 
 /// `<PRI>1 TIME - APP - MSGID - TEXT`, facility daemon.
@@ -166,6 +243,36 @@ mod tests {
             got[1]
         );
         assert!(got[2].starts_with("<29>1 "), "stderr is notice: {}", got[2]);
+    }
+
+    #[test]
+    fn a_flood_is_cut_at_the_burst_and_said_once_when_its_window_ends() {
+        let mut limit = RateLimit::default();
+        let t = Duration::from_secs;
+        let admitted = (0..RATE_BURST + 250)
+            .filter(|_| limit.admit("flood", t(100)))
+            .count();
+        assert_eq!(admitted, RATE_BURST);
+        // Another service has a window of its own.
+        assert!(limit.admit("network", t(101)));
+        assert!(limit.ended(t(129)).is_empty(), "the window has not ended");
+        assert!(!limit.admit("flood", t(129)));
+        assert_eq!(limit.ended(t(130)), vec![("flood".to_string(), 251)]);
+        assert!(limit.ended(t(131)).is_empty(), "said once");
+        // The next window starts with the next line.
+        assert!(limit.admit("flood", t(200)));
+        assert!(suppressed_note("flood", 251)
+            .starts_with("flood: 251 lines of output not logged (more than 10000 in 30 s)"));
+    }
+
+    #[test]
+    fn a_quiet_service_is_never_held_back() {
+        let mut limit = RateLimit::default();
+        // 10 lines a second for ten minutes: 300 a window.
+        for tenth in 0..6000 {
+            assert!(limit.admit("chatty", Duration::from_millis(tenth * 100)));
+        }
+        assert!(limit.ended(Duration::from_secs(700)).is_empty());
     }
 
     #[test]
