@@ -45,11 +45,22 @@ struct FakeRuntime {
     next_pid: i32,
     /// Why a start fails, if it does (by service name).
     refuse: fn(&str) -> Option<brig_runtime::Error>,
+    mounted_ahead: Vec<String>,
 }
 
 impl Runtime for FakeRuntime {
     fn prepare_ahead(&mut self) -> Result<(), String> {
         Ok(())
+    }
+    fn mount_ahead(&mut self, spec: &ServiceSpec) -> bool {
+        let line = format!("mount ahead {}", spec.name);
+        let mut calls = self.log.calls.borrow_mut();
+        if self.mounted_ahead.contains(&spec.name) {
+            return false;
+        }
+        self.mounted_ahead.push(spec.name.clone());
+        calls.push(line);
+        true
     }
     fn start(&mut self, spec: &ServiceSpec) -> Result<Started, brig_runtime::Error> {
         if let Some(error) = (self.refuse)(&spec.name) {
@@ -124,6 +135,7 @@ fn pid1_refusing(
         log: log.clone(),
         next_pid: 100,
         refuse,
+        mounted_ahead: Vec::new(),
     };
     let flags = SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK;
     let socket = dir.path().join("log.sock");
@@ -174,7 +186,10 @@ fn a_config_fetched_by_the_helper_is_planned_applied_and_releases_the_services()
     // As `fetch_config` leaves it: only the network may start.
     init.services.supervisor.hold_all_but(NETWORK_SERVICE);
     init.supervise();
-    assert_eq!(taken(&log), ["start network 101"]);
+    // The held one's image is mounted meanwhile, once.
+    assert_eq!(taken(&log), ["start network 101", "mount ahead ntp"]);
+    init.supervise();
+    assert!(taken(&log).is_empty());
 
     // The helper writes its answer to a pipe and exits.
     let user_data = "#cloud-config\nhostname: fetched\nntp: {servers: [ntp.example.com]}\n\
@@ -345,7 +360,11 @@ fn power_off_stops_dependents_first_then_the_rest_and_only_then_the_machine() {
     );
     let (mut init, log, _dir) = pid1(&[NETWORK, console]);
     init.supervise();
-    assert_eq!(taken(&log), ["start network 101"], "dependencies first");
+    assert_eq!(
+        taken(&log),
+        ["start network 101", "mount ahead console"],
+        "dependencies first, the console's image mounted while they start"
+    );
     init.supervise();
     assert_eq!(taken(&log), ["start console 102"]);
 

@@ -20,6 +20,10 @@ pub trait Runtime {
     /// Prepares one network namespace ahead if fewer are ready. On failure
     /// it stops trying (starts then make their own) and says why, once.
     fn prepare_ahead(&mut self) -> Result<(), String>;
+    /// Mounts the image of `spec`, a service waiting for its dependencies,
+    /// so that its start need not: whether it did work. Only the system
+    /// partition's images; a failure is left for the start to report.
+    fn mount_ahead(&mut self, spec: &ServiceSpec) -> bool;
     /// Starts `spec`'s container, mounting its image and making its cgroup
     /// first.
     fn start(&mut self, spec: &ServiceSpec) -> Result<Started, Error>;
@@ -50,6 +54,8 @@ pub struct Containers {
     volumes: PathBuf,
     cgroup_root: Option<PathBuf>,
     mounted: HashSet<String>,
+    /// Images that failed to mount ahead: not tried again before a start.
+    not_ahead: HashSet<String>,
     netns: netns::Pool,
 }
 
@@ -63,8 +69,24 @@ impl Containers {
             volumes: PathBuf::from(VOLUMES),
             cgroup_root,
             mounted: HashSet::new(),
+            not_ahead: HashSet::new(),
             netns: netns::Pool::new(NETNS_AHEAD),
         }
+    }
+
+    /// Where `spec`'s image is mounted, mounting it first if it is not.
+    fn image(&mut self, spec: &ServiceSpec) -> Result<PathBuf, Error> {
+        let name = spec.name.as_str();
+        let lower = self.run.join("images").join(name);
+        if !self.mounted.contains(name) {
+            let source = match &spec.rootfs.image {
+                Some(path) => PathBuf::from(path),
+                None => self.images.join(format!("{name}.squashfs")),
+            };
+            image::mount(&source, &lower)?;
+            self.mounted.insert(name.to_string());
+        }
+        Ok(lower)
     }
 
     fn cgroup_of(&self, name: &str) -> Option<PathBuf> {
@@ -82,19 +104,27 @@ impl Runtime for Containers {
         })
     }
 
+    fn mount_ahead(&mut self, spec: &ServiceSpec) -> bool {
+        let name = spec.name.as_str();
+        // A user's image may be anywhere (a hung network mount): it is
+        // opened at its start, after the FUSE check.
+        if spec.rootfs.image.is_some()
+            || self.mounted.contains(name)
+            || self.not_ahead.contains(name)
+        {
+            return false;
+        }
+        if self.image(spec).is_err() {
+            self.not_ahead.insert(name.to_string());
+        }
+        true
+    }
+
     fn start(&mut self, spec: &ServiceSpec) -> Result<Started, Error> {
         let name = spec.name.as_str();
         // Before the image is opened, here in PID 1.
         brig_runtime::spawn::refuse_fuse_here(spec)?;
-        let lower = self.run.join("images").join(name);
-        if !self.mounted.contains(name) {
-            let source = match &spec.rootfs.image {
-                Some(path) => PathBuf::from(path),
-                None => self.images.join(format!("{name}.squashfs")),
-            };
-            image::mount(&source, &lower)?;
-            self.mounted.insert(name.to_string());
-        }
+        let lower = self.image(spec)?;
         let cgroup = match &self.cgroup_root {
             Some(root) => Some(
                 cgroup::create(root, name, &spec.limits)

@@ -103,8 +103,16 @@ impl Services {
     /// Prepares a network namespace ahead if fewer than `NETNS_AHEAD` are
     /// ready; on failure stops trying (starts then create their own) and
     /// says why, once.
+    /// And mounts the image of one service waiting for its dependencies,
+    /// while they start (the console's, while the network comes up).
     pub fn prepare_ahead(&mut self) -> Option<String> {
-        self.runtime.prepare_ahead().err()
+        let error = self.runtime.prepare_ahead().err();
+        for service in &self.supervisor.services {
+            if matches!(service.state, State::Waiting) && self.runtime.mount_ahead(&service.spec) {
+                break;
+            }
+        }
+        error
     }
 
     fn ring(&mut self, service: &str) -> &mut LogRing {
