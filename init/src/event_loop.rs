@@ -157,11 +157,21 @@ impl<S: System> Init<S> {
             None => [self.trial_wakeup(), self.fleet.wakeup()],
             Some(_) => [None, None],
         };
-        [self.services.supervisor.next_deadline(), watchdog_due]
-            .into_iter()
-            .chain(updates)
-            .flatten()
-            .min()
+        // A rate limit's window that held lines back ends: say so then.
+        let held_back = self
+            .forward
+            .limit
+            .next_end()
+            .map(|end| self.sys.now() + end.saturating_sub(console::since_boot()));
+        [
+            self.services.supervisor.next_deadline(),
+            watchdog_due,
+            held_back,
+        ]
+        .into_iter()
+        .chain(updates)
+        .flatten()
+        .min()
     }
 
     /// Feeds the hardware watchdog if due; when it is next due. A watchdog
@@ -186,12 +196,19 @@ impl<S: System> Init<S> {
         for (at, level, text) in console::take_notes() {
             self.forward.push_note(level, &text, now.saturating_sub(at));
         }
-        for (service, lines) in self.forward.limit.ended(now) {
-            let note = log_forward::suppressed_note(&service, lines);
-            self.forward.push_note(Level::Info, &note, Duration::ZERO);
-        }
+        let ended = self.forward.limit.ended(now);
+        self.say_held_back(ended);
         if self.forward.pending() > 0 {
             self.forward.flush();
+        }
+    }
+
+    /// Tells the log service how many lines of each service's output
+    /// its rate limit held back in a window that has ended.
+    fn say_held_back(&mut self, ended: Vec<(String, u64)>) {
+        for (service, lines) in ended {
+            let note = log_forward::suppressed_note(&service, lines);
+            self.forward.push_note(Level::Info, &note, Duration::ZERO);
         }
     }
 
@@ -363,16 +380,15 @@ impl<S: System> Init<S> {
         }
         let now = console::since_boot();
         // A service's output within its rate limit (PID 1's notes about it
-        // always), of which the forwarder keeps the newest QUEUE_LINES: a
-        // flood's other lines are counted without being formatted first.
+        // always); the rest is counted without being formatted.
+        let mut ended = Vec::new();
         let limit = &mut self.forward.limit;
         let admitted: Vec<&LogLine> = lines
             .iter()
-            .filter(|l| l.stream == "brig" || limit.admit(&l.service, now))
+            .filter(|l| l.stream == "brig" || limit.admit(&l.service, now, &mut ended))
             .collect();
-        let skip = admitted.len().saturating_sub(log_forward::QUEUE_LINES);
-        self.forward.dropped += skip as u64;
-        for line in &admitted[skip..] {
+        self.say_held_back(ended);
+        for line in admitted {
             let age = now.saturating_sub(Duration::from_secs_f64(line.time.max(0.0)));
             self.forward.push_line(line, age);
         }

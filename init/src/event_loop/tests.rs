@@ -473,14 +473,15 @@ fn a_service_that_writes_without_pause_gets_a_bounded_share_of_each_turn() {
     let ring = &init.services.rings["yes"];
     assert_eq!(ring.total, 1 + waiting as u64);
     assert!(ring.tail(None).len() <= log_ring::RING_BYTES / log_ring::LINE_COST);
-    // The log service is offered its rate limit's burst; the rest is
-    // counted, and said once the window ends.
+    // No log service here: its share of the queue waits for one, and the
+    // rest is counted, to be said once the rate limit's window ends.
+    assert_eq!(init.forward.pending(), 1 + log_forward::SERVICE_SHARE);
     let later = console::since_boot() + log_forward::RATE_INTERVAL;
     assert_eq!(
         init.forward.limit.ended(later),
         [(
             "yes".to_string(),
-            (waiting - log_forward::RATE_BURST) as u64
+            (waiting - log_forward::SERVICE_SHARE) as u64
         )]
     );
 }

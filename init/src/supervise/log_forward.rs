@@ -18,11 +18,16 @@ use crate::host::console::Level;
 
 /// Lines kept while the log service is away.
 pub const QUEUE_LINES: usize = 4096;
+/// Of which one service's output may hold at most this many.
+pub const SERVICE_SHARE: usize = QUEUE_LINES / 4;
 
 pub struct Forwarder {
     socket: Option<UnixDatagram>,
     path: PathBuf,
-    queue: VecDeque<Vec<u8>>,
+    /// Datagrams, each with the service whose output it is.
+    queue: VecDeque<(Option<String>, Vec<u8>)>,
+    /// How many of each service's lines are in the queue.
+    waiting: HashMap<String, usize>,
     /// Lines the queue had to let go.
     pub dropped: u64,
     /// Services' lines held back by the rate limit.
@@ -35,13 +40,27 @@ impl Forwarder {
             socket: None,
             path: PathBuf::from(path),
             queue: VecDeque::new(),
+            waiting: HashMap::new(),
             dropped: 0,
             limit: RateLimit::default(),
         }
     }
 
     /// A service's line (or PID 1's note about it), written `age` ago.
+    /// One service's output holds at most `SERVICE_SHARE` of the queue: a
+    /// flood while the log service is away or slow cannot push out
+    /// everyone else's lines and PID 1's notes. Lines beyond it are
+    /// counted with those the rate limit held back, before any formatting.
     pub fn push_line(&mut self, line: &LogLine, age: Duration) {
+        let service = (line.stream != "brig").then_some(line.service.as_str());
+        if let Some(service) = service {
+            let waiting = self.waiting.entry(service.to_string()).or_default();
+            if *waiting >= SERVICE_SHARE {
+                self.limit.held_back(service);
+                return;
+            }
+            *waiting += 1;
+        }
         // What a service says on stderr is often just its log: notice,
         // not an error.
         let severity = if line.stream == "stderr" { 5 } else { 6 };
@@ -50,7 +69,8 @@ impl Forwarder {
         } else {
             "service"
         };
-        self.push(rfc5424(severity, &line.service, msgid, &line.text, age));
+        let datagram = rfc5424(severity, &line.service, msgid, &line.text, age);
+        self.push(service, datagram);
     }
 
     /// One of PID 1's own console messages, written `age` ago, at the
@@ -60,15 +80,26 @@ impl Forwarder {
             Level::Error => 3,
             Level::Info => 6,
         };
-        self.push(rfc5424(severity, "brig-init", "init", text, age));
+        self.push(None, rfc5424(severity, "brig-init", "init", text, age));
     }
 
-    fn push(&mut self, datagram: Vec<u8>) {
+    /// Queues a datagram (`service`'s, already counted in `waiting`); the
+    /// oldest goes when the queue is full.
+    fn push(&mut self, service: Option<&str>, datagram: Vec<u8>) {
         if self.queue.len() >= QUEUE_LINES {
-            self.queue.pop_front();
+            self.pop();
             self.dropped += 1;
         }
-        self.queue.push_back(datagram);
+        self.queue
+            .push_back((service.map(str::to_string), datagram));
+    }
+
+    fn pop(&mut self) {
+        if let Some((Some(service), _)) = self.queue.pop_front() {
+            if let Some(waiting) = self.waiting.get_mut(&service) {
+                *waiting = waiting.saturating_sub(1);
+            }
+        }
     }
 
     pub fn pending(&self) -> usize {
@@ -89,10 +120,8 @@ impl Forwarder {
                     Err(_) => return,
                 },
             };
-            match socket.send_to(datagram, &self.path) {
-                Ok(_) => {
-                    self.queue.pop_front();
-                }
+            match socket.send_to(&datagram.1, &self.path) {
+                Ok(_) => self.pop(),
                 Err(_) => return,
             }
         }
@@ -122,8 +151,10 @@ struct Window {
 }
 
 impl RateLimit {
-    /// Whether `service`'s next line, at `now` (since boot), may go.
-    pub fn admit(&mut self, service: &str, now: Duration) -> bool {
+    /// Whether `service`'s next line, at `now` (since boot), may go. A
+    /// window that has ended begins anew with this line; what it held
+    /// back is said first (`ended`).
+    pub fn admit(&mut self, service: &str, now: Duration, said: &mut Vec<(String, u64)>) -> bool {
         let window = match self.windows.get_mut(service) {
             Some(window) => window,
             None => self.windows.entry(service.to_string()).or_insert(Window {
@@ -132,7 +163,10 @@ impl RateLimit {
                 suppressed: 0,
             }),
         };
-        if now.saturating_sub(window.start) >= RATE_INTERVAL && window.suppressed == 0 {
+        if now.saturating_sub(window.start) >= RATE_INTERVAL {
+            if window.suppressed > 0 {
+                said.push((service.to_string(), window.suppressed));
+            }
             *window = Window {
                 start: now,
                 sent: 0,
@@ -163,12 +197,30 @@ impl RateLimit {
         }
         ended
     }
+
+    /// Counts a line of `service`'s held back for another reason (its
+    /// share of the queue is full), in its window.
+    pub fn held_back(&mut self, service: &str) {
+        if let Some(window) = self.windows.get_mut(service) {
+            window.suppressed += 1;
+        }
+    }
+
+    /// When the first window holding lines back ends (since boot): the
+    /// loop wakes then to say so, however quiet the machine is.
+    pub fn next_end(&self) -> Option<Duration> {
+        self.windows
+            .values()
+            .filter(|w| w.suppressed > 0)
+            .map(|w| w.start + RATE_INTERVAL)
+            .min()
+    }
 }
 
 /// The line that says a window held lines back.
 pub fn suppressed_note(service: &str, lines: u64) -> String {
     format!(
-        "{service}: {lines} lines of output not logged (more than {RATE_BURST} in {} s); PID 1 keeps its newest for `brigctl logs {service}` while the log service is stopped",
+        "{service}: {lines} lines of output not logged (more than {RATE_BURST} in {} s, or {SERVICE_SHARE} waiting for the log service); PID 1 keeps its newest for `brigctl logs {service}` while the log service is stopped",
         RATE_INTERVAL.as_secs()
     )
 }
@@ -248,31 +300,77 @@ mod tests {
     #[test]
     fn a_flood_is_cut_at_the_burst_and_said_once_when_its_window_ends() {
         let mut limit = RateLimit::default();
+        let mut said = Vec::new();
         let t = Duration::from_secs;
         let admitted = (0..RATE_BURST + 250)
-            .filter(|_| limit.admit("flood", t(100)))
+            .filter(|_| limit.admit("flood", t(100), &mut said))
             .count();
         assert_eq!(admitted, RATE_BURST);
         // Another service has a window of its own.
-        assert!(limit.admit("network", t(101)));
+        assert!(limit.admit("network", t(101), &mut said));
+        assert_eq!(limit.next_end(), Some(t(130)), "the loop wakes then");
         assert!(limit.ended(t(129)).is_empty(), "the window has not ended");
-        assert!(!limit.admit("flood", t(129)));
+        assert!(!limit.admit("flood", t(129), &mut said));
         assert_eq!(limit.ended(t(130)), vec![("flood".to_string(), 251)]);
         assert!(limit.ended(t(131)).is_empty(), "said once");
+        assert_eq!(limit.next_end(), None);
         // The next window starts with the next line.
-        assert!(limit.admit("flood", t(200)));
+        assert!(limit.admit("flood", t(200), &mut said));
+        assert!(said.is_empty());
         assert!(suppressed_note("flood", 251)
-            .starts_with("flood: 251 lines of output not logged (more than 10000 in 30 s)"));
+            .starts_with("flood: 251 lines of output not logged (more than 10000 in 30 s, or 1024 waiting for the log service)"));
+    }
+
+    #[test]
+    fn a_line_after_a_quiet_spell_starts_a_window_and_the_last_one_is_said_first() {
+        let mut limit = RateLimit::default();
+        let mut said = Vec::new();
+        let t = Duration::from_secs;
+        for _ in 0..RATE_BURST + 3 {
+            limit.admit("flood", t(10), &mut said);
+        }
+        // No turn said the window's end: the next line, an hour later,
+        // goes, and the held-back count is handed over to be said.
+        assert!(limit.admit("flood", t(3600), &mut said));
+        assert_eq!(said, [("flood".to_string(), 3)]);
+        assert!(limit.ended(t(3700)).is_empty(), "said once");
     }
 
     #[test]
     fn a_quiet_service_is_never_held_back() {
         let mut limit = RateLimit::default();
+        let mut said = Vec::new();
         // 10 lines a second for ten minutes: 300 a window.
         for tenth in 0..6000 {
-            assert!(limit.admit("chatty", Duration::from_millis(tenth * 100)));
+            assert!(limit.admit("chatty", Duration::from_millis(tenth * 100), &mut said));
         }
         assert!(limit.ended(Duration::from_secs(700)).is_empty());
+        assert!(said.is_empty());
+    }
+
+    #[test]
+    fn one_services_lines_cannot_push_the_others_out_of_the_queue() {
+        // No log service: everything waits.
+        let mut f = Forwarder::new("/nonexistent/dev-log");
+        let mut said = Vec::new();
+        f.push_note(Level::Info, "brig-init started as PID 1", Duration::ZERO);
+        f.push_line(&line("network", "stdout", "bound"), Duration::ZERO);
+        for n in 0..QUEUE_LINES + 100 {
+            assert!(f.limit.admit("flood", Duration::ZERO, &mut said));
+            f.push_line(&line("flood", "stdout", &format!("y {n}")), Duration::ZERO);
+        }
+        // PID 1's notes about the flood are not its output.
+        f.push_line(&line("flood", "brig", "exited"), Duration::ZERO);
+        assert_eq!(f.pending(), 2 + SERVICE_SHARE + 1);
+        assert_eq!(f.dropped, 0, "nobody else's line went");
+        // The rest of the flood's is said with what the rate limit holds back.
+        assert_eq!(
+            f.limit.ended(RATE_INTERVAL),
+            [(
+                "flood".to_string(),
+                (QUEUE_LINES + 100 - SERVICE_SHARE) as u64
+            )]
+        );
     }
 
     #[test]
