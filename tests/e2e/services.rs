@@ -377,6 +377,9 @@ pub fn qemu_x86_64_pid1_stays_responsive_under_a_flood_and_the_watchdog_resets_i
         .find_map(|l| l.split("FLOOD-RESULT ").nth(1))
         .unwrap();
     println!("flood: {result}");
+    if let Some(note) = serial.lines().find_map(|l| l.split("HELD-BACK ").nth(1)) {
+        println!("the log's note: {note}");
+    }
     let value = |key: &str| -> u64 {
         result
             .split_whitespace()
