@@ -149,6 +149,18 @@ fn targets(run: &Run) -> Vec<(String, String, bool)> {
             used <= 40.0 * 1024.0,
         ));
     }
+    for name in ["brig-without-docker", "brig"] {
+        let Some(system) = find(name) else { continue };
+        let rss = median_of(&system.samples, |x| x.pid1_resident_kib as f64);
+        rows.push((
+            format!(
+                "{}: PID 1 resident memory < 2 MiB once ssh answers (median)",
+                system.label
+            ),
+            mib(rss),
+            rss < 2.0 * 1024.0,
+        ));
+    }
     rows
 }
 
@@ -541,6 +553,7 @@ mod tests {
             "| Brig: boot to ssh ≤ 5 s (median) | 5.00 s | **met** |",
             "| Brig: ≥ 4× faster to ssh than Debian <baseline> (medians) | 4.1× | **met** |",
             "| Brig: memory used once ssh answers ≤ 40 MiB (median) | 32.0 MiB | **met** |",
+            "| Brig: PID 1 resident memory < 2 MiB once ssh answers (median) | 1.6 MiB | **met** |",
         ] {
             assert!(md.contains(row), "{row:?} not in:\n{md}");
         }
