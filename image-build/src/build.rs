@@ -56,7 +56,7 @@ fn default_config(path: &Path) -> Result<Vec<u8>> {
 /// The system disk of a `--format kernel` build, beside the kernel.
 pub const SYSTEM_DISK: &str = "system.img";
 
-/// Where PID 1 finds the system containers: `<name>.squashfs` and `<name>.toml`.
+/// Where PID 1 finds the system containers: `<name>.squashfs` and `<name>.json`.
 pub const CONTAINERS_DIR: &str = "/lib/brig/containers";
 
 /// What to make: the format, for disk images the sizes, and how hard to
@@ -174,7 +174,7 @@ pub fn build(
         kernel_modules::select(&kernel.modules, &needs)
     })?;
 
-    let mut wanted: Vec<&str> = vec!["brig-init"];
+    let mut wanted: Vec<&str> = vec!["brig-init", "brig-config"];
     for service in &services {
         wanted.extend(service.spec.rootfs.binaries.iter().map(String::as_str));
     }
@@ -300,15 +300,25 @@ pub fn build(
         container_sizes.push(json!({
             "name": name, "size": data.len(), "packages": service.spec.rootfs.packages,
         }));
-        let spec = service.text.clone().into_bytes();
+        // Checked, and as JSON: PID 1 has no TOML parser.
+        let spec = service.spec.to_json().into_bytes();
         if output.format.has_system_partition() {
             // On the system partition, mounted over /lib/brig.
             system_files.push((format!("containers/{name}.squashfs"), data));
-            system_files.push((format!("containers/{name}.toml"), spec));
+            system_files.push((format!("containers/{name}.json"), spec));
         } else {
             stored.file(&format!("{CONTAINERS_DIR}/{name}.squashfs"), 0o644, data);
-            image.file(&format!("{CONTAINERS_DIR}/{name}.toml"), 0o644, spec);
+            image.file(&format!("{CONTAINERS_DIR}/{name}.json"), 0o644, spec);
         }
+    }
+    // The program that reads cloud-config for PID 1, beside the containers.
+    let config_program = binaries["brig-config"].clone();
+    let config_program = std::fs::read(&config_program)
+        .with_context(|| format!("reading {}", config_program.display()))?;
+    if output.format.has_system_partition() {
+        system_files.push(("bin/brig-config".into(), config_program));
+    } else {
+        image.file(brig_spec::paths::CONFIG_PROGRAM, 0o755, config_program);
     }
     let system = if output.format.has_system_partition() {
         let path = out.join("system.squashfs");

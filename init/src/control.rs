@@ -405,11 +405,12 @@ impl<S: System> Init<S> {
             }
             Request::ConfigSet { key, value } => {
                 let change =
-                    local_settings::change(&self.sys, Path::new(LOCAL_FILE), &key, Some(value));
+                    crate::config::ask::change(&self.sys, Path::new(LOCAL_FILE), &key, Some(value));
                 self.config_changed(change, &key)
             }
             Request::ConfigUnset { key } => {
-                let change = local_settings::change(&self.sys, Path::new(LOCAL_FILE), &key, None);
+                let change =
+                    crate::config::ask::change(&self.sys, Path::new(LOCAL_FILE), &key, None);
                 self.config_changed(change, &key)
             }
             Request::OsUpgrade {
@@ -461,12 +462,7 @@ impl<S: System> Init<S> {
         if applied {
             match local_settings::read(&self.sys, Path::new(LOCAL_FILE)) {
                 Ok(local) => {
-                    let plan = crate::config::plan::replan(
-                        &self.sys,
-                        Path::new(brig_spec::paths::SAVED_DIR),
-                        Path::new(brig_spec::cloud_config::DEFAULT_FILE),
-                        &local,
-                    );
+                    let plan = crate::config::ask::replan(&self.sys, &local);
                     self.configure_updates(plan.update);
                 }
                 Err(e) => say_error(&format!("config: brig.update: {e}")),

@@ -14,7 +14,7 @@ pub const MOUNT_ROOTS: &[&str] = &["/mnt", "/media"];
 /// cloud-init's default options for an entry that gives none.
 const DEFAULT_OPTIONS: &str = "defaults,nofail";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Device {
     /// `/dev/vdb` (also given as plain `vdb`).
     Path(String),
@@ -24,7 +24,7 @@ pub enum Device {
     Uuid(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountEntry {
     pub device: Device,
     pub target: String,

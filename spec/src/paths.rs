@@ -94,6 +94,10 @@ pub const LOCAL_FILE: &str = "/var/lib/brig/config/local.json";
 /// Named volumes of services.
 pub const VOLUMES: &str = "/var/lib/brig/volumes";
 
+/// The program that reads cloud-config for PID 1, on the system image
+/// (mounted over /lib/brig) or in an initramfs without one.
+pub const CONFIG_PROGRAM: &str = "/lib/brig/bin/brig-config";
+
 /// What the image says about itself, written by `brig build`: its board,
 /// its version (which updates compare) and the public key update bundles
 /// must be signed with (docs/updates.md).

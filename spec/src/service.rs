@@ -261,9 +261,11 @@ fn size_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         Bytes(u64),
         Text(String),
     }
-    match Size::deserialize(d)? {
-        Size::Bytes(n) => Ok(Some(n)),
-        Size::Text(t) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
+    // null is unset, as a missing key: the image's JSON spec writes it so.
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Bytes(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -360,6 +362,33 @@ impl ServiceSpec {
         spec.name = name.to_string();
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// The spec of service `name` as `brig build` puts it in the image:
+    /// JSON, so PID 1 reads it without a TOML parser (the build has checked
+    /// the service.toml); checked again all the same.
+    pub fn from_json(name: &str, text: &str) -> Result<ServiceSpec, Problem> {
+        let mut json = serde_json::Deserializer::from_str(text);
+        let mut spec: ServiceSpec = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let key = e.path().to_string();
+            Problem::new(
+                if key == "." { String::new() } else { key },
+                e.into_inner().to_string(),
+            )
+        })?;
+        spec.name = name.to_string();
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The spec as `from_json` reads it: without its name, which is the
+    /// file's.
+    pub fn to_json(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("name");
+        }
+        serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
     }
 
     /// A user service from cloud-config (`brig.services.<name>`): the same

@@ -26,7 +26,7 @@ const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// from any overflow).
 const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(30 * 86400);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UpdateConfig {
     /// The bundle to follow (`http://server/brig-pc-x86_64.bundle`): when
     /// it holds a newer version than the running one, it is installed.
@@ -38,7 +38,7 @@ pub struct UpdateConfig {
 }
 
 /// When a machine reboots into an update it installed by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reboot {
     Now,
     /// The user reboots (`brigctl reboot`); `brigctl os status` says an

@@ -39,12 +39,13 @@ fn add_broken_services(artifacts: &std::path::Path) {
         .arg(artifacts.join("system.squashfs")));
     let dir = tree.join("containers");
     std::fs::write(dir.join("corrupt.squashfs"), vec![0x5a; 8192]).unwrap();
+    // As `brig build` writes the specs: JSON.
     let valid =
-        "command = [\"/usr/bin/busybox\", \"true\"]\n[rootfs]\npackages = [\"busybox-static\"]\n";
-    std::fs::write(dir.join("corrupt.toml"), valid).unwrap();
+        r#""command": ["/usr/bin/busybox", "true"], "rootfs": {"packages": ["busybox-static"]}"#;
+    std::fs::write(dir.join("corrupt.json"), format!("{{{valid}}}")).unwrap();
     std::fs::write(
-        dir.join("malformed.toml"),
-        format!("{valid}[limits]\nmemory_max = \"plenty\"\n"),
+        dir.join("malformed.json"),
+        format!(r#"{{{valid}, "limits": {{"memory_max": "plenty"}}}}"#),
     )
     .unwrap();
     let squashfs = stage.path().join("system.squashfs");
@@ -267,7 +268,7 @@ fn services_run_as_containers(board: &str) {
         "{corrupt}"
     );
     assert!(
-        row("malformed").contains(" failed ") && row("malformed").contains("malformed.toml"),
+        row("malformed").contains(" failed ") && row("malformed").contains("malformed.json"),
         "{}",
         row("malformed")
     );

@@ -11,7 +11,7 @@ use brig_spec::control::Response;
 use brig_spec::paths::{self, LOCAL_FILE};
 
 use crate::config::network::{self, Remote};
-use crate::config::{self, local_settings, plan, saved, Datasource};
+use crate::config::{self, ask, local_settings, plan, saved, Datasource};
 use crate::event_loop::watch;
 use crate::event_loop::NETWORK_SERVICE;
 
@@ -84,7 +84,7 @@ pub(crate) fn read_config(
         ));
     }
     say(&format!("config: from {}", seed.source));
-    let plan = plan::plan(&seed, default.as_deref(), &local);
+    let plan = ask::plan(sys, seed, default, local);
     for problem in &plan.problems {
         say(&format!("config: {problem}"));
     }
@@ -137,12 +137,7 @@ pub(crate) fn config_change(
 /// config no longer has that section.
 pub(crate) fn rewrite_service_config(sys: &dyn System, file: &Path) -> Result<(), String> {
     let local = local_settings::read(sys, Path::new(LOCAL_FILE))?;
-    let plan = plan::replan(
-        sys,
-        Path::new(paths::SAVED_DIR),
-        Path::new(DEFAULT_FILE),
-        &local,
-    );
+    let plan = ask::replan(sys, &local);
     match plan.files.iter().find(|(path, _)| path == file) {
         Some((_, text)) => write_config_file(sys, file, text),
         None => sys

@@ -5,12 +5,11 @@
 
 use std::path::Path;
 
-use brig_spec::cloud_config::{interpret, UserDocument, DEFAULT_FILE};
+use brig_spec::cloud_config::{interpret, UserDocument};
 use brig_spec::key_path;
-use brig_spec::paths;
 use serde_json::{Map, Value};
 
-use crate::config::plan;
+use crate::config::plan::Plan;
 use crate::host::system::System;
 
 /// `local` with `key` set to `value` (or removed, for None), if the result
@@ -80,26 +79,19 @@ pub fn applied_by_restart(
     })
 }
 
-/// Sets or removes `key` in the file at `path`; a message for the user.
-pub fn change(
-    sys: &dyn System,
-    path: &Path,
+/// `key` set to `value` (None: removed) in `local`, if the result is
+/// valid at that key and adds no problem anywhere in the whole config
+/// (`whole` plans it: the saved datasource and the image's default under
+/// the settings): the settings to save and a message for the user.
+/// `brig-config` runs this (`ask::change`).
+pub fn checked(
+    local: &Map<String, Value>,
     key: &str,
     value: Option<Value>,
-) -> Result<String, String> {
-    let local = read(sys, path)?;
+    whole: impl Fn(&Map<String, Value>) -> Plan,
+) -> Result<(Map<String, Value>, String), String> {
     let shown = value.as_ref().map(Value::to_string);
-    // The whole config as it would be: the saved datasource and the
-    // image's default under the settings.
-    let whole = |local: &Map<String, Value>| {
-        plan::replan(
-            sys,
-            Path::new(paths::SAVED_DIR),
-            Path::new(DEFAULT_FILE),
-            local,
-        )
-    };
-    let before = whole(&local);
+    let before = whole(local);
     if value.is_some() {
         if let Some((lost, what)) = key_path::replaces(&before.effective, key) {
             return Err(format!(
@@ -107,29 +99,29 @@ pub fn change(
             ));
         }
     }
-    let next = updated(&local, key, value)?;
+    let next = updated(local, key, value)?;
     let after = whole(&next);
     if let Some(new) = after.problems.iter().find(|p| !before.problems.contains(p)) {
         return Err(format!(
             "not saved: the config would have a new problem: {new}"
         ));
     }
-    save(sys, path, &next)?;
     let applies = match applied_by_restart(key) {
         Some((_, _, service)) => {
             format!("`sudo brigctl restart {service}` applies it now, a reboot too")
         }
         None => "it applies from the next boot".to_string(),
     };
-    Ok(match shown {
+    let message = match shown {
         Some(v) => format!("{key} = {v} saved; {applies}"),
         None => format!("{key} removed, the datasource's value is back; {applies}"),
-    })
+    };
+    Ok((next, message))
 }
 
 /// Replaced atomically (`System::write_file`): a power cut leaves the old
 /// settings or the new, never a part.
-fn save(sys: &dyn System, path: &Path, settings: &Map<String, Value>) -> Result<(), String> {
+pub fn save(sys: &dyn System, path: &Path, settings: &Map<String, Value>) -> Result<(), String> {
     let text = serde_json::to_string_pretty(settings).unwrap_or_default() + "\n";
     sys.write_file(path, text.as_bytes(), 0o644)
         .map_err(|e| format!("saving {}: {e}", path.display()))
@@ -152,7 +144,10 @@ pub fn read(sys: &dyn System, path: &Path) -> Result<Map<String, Value>, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ask::change;
+    use crate::host::system::fake::Recorder;
     use crate::host::system::Linux;
+    use brig_spec::paths;
     use serde_json::json;
     use std::fs;
 
@@ -177,21 +172,27 @@ mod tests {
 
     #[test]
     fn settings_are_saved_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config/local.json");
-        let said = change(&Linux, &path, "hostname", Some(json!("node-9"))).unwrap();
+        let sys = Recorder::default();
+        let path = Path::new(paths::LOCAL_FILE);
+        let said = change(&sys, path, "hostname", Some(json!("node-9"))).unwrap();
         assert_eq!(
             said,
             "hostname = \"node-9\" saved; it applies from the next boot"
         );
-        change(&Linux, &path, "timezone", Some(json!("Europe/Berlin"))).unwrap();
-        let saved = read(&Linux, &path).unwrap();
+        change(&sys, path, "timezone", Some(json!("Europe/Berlin"))).unwrap();
+        let saved = read(&sys, path).unwrap();
         assert_eq!(saved["hostname"], "node-9");
         assert_eq!(saved["timezone"], "Europe/Berlin");
-        change(&Linux, &path, "hostname", None).unwrap();
-        assert!(!read(&Linux, &path).unwrap().contains_key("hostname"));
+        change(&sys, path, "hostname", None).unwrap();
+        assert!(!read(&sys, path).unwrap().contains_key("hostname"));
+        // On a real filesystem the file is replaced whole, no leftovers.
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("config/local.json");
+        save(&Linux, &real, &saved).unwrap();
+        save(&Linux, &real, &Map::new()).unwrap();
+        assert!(read(&Linux, &real).unwrap().is_empty());
         assert_eq!(fs::read_dir(dir.path().join("config")).unwrap().count(), 1);
-        let said = change(&Linux, &path, "brig.docker.debug", Some(json!(true))).unwrap();
+        let said = change(&sys, path, "brig.docker.debug", Some(json!(true))).unwrap();
         assert_eq!(
             said,
             "brig.docker.debug = true saved; `sudo brigctl restart docker` applies it now, a reboot too"
@@ -211,7 +212,6 @@ mod tests {
 
     #[test]
     fn a_setting_that_would_break_the_config_elsewhere_or_replace_a_list_is_refused() {
-        use crate::host::system::fake::Recorder;
         let sys = Recorder::default();
         let saved = Path::new(paths::SAVED_DIR).join("user-data");
         let user_data = "#cloud-config\nusers: [default, {name: alice}]\n\

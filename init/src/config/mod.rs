@@ -9,6 +9,7 @@
 //! containers apply.
 
 pub mod apply;
+pub mod ask;
 pub mod boot_partition;
 pub mod config_drive;
 pub mod ec2;

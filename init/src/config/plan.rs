@@ -14,12 +14,11 @@ use brig_spec::paths::{
 };
 use serde_json::{Map, Value};
 
-use crate::config::saved::saved;
 use crate::config::Seed;
-use crate::host::system::System;
 
 /// What to do with a seed: the host name to set and the files to write.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// `brig-config` makes it and sends it to PID 1 as JSON (`ask`).
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub hostname: Option<String>,
     pub files: Vec<(PathBuf, String)>,
@@ -30,6 +29,7 @@ pub struct Plan {
     /// `mounts`.
     pub mounts: Vec<brig_spec::mounts::MountEntry>,
     /// `brig.services`.
+    #[serde(with = "named_services")]
     pub services: Vec<brig_spec::service::ServiceSpec>,
     /// `brig.update`.
     pub update: brig_spec::update_config::UpdateConfig,
@@ -47,23 +47,6 @@ pub fn sysctl_path(name: &str) -> PathBuf {
         name.replace('.', "/")
     };
     Path::new("/proc/sys").join(relative)
-}
-
-/// The plan for the settings `local` holds now, over the datasource this
-/// boot saved in `saved_dir` and the image's default user data (for a
-/// `brigctl config set` while the machine runs).
-pub fn replan(
-    sys: &dyn System,
-    saved_dir: &Path,
-    default_file: &Path,
-    local: &Map<String, Value>,
-) -> Plan {
-    let seed = saved(sys, saved_dir).unwrap_or_else(|| Seed {
-        source: "no datasource".into(),
-        ..Default::default()
-    });
-    let default = sys.read_file(default_file).ok();
-    plan(&seed, default.as_deref(), local)
 }
 
 /// What `seed` asks for, over the image's default user data (`default`,
@@ -192,11 +175,36 @@ fn json_file<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
 
+/// A spec's name is not one of its fields (it is its file's, or its key's
+/// in `brig.services`), so the plan carries it beside the spec; PID 1
+/// checks each spec again as it reads it.
+mod named_services {
+    use brig_spec::service::ServiceSpec;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(specs: &[ServiceSpec], s: S) -> Result<S::Ok, S::Error> {
+        let named: Vec<(&str, String)> = specs
+            .iter()
+            .map(|spec| (spec.name.as_str(), spec.to_json()))
+            .collect();
+        named.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ServiceSpec>, D::Error> {
+        let named = Vec::<(String, String)>::deserialize(d)?;
+        named
+            .into_iter()
+            .map(|(name, json)| {
+                ServiceSpec::from_json(&name, &json)
+                    .map_err(|p| serde::de::Error::custom(format!("service {name}: {p}")))
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::saved::save;
-    use crate::host::system::Linux;
     use brig_spec::console;
 
     #[test]
@@ -313,45 +321,6 @@ mod tests {
         // Local settings alone, without any datasource.
         let p = plan(&Seed::default(), None, &local);
         assert_eq!(p.hostname.as_deref(), Some("from-local"));
-    }
-
-    #[test]
-    fn a_change_while_running_is_planned_over_the_saved_datasource() {
-        let dir = tempfile::tempdir().unwrap();
-        let seed = Seed {
-            source: "/dev/vdb".into(),
-            user_data: Some(
-                b"#cloud-config\nbrig: {docker: {registry_mirrors: ['https://a.test']}}\n".to_vec(),
-            ),
-            ..Seed::default()
-        };
-        save(&Linux, &seed, dir.path()).unwrap();
-        let docker = |p: &Plan| {
-            p.files
-                .iter()
-                .find(|(f, _)| f == Path::new(brig_spec::paths::DOCKER_CONFIG))
-                .map(|(_, text)| serde_json::from_str::<Value>(text).unwrap())
-        };
-        let absent = dir.path().join("no-default");
-        let p = replan(&Linux, dir.path(), &absent, &Map::new());
-        let mirrors = |d: &Value| d["daemon"]["registry-mirrors"][0].clone();
-        assert_eq!(mirrors(&docker(&p).unwrap()), "https://a.test");
-        let local: Map<String, Value> =
-            serde_json::from_str(r#"{"brig": {"docker": {"debug": true}}}"#).unwrap();
-        let p = replan(&Linux, dir.path(), &absent, &local);
-        let d = docker(&p).unwrap();
-        assert_eq!(mirrors(&d), "https://a.test", "{d}");
-        assert_eq!(d["daemon"]["debug"], true, "{d}");
-        // No datasource saved: the local settings alone.
-        let p = replan(&Linux, &dir.path().join("none"), &absent, &local);
-        assert_eq!(docker(&p).unwrap()["daemon"]["debug"], true);
-        assert!(docker(&replan(
-            &Linux,
-            &dir.path().join("none"),
-            &absent,
-            &Map::new()
-        ))
-        .is_none());
     }
 
     #[test]

@@ -128,7 +128,11 @@ fn pid1_refusing(
     let dir = tempfile::tempdir().unwrap();
     for (name, toml) in specs {
         let text = format!("{toml}\n[rootfs]\npackages = [\"busybox\"]\n");
-        std::fs::write(dir.path().join(format!("{name}.toml")), text).unwrap();
+        // As `brig build` writes it into the image.
+        let json = brig_spec::service::ServiceSpec::parse(name, &text)
+            .map(|spec| spec.to_json())
+            .unwrap_or_else(|_| "not a spec".into());
+        std::fs::write(dir.path().join(format!("{name}.json")), json).unwrap();
     }
     let log = Log::default();
     let runtime = FakeRuntime {

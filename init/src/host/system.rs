@@ -12,6 +12,8 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::reboot::RebootMode;
 use nix::sys::signal::Signal;
 
+use crate::config::ask;
+
 /// What to do once everything is stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerAction {
@@ -58,6 +60,9 @@ pub trait System {
     fn reap(&self) -> Option<(i32, i32)>;
     /// The whole file at `path`.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// What `brig-config` answers (`config::ask`): the one place PID 1
+    /// learns what a cloud-config means.
+    fn ask_config(&self, question: &ask::Question) -> Result<ask::Answer, String>;
     /// Replaces the file at `path` with `data`, making its directory if
     /// needed: written beside it, synced, renamed over it, the directory
     /// synced, so a reader or a power cut sees the old file or the new,
@@ -182,6 +187,10 @@ impl System for Linux {
                 Ok(_) => continue,
             };
         }
+    }
+
+    fn ask_config(&self, question: &ask::Question) -> Result<ask::Answer, String> {
+        ask::run(Path::new(ask::PROGRAM), question, ask::DEADLINE)
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -367,6 +376,13 @@ pub mod fake {
         }
         fn reap(&self) -> Option<(i32, i32)> {
             self.exited.borrow_mut().pop_front()
+        }
+        /// Answered here, through JSON as the real program's answer is.
+        fn ask_config(&self, question: &ask::Question) -> Result<ask::Answer, String> {
+            let wire = serde_json::to_string(question).map_err(|e| e.to_string())?;
+            let answer = ask::answer(serde_json::from_str(&wire).map_err(|e| e.to_string())?);
+            let wire = serde_json::to_string(&answer).map_err(|e| e.to_string())?;
+            serde_json::from_str(&wire).map_err(|e| e.to_string())
         }
         fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
             let files = self.files.borrow();

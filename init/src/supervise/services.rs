@@ -18,7 +18,8 @@ use crate::supervise::containers::Runtime;
 use crate::supervise::log_ring::{self, LogRing};
 use crate::supervise::supervisor::{Action, State, Supervisor};
 
-/// Where `brig build` puts each service's `<name>.toml` and `<name>.squashfs`.
+/// Where `brig build` puts each service's `<name>.json` (its service.toml,
+/// checked and written as JSON) and `<name>.squashfs`.
 pub const IMAGES: &str = "/lib/brig/containers";
 /// Runtime directories that system containers share through bind mounts:
 /// DNS and NTP sources written by the network container, its status
@@ -39,8 +40,10 @@ pub const SHARED_DIRS: &[(&str, u32, u32)] = &[
     (brig_spec::paths::DOCKER_SOCKET_DIR, 0o755, 0),
 ];
 
-/// Reads every `<name>.toml` in `dir`. Returns the valid specs, and for the
+/// Reads every `<name>.json` in `dir`. Returns the valid specs, and for the
 /// rest the name and what is wrong, so they show up as failed services.
+/// JSON, not the service.toml: PID 1 carries no TOML parser (its size is
+/// its memory, docs/design.md).
 pub fn load_specs(dir: &Path) -> (Vec<ServiceSpec>, Vec<(String, String)>) {
     let mut specs = Vec::new();
     let mut broken = Vec::new();
@@ -50,7 +53,7 @@ pub fn load_specs(dir: &Path) -> (Vec<ServiceSpec>, Vec<(String, String)>) {
     let mut files: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
     for file in files {
@@ -62,7 +65,7 @@ pub fn load_specs(dir: &Path) -> (Vec<ServiceSpec>, Vec<(String, String)>) {
         let result = std::fs::read_to_string(&file)
             .map_err(|e| format!("reading {}: {e}", file.display()))
             .and_then(|text| {
-                ServiceSpec::parse(&name, &text)
+                ServiceSpec::from_json(&name, &text)
                     .map_err(|problem| format!("{}: {problem}", file.display()))
             });
         match result {
@@ -320,11 +323,17 @@ mod tests {
     fn broken_specs_are_loaded_as_failures_with_their_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
-            dir.path().join("good.toml"),
-            "command = [\"/bin/true\"]\n[rootfs]\npackages = [\"x\"]\n",
+            dir.path().join("good.json"),
+            r#"{"command": ["/bin/true"], "rootfs": {"packages": ["x"]}}"#,
         )
         .unwrap();
-        std::fs::write(dir.path().join("bad.toml"), "command = \"not a list\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("bad.json"),
+            r#"{"command": "not a list", "rootfs": {}}"#,
+        )
+        .unwrap();
+        // Not a spec: left alone.
+        std::fs::write(dir.path().join("old.toml"), "command = [\"/bin/true\"]\n").unwrap();
         std::fs::write(dir.path().join("good.squashfs"), b"").unwrap();
         let (specs, broken) = load_specs(dir.path());
         assert_eq!(specs.len(), 1);
@@ -332,7 +341,7 @@ mod tests {
         assert_eq!(broken.len(), 1);
         assert_eq!(broken[0].0, "bad");
         assert!(
-            broken[0].1.contains("bad.toml") && broken[0].1.contains("command"),
+            broken[0].1.contains("bad.json") && broken[0].1.contains("expected a sequence"),
             "{}",
             broken[0].1
         );
@@ -340,6 +349,6 @@ mod tests {
         let status = services.status(Instant::now());
         let bad = status.iter().find(|s| s.name == "bad").unwrap();
         assert_eq!(bad.state, "failed");
-        assert!(bad.detail.as_deref().unwrap().contains("bad.toml"));
+        assert!(bad.detail.as_deref().unwrap().contains("bad.json"));
     }
 }

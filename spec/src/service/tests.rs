@@ -190,3 +190,45 @@ fn capability_numbers() {
         assert!(capability_number(cap).is_some(), "{cap}");
     }
 }
+
+#[test]
+fn every_system_container_spec_reads_back_the_same_from_the_images_json() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../system-containers");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path().join("service.toml");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let name = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let spec = ServiceSpec::parse(name, &text).unwrap();
+        let json = spec.to_json();
+        let fields: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(fields.get("name").is_none(), "{json}");
+        assert_eq!(ServiceSpec::from_json(name, &json).unwrap(), spec, "{name}");
+        seen += 1;
+    }
+    assert!(seen >= 5, "only {seen} specs under {}", dir.display());
+    let full = ServiceSpec::parse("full", FULL).unwrap();
+    assert_eq!(
+        ServiceSpec::from_json("full", &full.to_json()).unwrap(),
+        full
+    );
+    let e = ServiceSpec::from_json("x", "{\"command\": \"not a list\"}").unwrap_err();
+    assert!(
+        e.to_string().contains("command") && e.to_string().contains("invalid type"),
+        "{e}"
+    );
+    let e = ServiceSpec::from_json(
+        "x",
+        r#"{"command": [], "rootfs": {}, "limits": {"memory_max": "plenty"}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "limits.memory_max", "{e}");
+}
