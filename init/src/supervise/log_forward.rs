@@ -16,17 +16,28 @@ use brig_spec::logs::rfc3339;
 
 use crate::host::console::Level;
 
-/// Lines kept while the log service is away.
-pub const QUEUE_LINES: usize = 4096;
-/// Of which one service's output may hold at most this many.
-pub const SERVICE_SHARE: usize = QUEUE_LINES / 4;
+/// What the queue holds at most while the log service is away or slow:
+/// its datagrams' bytes and `LINE_COST` for each. Bytes, not lines: a
+/// flood of 4 KiB lines must cost PID 1 no more memory than one of empty
+/// lines (its resident memory has a target, docs/design.md).
+pub const QUEUE_BYTES: usize = 256 * 1024;
+/// Of which one service's output may hold at most this much.
+pub const SERVICE_SHARE: usize = QUEUE_BYTES / 4;
+/// What a line costs in the queue beside its bytes: its entry and the
+/// allocator's rounding.
+pub const LINE_COST: usize = 64;
+/// The most a datagram takes beside its text (`rfc5424`: priority, time,
+/// an app name of at most 48 characters, message id).
+const HEADER_MAX: usize = 104;
 
 pub struct Forwarder {
     socket: Option<UnixDatagram>,
     path: PathBuf,
     /// Datagrams, each with the service whose output it is.
     queue: VecDeque<(Option<String>, Vec<u8>)>,
-    /// How many of each service's lines are in the queue.
+    /// What the queue holds (`cost` of each datagram).
+    bytes: usize,
+    /// What each service's lines in the queue cost.
     waiting: HashMap<String, usize>,
     /// Lines the queue had to let go.
     pub dropped: u64,
@@ -40,6 +51,7 @@ impl Forwarder {
             socket: None,
             path: PathBuf::from(path),
             queue: VecDeque::new(),
+            bytes: 0,
             waiting: HashMap::new(),
             dropped: 0,
             limit: RateLimit::default(),
@@ -54,12 +66,13 @@ impl Forwarder {
     pub fn push_line(&mut self, line: &LogLine, age: Duration) {
         let service = (line.stream != "brig").then_some(line.service.as_str());
         if let Some(service) = service {
-            let waiting = self.waiting.entry(service.to_string()).or_default();
-            if *waiting >= SERVICE_SHARE {
+            // Checked before formatting, with the most its datagram can
+            // take, so a line held back costs next to nothing.
+            let waiting = self.waiting.get(service).copied().unwrap_or(0);
+            if waiting + LINE_COST + HEADER_MAX + line.text.len() > SERVICE_SHARE {
                 self.limit.held_back(service);
                 return;
             }
-            *waiting += 1;
         }
         // What a service says on stderr is often just its log: notice,
         // not an error.
@@ -83,27 +96,43 @@ impl Forwarder {
         self.push(None, rfc5424(severity, "brig-init", "init", text, age));
     }
 
-    /// Queues a datagram (`service`'s, already counted in `waiting`); the
-    /// oldest goes when the queue is full.
+    /// Queues a datagram (of `service`'s output, or PID 1's); the oldest
+    /// go while the queue would be over its bytes.
     fn push(&mut self, service: Option<&str>, datagram: Vec<u8>) {
-        if self.queue.len() >= QUEUE_LINES {
+        let cost = LINE_COST + datagram.len();
+        while self.bytes + cost > QUEUE_BYTES && !self.queue.is_empty() {
             self.pop();
             self.dropped += 1;
+        }
+        self.bytes += cost;
+        if let Some(service) = service {
+            *self.waiting.entry(service.to_string()).or_default() += cost;
         }
         self.queue
             .push_back((service.map(str::to_string), datagram));
     }
 
     fn pop(&mut self) {
-        if let Some((Some(service), _)) = self.queue.pop_front() {
+        let Some((service, datagram)) = self.queue.pop_front() else {
+            return;
+        };
+        let cost = LINE_COST + datagram.len();
+        self.bytes -= cost;
+        if let Some(service) = service {
             if let Some(waiting) = self.waiting.get_mut(&service) {
-                *waiting = waiting.saturating_sub(1);
+                *waiting = waiting.saturating_sub(cost);
             }
         }
     }
 
+    /// Lines waiting.
     pub fn pending(&self) -> usize {
         self.queue.len()
+    }
+
+    /// What the lines waiting cost (at most `QUEUE_BYTES`).
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Sends what is queued, until the log service stops taking it (not
@@ -125,6 +154,9 @@ impl Forwarder {
                 Err(_) => return,
             }
         }
+        // A burst's queue is not kept allocated once it has gone out.
+        self.queue.shrink_to_fit();
+        self.waiting.retain(|_, cost| *cost > 0);
     }
 }
 
@@ -220,8 +252,9 @@ impl RateLimit {
 /// The line that says a window held lines back.
 pub fn suppressed_note(service: &str, lines: u64) -> String {
     format!(
-        "{service}: {lines} lines of output not logged (more than {RATE_BURST} in {} s, or {SERVICE_SHARE} waiting for the log service); PID 1 keeps its newest for `brigctl logs {service}` while the log service is stopped",
-        RATE_INTERVAL.as_secs()
+        "{service}: {lines} lines of output not logged (more than {RATE_BURST} in {} s, or {} KiB waiting for the log service); PID 1 keeps its newest for `brigctl logs {service}` while the log service is stopped",
+        RATE_INTERVAL.as_secs(),
+        SERVICE_SHARE / 1024
     )
 }
 
@@ -318,7 +351,7 @@ mod tests {
         assert!(limit.admit("flood", t(200), &mut said));
         assert!(said.is_empty());
         assert!(suppressed_note("flood", 251)
-            .starts_with("flood: 251 lines of output not logged (more than 10000 in 30 s, or 1024 waiting for the log service)"));
+            .starts_with("flood: 251 lines of output not logged (more than 10000 in 30 s, or 64 KiB waiting for the log service)"));
     }
 
     #[test]
@@ -355,32 +388,57 @@ mod tests {
         let mut said = Vec::new();
         f.push_note(Level::Info, "brig-init started as PID 1", Duration::ZERO);
         f.push_line(&line("network", "stdout", "bound"), Duration::ZERO);
-        for n in 0..QUEUE_LINES + 100 {
+        let before = f.queued_bytes();
+        let sent = 10_000;
+        for n in 0..sent {
             assert!(f.limit.admit("flood", Duration::ZERO, &mut said));
             f.push_line(&line("flood", "stdout", &format!("y {n}")), Duration::ZERO);
         }
+        let queued = f.pending() - 2;
+        assert!(queued > 100, "only {queued} of the flood's lines queued");
+        assert!(f.queued_bytes() - before <= SERVICE_SHARE);
         // PID 1's notes about the flood are not its output.
         f.push_line(&line("flood", "brig", "exited"), Duration::ZERO);
-        assert_eq!(f.pending(), 2 + SERVICE_SHARE + 1);
+        assert_eq!(f.pending(), 2 + queued + 1);
         assert_eq!(f.dropped, 0, "nobody else's line went");
         // The rest of the flood's is said with what the rate limit holds back.
         assert_eq!(
             f.limit.ended(RATE_INTERVAL),
-            [(
-                "flood".to_string(),
-                (QUEUE_LINES + 100 - SERVICE_SHARE) as u64
-            )]
+            [("flood".to_string(), (sent - queued) as u64)]
         );
+        // 4 KiB lines take no more of it than short ones.
+        let long = "x".repeat(4096);
+        for _ in 0..100 {
+            f.push_line(&line("long", "stdout", &long), Duration::ZERO);
+        }
+        assert!(f.pending() - (2 + queued + 1) < SERVICE_SHARE / 4096);
+        assert!(f.queued_bytes() <= QUEUE_BYTES);
+    }
+
+    #[test]
+    fn a_datagrams_header_is_never_more_than_its_share_check_counts() {
+        let app = "a".repeat(300);
+        for age in [Duration::ZERO, Duration::from_secs(u32::MAX.into())] {
+            let datagram = rfc5424(7, &app, "service", "text", age);
+            assert!(
+                datagram.len() - "text".len() <= HEADER_MAX,
+                "{}",
+                datagram.len()
+            );
+        }
     }
 
     #[test]
     fn the_queue_is_bounded_and_counts_what_it_lets_go() {
         let mut f = Forwarder::new("/nonexistent/dev-log");
-        for n in 0..QUEUE_LINES + 10 {
+        let notes = QUEUE_BYTES / LINE_COST;
+        for n in 0..notes {
             f.push_note(Level::Info, &format!("note {n}"), Duration::ZERO);
         }
         f.flush();
-        assert_eq!((f.pending(), f.dropped), (QUEUE_LINES, 10));
+        assert!(f.queued_bytes() <= QUEUE_BYTES);
+        assert!(f.dropped > 0);
+        assert_eq!(f.pending() as u64 + f.dropped, notes as u64);
     }
 
     #[test]
