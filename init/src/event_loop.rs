@@ -39,6 +39,8 @@ const SHUTDOWN_WATCHDOG_TIMEOUT: u32 = 120;
 
 /// The most of one output pipe read in one turn of the loop.
 pub(crate) const OUTPUT_PER_TURN: usize = 16 * 1024;
+/// Read and published at a time (at most this many lines).
+const OUTPUT_PER_READ: usize = 1024;
 
 /// How long services get to stop at shutdown before the rest goes ahead.
 pub(crate) const SERVICES_STOP_LIMIT: Duration = Duration::from_secs(30);
@@ -417,21 +419,27 @@ impl<S: System> Init<S> {
             return;
         };
         let (service, stream) = (pipe.service.clone(), pipe.stream);
-        let mut buf = [0u8; 8192];
-        let mut lines = Vec::new();
+        // Small reads, each published at once: a kilobyte of empty lines
+        // is a thousand lines, and a turn's share of them all at once would
+        // be megabytes of PID 1's memory for a moment.
+        let mut buf = [0u8; OUTPUT_PER_READ];
         let mut closed = false;
         // A bounded share per turn: a service that writes without pause
         // (`yes`) is read again next turn, after everything else.
         let mut budget = OUTPUT_PER_TURN;
         while budget > 0 {
-            match nix::unistd::read(&pipe.fd, &mut buf[..budget.min(8192)]) {
+            let Some(Source::Output(pipe)) = self.sources.get(&fd) else {
+                return;
+            };
+            match nix::unistd::read(&pipe.fd, &mut buf[..budget.min(OUTPUT_PER_READ)]) {
                 Ok(0) => {
                     closed = true;
                     break;
                 }
                 Ok(n) => {
                     budget -= n;
-                    lines.extend(self.services.output(&service, stream, &buf[..n], uptime()));
+                    let lines = self.services.output(&service, stream, &buf[..n], uptime());
+                    self.publish(lines);
                 }
                 Err(nix::Error::EINTR) => continue,
                 Err(nix::Error::EAGAIN) => break,
@@ -442,10 +450,10 @@ impl<S: System> Init<S> {
             }
         }
         if closed {
-            lines.extend(self.services.output_closed(&service, stream, uptime()));
+            let lines = self.services.output_closed(&service, stream, uptime());
             self.forget(fd);
+            self.publish(lines);
         }
-        self.publish(lines);
     }
 }
 

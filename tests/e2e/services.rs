@@ -378,6 +378,9 @@ pub fn qemu_x86_64_pid1_stays_responsive_under_a_flood_and_the_watchdog_resets_i
         .find_map(|l| l.split("FLOOD-RESULT ").nth(1))
         .unwrap();
     println!("flood: {result}");
+    if let Some(smaps) = serial.lines().find_map(|l| l.split("SMAPS ").nth(1)) {
+        println!("smaps: {smaps}");
+    }
     if let Some(note) = serial.lines().find_map(|l| l.split("HELD-BACK ").nth(1)) {
         println!("the log's note: {note}");
     }
