@@ -268,13 +268,17 @@ fn rfc5424(severity: u8, app: &str, msgid: &str, text: &str, age: Duration) -> V
         .filter(|c| c.is_ascii_graphic())
         .take(48)
         .collect();
-    format!(
-        "<{}>1 {} - {} - {msgid} - {text}",
+    let header = format!(
+        "<{}>1 {} - {} - {msgid} - ",
         3 * 8 + severity,
         rfc3339(when),
         if app.is_empty() { "-" } else { &app }
-    )
-    .into_bytes()
+    );
+    // Exactly its size: it may wait in the queue a while.
+    let mut datagram = Vec::with_capacity(header.len() + text.len());
+    datagram.extend_from_slice(header.as_bytes());
+    datagram.extend_from_slice(text.as_bytes());
+    datagram
 }
 
 #[cfg(test)]

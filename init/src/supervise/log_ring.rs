@@ -16,7 +16,9 @@ pub const MAX_LINE: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct LogRing {
-    lines: VecDeque<LogLine>,
+    /// The service's name, once for all its lines.
+    service: String,
+    lines: VecDeque<Kept>,
     bytes: usize,
     /// Unfinished line per stream (stdout, stderr).
     partial: [Vec<u8>; 2],
@@ -26,6 +28,17 @@ pub struct LogRing {
 
 pub const STDOUT: usize = 0;
 pub const STDERR: usize = 1;
+/// A line PID 1 says about the service.
+const NOTE: usize = 2;
+
+/// A line as the ring keeps it: a flood of empty lines costs a few words
+/// each, not three strings (`LogLine`, made again for `tail`).
+#[derive(Debug)]
+struct Kept {
+    time: f64,
+    stream: usize,
+    text: Box<str>,
+}
 
 impl LogRing {
     /// Appends output `data` of `stream`; returns the complete lines added.
@@ -48,8 +61,8 @@ impl LogRing {
                 stream: stream_name(stream).into(),
                 text,
             };
-            added.push(line.clone());
-            self.push(line);
+            self.push(service, stream, &line);
+            added.push(line);
         }
         added
     }
@@ -67,17 +80,24 @@ impl LogRing {
         let line = LogLine {
             time,
             service: service.into(),
-            stream: "brig".into(),
+            stream: stream_name(NOTE).into(),
             text,
         };
-        self.push(line.clone());
+        self.push(service, NOTE, &line);
         line
     }
 
-    fn push(&mut self, line: LogLine) {
+    fn push(&mut self, service: &str, stream: usize, line: &LogLine) {
+        if self.service != service {
+            self.service = service.to_string();
+        }
         self.bytes += line.text.len() + LINE_COST;
         self.total += 1;
-        self.lines.push_back(line);
+        self.lines.push_back(Kept {
+            time: line.time,
+            stream,
+            text: line.text.as_str().into(),
+        });
         while self.bytes > RING_BYTES {
             match self.lines.pop_front() {
                 Some(old) => self.bytes -= old.text.len() + LINE_COST,
@@ -89,15 +109,24 @@ impl LogRing {
     /// The last `n` lines (all with None).
     pub fn tail(&self, n: Option<usize>) -> Vec<LogLine> {
         let skip = n.map_or(0, |n| self.lines.len().saturating_sub(n));
-        self.lines.iter().skip(skip).cloned().collect()
+        self.lines
+            .iter()
+            .skip(skip)
+            .map(|kept| LogLine {
+                time: kept.time,
+                service: self.service.clone(),
+                stream: stream_name(kept.stream).into(),
+                text: kept.text.to_string(),
+            })
+            .collect()
     }
 }
 
 fn stream_name(stream: usize) -> &'static str {
-    if stream == STDERR {
-        "stderr"
-    } else {
-        "stdout"
+    match stream {
+        STDERR => "stderr",
+        NOTE => "brig",
+        _ => "stdout",
     }
 }
 

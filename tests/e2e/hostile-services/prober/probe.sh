@@ -45,7 +45,6 @@ flooding=$(brigctl ps | $B grep -c '^flood  *running ')
 held_back=$(brigctl logs brig-init | $B grep -c 'flood: [0-9]* lines of output not logged (more than 10000 in 30 s, or 64 KiB waiting for the log service)')
 say "HELD-BACK $(brigctl logs brig-init | $B grep -m1 'lines of output not logged')"
 say "FLOOD-RESULT calls=$calls failed=$failed slowest_ms=$slowest mean_ms=$((total / calls)) slowest_true_ms=$slowest_true rss_kib_start=$start rss_kib_max=$rss_max rss_kib_end=$(rss) anon_kib_end=$(kib RssAnon) program_kib_end=$(kib RssShmem) flood_running=$flooding held_back=$held_back"
-say "SMAPS $($B awk '/^[0-9a-f]/{m=$1" "$2" "$6} /^Rss:/{if ($2>0) printf "%s=%s; ", m, $2}' /proc/1/smaps)"
 say "WEDGING"
 strace -qq -o /dev/null -p 1 &
 $B sleep 2
