@@ -126,7 +126,7 @@ pub fn boot() -> Result<Init, Failed> {
     // Modules the kernel asks for later (a bond, a bridge) come through us.
     let _ = fs::create_dir_all("/sbin");
     let _ = sys.remove_file(Path::new(modprobe::PATH));
-    if let Err(e) = sys.symlink("/init", modprobe::PATH) {
+    if let Err(e) = sys.symlink("/proc/1/exe", modprobe::PATH) {
         say_error(&format!("creating {}: {e}", modprobe::PATH));
     }
 

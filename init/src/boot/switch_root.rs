@@ -85,6 +85,10 @@ pub fn switch(mounts: &[&str]) -> Result<(), String> {
         .collect();
     let mut skip = top_level.clone();
     skip.push(NEW_ROOT.trim_start_matches('/'));
+    // PID 1's own program stays where it is, mapped: a copy would be a
+    // second one in memory for good. The kernel's module requests reach it
+    // as /proc/1/exe (`modprobe::PATH`).
+    skip.push("init");
     move_tree(Path::new("/"), new_root, &skip)
         .map_err(|e| format!("moving the initramfs into {NEW_ROOT}: {e}"))?;
     for mount in mounts.iter().filter(|m| m.matches('/').count() == 1) {
