@@ -43,10 +43,11 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
-/// Mounts `image` read-only at `at`.
+/// Mounts `image` read-only at `at`. A link at `image` is not followed
+/// (a user's image is resolved first, `spawn::resolve_image`).
 pub fn mount(image: &Path, at: &Path) -> Result<(), Error> {
-    let meta =
-        fs::metadata(image).map_err(|e| Error::host(format!("image {}", image.display()), e))?;
+    let meta = fs::symlink_metadata(image)
+        .map_err(|e| Error::host(format!("image {}", image.display()), e))?;
     fs::create_dir_all(at).map_err(|e| Error::host(format!("creating {}", at.display()), e))?;
     if meta.is_dir() {
         let bind = |flags| nix::mount::mount(Some(image), at, None::<&str>, flags, None::<&str>);
@@ -88,7 +89,11 @@ pub fn mount(image: &Path, at: &Path) -> Result<(), Error> {
 /// Attaches `file` read-only to a free loop device; returns its path and
 /// the open device.
 fn attach_loop(file: &Path) -> Result<(PathBuf, File), Error> {
-    let backing = File::open(file)
+    use std::os::unix::fs::OpenOptionsExt;
+    let backing = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(file)
         .map_err(|e| Error::host(format!("opening image {}", file.display()), e))?;
     let name = file.display().to_string();
     attach_loop_over(&backing, &name, 0, 0, false)

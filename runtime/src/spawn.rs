@@ -6,6 +6,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use brig_spec::paths::DNS_DIR;
@@ -261,7 +262,7 @@ pub fn refuse_fuse_sources(
         let Some(on) = brig_spec::mountinfo::mount_of(&mounts, std::path::Path::new(source)) else {
             continue;
         };
-        if on.fstype == "fuse" || on.fstype.starts_with("fuse.") {
+        if is_fuse(&on.fstype) {
             return Err(Error::Spec(format!(
                 "{source} is on a FUSE filesystem ({} at {}): a FUSE server that stops \
                  answering would hang this start, and PID 1 with it; copy the data to a \
@@ -270,7 +271,94 @@ pub fn refuse_fuse_sources(
             )));
         }
     }
+    // The image: where its links lead too, for PID 1 opens it itself.
+    if let Some(image) = &spec.rootfs.image {
+        resolve_image(Path::new(image), &mounts)?;
+    }
     Ok(())
+}
+
+fn is_fuse(fstype: &str) -> bool {
+    fstype == "fuse" || fstype == "fuseblk" || fstype.starts_with("fuse.")
+}
+
+/// Filesystems whose server can stop answering: an open or a read there
+/// may wait for it without end (a hard NFS mount waits for ever).
+fn is_remote(fstype: &str) -> bool {
+    is_fuse(fstype)
+        || matches!(
+            fstype,
+            "nfs" | "nfs4" | "cifs" | "smb3" | "smbfs" | "ceph" | "9p" | "afs" | "virtiofs"
+        )
+}
+
+/// Where the image at `path` is, its links followed by reading them one
+/// at a time (`readlink` of a link on a local disk does not touch what it
+/// points to), each step checked against `mounts` before it is touched: an
+/// image on, or a link into, a FUSE or network filesystem is refused,
+/// because PID 1 opens the image itself (the loop device, the squashfs
+/// mount) and would wait there for a server that stopped answering. The
+/// path returned has no links left; PID 1 opens that one.
+pub fn resolve_image(
+    path: &Path,
+    mounts: &[brig_spec::mountinfo::Mount],
+) -> Result<PathBuf, Error> {
+    use std::collections::VecDeque;
+    use std::path::Component;
+    let refuse = |why: String| Error::Spec(format!("rootfs.image {}: {why}", path.display()));
+    if !path.is_absolute() {
+        return Err(refuse("not an absolute path".into()));
+    }
+    let mut pending: VecDeque<PathBuf> = path
+        .components()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let mut resolved = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        match part.components().next() {
+            Some(Component::RootDir) => resolved = PathBuf::from("/"),
+            Some(Component::ParentDir) => {
+                resolved.pop();
+            }
+            Some(Component::Normal(name)) => {
+                let next = resolved.join(name);
+                if let Some(on) = brig_spec::mountinfo::mount_of(mounts, &next) {
+                    if is_remote(&on.fstype) {
+                        return Err(refuse(format!(
+                            "{} is on {} ({} at {}): a server that stops answering would hang \
+                             this start, and PID 1 with it; copy the image to a local disk",
+                            next.display(),
+                            if is_fuse(&on.fstype) {
+                                "a FUSE filesystem"
+                            } else {
+                                "a network filesystem"
+                            },
+                            on.fstype,
+                            on.point
+                        )));
+                    }
+                }
+                let meta = fs::symlink_metadata(&next)
+                    .map_err(|e| Error::host(format!("image {}", next.display()), e))?;
+                if !meta.file_type().is_symlink() {
+                    resolved = next;
+                    continue;
+                }
+                links += 1;
+                if links > 40 {
+                    return Err(refuse("more than 40 links".into()));
+                }
+                let target = fs::read_link(&next)
+                    .map_err(|e| Error::host(format!("reading the link {}", next.display()), e))?;
+                for part in target.components().rev() {
+                    pending.push_front(PathBuf::from(part.as_os_str()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(resolved)
 }
 
 /// The container's directory (its writable layer, and where its root is
@@ -312,4 +400,65 @@ pub fn set_nonblocking(fd: &OwnedFd) {
     let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brig_spec::mountinfo::Mount;
+    use std::os::unix::fs::symlink;
+
+    fn mount(point: &Path, fstype: &str) -> Mount {
+        Mount {
+            dev: "0:99".into(),
+            point: point.display().to_string(),
+            fstype: fstype.into(),
+            source: "server:/export".into(),
+        }
+    }
+
+    #[test]
+    fn an_images_links_are_followed_by_reading_them_and_never_into_a_remote_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("images")).unwrap();
+        std::fs::write(d.join("images/web.squashfs"), b"hsqs").unwrap();
+        let root = vec![mount(Path::new("/"), "ext4")];
+        // A chain: relative, absolute, through `..`.
+        symlink("images/web.squashfs", d.join("current")).unwrap();
+        symlink(d.join("current"), d.join("images/latest")).unwrap();
+        let via = d.join("images/../images/latest");
+        let real = d.join("images/web.squashfs");
+        assert_eq!(resolve_image(&via, &root).unwrap(), real);
+        assert_eq!(resolve_image(&real, &root).unwrap(), real);
+        // Into a FUSE mount, or onto NFS: refused from mountinfo alone. The
+        // targets do not even exist: touching them would be another error.
+        let remote = d.join("remote");
+        symlink(remote.join("web.squashfs"), d.join("to-fuse")).unwrap();
+        for fstype in ["fuse.sshfs", "nfs4", "cifs"] {
+            let mounts = vec![root[0].clone(), mount(&remote, fstype)];
+            let e = resolve_image(&d.join("to-fuse"), &mounts)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{} is on a", remote.display()))
+                    && e.contains(&format!("({fstype} at {})", remote.display()))
+                    && e.contains("copy the image to a local disk"),
+                "{e}"
+            );
+            let e = resolve_image(&remote.join("x.squashfs"), &mounts).unwrap_err();
+            assert!(e.to_string().contains(fstype), "{e}");
+            // Its own files elsewhere are not refused.
+            assert_eq!(resolve_image(&real, &mounts).unwrap(), real);
+        }
+        // A loop of links ends.
+        symlink(d.join("loop-b"), d.join("loop-a")).unwrap();
+        symlink(d.join("loop-a"), d.join("loop-b")).unwrap();
+        let e = resolve_image(&d.join("loop-a"), &root).unwrap_err();
+        assert!(e.to_string().contains("more than 40 links"), "{e}");
+        let e = resolve_image(Path::new("images/web.squashfs"), &root).unwrap_err();
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
+        let e = resolve_image(&d.join("missing.squashfs"), &root).unwrap_err();
+        assert!(e.to_string().contains("missing.squashfs"), "{e}");
+    }
 }

@@ -438,6 +438,52 @@ fn a_bind_source_on_a_fuse_mount_is_refused_instead_of_hanging_the_start() {
     drop(fuse);
 }
 
+/// PID 1 opens a service's `rootfs.image` itself, outside the setup's
+/// deadline: a link to an image in a FUSE mount whose server never answers
+/// is refused from where the link leads, before anything there is touched.
+#[test]
+fn an_image_linked_into_a_fuse_mount_is_refused_instead_of_hanging_pid_1() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let fuse = SilentFuse::mount(&dir.path().join("silent-fuse"));
+    let link = dir.path().join("web.squashfs");
+    std::os::unix::fs::symlink(fuse.point.join("web.squashfs"), &link).unwrap();
+    let spec_dir = dir.path().join("web");
+    std::fs::create_dir(&spec_dir).unwrap();
+    let file = spec_dir.join("service.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n[rootfs]\nimage = {:?}\n",
+            sh("echo started"),
+            link.display().to_string()
+        ),
+    )
+    .unwrap();
+    let child = runner(&file, rootfs(), &dir.path().join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = unless_hung(child, "an image linked into the FUSE mount");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "rootfs.image {}: {} is on a FUSE filesystem (fuse at {})",
+            link.display(),
+            fuse.point.display(),
+            fuse.point.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stuck_on_fuse().is_none(),
+        "a process waits on the FUSE mount"
+    );
+    drop(fuse);
+}
+
 /// The deadline, for what the checks before the start do not know: the
 /// same stalled FUSE mount, past the FUSE check (`--unchecked-setup-deadline`),
 /// hangs the setup child in the kernel; the start fails after the deadline

@@ -80,7 +80,14 @@ impl Containers {
         let lower = self.run.join("images").join(name);
         if !self.mounted.contains(name) {
             let source = match &spec.rootfs.image {
-                Some(path) => PathBuf::from(path),
+                // Where its links lead, checked (`refuse_fuse_here` did the
+                // same a moment ago; this is the path opened).
+                Some(path) => {
+                    let mountinfo =
+                        std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                    let mounts = brig_spec::mountinfo::mounts(&mountinfo);
+                    brig_runtime::spawn::resolve_image(Path::new(path), &mounts)?
+                }
                 None => self.images.join(format!("{name}.squashfs")),
             };
             image::mount(&source, &lower)?;

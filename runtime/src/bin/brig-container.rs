@@ -96,7 +96,10 @@ fn run() -> Result<u8, String> {
         .map_err(|problem| format!("{}: {problem}", args.spec.display()))?;
 
     let lower = args.state.join("images").join(&name);
-    image::mount(&args.rootfs, &lower).map_err(|e| e.to_string())?;
+    // A command-line tool: a link given here is the user's own choice.
+    let rootfs = std::fs::canonicalize(&args.rootfs)
+        .map_err(|e| format!("--rootfs {}: {e}", args.rootfs.display()))?;
+    image::mount(&rootfs, &lower).map_err(|e| e.to_string())?;
     let result = run_mounted(&args, &spec, &lower);
     let _ = nix::mount::umount2(&lower, nix::mount::MntFlags::MNT_DETACH);
     result
