@@ -17,8 +17,18 @@ fn require_root() {
     );
 }
 
+/// The built program, copied where nobody may run it: the build directory
+/// may be closed to others (a checkout in a `mktemp -d`).
 fn program() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_brig-config"))
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = COPY.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("brig-config");
+        std::fs::copy(env!("CARGO_BIN_EXE_brig-config"), &path).unwrap();
+        (dir, path)
+    });
+    path
 }
 
 fn plan_of(user_data: &[u8]) -> Question {
