@@ -462,8 +462,11 @@ impl<S: System> Init<S> {
         if applied {
             match local_settings::read(&self.sys, Path::new(LOCAL_FILE)) {
                 Ok(local) => {
-                    let plan = crate::config::ask::replan(&self.sys, &local);
-                    self.configure_updates(plan.update);
+                    // Without a plan the updates go on as they were.
+                    match crate::config::ask::replan(&self.sys, &local) {
+                        Ok(plan) => self.configure_updates(plan.update),
+                        Err(e) => say_error(&format!("config: brig.update not applied now: {e}")),
+                    }
                 }
                 Err(e) => say_error(&format!("config: brig.update: {e}")),
             }

@@ -399,6 +399,14 @@ impl ServiceSpec {
         let mut spec: ServiceSpec = serde_json::from_value(value.clone())
             .map_err(|e| Problem::new(String::new(), e.to_string()))?;
         spec.name = name.to_string();
+        spec.validate_user_service()?;
+        Ok(spec)
+    }
+
+    /// What a user service must be beyond `validate`: nothing built, its
+    /// root a `rootfs.image` at an absolute path.
+    pub fn validate_user_service(&self) -> Result<(), Problem> {
+        let spec = self;
         let built = &spec.rootfs;
         if !(built.packages.is_empty()
             && built.packages_with.is_empty()
@@ -427,8 +435,7 @@ impl ServiceSpec {
                 ))
             }
         }
-        spec.validate()?;
-        Ok(spec)
+        spec.validate()
     }
 
     /// Checks what serde cannot; returns (key, problem).

@@ -9,6 +9,10 @@ use std::panic::{self, AssertUnwindSafe};
 use brig_init::config::ask::{answer, Answer, Question};
 
 fn main() {
+    // Not dumpable: a process of the same user cannot trace it or read
+    // its memory (PID 1 trusts what it answers, within bounds).
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
         eprintln!("brig-config: reading the question: {e}");

@@ -86,7 +86,11 @@ pub(crate) fn read_config(
     say(&format!("config: from {}", seed.source));
     let plan = ask::plan(sys, seed, default, local);
     for problem in &plan.problems {
-        say(&format!("config: {problem}"));
+        if problem.starts_with(ask::NOT_APPLIED) {
+            say_error(&format!("config: {problem}"));
+        } else {
+            say(&format!("config: {problem}"));
+        }
     }
     if let Some(name) = &plan.hostname {
         match sys.set_hostname(name) {
@@ -122,28 +126,30 @@ pub(crate) fn config_change(
         Err(error) => return Response::Error { error },
     };
     if let Some((_, files, service)) = local_settings::applied_by_restart(key) {
-        for file in files {
-            if let Err(e) = rewrite_service_config(sys, Path::new(file)) {
-                message = format!("{message}; but {e}, so restarting {service} will not apply it");
-            }
+        if let Err(e) = rewrite_service_configs(sys, files) {
+            message = format!("{message}; but {e}, so restarting {service} will not apply it");
         }
     }
     say(&format!("config: {message}"));
     Response::Ok { message }
 }
 
-/// Writes `file` anew from the config as it is now (the saved datasource,
-/// the image's default, the local settings), or removes it when the
-/// config no longer has that section.
-pub(crate) fn rewrite_service_config(sys: &dyn System, file: &Path) -> Result<(), String> {
+/// Writes `files` anew from the config as it is now (the saved datasource,
+/// the image's default, the local settings), one plan for all of them, or
+/// removes those the config no longer has. Without a plan every file stays
+/// as it is.
+pub(crate) fn rewrite_service_configs(sys: &dyn System, files: &[&str]) -> Result<(), String> {
     let local = local_settings::read(sys, Path::new(LOCAL_FILE))?;
-    let plan = ask::replan(sys, &local);
-    match plan.files.iter().find(|(path, _)| path == file) {
-        Some((_, text)) => write_config_file(sys, file, text),
-        None => sys
-            .remove_file(file)
-            .map_err(|e| format!("removing {}: {e}", file.display())),
+    let plan = ask::replan(sys, &local)?;
+    for file in files.iter().map(Path::new) {
+        match plan.files.iter().find(|(path, _)| path == file) {
+            Some((_, text)) => write_config_file(sys, file, text)?,
+            None => sys
+                .remove_file(file)
+                .map_err(|e| format!("removing {}: {e}", file.display()))?,
+        }
     }
+    Ok(())
 }
 
 impl<S: System> Init<S> {

@@ -6,7 +6,7 @@
 //! PID 1 hands the bytes to a separate program on the system image and
 //! reads back a `Plan` as JSON. It also means a parser bug that user data
 //! can reach (a stack overflow, a runaway allocation) ends that program,
-//! not PID 1: it runs as nobody, with no capabilities, no_new_privs, a
+//! not PID 1: it runs as a user of its own, with no capabilities, no_new_privs, a
 //! memory limit and a deadline, and only computes: PID 1 reads and writes
 //! every file.
 
@@ -32,22 +32,25 @@ use crate::host::system::System;
 /// in the initramfs for an image without a system partition.
 pub const PROGRAM: &str = paths::CONFIG_PROGRAM;
 /// Planning takes milliseconds; a program still busy after this is stuck
-/// on its input. Well under the watchdog's 30 s, as PID 1 waits for it.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+/// on its input. As the container setup's: PID 1 waits for it in its loop,
+/// and the shortest watchdog timeout it accepts (8 s) leaves room for it.
+pub const DEADLINE: Duration = Duration::from_secs(5);
 /// The answer's limit: the plan holds the config a few times over, and
 /// user data is at most 16 MiB (`http::MAX_BODY`).
 pub const MAX_ANSWER: usize = 128 << 20;
 /// The program's address space: far above what a real config needs, far
 /// below what would push the machine's services out of memory.
 const MEMORY_LIMIT: u64 = 512 << 20;
-/// nobody:nogroup.
-const NOBODY: u32 = 65534;
+/// brig-config's own user and group, in no image's /etc/passwd: a process
+/// of a container's `nobody` (65534) cannot signal it.
+pub const CONFIG_ID: u32 = 65533;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Question {
     /// `plan::plan` of these.
     Plan {
         seed: Seed,
+        #[serde(with = "crate::config::base64_bytes")]
         default: Option<Vec<u8>>,
         local: Map<String, Value>,
     },
@@ -58,6 +61,7 @@ pub enum Question {
         value: Option<Value>,
         local: Map<String, Value>,
         seed: Seed,
+        #[serde(with = "crate::config::base64_bytes")]
         default: Option<Vec<u8>>,
     },
 }
@@ -65,8 +69,8 @@ pub enum Question {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Answer {
     Plan(Box<Plan>),
-    /// The settings to save and what to tell the user, or why not.
-    Change(Result<(Map<String, Value>, String), String>),
+    /// What to tell the user once the setting is saved, or why not.
+    Change(Result<String, String>),
     /// The program caught a bug of its own.
     Crashed(String),
 }
@@ -92,31 +96,34 @@ pub fn answer(question: Question) -> Answer {
     }
 }
 
+/// Starts the one problem of a plan that could not be made.
+pub const NOT_APPLIED: &str = "not applied: ";
+
 /// The plan for `seed`, from `brig-config`. When it cannot answer, the
-/// plan is empty but for the reason, which PID 1 reports as a problem.
+/// plan is empty but for the reason (`NOT_APPLIED`), which PID 1 reports.
 pub fn plan(
     sys: &dyn System,
     seed: Seed,
     default: Option<Vec<u8>>,
     local: Map<String, Value>,
 ) -> Plan {
-    plan_from(sys.ask_config(&Question::Plan {
+    let asked = sys.ask_config(&Question::Plan {
         seed,
         default,
         local,
-    }))
+    });
+    plan_from(asked).unwrap_or_else(|why| Plan {
+        problems: vec![format!("{NOT_APPLIED}{why}")],
+        ..Plan::default()
+    })
 }
 
-/// The plan in `asked`, the answer to `Question::Plan`.
-fn plan_from(asked: Result<Answer, String>) -> Plan {
-    let not_planned = |why: String| Plan {
-        problems: vec![format!("not applied: {why}")],
-        ..Plan::default()
-    };
-    let mut plan = match asked {
-        Ok(Answer::Plan(plan)) => *plan,
-        Ok(other) => return not_planned(unexpected(other)),
-        Err(e) => return not_planned(e),
+/// The plan in `asked`, the answer to `Question::Plan`, or why there is
+/// none.
+fn plan_from(asked: Result<Answer, String>) -> Result<Plan, String> {
+    let mut plan = match asked? {
+        Answer::Plan(plan) => *plan,
+        other => return Err(unexpected(other)),
     };
     // Only the config files are PID 1's to write from a plan.
     let (files, elsewhere): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.files)
@@ -131,7 +138,33 @@ fn plan_from(asked: Result<Answer, String>) -> Plan {
             path.display()
         ));
     }
-    plan
+    // Sysctls under /proc/sys, mounts under /mnt and /media: as the
+    // program's own checks say, checked again where PID 1 acts on them.
+    let outside = |path: &Path, under: &[&str]| {
+        !under.iter().any(|root| path.starts_with(root))
+            || path.components().any(|c| c.as_os_str() == "..")
+    };
+    let mut refused = Vec::new();
+    plan.sysctl.retain(|(name, _)| {
+        let bad = outside(&plan::sysctl_path(name), &["/proc/sys/"]);
+        if bad {
+            refused.push(format!("sysctl {name:?}"));
+        }
+        !bad
+    });
+    plan.mounts.retain(|m| {
+        let bad = outside(Path::new(&m.target), brig_spec::mounts::MOUNT_ROOTS);
+        if bad {
+            refused.push(format!("mount on {:?}", m.target));
+        }
+        !bad
+    });
+    for what in refused {
+        plan.problems.push(format!(
+            "{PROGRAM} planned a {what} out of bounds, not applied"
+        ));
+    }
+    Ok(plan)
 }
 
 /// The seed saved at this boot (or none) and the image's default: what a
@@ -146,10 +179,15 @@ fn saved_inputs(sys: &dyn System) -> (Seed, Option<Vec<u8>>) {
 
 /// The plan for the settings `local` holds now, over the datasource this
 /// boot saved and the image's default (for a `brigctl config set` while
-/// the machine runs).
-pub fn replan(sys: &dyn System, local: &Map<String, Value>) -> Plan {
+/// the machine runs), or why `brig-config` gave none: then nothing the
+/// last plan set up may be undone.
+pub fn replan(sys: &dyn System, local: &Map<String, Value>) -> Result<Plan, String> {
     let (seed, default) = saved_inputs(sys);
-    plan(sys, seed, default, local.clone())
+    plan_from(sys.ask_config(&Question::Plan {
+        seed,
+        default,
+        local: local.clone(),
+    }))
 }
 
 /// Sets or removes `key` in the settings file at `path`, if
@@ -161,6 +199,8 @@ pub fn change(
     value: Option<Value>,
 ) -> Result<String, String> {
     let local = local_settings::read(sys, path)?;
+    // Made here, as checked there: what is saved is PID 1's own doing.
+    let next = local_settings::with_key(&local, key, value.clone())?;
     let (seed, default) = saved_inputs(sys);
     let question = Question::Change {
         key: key.to_string(),
@@ -170,7 +210,7 @@ pub fn change(
         default,
     };
     match sys.ask_config(&question) {
-        Ok(Answer::Change(Ok((next, message)))) => {
+        Ok(Answer::Change(Ok(message))) => {
             local_settings::save(sys, path, &next)?;
             Ok(message)
         }
@@ -193,8 +233,12 @@ fn unexpected(answer: Answer) -> String {
 /// deadline and a size limit.
 pub fn run(program: &Path, question: &Question, deadline: Duration) -> Result<Answer, String> {
     let name = program.display();
-    let mut input = memfd().map_err(|e| format!("making the question for {name}: {e}"))?;
-    serde_json::to_writer(&mut input, question)
+    let input = memfd().map_err(|e| format!("making the question for {name}: {e}"))?;
+    let mut writer = std::io::BufWriter::new(input);
+    serde_json::to_writer(&mut writer, question)
+        .map_err(|e| format!("writing the question for {name}: {e}"))?;
+    let mut input = writer
+        .into_inner()
         .map_err(|e| format!("writing the question for {name}: {e}"))?;
     input
         .rewind()
@@ -207,8 +251,8 @@ pub fn run(program: &Path, question: &Question, deadline: Duration) -> Result<An
         .stdin(Stdio::from(OwnedFd::from(input)))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .uid(NOBODY)
-        .gid(NOBODY);
+        .uid(CONFIG_ID)
+        .gid(CONFIG_ID);
     // SAFETY: between fork and exec the closure makes only
     // async-signal-safe calls (sigprocmask, setrlimit, prctl) on memory it
     // owns; it allocates nothing.
@@ -232,17 +276,39 @@ pub fn run(program: &Path, question: &Question, deadline: Duration) -> Result<An
     let mut child = command
         .spawn()
         .map_err(|e| format!("starting {name}: {e}"))?;
+    let until = Instant::now() + deadline;
     let stdout = child.stdout.take().map(OwnedFd::from);
     let read = match stdout {
-        Some(out) => read_until(out, deadline, MAX_ANSWER),
+        Some(out) => read_until(out, until, deadline, MAX_ANSWER),
         None => Err("no output pipe".into()),
     };
-    if read.is_err() {
-        let _ = child.kill();
+    // Its output closed, it exits: waited for until the same deadline (a
+    // program that closes its output and goes on is stopped there).
+    let mut exited = None;
+    while read.is_ok() && Instant::now() < until {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                exited = Some(status);
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => return Err(format!("waiting for {name}: {e}")),
+        }
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for {name}: {e}"))?;
+    let status = match exited {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let status = child
+                .wait()
+                .map_err(|e| format!("waiting for {name}: {e}"))?;
+            read.as_ref().map_err(|e| format!("{name}: {e}"))?;
+            return Err(format!(
+                "{name} did not end within {} s of its question; stopped ({status})",
+                deadline.as_secs()
+            ));
+        }
+    };
     let data = read.map_err(|e| format!("{name}: {e}"))?;
     if !status.success() {
         let how = match status.signal() {
@@ -254,9 +320,14 @@ pub fn run(program: &Path, question: &Question, deadline: Duration) -> Result<An
     serde_json::from_slice(&data).map_err(|e| format!("{name} gave no answer: {e}"))
 }
 
-/// Reads `fd` to its end, giving up after `wait` or past `limit` bytes.
-fn read_until(fd: OwnedFd, wait: Duration, limit: usize) -> Result<Vec<u8>, String> {
-    let deadline = Instant::now() + wait;
+/// Reads `fd` to its end, giving up at `deadline` (`wait` after the
+/// start) or past `limit` bytes.
+fn read_until(
+    fd: OwnedFd,
+    deadline: Instant,
+    wait: Duration,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
     let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| e.to_string())?;
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| e.to_string())?;
@@ -322,21 +393,21 @@ mod tests {
             ),
             ..Seed::default()
         };
-        let p = replan(&sys, &Map::new());
+        let p = replan(&sys, &Map::new()).unwrap();
         assert!(docker(&p).is_none(), "no datasource saved, no settings");
         let local: Map<String, Value> =
             serde_json::from_str(r#"{"brig": {"docker": {"debug": true}}}"#).unwrap();
         assert_eq!(
-            docker(&replan(&sys, &local)).unwrap()["daemon"]["debug"],
+            docker(&replan(&sys, &local).unwrap()).unwrap()["daemon"]["debug"],
             true
         );
         save(&sys, &seed, Path::new(paths::SAVED_DIR)).unwrap();
         let mirrors = |d: &Value| d["daemon"]["registry-mirrors"][0].clone();
         assert_eq!(
-            mirrors(&docker(&replan(&sys, &Map::new())).unwrap()),
+            mirrors(&docker(&replan(&sys, &Map::new()).unwrap()).unwrap()),
             "https://a.test"
         );
-        let d = docker(&replan(&sys, &local)).unwrap();
+        let d = docker(&replan(&sys, &local).unwrap()).unwrap();
         assert_eq!(mirrors(&d), "https://a.test", "{d}");
         assert_eq!(d["daemon"]["debug"], true, "{d}");
     }
@@ -366,24 +437,39 @@ brig:\n  update: {url: 'http://10.0.2.2/b.bundle', reboot: '02:00-04:00'}\n  ser
 
     #[test]
     fn pid1_writes_only_config_files_from_a_plan() {
+        let mount = |target: &str| brig_spec::mounts::MountEntry {
+            device: brig_spec::mounts::Device::Path("/dev/vdb".into()),
+            target: target.into(),
+            fstype: None,
+            options: Vec::new(),
+        };
         let forged = Plan {
             files: vec![
                 (Path::new(CONFIG_DIR).join("ntp/servers.conf"), "ok".into()),
                 ("/etc/shadow".into(), "root::0:0:::::".into()),
                 (Path::new(CONFIG_DIR).join("../../etc/passwd"), "x".into()),
             ],
+            sysctl: vec![
+                ("vm.swappiness".into(), "10".into()),
+                ("/etc/shadow".into(), "x".into()),
+                ("net/../../../etc/passwd".into(), "x".into()),
+            ],
+            mounts: vec![mount("/mnt/data"), mount("/etc"), mount("/mnt/../etc")],
             ..Plan::default()
         };
-        let planned = plan_from(Ok(Answer::Plan(Box::new(forged))));
+        let planned = plan_from(Ok(Answer::Plan(Box::new(forged)))).unwrap();
         assert_eq!(planned.files.len(), 1, "{:?}", planned.files);
-        assert_eq!(planned.problems.len(), 2, "{:?}", planned.problems);
+        assert_eq!(planned.sysctl, [("vm.swappiness".into(), "10".into())]);
+        assert_eq!(planned.mounts, [mount("/mnt/data")]);
+        assert_eq!(planned.problems.len(), 6, "{:?}", planned.problems);
         assert!(planned.problems[0].contains("/etc/shadow"));
+        assert!(planned.problems[2].contains("sysctl \"/etc/shadow\" out of bounds"));
         let failed = plan_from(Err("brig-config failed (killed by signal 9)".into()));
         assert_eq!(
-            failed.problems,
-            ["not applied: brig-config failed (killed by signal 9)"]
+            failed.unwrap_err(),
+            "brig-config failed (killed by signal 9)"
         );
-        let crashed = plan_from(Ok(Answer::Crashed("a bug".into())));
-        assert!(crashed.problems[0].contains("crashed: a bug"));
+        let crashed = plan_from(Ok(Answer::Crashed("a bug".into()))).unwrap_err();
+        assert!(crashed.contains("crashed: a bug"), "{crashed}");
     }
 }

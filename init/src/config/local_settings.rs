@@ -12,9 +12,9 @@ use serde_json::{Map, Value};
 use crate::config::plan::Plan;
 use crate::host::system::System;
 
-/// `local` with `key` set to `value` (or removed, for None), if the result
-/// is valid cloud-config at that key.
-pub fn updated(
+/// `local` with `key` set to `value` (or removed, for None), unchecked:
+/// what PID 1 saves once `brig-config` has found it valid.
+pub fn with_key(
     local: &Map<String, Value>,
     key: &str,
     value: Option<Value>,
@@ -28,6 +28,17 @@ pub fn updated(
             }
         }
     }
+    Ok(next)
+}
+
+/// `local` with `key` set to `value` (or removed, for None), if the result
+/// is valid cloud-config at that key.
+pub fn updated(
+    local: &Map<String, Value>,
+    key: &str,
+    value: Option<Value>,
+) -> Result<Map<String, Value>, String> {
+    let next = with_key(local, key, value)?;
     let mut problems = Vec::new();
     interpret(
         &UserDocument {
@@ -82,14 +93,14 @@ pub fn applied_by_restart(
 /// `key` set to `value` (None: removed) in `local`, if the result is
 /// valid at that key and adds no problem anywhere in the whole config
 /// (`whole` plans it: the saved datasource and the image's default under
-/// the settings): the settings to save and a message for the user.
-/// `brig-config` runs this (`ask::change`).
+/// the settings): the message for the user. `brig-config` runs this
+/// (`ask::change`); PID 1 makes the settings to save itself (`with_key`).
 pub fn checked(
     local: &Map<String, Value>,
     key: &str,
     value: Option<Value>,
     whole: impl Fn(&Map<String, Value>) -> Plan,
-) -> Result<(Map<String, Value>, String), String> {
+) -> Result<String, String> {
     let shown = value.as_ref().map(Value::to_string);
     let before = whole(local);
     if value.is_some() {
@@ -112,11 +123,10 @@ pub fn checked(
         }
         None => "it applies from the next boot".to_string(),
     };
-    let message = match shown {
+    Ok(match shown {
         Some(v) => format!("{key} = {v} saved; {applies}"),
         None => format!("{key} removed, the datasource's value is back; {applies}"),
-    };
-    Ok((next, message))
+    })
 }
 
 /// Replaced atomically (`System::write_file`): a power cut leaves the old

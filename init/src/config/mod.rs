@@ -38,9 +38,36 @@ use network::Remote;
 pub struct Seed {
     /// Where it came from, for the boot log.
     pub source: String,
+    #[serde(with = "base64_bytes")]
     pub user_data: Option<Vec<u8>>,
     pub meta_data: Option<String>,
     pub network_config: Option<String>,
+}
+
+/// Bytes in JSON as base64: as an array of numbers they would be four
+/// times their size, and a write each.
+pub mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => {
+                s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(serde::de::Error::custom)
+            })
+            .transpose()
+    }
 }
 
 /// One place config can come from.

@@ -175,9 +175,9 @@ fn json_file<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
 
-/// A spec's name is not one of its fields (it is its file's, or its key's
-/// in `brig.services`), so the plan carries it beside the spec; PID 1
-/// checks each spec again as it reads it.
+/// A spec's name is not one of its fields (it is its key's in
+/// `brig.services`), so the plan carries it beside the spec; PID 1 checks
+/// each spec again as it reads it, as a user service.
 mod named_services {
     use brig_spec::service::ServiceSpec;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -196,6 +196,7 @@ mod named_services {
             .into_iter()
             .map(|(name, json)| {
                 ServiceSpec::from_json(&name, &json)
+                    .and_then(|spec| spec.validate_user_service().map(|()| spec))
                     .map_err(|p| serde::de::Error::custom(format!("service {name}: {p}")))
             })
             .collect()
