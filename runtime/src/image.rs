@@ -50,7 +50,20 @@ pub fn mount(image: &Path, at: &Path) -> Result<(), Error> {
         .map_err(|e| Error::host(format!("image {}", image.display()), e))?;
     fs::create_dir_all(at).map_err(|e| Error::host(format!("creating {}", at.display()), e))?;
     if meta.is_dir() {
-        let bind = |flags| nix::mount::mount(Some(image), at, None::<&str>, flags, None::<&str>);
+        // Bound through its open descriptor: what was checked is what is
+        // bound, even if a directory on the way became a link since.
+        let dir = crate::in_root::open_without_links(image, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| Error::host(format!("opening image {}", image.display()), e))?;
+        let source = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        let bind = |flags| {
+            nix::mount::mount(
+                Some(source.as_path()),
+                at,
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )
+        };
         bind(MsFlags::MS_BIND | MsFlags::MS_REC)
             .and_then(|()| bind(MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY))
             .map_err(|e| {
@@ -89,11 +102,10 @@ pub fn mount(image: &Path, at: &Path) -> Result<(), Error> {
 /// Attaches `file` read-only to a free loop device; returns its path and
 /// the open device.
 fn attach_loop(file: &Path) -> Result<(PathBuf, File), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let backing = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(file)
+    // At no link: a user's image is resolved first (`spawn::resolve_image`),
+    // and a directory on the way that became a link since fails here.
+    let backing = crate::in_root::open_without_links(file, libc::O_RDONLY)
+        .map(File::from)
         .map_err(|e| Error::host(format!("opening image {}", file.display()), e))?;
     let name = file.display().to_string();
     attach_loop_over(&backing, &name, 0, 0, false)

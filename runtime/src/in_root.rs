@@ -54,28 +54,12 @@ impl Root {
     /// Opens `relative` (O_PATH, or `flags`), every link on the way resolved
     /// inside the root.
     pub fn open_in(&self, relative: &Path, flags: i32) -> io::Result<OwnedFd> {
-        let how = OpenHow {
-            flags: (flags | libc::O_PATH | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-        };
-        let path = c_path(relative.as_os_str().as_bytes())?;
-        // SAFETY: openat2 reads a NUL-terminated path and an open_how of the
-        // size passed, both alive across the call; the fd returned is ours.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.fd.as_raw_fd(),
-                path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a new descriptor nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        openat2(
+            self.fd.as_raw_fd(),
+            relative,
+            flags | libc::O_PATH,
+            libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        )
     }
 
     /// Opens `relative`, making the directories missing on the way (mode
@@ -184,6 +168,43 @@ pub fn fd_path(fd: &OwnedFd) -> PathBuf {
 pub fn make_file(dir: &OwnedFd, name: &CString) -> io::Result<()> {
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     open_at(dir.as_raw_fd(), name.as_bytes(), flags, 0o644).map(drop)
+}
+
+/// Opens `path` (`flags`, close-on-exec) at no link at all: one put on the
+/// way since it was resolved fails the open (ELOOP) instead of leading
+/// elsewhere.
+pub fn open_without_links(path: &Path, flags: i32) -> io::Result<OwnedFd> {
+    openat2(
+        libc::AT_FDCWD,
+        path,
+        flags,
+        libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+fn openat2(dir: i32, path: &Path, flags: i32, resolve: u64) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve,
+    };
+    let path = c_path(path.as_os_str().as_bytes())?;
+    // SAFETY: openat2 reads a NUL-terminated path and an open_how of the
+    // size passed, both alive across the call; the fd returned is ours.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn open_at(dir: i32, path: &[u8], flags: i32, mode: u32) -> io::Result<OwnedFd> {

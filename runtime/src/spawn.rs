@@ -288,7 +288,16 @@ fn is_remote(fstype: &str) -> bool {
     is_fuse(fstype)
         || matches!(
             fstype,
-            "nfs" | "nfs4" | "cifs" | "smb3" | "smbfs" | "ceph" | "9p" | "afs" | "virtiofs"
+            "nfs"
+                | "nfs4"
+                | "cifs"
+                | "smb3"
+                | "smbfs"
+                | "ceph"
+                | "9p"
+                | "afs"
+                | "virtiofs"
+                | "autofs"
         )
 }
 
@@ -308,6 +317,11 @@ pub fn resolve_image(
     let refuse = |why: String| Error::Spec(format!("rootfs.image {}: {why}", path.display()));
     if !path.is_absolute() {
         return Err(refuse("not an absolute path".into()));
+    }
+    if mounts.is_empty() {
+        return Err(refuse(
+            "the mounts (/proc/self/mountinfo) could not be read to check where it is".into(),
+        ));
     }
     let mut pending: VecDeque<PathBuf> = path
         .components()
@@ -458,6 +472,8 @@ mod tests {
         assert!(e.to_string().contains("more than 40 links"), "{e}");
         let e = resolve_image(Path::new("images/web.squashfs"), &root).unwrap_err();
         assert!(e.to_string().contains("not an absolute path"), "{e}");
+        let e = resolve_image(&real, &[]).unwrap_err();
+        assert!(e.to_string().contains("could not be read"), "{e}");
         let e = resolve_image(&d.join("missing.squashfs"), &root).unwrap_err();
         assert!(e.to_string().contains("missing.squashfs"), "{e}");
     }

@@ -477,10 +477,6 @@ fn an_image_linked_into_a_fuse_mount_is_refused_instead_of_hanging_pid_1() {
         )),
         "{stderr}"
     );
-    assert!(
-        stuck_on_fuse().is_none(),
-        "a process waits on the FUSE mount"
-    );
     drop(fuse);
 }
 

@@ -28,6 +28,20 @@ pub fn on_initramfs(mountinfo: &str) -> bool {
         .is_some_and(|t| t == "rootfs")
 }
 
+/// What of the initramfs' top level is not moved: the mount points moved
+/// along, the new root itself, and PID 1's own program, which stays where
+/// it is, mapped (a copy would be a second one in memory for good; the
+/// kernel's module requests reach it as /proc/1/exe, `modprobe::PATH`).
+fn left_behind<'a>(mounts: &[&'a str]) -> Vec<&'a str> {
+    let mut skip: Vec<&str> = mounts
+        .iter()
+        .filter_map(|m| m.trim_start_matches('/').split('/').next())
+        .collect();
+    skip.push(NEW_ROOT.trim_start_matches('/'));
+    skip.push("init");
+    skip
+}
+
 /// Moves every entry of `from` except `skip` (names) into `to`; cross-device,
 /// so files are copied and then removed, one at a time.
 pub fn move_tree(from: &Path, to: &Path, skip: &[&str]) -> io::Result<()> {
@@ -79,17 +93,7 @@ pub fn switch(mounts: &[&str]) -> Result<(), String> {
         Some("mode=0755"),
     )
     .map_err(|e| format!("mounting a tmpfs on {NEW_ROOT}: {e}"))?;
-    let top_level: Vec<&str> = mounts
-        .iter()
-        .filter_map(|m| m.trim_start_matches('/').split('/').next())
-        .collect();
-    let mut skip = top_level.clone();
-    skip.push(NEW_ROOT.trim_start_matches('/'));
-    // PID 1's own program stays where it is, mapped: a copy would be a
-    // second one in memory for good. The kernel's module requests reach it
-    // as /proc/1/exe (`modprobe::PATH`).
-    skip.push("init");
-    move_tree(Path::new("/"), new_root, &skip)
+    move_tree(Path::new("/"), new_root, &left_behind(mounts))
         .map_err(|e| format!("moving the initramfs into {NEW_ROOT}: {e}"))?;
     for mount in mounts.iter().filter(|m| m.matches('/').count() == 1) {
         let target = new_root.join(mount.trim_start_matches('/'));
@@ -151,5 +155,18 @@ mod tests {
         );
         assert!(!from.path().join("lib").exists() && !from.path().join("init").exists());
         assert!(from.path().join("proc/keep").exists() && !to.path().join("proc").exists());
+    }
+
+    #[test]
+    fn pid_1s_program_and_the_mount_points_stay_behind() {
+        let skip = left_behind(&["/proc", "/sys", "/dev", "/run"]);
+        assert_eq!(skip, ["proc", "sys", "dev", "run", "sysroot", "init"]);
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        fs::write(from.path().join("init"), b"elf").unwrap();
+        fs::create_dir(from.path().join("etc")).unwrap();
+        move_tree(from.path(), to.path(), &skip).unwrap();
+        assert!(from.path().join("init").exists() && !to.path().join("init").exists());
+        assert!(to.path().join("etc").is_dir());
     }
 }
