@@ -311,15 +311,12 @@ pub fn build(
             image.file(&format!("{CONTAINERS_DIR}/{name}.json"), 0o644, spec);
         }
     }
-    // The program that reads cloud-config for PID 1, beside the containers.
+    // The program that reads cloud-config for PID 1: stored, not
+    // compressed, as the images are (paths::CONFIG_PROGRAM says why).
     let config_program = binaries["brig-config"].clone();
     let config_program = std::fs::read(&config_program)
         .with_context(|| format!("reading {}", config_program.display()))?;
-    if output.format.has_system_partition() {
-        system_files.push(("bin/brig-config".into(), config_program));
-    } else {
-        image.file(brig_spec::paths::CONFIG_PROGRAM, 0o755, config_program);
-    }
+    stored.file(brig_spec::paths::CONFIG_PROGRAM, 0o755, config_program);
     let system = if output.format.has_system_partition() {
         let path = out.join("system.squashfs");
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

@@ -242,12 +242,7 @@ pub fn system_image(files: &[(String, Vec<u8>)], mtime: u32, out: &Path) -> Resu
     for (path, data) in files {
         let mut header = tar::Header::new_ustar();
         header.set_size(data.len() as u64);
-        // Programs (bin/brig-config) and data.
-        header.set_mode(if path.starts_with("bin/") {
-            0o755
-        } else {
-            0o644
-        });
+        header.set_mode(0o644);
         header.set_mtime(mtime.into());
         header.set_entry_type(tar::EntryType::Regular);
         written = tar.append_data(&mut header, path, data.as_slice());
