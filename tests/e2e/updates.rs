@@ -247,6 +247,19 @@ fn boot_until_ready(
     );
 }
 
+/// A boot's console in a few lines for a failure message (a CI summary
+/// shows only the head of one): the kernel's command line, which says
+/// which version booted, and the console's last lines.
+fn boot_summary(serial: &str) -> String {
+    let lines: Vec<&str> = serial.lines().collect();
+    let command_line = lines
+        .iter()
+        .find(|l| l.contains("Command line:"))
+        .unwrap_or(&"(no kernel command line)");
+    let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+    format!("{command_line}\n…\n{tail}")
+}
+
 /// Two bad updates, each left to the machine: 0.2.0's kernel panics
 /// before PID 1 runs (its initramfs has no such init), and 0.3.0 boots but
 /// never gets a network (its virtio_net driver is refused). Each uses up
@@ -335,7 +348,12 @@ pub fn pc_x86_64_rolls_back_by_itself_from_a_version_that_panics_and_one_without
         assert_eq!(
             failed.len(),
             3,
-            "{version}: not 3 failed tries:\n{}",
+            "{version}: not 3 failed tries:\n{}\n\nwhole consoles:\n{}",
+            failed
+                .iter()
+                .map(|serial| boot_summary(serial))
+                .collect::<Vec<_>>()
+                .join("\n====\n"),
             failed.join("\n====\n")
         );
         for (n, serial) in failed.iter().enumerate() {
