@@ -477,6 +477,10 @@ fn an_image_linked_into_a_fuse_mount_is_refused_instead_of_hanging_pid_1() {
         )),
         "{stderr}"
     );
+    assert!(
+        stuck_on_fuse(dir.path()).is_none(),
+        "a process waits on the FUSE mount"
+    );
     drop(fuse);
 }
 
@@ -514,7 +518,7 @@ fn a_setup_that_hangs_fails_the_start_at_its_deadline() {
     // And the stuck child is gone while the FUSE server still says nothing:
     // left alive, it would wait in the FUSE request until the mount went.
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while let Some(pid) = stuck_on_fuse() {
+    while let Some(pid) = stuck_on_fuse(dir.path()) {
         assert!(
             std::time::Instant::now() < give_up,
             "setup child {pid} still waits on the FUSE mount"
@@ -524,9 +528,11 @@ fn a_setup_that_hangs_fails_the_start_at_its_deadline() {
     drop(fuse);
 }
 
-/// A brig-container process (a setup child is a copy of it) that waits in
-/// FUSE, and is not a zombie.
-fn stuck_on_fuse() -> Option<u32> {
+/// A brig-container process (a setup child is a copy of it) of a test
+/// whose files are in `dir` (its command line names them: tests run side
+/// by side) that waits in FUSE, and is not a zombie.
+fn stuck_on_fuse(dir: &Path) -> Option<u32> {
+    let ours = dir.as_os_str().as_encoded_bytes();
     std::fs::read_dir("/proc")
         .ok()?
         .flatten()
@@ -535,7 +541,9 @@ fn stuck_on_fuse() -> Option<u32> {
             let read = |file: &str| std::fs::read_to_string(entry.path().join(file)).ok();
             let stat = read("stat")?;
             let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            let command_line = std::fs::read(entry.path().join("cmdline")).ok()?;
             (read("comm")?.trim() == "brig-container"
+                && command_line.windows(ours.len()).any(|w| w == ours)
                 && read("wchan")?.contains("fuse")
                 && state != 'Z')
                 .then_some(pid)

@@ -11,6 +11,23 @@ use crate::problem::Problem;
 /// user services see (they bind them from the host).
 pub const MOUNT_ROOTS: &[&str] = &["/mnt", "/media"];
 
+/// A mount point must be a plain path under one of `MOUNT_ROOTS`: the
+/// parser's check, and PID 1's again on what `brig-config` planned.
+pub fn check_target(target: &str) -> Result<(), String> {
+    let under_root = MOUNT_ROOTS.iter().any(|r| {
+        target
+            .strip_prefix(r)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
+    if !under_root || target.split('/').any(|p| p == ".." || p == ".") || target.ends_with('/') {
+        return Err(format!(
+            "mount point {target:?} must be a path under {} (what containers see of the host)",
+            MOUNT_ROOTS.join(" or ")
+        ));
+    }
+    Ok(())
+}
+
 /// cloud-init's default options for an entry that gives none.
 const DEFAULT_OPTIONS: &str = "defaults,nofail";
 
@@ -103,17 +120,7 @@ fn entry(item: &Value) -> Result<MountEntry, String> {
     if target == "swap" || field(2)?.as_deref() == Some("swap") {
         return Err("swap is not supported".into());
     }
-    let under_root = MOUNT_ROOTS.iter().any(|r| {
-        target
-            .strip_prefix(r)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    });
-    if !under_root || target.split('/').any(|p| p == ".." || p == ".") || target.ends_with('/') {
-        return Err(format!(
-            "mount point {target:?} must be a path under {} (what containers see of the host)",
-            MOUNT_ROOTS.join(" or ")
-        ));
-    }
+    check_target(&target)?;
     let fstype = match field(2)?.as_deref() {
         None | Some("auto") => None,
         Some(t)

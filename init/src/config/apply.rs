@@ -158,7 +158,11 @@ impl<S: System> Init<S> {
     pub(crate) fn apply_config(&mut self, plan: plan::Plan) {
         // Before the services they concern start: host-wide settings.
         for (name, value) in &plan.sysctl {
-            let path = plan::sysctl_path(name);
+            // `ask::plan` kept only names inside /proc/sys.
+            let Some(path) = plan::sysctl_path(name) else {
+                say_error(&format!("config: sysctl {name:?}: not under /proc/sys"));
+                continue;
+            };
             match self.sys.set_sysctl(&path, value) {
                 Ok(()) => say(&format!("sysctl {name} = {value} (from config)")),
                 Err(e) => say_error(&format!("config: sysctl {name} = {value}: {e}")),

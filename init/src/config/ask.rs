@@ -3,7 +3,7 @@
 //! Reading cloud-config takes a YAML parser and the whole cloud-config
 //! schema: more than half of what PID 1's program would be, mapped into
 //! its memory for good (docs/design.md: PID 1 under 2 MiB resident). So
-//! PID 1 hands the bytes to a separate program on the system image and
+//! PID 1 hands the bytes to a separate program (in the initramfs) and
 //! reads back a `Plan` as JSON. It also means a parser bug that user data
 //! can reach (a stack overflow, a runaway allocation) ends that program,
 //! not PID 1: it runs as a user of its own, with no capabilities, no_new_privs, a
@@ -28,8 +28,7 @@ use crate::config::saved::saved;
 use crate::config::{local_settings, Seed};
 use crate::host::system::System;
 
-/// Where the program is: on the system image (`brig build` puts it there),
-/// in the initramfs for an image without a system partition.
+/// Where the program is: in the initramfs (`paths::CONFIG_PROGRAM` says why).
 pub const PROGRAM: &str = paths::CONFIG_PROGRAM;
 /// Planning takes milliseconds; a program still busy after this is stuck
 /// on its input. As the container setup's: PID 1 waits for it in its loop,
@@ -138,22 +137,18 @@ fn plan_from(asked: Result<Answer, String>) -> Result<Plan, String> {
             path.display()
         ));
     }
-    // Sysctls under /proc/sys, mounts under /mnt and /media: as the
-    // program's own checks say, checked again where PID 1 acts on them.
-    let outside = |path: &Path, under: &[&str]| {
-        !under.iter().any(|root| path.starts_with(root))
-            || path.components().any(|c| c.as_os_str() == "..")
-    };
+    // Sysctls under /proc/sys, mounts under /mnt and /media: the checks
+    // the program's parser makes, made again where PID 1 acts on them.
     let mut refused = Vec::new();
     plan.sysctl.retain(|(name, _)| {
-        let bad = outside(&plan::sysctl_path(name), &["/proc/sys/"]);
+        let bad = plan::sysctl_path(name).is_none();
         if bad {
             refused.push(format!("sysctl {name:?}"));
         }
         !bad
     });
     plan.mounts.retain(|m| {
-        let bad = outside(Path::new(&m.target), brig_spec::mounts::MOUNT_ROOTS);
+        let bad = brig_spec::mounts::check_target(&m.target).is_err();
         if bad {
             refused.push(format!("mount on {:?}", m.target));
         }

@@ -39,14 +39,19 @@ pub struct Plan {
 }
 
 /// Where a sysctl lives under /proc/sys.
-pub fn sysctl_path(name: &str) -> PathBuf {
+/// None for a name that would lead out of it (absolute, or with `..`).
+pub fn sysctl_path(name: &str) -> Option<PathBuf> {
     // As sysctl(8): dots separate levels unless slashes are used.
     let relative = if name.contains('/') {
         name.to_string()
     } else {
         name.replace('.', "/")
     };
-    Path::new("/proc/sys").join(relative)
+    let relative = Path::new(&relative);
+    let inside = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (inside && !name.is_empty()).then(|| Path::new("/proc/sys").join(relative))
 }
 
 /// What `seed` asks for, over the image's default user data (`default`,
@@ -211,13 +216,16 @@ mod tests {
     #[test]
     fn sysctl_names_map_to_proc() {
         assert_eq!(
-            sysctl_path("vm.swappiness"),
+            sysctl_path("vm.swappiness").unwrap(),
             Path::new("/proc/sys/vm/swappiness")
         );
         assert_eq!(
-            sysctl_path("net/ipv4/conf/eth0.42/forwarding"),
+            sysctl_path("net/ipv4/conf/eth0.42/forwarding").unwrap(),
             Path::new("/proc/sys/net/ipv4/conf/eth0.42/forwarding")
         );
+        for outside in ["/etc/shadow", "net/../../../etc/passwd", "..", ""] {
+            assert_eq!(sysctl_path(outside), None, "{outside:?}");
+        }
     }
 
     /// The text of the file the plan writes at `path`.
