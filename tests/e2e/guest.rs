@@ -711,6 +711,27 @@ impl Guest {
             .unwrap_or_else(|why| panic!("{why}"))
     }
 
+    /// As `wait_for`, and then until the line `needle` is on has ended:
+    /// QEMU writes the console as the guest's UART sends it, so a line
+    /// read just as `needle` appears may not be whole yet.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut serial = self.wait_for(needle, timeout);
+        loop {
+            let at = serial.find(needle).expect("wait_for found it");
+            if serial[at..].contains('\n') {
+                return serial;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the line with {needle:?} did not end within {timeout:?}; {}",
+                report(&serial)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            serial = self.serial();
+        }
+    }
+
     /// Sends one QMP command and returns its `return` value.
     pub fn qmp(&self, command: &str, arguments: Value) -> Value {
         // The socket is there once QEMU has started.

@@ -365,7 +365,7 @@ pub fn qemu_x86_64_pid1_stays_responsive_under_a_flood_and_the_watchdog_resets_i
         &["brig.watchdog=10"],
         &["--qemu-arg=-smp", "--qemu-arg=1"],
     );
-    let serial = guest.wait_for("FLOOD-RESULT", Duration::from_secs(400));
+    let serial = guest.wait_for_line("FLOOD-RESULT", Duration::from_secs(400));
     // The FIFO at /etc/passwd failed that start, with the reason, and
     // held nothing up (the prober's brigctl calls went on).
     let fifo = serial
