@@ -9,7 +9,6 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Instant;
 
 use brig_spec::control::{Request, Response, SystemStatus, MAX_REQUEST};
 use brig_spec::paths::CONTROL_SOCKET;
@@ -389,11 +388,11 @@ impl<S: System> Init<S> {
             },
             Request::Stop { service } => {
                 let actions = self.services.supervisor.stop(&service, now);
-                self.carry_out(actions, now, format!("stopping {service}"))
+                self.carry_out(actions, format!("stopping {service}"))
             }
             Request::Restart { service } => {
                 let actions = self.services.supervisor.restart(&service, now);
-                self.carry_out(actions, now, format!("restarting {service}"))
+                self.carry_out(actions, format!("restarting {service}"))
             }
             Request::Reboot => {
                 self.power(PowerAction::Reboot, "brigctl reboot");
@@ -478,12 +477,11 @@ impl<S: System> Init<S> {
     pub(crate) fn carry_out(
         &mut self,
         actions: Result<Vec<Action>, String>,
-        now: Instant,
         done: String,
     ) -> Response {
         match actions {
             Ok(actions) => {
-                self.act(actions, now);
+                self.act(actions);
                 Response::Ok { message: done }
             }
             Err(error) => Response::Error { error },

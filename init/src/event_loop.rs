@@ -218,7 +218,7 @@ impl<S: System> Init<S> {
     pub(crate) fn supervise(&mut self) {
         let now = self.sys.now();
         let actions = self.services.supervisor.tick(now);
-        self.act(actions, now);
+        self.act(actions);
         if self.pending_power.is_none() {
             if let Some(e) = self.services.prepare_ahead() {
                 say_error(&e);
@@ -342,13 +342,13 @@ impl<S: System> Init<S> {
         say(&format!("{} ({reason})", action.verb()));
         let now = self.sys.now();
         let actions = self.services.supervisor.shut_down(now);
-        self.act(actions, now);
+        self.act(actions);
         self.pending_power = Some((action, now + SERVICES_STOP_LIMIT));
     }
 
     /// Carries out supervisor actions: new output pipes join the epoll set,
     /// PID 1's notes about the services are published.
-    pub(crate) fn act(&mut self, actions: Vec<Action>, now: Instant) {
+    pub(crate) fn act(&mut self, actions: Vec<Action>) {
         for action in actions {
             // A start may wait for its setup (`SETUP_DEADLINE`), and a turn
             // may start several services: each gets a whole timeout.
@@ -357,7 +357,8 @@ impl<S: System> Init<S> {
                     let _ = watchdog.feed_now(self.sys.now());
                 }
             }
-            let (pipes, notes) = self.services.perform(action, now, uptime());
+            let sys = &self.sys;
+            let (pipes, notes) = self.services.perform(action, &|| sys.now(), uptime());
             for pipe in pipes {
                 if let Err(e) = watch(&self.epoll, pipe.fd.as_fd()) {
                     say_error(&format!("watching output of {}: {e}", pipe.service));

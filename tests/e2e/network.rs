@@ -319,6 +319,11 @@ network:
         "{serial}"
     );
 
+    // chronyd killed with SIGKILL (as the OOM killer or a stop past its
+    // grace would): the ntp container restarts it, and it answers again.
+    let after_kill = said(&serial, "netcheck", "NTP-AFTER-KILL");
+    assert!(after_kill.contains(" running "), "{after_kill}\n{serial}");
+
     // Figures for the record (not assertions): netd start to address, and
     // its resident memory.
     let took = stamp(&serial, bound) - stamp(&serial, "brig: [network] started");

@@ -355,12 +355,23 @@ fn check_over_ssh(
         "{out}"
     );
     for service in ["console", "network", "ntp", "syslog"] {
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with(service) && l.contains(" running ")),
-            "{service} not running:\n{out}"
-        );
+        let running = lines
+            .iter()
+            .any(|l| l.starts_with(service) && l.contains(" running "));
+        if !running {
+            // What it said before it stopped: the failure's reason.
+            let logs = guest.ssh(
+                "brig",
+                key,
+                known_hosts,
+                &format!("sudo brigctl logs {service} --tail 40"),
+            );
+            panic!(
+                "{service} not running:\n{out}\nits log:\n{}{}",
+                String::from_utf8_lossy(&logs.stdout),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
     }
     // Running with wifis: in the config (waiting for the radio), else it
     // had nothing to do and ended cleanly.

@@ -264,7 +264,7 @@ impl<S: System> Init<S> {
             say("config: the network config changed; restarting the network container");
             let now = self.sys.now();
             match self.services.supervisor.restart(NETWORK_SERVICE, now) {
-                Ok(actions) => self.act(actions, now),
+                Ok(actions) => self.act(actions),
                 Err(e) => say_error(&format!("restarting {NETWORK_SERVICE}: {e}")),
             }
         }
@@ -279,7 +279,7 @@ impl<S: System> Init<S> {
             say("config: the Wi-Fi config changed; restarting the wifi container");
             let now = self.sys.now();
             match self.services.supervisor.restart(WIFI_SERVICE, now) {
-                Ok(actions) => self.act(actions, now),
+                Ok(actions) => self.act(actions),
                 Err(e) => say_error(&format!("restarting {WIFI_SERVICE}: {e}")),
             }
         }

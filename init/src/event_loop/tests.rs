@@ -34,6 +34,8 @@ use crate::supervise::supervisor::{BACKOFF_START, STABLE_AFTER};
 struct Seen {
     calls: RefCell<Vec<String>>,
     writers: RefCell<Vec<OwnedFd>>,
+    /// How long each start takes on PID 1's clock (its setup, under TCG).
+    start_takes: std::cell::Cell<Duration>,
 }
 
 type Log = Rc<Seen>;
@@ -46,6 +48,8 @@ struct FakeRuntime {
     /// Why a start fails, if it does (by service name).
     refuse: fn(&str) -> Option<brig_runtime::Error>,
     mounted_ahead: Vec<String>,
+    /// PID 1's (fake) clock, which a start moves on by `Seen::start_takes`.
+    clock: Rc<RefCell<Option<std::time::Instant>>>,
 }
 
 impl Runtime for FakeRuntime {
@@ -70,6 +74,9 @@ impl Runtime for FakeRuntime {
                 .push(format!("refused {}", spec.name));
             return Err(error);
         }
+        let mut clock = self.clock.borrow_mut();
+        let now = clock.get_or_insert_with(std::time::Instant::now);
+        *now += self.log.start_takes.get();
         self.next_pid += 1;
         let pid = self.next_pid;
         self.log
@@ -135,16 +142,18 @@ fn pid1_refusing(
         std::fs::write(dir.path().join(format!("{name}.json")), json).unwrap();
     }
     let log = Log::default();
+    let sys = Recorder::default();
     let runtime = FakeRuntime {
         log: log.clone(),
         next_pid: 100,
         refuse,
         mounted_ahead: Vec::new(),
+        clock: sys.clock.clone(),
     };
     let flags = SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK;
     let socket = dir.path().join("log.sock");
     let init = Init {
-        sys: Recorder::default(),
+        sys,
         epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
         signals: SignalFd::with_flags(&SigSet::empty(), flags).unwrap(),
         uevents: None,
@@ -354,6 +363,36 @@ fn a_crashed_service_is_reaped_and_restarted_after_a_backoff_that_grows() {
     init.sys.advance(BACKOFF_START);
     init.supervise();
     assert_eq!(taken(&log), ["kill-leftovers web", "start web 104"]);
+}
+
+#[test]
+fn a_readiness_timeout_counts_from_when_the_process_runs_not_from_the_turn() {
+    // Three services started in one turn, each start taking 1.5 s of setup
+    // (a slow board under load): the last runs 4.5 s after the turn began,
+    // and each still gets its whole 5 s.
+    let slow = "command = [\"/bin/daemon\"]\n\
+                readiness = { type = \"path\", path = \"/run/up\", timeout_seconds = 5 }";
+    let (mut init, log, _dir) = pid1(&[("a", slow), ("b", slow), ("c", slow)]);
+    log.start_takes.set(Duration::from_millis(1500));
+    init.supervise();
+    assert_eq!(taken(&log), ["start a 101", "start b 102", "start c 103"]);
+    log.start_takes.set(Duration::ZERO);
+    // 5.5 s after the turn began: 4 s since a ran, 1 s since c did.
+    init.sys.advance(Duration::from_secs(1));
+    init.supervise();
+    init.supervise();
+    assert!(taken(&log).is_empty(), "stopped before their time");
+    assert_eq!(state(&init, "c"), "starting");
+    // 5 s after a ran: one last look at a, then a is stopped, with SIGTERM
+    // (its grace to clean up), and only a.
+    init.sys.advance(Duration::from_secs(1));
+    init.supervise();
+    init.supervise();
+    assert_eq!(taken(&log), ["signal 101 SIGTERM"]);
+    assert_eq!(
+        ["a", "b", "c"].map(|name| state(&init, name)),
+        ["stopping", "starting", "starting"]
+    );
 }
 
 #[test]

@@ -284,8 +284,9 @@ pub mod fake {
         pub exited: RefCell<std::collections::VecDeque<(i32, i32)>>,
         /// The files written, as a filesystem would hold them.
         pub files: RefCell<HashMap<std::path::PathBuf, Vec<u8>>>,
-        /// The time `now` gives, stepped by `advance`.
-        pub clock: RefCell<Option<Instant>>,
+        /// The time `now` gives, stepped by `advance` (shared: a fake
+        /// runtime may step it too, as a slow container start would).
+        pub clock: std::rc::Rc<RefCell<Option<Instant>>>,
     }
 
     impl Recorder {

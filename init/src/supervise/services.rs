@@ -128,11 +128,13 @@ impl Services {
     }
 
     /// Carries out `action`. New output pipes are returned for the event
-    /// loop to watch; log lines produced are returned too.
+    /// loop to watch; log lines produced are returned too. `now` is read
+    /// once a start is done: a start may wait for its setup, and a service's
+    /// readiness timeout counts from when its process runs.
     pub fn perform(
         &mut self,
         action: Action,
-        now: Instant,
+        now: &dyn Fn() -> Instant,
         time: f64,
     ) -> (Vec<Pipe>, Vec<LogLine>) {
         let mut notes = Vec::new();
@@ -140,7 +142,7 @@ impl Services {
         match action {
             Action::Start(name) => match self.start(&name) {
                 Ok((pid, stdout, stderr)) => {
-                    self.supervisor.started(&name, pid, now);
+                    self.supervisor.started(&name, pid, now());
                     notes.push(self.note(&name, format!("started, pid {pid}"), time));
                     pipes.push(Pipe {
                         service: name.clone(),
@@ -160,7 +162,9 @@ impl Services {
                         brig_runtime::Error::Spec(_) => {
                             self.supervisor.cannot_run(&name, error.to_string())
                         }
-                        _ => self.supervisor.start_failed(&name, error.to_string(), now),
+                        _ => self
+                            .supervisor
+                            .start_failed(&name, error.to_string(), now()),
                     }
                 }
             },

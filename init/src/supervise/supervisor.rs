@@ -276,14 +276,21 @@ impl Supervisor {
             let s = &mut self.services[i];
             if s.state == State::Starting {
                 if s.ready_deadline.is_some_and(|d| d <= now) {
-                    // Not ready in time: counts as a failed start.
-                    s.detail = Some("not ready in time".into());
-                    s.after_stop = AfterStop::Retry;
-                    s.state = State::Stopping {
-                        kill_at: now,
-                        killed: true,
-                    };
-                    actions.push(Action::KillAll(s.spec.name.clone()));
+                    if s.next_ready_check.is_some() {
+                        // One last look first: PID 1 may have been busy past
+                        // the deadline (starting other services) while the
+                        // service got ready. The next turn decides.
+                        s.next_ready_check = None;
+                        actions.push(Action::CheckReady(s.spec.name.clone()));
+                    } else {
+                        // Not ready in time: a failed start. Stopped as any
+                        // stop is (SIGTERM, the grace, then the cgroup), so
+                        // the daemon can clean up what outlives it (a pid
+                        // file, a socket) before it is started again.
+                        s.detail = Some("not ready in time".into());
+                        s.after_stop = AfterStop::Retry;
+                        actions.extend(s.begin_stop(now));
+                    }
                 } else if s.next_ready_check.is_some_and(|t| t <= now) {
                     s.next_ready_check = Some(now + READY_POLL);
                     actions.push(Action::CheckReady(s.spec.name.clone()));

@@ -135,7 +135,8 @@ fn never_ready_services_end_in_a_crash_loop_however_long_the_timeout() {
         sup.started("slow", pid, t);
         t += Duration::from_secs(60);
         sup.tick(t);
-        sup.exited(pid, 137, t);
+        assert_eq!(sup.tick(t), [Action::Terminate("slow".into())]);
+        sup.exited(pid, 143, t);
         if let State::Backoff { until } = sup.get("slow").unwrap().state {
             t = until;
         }
@@ -148,8 +149,22 @@ fn never_ready_services_end_in_a_crash_loop_however_long_the_timeout() {
 }
 
 /// "slow" (ready once /run/ready exists, within 2 s), started at `t` as
-/// pid 7, then killed for not being ready at `t` + 2 s.
+/// pid 7, then stopped for not being ready at `t` + 2 s.
 fn killed_for_not_being_ready(restart: RestartPolicy, t: Instant) -> Supervisor {
+    let mut sup = slow_to_get_ready(restart, t);
+    let deadline = t + Duration::from_secs(2);
+    // At the deadline, one last look ...
+    assert_eq!(sup.tick(deadline), [Action::CheckReady("slow".into())]);
+    // ... then, still not ready, a stop as any other: SIGTERM, the grace,
+    // then every process of the cgroup.
+    assert_eq!(sup.tick(deadline), [Action::Terminate("slow".into())]);
+    let grace = Duration::from_secs(sup.get("slow").unwrap().spec.stop_grace_seconds.into());
+    assert!(sup.tick(deadline + grace - READY_POLL).is_empty());
+    assert_eq!(sup.tick(deadline + grace), [Action::KillAll("slow".into())]);
+    sup
+}
+
+fn slow_to_get_ready(restart: RestartPolicy, t: Instant) -> Supervisor {
     let mut s = spec("slow", &[]);
     s.restart = restart;
     s.readiness = Readiness::Path {
@@ -159,12 +174,20 @@ fn killed_for_not_being_ready(restart: RestartPolicy, t: Instant) -> Supervisor 
     let mut sup = Supervisor::new(vec![s], vec![]);
     sup.tick(t);
     sup.started("slow", 7, t);
-    let actions = sup.tick(t + Duration::from_secs(2));
-    assert!(
-        actions.contains(&Action::KillAll("slow".into())),
-        "{actions:?}"
-    );
     sup
+}
+
+#[test]
+fn a_service_ready_by_the_last_look_at_its_deadline_is_not_stopped() {
+    // PID 1 was busy (starting others) from before the deadline to after it.
+    let t = Instant::now();
+    let mut sup = slow_to_get_ready(RestartPolicy::Always, t);
+    let late = t + Duration::from_secs(5);
+    assert_eq!(sup.tick(late), [Action::CheckReady("slow".into())]);
+    sup.ready("slow");
+    assert!(sup.tick(late).is_empty());
+    let slow = sup.get("slow").unwrap();
+    assert_eq!((&slow.state, slow.restarts), (&State::Running, 0));
 }
 
 #[test]

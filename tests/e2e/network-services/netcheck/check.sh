@@ -75,4 +75,11 @@ brigctl start ntp
 ntp_up() { chronyc -n -h /run/brig/ntp/chronyd.sock tracking; }
 wait_for 30 ntp_up
 echo "CLOCK-RESTORED $($B date -u +%s)"
+# A chronyd killed outright (no chance to clean up) comes back: its restart
+# must not trip over what the killed one left behind.
+killed=$($B pidof chronyd)
+$B kill -KILL $killed
+ntp_back() { p=$($B pidof chronyd) && [ "$p" != "$killed" ] && ntp_up; }
+wait_for 60 ntp_back
+echo "NTP-AFTER-KILL $(brigctl ps | $B grep '^ntp ' | $B tr -s ' ')"
 echo "NETCHECK-DONE"
