@@ -25,10 +25,17 @@ pub struct System {
     pub name: String,
     /// For the results.
     pub label: String,
+    /// `brig run --board`.
+    pub board: String,
     pub artifacts: PathBuf,
     pub run_args: Vec<String>,
     /// A Debian baseline (the others are measured against it).
     pub baseline: bool,
+    /// A card image, copied afresh for each boot (every boot a first boot)
+    /// and attached with `--disk`: the Raspberry Pi's.
+    pub card: Option<PathBuf>,
+    /// A boot that has not reached each network stage by then has stalled.
+    pub timeout: Duration,
 }
 
 /// What one boot measured.
@@ -94,9 +101,9 @@ impl Ssh<'_> {
     }
 }
 
-/// Long enough for the slowest system here several times over (Debian
-/// takes ~40 s); a guest that has not answered by then has stalled.
-const TIMEOUT: Duration = Duration::from_secs(120);
+/// Long enough for the slowest x86_64 system here several times over
+/// (Debian takes ~40 s); a guest that has not answered by then has stalled.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where a boot of `system` logs its serial console.
 pub fn serial_log(work: &Path, system: &System) -> PathBuf {
@@ -119,10 +126,22 @@ pub fn measure(
     }
     let run_log = work.join(format!("{}-brig-run.log", system.name));
     let mut command = Command::new(brig);
+    let mut card_arg = None;
+    if let Some(card) = &system.card {
+        let copy = work.join(format!("{}-card.img", system.name));
+        crate::host_tools::run(
+            Command::new("cp")
+                .arg("--sparse=always")
+                .arg(card)
+                .arg(&copy),
+            &format!("copying {} for a first boot", card.display()),
+        )?;
+        card_arg = Some(format!("--disk={}", copy.display()));
+    }
     command
         .arg("--source")
         .arg(source)
-        .args(["run", "--board", "qemu-x86_64", "--out"])
+        .args(["run", "--board", &system.board, "--out"])
         .arg(&system.artifacts)
         .args(["--headless", "--ssh-port", &ssh.port.to_string()])
         .arg("--serial-log")
@@ -130,6 +149,7 @@ pub fn measure(
         .arg("--qmp")
         .arg(&qmp)
         .args(&system.run_args)
+        .args(card_arg)
         .arg("--qemu-arg=-object")
         .arg(format!(
             "--qemu-arg=filter-dump,id=bench,netdev=net0,file={}",
@@ -144,7 +164,7 @@ pub fn measure(
     let start = Instant::now();
     let mut child = command.spawn().context("starting brig run")?;
     let stamper = SerialStamper::start(&serial, start);
-    let result = wait_for_ssh(&mut child, start, &capture, ssh, &run_log);
+    let result = wait_for_ssh(&mut child, start, &capture, ssh, &run_log, system.timeout);
     let sample = result.and_then(|(to_dhcp_ack, to_banner, to_ssh)| {
         let report = ssh_output(ssh, "cat /proc/meminfo; echo PID1; cat /proc/1/status")?;
         // systemd may reach its target after ssh answers: a little longer
@@ -263,6 +283,7 @@ fn wait_for_ssh(
     capture: &Path,
     ssh: &Ssh,
     run_log: &Path,
+    timeout: Duration,
 ) -> Result<(Duration, Duration, Duration)> {
     let exited = |child: &mut Child| -> Result<()> {
         if let Some(status) = child.try_wait()? {
@@ -275,8 +296,8 @@ fn wait_for_ssh(
     };
     while !std::fs::read(capture).is_ok_and(|pcap| pcap::first_dhcp_ack(&pcap).is_some()) {
         exited(child)?;
-        if start.elapsed() > TIMEOUT {
-            bail!("no DHCP ACK within {TIMEOUT:?}");
+        if start.elapsed() > timeout {
+            bail!("no DHCP ACK within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -285,8 +306,8 @@ fn wait_for_ssh(
     // started every few milliseconds would take host CPU from the guest.
     wait_for_banner(ssh.port, || {
         exited(child)?;
-        if start.elapsed() > TIMEOUT {
-            bail!("sshd did not answer within {TIMEOUT:?}");
+        if start.elapsed() > timeout {
+            bail!("sshd did not answer within {timeout:?}");
         }
         Ok(())
     })?;
@@ -301,8 +322,8 @@ fn wait_for_ssh(
         if status.success() {
             return Ok((to_dhcp_ack, to_banner, start.elapsed()));
         }
-        if start.elapsed() > TIMEOUT {
-            bail!("ssh did not answer within {TIMEOUT:?}");
+        if start.elapsed() > timeout {
+            bail!("ssh did not answer within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
