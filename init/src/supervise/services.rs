@@ -172,6 +172,7 @@ impl Services {
                 if let Some(pid) = self.supervisor.get(&name).and_then(|s| s.pid) {
                     notes.push(self.note(&name, "stopping (SIGTERM)".into(), time));
                     self.runtime.signal(pid, Signal::SIGTERM);
+                    self.supervisor.terminated(&name, now());
                 }
             }
             Action::KillAll(name) => {
@@ -238,8 +239,7 @@ impl Services {
         match &service.spec.readiness {
             Readiness::Path { path, .. } => {
                 if self.runtime.has_path(pid, path) {
-                    self.supervisor.ready(name);
-                    return true;
+                    return self.supervisor.ready(name);
                 }
             }
             Readiness::Command { command, .. } => {
@@ -258,10 +258,9 @@ impl Services {
     /// A child exited. Returns a line for the log if it was a service.
     pub fn exited(&mut self, pid: i32, code: i32, now: Instant, time: f64) -> Option<LogLine> {
         if let Some(name) = self.checks.remove(&pid) {
-            if code != 0 {
+            if code != 0 || !self.supervisor.ready(&name) {
                 return None;
             }
-            self.supervisor.ready(&name);
             return Some(self.note(&name, "ready".into(), time));
         }
         let name = self.supervisor.exited(pid, code, now)?;

@@ -20,6 +20,9 @@ pub const CRASH_LOOP_AFTER: u32 = 5;
 pub const CRASH_LOOP_RETRY: Duration = Duration::from_secs(300);
 /// How often readiness (path, command) is checked.
 pub const READY_POLL: Duration = Duration::from_millis(50);
+/// How long the last look at a service's readiness, at its deadline, waits
+/// for a check command's answer.
+pub const LAST_LOOK_FOR_COMMANDS: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -279,8 +282,12 @@ impl Supervisor {
                     if s.next_ready_check.is_some() {
                         // One last look first: PID 1 may have been busy past
                         // the deadline (starting other services) while the
-                        // service got ready. The next turn decides.
+                        // service got ready. The next turn decides; a
+                        // check command gets a moment to answer.
                         s.next_ready_check = None;
+                        if matches!(s.spec.readiness, Readiness::Command { .. }) {
+                            s.ready_deadline = Some(now + LAST_LOOK_FOR_COMMANDS);
+                        }
                         actions.push(Action::CheckReady(s.spec.name.clone()));
                     } else {
                         // Not ready in time: a failed start. Stopped as any
@@ -372,13 +379,30 @@ impl Supervisor {
         s.state = State::Failed;
     }
 
-    /// The readiness check passed.
-    pub fn ready(&mut self, name: &str) {
-        if let Some(s) = self.get_mut(name) {
-            if s.state == State::Starting {
+    /// The readiness check passed. Whether that made it ready (a check
+    /// that answers once its service is being stopped does not).
+    pub fn ready(&mut self, name: &str) -> bool {
+        match self.get_mut(name) {
+            Some(s) if s.state == State::Starting => {
                 s.state = State::Running;
                 s.ready_deadline = None;
                 s.next_ready_check = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// SIGTERM has just been sent: the grace counts from now, not from the
+    /// turn that decided the stop (its starts may have taken seconds).
+    pub fn terminated(&mut self, name: &str, now: Instant) {
+        if let Some(s) = self.get_mut(name) {
+            if let State::Stopping {
+                killed: false,
+                ref mut kill_at,
+            } = s.state
+            {
+                *kill_at = now + Duration::from_secs(s.spec.stop_grace_seconds.into());
             }
         }
     }

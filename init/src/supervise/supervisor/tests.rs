@@ -191,6 +191,49 @@ fn a_service_ready_by_the_last_look_at_its_deadline_is_not_stopped() {
 }
 
 #[test]
+fn a_check_command_gets_a_moment_to_answer_the_last_look() {
+    let t = Instant::now();
+    let mut s = spec("slow", &[]);
+    s.readiness = Readiness::Command {
+        command: vec!["/bin/check".into()],
+        timeout_seconds: 2,
+    };
+    let mut sup = Supervisor::new(vec![s], vec![]);
+    sup.tick(t);
+    sup.started("slow", 7, t);
+    let deadline = t + Duration::from_secs(2);
+    assert_eq!(sup.tick(deadline), [Action::CheckReady("slow".into())]);
+    assert!(sup.tick(deadline).is_empty(), "its check is still running");
+    assert_eq!(
+        sup.tick(deadline + LAST_LOOK_FOR_COMMANDS),
+        [Action::Terminate("slow".into())]
+    );
+    // A check that answers during the stop changes nothing.
+    assert!(!sup.ready("slow"));
+    assert_eq!(sup.get("slow").unwrap().state.name(), "stopping");
+}
+
+#[test]
+fn the_grace_counts_from_the_sigterm_not_from_the_turn_that_decided_it() {
+    let t = Instant::now();
+    let mut sup = Supervisor::new(vec![spec("web", &[])], vec![]);
+    sup.tick(t);
+    sup.started("web", 7, t);
+    assert_eq!(
+        sup.stop("web", t).unwrap(),
+        [Action::Terminate("web".into())]
+    );
+    let grace = Duration::from_secs(sup.get("web").unwrap().spec.stop_grace_seconds.into());
+    // Sent 4 s later: the turn's starts before it took that long.
+    sup.terminated("web", t + Duration::from_secs(4));
+    assert!(sup.tick(t + grace).is_empty());
+    assert_eq!(
+        sup.tick(t + Duration::from_secs(4) + grace),
+        [Action::KillAll("web".into())]
+    );
+}
+
+#[test]
 fn not_ready_in_time_with_restart_never_fails() {
     let t = Instant::now();
     let mut sup = killed_for_not_being_ready(RestartPolicy::Never, t);

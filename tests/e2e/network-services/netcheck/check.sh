@@ -79,7 +79,7 @@ echo "CLOCK-RESTORED $($B date -u +%s)"
 # must not trip over what the killed one left behind.
 killed=$($B pidof chronyd)
 $B kill -KILL $killed
-ntp_back() { p=$($B pidof chronyd) && [ "$p" != "$killed" ] && ntp_up; }
+ntp_back() { p=$($B pidof chronyd) && [ "$p" != "$killed" ] && ntp_up && brigctl ps | $B grep -q '^ntp .*running'; }
 wait_for 60 ntp_back
 echo "NTP-AFTER-KILL $(brigctl ps | $B grep '^ntp ' | $B tr -s ' ')"
 echo "NETCHECK-DONE"
