@@ -329,12 +329,19 @@ fn wait_for_ssh(
     }
 }
 
+/// Bare connections waiting for sshd's banner at once, at most: each that
+/// reaches sshd is an unauthenticated session, and past sshd's
+/// `MaxStartups` (10) it drops new connections at random, the login and
+/// the memory report after the banner among them (seen on the Pi, whose
+/// sshd starts a minute and a half after QEMU, with 50 waiting).
+const IN_FLIGHT: usize = 8;
+
 /// Waits until sshd greets a connection to `port` on 127.0.0.1. QEMU's
 /// forwarding accepts every connection at once and then tries the guest;
 /// a try that reaches the guest before its address is configured is
 /// dropped there, and QEMU tries again only seconds later. So a new
-/// connection is opened every 200 ms, the older ones kept waiting, and
-/// the first greeting counts.
+/// connection is opened every 200 ms, the older ones kept waiting (up to
+/// `IN_FLIGHT`), and the first greeting counts.
 fn wait_for_banner(port: u16, mut alive: impl FnMut() -> Result<()>) -> Result<()> {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut waiting: Vec<TcpStream> = Vec::new();
@@ -346,7 +353,7 @@ fn wait_for_banner(port: u16, mut alive: impl FnMut() -> Result<()>) -> Result<(
                 stream.set_nonblocking(true)?;
                 waiting.push(stream);
                 // Enough in flight: the oldest goes.
-                if waiting.len() > 50 {
+                if waiting.len() > IN_FLIGHT {
                     waiting.remove(0);
                 }
             }
