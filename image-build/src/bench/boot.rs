@@ -166,7 +166,7 @@ pub fn measure(
     let stamper = SerialStamper::start(&serial, start);
     let result = wait_for_ssh(&mut child, start, &capture, ssh, &run_log, system.timeout);
     let sample = result.and_then(|(to_dhcp_ack, to_banner, to_ssh)| {
-        let report = ssh_output(ssh, "cat /proc/meminfo; echo PID1; cat /proc/1/status")?;
+        let report = report_over_ssh(ssh)?;
         // systemd may reach its target after ssh answers: a little longer
         // for every stage to show.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -329,19 +329,13 @@ fn wait_for_ssh(
     }
 }
 
-/// Bare connections waiting for sshd's banner at once, at most: each that
-/// reaches sshd is an unauthenticated session, and past sshd's
-/// `MaxStartups` (10) it drops new connections at random, the login and
-/// the memory report after the banner among them (seen on the Pi, whose
-/// sshd starts a minute and a half after QEMU, with 50 waiting).
-const IN_FLIGHT: usize = 8;
-
 /// Waits until sshd greets a connection to `port` on 127.0.0.1. QEMU's
 /// forwarding accepts every connection at once and then tries the guest;
 /// a try that reaches the guest before its address is configured is
 /// dropped there, and QEMU tries again only seconds later. So a new
 /// connection is opened every 200 ms, the older ones kept waiting (up to
-/// `IN_FLIGHT`), and the first greeting counts.
+/// 50, 10 s of them: on the Pi a greeting takes seconds to come back), and
+/// the first greeting counts.
 fn wait_for_banner(port: u16, mut alive: impl FnMut() -> Result<()>) -> Result<()> {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut waiting: Vec<TcpStream> = Vec::new();
@@ -353,7 +347,7 @@ fn wait_for_banner(port: u16, mut alive: impl FnMut() -> Result<()>) -> Result<(
                 stream.set_nonblocking(true)?;
                 waiting.push(stream);
                 // Enough in flight: the oldest goes.
-                if waiting.len() > IN_FLIGHT {
+                if waiting.len() > 50 {
                     waiting.remove(0);
                 }
             }
@@ -378,6 +372,24 @@ fn wait_for_banner(port: u16, mut alive: impl FnMut() -> Result<()>) -> Result<(
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The guest's memory and PID 1's status, over ssh. ssh answered already;
+/// a connection refused now is sshd shedding the bare connections that
+/// waited for its banner (past `MaxStartups` it drops new ones at random,
+/// seen on the Pi), so a few more tries before the boot counts as stuck.
+fn report_over_ssh(ssh: &Ssh) -> Result<String> {
+    let mut tries = 0;
+    loop {
+        match ssh_output(ssh, "cat /proc/meminfo; echo PID1; cat /proc/1/status") {
+            Err(e) if tries < 4 => {
+                tries += 1;
+                eprintln!("the guest's report over ssh, try {tries}: {e:#}");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            result => return result,
+        }
     }
 }
 
