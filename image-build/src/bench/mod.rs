@@ -193,6 +193,7 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
             baseline: false,
             card: None,
             timeout: boot::TIMEOUT,
+            banner_wait: boot::BannerWait::QUICK,
         })
         .collect();
     for (name, kind, made) in &baselines {
@@ -214,6 +215,7 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
             baseline: true,
             card: None,
             timeout: boot::TIMEOUT,
+            banner_wait: boot::BannerWait::QUICK,
         });
     }
     let pi = boot::System {
@@ -233,6 +235,7 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
                 .join(build::disk_image_name(&pi_board, disk::Format::Raw)),
         ),
         timeout: PI_TIMEOUT,
+        banner_wait: boot::BannerWait::SLOW,
     };
 
     let mut results: Vec<report::SystemResult> = systems
