@@ -108,11 +108,12 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
         update_key: crate::update_bundle::load(&work.join("update.key"), true)?,
         bundle: false,
     };
-    for (dir, label, without) in &variants {
-        step(&format!("building {label}"));
+    // Every image the bench boots, built alike: cached images reused, no
+    // bundle, the default compression.
+    let build_into = |board: &Board, dir: &str, without: &[String], format, boot: u64| {
         build::build(
             source,
-            &board,
+            board,
             &work.join(dir),
             &build::CacheUse {
                 refresh: false,
@@ -120,50 +121,32 @@ pub fn bench(source: &Path, options: &BenchOptions) -> Result<()> {
             },
             &build::Selection {
                 extra_dirs: vec![],
-                without: without.clone(),
+                without: without.to_vec(),
             },
             None,
             &build::Output {
-                format: disk::Format::Kernel,
+                format,
                 sizes: disk::Sizes {
                     disk: 1 << 30,
-                    boot: 64 << 20,
+                    boot,
                     system: None,
                 },
                 zstd_level: None,
             },
             &release,
-        )?;
+        )
+    };
+    for (dir, label, without) in &variants {
+        step(&format!("building {label}"));
+        build_into(&board, dir, without, disk::Format::Kernel, 64 << 20)?;
     }
     // The Pi's card as users flash it, without Docker as the memory target
     // is set.
     let pi_board = Board::load(source, PI_BOARD)?;
     if options.pi_boots > 0 {
         step("building Brig for the Raspberry Pi 3 (its card, without Docker)");
-        build::build(
-            source,
-            &pi_board,
-            &work.join(PI_SYSTEM),
-            &build::CacheUse {
-                refresh: false,
-                reuse_images: true,
-            },
-            &build::Selection {
-                extra_dirs: vec![],
-                without: vec!["docker".to_string()],
-            },
-            None,
-            &build::Output {
-                format: disk::Format::Raw,
-                sizes: disk::Sizes {
-                    disk: 1 << 30,
-                    boot: 128 << 20,
-                    system: None,
-                },
-                zstd_level: None,
-            },
-            &release,
-        )?;
+        let without = ["docker".to_string()];
+        build_into(&pi_board, PI_SYSTEM, &without, disk::Format::Raw, 128 << 20)?;
     }
     let cache = crate::debian::cache_dir()?;
     let kernel = crate::debian::kernel(&cache, &board, false)?;

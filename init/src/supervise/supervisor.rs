@@ -397,12 +397,13 @@ impl Supervisor {
     /// turn that decided the stop (its starts may have taken seconds).
     pub fn terminated(&mut self, name: &str, now: Instant) {
         if let Some(s) = self.get_mut(name) {
+            let grace = s.grace();
             if let State::Stopping {
                 killed: false,
                 ref mut kill_at,
             } = s.state
             {
-                *kill_at = now + Duration::from_secs(s.spec.stop_grace_seconds.into());
+                *kill_at = now + grace;
             }
         }
     }
@@ -576,11 +577,16 @@ impl Service {
         }
     }
 
+    /// Between SIGTERM and killing the whole cgroup.
+    fn grace(&self) -> Duration {
+        Duration::from_secs(self.spec.stop_grace_seconds.into())
+    }
+
     fn begin_stop(&mut self, now: Instant) -> Vec<Action> {
         match self.state {
             State::Stopping { .. } => Vec::new(),
             _ if self.pid.is_some() => {
-                let kill_at = now + Duration::from_secs(self.spec.stop_grace_seconds.into());
+                let kill_at = now + self.grace();
                 self.state = State::Stopping {
                     kill_at,
                     killed: false,
