@@ -233,9 +233,8 @@ pub fn boot() -> Result<Init, Failed> {
     say(&format!("network interfaces: {}", describe_interfaces()));
 
     outcome = Outcome::default();
-    for module in CONTAINER_MODULES {
-        init.coldplug.load_named(&init.sys, module, &mut outcome);
-    }
+    init.coldplug
+        .load_all_named(&init.sys, CONTAINER_MODULES, &mut outcome);
     report_modules("container modules", &outcome);
     match &cgroups {
         Some(root) => {

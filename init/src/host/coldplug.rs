@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::host::module_index::ModuleIndex;
+use crate::host::module_index::{module_name, ModuleIndex};
 use crate::host::system::System;
 
 /// Module options, as distributions set them in modprobe.d: modules that
@@ -123,6 +123,19 @@ impl Coldplug {
         Ok(())
     }
 
+    /// Loads modules by name with their dependencies, side by side where
+    /// they do not depend on one another (the filesystems and loop that
+    /// containers need: no device asks for them). A module the image lacks
+    /// is not an error: it may be built into the kernel.
+    pub fn load_all_named(&mut self, sys: &dyn System, modules: &[&str], outcome: &mut Outcome) {
+        let wanted = modules
+            .iter()
+            .filter(|m| self.index.load_order(m, &self.loaded).is_ok())
+            .map(|m| (m.to_string(), String::new()))
+            .collect();
+        self.load_side_by_side(sys, wanted, outcome);
+    }
+
     /// Walks `sysfs/devices` until a pass loads nothing new: loading a bus
     /// driver (virtio_pci) creates the devices (virtio net, block) that need
     /// the next modules.
@@ -135,12 +148,104 @@ impl Coldplug {
             let before = outcome.loaded.len();
             let mut modaliases = Vec::new();
             collect_modaliases(&sysfs.join("devices"), &mut modaliases);
+            let mut wanted: Vec<(String, String)> = Vec::new();
             for modalias in modaliases {
-                self.handle_modalias(sys, &modalias, &mut outcome);
+                if !self.seen.insert(modalias.clone()) {
+                    continue;
+                }
+                for module in self.index.modules_for(&modalias) {
+                    if !self.failed.contains(&module) && !wanted.iter().any(|(m, _)| *m == module) {
+                        wanted.push((module, format!(" (for {modalias})")));
+                    }
+                }
             }
+            self.load_side_by_side(sys, wanted, &mut outcome);
             if outcome.loaded.len() == before {
                 return outcome;
             }
+        }
+    }
+
+    /// Loads each (module, " (for whom)") with its dependencies, in rounds:
+    /// every module whose dependencies are in goes in the same round, side
+    /// by side. A module that fails is reported and not retried, and what
+    /// needs it is not loaded.
+    fn load_side_by_side(
+        &mut self,
+        sys: &dyn System,
+        wanted: Vec<(String, String)>,
+        outcome: &mut Outcome,
+    ) {
+        // Each path to load, with whom it is for (the first to ask).
+        let mut pending: Vec<(String, String)> = Vec::new();
+        let mut wanted_paths: Vec<(String, Vec<String>)> = Vec::new();
+        for (module, whom) in wanted {
+            match self.index.load_order(&module, &self.loaded) {
+                Ok(order) => {
+                    for path in &order {
+                        if !pending.iter().any(|(p, _)| p == path) {
+                            pending.push((path.clone(), whom.clone()));
+                        }
+                    }
+                    wanted_paths.push((module, order));
+                }
+                Err(e) => {
+                    outcome.errors.push(format!("{e}{whom}"));
+                    self.failed.insert(module);
+                }
+            }
+        }
+        let mut broken: Vec<String> = Vec::new();
+        while !pending.is_empty() {
+            let (ready, waiting): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(path, _)| {
+                self.index
+                    .dependencies(path)
+                    .iter()
+                    .all(|dep| self.loaded.contains(dep))
+            });
+            if ready.is_empty() {
+                // What is left needs a module that failed (reported above),
+                // or modules.dep has a cycle (depmod rejects those).
+                let cycle = broken.is_empty();
+                for (path, whom) in waiting {
+                    if cycle {
+                        outcome.errors.push(format!(
+                            "not loading module {}: its dependencies in modules.dep form a cycle{whom}",
+                            self.modules_dir.join(&path).display()
+                        ));
+                    }
+                    broken.push(path);
+                }
+                break;
+            }
+            let files: Vec<(PathBuf, &str)> = ready
+                .iter()
+                .map(|(path, _)| (self.modules_dir.join(path), options(&module_name(path))))
+                .collect();
+            let results = sys.load_modules(&files);
+            for (((path, whom), (file, _)), result) in ready.iter().zip(&files).zip(results) {
+                match result {
+                    Ok(()) => {
+                        outcome.loaded.push(module_name(path));
+                        self.loaded.insert(path.clone());
+                    }
+                    Err(e) => {
+                        outcome
+                            .errors
+                            .push(format!("loading module {}: {e}{whom}", file.display()));
+                        broken.push(path.clone());
+                    }
+                }
+            }
+            pending = waiting;
+        }
+        for (module, order) in wanted_paths {
+            if order.iter().any(|path| broken.contains(path)) {
+                self.failed.insert(module);
+            }
+        }
+        for path in broken {
+            self.failed.insert(module_name(&path));
         }
     }
 }
@@ -258,6 +363,76 @@ mod tests {
             outcome.errors[0]
         );
         assert_eq!(sys.calls().len(), 1);
+    }
+
+    #[test]
+    fn modules_load_side_by_side_once_their_dependencies_are_in() {
+        let sysfs = tempfile::tempdir().unwrap();
+        device(sysfs.path(), "a/virtio0", "virtio:d00000001v00001AF4");
+        device(sysfs.path(), "b/virtio1", "virtio:d00000002v00001AF4");
+        device(sysfs.path(), "c/input0", "input:b0019");
+        let alias = format!("{ALIAS}alias input:b* evdev\n");
+        let dep = format!("{DEP}kernel/evdev.ko:\n");
+        let (index, _) = ModuleIndex::parse(&alias, &dep);
+        let mut coldplug = Coldplug::new(index, "/m".into());
+        let sys = Recorder::default();
+        let outcome = coldplug.scan(&sys, sysfs.path());
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        let mut rounds = sys.module_rounds.borrow().clone();
+        rounds.iter_mut().for_each(|round| round.sort());
+        // virtio_net waits for failover; the rest go together. The last
+        // pass finds nothing new.
+        assert_eq!(
+            rounds,
+            [vec!["evdev", "failover", "virtio_blk"], vec!["virtio_net"]]
+        );
+        let mut loaded = outcome.loaded.clone();
+        loaded.sort();
+        assert_eq!(loaded, ["evdev", "failover", "virtio_blk", "virtio_net"]);
+    }
+
+    #[test]
+    fn what_needs_a_module_that_failed_is_not_loaded_and_the_rest_is() {
+        let sysfs = tempfile::tempdir().unwrap();
+        device(sysfs.path(), "a/virtio0", "virtio:d00000001v00001AF4");
+        device(sysfs.path(), "b/virtio1", "virtio:d00000002v00001AF4");
+        let (index, _) = ModuleIndex::parse(ALIAS, DEP);
+        let mut coldplug = Coldplug::new(index, "/m".into());
+        let mut sys = Recorder::default();
+        sys.failures
+            .insert("load /m/kernel/failover.ko".into(), libc::ENOEXEC);
+        let outcome = coldplug.scan(&sys, sysfs.path());
+        assert_eq!(outcome.loaded, ["virtio_blk"]);
+        assert_eq!(
+            outcome.errors,
+            ["loading module /m/kernel/failover.ko: Exec format error (os error 8) (for virtio:d00000001v00001AF4)"]
+        );
+        assert!(
+            !sys.calls().iter().any(|c| c.contains("virtio_net")),
+            "{:?}",
+            sys.calls()
+        );
+        // A device that asks for virtio_net again does not try again.
+        device(sysfs.path(), "c/virtio2", "virtio:d00000001v00001AF5");
+        let again = coldplug.scan(&sys, sysfs.path());
+        assert_eq!(again, Outcome::default());
+    }
+
+    #[test]
+    fn container_modules_load_together() {
+        let dep = "kernel/loop.ko:\nkernel/squashfs.ko:\nkernel/overlay.ko:\n";
+        let (index, _) = ModuleIndex::parse("", dep);
+        let mut coldplug = Coldplug::new(index, "/m".into());
+        let sys = Recorder::default();
+        let mut outcome = Outcome::default();
+        // ext4 is not in this image: built into the kernel, not an error.
+        coldplug.load_all_named(&sys, &["loop", "squashfs", "overlay", "ext4"], &mut outcome);
+        assert_eq!(outcome.loaded, ["loop", "squashfs", "overlay"]);
+        assert!(outcome.errors.is_empty());
+        assert_eq!(
+            *sys.module_rounds.borrow(),
+            [vec!["loop", "squashfs", "overlay"]]
+        );
     }
 
     #[test]

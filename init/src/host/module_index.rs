@@ -109,6 +109,14 @@ impl ModuleIndex {
         Ok(())
     }
 
+    /// The paths the module at `path` needs loaded first (modules.dep lists
+    /// them all, not only the direct ones).
+    pub fn dependencies(&self, path: &str) -> &[String] {
+        self.modules
+            .get(&module_name(path))
+            .map_or(&[], |(_, deps)| deps.as_slice())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.modules.is_empty()
     }

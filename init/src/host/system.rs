@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -50,6 +50,15 @@ pub trait System {
     fn grow_ext4(&self, mount_point: &str, bytes: u64) -> io::Result<()>;
     /// Loads the module file at `path` with `params` ("name=value ...").
     fn load_module(&self, path: &Path, params: &str) -> io::Result<()>;
+    /// Loads modules that do not depend on one another: each (path,
+    /// params), a result for each in the same order. One after another
+    /// here; the real system loads them side by side.
+    fn load_modules(&self, modules: &[(PathBuf, &str)]) -> Vec<io::Result<()>> {
+        modules
+            .iter()
+            .map(|(path, params)| self.load_module(path, params))
+            .collect()
+    }
     fn set_hostname(&self, name: &str) -> io::Result<()>;
     /// Sends `signal` to every process but PID 1.
     fn kill_all(&self, signal: Signal) -> io::Result<()>;
@@ -147,6 +156,39 @@ impl System for Linux {
             Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
             Err(e) => Err(errno(e)),
         }
+    }
+
+    /// A thread per module: most of a load is the kernel's (reading,
+    /// checking the signature, relocating, the driver's probe), and under
+    /// TCG each costs tens of milliseconds a vCPU could share.
+    fn load_modules(&self, modules: &[(PathBuf, &str)]) -> Vec<io::Result<()>> {
+        if modules.len() < 2 {
+            return modules
+                .iter()
+                .map(|(path, params)| self.load_module(path, params))
+                .collect();
+        }
+        std::thread::scope(|scope| {
+            let loads: Vec<_> = modules
+                .iter()
+                .map(|(path, params)| {
+                    std::thread::Builder::new()
+                        .name("module".into())
+                        .spawn_scoped(scope, move || self.load_module(path, params))
+                })
+                .collect();
+            loads
+                .into_iter()
+                .zip(modules)
+                .map(|(load, (path, params))| match load {
+                    // Threads not to be had: load it here instead.
+                    Err(_) => self.load_module(path, params),
+                    Ok(handle) => handle
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("the loading thread failed"))),
+                })
+                .collect()
+        })
     }
 
     fn set_hostname(&self, name: &str) -> io::Result<()> {
@@ -287,6 +329,9 @@ pub mod fake {
         /// The time `now` gives, stepped by `advance` (shared: a fake
         /// runtime may step it too, as a slow container start would).
         pub clock: std::rc::Rc<RefCell<Option<Instant>>>,
+        /// The module names of each `load_modules` call: what the real
+        /// system would load side by side.
+        pub module_rounds: RefCell<Vec<Vec<String>>>,
     }
 
     impl Recorder {
@@ -359,6 +404,20 @@ pub mod fake {
             } else {
                 self.record(format!("load {} {params}", path.display()))
             }
+        }
+        fn load_modules(&self, modules: &[(PathBuf, &str)]) -> Vec<io::Result<()>> {
+            self.module_rounds.borrow_mut().push(
+                modules
+                    .iter()
+                    .map(|(path, _)| {
+                        crate::host::module_index::module_name(&path.to_string_lossy())
+                    })
+                    .collect(),
+            );
+            modules
+                .iter()
+                .map(|(path, params)| self.load_module(path, params))
+                .collect()
         }
         fn set_hostname(&self, name: &str) -> io::Result<()> {
             self.record(format!("hostname {name}"))

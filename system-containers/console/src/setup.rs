@@ -189,10 +189,9 @@ pub fn host_key_path(dir: &Path, kind: &str) -> PathBuf {
 
 /// Keeps the host keys in `dir` (a volume: the same keys across restarts
 /// and, with a state partition, reboots); makes those missing with
-/// ssh-keygen, atomically. Returns a line per key for the console.
-/// The missing keys are made side by side and all fingerprints come from
-/// one ssh-keygen: each process costs a tenth of a second under TCG,
-/// and sshd waits for them on every boot without a state partition.
+/// ssh-keygen, atomically. Returns a line per key made. The missing keys
+/// are made side by side: each process costs a tenth of a second under
+/// TCG, and sshd waits for them on every boot without a state partition.
 pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, Failed> {
     fs::create_dir_all(dir).map_err(|e| Failed::new(format!("making {}", dir.display()), e))?;
     let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
@@ -217,9 +216,15 @@ pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, Failed> {
             Err(e) => first_error = first_error.or(Some(e)),
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(lines),
     }
+}
+
+/// A line per host key in `dir` with its fingerprint, from one ssh-keygen;
+/// called once sshd runs, so sshd does not wait for it.
+pub fn host_key_fingerprints(dir: &Path) -> Result<Vec<String>, Failed> {
     let mut public = Vec::new();
     for kind in HOST_KEY_TYPES {
         let path = host_key_path(dir, kind).with_extension("pub");
@@ -235,10 +240,10 @@ pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, Failed> {
         &public,
     )
     .map_err(|e| Failed::new("running ssh-keygen -l", e))?;
-    for line in String::from_utf8_lossy(&fingerprints).lines() {
-        lines.push(format!("host key {}", line.trim()));
-    }
-    Ok(lines)
+    Ok(String::from_utf8_lossy(&fingerprints)
+        .lines()
+        .map(|line| format!("host key {}", line.trim()))
+        .collect())
 }
 
 fn temporary_key(dir: &Path, kind: &str) -> PathBuf {
@@ -454,10 +459,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lines = host_keys(dir.path(), "root@test").unwrap();
         assert_eq!(
-            lines.iter().filter(|l| l.starts_with("generated")).count(),
-            2
+            lines,
+            [
+                "generated the ed25519 host key",
+                "generated the ecdsa host key"
+            ]
         );
-        assert!(lines.iter().any(|l| l.contains("(ED25519)")), "{lines:?}");
+        let fingerprints = host_key_fingerprints(dir.path()).unwrap();
+        assert_eq!(fingerprints.len(), 2, "{fingerprints:?}");
+        assert!(
+            fingerprints[0].starts_with("host key 256 SHA256:"),
+            "{fingerprints:?}"
+        );
+        assert!(
+            fingerprints[0].ends_with("root@test (ED25519)"),
+            "{fingerprints:?}"
+        );
+        assert!(
+            fingerprints[1].ends_with("root@test (ECDSA)"),
+            "{fingerprints:?}"
+        );
         let before = fs::read(host_key_path(dir.path(), "ed25519")).unwrap();
         // A half-made pair (no public key) is made again; whole ones stay.
         fs::remove_file(host_key_path(dir.path(), "ecdsa").with_extension("pub")).unwrap();
