@@ -51,8 +51,18 @@ pub(crate) const SIGNALS: &[Signal] = &[
 /// before the services.
 pub(crate) const STORAGE_TOOLS: &str = "storage";
 
-/// Modules no device asks for but system containers need.
-pub(crate) const CONTAINER_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
+/// Modules no device asks for but system containers need, and FAT's (the
+/// first filesystem PID 1 reads on most machines: a config seed, a disk's
+/// boot partition). Loaded side by side here, rather than the kernel
+/// asking for FAT's three at the mount, one modprobe process each.
+pub(crate) const FIRST_MODULES: &[&str] = &[
+    "loop",
+    "squashfs",
+    "overlay",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+];
 
 /// How long PID 1 waits for the system partition the command line names
 /// (a USB disk can take seconds to appear).
@@ -234,8 +244,8 @@ pub fn boot() -> Result<Init, Failed> {
 
     outcome = Outcome::default();
     init.coldplug
-        .load_all_named(&init.sys, CONTAINER_MODULES, &mut outcome);
-    report_modules("container modules", &outcome);
+        .load_all_named(&init.sys, FIRST_MODULES, &mut outcome);
+    report_modules("container and FAT modules", &outcome);
     match &cgroups {
         Some(root) => {
             for e in cgroup::prepare(root) {
