@@ -14,9 +14,14 @@ pub struct ServiceSpec {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// Whether the image starts it at boot.
+    /// Whether the image has it at all.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Whether PID 1 starts it at boot. False: in the image and in `brigctl
+    /// ps` all the same, stopped until started by hand; for an image whose
+    /// programs PID 1 runs itself (storage's filesystem tools).
+    #[serde(default = "yes")]
+    pub start_at_boot: bool,
     /// The boards whose images it goes into (`rpi4`); empty: every board.
     #[serde(default)]
     pub boards: Vec<String>,

@@ -539,9 +539,10 @@ impl Supervisor {
 }
 
 impl Service {
-    /// Waiting to start, or stopped when the spec is not enabled.
+    /// Waiting to start, or stopped when the spec is not enabled or not
+    /// started at boot.
     fn from_spec(spec: ServiceSpec) -> Service {
-        let state = if spec.enabled {
+        let state = if spec.enabled && spec.start_at_boot {
             State::Waiting
         } else {
             State::Stopped
@@ -613,6 +614,7 @@ fn placeholder_spec() -> ServiceSpec {
         name: String::new(),
         description: String::new(),
         enabled: true,
+        start_at_boot: true,
         boards: Vec::new(),
         rootfs: Default::default(),
         command: Vec::new(),

@@ -24,6 +24,27 @@ fn starts(actions: &[Action]) -> Vec<&str> {
 }
 
 #[test]
+fn a_service_not_started_at_boot_stays_stopped_until_asked() {
+    let t = Instant::now();
+    let tools = ServiceSpec {
+        start_at_boot: false,
+        ..spec("storage", &[])
+    };
+    let mut sup = Supervisor::new(vec![spec("network", &[]), tools], vec![]);
+    assert_eq!(starts(&sup.tick(t)), ["network"]);
+    sup.started("network", 10, t);
+    assert!(starts(&sup.tick(t)).is_empty());
+    let storage = sup
+        .services
+        .iter()
+        .find(|s| s.spec.name == "storage")
+        .unwrap();
+    assert_eq!(storage.state, State::Stopped);
+    sup.start("storage").unwrap();
+    assert_eq!(starts(&sup.tick(t)), ["storage"]);
+}
+
+#[test]
 fn starts_in_dependency_order_independent_ones_together() {
     let t = Instant::now();
     let mut sup = Supervisor::new(
