@@ -282,7 +282,8 @@ pub fn boot() -> Result<Init, Failed> {
         .any(|(_, v)| v.label.as_deref() == Some(state::LABEL))
     {
         outcome = Outcome::default();
-        init.coldplug.load_named(&init.sys, "ext4", &mut outcome);
+        init.coldplug
+            .load_all_named(&init.sys, &["ext4"], &mut outcome);
         if !outcome.loaded.is_empty() || !outcome.errors.is_empty() {
             report_modules("state partition", &outcome);
         }

@@ -56,17 +56,6 @@ impl Coldplug {
         (Coldplug::new(index, modules_dir.to_path_buf()), problems)
     }
 
-    /// Loads a module by name with its dependencies (filesystems, loop: no
-    /// device asks for them). A module the image lacks is not an error: it
-    /// may be built into the kernel.
-    pub fn load_named(&mut self, sys: &dyn System, module: &str, outcome: &mut Outcome) {
-        if let Ok(order) = self.index.load_order(module, &self.loaded) {
-            if let Err(e) = self.load_in_order(sys, order, outcome) {
-                outcome.errors.push(e);
-            }
-        }
-    }
-
     /// Loads a module named `name` or the modules an alias `name` stands for
     /// (modprobe's lookup). False if neither exists in the image.
     pub fn load_alias_or_name(
@@ -79,48 +68,30 @@ impl Coldplug {
             Ok(_) => vec![name.to_string()],
             Err(_) => self.index.modules_for(name),
         };
-        for module in &modules {
-            self.load_named(sys, module, outcome);
-        }
+        let names: Vec<&str> = modules.iter().map(String::as_str).collect();
+        self.load_all_named(sys, &names, outcome);
         !modules.is_empty()
     }
 
     /// Loads what `modalias` needs, once per distinct modalias.
     pub fn handle_modalias(&mut self, sys: &dyn System, modalias: &str, outcome: &mut Outcome) {
+        let mut wanted = Vec::new();
+        self.want(modalias, &mut wanted);
+        self.load_side_by_side(sys, wanted, outcome);
+    }
+
+    /// Adds to `wanted` the modules a new `modalias` needs, each once, as
+    /// (module, " (for modalias)"); a modalias seen before, or a module
+    /// that failed before, adds nothing.
+    fn want(&mut self, modalias: &str, wanted: &mut Vec<(String, String)>) {
         if !self.seen.insert(modalias.to_string()) {
             return;
         }
         for module in self.index.modules_for(modalias) {
-            if self.failed.contains(&module) {
-                continue;
-            }
-            let loaded = self
-                .index
-                .load_order(&module, &self.loaded)
-                .and_then(|order| self.load_in_order(sys, order, outcome));
-            if let Err(e) = loaded {
-                outcome.errors.push(format!("{e} (for {modalias})"));
-                self.failed.insert(module);
+            if !self.failed.contains(&module) && !wanted.iter().any(|(m, _)| *m == module) {
+                wanted.push((module, format!(" (for {modalias})")));
             }
         }
-    }
-
-    /// Loads module files (dependencies first); stops at the first failure.
-    fn load_in_order(
-        &mut self,
-        sys: &dyn System,
-        order: Vec<String>,
-        outcome: &mut Outcome,
-    ) -> Result<(), String> {
-        for path in order {
-            let file = self.modules_dir.join(&path);
-            let name = crate::host::module_index::module_name(&path);
-            sys.load_module(&file, options(&name))
-                .map_err(|e| format!("loading module {}: {e}", file.display()))?;
-            outcome.loaded.push(name);
-            self.loaded.insert(path);
-        }
-        Ok(())
     }
 
     /// Loads modules by name with their dependencies, side by side where
@@ -148,16 +119,9 @@ impl Coldplug {
             let before = outcome.loaded.len();
             let mut modaliases = Vec::new();
             collect_modaliases(&sysfs.join("devices"), &mut modaliases);
-            let mut wanted: Vec<(String, String)> = Vec::new();
+            let mut wanted = Vec::new();
             for modalias in modaliases {
-                if !self.seen.insert(modalias.clone()) {
-                    continue;
-                }
-                for module in self.index.modules_for(&modalias) {
-                    if !self.failed.contains(&module) && !wanted.iter().any(|(m, _)| *m == module) {
-                        wanted.push((module, format!(" (for {modalias})")));
-                    }
-                }
+                self.want(&modalias, &mut wanted);
             }
             self.load_side_by_side(sys, wanted, &mut outcome);
             if outcome.loaded.len() == before {
