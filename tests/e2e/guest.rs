@@ -455,6 +455,13 @@ impl Guest {
         );
     }
 
+    /// Whether this boot shows the stall `boot_with` retries: `PID1_WITHIN`
+    /// since QEMU started and PID 1 has not said it started (`serial` is
+    /// the console so far). For loops that follow a machine's own reboots.
+    pub fn stalled_before_pid1(&self, serial: &str) -> bool {
+        !serial.contains(PID1_STARTED) && self.started.elapsed().unwrap_or_default() > PID1_WITHIN
+    }
+
     /// Whether PID 1 said it started within `timeout` (false also when
     /// QEMU exited before).
     fn reaches_pid1(&mut self, timeout: Duration) -> bool {
