@@ -65,8 +65,32 @@ fn load_config() -> ConsoleConfig {
     }
 }
 
-/// Accounts, homes, /etc/hosts, host keys, sshd's runtime directory.
+/// Accounts, homes, /etc/hosts, host keys, sshd's runtime directory. The
+/// host keys are made while the rest is done: on a first boot both are on
+/// the way to sshd (ssh-keygen, and visudo for each user's sudo rules).
 fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, Failed> {
+    let hostname = fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "brig".into());
+    let keys = setup::HostKeys::start(Path::new(HOST_KEYS), &format!("root@{hostname}"))?;
+    let rendered = prepare_accounts(config, &hostname)?;
+    for line in keys.finish()? {
+        say(&line);
+    }
+    fs::create_dir_all("/run/sshd").map_err(|e| Failed::new("making /run/sshd", e))?;
+    // The docker CLI's default socket is the docker container's, shared
+    // through SOCKET_DIR.
+    if let Err(e) = setup::link(
+        Path::new("/var/run/docker.sock"),
+        Path::new(brig_spec::paths::DOCKER_SOCKET),
+    ) {
+        say(&format!("error: {e}; the docker CLI needs -H"));
+    }
+    Ok(rendered)
+}
+
+/// Accounts, homes, /etc/hosts and the time zone.
+fn prepare_accounts(config: &ConsoleConfig, hostname: &str) -> Result<accounts::Rendered, Failed> {
     let rendered = accounts::render(config);
     let mut problems = rendered.problems.clone();
     problems.extend(setup::write_accounts(&rendered, Path::new("/etc"))?);
@@ -84,30 +108,15 @@ fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, Failed> {
         say("no ssh keys in the config: nobody can log in over ssh (see docs/console.md)");
     }
 
-    let hostname = fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "brig".into());
     setup::write_file(
         Path::new("/etc/hosts"),
-        setup::hosts_file(&hostname).as_bytes(),
+        setup::hosts_file(hostname).as_bytes(),
         0o644,
         0,
         0,
     )?;
     if let Some(zone) = &config.timezone {
         say(&setup::timezone(zone, Path::new("/")));
-    }
-    for line in setup::host_keys(Path::new(HOST_KEYS), &format!("root@{hostname}"))? {
-        say(&line);
-    }
-    fs::create_dir_all("/run/sshd").map_err(|e| Failed::new("making /run/sshd", e))?;
-    // The docker CLI's default socket is the docker container's, shared
-    // through SOCKET_DIR.
-    if let Err(e) = setup::link(
-        Path::new("/var/run/docker.sock"),
-        Path::new(brig_spec::paths::DOCKER_SOCKET),
-    ) {
-        say(&format!("error: {e}; the docker CLI needs -H"));
     }
     Ok(rendered)
 }

@@ -189,36 +189,64 @@ pub fn host_key_path(dir: &Path, kind: &str) -> PathBuf {
 
 /// Keeps the host keys in `dir` (a volume: the same keys across restarts
 /// and, with a state partition, reboots); makes those missing with
-/// ssh-keygen, atomically. Returns a line per key made. The missing keys
-/// are made side by side: each process costs a tenth of a second under
-/// TCG, and sshd waits for them on every boot without a state partition.
+/// ssh-keygen, atomically. Returns a line per key made.
 pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, Failed> {
-    fs::create_dir_all(dir).map_err(|e| Failed::new(format!("making {}", dir.display()), e))?;
-    let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
-    let missing: Vec<&str> = HOST_KEY_TYPES
-        .iter()
-        .copied()
-        .filter(|kind| {
+    HostKeys::start(dir, comment)?.finish()
+}
+
+/// Host keys being made: the missing ones, each by an ssh-keygen of its
+/// own, side by side (each process costs a tenth of a second under TCG and
+/// sshd waits for them on every boot without a state partition), while the
+/// console does the rest of its setup.
+pub struct HostKeys<'a> {
+    dir: &'a Path,
+    making: Vec<(&'static str, Child)>,
+}
+
+impl<'a> HostKeys<'a> {
+    /// Starts making the keys missing from `dir`.
+    pub fn start(dir: &'a Path, comment: &str) -> Result<HostKeys<'a>, Failed> {
+        fs::create_dir_all(dir).map_err(|e| Failed::new(format!("making {}", dir.display()), e))?;
+        let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
+        let mut keys = HostKeys {
+            dir,
+            making: Vec::new(),
+        };
+        for kind in HOST_KEY_TYPES.iter().copied() {
             let key = host_key_path(dir, kind);
-            !(complete(&key) && complete(&key.with_extension("pub")))
-        })
-        .collect();
-    let mut making = Vec::new();
-    for kind in &missing {
-        making.push((*kind, start_generating(dir, kind, comment)?));
+            if !(complete(&key) && complete(&key.with_extension("pub"))) {
+                // On failure, those started are waited for by `drop`.
+                keys.making
+                    .push((kind, start_generating(dir, kind, comment)?));
+            }
+        }
+        Ok(keys)
     }
-    let mut lines = Vec::new();
-    let mut first_error = None;
-    // Every child is waited for, even after one failed.
-    for (kind, child) in making {
-        match finish_generating(dir, kind, child) {
-            Ok(()) => lines.push(format!("generated the {kind} host key")),
-            Err(e) => first_error = first_error.or(Some(e)),
+
+    /// Waits for every key being made and puts it in place; a line per key.
+    pub fn finish(mut self) -> Result<Vec<String>, Failed> {
+        let mut lines = Vec::new();
+        let mut first_error = None;
+        // Every child is waited for, even after one failed.
+        for (kind, child) in std::mem::take(&mut self.making) {
+            match finish_generating(self.dir, kind, child) {
+                Ok(()) => lines.push(format!("generated the {kind} host key")),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(lines),
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(lines),
+}
+
+impl Drop for HostKeys<'_> {
+    /// Not finished (setup failed on the way): no ssh-keygen left a zombie.
+    fn drop(&mut self) {
+        for (_, child) in &mut self.making {
+            let _ = child.wait();
+        }
     }
 }
 
