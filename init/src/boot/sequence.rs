@@ -53,8 +53,9 @@ pub(crate) const STORAGE_TOOLS: &str = "storage";
 
 /// Modules no device asks for but system containers need, and FAT's (the
 /// first filesystem PID 1 reads on most machines: a config seed, a disk's
-/// boot partition). Loaded side by side here, rather than the kernel
-/// asking for FAT's three at the mount, one modprobe process each.
+/// boot partition). Loaded with coldplug's first pass, side by side with
+/// the devices' modules, rather than the kernel asking for FAT's three at
+/// the mount, one modprobe process each.
 pub(crate) const FIRST_MODULES: &[&str] = &[
     "loop",
     "squashfs",
@@ -114,7 +115,7 @@ pub fn boot() -> Result<Init, Failed> {
         switch_root::on_initramfs(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
     if on_initramfs {
         match switch_root::switch(&["/proc", "/sys", "/dev", "/run"]) {
-            Ok(()) => say("switched from the initramfs to a tmpfs root"),
+            Ok(()) => say("switched root: the initramfs bound on itself"),
             Err(e) => say_error(&format!(
                 "switching root: {e}; system containers cannot start"
             )),
@@ -234,7 +235,9 @@ pub fn boot() -> Result<Init, Failed> {
         watchdog: None,
     };
 
-    let mut outcome = init.coldplug.scan(&init.sys, Path::new("/sys"));
+    let mut outcome = init
+        .coldplug
+        .scan_with(&init.sys, Path::new("/sys"), FIRST_MODULES);
     report_modules("coldplug", &outcome);
     init.drain_uevents();
     for event in power_button::event_devices(Path::new("/sys")) {
@@ -242,10 +245,6 @@ pub fn boot() -> Result<Init, Failed> {
     }
     say(&format!("network interfaces: {}", describe_interfaces()));
 
-    outcome = Outcome::default();
-    init.coldplug
-        .load_all_named(&init.sys, FIRST_MODULES, &mut outcome);
-    report_modules("container and FAT modules", &outcome);
     match &cgroups {
         Some(root) => {
             for e in cgroup::prepare(root) {

@@ -99,27 +99,40 @@ impl Coldplug {
     /// containers need: no device asks for them). A module the image lacks
     /// is not an error: it may be built into the kernel.
     pub fn load_all_named(&mut self, sys: &dyn System, modules: &[&str], outcome: &mut Outcome) {
-        let wanted = modules
+        let wanted = self.named(modules);
+        self.load_side_by_side(sys, wanted, outcome);
+    }
+
+    /// `modules` as wanted: those the image has.
+    fn named(&self, modules: &[&str]) -> Vec<(String, String)> {
+        modules
             .iter()
             .filter(|m| self.index.load_order(m, &self.loaded).is_ok())
             .map(|m| (m.to_string(), String::new()))
-            .collect();
-        self.load_side_by_side(sys, wanted, outcome);
+            .collect()
     }
 
     /// Walks `sysfs/devices` until a pass loads nothing new: loading a bus
     /// driver (virtio_pci) creates the devices (virtio net, block) that need
     /// the next modules.
     pub fn scan(&mut self, sys: &dyn System, sysfs: &Path) -> Outcome {
+        self.scan_with(sys, sysfs, &[])
+    }
+
+    /// As `scan`, with `modules` (by name, as `load_all_named`) loaded in
+    /// the first pass, side by side with the devices' own: the rounds are
+    /// shared instead of run one after the other.
+    pub fn scan_with(&mut self, sys: &dyn System, sysfs: &Path, modules: &[&str]) -> Outcome {
         let mut outcome = Outcome::default();
         if self.index.is_empty() {
             return outcome;
         }
+        let mut named = self.named(modules);
         loop {
             let before = outcome.loaded.len();
             let mut modaliases = Vec::new();
             collect_modaliases(&sysfs.join("devices"), &mut modaliases);
-            let mut wanted = Vec::new();
+            let mut wanted = std::mem::take(&mut named);
             for modalias in modaliases {
                 self.want(&modalias, &mut wanted);
             }
@@ -396,6 +409,32 @@ mod tests {
         assert_eq!(
             *sys.module_rounds.borrow(),
             [vec!["loop", "squashfs", "overlay"]]
+        );
+    }
+
+    #[test]
+    fn named_modules_share_the_first_pass_rounds_with_the_devices_own() {
+        let sysfs = tempfile::tempdir().unwrap();
+        device(
+            sysfs.path(),
+            "pci0000:00/0000:00:02.0/virtio0",
+            "virtio:d00000001v00001AF4",
+        );
+        let dep = format!("{DEP}kernel/loop.ko:\nkernel/fat.ko:\nkernel/vfat.ko: kernel/fat.ko\n");
+        let (index, _) = ModuleIndex::parse(ALIAS, &dep);
+        let mut coldplug = Coldplug::new(index, "/m".into());
+        let sys = Recorder::default();
+        // ext4 is not in this image: built into the kernel, not an error.
+        let outcome = coldplug.scan_with(&sys, sysfs.path(), &["loop", "vfat", "ext4"]);
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        let mut loaded = outcome.loaded.clone();
+        loaded.sort();
+        assert_eq!(loaded, ["failover", "fat", "loop", "vfat", "virtio_net"]);
+        let mut rounds = sys.module_rounds.borrow().clone();
+        rounds.iter_mut().for_each(|r| r.sort());
+        assert_eq!(
+            rounds,
+            [vec!["failover", "fat", "loop"], vec!["vfat", "virtio_net"]]
         );
     }
 
