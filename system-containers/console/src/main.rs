@@ -142,8 +142,7 @@ fn run(config: &ConsoleConfig, signals: &libc::sigset_t) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // For users to check the first connection against; after sshd starts
-    // (one more process for sshd to wait for, on a first boot under TCG).
+    // For users to check the first connection against; after sshd starts.
     match setup::host_key_fingerprints(Path::new(HOST_KEYS)) {
         Ok(lines) => lines.iter().for_each(|line| say(line)),
         Err(e) => say(&format!("error: {e}")),

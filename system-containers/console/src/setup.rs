@@ -250,28 +250,55 @@ impl Drop for HostKeys<'_> {
     }
 }
 
-/// A line per host key in `dir` with its fingerprint, from one ssh-keygen;
-/// called once sshd runs, so sshd does not wait for it.
+/// A line per host key in `dir` with its fingerprint, as `ssh-keygen -l`
+/// says it (`256 SHA256:… root@brig (ED25519)`); computed here rather
+/// than by one more process while the first login is served.
 pub fn host_key_fingerprints(dir: &Path) -> Result<Vec<String>, Failed> {
-    let mut public = Vec::new();
+    let mut lines = Vec::new();
     for kind in HOST_KEY_TYPES {
         let path = host_key_path(dir, kind).with_extension("pub");
-        let text =
-            fs::read(&path).map_err(|e| Failed::new(format!("reading {}", path.display()), e))?;
-        public.extend_from_slice(&text);
-        if !text.ends_with(b"\n") {
-            public.push(b'\n');
-        }
+        let text = fs::read_to_string(&path)
+            .map_err(|e| Failed::new(format!("reading {}", path.display()), e))?;
+        let line = fingerprint_line(&text).ok_or_else(|| {
+            Failed::new(
+                format!("reading {}", path.display()),
+                std::io::Error::other("not an ed25519 or ECDSA public key"),
+            )
+        })?;
+        lines.push(format!("host key {line}"));
     }
-    let fingerprints = run_with_input(
-        Command::new("/usr/bin/ssh-keygen").args(["-l", "-f", "-"]),
-        &public,
-    )
-    .map_err(|e| Failed::new("running ssh-keygen -l", e))?;
-    Ok(String::from_utf8_lossy(&fingerprints)
-        .lines()
-        .map(|line| format!("host key {}", line.trim()))
-        .collect())
+    Ok(lines)
+}
+
+/// `ssh-keygen -l`'s line for an OpenSSH public key line (`type base64
+/// comment`): its size in bits, the SHA-256 of the key blob in unpadded
+/// base64, the comment and the type. Only the types made here.
+pub fn fingerprint_line(public_key: &str) -> Option<String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut words = public_key.split_whitespace();
+    let kind = words.next()?;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(words.next()?)
+        .ok()?;
+    let comment = words.collect::<Vec<_>>().join(" ");
+    let (bits, label) = match kind {
+        "ssh-ed25519" => ("256", "ED25519"),
+        _ => (kind.strip_prefix("ecdsa-sha2-nistp")?, "ECDSA"),
+    };
+    // The blob starts with the type it claims, as a length-prefixed string.
+    let named = blob.get(4..4 + kind.len())?;
+    if blob.get(..4)? != (kind.len() as u32).to_be_bytes() || named != kind.as_bytes() {
+        return None;
+    }
+    let digest =
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(&blob));
+    let comment = if comment.is_empty() {
+        "no comment".to_string()
+    } else {
+        comment
+    };
+    Some(format!("{bits} SHA256:{digest} {comment} ({label})"))
 }
 
 fn temporary_key(dir: &Path, kind: &str) -> PathBuf {
@@ -328,29 +355,6 @@ fn finish_generating(dir: &Path, kind: &str, child: Child) -> Result<(), Failed>
     rename(&temporary_pub, &key.with_extension("pub"))?;
     rename(&temporary, &key)?;
     sync(dir)
-}
-
-/// A command's standard output, given `input` on its standard input; an
-/// error if it fails.
-fn run_with_input(command: &mut Command, input: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    // A few hundred bytes: they fit the pipe, so writing cannot block
-    // while the child waits for us to read its output.
-    let written = child.stdin.take().map(|mut stdin| stdin.write_all(input));
-    let out = child.wait_with_output()?;
-    written.transpose()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(out.stdout)
 }
 
 /// The console's time zone (`root` is `/` but for tests): /etc/localtime
@@ -468,6 +472,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_public_key_line_that_is_not_what_it_claims_has_no_fingerprint() {
+        let ed25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHR0aGlzIGlzIG5vdCBhIHJlYWwga2V5IGJ1dCAzMmI= root@x";
+        assert!(fingerprint_line(ed25519)
+            .unwrap()
+            .ends_with(" root@x (ED25519)"));
+        // The same blob under another type's name, a blob that is not
+        // base64, an RSA key (not made here), nothing.
+        assert_eq!(
+            fingerprint_line(&ed25519.replace("ssh-ed25519", "ecdsa-sha2-nistp256")),
+            None
+        );
+        assert_eq!(fingerprint_line("ssh-ed25519 !!! root@x"), None);
+        assert_eq!(
+            fingerprint_line("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQ== x"),
+            None
+        );
+        assert_eq!(fingerprint_line(""), None);
+    }
+
     mod nix_like {
         pub fn getuid() -> u32 {
             // SAFETY: getuid cannot fail and touches no memory.
@@ -495,6 +519,19 @@ mod tests {
         );
         let fingerprints = host_key_fingerprints(dir.path()).unwrap();
         assert_eq!(fingerprints.len(), 2, "{fingerprints:?}");
+        // Each as ssh-keygen -l says it.
+        for (kind, line) in HOST_KEY_TYPES.iter().zip(&fingerprints) {
+            let public = host_key_path(dir.path(), kind).with_extension("pub");
+            let out = Command::new("/usr/bin/ssh-keygen")
+                .arg("-l")
+                .arg("-f")
+                .arg(&public)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let said = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(line, &format!("host key {}", said.trim()));
+        }
         assert!(
             fingerprints[0].starts_with("host key 256 SHA256:"),
             "{fingerprints:?}"
