@@ -147,6 +147,11 @@ fn run(config: &ConsoleConfig, signals: &libc::sigset_t) -> ExitCode {
         Ok(lines) => lines.iter().for_each(|line| say(line)),
         Err(e) => say(&format!("error: {e}")),
     }
+    std::thread::spawn(|| {
+        for line in setup::warm_login_path() {
+            say(&line);
+        }
+    });
     // runcmd and user-data scripts: beside sshd, so users can log in while
     // they run.
     let instance_steps = config.clone();
