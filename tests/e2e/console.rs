@@ -128,10 +128,10 @@ runcmd:
     // timezone: the console's local time.
     assert_eq!(lines[12], "Europe/Berlin", "{out}");
     assert!(["CET", "CEST"].contains(&lines[13]), "{out}");
-    // The login path was warmed once sshd ran (seconds ago by now): every
-    // program of it there and run.
+    // sshd and the login path were warmed (seconds ago by now): every
+    // program there and run.
     let serial = guest.serial();
-    assert!(!serial.contains("warming the login path"), "{serial}");
+    assert!(!serial.contains("warming the page cache"), "{serial}");
     let ps = ssh("brig", &brig_key, "sudo brigctl ps");
     for service in ["console", "network", "ntp", "syslog"] {
         assert!(

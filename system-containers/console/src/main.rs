@@ -16,6 +16,9 @@ use brig_spec::paths::CONSOLE_CONFIG;
 
 /// The volume with the ssh host keys.
 const HOST_KEYS: &str = "/var/lib/ssh";
+/// Where sshd writes its pid once it listens (sshd_config `PidFile`; the
+/// service's readiness path too).
+const SSHD_PID_FILE: &str = "/run/sshd.pid";
 /// A getty that ends sooner than this after starting counts as failing.
 const QUICK_EXIT: Duration = Duration::from_secs(10);
 /// Failing gettys in a row before one is given up.
@@ -65,19 +68,24 @@ fn load_config() -> ConsoleConfig {
     }
 }
 
-/// Accounts, homes, /etc/hosts, host keys, sshd's runtime directory. The
-/// host keys are made while the rest is done: on a first boot both are on
-/// the way to sshd (ssh-keygen, and visudo for each user's sudo rules).
+/// Accounts, homes, /etc/hosts, host keys, sshd's runtime directory.
 fn prepare(config: &ConsoleConfig) -> Result<accounts::Rendered, Failed> {
     let hostname = fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "brig".into());
-    let keys = setup::HostKeys::start(Path::new(HOST_KEYS), &format!("root@{hostname}"))?;
-    let rendered = prepare_accounts(config, &hostname)?;
-    for line in keys.finish()? {
+    for line in setup::host_keys(Path::new(HOST_KEYS), &format!("root@{hostname}"))? {
         say(&line);
     }
     fs::create_dir_all("/run/sshd").map_err(|e| Failed::new("making /run/sshd", e))?;
+    // With its keys and runtime directory in place, sshd's start is tried
+    // while the accounts are written: what it reads goes into the page
+    // cache meanwhile.
+    std::thread::spawn(|| {
+        for line in setup::warm(setup::SSHD_PROGRAMS) {
+            say(&line);
+        }
+    });
+    let rendered = prepare_accounts(config, &hostname)?;
     // The docker CLI's default socket is the docker container's, shared
     // through SOCKET_DIR.
     if let Err(e) = setup::link(
@@ -147,8 +155,13 @@ fn run(config: &ConsoleConfig, signals: &libc::sigset_t) -> ExitCode {
         Ok(lines) => lines.iter().for_each(|line| say(line)),
         Err(e) => say(&format!("error: {e}")),
     }
+    // Once sshd listens (it writes its pid file then), not beside its start.
     std::thread::spawn(|| {
-        for line in setup::warm_login_path() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !Path::new(SSHD_PID_FILE).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for line in setup::warm(setup::LOGIN_PROGRAMS) {
             say(&line);
         }
     });

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{chown, fchown, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use brig_spec::failed::Failed;
 
@@ -216,66 +216,63 @@ pub fn host_key_path(dir: &Path, kind: &str) -> PathBuf {
 }
 
 /// Keeps the host keys in `dir` (a volume: the same keys across restarts
-/// and, with a state partition, reboots); makes those missing with
-/// ssh-keygen, atomically. Returns a line per key made.
+/// and, with a state partition, reboots); makes those missing, each pair
+/// written atomically, the public key first (a private key present means
+/// the pair is whole). Returns a line per key made.
+///
+/// Made here (the `ssh-key` crate) rather than by `ssh-keygen`: the keys
+/// are milliseconds of work, but each ssh-keygen process cost 0.5 s cold
+/// under TCG (the dynamic loader relocating libcrypto) and more beside the
+/// other services starting, on the way to sshd on every boot without a
+/// state partition.
 pub fn host_keys(dir: &Path, comment: &str) -> Result<Vec<String>, Failed> {
-    HostKeys::start(dir, comment)?.finish()
+    fs::create_dir_all(dir).map_err(|e| Failed::new(format!("making {}", dir.display()), e))?;
+    let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
+    // SAFETY: geteuid and getegid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let mut lines = Vec::new();
+    for kind in HOST_KEY_TYPES {
+        let key = host_key_path(dir, kind);
+        let public = key.with_extension("pub");
+        if complete(&key) && complete(&public) {
+            continue;
+        }
+        make_host_key(&key, kind, comment, (uid, gid))?;
+        lines.push(format!("generated the {kind} host key"));
+    }
+    Ok(lines)
 }
 
-/// Host keys being made: the missing ones, each by an ssh-keygen of its
-/// own, side by side (each process costs a tenth of a second under TCG and
-/// sshd waits for them on every boot without a state partition), while the
-/// console does the rest of its setup.
-pub struct HostKeys<'a> {
-    dir: &'a Path,
-    making: Vec<(&'static str, Child)>,
-}
-
-impl<'a> HostKeys<'a> {
-    /// Starts making the keys missing from `dir`.
-    pub fn start(dir: &'a Path, comment: &str) -> Result<HostKeys<'a>, Failed> {
-        fs::create_dir_all(dir).map_err(|e| Failed::new(format!("making {}", dir.display()), e))?;
-        let complete = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
-        let mut keys = HostKeys {
-            dir,
-            making: Vec::new(),
-        };
-        for kind in HOST_KEY_TYPES.iter().copied() {
-            let key = host_key_path(dir, kind);
-            if !(complete(&key) && complete(&key.with_extension("pub"))) {
-                // On failure, those started are waited for by `drop`.
-                keys.making
-                    .push((kind, start_generating(dir, kind, comment)?));
-            }
-        }
-        Ok(keys)
-    }
-
-    /// Waits for every key being made and puts it in place; a line per key.
-    pub fn finish(mut self) -> Result<Vec<String>, Failed> {
-        let mut lines = Vec::new();
-        let mut first_error = None;
-        // Every child is waited for, even after one failed.
-        for (kind, child) in std::mem::take(&mut self.making) {
-            match finish_generating(self.dir, kind, child) {
-                Ok(()) => lines.push(format!("generated the {kind} host key")),
-                Err(e) => first_error = first_error.or(Some(e)),
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(lines),
-        }
-    }
-}
-
-impl Drop for HostKeys<'_> {
-    /// Not finished (setup failed on the way): no ssh-keygen left a zombie.
-    fn drop(&mut self) {
-        for (_, child) in &mut self.making {
-            let _ = child.wait();
-        }
-    }
+/// Makes a new key pair of `kind` (one of `HOST_KEY_TYPES`) at `key` and
+/// `key`.pub, in OpenSSH's formats, owned by `owner` (uid, gid).
+fn make_host_key(key: &Path, kind: &str, comment: &str, owner: (u32, u32)) -> Result<(), Failed> {
+    use ssh_key::{rand_core::OsRng, Algorithm, EcdsaCurve, LineEnding, PrivateKey};
+    let failed = |e: ssh_key::Error| {
+        Failed::new(
+            format!("making the {kind} host key"),
+            std::io::Error::other(e.to_string()),
+        )
+    };
+    let algorithm = match kind {
+        "ed25519" => Algorithm::Ed25519,
+        "ecdsa" => Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+        _ => return Err(failed(ssh_key::Error::AlgorithmUnknown)),
+    };
+    let mut pair = PrivateKey::random(&mut OsRng, algorithm).map_err(failed)?;
+    pair.set_comment(comment);
+    let private = pair.to_openssh(LineEnding::LF).map_err(failed)?;
+    let public = pair.public_key().to_openssh().map_err(failed)? + "\n";
+    let (uid, gid) = owner;
+    write_file(
+        &key.with_extension("pub"),
+        public.as_bytes(),
+        0o644,
+        uid,
+        gid,
+    )?;
+    write_file(key, private.as_bytes(), 0o600, uid, gid)
 }
 
 /// A line per host key in `dir` with its fingerprint, as `ssh-keygen -l`
@@ -302,105 +299,46 @@ pub fn host_key_fingerprints(dir: &Path) -> Result<Vec<String>, Failed> {
 /// comment`): its size in bits, the SHA-256 of the key blob in unpadded
 /// base64, the comment and the type. Only the types made here.
 pub fn fingerprint_line(public_key: &str) -> Option<String> {
-    use base64::Engine;
-    use sha2::Digest;
-    let mut words = public_key.split_whitespace();
-    let kind = words.next()?;
-    let blob = base64::engine::general_purpose::STANDARD
-        .decode(words.next()?)
-        .ok()?;
-    let comment = words.collect::<Vec<_>>().join(" ");
-    let (bits, label) = match kind {
-        "ssh-ed25519" => ("256", "ED25519"),
-        _ => (kind.strip_prefix("ecdsa-sha2-nistp")?, "ECDSA"),
+    use ssh_key::{Algorithm, EcdsaCurve, HashAlg, PublicKey};
+    let key = PublicKey::from_openssh(public_key.trim()).ok()?;
+    let (bits, label) = match key.algorithm() {
+        Algorithm::Ed25519 => (256, "ED25519"),
+        Algorithm::Ecdsa { curve } => match curve {
+            EcdsaCurve::NistP256 => (256, "ECDSA"),
+            EcdsaCurve::NistP384 => (384, "ECDSA"),
+            EcdsaCurve::NistP521 => (521, "ECDSA"),
+        },
+        _ => return None,
     };
-    // The blob starts with the type it claims, as a length-prefixed string.
-    let named = blob.get(4..4 + kind.len())?;
-    if blob.get(..4)? != (kind.len() as u32).to_be_bytes() || named != kind.as_bytes() {
-        return None;
-    }
-    let digest =
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(&blob));
-    let comment = if comment.is_empty() {
-        "no comment".to_string()
-    } else {
-        comment
+    let comment = match key.comment() {
+        "" => "no comment",
+        comment => comment,
     };
-    Some(format!("{bits} SHA256:{digest} {comment} ({label})"))
+    let fingerprint = key.fingerprint(HashAlg::Sha256);
+    Some(format!("{bits} {fingerprint} {comment} ({label})"))
 }
 
-fn temporary_key(dir: &Path, kind: &str) -> PathBuf {
-    dir.join(format!(".new_ssh_host_{kind}_key"))
-}
-
-/// Starts making one key pair under temporary names.
-fn start_generating(dir: &Path, kind: &str, comment: &str) -> Result<Child, Failed> {
-    let temporary = temporary_key(dir, kind);
-    let _ = fs::remove_file(&temporary);
-    let _ = fs::remove_file(temporary.with_extension("pub"));
-    Command::new("/usr/bin/ssh-keygen")
-        .args(["-q", "-t", kind, "-N", "", "-C", comment, "-f"])
-        .arg(&temporary)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failed::new("running ssh-keygen", e))
-}
-
-/// Waits for the pair `start_generating` began; syncs it, then renames it
-/// into place (public key first: a private key present means the pair is
-/// whole).
-fn finish_generating(dir: &Path, kind: &str, child: Child) -> Result<(), Failed> {
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Failed::new("waiting for ssh-keygen", e))?;
-    if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(Failed::new(
-            format!("ssh-keygen -t {kind}"),
-            std::io::Error::other(format!("{}: {said}", out.status)),
-        ));
-    }
-    let temporary = temporary_key(dir, kind);
-    let temporary_pub = temporary.with_extension("pub");
-    let key = host_key_path(dir, kind);
-    let sync = |p: &Path| {
-        fs::File::open(p)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Failed::new(format!("syncing {}", p.display()), e))
-    };
-    sync(&temporary)?;
-    sync(&temporary_pub)?;
-    let rename = |from: &Path, to: &Path| {
-        fs::rename(from, to).map_err(|e| {
-            Failed::new(
-                format!("renaming {} to {}", from.display(), to.display()),
-                e,
-            )
-        })
-    };
-    rename(&temporary_pub, &key.with_extension("pub"))?;
-    rename(&temporary, &key)?;
-    sync(dir)
-}
+/// sshd's start without its listening (`-t`: it reads its config and host
+/// keys, and exits), while the accounts are written.
+pub const SSHD_PROGRAMS: &[&[&str]] = &[&["/usr/sbin/sshd", "-t"]];
 
 /// The programs a login over ssh runs, each as it only loads and exits:
-/// sshd's per-connection programs and the default shell.
+/// sshd's per-connection programs and the default shell. Run once sshd
+/// is started.
 pub const LOGIN_PROGRAMS: &[&[&str]] = &[
     &["/usr/lib/openssh/sshd-session", "-V"],
     &["/usr/lib/openssh/sshd-auth", "-V"],
     &["/bin/bash", "-c", "true"],
 ];
 
-/// Runs `LOGIN_PROGRAMS` once, so that the page cache holds what they
-/// load (the dynamic loader reads each library's pages a login touches):
-/// on a first boot they come cold from the squashfs otherwise, which under
-/// TCG made the first login 1.6 s where the next took 0.6 s. Called once
-/// sshd is started. A line for each program that could not run.
-pub fn warm_login_path() -> Vec<String> {
+/// Runs each of `programs` once, so that the page cache holds what they
+/// load (the dynamic loader reads the pages of each library they touch):
+/// on a first boot those come cold from the squashfs otherwise, under TCG
+/// 0.3–0.5 s for sshd's libcrypto, and the first login took 1.6 s where
+/// the next took 0.6 s. A line for each program that could not run.
+pub fn warm(programs: &[&[&str]]) -> Vec<String> {
     let mut problems = Vec::new();
-    for command in LOGIN_PROGRAMS {
+    for command in programs {
         let ran = Command::new(command[0])
             .args(&command[1..])
             .stdin(Stdio::null())
@@ -410,11 +348,11 @@ pub fn warm_login_path() -> Vec<String> {
         match ran {
             Ok(status) if status.success() => {}
             Ok(status) => problems.push(format!(
-                "error: warming the login path: {} ({status})",
+                "error: warming the page cache: {} ({status})",
                 command.join(" ")
             )),
             Err(e) => problems.push(format!(
-                "error: warming the login path: {}: {e}",
+                "error: warming the page cache: {}: {e}",
                 command[0]
             )),
         }
@@ -539,7 +477,7 @@ mod tests {
 
     #[test]
     fn a_public_key_line_that_is_not_what_it_claims_has_no_fingerprint() {
-        let ed25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHR0aGlzIGlzIG5vdCBhIHJlYWwga2V5IGJ1dCAzMmI= root@x";
+        let ed25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEqe1ZE+GTgziExDp0O+60U3MQwEZXAVrZtCfcP16r3W root@x";
         assert!(fingerprint_line(ed25519)
             .unwrap()
             .ends_with(" root@x (ED25519)"));
@@ -602,6 +540,30 @@ mod tests {
         );
         let fingerprints = host_key_fingerprints(dir.path()).unwrap();
         assert_eq!(fingerprints.len(), 2, "{fingerprints:?}");
+        // OpenSSH reads each private key, finds its public key the one
+        // beside it, and only root may read it.
+        for kind in HOST_KEY_TYPES {
+            let key = host_key_path(dir.path(), kind);
+            let out = Command::new("/usr/bin/ssh-keygen")
+                .arg("-y")
+                .arg("-f")
+                .arg(&key)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{kind}: {out:?}");
+            let derived = String::from_utf8(out.stdout).unwrap();
+            let beside = fs::read_to_string(key.with_extension("pub")).unwrap();
+            assert_eq!(
+                derived.split_whitespace().take(2).collect::<Vec<_>>(),
+                beside.split_whitespace().take(2).collect::<Vec<_>>(),
+                "{kind}"
+            );
+            assert!(beside.ends_with(" root@test\n"), "{beside:?}");
+            assert_eq!(
+                fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
         // Each as ssh-keygen -l says it.
         for (kind, line) in HOST_KEY_TYPES.iter().zip(&fingerprints) {
             let public = host_key_path(dir.path(), kind).with_extension("pub");
