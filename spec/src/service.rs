@@ -69,6 +69,11 @@ pub struct ServiceSpec {
     pub kernel_modules: Vec<String>,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Services this one starts after, once each has settled (ready, or
+    /// failed, stopped or backing off), without needing them: an order,
+    /// not a dependency (systemd's `After=` without `Requires=`).
+    #[serde(default)]
+    pub start_after: Vec<String>,
     #[serde(default)]
     pub readiness: Readiness,
     #[serde(default)]
@@ -629,6 +634,9 @@ impl ServiceSpec {
         }
         if self.depends_on.iter().any(|d| d == &self.name) {
             return err("depends_on", "a service cannot depend on itself".into());
+        }
+        if self.start_after.iter().any(|d| d == &self.name) {
+            return err("start_after", "a service cannot start after itself".into());
         }
         if let Readiness::Path { path, .. } = &self.readiness {
             if !path.starts_with('/') {

@@ -221,6 +221,14 @@ impl Supervisor {
             .is_some_and(|d| matches!(d.state, State::Running | State::Done))
     }
 
+    /// Whether a service named in `start_after` no longer holds the start
+    /// back: it is not waiting or starting (it is ready, or failed, was
+    /// stopped, backs off), or there is no such service.
+    fn has_settled(&self, name: &str) -> bool {
+        self.get(name)
+            .is_none_or(|s| !matches!(s.state, State::Waiting | State::Starting))
+    }
+
     /// Decides what to do at `now`.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
@@ -254,6 +262,7 @@ impl Supervisor {
                     !self.shutting_down
                         && self.hold.as_ref().is_none_or(|h| h.contains(&s.spec.name))
                         && s.spec.depends_on.iter().all(|d| self.is_satisfied(d))
+                        && s.spec.start_after.iter().all(|d| self.has_settled(d))
                 }
                 State::Backoff { until } | State::CrashLoop { until } => {
                     !self.shutting_down && *until <= now
@@ -632,6 +641,7 @@ fn placeholder_spec() -> ServiceSpec {
         sysctls: Default::default(),
         kernel_modules: Vec::new(),
         depends_on: Vec::new(),
+        start_after: Vec::new(),
         readiness: Readiness::Started,
         restart: RestartPolicy::Never,
         stop_grace_seconds: 10,

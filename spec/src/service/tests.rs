@@ -138,6 +138,11 @@ fn errors_name_file_key_and_problem() {
         e.contains("`depends_on`: a service cannot depend on itself"),
         "{e}"
     );
+    let e = error(&format!("start_after = [\"test\"]\n{base}"));
+    assert!(
+        e.contains("`start_after`: a service cannot start after itself"),
+        "{e}"
+    );
     let e = error("command = [\"/bin/true\"]\n");
     assert!(e.contains("rootfs"), "{e}");
     let e = error(&format!("{base}[limits]\ncpu_weight = 0\n"));

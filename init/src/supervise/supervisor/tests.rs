@@ -24,6 +24,42 @@ fn starts(actions: &[Action]) -> Vec<&str> {
 }
 
 #[test]
+fn a_service_starts_after_the_ones_it_names_have_settled_ready_or_not() {
+    let t = Instant::now();
+    let console = || ServiceSpec {
+        readiness: Readiness::Path {
+            path: "/run/sshd.pid".into(),
+            timeout_seconds: 60,
+        },
+        ..spec("console", &[])
+    };
+    let docker = ServiceSpec {
+        start_after: vec!["console".into(), "no-such-service".into()],
+        ..spec("docker", &["network"])
+    };
+    let mut sup = Supervisor::new(
+        vec![console(), spec("network", &[]), docker.clone()],
+        vec![],
+    );
+    assert_eq!(starts(&sup.tick(t)), ["console", "network"]);
+    sup.started("console", 10, t);
+    sup.started("network", 11, t);
+    // Its dependency is up, the console is still starting: not yet.
+    assert!(starts(&sup.tick(t)).is_empty());
+    assert!(sup.ready("console"));
+    assert_eq!(starts(&sup.tick(t)), ["docker"]);
+
+    // A console that fails holds nothing back: an order, not a need.
+    let mut sup = Supervisor::new(vec![console(), spec("network", &[]), docker], vec![]);
+    assert_eq!(starts(&sup.tick(t)), ["console", "network"]);
+    sup.started("console", 10, t);
+    sup.started("network", 11, t);
+    assert!(starts(&sup.tick(t)).is_empty());
+    sup.exited(10, 1, t);
+    assert_eq!(starts(&sup.tick(t)), ["docker"]);
+}
+
+#[test]
 fn a_service_not_started_at_boot_stays_stopped_until_asked() {
     let t = Instant::now();
     let tools = ServiceSpec {
