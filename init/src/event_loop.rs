@@ -166,7 +166,7 @@ impl<S: System> Init<S> {
             .next_end()
             .map(|end| self.sys.now() + end.saturating_sub(console::since_boot()));
         [
-            self.services.supervisor.next_deadline(),
+            self.services.supervisor.next_deadline(self.sys.now()),
             watchdog_due,
             held_back,
         ]

@@ -221,6 +221,15 @@ impl Supervisor {
             .is_some_and(|d| matches!(d.state, State::Running | State::Done))
     }
 
+    /// Whether waiting service `s` may start now: what it depends on is up,
+    /// what it starts after has settled, nothing holds it back.
+    fn may_start(&self, s: &Service) -> bool {
+        !self.shutting_down
+            && self.hold.as_ref().is_none_or(|h| h.contains(&s.spec.name))
+            && s.spec.depends_on.iter().all(|d| self.is_satisfied(d))
+            && s.spec.start_after.iter().all(|d| self.has_settled(d))
+    }
+
     /// Whether a service named in `start_after` no longer holds the start
     /// back: it is not waiting or starting (it is ready, or failed, was
     /// stopped, backs off), or there is no such service.
@@ -258,12 +267,7 @@ impl Supervisor {
         for i in 0..self.services.len() {
             let s = &self.services[i];
             let due = match &s.state {
-                State::Waiting => {
-                    !self.shutting_down
-                        && self.hold.as_ref().is_none_or(|h| h.contains(&s.spec.name))
-                        && s.spec.depends_on.iter().all(|d| self.is_satisfied(d))
-                        && s.spec.start_after.iter().all(|d| self.has_settled(d))
-                }
+                State::Waiting => self.may_start(s),
                 State::Backoff { until } | State::CrashLoop { until } => {
                     !self.shutting_down && *until <= now
                 }
@@ -320,10 +324,14 @@ impl Supervisor {
     }
 
     /// When `tick` next needs to run, if anything is timed.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.services
             .iter()
             .filter_map(|s| match s.state {
+                // What it waited for came about in the turn just done (a
+                // readiness check passed): start it in the next, not when
+                // something else next wakes the loop.
+                State::Waiting if self.may_start(s) => Some(now),
                 State::Backoff { until } | State::CrashLoop { until } => Some(until),
                 State::Stopping {
                     kill_at,

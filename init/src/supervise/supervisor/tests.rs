@@ -46,8 +46,13 @@ fn a_service_starts_after_the_ones_it_names_have_settled_ready_or_not() {
     sup.started("network", 11, t);
     // Its dependency is up, the console is still starting: not yet.
     assert!(starts(&sup.tick(t)).is_empty());
+    let later = t + Duration::from_secs(1);
     assert!(sup.ready("console"));
-    assert_eq!(starts(&sup.tick(t)), ["docker"]);
+    // Due at once: the loop must not sleep until something else wakes it.
+    assert_eq!(sup.next_deadline(later), Some(later));
+    assert_eq!(starts(&sup.tick(later)), ["docker"]);
+    sup.started("docker", 12, later);
+    assert_eq!(sup.next_deadline(later), None);
 
     // A console that fails holds nothing back: an order, not a need.
     let mut sup = Supervisor::new(vec![console(), spec("network", &[]), docker], vec![]);
@@ -403,7 +408,7 @@ fn stop_sends_sigterm_then_kills_the_cgroup_after_the_grace_period() {
         sup.stop("svc", t).unwrap(),
         [Action::Terminate("svc".into())]
     );
-    assert_eq!(sup.next_deadline(), Some(t + Duration::from_secs(3)));
+    assert_eq!(sup.next_deadline(t), Some(t + Duration::from_secs(3)));
     assert!(sup.tick(t + Duration::from_secs(2)).is_empty());
     assert_eq!(
         sup.tick(t + Duration::from_secs(3)),
