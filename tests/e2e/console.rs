@@ -98,6 +98,19 @@ runcmd:
         serial.contains("module no_such_module is not in this image"),
         "{serial}"
     );
+    // sshd and the login path were warmed: every program there and run.
+    let warmed = guest.wait_for(
+        "warmed the page cache: sshd-session -V, sshd-auth -V, bash -c true",
+        Duration::from_secs(60),
+    );
+    assert!(
+        warmed.contains("[console] warmed the page cache: sshd -t"),
+        "{warmed}"
+    );
+    assert!(
+        !warmed.contains("error: warming the page cache"),
+        "{warmed}"
+    );
 
     // The default user: key login, passwordless sudo, brigctl, the host's
     // processes (netd runs in another container), the tools the issue lists.
@@ -128,10 +141,6 @@ runcmd:
     // timezone: the console's local time.
     assert_eq!(lines[12], "Europe/Berlin", "{out}");
     assert!(["CET", "CEST"].contains(&lines[13]), "{out}");
-    // sshd and the login path were warmed (seconds ago by now): every
-    // program there and run.
-    let serial = guest.serial();
-    assert!(!serial.contains("warming the page cache"), "{serial}");
     let ps = ssh("brig", &brig_key, "sudo brigctl ps");
     for service in ["console", "network", "ntp", "syslog"] {
         assert!(

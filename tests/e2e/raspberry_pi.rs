@@ -306,7 +306,7 @@ fn boot_card_once(board: &str, machine: &str, card: &Path, user_data: &Path) -> 
         started.elapsed().as_secs_f64(),
         serial
             .lines()
-            .find(|l| l.starts_with("brig: ready"))
+            .find(|l| l.contains("brig: ready"))
             .unwrap_or_default()
     );
     for said in [

@@ -83,7 +83,9 @@ pub fn pid1_to_ready(serial: &str) -> Option<Duration> {
         line.rsplit_once("[t=")?.1.strip_suffix("s]")?.parse().ok()
     };
     let started = stamp(&|l| l.contains("started as PID 1"))?;
-    let ready = stamp(&|l| l.starts_with("brig: ready"))?;
+    // Maybe after a getty's prompt on the same line ("brig login: brig:
+    // ready"): the console's getty can print it before the boot is done.
+    let ready = stamp(&|l| l.contains("brig: ready"))?;
     (ready >= started).then(|| Duration::from_secs_f64(ready - started))
 }
 
@@ -254,5 +256,10 @@ mod tests {
                       brig: [web] ready [t=3.000s]\nbrig: ready [t=3.750s]\n";
         assert_eq!(pid1_to_ready(serial), Some(Duration::from_millis(1500)));
         assert_eq!(pid1_to_ready("brig: ready [t=3.750s]\n"), None);
+        let prompt_first = serial.replace("brig: ready", "brig login: brig: ready");
+        assert_eq!(
+            pid1_to_ready(&prompt_first),
+            Some(Duration::from_millis(1500))
+        );
     }
 }

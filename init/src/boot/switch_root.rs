@@ -7,6 +7,7 @@
 //! initramfs' 8 MiB into a tmpfs took a fifth of a second of every boot.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::mount::MsFlags;
@@ -63,6 +64,11 @@ pub fn switch(mounts: &[&str]) -> Result<(), String> {
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     // The bind's own mount point, seen through it: an empty directory.
     let _ = fs::remove_dir(new_root);
+    // The kernel's rootfs is a tmpfs whose root is 1777 (the cpio has no
+    // entry for `.`): the root of the machine is 0755, as a tmpfs mounted
+    // with mode=0755 was.
+    fs::set_permissions("/", fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("making / mode 0755: {e}"))?;
     Ok(())
 }
 

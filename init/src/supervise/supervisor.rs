@@ -136,7 +136,9 @@ impl Supervisor {
         supervisor
     }
 
-    /// Unknown dependencies and cycles fail the services involved.
+    /// Unknown dependencies and cycles (through `depends_on` and
+    /// `start_after` alike: either would wait for ever) fail the services
+    /// involved.
     fn check_graph(&mut self) {
         let names: HashSet<String> = self.services.iter().map(|s| s.spec.name.clone()).collect();
         for s in &mut self.services {
@@ -160,7 +162,7 @@ impl Supervisor {
         let mut seen = HashSet::new();
         while let Some((name, path)) = stack.pop() {
             let Some(s) = self.get(&name) else { continue };
-            for dep in &s.spec.depends_on {
+            for dep in s.spec.depends_on.iter().chain(&s.spec.start_after) {
                 if dep == start_name {
                     let mut cycle = path.clone();
                     cycle.push(dep.clone());
@@ -232,10 +234,26 @@ impl Supervisor {
 
     /// Whether a service named in `start_after` no longer holds the start
     /// back: it is not waiting or starting (it is ready, or failed, was
-    /// stopped, backs off), or there is no such service.
+    /// stopped, backs off), or waits for what will not come by itself (it
+    /// is held back, or a service it depends on is stopped), or there is no
+    /// such service.
     fn has_settled(&self, name: &str) -> bool {
-        self.get(name)
-            .is_none_or(|s| !matches!(s.state, State::Waiting | State::Starting))
+        let Some(s) = self.get(name) else {
+            return true;
+        };
+        match s.state {
+            State::Starting => false,
+            State::Waiting => {
+                self.hold
+                    .as_ref()
+                    .is_some_and(|h| !h.contains(&s.spec.name))
+                    || s.spec
+                        .depends_on
+                        .iter()
+                        .any(|d| self.get(d).is_some_and(|d| d.state == State::Stopped))
+            }
+            _ => true,
+        }
     }
 
     /// Decides what to do at `now`.

@@ -335,7 +335,8 @@ pub const LOGIN_PROGRAMS: &[&[&str]] = &[
 /// load (the dynamic loader reads the pages of each library they touch):
 /// on a first boot those come cold from the squashfs otherwise, under TCG
 /// 0.3–0.5 s for sshd's libcrypto, and the first login took 1.6 s where
-/// the next took 0.6 s. A line for each program that could not run.
+/// the next took 0.6 s. A line for each program that could not run, or
+/// one saying what was warmed.
 pub fn warm(programs: &[&[&str]]) -> Vec<String> {
     let mut problems = Vec::new();
     for command in programs {
@@ -356,6 +357,19 @@ pub fn warm(programs: &[&[&str]]) -> Vec<String> {
                 command[0]
             )),
         }
+    }
+    if problems.is_empty() {
+        let names: Vec<String> = programs
+            .iter()
+            .map(|c| {
+                let program = c[0].rsplit('/').next().unwrap_or(c[0]);
+                std::iter::once(program)
+                    .chain(c[1..].iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        problems.push(format!("warmed the page cache: {}", names.join(", ")));
     }
     problems
 }

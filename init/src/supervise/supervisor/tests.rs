@@ -65,6 +65,54 @@ fn a_service_starts_after_the_ones_it_names_have_settled_ready_or_not() {
 }
 
 #[test]
+fn start_after_waits_for_nothing_that_will_not_come_and_fails_in_a_cycle() {
+    let t = Instant::now();
+    let after = |name: &str, deps: &[&str], after: &[&str]| ServiceSpec {
+        start_after: after.iter().map(|a| a.to_string()).collect(),
+        ..spec(name, deps)
+    };
+    let tools = ServiceSpec {
+        start_at_boot: false,
+        ..spec("tools", &[])
+    };
+    // "uses-tools" waits for a service that is stopped until asked: it
+    // will not start by itself, so "web" need not wait for it.
+    let mut sup = Supervisor::new(
+        vec![
+            tools,
+            spec("uses-tools", &["tools"]),
+            after("web", &[], &["uses-tools"]),
+        ],
+        vec![],
+    );
+    assert_eq!(starts(&sup.tick(t)), ["web"]);
+    // Held back (a config fetch holds all but the network): settled too.
+    let mut sup = Supervisor::new(
+        vec![
+            spec("network", &[]),
+            spec("app", &[]),
+            after("probe", &[], &["app"]),
+        ],
+        vec![],
+    );
+    sup.hold_all_but("probe");
+    assert_eq!(starts(&sup.tick(t)), ["probe"]);
+    // A cycle through start_after would wait for ever: it fails.
+    let sup = Supervisor::new(vec![after("a", &[], &["b"]), spec("b", &["a"])], vec![]);
+    for s in &sup.services {
+        assert_eq!(s.state, State::Failed, "{}", s.spec.name);
+        assert!(
+            s.detail
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("dependency cycle"),
+            "{:?}",
+            s.detail
+        );
+    }
+}
+
+#[test]
 fn a_service_not_started_at_boot_stays_stopped_until_asked() {
     let t = Instant::now();
     let tools = ServiceSpec {
