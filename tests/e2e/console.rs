@@ -141,6 +141,9 @@ runcmd:
     // timezone: the console's local time.
     assert_eq!(lines[12], "Europe/Berlin", "{out}");
     assert!(["CET", "CEST"].contains(&lines[13]), "{out}");
+    // PID 1's root (the initramfs bound on itself) is not world-writable.
+    let root = ssh("brig", &brig_key, "sudo stat -c %a /proc/1/root/");
+    assert_eq!(root.trim(), "755", "{root}");
     let ps = ssh("brig", &brig_key, "sudo brigctl ps");
     for service in ["console", "network", "ntp", "syslog"] {
         assert!(
