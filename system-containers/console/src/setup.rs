@@ -131,8 +131,8 @@ pub fn write_accounts(r: &Rendered, etc: &Path) -> Result<Vec<String>, Failed> {
 }
 
 /// Rules visudo need not check: comments, and lines `<user> <rule>` with a
-/// plain user name (lowercase letters, digits, `_`) and one of the rules
-/// cloud-init's examples give.
+/// plain user name (a valid one without `-` or `$`, which sudoers would
+/// need quoted) and one of the rules cloud-init's examples give.
 pub fn known_good_sudoers(text: &str) -> bool {
     const RULES: &[&str] = &[
         "ALL=(ALL) NOPASSWD:ALL",
@@ -142,12 +142,8 @@ pub fn known_good_sudoers(text: &str) -> bool {
     ];
     text.lines().filter(|l| !l.starts_with('#')).all(|line| {
         line.split_once(' ').is_some_and(|(user, rule)| {
-            user.bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-                && user
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            brig_spec::console::valid_name(user)
+                && !user.contains(['-', '$'])
                 && RULES.contains(&rule)
         })
     })
@@ -358,20 +354,20 @@ pub fn warm(programs: &[&[&str]]) -> Vec<String> {
             )),
         }
     }
-    if problems.is_empty() {
-        let names: Vec<String> = programs
-            .iter()
-            .map(|c| {
-                let program = c[0].rsplit('/').next().unwrap_or(c[0]);
-                std::iter::once(program)
-                    .chain(c[1..].iter().copied())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect();
-        problems.push(format!("warmed the page cache: {}", names.join(", ")));
+    if !problems.is_empty() {
+        return problems;
     }
-    problems
+    let names: Vec<String> = programs
+        .iter()
+        .map(|c| {
+            let program = c[0].rsplit('/').next().unwrap_or(c[0]);
+            std::iter::once(program)
+                .chain(c[1..].iter().copied())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    vec![format!("warmed the page cache: {}", names.join(", "))]
 }
 
 /// The console's time zone (`root` is `/` but for tests): /etc/localtime
@@ -556,16 +552,20 @@ mod tests {
         assert_eq!(fingerprints.len(), 2, "{fingerprints:?}");
         // OpenSSH reads each private key, finds its public key the one
         // beside it, and only root may read it.
-        for kind in HOST_KEY_TYPES {
-            let key = host_key_path(dir.path(), kind);
+        // What OpenSSH's ssh-keygen says of a key file.
+        let ssh_keygen = |option: &str, file: &Path| {
             let out = Command::new("/usr/bin/ssh-keygen")
-                .arg("-y")
+                .arg(option)
                 .arg("-f")
-                .arg(&key)
+                .arg(file)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{kind}: {out:?}");
-            let derived = String::from_utf8(out.stdout).unwrap();
+            assert!(out.status.success(), "{option} {}: {out:?}", file.display());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        for kind in HOST_KEY_TYPES {
+            let key = host_key_path(dir.path(), kind);
+            let derived = ssh_keygen("-y", &key);
             let beside = fs::read_to_string(key.with_extension("pub")).unwrap();
             assert_eq!(
                 derived.split_whitespace().take(2).collect::<Vec<_>>(),
@@ -581,14 +581,7 @@ mod tests {
         // Each as ssh-keygen -l says it.
         for (kind, line) in HOST_KEY_TYPES.iter().zip(&fingerprints) {
             let public = host_key_path(dir.path(), kind).with_extension("pub");
-            let out = Command::new("/usr/bin/ssh-keygen")
-                .arg("-l")
-                .arg("-f")
-                .arg(&public)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            let said = String::from_utf8(out.stdout).unwrap();
+            let said = ssh_keygen("-l", &public);
             assert_eq!(line, &format!("host key {}", said.trim()));
         }
         assert!(
